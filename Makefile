@@ -1,0 +1,51 @@
+# sora_nb: the README's commands. Both are idempotent and need only Python 3.11 (or 3.10+) and make.
+#   make demo   create .venv, install, generate a clip with the embedded model, print where it is
+#   make test   the test suite, offline (HF_HUB_OFFLINE=1)
+#   make lab    JupyterLab on notebooks/
+#   make bench  the benchmark scripts in bench/
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lab bench browser-deps clean
+
+install: $(STAMP)
+
+# torch first, pinned (a CPU wheel here); an open range would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sora_nb)" >/dev/null
+	touch $(STAMP)
+
+demo: install
+	mkdir -p out
+	$(VENV)/bin/sora-nb generate "a red circle moving right" --seed 0 --duration 2 --guidance 5 -o out/demo.mp4
+	@echo ""
+	@echo "Open it:            out/demo.mp4"
+	@echo "Notebooks:          make lab   (or: $(VENV)/bin/jupyter lab notebooks/)"
+
+# Browser tests drive Debian's chromium with Playwright (never `playwright install`).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
+
+test: install browser-deps
+	CI=$${CI:-} $(PY) -m pytest -q
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: install
+	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

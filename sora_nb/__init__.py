@@ -1,0 +1,33 @@
+"""sora_nb: see inside text-to-video diffusion transformers, in a notebook.
+
+Generate a clip with the embedded default model (runs on a laptop CPU)::
+
+    import sora_nb
+    video = sora_nb.generate("a red circle moving right", seed=0, duration=2.0, guidance=5.0, steps=20)
+    video.frames.shape     # (16, 64, 64, 3) uint8
+    video.params           # everything needed to reproduce it
+    video.trace            # xarray.Dataset: every denoising step of every frame
+    video                  # at the end of a cell: plays
+    video.save("clip.mp4")
+
+Load a model explicitly and reuse it::
+
+    gen = sora_nb.load("shapes")
+    gen.generate("a blue square moving up", seed=3)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import Generator, generate, known_models, load
+from .backend import Limits, StepEvent
+from .media import FFmpegNotFoundError, read_params, read_video
+from .request import Request
+from .sampler import Cancelled
+from .video import Video
+
+__all__ = [
+    "Cancelled", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
+    "__version__", "generate", "known_models", "load", "read_params", "read_video",
+]

@@ -1,0 +1,1 @@
+"""Backends: the embedded model (``embedded``) and, later, diffusers video pipelines."""

@@ -1,0 +1,271 @@
+"""The embedded default model: video autoencoder + diffusion transformer + text encoder.
+
+Weights ship inside the package (``sora_nb/weights/shapes/``) as safetensors with a
+``manifest.json`` listing the sha256 of every file; :func:`load_folder` checks every hash before
+reading a byte of weights and loads safetensors only (never pickle). When the package holds no
+weights, :func:`untrained` builds the same architecture with fixed random weights, named
+``shapes-untrained`` everywhere so nobody mistakes it for a trained model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from ..backend import Limits, StepEvent
+from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_encoder, build_tokenizer
+from ..models.text import MAX_TOKENS
+from ..request import Request
+from ..sampler import flow_matching_steps
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes"
+MANIFEST = "manifest.json"
+FORMAT = "sora_nb/shapes"
+SIZES = ((64, 64), (96, 64))
+FPS = 8.0
+MAX_DURATION = 4.0
+BASIC_WORDS = ("a an the and with on in of to , . red orange yellow green cyan blue purple pink white "
+               "circle square triangle star diamond moving left right up down still").split()
+
+
+class WeightsError(ValueError):
+    """A weights folder is missing, incomplete, tampered with or corrupt."""
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fit_latent_rgb(vae: VideoAutoencoder, latents: torch.Tensor, video: torch.Tensor) -> np.ndarray:
+    """Least-squares linear map [latent, 1] -> RGB at latent resolution: a (C+1, 3) matrix.
+
+    ``latents`` are normalised (B, C, F, h, w); ``video`` the matching pixels (B, 3, T, H, W) in [-1, 1].
+    """
+    kt, ks = vae.config.temporal_factor, vae.config.spatial_factor
+    b, c, f, h, w = latents.shape
+    video = vae._pad_frames(video)[:, :, : f * kt]
+    target = torch.nn.functional.avg_pool3d(video, (kt, ks, ks))  # (B, 3, F, h, w)
+    x = latents.permute(0, 2, 3, 4, 1).reshape(-1, c).double()
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = target.permute(0, 2, 3, 4, 1).reshape(-1, 3).double()
+    return torch.linalg.lstsq(x, y).solution.float().numpy()
+
+
+class EmbeddedBackend:
+    """Backend protocol implementation for the embedded model (see :mod:`sora_nb.backend`)."""
+
+    def __init__(self, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
+                 scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any]):
+        self.vae, self.dit, self.text = vae.eval(), dit.eval(), text.eval()
+        self.scheduler_config = dict(scheduler_config)
+        self.latent_rgb = torch.as_tensor(np.asarray(latent_rgb, dtype=np.float32))  # (C+1, 3)
+        self.info = dict(info)
+        self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
+                             default_size=SIZES[0], max_prompt_chars=400,
+                             temporal_factor=vae.config.temporal_factor)
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- protocol --------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+    def check(self, request: Request) -> None:
+        """Model-specific checks beyond :class:`Request` (prompt length in tokens)."""
+        for name in ("prompt", "negative_prompt"):
+            n = self.text.count_tokens(getattr(request, name))
+            if n > MAX_TOKENS:
+                raise ValueError(f"{name} is too long for model {self.limits.name!r}: {n} tokens, "
+                                 f"at most {MAX_TOKENS} (about {MAX_TOKENS - 1} words)")
+
+    def num_frames(self, request: Request) -> int:
+        return max(1, round(request.duration * self.limits.fps))
+
+    def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
+        """(C, F, h, w) of the latent for ``request``."""
+        cfg = self.vae.config
+        f = math.ceil(self.num_frames(request) / cfg.temporal_factor)
+        return (cfg.latent_channels, f, request.height // cfg.spatial_factor, request.width // cfg.spatial_factor)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (1, L, E) and mask (1, L), cached per prompt."""
+        with self._lock:
+            if prompt in self._cache:
+                self._cache.move_to_end(prompt)
+                return self._cache[prompt]
+        states, mask = self.text([prompt])
+        with self._lock:
+            self._cache[prompt] = (states, mask)
+            while len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        return states, mask
+
+    def _conditioning(self, request: Request) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states for the model call: [cond], [uncond] or [cond, uncond] by guidance."""
+        g = request.guidance
+        if g == 1.0:
+            return self.encode_prompt(request.prompt)
+        if g == 0.0:
+            return self.encode_prompt(request.negative_prompt)
+        (sc, mc), (su, mu) = self.encode_prompt(request.prompt), self.encode_prompt(request.negative_prompt)
+        length = max(sc.shape[1], su.shape[1])
+        pad = lambda s, m: (torch.nn.functional.pad(s, (0, 0, 0, length - s.shape[1])),
+                            torch.nn.functional.pad(m, (0, length - m.shape[1])))
+        (sc, mc), (su, mu) = pad(sc, mc), pad(su, mu)
+        return torch.cat([sc, su]), torch.cat([mc, mu])
+
+    def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
+        shape = self.latent_shape(request)
+        noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)  # (1, C, F, h, w)
+        text, mask = self._conditioning(request)
+        g = request.guidance
+        both = g not in (0.0, 1.0)
+
+        @torch.no_grad()
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            xin = torch.cat([x, x]) if both else x
+            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text, mask)
+            if both:
+                vc, vu = v.chunk(2)
+                v = vu + g * (vc - vu)
+            return v
+
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps):
+            yield StepEvent(step=ev.step, num_steps=ev.num_steps, timestep=ev.timestep, sigma=ev.sigma,
+                            sigma_next=ev.sigma_next, latent=ev.latent[0].transpose(0, 1),
+                            x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
+        z = self.vae.denormalize(latents.transpose(0, 1)[None].float())  # (1, C, F, h, w)
+        video = self.vae.decode(z, num_frames)[0]  # (3, T, H, W)
+        return ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    @torch.no_grad()
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        z = x0.float().permute(0, 2, 3, 1)  # (F, h, w, C)
+        rgb = z @ self.latent_rgb[:-1] + self.latent_rgb[-1]  # (F, h, w, 3)
+        return ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+# -- building, saving and loading ------------------------------------------------------------------
+def build(words: list[str] | None = None, *, vae_kwargs: dict | None = None, dit_kwargs: dict | None = None,
+          text_kwargs: dict | None = None) -> tuple[VideoAutoencoder, ShapesDiT, TextEncoder]:
+    """Fresh networks (random weights from the current torch RNG state)."""
+    tokenizer = build_tokenizer(words or BASIC_WORDS)
+    text = TextEncoder(tokenizer, build_encoder(len(tokenizer), **(text_kwargs or {})))
+    vae = VideoAutoencoder(**(vae_kwargs or {}))
+    dit = ShapesDiT(latent_channels=vae.config.latent_channels, text_dim=text.width, **(dit_kwargs or {}))
+    return vae, dit, text
+
+
+def default_scheduler_config() -> dict[str, Any]:
+    """Flow matching with diffusers' Euler scheduler."""
+    return dict(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0).config)
+
+
+def untrained(seed: int = 0) -> EmbeddedBackend:
+    """The embedded architecture with fixed random weights (a placeholder until weights ship)."""
+    with torch.random.fork_rng(devices=[]):  # leaves the user's global RNG untouched
+        torch.manual_seed(seed)
+        vae, dit, text = build()
+        probe = torch.randn(2, vae.config.latent_channels, 4, 16, 16)
+        with torch.no_grad():
+            rgb = fit_latent_rgb(vae, probe, vae.decode(vae.denormalize(probe)))
+    info = {"name": "shapes-untrained", "trained": False,
+            "description": "untrained placeholder: random weights, draws noise, not shapes"}
+    return EmbeddedBackend(vae, dit, text, default_scheduler_config(), rgb, info)
+
+
+def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
+                scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any]) -> Path:
+    """Write a loadable weights folder (safetensors + configs) and its sha256 manifest."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    dit.save_pretrained(folder / "dit", safe_serialization=True)
+    text.save_pretrained(folder)
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=1))
+    (folder / "latent_rgb.json").write_text(json.dumps(np.asarray(latent_rgb).tolist()))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {"format": FORMAT, **info,
+                "files": {str(p.relative_to(folder)): sha256(p) for p in files}}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return folder
+
+
+def is_weights_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like an embedded-model weights folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (ValueError, OSError):
+        return False
+
+
+def verify_folder(folder: Path) -> dict[str, Any]:
+    """Check the manifest and every file's sha256; return the manifest. Raises WeightsError."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"weights folder {str(folder)!r}: unreadable {MANIFEST} ({err})") from err
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise WeightsError(f"weights folder {str(folder)!r}: {MANIFEST} is not a {FORMAT} manifest")
+    for rel, digest in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            raise WeightsError(f"weights file {str(path)!r} is missing (listed in {MANIFEST})")
+        if sha256(path) != digest:
+            raise WeightsError(f"weights file {str(path)!r} is corrupt or was modified: its sha256 does not "
+                               f"match {MANIFEST}; reinstall sora_nb or retrain with `sora-nb train`")
+    unlisted = [p for p in folder.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth",
+                                                                             ".ckpt", ".pkl"}
+                and str(p.relative_to(folder)) not in manifest["files"]]
+    if unlisted:
+        raise WeightsError(f"weights folder {str(folder)!r} holds files not in {MANIFEST}: "
+                           f"{', '.join(str(p.name) for p in unlisted)}")
+    return manifest
+
+
+def load_folder(folder: str | Path) -> EmbeddedBackend:
+    """Load a weights folder written by :func:`save_folder` (hash-checked, safetensors only)."""
+    folder = Path(folder)
+    manifest = verify_folder(folder)
+    try:
+        vae = VideoAutoencoder.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
+        dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True)
+        text = TextEncoder.from_pretrained(folder)
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
+    info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
+    info.setdefault("name", "shapes")
+    info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info)
+
+
+def load_default() -> EmbeddedBackend:
+    """The shipped weights if the package has them, else the untrained placeholder."""
+    if (WEIGHTS_DIR / MANIFEST).is_file():
+        return load_folder(WEIGHTS_DIR)
+    return untrained()

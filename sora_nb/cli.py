@@ -1,0 +1,110 @@
+"""Command line: ``sora-nb generate "a red circle moving right" --seed 0 --duration 2 -o clip.mp4``.
+
+Bad input exits with status 2 and one line on stderr naming the parameter and its allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Sequence
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"sora-nb: error: {message}\n")
+
+
+def _number(kind: type):
+    """argparse type that keeps our own messages (range checks happen in Request.build)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sora-nb`` argument parser."""
+    parser = _Parser(prog="sora-nb", description="Explore text-to-video diffusion transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    gen = sub.add_parser("generate", help="generate a clip and write it to a video file",
+                         description="Generate a clip from a prompt and write it (mp4/webm/gif by extension). "
+                                     "The mp4 and webm carry every parameter as JSON metadata.")
+    gen.add_argument("prompt", help='what to draw, e.g. "a red circle moving right" (1 to 400 characters)')
+    gen.add_argument("-o", "--output", default="clip.mp4",
+                     help="output file; .mp4, .webm or .gif; its folder must exist (default: clip.mp4)")
+    gen.add_argument("--seed", type=_number(int), default=0,
+                     help="integer seed in [0, 2^63-1]; same seed and options give the same clip (default: 0)")
+    gen.add_argument("--duration", type=_number(float), default=2.0,
+                     help="seconds of video, > 0 and up to the model's maximum (4 for shapes) (default: 2)")
+    gen.add_argument("--guidance", type=_number(float), default=5.0,
+                     help="classifier-free guidance scale in [0, 50]; 0 ignores the prompt, 1 disables "
+                          "guidance (default: 5)")
+    gen.add_argument("--steps", type=_number(int), default=20, help="denoising steps in [1, 1000] (default: 20)")
+    gen.add_argument("--width", type=_number(int), default=None,
+                     help="width in pixels, one the model supports (shapes: 64 or 96) (default: the model's)")
+    gen.add_argument("--height", type=_number(int), default=None,
+                     help="height in pixels, one the model supports (shapes: 64) (default: the model's)")
+    gen.add_argument("--negative-prompt", default="", help="what to steer away from (default: none)")
+    gen.add_argument("--model", default="shapes",
+                     help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
+    sub.add_parser("models", help="list the model names sora-nb knows")
+    return parser
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Validate everything first, generate, write atomically, print where."""
+    import sora_nb
+    from sora_nb.media import check_output_path
+
+    out = check_output_path(args.output)
+    gen = sora_nb.load(args.model)
+    kwargs = dict(seed=args.seed, duration=args.duration, guidance=args.guidance, steps=args.steps,
+                  negative_prompt=args.negative_prompt, trace=False)
+    if args.width is not None:
+        kwargs["width"] = args.width
+    if args.height is not None:
+        kwargs["height"] = args.height
+    request = gen.request(args.prompt, **kwargs)
+    start = time.perf_counter()
+    video = gen.run(request)
+    elapsed = time.perf_counter() - start
+    path = video.save(out)
+    t, h, w, _ = video.frames.shape
+    print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
+          f"seed {video.params['seed']}, generated in {elapsed:.2f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sora-nb`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "models":
+            import sora_nb
+
+            print("\n".join(sora_nb.known_models()))
+            return 0
+    except (ValueError, TypeError) as err:
+        print(f"sora-nb: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # e.g. ffmpeg missing
+        print(f"sora-nb: error: {err}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

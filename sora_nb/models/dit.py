@@ -1,0 +1,184 @@
+"""A small Sora-like diffusion transformer over spacetime patches of a video latent.
+
+Read top to bottom: embeddings, one transformer block, the final layer, the model. Shapes use
+B batch, C latent channels, F latent frames, h/w latent height/width, N = F*(h/p)*(w/p) tokens,
+D hidden size, L text tokens, E text width.
+
+The model predicts the flow-matching velocity v = noise - x0 for a noisy latent
+x_t = (1 - sigma) * x0 + sigma * noise, conditioned on
+- the timestep (sigma * 1000), through adaLN-Zero modulation as in DiT;
+- the text token states, through cross-attention (PixArt-alpha style) and a pooled text vector
+  added to the timestep embedding;
+- positions, through a 3D sin-cos embedding computed for whatever (F, h, w) grid comes in, so any
+  duration and the supported resolutions / aspect ratios share one set of weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: scale and shift normalised tokens per sample."""
+    return x * (1 + scale[:, None]) + shift[:, None]  # (B, N, D)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sin-cos embedding of (possibly fractional) positions: (n,) -> (n, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None]  # (n, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)  # (n, dim)
+
+
+def sincos_3d(frames: int, height: int, width: int, dim: int) -> torch.Tensor:
+    """3D position embedding for a (frames, height, width) token grid: (F*h*w, dim).
+
+    The channels are split between time (1/4) and the two spatial axes (3/8 each).
+    """
+    dt = dim // 4 // 2 * 2
+    dy = (dim - dt) // 2 // 2 * 2
+    dx = dim - dt - dy
+    et = sincos_1d(torch.arange(frames), dt)  # (F, dt)
+    ey = sincos_1d(torch.arange(height), dy)  # (h, dy)
+    ex = sincos_1d(torch.arange(width), dx)  # (w, dx)
+    grid = torch.cat([
+        et[:, None, None].expand(frames, height, width, dt),
+        ey[None, :, None].expand(frames, height, width, dy),
+        ex[None, None, :].expand(frames, height, width, dx),
+    ], dim=-1)  # (F, h, w, dim)
+    return grid.reshape(frames * height * width, dim)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timestep -> D-vector (sinusoidal features, then an MLP)."""
+
+    def __init__(self, hidden_size: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sincos_1d(t, self.freq_dim).to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when ``context`` is None, else cross-attention."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context  # (B, M, Dc)
+        q = rearrange(self.q(x), "B N (H d) -> B H N d", H=self.num_heads)  # (B, H, N, d)
+        k, v = rearrange(self.kv(context), "B M (two H d) -> two B H M d", two=2, H=self.num_heads)  # (B, H, M, d)
+        attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, d)
+        return self.out(rearrange(y, "B H N d -> B N (H d)"))  # (B, N, D)
+
+
+class DiTBlock(nn.Module):
+    """Self-attention over all spacetime tokens, cross-attention to the text, an MLP; adaLN-Zero."""
+
+    def __init__(self, dim: int, num_heads: int, text_dim: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.cross = Attention(dim, num_heads, context_dim=text_dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # zero-initialised in ShapesDiT
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # 6 x (B, D)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (B, N, D)
+        x = x + self.cross(self.norm2(x), text, text_mask)  # (B, N, D)
+        x = x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))  # (B, N, D)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated norm, then a linear map from tokens back to latent patches."""
+
+    def __init__(self, dim: int, patch_values: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, patch_values)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=1)  # 2 x (B, D)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, C*pt*ph*pw)
+
+
+class ShapesDiT(ModelMixin, ConfigMixin):
+    """Text-conditioned diffusion transformer over spacetime patches; predicts flow velocity."""
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 8,
+        patch_size: tuple[int, int, int] = (1, 2, 2),  # (frames, y, x) latent cells per token
+        hidden_size: int = 128,
+        depth: int = 6,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 128,   # width of the text encoder's token states
+    ):
+        super().__init__()
+        pt, ph, pw = patch_size
+        self.patch_values = latent_channels * pt * ph * pw
+        self.x_embed = nn.Linear(self.patch_values, hidden_size)
+        self.t_embed = TimestepEmbedder(hidden_size)
+        self.text_pool = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, hidden_size))
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio) for _ in range(depth))
+        self.final = FinalLayer(hidden_size, self.patch_values)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier for linears; adaLN-Zero: modulation and output layers start at zero (DiT)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        nn.init.zeros_(self.final.ada[-1].weight)
+        nn.init.zeros_(self.final.ada[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, F, h, w), timestep (B,) in [0, 1000], text (B, L, E), text_mask (B, L) -> v like x."""
+        pt, ph, pw = self.config.patch_size
+        B, C, Fr, h, w = x.shape
+        gf, gh, gw = Fr // pt, h // ph, w // pw
+        tokens = rearrange(x, "B C (F pt) (h ph) (w pw) -> B (F h w) (C pt ph pw)", pt=pt, ph=ph, pw=pw)  # (B, N, P)
+        pos = sincos_3d(gf, gh, gw, self.config.hidden_size).to(x.device, x.dtype)  # (N, D)
+        tokens = self.x_embed(tokens) + pos[None]  # (B, N, D)
+        mask = text_mask.to(text.dtype)[..., None]  # (B, L, 1)
+        pooled = (text * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, E)
+        c = self.t_embed(timestep) + self.text_pool(pooled)  # (B, D)
+        for block in self.blocks:
+            tokens = block(tokens, c, text, text_mask)  # (B, N, D)
+        out = self.final(tokens, c)  # (B, N, P)
+        return rearrange(out, "B (F h w) (C pt ph pw) -> B C (F pt) (h ph) (w pw)",
+                         F=gf, h=gh, w=gw, pt=pt, ph=ph, pw=pw)  # (B, C, F, h, w)

@@ -1,0 +1,103 @@
+"""A small video autoencoder: the "video compression network" of the embedded model.
+
+It compresses a clip 4x in time and 4x in each spatial axis (16 x 64 x 64 x 3 -> 4 x 16 x 16 x 8,
+a 24x reduction), as Sora, Wan and LTX-Video compress video before the diffusion transformer.
+
+Design, for speed on a laptop CPU: space-to-depth first (each 4x4x4 block of pixels becomes one
+192-value cell), then a few 3D convolutions at latent resolution; the decoder mirrors it and ends
+with a light per-frame convolution at full resolution to smooth block edges. Frames are padded to a
+multiple of 4 by repeating the last one, and trimmed after decoding.
+
+Pixels are in [-1, 1]; ``encode`` returns the raw latent, ``normalize``/``denormalize`` map it to and
+from the unit-variance latent the diffusion model works on (statistics measured after training).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from torch import nn
+
+
+class ResBlock3d(nn.Module):
+    """Two 3x3x3 convolutions with a residual connection."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))  # (B, c, F, h, w)
+
+
+class VideoAutoencoder(ModelMixin, ConfigMixin):
+    """Video <-> latent, 4x temporal and 4x spatial compression."""
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 8,
+        hidden: int = 96,            # channels of the convolutions at latent resolution
+        refine: int = 24,            # channels of the full-resolution refinement convolution
+        temporal_factor: int = 4,
+        spatial_factor: int = 4,
+        latent_mean: float = 0.0,    # statistics of encoded training clips, set after training
+        latent_std: float = 1.0,
+    ):
+        super().__init__()
+        cell = 3 * temporal_factor * spatial_factor * spatial_factor
+        self.enc_in = nn.Conv3d(cell, hidden, 3, padding=1)
+        self.enc_block = ResBlock3d(hidden)
+        self.enc_out = nn.Conv3d(hidden, latent_channels, 1)
+        self.dec_in = nn.Conv3d(latent_channels, hidden, 3, padding=1)
+        self.dec_block1 = ResBlock3d(hidden)
+        self.dec_block2 = ResBlock3d(hidden)
+        self.dec_out = nn.Conv3d(hidden, cell, 1)
+        self.refine1 = nn.Conv2d(3, refine, 3, padding=1)
+        self.refine2 = nn.Conv2d(refine, 3, 3, padding=1)
+        nn.init.zeros_(self.refine2.weight)
+        nn.init.zeros_(self.refine2.bias)
+
+    def _pad_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Repeat the last frame so the frame count is a multiple of the temporal factor."""
+        k = self.config.temporal_factor
+        extra = (-video.shape[2]) % k
+        if extra:
+            video = torch.cat([video, video[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
+        return video  # (B, 3, T', H, W)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> raw latent (B, C, ceil(T/4), H/4, W/4)."""
+        kt, ks = self.config.temporal_factor, self.config.spatial_factor
+        x = self._pad_frames(video)  # (B, 3, T', H, W)
+        x = rearrange(x, "B c (F kt) (h kh) (w kw) -> B (c kt kh kw) F h w", kt=kt, kh=ks, kw=ks)  # (B, 192, F, h, w)
+        x = self.enc_block(self.enc_in(x))  # (B, hidden, F, h, w)
+        return self.enc_out(F.silu(x))  # (B, C, F, h, w)
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Raw latent (B, C, F, h, w) -> video (B, 3, T, H, W) in [-1, 1], trimmed to ``num_frames``."""
+        kt, ks = self.config.temporal_factor, self.config.spatial_factor
+        x = self.dec_block2(self.dec_block1(self.dec_in(z)))  # (B, hidden, F, h, w)
+        x = self.dec_out(F.silu(x))  # (B, 192, F, h, w)
+        x = rearrange(x, "B (c kt kh kw) F h w -> (B F kt) c (h kh) (w kw)", c=3, kt=kt, kh=ks, kw=ks)  # (B*T', 3, H, W)
+        x = x + self.refine2(F.silu(self.refine1(x)))  # (B*T', 3, H, W)
+        x = rearrange(x, "(B T) c H W -> B c T H W", B=z.shape[0])  # (B, 3, T', H, W)
+        if num_frames is not None:
+            x = x[:, :, :num_frames]
+        return x.clamp(-1.0, 1.0)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latent -> the unit-variance latent the diffusion model sees."""
+        return (z - self.config.latent_mean) / self.config.latent_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Unit-variance latent -> raw latent for ``decode``."""
+        return z * self.config.latent_std + self.config.latent_mean
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``video`` (for training)."""
+        return self.decode(self.encode(video), video.shape[2])

@@ -1,0 +1,111 @@
+"""The sampling loop, written once for every backend, as a generator of per-step events.
+
+``backend.denoise`` yields one :class:`~sora_nb.backend.StepEvent` per step (DiT's
+``p_sample_loop_progressive``); :func:`run` drains it, hands every event to the observers (trace
+recorder, live preview, progress bar) and checks the cancel flag between steps. A cancelled run
+closes the generator and skips the decode.
+
+:func:`flow_matching_steps` is the Euler loop of rectified flow, shared by backends that run their
+own model (the embedded one): x_next = x + (sigma_next - sigma) * v and x0 = x - sigma * v.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from .backend import Backend, StepEvent
+from .request import Request
+
+
+class Cancelled(RuntimeError):
+    """Raised by :func:`run` when the cancel flag was set; nothing was decoded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What observers learn before the first step."""
+
+    request: Request
+    num_frames: int                 # video frames that will be decoded
+    fps: float
+    model: dict[str, Any]           # backend.describe()
+
+
+class Observer(Protocol):
+    """Anything that watches a run; all methods are optional."""
+
+    def on_start(self, info: RunInfo) -> None: ...
+    def on_step(self, event: StepEvent) -> None: ...
+    def on_end(self, latents: torch.Tensor, cancelled: bool) -> None: ...
+
+
+def _notify(observers: Iterable[Any], method: str, *args: Any) -> None:
+    """Call ``method`` on every observer that has it."""
+    for obs in observers:
+        fn = getattr(obs, method, None)
+        if fn is not None:
+            fn(*args)
+
+
+def flow_matching_steps(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    steps: int,
+) -> Iterator[StepEvent]:
+    """Euler steps of a flow-matching model from pure ``noise``; yields x_t, x0 and x_next per step.
+
+    ``velocity(x, timestep)`` returns the (guided) velocity for latent ``x``; the scheduler object must
+    be fresh (it keeps a step index).
+    """
+    scheduler.set_timesteps(steps, device=noise.device)
+    sigmas = scheduler.sigmas.tolist()
+    x = noise
+    for i, t in enumerate(scheduler.timesteps):
+        v = velocity(x, t)
+        x_next = scheduler.step(v, t, x, return_dict=False)[0]
+        x0 = x - sigmas[i] * v
+        yield StepEvent(step=i, num_steps=steps, timestep=float(t), sigma=sigmas[i],
+                        sigma_next=sigmas[i + 1], latent=x, x0=x0, x_next=x_next)
+        x = x_next
+
+
+def run(
+    backend: Backend,
+    request: Request,
+    *,
+    observers: Iterable[Any] = (),
+    cancel: threading.Event | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Run every step of ``request`` on ``backend``; return the final latents and decoded frames.
+
+    Raises :class:`Cancelled` (without decoding) when ``cancel`` is set between two steps.
+    """
+    observers = list(observers)
+    generator = torch.Generator(device="cpu").manual_seed(request.seed)
+    num_frames = backend.num_frames(request)
+    info = RunInfo(request=request, num_frames=num_frames, fps=backend.limits.fps, model=backend.describe())
+    _notify(observers, "on_start", info)
+    latents = None
+    steps = backend.denoise(request, generator)
+    try:
+        for event in steps:
+            _notify(observers, "on_step", event)
+            latents = event.x_next
+            if cancel is not None and cancel.is_set():
+                _notify(observers, "on_end", latents, True)
+                raise Cancelled(f"cancelled after step {event.step + 1} of {event.num_steps}")
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
+    assert latents is not None, "backend.denoise yielded no step"
+    frames = backend.decode(latents, num_frames)
+    _notify(observers, "on_end", latents, False)
+    return latents, frames

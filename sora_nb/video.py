@@ -1,0 +1,79 @@
+"""``Video``: the result of a generation: frames, fps, the parameters that made it, and its trace."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import media
+
+
+@dataclasses.dataclass(eq=False)
+class Video:
+    """A generated clip.
+
+    Attributes:
+      frames: uint8 array ``(T, H, W, 3)``.
+      fps: frames per second.
+      params: every parameter needed to reproduce the clip (prompt, seed, duration, guidance, steps,
+        width, height, model, sora_nb version, ...).
+      trace: ``xarray.Dataset`` of the denoising steps, or None when generated with ``trace=False``.
+      latents: the final latent ``(frame, channel, y, x)`` before decoding, kept so a clip can be
+        decoded again (e.g. after a decode failure) without re-running the steps.
+    """
+
+    frames: np.ndarray
+    fps: float
+    params: dict[str, Any]
+    trace: xr.Dataset | None = None
+    latents: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.frames = media.check_frames(self.frames)
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames T."""
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_frames / self.fps
+
+    def __repr__(self) -> str:
+        t, h, w, _ = self.frames.shape
+        p = self.params
+        return (f"Video({t} frames {w}x{h} @ {self.fps:g} fps, prompt={p.get('prompt')!r}, seed={p.get('seed')}, "
+                f"guidance={p.get('guidance')}, steps={p.get('steps')}, model={p.get('model')!r})")
+
+    def to_html(self, *, height: int = 256) -> str:
+        """HTML that plays the clip in a loop, with its prompt and seed as a caption."""
+        caption = html.escape(f"{self.params.get('prompt', '')} · seed {self.params.get('seed')}")
+        return media.video_html(self.frames, self.fps, height=height, title=caption)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def show(self, *, height: int = 256) -> None:
+        """Display the clip in a notebook."""
+        from IPython.display import HTML, display
+
+        display(HTML(self.to_html(height=height)))
+
+    def filmstrip(self, *, scale: int = 4):
+        """A widget that plays and scrubs the frames in the browser (no kernel round trip)."""
+        from .frontend import Filmstrip
+
+        return Filmstrip(self.frames, self.fps, scale=scale)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an mp4 / webm / gif (by extension) atomically; mp4 and webm carry ``params``."""
+        return media.write_video(path, self.frames, self.fps, params=self.params)

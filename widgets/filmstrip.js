@@ -1,0 +1,77 @@
+// Filmstrip: play and scrub a clip entirely in the browser.
+// State (from sora_nb.frontend.Filmstrip): frames (bytes, T*H*W*3 uint8 RGB), shape [T, H, W],
+// fps, index (the frame shown, synced back to Python), scale (CSS pixels per video pixel).
+function toImageData(bytes, t, h, w) {
+  const rgba = new Uint8ClampedArray(h * w * 4);
+  const base = t * h * w * 3;
+  for (let i = 0, j = 0; i < h * w; i++, j += 3) {
+    rgba[4 * i] = bytes[base + j];
+    rgba[4 * i + 1] = bytes[base + j + 1];
+    rgba[4 * i + 2] = bytes[base + j + 2];
+    rgba[4 * i + 3] = 255;
+  }
+  return new ImageData(rgba, w, h);
+}
+
+function render({ model, el }) {
+  const canvas = document.createElement("canvas");
+  canvas.className = "sora-nb-filmstrip-canvas";
+  canvas.style.imageRendering = "pixelated";
+  const slider = document.createElement("input");
+  slider.type = "range";
+  slider.min = 0;
+  slider.className = "sora-nb-filmstrip-slider";
+  const play = document.createElement("button");
+  play.textContent = "▶";
+  play.className = "sora-nb-filmstrip-play";
+  const label = document.createElement("span");
+  label.className = "sora-nb-filmstrip-label";
+  const bar = document.createElement("div");
+  bar.append(play, slider, label);
+  el.append(canvas, bar);
+  const ctx = canvas.getContext("2d");
+  let images = [];
+  let timer = null;
+
+  function load() {
+    const [t, h, w] = model.get("shape");
+    const view = model.get("frames");
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    images = [];
+    for (let i = 0; i < t; i++) images.push(toImageData(bytes, i, h, w));
+    canvas.width = w;
+    canvas.height = h;
+    const scale = model.get("scale");
+    canvas.style.width = `${w * scale}px`;
+    canvas.style.height = `${h * scale}px`;
+    slider.max = Math.max(0, t - 1);
+    draw();
+  }
+  function draw() {
+    const i = Math.min(model.get("index"), images.length - 1);
+    if (i >= 0 && images[i]) ctx.putImageData(images[i], 0, 0);
+    slider.value = i;
+    label.textContent = `frame ${i + 1}/${images.length}`;
+  }
+  slider.addEventListener("input", () => {
+    model.set("index", Number(slider.value));
+    model.save_changes();
+    draw();
+  });
+  play.addEventListener("click", () => {
+    if (timer) { clearInterval(timer); timer = null; play.textContent = "▶"; return; }
+    play.textContent = "⏸";
+    timer = setInterval(() => {
+      model.set("index", (model.get("index") + 1) % Math.max(1, images.length));
+      model.save_changes();
+      draw();
+    }, 1000 / model.get("fps"));
+  });
+  model.on("change:frames", load);
+  model.on("change:shape", load);
+  model.on("change:index", draw);
+  load();
+  return () => { if (timer) clearInterval(timer); };
+}
+
+export default { render };
