@@ -60,7 +60,11 @@ class TextEncoder(torch.nn.Module):
 
     def count_tokens(self, prompt: str) -> int:
         """Number of tokens ``prompt`` takes, before truncation (end token included)."""
-        return len(self.tokenizer(prompt)["input_ids"])
+        if not hasattr(self, "_counter"):  # a private copy: the fast tokenizer's truncation state is shared
+            self._counter = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        return len(self._counter.encode(prompt).ids)
 
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of ``prompt`` the tokenizer has never seen (they all map to ``<unk>``)."""

@@ -1,0 +1,93 @@
+"""Speed of the embedded model's default generation, measured in one run; prints a table.
+
+    .venv/bin/python bench/bench_generate.py [--repeats 5] [--threads N]
+
+Rows: load time; default generation (2 s clip, 20 steps, guidance 5: classifier-free guidance, so
+two model passes per step) with tracing on and off and their ratio; the trace's size; the model's
+FLOPs per clip (counted by torch's FlopCounterMode) and the share of this machine's float32 matmul
+peak (a 1024^3 torch.matmul, measured in the same run) that generation reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import sora_nb
+
+PROMPT = "a red circle moving right"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls (after one warm-up)."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
+    """Float32 matmul throughput in FLOP/s on this machine (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = min(timed(lambda: torch.matmul(a, b), repeats))
+    return 2 * n**3 / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    gen = sora_nb.load("shapes")
+    load_s = time.perf_counter() - start
+    kw = dict(seed=0, duration=2.0, guidance=5.0, steps=20)
+
+    on, off = [], []
+    gen.generate(PROMPT, trace=True, **kw)
+    for _ in range(args.repeats):  # interleave so drift affects both equally
+        t0 = time.perf_counter(); gen.generate(PROMPT, trace=True, **kw); on.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); gen.generate(PROMPT, trace=False, **kw); off.append(time.perf_counter() - t0)
+    video = gen.generate(PROMPT, trace=True, **kw)
+    trace_mb = video.trace.nbytes / 2**20
+
+    with FlopCounterMode(display=False) as counter:
+        gen.generate(PROMPT, trace=False, **kw)
+    flops = counter.get_total_flops()
+    peak = matmul_peak()
+    med_off = statistics.median(off)
+
+    rows = [
+        ("model", gen.name),
+        ("torch threads", str(torch.get_num_threads())),
+        ("load (s)", f"{load_s:.2f}"),
+        ("generate, trace on: median s", f"{statistics.median(on):.3f}  (min {min(on):.3f})"),
+        ("generate, trace off: median s", f"{med_off:.3f}  (min {min(off):.3f})"),
+        ("trace on / off (medians)", f"{statistics.median(on) / med_off:.3f}"),
+        ("trace size (MB)", f"{trace_mb:.2f}"),
+        ("model FLOPs per clip (G)", f"{flops / 1e9:.1f}"),
+        ("achieved (GFLOP/s)", f"{flops / med_off / 1e9:.1f}"),
+        ("torch fp32 matmul peak (GFLOP/s)", f"{peak / 1e9:.1f}"),
+        ("share of matmul peak", f"{flops / med_off / peak:.1%}"),
+    ]
+    print(f"sora_nb {sora_nb.__version__}: default generation ({PROMPT!r}, 2 s, 20 steps, guidance 5), "
+          f"{args.repeats} repeats")
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(width)} | {v} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""ipywidgets front ends: live controls and the latent inspector."""

@@ -1,0 +1,148 @@
+"""The thin API: shapes, params, determinism, reproduction from params."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import sora_nb
+from sora_nb.request import Request
+
+
+def test_generate_contract(video):
+    assert isinstance(video, sora_nb.Video)
+    assert video.frames.dtype == np.uint8
+    assert video.frames.shape == (16, 64, 64, 3)
+    assert video.fps == 8.0
+    p = video.params
+    for key in ("prompt", "seed", "duration", "guidance", "steps", "width", "height", "model", "sora_nb_version",
+                "negative_prompt", "num_frames", "fps"):
+        assert key in p, key
+    assert p["prompt"] == "a red circle moving right" and p["seed"] == 0 and p["steps"] == 4
+    assert p["sora_nb_version"] == sora_nb.__version__
+    assert video.latents.shape == (4, 8, 16, 16)  # (frame, channel, y, x)
+
+
+def test_module_generate_uses_default_model(gen):
+    v = sora_nb.generate("a blue square moving up", seed=1, steps=2, trace=False)
+    assert v.params["model"] == gen.name
+    assert sora_nb.load("shapes") is gen
+
+
+def test_same_seed_same_video_and_different_seed_differs(gen):
+    a = gen.generate("a green star spinning", seed=7, steps=3, trace=False)
+    b = gen.generate("a green star spinning", seed=7, steps=3, trace=False)
+    c = gen.generate("a green star spinning", seed=8, steps=3, trace=False)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+    assert torch.equal(a.latents, b.latents)
+
+
+def test_global_rng_untouched(gen):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    gen.generate("a red circle", seed=5, steps=2, trace=False)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+def test_params_reproduce_the_video(gen):
+    v = gen.generate("a yellow triangle moving left", seed=3, steps=3, guidance=2.5, duration=1.0,
+                     negative_prompt="blue", trace=False)
+    fields = {f for f in Request.__dataclass_fields__}
+    again = sora_nb.load(v.params["model"]).generate(**{k: v.params[k] for k in fields if k in v.params})
+    np.testing.assert_array_equal(again.frames, v.frames)
+
+
+def test_seed_none_records_the_seed_used(gen):
+    v = gen.generate("a pink circle", seed=None, steps=2, trace=False)
+    seed = v.params["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+    again = gen.generate("a pink circle", seed=seed, steps=2, trace=False)
+    np.testing.assert_array_equal(again.frames, v.frames)
+
+
+@pytest.mark.parametrize("duration,frames,latent_frames", [(0.125, 1, 1), (1.0, 8, 2), (1.5, 12, 3),
+                                                           (2.0, 16, 4), (4.0, 32, 8)])
+def test_durations(gen, duration, frames, latent_frames):
+    v = gen.generate("a red circle", duration=duration, steps=2)
+    assert v.frames.shape == (frames, 64, 64, 3)
+    assert v.params["num_frames"] == frames
+    assert v.trace.sizes["frame"] == latent_frames
+
+
+def test_wide_resolution(gen):
+    v = gen.generate("a red circle", width=96, height=64, steps=2)
+    assert v.frames.shape == (16, 64, 96, 3)
+    assert v.trace.sizes["x"] == 24 and v.trace.sizes["y"] == 16
+
+
+def test_guidance_paths_differ_and_prompt_matters_for_cfg(gen):
+    """guidance 0 ignores the prompt, 1 uses it alone, other values mix both branches."""
+    kw = dict(seed=2, steps=3, trace=False)
+    g0a = gen.generate("a red circle", guidance=0.0, **kw)
+    g0b = gen.generate("a blue star", guidance=0.0, **kw)
+    np.testing.assert_array_equal(g0a.frames, g0b.frames)  # unconditional: prompt is ignored
+    neg = gen.generate("a red circle", guidance=0.0, negative_prompt="blue", **kw)
+    assert gen.backend._conditioning(gen.request("x", guidance=0.0, negative_prompt="blue"))[0].shape[1] == 2
+    assert neg.params["negative_prompt"] == "blue"
+
+
+def test_cancel_raises_and_skips_decode(gen, monkeypatch):
+    cancel = threading.Event()
+    decoded = []
+    monkeypatch.setattr(gen.backend, "decode", lambda *a: decoded.append(1))
+
+    class StopAfterTwo:
+        def __init__(self):
+            self.steps = []
+
+        def on_step(self, ev):
+            self.steps.append(ev.step)
+            if ev.step == 1:
+                cancel.set()
+
+    obs = StopAfterTwo()
+    with pytest.raises(sora_nb.Cancelled, match="after step 2 of 10"):
+        gen.generate("a red circle", steps=10, observers=[obs], cancel=cancel)
+    assert obs.steps == [0, 1]
+    assert decoded == []
+
+
+def test_observers_see_every_step_in_order(gen):
+    seen = []
+
+    class Obs:
+        def on_start(self, info):
+            seen.append(("start", info.num_frames))
+
+        def on_step(self, ev):
+            seen.append(("step", ev.step, round(ev.sigma, 4)))
+
+        def on_end(self, latents, cancelled):
+            seen.append(("end", cancelled, tuple(latents.shape)))
+
+    gen.generate("a red circle", steps=5, observers=[Obs()], trace=False)
+    assert seen[0] == ("start", 16)
+    assert [s[1] for s in seen[1:-1]] == [0, 1, 2, 3, 4]
+    sigmas = [s[2] for s in seen[1:-1]]
+    assert sigmas[0] == 1.0 and all(a > b for a, b in zip(sigmas, sigmas[1:]))
+    assert seen[-1] == ("end", False, (4, 8, 16, 16))
+
+
+def test_repr_html_plays(video):
+    html = video._repr_html_()
+    assert "<video" in html and "data:video/mp4;base64," in html
+    assert "a red circle moving right" in html
+    assert "Video(16 frames 64x64 @ 8 fps" in repr(video)
+
+
+def test_load_accepts_generator_and_rejects_unknown(gen, tmp_path):
+    assert sora_nb.load(gen) is gen
+    with pytest.raises(ValueError, match="unknown model 'nope'.*shapes"):
+        sora_nb.load("nope")
+    with pytest.raises(TypeError, match="model must be"):
+        sora_nb.load(3)
+    with pytest.raises(ValueError, match="not a sora_nb weights folder"):
+        sora_nb.load(str(tmp_path))

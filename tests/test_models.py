@@ -1,0 +1,102 @@
+"""The embedded model's networks and weights folder: shapes, save/load, tamper checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sora_nb
+from sora_nb.backends import embedded
+from sora_nb.models import ShapesDiT, VideoAutoencoder
+
+
+@pytest.mark.parametrize("frames,height,width", [(8, 64, 64), (16, 64, 64), (16, 64, 96), (32, 64, 96), (5, 64, 64)])
+def test_autoencoder_shapes(frames, height, width):
+    vae = VideoAutoencoder()
+    video = torch.rand(2, 3, frames, height, width) * 2 - 1
+    z = vae.encode(video)
+    assert z.shape == (2, 8, -(-frames // 4), height // 4, width // 4)
+    out = vae.decode(z, frames)
+    assert out.shape == video.shape
+    assert out.min() >= -1 and out.max() <= 1
+
+
+@pytest.mark.parametrize("latent_frames,h,w", [(1, 16, 16), (4, 16, 16), (4, 16, 24), (8, 16, 24)])
+def test_dit_shapes_and_zero_init(latent_frames, h, w):
+    dit = ShapesDiT(depth=2)
+    x = torch.randn(2, 8, latent_frames, h, w)
+    text, mask = torch.randn(2, 5, 128), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    v = dit(x, torch.tensor([999.0, 10.0]), text, mask)
+    assert v.shape == x.shape
+    assert torch.count_nonzero(v) == 0  # adaLN-Zero: the output layer starts at zero
+    torch.nn.init.normal_(dit.final.linear.weight)
+    v2 = dit(x, torch.tensor([999.0, 10.0]), text, mask)
+    assert torch.isfinite(v2).all() and v2.abs().sum() > 0
+
+
+def test_padding_tokens_are_ignored():
+    """Masked text tokens must not change the output."""
+    torch.manual_seed(0)
+    dit = ShapesDiT(depth=2)
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.randn(1, 8, 2, 16, 16)
+    text = torch.randn(1, 6, 128)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
+    a = dit(x, torch.tensor([500.0]), text, mask)
+    text2 = text.clone()
+    text2[:, 3:] = 100.0
+    b = dit(x, torch.tensor([500.0]), text2, mask)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.fixture
+def weights_folder(tmp_path, gen):
+    b = gen.backend
+    return embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                {"name": "shapes-test", "trained": False})
+
+
+def test_save_load_round_trip(weights_folder, gen):
+    loaded = sora_nb.load(str(weights_folder))
+    assert loaded.name == "shapes-test"
+    a = loaded.generate("a red circle moving right", seed=4, steps=3, trace=False)
+    b = gen.generate("a red circle moving right", seed=4, steps=3, trace=False)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert not list(weights_folder.rglob("*.bin")) and list(weights_folder.rglob("*.safetensors"))
+
+
+def test_corrupt_weights_are_refused(weights_folder):
+    target = weights_folder / "dit" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(embedded.WeightsError, match=r"diffusion_pytorch_model.safetensors' is corrupt or was modified"):
+        embedded.load_folder(weights_folder)
+
+
+def test_truncated_weights_are_refused(weights_folder):
+    target = weights_folder / "vae" / "diffusion_pytorch_model.safetensors"
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(ValueError, match="is corrupt or was modified"):
+        embedded.load_folder(weights_folder)
+
+
+def test_missing_or_extra_files_are_refused(weights_folder):
+    (weights_folder / "dit" / "extra.bin").write_bytes(b"pickle would go here")
+    with pytest.raises(embedded.WeightsError, match="files not in manifest.json: extra.bin"):
+        embedded.load_folder(weights_folder)
+    (weights_folder / "dit" / "extra.bin").unlink()
+    (weights_folder / "latent_rgb.json").unlink()
+    with pytest.raises(embedded.WeightsError, match="latent_rgb.json' is missing"):
+        embedded.load_folder(weights_folder)
+
+
+def test_bad_manifest_is_refused(weights_folder):
+    (weights_folder / "manifest.json").write_text("{not json")
+    with pytest.raises(embedded.WeightsError, match="unreadable manifest.json"):
+        embedded.load_folder(weights_folder)
+    (weights_folder / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(embedded.WeightsError, match="not a sora_nb/shapes manifest"):
+        embedded.load_folder(weights_folder)

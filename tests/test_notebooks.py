@@ -1,0 +1,48 @@
+"""Every notebook in notebooks/ runs top to bottom on the CPU (no network)."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# Notebooks executed (with their own assertions) by another test module.
+OWN_TESTS = {"02_shapes_world.ipynb"}
+
+
+def execute(path: Path, tmp_path: Path, parameters: str | None = None) -> nbformat.NotebookNode:
+    """Run ``path`` in a fresh kernel with ``tmp_path`` as working folder; return the executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    if parameters:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(parameters))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+
+def outputs_text(nb: nbformat.NotebookNode) -> str:
+    """All text and HTML the notebook printed."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            data = out.get("data", {})
+            parts.append(data.get("text/plain", "") + data.get("text/html", ""))
+    return "\n".join(parts)
+
+
+def test_quickstart(tmp_path):
+    nb = execute(NOTEBOOKS / "01_quickstart.ipynb", tmp_path)
+    text = outputs_text(nb)
+    assert "<video" in text  # the bare `video` played
+    assert "(16, 64, 64, 3) uint8 8.0" in text
+    assert "same seed, same frames: True" in text and "other seed, same frames: False" in text
+    assert "quickstart.mp4 a red circle moving right" in text
+    assert "Dimensions:" in text or "xarray.Dataset" in text
+    assert not (tmp_path / "quickstart.mp4").exists()
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in OWN_TESTS
+                                        and p.name != "01_quickstart.ipynb"))
+def test_other_notebooks_run(path, tmp_path):
+    execute(NOTEBOOKS / path, tmp_path)

@@ -1,0 +1,69 @@
+"""Every bad input raises ValueError/TypeError naming the parameter and its allowed range."""
+
+import math
+
+import numpy as np
+import pytest
+
+import sora_nb
+
+BAD = [
+    # (kwargs, exception, message fragment)
+    (dict(prompt=3), TypeError, "prompt must be a string"),
+    (dict(prompt=None), TypeError, "prompt must be a string"),
+    (dict(prompt=""), ValueError, "prompt must be a non-empty string"),
+    (dict(prompt="   "), ValueError, "prompt must be a non-empty string"),
+    (dict(prompt="x" * 1001), ValueError, "prompt must be at most 400 characters"),
+    (dict(prompt=" ".join(["red"] * 60)), ValueError, r"prompt is too long for model .*: 61 tokens, at most 48"),
+    (dict(negative_prompt=5), TypeError, "negative_prompt must be a string"),
+    (dict(duration=0), ValueError, r"duration must be > 0 and <= 4 seconds, got 0"),
+    (dict(duration=-1.0), ValueError, r"duration must be > 0 and <= 4 seconds, got -1"),
+    (dict(duration=float("nan")), ValueError, r"duration must be a finite number > 0 and <= 4 seconds"),
+    (dict(duration=4.5), ValueError, r"duration must be > 0 and <= 4 seconds, got 4.5"),
+    (dict(duration="2"), TypeError, "duration must be a number"),
+    (dict(guidance=float("nan")), ValueError, r"guidance must be a finite number >= 0 and <= 50"),
+    (dict(guidance=math.inf), ValueError, r"guidance must be a finite number"),
+    (dict(guidance=-0.5), ValueError, r"guidance must be >= 0 and <= 50, got -0.5"),
+    (dict(guidance=True), TypeError, "guidance must be a number"),
+    (dict(steps=0), ValueError, r"steps must be an integer in \[1, 1000\], got 0"),
+    (dict(steps=10**9), ValueError, r"steps must be an integer in \[1, 1000\]"),
+    (dict(steps=2.5), TypeError, r"steps must be an integer in \[1, 1000\]"),
+    (dict(seed=1.5), TypeError, r"seed must be an integer in \[0, "),
+    (dict(seed="0"), TypeError, r"seed must be an integer"),
+    (dict(seed=-1), ValueError, r"seed must be an integer in \[0, "),
+    (dict(seed=2**64), ValueError, r"seed must be an integer in \[0, "),
+    (dict(width=65), ValueError, r"width x height must be one of 64x64, 96x64 .*got 65x64"),
+    (dict(width=10**6, height=10**6), ValueError, r"width must be an integer in \[1, 8192\]"),
+    (dict(height=32), ValueError, r"width x height must be one of"),
+    (dict(width="64"), TypeError, r"width must be an integer"),
+    (dict(trace="yes"), TypeError, r"trace must be True or False"),
+    (dict(record_every=0), ValueError, r"record_every must be an integer in \[1, 1000\]"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD, ids=[str(sorted(k.items()))[:60] for k, _, _ in BAD])
+def test_bad_input_is_refused_with_a_clear_message(gen, kwargs, exc, match):
+    kwargs = dict(kwargs)
+    prompt = kwargs.pop("prompt", "a red circle")
+    with pytest.raises(exc, match=match):
+        gen.generate(prompt, steps=kwargs.pop("steps", 2), **kwargs)
+
+
+def test_numpy_integers_are_accepted(gen):
+    v = gen.generate("a red circle", seed=np.int64(4), steps=np.int32(2), duration=np.float32(1.0), trace=False)
+    assert v.params["seed"] == 4 and type(v.params["seed"]) is int
+    assert v.params["steps"] == 2 and v.frames.shape[0] == 8
+
+
+def test_unknown_keyword_is_a_type_error(gen):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sead'"):
+        gen.generate("a red circle", sead=3)
+    with pytest.raises(TypeError, match="unknown parameter"):
+        sora_nb.Request.build(gen.limits, "a red circle", sead=3)
+
+
+def test_a_failed_request_leaves_the_generator_working(gen):
+    with pytest.raises(ValueError):
+        gen.generate("a red circle", duration=-1)
+    v = gen.generate("a red circle", steps=2, trace=False)
+    assert v.frames.shape == (16, 64, 64, 3)
