@@ -1,0 +1,364 @@
+"""Rendering: motion paths, anti-aliased shapes (signed distance functions), layout, frames."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from . import spec
+from .spec import Clip, Labels, ObjectLabel
+
+LAYOUT_TRIES = 128  # candidate start positions tried at once per object
+LAYOUT_RESTARTS = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """Where one object is in every frame: centre (T, 2) px, scale (T,), angle (T,) radians."""
+
+    centre: np.ndarray
+    scale: np.ndarray
+    angle: np.ndarray
+    radius: float  # base radius in px
+    shape: str
+    spins: bool
+
+    def extents(self) -> np.ndarray:
+        """Per-frame (left, right, top, bottom) reach from the centre in px, (T, 4)."""
+        hx, up, down, circ = spec.SHAPE_EXTENT[self.shape]
+        if self.spins:
+            hx = up = down = circ
+        k = self.scale * self.radius
+        return np.stack([hx * k, hx * k, up * k, down * k], axis=1)
+
+    def reach(self) -> np.ndarray:
+        """Per-frame circumradius in px (for spacing objects apart), (T,)."""
+        return spec.SHAPE_EXTENT[self.shape][3] * self.scale * self.radius
+
+
+def frame_times(n_frames: int) -> np.ndarray:
+    """Normalised time of every frame, 0 at the first and 1 at the last."""
+    return np.arange(n_frames) / max(n_frames - 1, 1)
+
+
+def base_radius(size_name: str, size: tuple) -> float:
+    """Base radius in px of a "small" or "large" object in a (width, height) frame."""
+    return spec.RADIUS[size_name] * min(size)
+
+
+def motion_offsets(motion: str, n_frames: int, fps: int, size: tuple, travel: Optional[float] = None):
+    """Offsets (T, 2) from the start, scales (T,) and angles (T,) of one motion."""
+    t = frame_times(n_frames)
+    m = min(size)
+    offset = np.zeros((n_frames, 2))
+    scale = np.ones(n_frames)
+    angle = np.zeros(n_frames)
+    if motion in spec.DIRECTIONS:
+        dx = ("right" in motion) - ("left" in motion)
+        dy = ("down" in motion) - ("up" in motion)
+        unit = np.array([dx, dy], float) / math.hypot(dx, dy)
+        dist = spec.TRAVEL * m if travel is None else travel
+        offset = t[:, None] * dist * unit[None, :]
+    elif motion == "bounce":
+        bounces = max(1, round(n_frames / fps))
+        u = np.modf(bounces * t)[0]
+        offset[:, 1] = -spec.BOUNCE_HEIGHT * m * 4 * u * (1 - u)
+    elif motion in ("grow", "shrink"):
+        lo, hi = spec.GROW_SCALE
+        scale = lo + (hi - lo) * t if motion == "grow" else hi + (lo - hi) * t
+    elif motion == "spin":
+        angle = np.radians(spec.SPIN_DEG_PER_S) * np.arange(n_frames) / fps
+    return offset, scale, angle
+
+
+def occluder_columns(labels: Labels, size: tuple) -> Optional[tuple]:
+    """The bar's pixel columns [x0, x1) or None."""
+    if not labels.occluder or labels.occluder_x is None:
+        return None
+    w = size[0]
+    x0 = int(round((labels.occluder_x - labels.occluder_width / 2) * w))
+    x1 = int(round((labels.occluder_x + labels.occluder_width / 2) * w))
+    return x0, x1
+
+
+def object_path(obj: ObjectLabel, labels: Labels, size: tuple, n_frames: int, fps: int) -> Path:
+    """The path of one fully specified object."""
+    r = base_radius(obj.size, size)
+    start = np.array([obj.start[0] * size[0], obj.start[1] * size[1]])
+    travel = None
+    if obj.occluded and labels.occluder_x is not None:
+        travel = 2 * abs(labels.occluder_x * size[0] - start[0])
+    offset, scale, angle = motion_offsets(obj.motion, n_frames, fps, size, travel)
+    return Path(start[None, :] + offset, scale, angle, r, obj.shape, obj.motion == "spin")
+
+
+def object_paths(labels: Labels, size: tuple, n_frames: int, fps: int) -> list:
+    """Paths of all objects of fully specified labels."""
+    return [object_path(o, labels, size, n_frames, fps) for o in labels.objects]
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed distance functions (negative inside), in px, of shapes centred at the origin, y down.
+
+
+def _sd_box(u, v, hx, hy):
+    """Box with half sizes (hx, hy)."""
+    qx = np.abs(u) - hx
+    qy = np.abs(v) - hy
+    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
+    return outside + np.minimum(np.maximum(qx, qy), 0)
+
+
+def _sd_triangle(u, v, r):
+    """Equilateral triangle pointing up with circumradius r (after Inigo Quilez)."""
+    k = math.sqrt(3.0)
+    half = r * k / 2  # half the side
+    px = np.abs(u) - half
+    py = -v + half / k
+    flip = px + k * py > 0
+    px, py = np.where(flip, (px - k * py) / 2, px), np.where(flip, (-k * px - py) / 2, py)
+    px = px - np.clip(px, -2 * half, 0)
+    return -np.hypot(px, py) * np.sign(py)
+
+
+def _sd_star(u, v, r, inner=0.45):
+    """Five-pointed star pointing up with outer radius r (after Inigo Quilez)."""
+    k1x, k1y = 0.809016994375, -0.587785252292
+    k2x, k2y = -k1x, k1y
+    px = np.abs(u)
+    py = -v
+    d = np.maximum(k1x * px + k1y * py, 0)
+    px, py = px - 2 * d * k1x, py - 2 * d * k1y
+    d = np.maximum(k2x * px + k2y * py, 0)
+    px, py = px - 2 * d * k2x, py - 2 * d * k2y
+    px = np.abs(px)
+    py = py - r
+    bax, bay = inner * -k1y, inner * k1x - 1
+    h = np.clip((px * bax + py * bay) / (bax * bax + bay * bay), 0, r)
+    return np.hypot(px - bax * h, py - bay * h) * np.sign(py * bax - px * bay)
+
+
+def shape_sdf(shape: str, u, v, r):
+    """Signed distance in px to a shape of base radius r (array broadcasting over r)."""
+    if shape == "circle":
+        return np.hypot(u, v) - r
+    if shape == "square":
+        return _sd_box(u, v, 0.88 * r, 0.88 * r)
+    if shape == "cross":
+        return np.minimum(_sd_box(u, v, 1.10 * r, 0.40 * r), _sd_box(u, v, 0.40 * r, 1.10 * r))
+    if shape == "triangle":
+        return _sd_triangle(u, v, 1.45 * r)
+    if shape == "star":
+        return _sd_star(u, v, 1.40 * r)
+    raise ValueError(f"shape must be one of {', '.join(spec.SHAPES)}; got {shape!r}")
+
+
+def coverage(path: Path, size: tuple) -> tuple:
+    """Anti-aliased coverage in [0, 1] of one object, on its bounding window: (alpha, y0, x0)."""
+    w, h = size
+    ext = path.extents()
+    x0 = max(int(np.floor((path.centre[:, 0] - ext[:, 0]).min())) - 2, 0)
+    x1 = min(int(np.ceil((path.centre[:, 0] + ext[:, 1]).max())) + 3, w)
+    y0 = max(int(np.floor((path.centre[:, 1] - ext[:, 2]).min())) - 2, 0)
+    y1 = min(int(np.ceil((path.centre[:, 1] + ext[:, 3]).max())) + 3, h)
+    xs = np.arange(x0, x1, dtype=np.float32)[None, None, :] - path.centre[:, 0, None, None]
+    ys = np.arange(y0, y1, dtype=np.float32)[None, :, None] - path.centre[:, 1, None, None]
+    c = np.cos(path.angle)[:, None, None]
+    s = np.sin(path.angle)[:, None, None]
+    u, v = c * xs + s * ys, -s * xs + c * ys  # rotate the sampling grid by -angle
+    r = (path.radius * path.scale)[:, None, None]
+    alpha = np.clip(0.5 - shape_sdf(path.shape, u, v, r), 0.0, 1.0).astype(np.float32)
+    return alpha, y0, x0
+
+
+def background_image(name: str, size: tuple) -> np.ndarray:
+    """The (H, W, 3) float32 background."""
+    w, h = size
+    top, bottom = (np.array(c, np.float32) for c in spec.BACKGROUND_RGB[name])
+    ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    rows = top[None, :] * (1 - ramp) + bottom[None, :] * ramp
+    return np.broadcast_to(rows[:, None, :], (h, w, 3)).copy()
+
+
+def draw(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of fully specified labels."""
+    w, h = size
+    img = np.repeat(background_image(labels.background, size)[None], n_frames, axis=0)
+    for obj, path in zip(labels.objects, object_paths(labels, size, n_frames, fps)):
+        alpha, y0, x0 = coverage(path, size)
+        a = alpha[..., None]
+        win = img[:, y0:y0 + alpha.shape[1], x0:x0 + alpha.shape[2]]
+        win *= 1 - a
+        win += a * np.array(spec.PALETTE[obj.colour], np.float32)
+    cols = occluder_columns(labels, size)
+    if cols is not None:
+        img[:, :, cols[0]:cols[1]] = np.array(spec.OCCLUDER_RGB, np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: fill in what the caption left open (size, background, positions, the bar).
+
+
+def complete(labels: Labels, size: tuple, n_frames: int, fps: int, rng: np.random.Generator) -> Labels:
+    """Fully specified labels: open sizes, background, colours, motions and positions drawn from rng."""
+    spec.check_labels(labels)
+    background = labels.background
+    if background is None:
+        allowed = [b for b in spec.BACKGROUNDS if not (b == "light" and any(o.colour == "white" for o in labels.objects))]
+        background = allowed[rng.integers(len(allowed))]
+    objects = [_complete_object(o, rng) for o in labels.objects]
+    candidates = [objects]
+    shrunk = [o if given.size else dataclasses.replace(o, size="small") for o, given in zip(objects, labels.objects)]
+    if shrunk != objects:
+        candidates.append(shrunk)  # objects whose size the caption left open may shrink to fit
+    for objs in candidates:
+        placed = _place(objs, background, size, n_frames, fps, rng)
+        if placed is not None:
+            return placed
+    raise ValueError(
+        f"cannot fit {len(objects)} object(s) with these sizes and motions into a {size[0]}x{size[1]} frame "
+        "without overlaps; use fewer or smaller objects or a wider size"
+    )
+
+
+def _complete_object(obj: ObjectLabel, rng: np.random.Generator) -> ObjectLabel:
+    """Draw the open attributes of one object."""
+    size = obj.size or ("small" if obj.occluded else spec.SIZES[rng.integers(2)])
+    colour = obj.colour or spec.COLOURS[rng.integers(len(spec.COLOURS) - 1)]  # not white: may be on light
+    motion = obj.motion
+    if motion is None:
+        allowed = ("left", "right") if obj.occluded else [m for m in spec.MOTIONS if not (m == "spin" and obj.shape == "circle")]
+        motion = allowed[rng.integers(len(allowed))]
+    return dataclasses.replace(obj, size=size, colour=colour, motion=motion)
+
+
+def _place(objects, background, size, n_frames, fps, rng) -> Optional[Labels]:
+    """Random non-overlapping start positions (and bar), or None if none were found."""
+    order = sorted(range(len(objects)), key=lambda i: not objects[i].occluded)
+    rel = {i: _relative_path(objects[i], size, n_frames, fps) for i in order if not objects[i].occluded}
+    for _ in range(LAYOUT_RESTARTS):
+        bar = None
+        placed = {}  # index -> (start as fractions, absolute Path)
+        for i in order:
+            if objects[i].occluded:
+                bar, start = _place_occluded(objects[i], size, n_frames, fps, rng)
+                if bar is None:
+                    return None
+                tmp = Labels([], None, True, *bar)
+                placed[i] = start, object_path(dataclasses.replace(objects[i], start=start), tmp, size, n_frames, fps)
+                continue
+            start = _place_one(rel[i], size, rng, [p for _, p in placed.values()], bar)
+            if start is None:
+                break
+            offset = np.array([start[0] * size[0], start[1] * size[1]])
+            placed[i] = start, dataclasses.replace(rel[i], centre=rel[i].centre + offset)
+        if len(placed) == len(objects):
+            objs = [dataclasses.replace(o, start=placed[i][0]) for i, o in enumerate(objects)]
+            if bar is None:
+                return Labels(objs, background)
+            return Labels(objs, background, True, bar[0], bar[1])
+    return None
+
+
+def _free_box(path: Path, size: tuple) -> tuple:
+    """Allowed range of start (x, y) keeping a path with zero start inside the frame margins."""
+    w, h = size
+    ext = path.extents()
+    off = path.centre
+    x_lo = (spec.EDGE_MARGIN_X + ext[:, 0] - off[:, 0]).max()
+    x_hi = (w - 1 - spec.EDGE_MARGIN_X - ext[:, 1] - off[:, 0]).min()
+    y_lo = (spec.EDGE_MARGIN_Y + ext[:, 2] - off[:, 1]).max()
+    y_hi = (h - 1 - spec.EDGE_MARGIN_Y - ext[:, 3] - off[:, 1]).min()
+    return x_lo, x_hi, y_lo, y_hi
+
+
+def _relative_path(obj, size, n_frames, fps, travel=None) -> Path:
+    """The path of obj started at (0, 0)."""
+    offset, scale, angle = motion_offsets(obj.motion, n_frames, fps, size, travel)
+    return Path(offset, scale, angle, base_radius(obj.size, size), obj.shape, obj.motion == "spin")
+
+
+def _place_occluded(obj, size, n_frames, fps, rng) -> tuple:
+    """Bar (centre, width) as fractions and the start of the object that passes behind it."""
+    w, h = size
+    m = min(size)
+    r = base_radius(obj.size, size)
+    hx = spec.SHAPE_EXTENT[obj.shape][0] * r
+    margin = 2  # this object is at the frame edge only in the first or last frame
+    room = w - 1 - 2 * margin  # the path spans bar + 2 * (gap + 2 * hx)
+    for gap in (5.0, 4.0, 3.0, 2.0):  # clear of the bar at both ends, as far as the frame allows
+        bar_w = float(np.floor(min(2 * hx + 0.15 * m, room - 2 * (gap + 2 * hx))))
+        if bar_w >= 2 * hx + 1:
+            break
+    else:
+        return None, None
+    half_span = bar_w / 2 + gap + 2 * hx
+    cx_lo = margin + half_span
+    cx_hi = w - 1 - margin - half_span
+    bar_cx = rng.uniform(cx_lo, cx_hi) if cx_hi > cx_lo else (cx_lo + cx_hi) / 2
+    bar_cx = round(bar_cx - bar_w / 2) + bar_w / 2  # whole columns
+    x0 = bar_cx - bar_w / 2 - gap - hx if obj.motion == "right" else bar_cx + bar_w / 2 + gap + hx
+    rel = _relative_path(obj, size, n_frames, fps)
+    _, _, y_lo, y_hi = _free_box(rel, size)
+    y0 = rng.uniform(y_lo, y_hi)
+    return (bar_cx / w, bar_w / w), (x0 / w, y0 / h)
+
+
+def _place_one(rel: Path, size, rng, other_paths, bar) -> Optional[tuple]:
+    """A start for a path (given from a zero start) clear of the frame edges, the bar and other paths."""
+    w, h = size
+    x_lo, x_hi, y_lo, y_hi = _free_box(rel, size)
+    if x_hi < x_lo or y_hi < y_lo:
+        return None
+    starts = np.stack([rng.uniform(x_lo, x_hi, LAYOUT_TRIES), rng.uniform(y_lo, y_hi, LAYOUT_TRIES)], axis=1)
+    centre = rel.centre[None, :, :] + starts[:, None, :]  # (K, T, 2)
+    ok = np.ones(LAYOUT_TRIES, bool)
+    if bar is not None:
+        ext = rel.extents()
+        bx0, bx1 = (bar[0] - bar[1] / 2) * w, (bar[0] + bar[1] / 2) * w
+        right = centre[..., 0] + ext[None, :, 1]
+        left = centre[..., 0] - ext[None, :, 0]
+        ok &= ~np.any((right > bx0 - spec.OBJECT_GAP) & (left < bx1 + spec.OBJECT_GAP), axis=1)
+    reach = rel.reach()
+    for p in other_paths:
+        dist = np.hypot(centre[..., 0] - p.centre[None, :, 0], centre[..., 1] - p.centre[None, :, 1])
+        ok &= np.all(dist >= reach + p.reach() + spec.OBJECT_GAP, axis=1)
+    if not ok.any():
+        return None
+    x, y = starts[np.argmax(ok)]
+    return (float(x) / w, float(y) / h)
+
+
+def render_labels(labels: Labels, caption: str, seed: int, n_frames: int, size: tuple, fps: int) -> Clip:
+    """Complete labels from seed and draw them."""
+    rng = np.random.default_rng(seed)
+    full = complete(labels, size, n_frames, fps, rng) if not _is_complete(labels) else labels
+    return Clip(draw(full, size, n_frames, fps), caption, full, fps, seed)
+
+
+def _is_complete(labels: Labels) -> bool:
+    """Whether every attribute and position is already set."""
+    return labels.background is not None and all(
+        o.colour and o.motion and o.size and o.start is not None for o in labels.objects
+    ) and (not labels.occluder or labels.occluder_x is not None)
+
+
+def render(caption, seed: int = 0, duration: float = 2.0, size: tuple = (64, 64), fps: int = 8) -> Clip:
+    """Render a caption (or Labels) as a Clip; what the caption leaves open is drawn from seed.
+
+    The same (caption, seed, duration, size, fps) always gives the same frames.
+    """
+    from .language import caption as make_caption
+    from .language import parse
+
+    n_frames, w, h = spec.check_render_args(duration, size, fps, seed)
+    if isinstance(caption, Labels):
+        clip = render_labels(caption, "", int(seed), n_frames, (w, h), fps)
+        return dataclasses.replace(clip, caption=make_caption(clip.labels, np.random.default_rng(seed)))
+    if not isinstance(caption, str):
+        raise TypeError(f"caption must be a str or Labels, got {type(caption).__name__}")
+    return render_labels(parse(caption), caption, int(seed), n_frames, (w, h), fps)

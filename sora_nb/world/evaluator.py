@@ -1,0 +1,243 @@
+"""The evaluator: score a clip against its caption from pixels, and run whole benchmarks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import spec
+from .language import parse
+from .sampler import sample
+from .vision import HARMONICS, Scene, Track, analyse
+
+DIMENSIONS = ("colour", "shape", "size", "motion", "count", "consistency", "smoothness", "permanence",
+              "background")
+PRESENCE_PASS = 0.85  # share of frames an object must be seen in (frames behind the bar excused)
+AGREEMENT_PASS = 0.8  # share of its frames whose colour and shape agree with the object's
+SMOOTH_PASS = 0.8  # share of frame triples without a jump
+MAX_TRACKS = 8
+
+
+def score(frames, caption: str) -> dict:
+    """Per-dimension scores in [0, 1] of frames against a caption, and "overall" (0 or 1).
+
+    Each attribute dimension is the share of the caption's objects that got it right; NaN
+    when the caption does not ask for it (size, background, permanence; colour or motion if
+    no object names one). "overall" is 1 only when every asked dimension is 1.
+    """
+    return judge(analyse(frames), parse(caption))
+
+
+def judge(scene: Scene, want: spec.Labels) -> dict:
+    """Scores of what was seen (a Scene) against what was asked (parsed Labels)."""
+    objs = want.objects
+    tracks = scene.tracks[:MAX_TRACKS]
+    match = _match(objs, tracks)
+    pairs = list(zip(objs, match))
+    res = {
+        "colour": _share([tr is not None and tr.colour == o.colour for o, tr in pairs if o.colour]),
+        "shape": _share([tr is not None and tr.shape == o.shape for o, tr in pairs]),
+        "size": _share([tr is not None and tr.size == o.size for o, tr in pairs if o.size]),
+        "motion": _share([tr is not None and _motion_ok(o, tr) for o, tr in pairs if o.motion]),
+        "count": float(len(scene.tracks) == len(objs)),
+        "consistency": _share([tr is not None and consistent(tr, scene) for o, tr in pairs]),
+        "smoothness": _share([tr is not None and smooth(tr, scene, o.motion) for o, tr in pairs]),
+        "permanence": _share([tr is not None and permanent(tr, scene, o.motion) for o, tr in pairs if o.occluded]),
+        "background": float(scene.background == want.background) if want.background else math.nan,
+    }
+    asked = [v for v in res.values() if not math.isnan(v)]
+    res["overall"] = float(all(v == 1.0 for v in asked))
+    return res
+
+
+def _share(oks: list) -> float:
+    """Fraction of True, NaN for an empty list."""
+    return float(np.mean(oks)) if oks else math.nan
+
+
+def _motion_ok(obj: spec.ObjectLabel, tr: Track) -> bool:
+    """Whether a track moves as asked (a spinning circle cannot be told from a still one)."""
+    if obj.motion == "spin" and obj.shape == "circle":
+        return tr.motion in ("spin", "still")
+    return tr.motion == obj.motion
+
+
+def _agreement(obj: spec.ObjectLabel, tr: Track) -> float:
+    """How well a track fits an asked object: identity (colour, shape) first, then size and motion."""
+    hits = 2 * (obj.colour is None or tr.colour == obj.colour) + 2 * (tr.shape == obj.shape)
+    hits += (obj.motion is None or _motion_ok(obj, tr)) + (obj.size is None or tr.size == obj.size)
+    return hits + 1e-3 * len(tr.detections)
+
+
+def _match(objs: list, tracks: list) -> list:
+    """The track (or None) for each asked object, maximising agreement."""
+    best, best_val = [None] * len(objs), -1.0
+    slots = list(range(len(tracks))) + [None] * len(objs)
+    for perm in itertools.permutations(slots, len(objs)):
+        val = sum(_agreement(o, tracks[i]) for o, i in zip(objs, perm) if i is not None)
+        if val > best_val:
+            best, best_val = [tracks[i] if i is not None else None for i in perm], val
+    return best
+
+
+def _behind_bar(tr: Track, scene: Scene, t: int) -> bool:
+    """Whether a track's interpolated position at frame t is behind the occluder bar."""
+    if scene.bar is None:
+        return False
+    ts = np.array([d.t for d in tr.detections])
+    if not ts.min() < t < ts.max():
+        return False
+    x = np.interp(t, ts, [d.x for d in tr.detections])
+    r = max(d.radius for d in tr.detections) * 1.5
+    return scene.bar[0] - r <= x <= scene.bar[1] + r
+
+
+def consistent(tr: Track, scene: Scene) -> bool:
+    """Seen in (nearly) every frame, with the same colour and shape throughout."""
+    seen = {d.t for d in tr.detections}
+    excused = {t for t in range(scene.n_frames) if t not in seen and _behind_bar(tr, scene, t)}
+    presence = (len(seen) + len(excused)) / scene.n_frames
+    whole = [d for d in tr.detections if not d.partial]
+    if whole:
+        agree = np.mean([d.colour == tr.colour and d.shape in (tr.shape, None) for d in whole])
+    else:  # only ever seen cut by the bar: its shape is unknown, judge the colour
+        agree = np.mean([d.colour == tr.colour for d in tr.detections])
+    return presence >= PRESENCE_PASS and agree >= AGREEMENT_PASS
+
+
+def trace(tr: Track, scene: Scene) -> list:
+    """The object in every frame, found by colour (not by the tracker, which a jump would break).
+
+    Per frame: the detection of the track's colour (and shape, if several) nearest to the
+    track's own detection there, else the largest; None where there is none.
+    """
+    own = {d.t: d for d in tr.detections}
+    out = []
+    for t, dets in enumerate(scene.detections):
+        cands = [d for d in dets if d.colour == tr.colour]
+        if len(cands) > 1:
+            cands = [d for d in cands if d.shape in (tr.shape, None)] or cands
+        if not cands:
+            out.append(None)
+        elif t in own:
+            out.append(min(cands, key=lambda d: math.hypot(d.x - own[t].x, d.y - own[t].y)))
+        else:
+            out.append(max(cands, key=lambda d: d.area))
+    return out
+
+
+def smooth(tr: Track, scene: Scene, motion: Optional[str]) -> bool:
+    """No jumps: position, size (and spin angle) change at a steady rate over consecutive frames.
+
+    Two checks over the object's detections, frame by frame: the acceleration of position and
+    size (and spin rate) stays near its median, and no step is much longer than the object's
+    whole path spread over the clip. For "bounce" the frames near the floor, where the vertical
+    velocity flips, are excused and steps are not checked.
+    """
+    seq = trace(tr, scene)
+    s = scene.scale
+    bad, checks = 0, 0
+    whole = [d if d is not None and not d.partial else None for d in seq]
+    triples = [whole[t - 1:t + 2] for t in range(1, len(seq) - 1) if all(d is not None for d in whole[t - 1:t + 2])]
+    if triples:
+        flags = _bad_accelerations(triples, seq, motion, tr.shape, s)
+        bad, checks = int(flags.sum()), flags.size
+    present = [d for d in seq if d is not None]
+    pairs = [(a, b) for a, b in zip(seq[:-1], seq[1:]) if a is not None and b is not None]
+    if motion != "bounce" and pairs:
+        xy = np.array([[d.x, d.y] for d in present])
+        extent = np.linalg.norm(xy.max(axis=0) - xy.min(axis=0))
+        ref = max(extent / max(len(present) - 1, 1), 0.02 * s)
+        steps = np.array([math.hypot(b.x - a.x, b.y - a.y) for a, b in pairs])
+        bad += int((steps > 2.5 * ref + 0.05 * s).sum())
+        checks += steps.size
+    return checks == 0 or bad / checks <= 1 - SMOOTH_PASS
+
+
+def _bad_accelerations(triples: list, seq: list, motion: Optional[str], shape: Optional[str], s: float) -> np.ndarray:
+    """For each triple of consecutive whole detections, whether it accelerates unlike the rest."""
+    pos = np.array([[[d.x, d.y] for d in tri] for tri in triples])  # (N, 3, 2)
+    rad = np.array([[d.radius for d in tri] for tri in triples])
+    acc = pos[:, 2] - 2 * pos[:, 1] + pos[:, 0]
+    acc_r = rad[:, 2] - 2 * rad[:, 1] + rad[:, 0]
+    if motion == "bounce":
+        ys = np.array([d.y for d in seq if d is not None])
+        floor = ys.max() - 0.55 * (ys.max() - ys.min())
+        near_floor = (pos[:, :, 1] >= floor).any(axis=1)
+        acc[near_floor, 1] = np.median(acc[~near_floor, 1]) if (~near_floor).any() else 0.0
+    bad = np.linalg.norm(acc - np.median(acc, axis=0), axis=1) > max(2.0, 0.06 * s)
+    bad |= np.abs(acc_r - np.median(acc_r)) > max(1.0, 0.025 * s)
+    k = spec.SYMMETRY.get(shape or "circle", 0)
+    if motion == "spin" and k:
+        ang = np.angle([[d.moments[HARMONICS.index(k)] for d in tri] for tri in triples])
+        step = np.angle(np.exp(1j * np.diff(ang, axis=1))) / k  # per-frame rotation, radians
+        bad |= np.abs(np.degrees(step[:, 1] - step[:, 0])) > 8.0
+    return bad
+
+
+def permanent(tr: Track, scene: Scene, motion: Optional[str]) -> bool:
+    """Seen on one side of the bar, then later on the other side (as the same tracked object)."""
+    if scene.bar is None:
+        return False
+    left = [d.t for d in tr.detections if d.x < scene.bar[0]]
+    right = [d.t for d in tr.detections if d.x >= scene.bar[1]]
+    if not left or not right:
+        return False
+    if motion == "left":
+        return min(right) < max(left)
+    if motion == "right":
+        return min(left) < max(right)
+    return min(left) < max(right) or min(right) < max(left)
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def oracle(duration: float = 2.0, size: tuple = (64, 64), fps: int = 8) -> Callable:
+    """A generate_fn that renders the ground truth: a perfect model, for reference."""
+    from .canvas import render
+
+    def generate(caption: str, seed: int):
+        """Ground-truth frames of caption."""
+        return render(caption, seed=seed, duration=duration, size=size, fps=fps).frames
+
+    return generate
+
+
+def evaluate(generate_fn: Callable, n: int = 200, seed: int = 0, split: str = "train", phrasing: str = "train",
+             duration: float = 2.0, size: tuple = (64, 64), fps: int = 8, max_objects: int = 3):
+    """Score generate_fn(caption, seed) -> frames on n sampled prompts: a pandas DataFrame.
+
+    One row per clip: caption, seed, n_objects, occluder, heldout, templates and every
+    dimension of `score`. generate_fn may return frames (uint8 (T, H, W, 3), or float in
+    [0, 1]) or any object with a ``.frames`` attribute.
+    """
+    import pandas as pd
+
+    rows = []
+    for clip in sample(n, seed=seed, split=split, phrasing=phrasing, duration=duration, size=size, fps=fps,
+                       max_objects=max_objects):
+        out = generate_fn(clip.caption, clip.seed)
+        row = {"caption": clip.caption, "seed": clip.seed, "n_objects": len(clip.labels.objects),
+               "occluder": clip.labels.occluder, "heldout": clip.labels.is_heldout(),
+               "templates": ",".join(clip.templates)}
+        row.update(score(out, clip.caption))
+        rows.append(row)
+    columns = ["caption", "seed", "n_objects", "occluder", "heldout", "templates", *DIMENSIONS, "overall"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize(df, by: Optional[str] = None):
+    """Mean of every dimension (NaN, i.e. not asked, skipped): a pandas Series, or a DataFrame by group."""
+    dims = [c for c in (*DIMENSIONS, "overall") if c in df.columns]
+    if by is None:
+        out = df[dims].mean(skipna=True)
+        out["n"] = len(df)
+        return out
+    out = df.groupby(by)[dims].mean()
+    out["n"] = df.groupby(by).size()
+    return out

@@ -1,0 +1,58 @@
+"""Display helpers that need no ffmpeg: animated GIFs in HTML, and frame strips as arrays."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+
+def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 3) -> bytes:
+    """An endlessly looping animated GIF of uint8 (T, H, W, 3) frames, enlarged scale times."""
+    from PIL import Image
+
+    big = np.repeat(np.repeat(np.asarray(frames, np.uint8), scale, axis=1), scale, axis=2)
+    images = [Image.fromarray(f) for f in big]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=max(int(round(1000 / fps)), 20))
+    return buf.getvalue()
+
+
+def gif_html(frames: np.ndarray, fps: int = 8, title: str = "", scale: int = 3) -> str:
+    """An <img> of the clip as a GIF, with its title underneath."""
+    data = base64.b64encode(gif_bytes(frames, fps, scale)).decode("ascii")
+    w = frames.shape[2] * scale
+    cap = f'<div style="width:{w}px;font-size:11px;line-height:1.2">{html.escape(title)}</div>' if title else ""
+    return f'<div style="display:inline-block;margin:4px;vertical-align:top"><img src="data:image/gif;base64,{data}">{cap}</div>'
+
+
+def grid_html(clips, fps: int = 8, scale: int = 2) -> str:
+    """Clips (Clip objects, or (frames, title) pairs) side by side, wrapping like text."""
+    cells = []
+    for c in clips:
+        frames, title, rate = (c.frames, c.caption, c.fps) if hasattr(c, "frames") else (c[0], c[1], fps)
+        cells.append(gif_html(frames, rate, title, scale))
+    return "<div>" + "".join(cells) + "</div>"
+
+
+def show(clips, fps: int = 8, scale: int = 2):
+    """Display clips as looping GIFs with captions in a notebook."""
+    from IPython.display import HTML, display
+
+    if hasattr(clips, "frames"):
+        clips = [clips]
+    display(HTML(grid_html(clips, fps, scale)))
+
+
+def strip(frames: np.ndarray, n: int = 4, gap: int = 2) -> np.ndarray:
+    """n evenly spaced frames side by side as one (H, n * (W + gap) - gap, 3) image."""
+    frames = np.asarray(frames)
+    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    h, w = frames.shape[1:3]
+    out = np.full((h, n * (w + gap) - gap, 3), 255, np.uint8)
+    for i, k in enumerate(idx):
+        out[:, i * (w + gap):i * (w + gap) + w] = frames[k]
+    return out

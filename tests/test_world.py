@@ -1,0 +1,293 @@
+"""sora_nb.world: the renderer, the sampler and the caption language."""
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from sora_nb import world
+from sora_nb.world import canvas, spec
+
+
+def _background(clip) -> np.ndarray:
+    """The (H, W, 3) float background the clip was drawn on."""
+    return canvas.background_image(clip.labels.background, clip.size)
+
+
+def _coverage(clip, k: int) -> np.ndarray:
+    """Per-frame coverage (T, H, W) of object k, recovered from pixels of a one-object clip."""
+    bg = _background(clip)[None]
+    c = np.array(spec.PALETTE[clip.labels.objects[k].colour], np.float32)
+    diff = clip.frames.astype(np.float32) - bg
+    along = (c - bg) / np.maximum(np.sum((c - bg) ** 2, axis=-1, keepdims=True), 1e-6)
+    return np.clip(np.sum(diff * along, axis=-1), 0, 1)
+
+
+def _centroids(alpha: np.ndarray) -> np.ndarray:
+    """(T, 2) coverage-weighted centroid (x, y) of each frame."""
+    t, h, w = alpha.shape
+    yy, xx = np.mgrid[:h, :w]
+    mass = alpha.sum(axis=(1, 2))
+    return np.stack([(alpha * xx).sum(axis=(1, 2)) / mass, (alpha * yy).sum(axis=(1, 2)) / mass], 1)
+
+
+# --- render -----------------------------------------------------------------------------------
+
+
+def test_render_shapes_sizes_and_defaults():
+    clip = world.render("a red circle moving right", seed=0)
+    assert clip.frames.shape == (16, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.caption == "a red circle moving right" and clip.fps == 8 and clip.seed == 0
+    assert clip.duration == 2.0 and clip.size == (64, 64)
+    wide = world.render("a blue star spinning", seed=1, duration=4.0, size=(96, 64), fps=8)
+    assert wide.frames.shape == (32, 64, 96, 3)
+    assert world.render("a green square moving up", seed=2, duration=1.0, fps=12).frames.shape == (12, 64, 64, 3)
+    assert world.render("a green square moving up", seed=2, duration=3.0).frames.shape[0] == 24
+    obj = clip.labels.objects[0]
+    assert (obj.shape, obj.colour, obj.motion) == ("circle", "red", "right")
+    assert obj.size in ("small", "large") and clip.labels.background in world.BACKGROUNDS
+
+
+def test_render_is_deterministic_and_seed_dependent():
+    a = world.render("a red circle moving right and a blue square moving up", seed=5)
+    b = world.render("a red circle moving right and a blue square moving up", seed=5)
+    c = world.render("a red circle moving right and a blue square moving up", seed=6)
+    assert np.array_equal(a.frames, b.frames) and a.labels == b.labels
+    assert not np.array_equal(a.frames, c.frames)
+    again = world.render(a.labels, seed=123)  # fully specified labels render the same pixels
+    assert np.array_equal(again.frames, a.frames)
+    assert world.parse(again.caption).objects[0].shape == "circle"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(duration=0.5), "duration"), (dict(duration=5), "duration"), (dict(size=(64, 20)), "size"),
+    (dict(size=(64, 300)), "size"), (dict(fps=2), "fps"), (dict(seed=-1), "seed"),
+])
+def test_render_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        world.render("a red circle moving right", **kwargs)
+
+
+def test_render_rejects_bad_types_and_impossible_scenes():
+    with pytest.raises(TypeError, match="size"):
+        world.render("a red circle moving right", size=64)
+    with pytest.raises(TypeError, match="seed"):
+        world.render("a red circle moving right", seed=1.5)
+    with pytest.raises(ValueError, match="spin"):
+        world.render("a red circle spinning")
+    with pytest.raises(ValueError, match="contrast"):
+        world.render("a white square moving up on a light background")
+    with pytest.raises(ValueError, match="left or right"):
+        world.render("a red star moving up, passing behind a grey bar")
+
+
+def test_labels_match_pixels_centroid_track():
+    """The coverage-weighted centroid of the drawn object follows clip.tracks to a fraction of a pixel."""
+    for i, shape in enumerate(world.SHAPES):
+        for motion in ("right", "up-left", "bounce", "grow", "spin", "still"):
+            if shape == "circle" and motion == "spin":
+                continue
+            clip = world.render(f"a {world.COLOURS[i]} {shape} {motion_word(motion)} on a dark background", seed=i)
+            got = _centroids(_coverage(clip, 0))
+            np.testing.assert_allclose(got, clip.tracks[0], atol=0.3, err_msg=f"{shape} {motion}")
+
+
+def motion_word(motion: str) -> str:
+    """A caption phrase for a motion name."""
+    return {"right": "moving right", "up-left": "moving up and to the left", "bounce": "bouncing",
+            "grow": "growing", "spin": "spinning", "still": "standing still"}[motion]
+
+
+def test_labels_match_pixels_colour_size_and_growth():
+    clip = world.render("a large yellow square growing on a navy background", seed=3)
+    core = _coverage(clip, 0) > 0.999
+    assert np.all(clip.frames[core] == spec.PALETTE["yellow"])
+    area = _coverage(clip, 0).sum(axis=(1, 2))
+    r = spec.RADIUS["large"] * 64
+    assert area[len(area) // 2] == pytest.approx((2 * 0.88 * r) ** 2, rel=0.1)  # middle frame: scale 1
+    assert area[-1] / area[0] == pytest.approx((1.4 / 0.6) ** 2, rel=0.05)
+    small = world.render("a small yellow square standing still on a navy background", seed=3)
+    ratio = area[len(area) // 2] / _coverage(small, 0).sum(axis=(1, 2)).mean()
+    assert ratio == pytest.approx((spec.RADIUS["large"] / spec.RADIUS["small"]) ** 2, rel=0.1)
+
+
+def test_backgrounds_are_as_named():
+    for name in world.BACKGROUNDS:
+        clip = world.render(f"a red circle moving right on a {name} background", seed=0)
+        top, bottom = spec.BACKGROUND_RGB[name]
+        assert np.abs(clip.frames[0, 0, 0].astype(int) - top).max() <= 1
+        assert np.abs(clip.frames[0, -1, -1].astype(int) - bottom).max() <= 1
+    gradient = world.render("a red circle moving right on a gradient background", seed=0).frames[0, :, 0]
+    assert np.all(np.abs(np.diff(gradient.astype(int), axis=0)) <= 2)  # a smooth ramp
+
+
+def test_occluder_hides_the_object_and_it_comes_out_the_other_side():
+    clip = world.render("a small red circle moving right, passing behind a grey bar", seed=4)
+    lab = clip.labels
+    assert lab.occluder and lab.objects[0].occluded
+    x0, x1 = canvas.occluder_columns(lab, clip.size)
+    assert np.all(clip.frames[:, :, x0:x1] == spec.OCCLUDER_RGB)
+    alpha = _coverage(clip, 0)
+    alpha[:, :, x0:x1] = 0
+    visible = alpha.sum(axis=(1, 2))
+    full = visible.max()
+    track = clip.tracks[0]
+    assert visible[0] == pytest.approx(full, rel=0.02) and visible[-1] == pytest.approx(full, rel=0.02)
+    assert track[0, 0] < x0 and track[-1, 0] > x1  # starts left of the bar, ends right of it
+    assert visible.min() < 0.05 * full  # hidden (nearly) entirely in between
+
+
+def test_objects_never_overlap_or_leave_the_frame():
+    for clip in world.sample(40, seed=9, max_objects=3):
+        paths = canvas.object_paths(clip.labels, clip.size, len(clip.frames), clip.fps)
+        for p in paths:
+            ext = p.extents()
+            assert np.all(p.centre[:, 0] - ext[:, 0] >= 0) and np.all(p.centre[:, 0] + ext[:, 1] <= clip.size[0] - 1)
+            assert np.all(p.centre[:, 1] - ext[:, 2] >= 0) and np.all(p.centre[:, 1] + ext[:, 3] <= clip.size[1] - 1)
+        for a in range(len(paths)):
+            for b in range(a + 1, len(paths)):
+                gap = np.hypot(*(paths[a].centre - paths[b].centre).T) - paths[a].reach() - paths[b].reach()
+                assert gap.min() >= spec.OBJECT_GAP - 1e-9
+
+
+# --- sample -----------------------------------------------------------------------------------
+
+
+def test_sample_is_deterministic_and_reproducible_by_render():
+    a = list(world.sample(6, seed=3, phrasing="any"))
+    b = list(world.sample(6, seed=3, phrasing="any"))
+    assert [c.caption for c in a] == [c.caption for c in b]
+    assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b))
+    assert [c.caption for c in world.sample(6, seed=4)] != [c.caption for c in a]
+    for clip in a:
+        again = world.render(clip.caption, seed=clip.seed, duration=clip.duration, size=clip.size, fps=clip.fps)
+        assert np.array_equal(again.frames, clip.frames)
+
+
+@pytest.fixture(scope="module")
+def train_clips():
+    """A sample of the training stream (train split, train phrasings)."""
+    return list(world.sample(250, seed=0, split="train", phrasing="train"))
+
+
+@pytest.fixture(scope="module")
+def heldout_clips():
+    """A sample of the held-out stream (held-out split, held-out phrasings)."""
+    return list(world.sample(80, seed=1, split="heldout", phrasing="heldout"))
+
+
+def test_sample_covers_the_world(train_clips):
+    objs = [o for c in train_clips for o in c.labels.objects]
+    assert {o.shape for o in objs} == set(world.SHAPES)
+    assert {o.colour for o in objs} == set(world.COLOURS)
+    assert {o.motion for o in objs} == set(world.MOTIONS)
+    assert {o.size for o in objs} == set(world.SIZES)
+    assert {c.labels.background for c in train_clips} == set(world.BACKGROUNDS)
+    assert {len(c.labels.objects) for c in train_clips} == {1, 2, 3}
+    assert 0.05 < np.mean([c.labels.occluder for c in train_clips]) < 0.3
+    assert all(o.colour != "white" for c in train_clips if c.labels.background == "light" for o in c.labels.objects)
+    assert all(len({o.colour for o in c.labels.objects}) == len(c.labels.objects) for c in train_clips)
+
+
+def test_heldout_split_is_disjoint_from_train(train_clips, heldout_clips):
+    for clip in train_clips:
+        for o in clip.labels.objects:
+            assert (o.colour, o.shape) not in world.HELDOUT_COLOUR_SHAPE
+            assert (o.shape, o.motion) not in world.HELDOUT_SHAPE_MOTION
+    assert all(c.labels.is_heldout() for c in heldout_clips)
+    objs = [o for c in heldout_clips for o in c.labels.objects]
+    pairs = {(o.colour, o.shape) for o in objs} | {(o.shape, o.motion) for o in objs}
+    assert len(pairs & (world.HELDOUT_COLOUR_SHAPE | world.HELDOUT_SHAPE_MOTION)) >= 8
+    assert all(not c.labels.is_heldout() for c in world.sample(10, seed=1, split="train", phrasing="heldout"))
+
+
+def test_heldout_phrasing_is_disjoint_from_train(train_clips, heldout_clips):
+    heldout_words = {"violet", "disk"}
+    for clip in train_clips:
+        assert clip.templates and set(clip.templates) <= set(world.TRAIN_TEMPLATES)
+        assert not heldout_words & set(world.tokenize(clip.caption))
+    assert {t for c in train_clips for t in c.templates} == set(world.TRAIN_TEMPLATES)
+    assert all(set(c.templates) <= set(world.HELDOUT_TEMPLATES) for c in heldout_clips)
+    assert {t for c in heldout_clips for t in c.templates} == set(world.HELDOUT_TEMPLATES)
+
+
+def test_sample_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        world.sample(2, split="test")
+    with pytest.raises(ValueError, match="phrasing"):
+        world.sample(2, phrasing="weird")
+    with pytest.raises(ValueError, match="max_objects"):
+        world.sample(2, max_objects=4)
+    assert all(len(c.labels.objects) == 1 for c in world.sample(20, seed=0, max_objects=1))
+
+
+def test_sample_is_fast():
+    list(world.sample(5, seed=99))  # warm up
+    t = time.perf_counter()
+    clips = list(world.sample(100, seed=7))
+    elapsed = time.perf_counter() - t
+    assert len(clips) == 100 and clips[0].frames.shape == (16, 64, 64, 3)
+    assert elapsed < 10.0  # the target is 200 clips in 10 s; see bench/bench_world.py
+
+
+# --- language ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", list(world.TEMPLATES))
+def test_captions_round_trip_through_the_parser(template):
+    rng = np.random.default_rng(sorted(world.TEMPLATES).index(template))
+    from sora_nb.world.sampler import draw_labels
+
+    for i in range(150):
+        labels = draw_labels(rng, "train" if i % 2 else "heldout")
+        mention_size, mention_bg = i % 3 > 0, i % 4 > 0
+        text = world.caption(labels, rng, phrasing="any", template=template, mention_size=mention_size,
+                             mention_background=mention_bg)
+        got = world.parse(text)
+        want = [(o.shape, o.colour, o.motion, o.size if mention_size else None, o.occluded) for o in labels.objects]
+        assert [(o.shape, o.colour, o.motion, o.size, o.occluded) for o in got.objects] == want, text
+        assert got.background == (labels.background if mention_bg else None), text
+        assert got.occluder == labels.occluder
+
+
+def test_parse_examples_from_the_issue():
+    a = world.parse("a red circle moving right and a blue square moving up")
+    assert [(o.colour, o.shape, o.motion) for o in a.objects] == [("red", "circle", "right"), ("blue", "square", "up")]
+    for text in ("a red circle moving right", "red disc sliding to the right", "a circle, red, heading right"):
+        o = world.parse(text).objects[0]
+        assert (o.shape, o.colour, o.motion) == ("circle", "red", "right"), text
+    b = world.parse("on a navy blue background, a big white star that spins")
+    assert b.background == "navy" and b.objects[0].size == "large" and b.objects[0].motion == "spin"
+    assert world.parse("a tiny box").objects[0] == world.ObjectLabel("square", None, None, "small")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a red elephant moving right", "elephant"), ("a red moving right", "no shape"),
+    ("a red blue circle", "two colours"), ("a circle, a square, a star and a cross", "at most 3"),
+])
+def test_parse_rejects_captions_outside_the_language(text, match):
+    with pytest.raises(ValueError, match=match):
+        world.parse(text)
+
+
+def test_vocabulary_covers_every_caption(train_clips, heldout_clips):
+    vocab = world.vocabulary()
+    assert vocab == sorted(set(vocab)) and all(w == w.lower() for w in vocab)
+    assert {"red", "circle", "moving", "right", ",", "violet", "disk", "behind"} <= set(vocab)
+    words = set()
+    for clip in train_clips + heldout_clips + list(world.sample(30, seed=5, phrasing="any")):
+        words |= set(world.tokenize(clip.caption))
+    assert words <= set(vocab)
+    assert world.tokenize("A circle, red.") == ["a", "circle", ",", "red", "."]
+
+
+def test_caption_is_deterministic_per_seed_and_varied():
+    labels = world.parse("a red circle moving right and a blue square moving up")
+    labels = dataclasses.replace(labels, background="dark")
+    assert world.caption(labels, 1) == world.caption(labels, 1)
+    variants = {world.caption(labels, s) for s in range(40)}
+    assert len(variants) > 30
+    for text in variants:
+        assert [(o.colour, o.shape, o.motion) for o in world.parse(text).objects] == [
+            ("red", "circle", "right"), ("blue", "square", "up")]

@@ -1,0 +1,220 @@
+"""sora_nb.world's evaluator, validated: ground truth passes, broken clips fail the right dimension."""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import pytest
+
+from sora_nb import world
+from sora_nb.world import canvas, spec, vision
+
+REVERSIBLE = {"left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right", "grow", "shrink"}
+
+
+def _systematic() -> list:
+    """One clip per (shape, motion), cycling colours, backgrounds and sizes; plus occluder clips."""
+    clips, i = [], 0
+    for shape in world.SHAPES:
+        for motion in world.MOTIONS:
+            if shape == "circle" and motion == "spin":
+                continue
+            colour = world.COLOURS[i % 8]  # white is covered by the sampled clips
+            labels = world.Labels([world.ObjectLabel(shape, colour, motion, world.SIZES[i % 2])],
+                                  world.BACKGROUNDS[i % 4])
+            clips.append(world.render(labels, seed=i, size=((64, 64), (96, 64))[i % 2]))
+            i += 1
+    for j, shape in enumerate(world.SHAPES * 2):
+        direction = ("right", "left")[j % 2]
+        text = f"a {world.COLOURS[j % 9]} {shape} moving {direction}, passing behind a grey bar"
+        clips.append(world.render(text, seed=j, size=((64, 64), (96, 64))[j // 5], duration=(2.0, 3.0)[j % 2]))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def ground_truth():
+    """About 330 clips of every attribute, several sizes and durations, with their scores."""
+    clips = _systematic()
+    clips += list(world.sample(110, seed=0, split="train", phrasing="any"))
+    clips += list(world.sample(50, seed=1, split="heldout", phrasing="heldout", size=(96, 64), duration=3.0))
+    clips += list(world.sample(50, seed=2, split="train", duration=1.0))
+    clips += list(world.sample(40, seed=3, split="heldout", size=(96, 64), duration=4.0))
+    clips += list(world.sample(20, seed=4, split="train", fps=12))
+    return [(c, world.score(c.frames, c.caption)) for c in clips]
+
+
+def test_ground_truth_scores_overall_at_least_098(ground_truth):
+    assert len(ground_truth) >= 300
+    overall = np.mean([s["overall"] for _, s in ground_truth])
+    assert overall >= 0.98
+    for dim in world.DIMENSIONS:
+        values = [s[dim] for _, s in ground_truth if not math.isnan(s[dim])]
+        assert values and np.mean(values) >= 0.98, dim
+
+
+def test_ground_truth_passes_for_every_attribute(ground_truth):
+    groups = {}
+    for clip, s in ground_truth:
+        keys = {("background", clip.labels.background), ("objects", len(clip.labels.objects)),
+                ("occluder", clip.labels.occluder), ("size", clip.size), ("frames", len(clip.frames))}
+        for o in clip.labels.objects:
+            keys |= {("shape", o.shape), ("colour", o.colour), ("motion", o.motion), ("objsize", o.size)}
+        for k in keys:
+            groups.setdefault(k, []).append(s["overall"])
+    for kind, values in (("shape", world.SHAPES), ("colour", world.COLOURS), ("motion", world.MOTIONS),
+                         ("background", world.BACKGROUNDS), ("objsize", world.SIZES), ("objects", (1, 2, 3)),
+                         ("occluder", (False, True)), ("size", ((64, 64), (96, 64))), ("frames", (8, 16, 24, 32))):
+        for v in values:
+            scores = groups.get((kind, v), [])
+            assert len(scores) >= 3 and np.mean(scores) >= 0.95, (kind, v, len(scores))
+
+
+def test_random_noise_scores_at_most_01(ground_truth):
+    rng = np.random.default_rng(0)
+    results = []
+    for i, (clip, _) in enumerate(ground_truth[:20]):
+        shape = clip.frames.shape
+        noise = rng.integers(0, 256, shape, dtype=np.uint8) if i % 2 else \
+            np.clip(rng.normal(128, 50, shape), 0, 255).astype(np.uint8)
+        results.append(world.score(noise, clip.caption))
+    assert np.mean([s["overall"] for s in results]) <= 0.1
+    assert np.nanmean([[s[d] for d in world.DIMENSIONS] for s in results]) <= 0.1
+
+
+def test_time_reversed_clips_fail_motion(ground_truth):
+    picked = [c for c, _ in ground_truth if all(o.motion in REVERSIBLE for o in c.labels.objects)][:80]
+    assert len(picked) >= 50
+    scores = [world.score(c.frames[::-1], c.caption) for c in picked]
+    assert np.mean([s["motion"] < 1 for s in scores]) >= 0.95
+    assert np.mean([s["overall"] for s in scores]) <= 0.05
+
+
+def test_recoloured_clips_fail_colour(ground_truth):
+    scores = []
+    for clip, _ in ground_truth[:150:2]:
+        shift = 1 if clip.labels.background != "light" else 2  # never paint white on light
+        objs = [dataclasses.replace(o, colour=spec.COLOURS[(spec.COLOURS.index(o.colour) + shift) % 9])
+                for o in clip.labels.objects]
+        if clip.labels.background == "light" and any(o.colour == "white" for o in objs):
+            continue
+        frames = canvas.draw(dataclasses.replace(clip.labels, objects=objs), clip.size, len(clip.frames), clip.fps)
+        scores.append(world.score(frames, clip.caption))
+    assert len(scores) >= 60
+    assert all(s["colour"] < 1 for s in scores)
+    assert all(s["overall"] == 0 for s in scores)
+
+
+def test_shuffled_frame_clips_fail_smoothness(ground_truth):
+    rng = np.random.default_rng(1)
+    picked = [c for c, _ in ground_truth if all(o.motion in REVERSIBLE for o in c.labels.objects)][:80]
+    scores = []
+    for clip in picked:
+        order = rng.permutation(len(clip.frames))
+        while np.mean(np.abs(np.diff(order)) == 1) > 0.3:  # a real shuffle, not nearly the same order
+            order = rng.permutation(len(clip.frames))
+        scores.append(world.score(clip.frames[order], clip.caption))
+    assert np.mean([s["smoothness"] < 1 for s in scores]) >= 0.95
+    assert np.mean([s["overall"] for s in scores]) <= 0.05
+
+
+def _occluded(ground_truth) -> list:
+    """Ground-truth clips with an occluder, and the index of the object that passes behind it."""
+    return [(c, next(i for i, o in enumerate(c.labels.objects) if o.occluded)) for c, _ in ground_truth
+            if c.labels.occluder]
+
+
+def test_object_that_vanishes_behind_the_occluder_fails_permanence(ground_truth):
+    cases = _occluded(ground_truth)
+    assert len(cases) >= 15
+    assert all(s["permanence"] == 1 for c, s in ground_truth if c.labels.occluder)
+    for clip, k in cases:
+        bar_x = clip.labels.occluder_x * clip.size[0]
+        hidden_from = int(np.argmin(np.abs(clip.tracks[k][:, 0] - bar_x)))  # behind the bar here
+        rest = dataclasses.replace(clip.labels, objects=[o for i, o in enumerate(clip.labels.objects) if i != k])
+        frames = clip.frames.copy()
+        frames[hidden_from:] = canvas.draw(rest, clip.size, len(frames), clip.fps)[hidden_from:]
+        s = world.score(frames, clip.caption)
+        assert s["permanence"] == 0 and s["overall"] == 0, clip.caption
+
+
+def test_object_that_comes_out_in_another_colour_fails_permanence(ground_truth):
+    for clip, k in _occluded(ground_truth)[:10]:
+        bar_x = clip.labels.occluder_x * clip.size[0]
+        hidden_from = int(np.argmin(np.abs(clip.tracks[k][:, 0] - bar_x)))
+        obj = clip.labels.objects[k]
+        other = spec.COLOURS[(spec.COLOURS.index(obj.colour) + 3) % 8]
+        objs = [dataclasses.replace(o, colour=other) if i == k else o for i, o in enumerate(clip.labels.objects)]
+        frames = clip.frames.copy()
+        frames[hidden_from:] = canvas.draw(dataclasses.replace(clip.labels, objects=objs), clip.size,
+                                           len(frames), clip.fps)[hidden_from:]
+        assert world.score(frames, clip.caption)["permanence"] == 0, clip.caption
+
+
+def test_robust_to_blur_noise_and_colour_drift(ground_truth):
+    """What a small, imperfect model makes: soft edges, mild noise, a slight colour cast."""
+    rng = np.random.default_rng(2)
+    scores = []
+    for clip, _ in ground_truth[::4]:
+        f = vision.gaussian_blur(clip.frames.astype(np.float32), 1.0, axes=(1, 2))
+        f = f * rng.uniform(0.92, 1.08, 3) + rng.normal(0, 8, f.shape)
+        scores.append(world.score(np.clip(f, 0, 255).astype(np.uint8), clip.caption))
+    assert np.mean([s["overall"] for s in scores]) >= 0.95
+
+
+def test_wrong_captions_fail_the_right_dimension():
+    clip = world.render("a large red circle moving right on a dark background", seed=0)
+    assert world.score(clip, clip.caption)["overall"] == 1  # a Clip works as frames too
+    checks = {
+        "a large blue circle moving right": "colour", "a large red square moving right": "shape",
+        "a small red circle moving right": "size", "a large red circle moving left": "motion",
+        "a red circle moving right and a blue star spinning": "count",
+        "a large red circle moving right on a light background": "background",
+        "a large red circle moving right, passing behind a grey bar": "permanence",
+    }
+    for text, dim in checks.items():
+        s = world.score(clip.frames, text)
+        assert s[dim] < 1 and s["overall"] == 0, (text, s)
+
+
+def test_score_keys_nan_when_not_asked_and_other_phrasings():
+    clip = world.render("a green star spinning and a pink square moving down", seed=4)
+    s = world.score(clip.frames, clip.caption)
+    assert set(world.DIMENSIONS) | {"overall"} <= set(s)
+    assert math.isnan(s["size"]) and math.isnan(s["background"]) and math.isnan(s["permanence"])
+    assert s["overall"] == 1 and all(0 <= v <= 1 for v in s.values() if not math.isnan(v))
+    for seed in range(5):  # any caption of the same labels, in any phrasing, scores the same pixels
+        text = world.caption(clip.labels, seed, phrasing="any")
+        assert world.score(clip.frames, text)["overall"] == 1, text
+    as_float = clip.frames.astype(np.float32) / 255.0
+    assert world.score(as_float, clip.caption)["overall"] == 1
+    with pytest.raises(ValueError, match="frames"):
+        world.score(clip.frames[0], clip.caption)
+    with pytest.raises(ValueError, match="unknown word"):
+        world.score(clip.frames, "a red dragon")
+
+
+def test_score_is_fast(ground_truth):
+    clips = [c for c, _ in ground_truth if c.frames.shape == (16, 64, 64, 3)][:60]
+    t = time.perf_counter()
+    for c in clips:
+        world.score(c.frames, c.caption)
+    per_clip = (time.perf_counter() - t) / len(clips)
+    assert per_clip < 0.06  # about 15 ms on one core; see bench/bench_world.py
+
+
+def test_evaluate_and_summarize():
+    df = world.evaluate(world.oracle(), n=12, seed=3, split="heldout", phrasing="any")
+    assert len(df) == 12 and list(df.columns[:6]) == ["caption", "seed", "n_objects", "occluder", "heldout", "templates"]
+    assert df["heldout"].all() and (df["overall"] == 1).all()
+    summary = world.summarize(df)
+    assert summary["overall"] == 1 and summary["n"] == 12 and summary["colour"] == 1
+    by = world.summarize(df, by="n_objects")
+    assert set(by.index) <= {1, 2, 3} and (by["overall"] == 1).all()
+
+    class Out:  # anything with .frames works, and float frames in [0, 1]
+        def __init__(self, frames):
+            self.frames = frames
+
+    blank = world.evaluate(lambda caption, seed: Out(np.zeros((16, 64, 64, 3), np.float32)), n=5, seed=0)
+    assert (blank["overall"] == 0).all() and (blank["count"] == 0).all()
