@@ -151,6 +151,40 @@ def test_object_that_comes_out_in_another_colour_fails_permanence(ground_truth):
         assert world.score(frames, clip.caption)["permanence"] == 0, clip.caption
 
 
+def test_object_that_changes_shape_behind_the_occluder_fails_permanence(ground_truth):
+    cases = [(c, k) for c, k in _occluded(ground_truth) if c.labels.objects[k].shape != "square"][:10]
+    assert len(cases) >= 5
+    for clip, k in cases:  # it comes out as a square (the narrowest shape, so it stays in frame)
+        bar_x = clip.labels.occluder_x * clip.size[0]
+        hidden_from = int(np.argmin(np.abs(clip.tracks[k][:, 0] - bar_x)))
+        objs = [dataclasses.replace(o, shape="square") if i == k else o for i, o in enumerate(clip.labels.objects)]
+        frames = clip.frames.copy()
+        frames[hidden_from:] = canvas.draw(dataclasses.replace(clip.labels, objects=objs), clip.size,
+                                           len(frames), clip.fps)[hidden_from:]
+        assert world.score(frames, clip.caption)["permanence"] == 0, clip.caption
+
+
+def test_object_that_changes_shape_or_colour_midway_fails_consistency(ground_truth):
+    picked = [c for c, _ in ground_truth if not c.labels.occluder][:60]
+    for change in ("shape", "colour"):
+        failed = []
+        for clip in picked:
+            objs = []
+            for o in clip.labels.objects:
+                if change == "shape":
+                    shape = "circle" if o.shape == "square" else "square"  # square <-> circle keeps the extent small
+                    objs.append(dataclasses.replace(o, shape=shape, motion="still" if o.motion == "spin" and shape == "circle" else o.motion))
+                else:
+                    objs.append(dataclasses.replace(o, colour=spec.COLOURS[(spec.COLOURS.index(o.colour) + 4) % 8]))
+            half = len(clip.frames) // 2
+            frames = clip.frames.copy()
+            frames[half:] = canvas.draw(dataclasses.replace(clip.labels, objects=objs), clip.size,
+                                        len(frames), clip.fps)[half:]
+            s = world.score(frames, clip.caption)
+            failed.append(s["consistency"] < 1 and s["overall"] == 0)
+        assert np.mean(failed) >= 0.95, change
+
+
 def test_robust_to_blur_noise_and_colour_drift(ground_truth):
     """What a small, imperfect model makes: soft edges, mild noise, a slight colour cast."""
     rng = np.random.default_rng(2)

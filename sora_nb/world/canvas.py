@@ -288,11 +288,11 @@ def _place_occluded(obj, size, n_frames, fps, rng) -> tuple:
     m = min(size)
     r = base_radius(obj.size, size)
     hx = spec.SHAPE_EXTENT[obj.shape][0] * r
-    margin = 2  # this object is at the frame edge only in the first or last frame
+    margin = 1  # this object is at the frame edge only in the first or last frame
     room = w - 1 - 2 * margin  # the path spans bar + 2 * (gap + 2 * hx)
-    for gap in (5.0, 4.0, 3.0, 2.0):  # clear of the bar at both ends, as far as the frame allows
+    for gap in (5.0, 4.0):  # whole, clear of the bar, in the first and last frames
         bar_w = float(np.floor(min(2 * hx + 0.15 * m, room - 2 * (gap + 2 * hx))))
-        if bar_w >= 2 * hx + 1:
+        if bar_w >= 2 * hx:  # at least as wide as the object
             break
     else:
         return None, None

@@ -11,12 +11,13 @@ import numpy as np
 from . import spec
 from .language import parse
 from .sampler import sample
-from .vision import HARMONICS, Scene, Track, analyse
+from .vision import FEATURE_SCALE, HARMONICS, Scene, Track, analyse
 
 DIMENSIONS = ("colour", "shape", "size", "motion", "count", "consistency", "smoothness", "permanence",
               "background")
 PRESENCE_PASS = 0.85  # share of frames an object must be seen in (frames behind the bar excused)
 AGREEMENT_PASS = 0.8  # share of its frames whose colour and shape agree with the object's
+SHAPE_DRIFT = 0.4  # shape-feature change (scaled L1) still counted as the same shape
 SMOOTH_PASS = 0.8  # share of frame triples without a jump
 MAX_TRACKS = 8
 
@@ -96,15 +97,23 @@ def _behind_bar(tr: Track, scene: Scene, t: int) -> bool:
 
 
 def consistent(tr: Track, scene: Scene) -> bool:
-    """Seen in (nearly) every frame, with the same colour and shape throughout."""
+    """Seen in (nearly) every frame, with the same colour and shape throughout.
+
+    A frame's shape agrees if it is classified as the object's shape, or if its shape features
+    barely differ from the object's median features (a blurry shape near a class boundary may
+    flip class without changing).
+    """
     seen = {d.t for d in tr.detections}
     excused = {t for t in range(scene.n_frames) if t not in seen and _behind_bar(tr, scene, t)}
     presence = (len(seen) + len(excused)) / scene.n_frames
     whole = [d for d in tr.detections if not d.partial]
-    if whole:
-        agree = np.mean([d.colour == tr.colour and d.shape in (tr.shape, None) for d in whole])
-    else:  # only ever seen cut by the bar: its shape is unknown, judge the colour
+    if not whole:  # only ever seen cut by the bar: its shape is unknown, judge the colour
         agree = np.mean([d.colour == tr.colour for d in tr.detections])
+        return presence >= PRESENCE_PASS and agree >= AGREEMENT_PASS
+    feats = np.array([d.features for d in whole]) * FEATURE_SCALE
+    drift = np.abs(feats - np.median(feats, axis=0)).sum(axis=1)
+    same_shape = [d.shape in (tr.shape, None) or dev <= SHAPE_DRIFT for d, dev in zip(whole, drift)]
+    agree = np.mean([d.colour == tr.colour and ok for d, ok in zip(whole, same_shape)])
     return presence >= PRESENCE_PASS and agree >= AGREEMENT_PASS
 
 
@@ -179,18 +188,36 @@ def _bad_accelerations(triples: list, seq: list, motion: Optional[str], shape: O
 
 
 def permanent(tr: Track, scene: Scene, motion: Optional[str]) -> bool:
-    """Seen on one side of the bar, then later on the other side (as the same tracked object)."""
+    """Seen on one side of the bar, then later on the other side, the same colour and shape.
+
+    Judged on the object's colour trace (so a tracker split at the bar does not matter); the
+    shape is compared between whole views on the two sides when both exist.
+    """
     if scene.bar is None:
         return False
-    left = [d.t for d in tr.detections if d.x < scene.bar[0]]
-    right = [d.t for d in tr.detections if d.x >= scene.bar[1]]
+    seq = [d for d in trace(tr, scene) if d is not None]
+    left = [d for d in seq if d.x < scene.bar[0]]
+    right = [d for d in seq if d.x >= scene.bar[1]]
     if not left or not right:
         return False
-    if motion == "left":
-        return min(right) < max(left)
-    if motion == "right":
-        return min(left) < max(right)
-    return min(left) < max(right) or min(right) < max(left)
+    first, last = (left, right) if min(d.t for d in left) < min(d.t for d in right) else (right, left)
+    if motion in ("left", "right") and first is not (left if motion == "right" else right):
+        return False  # came out where it went in
+    if max(d.t for d in last) <= min(d.t for d in first):
+        return False
+    return _same_shape([d for d in first if not d.partial], [d for d in last if not d.partial])
+
+
+def _same_shape(a: list, b: list) -> bool:
+    """Whether two sets of whole detections show the same shape (True if either is empty)."""
+    if not a or not b:
+        return True
+    fa = np.median([d.features for d in a], axis=0) * FEATURE_SCALE
+    fb = np.median([d.features for d in b], axis=0) * FEATURE_SCALE
+    shapes_a = [d.shape for d in a if d.shape]
+    shapes_b = [d.shape for d in b if d.shape]
+    same_class = shapes_a and shapes_b and max(set(shapes_a), key=shapes_a.count) == max(set(shapes_b), key=shapes_b.count)
+    return bool(same_class) or float(np.abs(fa - fb).sum()) <= SHAPE_DRIFT
 
 
 # ---------------------------------------------------------------------------------------------

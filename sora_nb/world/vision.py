@@ -359,7 +359,7 @@ def shape_prototypes() -> tuple:
     return np.array(feats), np.array(labels), area_k
 
 
-_FEATURE_SCALE = np.array([3.0, 4.0, 4.0, 4.0, 4.0, 2.0])  # spread, then harmonics 2..6
+FEATURE_SCALE = np.array([3.0, 4.0, 4.0, 4.0, 4.0, 2.0])  # spread, then harmonics 2..6
 
 
 def classify_shape(det: Detection) -> Optional[str]:
@@ -367,7 +367,7 @@ def classify_shape(det: Detection) -> Optional[str]:
     if det.radius < MIN_SHAPE_RADIUS:
         return None
     feats, names, _ = shape_prototypes()
-    d = np.abs((feats - det.features) * _FEATURE_SCALE).sum(axis=1)
+    d = np.abs((feats - det.features) * FEATURE_SCALE).sum(axis=1)
     return str(names[int(np.argmin(d))])
 
 
