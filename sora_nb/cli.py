@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
+    train = sub.add_parser("train", help="train the embedded model from the shapes world (see --help)",
+                           add_help=False)
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -92,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "train":
+            from sora_nb.train import main as train_main
+
+            return train_main(args.train_args)
         if args.command == "models":
             import sora_nb
 

@@ -21,7 +21,8 @@ def test_generate_contract(video):
         assert key in p, key
     assert p["prompt"] == "a red circle moving right" and p["seed"] == 0 and p["steps"] == 4
     assert p["sora_nb_version"] == sora_nb.__version__
-    assert video.latents.shape == (4, 8, 16, 16)  # (frame, channel, y, x)
+    C = video.trace.sizes["channel"]
+    assert video.latents.shape == (4, C, 16, 16)  # (frame, channel, y, x)
 
 
 def test_module_generate_uses_default_model(gen):
@@ -128,7 +129,8 @@ def test_observers_see_every_step_in_order(gen):
     assert [s[1] for s in seen[1:-1]] == [0, 1, 2, 3, 4]
     sigmas = [s[2] for s in seen[1:-1]]
     assert sigmas[0] == 1.0 and all(a > b for a, b in zip(sigmas, sigmas[1:]))
-    assert seen[-1] == ("end", False, (4, 8, 16, 16))
+    C = gen.backend.vae.config.latent_channels
+    assert seen[-1] == ("end", False, (4, C, 16, 16))
 
 
 def test_repr_html_plays(video):

@@ -251,8 +251,10 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     folder = Path(folder)
     manifest = verify_folder(folder)
     try:
-        vae = VideoAutoencoder.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
-        dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True)
+        vae = VideoAutoencoder.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True,
+                                                   low_cpu_mem_usage=False)
+        dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
+                                                   low_cpu_mem_usage=False)
         text = TextEncoder.from_pretrained(folder)
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)

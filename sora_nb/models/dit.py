@@ -131,11 +131,11 @@ class ShapesDiT(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        latent_channels: int = 8,
-        patch_size: tuple[int, int, int] = (1, 2, 2),  # (frames, y, x) latent cells per token
-        hidden_size: int = 128,
+        latent_channels: int = 16,
+        patch_size: tuple[int, int, int] = (1, 4, 4),  # (frames, y, x) latent cells per token
+        hidden_size: int = 192,
         depth: int = 6,
-        num_heads: int = 4,
+        num_heads: int = 6,
         mlp_ratio: float = 4.0,
         text_dim: int = 128,   # width of the text encoder's token states
     ):

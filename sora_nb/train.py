@@ -1,0 +1,424 @@
+"""Train the embedded model from the shapes world: ``python -m sora_nb.train`` (or ``sora-nb-train``).
+
+The recipe, in stages, each resumable from its checkpoint in ``--out``:
+
+1. ``vae``: the video autoencoder, on clips rendered on the fly (pixel L1 + L2 loss).
+2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
+3. ``dit``: the diffusion transformer and the text encoder, with rectified-flow matching on the
+   cached latents (x_t = (1 - s) x0 + s noise, target v = noise - x0), logit-normal noise levels, 10%
+   caption dropout (the empty prompt is the unconditional branch of classifier-free guidance), an
+   EMA of the weights.
+4. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
+   manifest + model card) and score the result with the shapes world's evaluator.
+
+Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
+``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
+Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout.
+
+Checkpoints hold tensors in safetensors and everything else in JSON: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .backends import embedded
+from .models import ShapesDiT, TextEncoder, VideoAutoencoder
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Every knob of a training run (all saved in the model card)."""
+
+    seed: int = 0
+    # autoencoder
+    vae_steps: int = 600
+    vae_batch: int = 8
+    vae_lr: float = 2e-3
+    # latent cache: (duration s, width, height, clips)
+    cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
+                                                      (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
+    # diffusion transformer
+    dit_steps: int = 3000
+    dit_batch: int = 32
+    dit_lr: float = 6e-4
+    dit_warmup: int = 200
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.998
+    dit_hidden: int = 192
+    dit_depth: int = 6
+    dit_heads: int = 6
+    text_width: int = 128
+    text_layers: int = 2
+    # evaluation
+    eval_clips: int = 200
+    log_every: int = 50
+    ckpt_every: int = 250
+
+
+TINY = dict(vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), dit_steps=40, dit_batch=8, dit_warmup=5,
+            eval_clips=8, log_every=10, ckpt_every=20, dit_depth=2)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def log(out: Path, **record: Any) -> None:
+    """Append one JSON line to the run log and echo it."""
+    record = {"time": round(time.time(), 2), **record}
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                   if k != "time"), flush=True)
+
+
+def clips_to_tensor(clips: list) -> torch.Tensor:
+    """World clips -> video tensor (B, 3, T, H, W) in [-1, 1]."""
+    frames = np.stack([c.frames for c in clips])  # (B, T, H, W, 3)
+    return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def step_seed(seed: int, stage: str, step: int) -> int:
+    """A distinct, reproducible seed per (run seed, stage, step)."""
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4}[stage] * 10_007 + step) % (2**31)
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Optimizer state as safetensors (tensors) + JSON (scalars), no pickle."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.ndim > 0:
+                tensors[f"{idx}.{key}"] = value.contiguous()
+            else:
+                scalars["state"].setdefault(str(idx), {})[key] = float(value)
+    save_file(tensors, str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps(scalars))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Inverse of :func:`save_optimizer`."""
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    scalars = json.loads(path.with_suffix(".json").read_text())
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, values in scalars["state"].items():
+        for key, value in values.items():
+            state.setdefault(int(idx), {})[key] = torch.tensor(value)
+    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# -- stage 1: the autoencoder ---------------------------------------------------------------------
+def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
+    """Train (or resume) the video autoencoder; returns it in eval mode."""
+    final = out / "vae_final"
+    if (final / "config.json").is_file():
+        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        vae = VideoAutoencoder()
+    vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    start = 0
+    ckpt = out / "vae_ckpt"
+    if (ckpt / "state.json").is_file():
+        vae.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        load_optimizer(opt, ckpt / "optim")
+        start = json.loads((ckpt / "state.json").read_text())["step"]
+    sizes = [(2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64))]
+    t0 = time.perf_counter()
+    for step in range(start, recipe.vae_steps):
+        duration, size = sizes[step % len(sizes)]
+        clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "vae", step), split="train",
+                                  duration=duration, size=size))
+        video = clips_to_tensor(clips)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
+        z = vae.encode(video)
+        if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
+            g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
+            z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
+        recon = vae.decode(z, video.shape[2])
+        loss = F.l1_loss(recon, video) + F.mse_loss(recon, video) + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.vae_steps - 1:
+            psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
+            log(out, stage="vae", step=step, loss=loss.item(), psnr=psnr, s_per_step=(time.perf_counter() - t0) / (step - start + 1))
+        if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.vae_steps:
+            ckpt.mkdir(exist_ok=True)
+            save_file(vae.state_dict(), str(ckpt / "model.safetensors"))
+            save_optimizer(opt, ckpt / "optim")
+            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+    vae.save_pretrained(final, safe_serialization=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return vae.eval()
+
+
+# -- stage 2: the latent cache --------------------------------------------------------------------
+def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict[str, Any]:
+    """Encode the training clips once; return {shape: (latents, captions)} plus latent statistics."""
+    path = out / "cache"
+    if (path / "index.json").is_file():
+        index = json.loads((path / "index.json").read_text())
+        buckets = {}
+        for key, captions in index["buckets"].items():
+            buckets[key] = (load_file(str(path / f"{key}.safetensors"))["latents"], captions)
+        return {"buckets": buckets, "mean": index["mean"], "std": index["std"]}
+    path.mkdir(parents=True, exist_ok=True)
+    buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
+    t0 = time.perf_counter()
+    for i, (duration, width, height, n) in enumerate(recipe.cache):
+        lats, caps = [], []
+        clips_iter = world.sample(n, seed=step_seed(recipe.seed, "cache", i), split="train", phrasing="train",
+                                  duration=duration, size=(width, height))
+        batch: list = []
+        for clip in clips_iter:
+            batch.append(clip)
+            if len(batch) == 32:
+                lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]; batch = []
+        if batch:
+            lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]
+        latents = torch.cat(lats)
+        key = "x".join(map(str, latents.shape[1:]))
+        buckets[key] = (latents, caps)
+        log(out, stage="cache", bucket=key, clips=len(caps), seconds=time.perf_counter() - t0)
+    allz = torch.cat([b[0].flatten() for b in buckets.values()])
+    mean, std = float(allz.mean()), float(allz.std())
+    for key, (latents, caps) in buckets.items():
+        save_file({"latents": latents.contiguous()}, str(path / f"{key}.safetensors"))
+    (path / "index.json").write_text(json.dumps({"buckets": {k: v[1] for k, v in buckets.items()},
+                                                 "mean": mean, "std": std}))
+    return {"buckets": buckets, "mean": mean, "std": std}
+
+
+@torch.no_grad()
+def _encode(vae: VideoAutoencoder, clips: list) -> torch.Tensor:
+    """Raw latents (B, C, F, h, w) of a list of clips, stored as float16."""
+    return vae.encode(clips_to_tensor(clips)).to(torch.float16)
+
+
+# -- stage 3: the diffusion transformer -----------------------------------------------------------
+def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
+    """Flow-matching training of the DiT and the text encoder; returns the EMA weights."""
+    final = out / "dit_final"
+    words = sorted(set(world.vocabulary()) | set(",.;:!?'\"-()"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed + 1)
+        tokenizer = embedded.build_tokenizer(words)
+        text = TextEncoder(tokenizer, embedded.build_encoder(len(tokenizer), width=recipe.text_width,
+                                                             layers=recipe.text_layers))
+        dit = ShapesDiT(latent_channels=next(iter(cache["buckets"].values()))[0].shape[1],
+                        hidden_size=recipe.dit_hidden, depth=recipe.dit_depth, num_heads=recipe.dit_heads,
+                        text_dim=text.width)
+    if (final / "dit" / "config.json").is_file():
+        dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+        return dit.eval(), TextEncoder.from_pretrained(final).eval()
+    ema_dit, ema_text = _copy(dit), _copy(text.encoder)
+    params = list(dit.parameters()) + list(text.encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    start, ckpt = 0, out / "dit_ckpt"
+    if (ckpt / "state.json").is_file():
+        dit.load_state_dict(load_file(str(ckpt / "dit.safetensors")))
+        text.encoder.load_state_dict(load_file(str(ckpt / "text.safetensors")), strict=False)
+        ema_dit.load_state_dict(load_file(str(ckpt / "ema_dit.safetensors")))
+        ema_text.load_state_dict(load_file(str(ckpt / "ema_text.safetensors")), strict=False)
+        load_optimizer(opt, ckpt / "optim")
+        start = json.loads((ckpt / "state.json").read_text())["step"]
+    mean, std = cache["mean"], cache["std"]
+    keys = sorted(cache["buckets"])
+    weights = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
+    weights /= weights.sum()
+    t0 = time.perf_counter()
+    for step in range(start, recipe.dit_steps):
+        rng = np.random.default_rng(step_seed(recipe.seed, "dit", step))
+        g = torch.Generator().manual_seed(step_seed(recipe.seed, "dit", step))
+        key = keys[rng.choice(len(keys), p=weights)]
+        latents, captions = cache["buckets"][key]
+        idx = rng.integers(0, len(captions), recipe.dit_batch)
+        x0 = (latents[torch.from_numpy(idx)].float() - mean) / std  # (B, C, F, h, w)
+        prompts = ["" if rng.random() < recipe.caption_dropout else captions[i] for i in idx]
+        sigma = torch.sigmoid(torch.randn(recipe.dit_batch, generator=g))  # logit-normal noise levels
+        noise = torch.randn(x0.shape, generator=g)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
+        states, mask = text(prompts)
+        v = dit(xt, sigma * 1000.0, states, mask)
+        loss = F.mse_loss(v, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_dit, dit, decay)
+        _ema_update(ema_text, text.encoder, decay)
+        if step % recipe.log_every == 0 or step == recipe.dit_steps - 1:
+            log(out, stage="dit", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
+                s_per_step=(time.perf_counter() - t0) / (step - start + 1))
+        if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dit_steps:
+            ckpt.mkdir(exist_ok=True)
+            save_file(dit.state_dict(), str(ckpt / "dit.safetensors"))
+            save_file(_dedup(text.encoder.state_dict()), str(ckpt / "text.safetensors"))
+            save_file(ema_dit.state_dict(), str(ckpt / "ema_dit.safetensors"))
+            save_file(_dedup(ema_text.state_dict()), str(ckpt / "ema_text.safetensors"))
+            save_optimizer(opt, ckpt / "optim")
+            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+    text_ema = TextEncoder(tokenizer, ema_text)
+    ema_dit.save_pretrained(final / "dit", safe_serialization=True)
+    text_ema.save_pretrained(final)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return ema_dit.eval(), text_ema.eval()
+
+
+def _copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of a module (for the EMA)."""
+    import copy
+
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def _dedup(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop tied duplicates (T5 shares its embedding) so safetensors can save the dict."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        if v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        out[k] = v.contiguous()
+    return out
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - decay)
+
+
+# -- stage 4: export and evaluate -----------------------------------------------------------------
+def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
+           cache: dict[str, Any], seconds: dict[str, float]) -> Path:
+    """Write the weights folder with its manifest and model card; evaluate; return the folder."""
+    vae.register_to_config(latent_mean=cache["mean"], latent_std=cache["std"])
+    key = "x".join(map(str, (vae.config.latent_channels, 4, 16, 16)))
+    latents, _ = cache["buckets"].get(key, next(iter(cache["buckets"].values())))
+    clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
+    video = clips_to_tensor(clips)
+    with torch.no_grad():
+        z = vae.normalize(vae.encode(video))
+    latent_rgb = embedded.fit_latent_rgb(vae, z, video)
+    info = {"name": "shapes", "trained": True,
+            "description": "trained on the sora_nb shapes world by sora_nb.train"}
+    folder = out / "weights"
+    if folder.exists():
+        shutil.rmtree(folder)
+    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(), latent_rgb, info)
+    backend = embedded.load_folder(folder)
+    from .api import Generator
+
+    gen = Generator(backend)
+    t0 = time.perf_counter()
+    scores = {}
+    for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout")):
+        df = world.evaluate(lambda caption, seed: gen.generate(caption, seed=seed, trace=False).frames,
+                            n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split, phrasing=phrasing)
+        summary = world.summarize(df)
+        scores[f"{split}/{phrasing}"] = {k: round(float(v), 4) for k, v in dict(summary).items()
+                                         if isinstance(v, (int, float, np.floating)) and not math.isnan(float(v))}
+        log(out, stage="eval", split=split, phrasing=phrasing, **scores[f"{split}/{phrasing}"])
+    seconds["eval"] = time.perf_counter() - t0
+    card = model_card(recipe, seconds, scores, folder)
+    (folder / "MODEL_CARD.md").write_text(card)
+    (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds,
+                                                    "recipe": dataclasses.asdict(recipe)}, indent=1))
+    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(), latent_rgb, info)
+    return folder
+
+
+def model_card(recipe: Recipe, seconds: dict[str, float], scores: dict[str, dict[str, float]], folder: Path) -> str:
+    """Markdown model card: data, recipe, wall time, hardware, scores."""
+    import platform
+
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    lines = [
+        "# shapes: the embedded sora_nb model", "",
+        "A small Sora-like text-to-video model: a video autoencoder (4x time, 4x space), a diffusion "
+        "transformer over spacetime patches with cross-attention to a 2-layer T5 text encoder, "
+        "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split).",
+        "", "## Training", "",
+        f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        f"- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+        f"- recipe: `{json.dumps(dataclasses.asdict(recipe))}`",
+        f"- weights folder size: {size:.1f} MiB",
+        "", "## Scores (shapes-world evaluator, default settings)", "",
+        "| split / phrasing | " + " | ".join(sorted(next(iter(scores.values())).keys())) + " |",
+        "|---|" + "---|" * len(next(iter(scores.values()))),
+    ]
+    for name, s in scores.items():
+        lines.append(f"| {name} | " + " | ".join(f"{s[k]:.3f}" for k in sorted(s)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m sora_nb.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/shapes", help="run folder (checkpoints, log, weights)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="a minutes-long smoke run (tests, notebooks)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
+    parser.add_argument("--ship", action="store_true", help="copy the weights into the package when done")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = json.loads(value)
+    recipe = Recipe(seed=args.seed, **overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    from . import world
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter(); vae = train_vae(recipe, out, world); seconds["vae"] = time.perf_counter() - t
+    t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
+    t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache); seconds["dit"] = time.perf_counter() - t
+    folder = export(recipe, out, world, vae, dit, text, cache, seconds)
+    print(f"weights written to {folder}")
+    if args.ship:
+        if embedded.WEIGHTS_DIR.exists():
+            shutil.rmtree(embedded.WEIGHTS_DIR)
+        shutil.copytree(folder, embedded.WEIGHTS_DIR)
+        print(f"shipped to {embedded.WEIGHTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

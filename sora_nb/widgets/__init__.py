@@ -1,1 +1,0 @@
-"""ipywidgets front ends: live controls and the latent inspector."""
