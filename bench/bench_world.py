@@ -46,7 +46,8 @@ def main() -> None:
     for label, clips in (("16x64x64", small), ("32x64x96", wide)):
         scores, s = timed(lambda clips=clips: [world.score(c.frames, c.caption) for c in clips])
         mean = sum(x["overall"] for x in scores) / len(scores)
-        rows.append((f"score() {label}", f"{1000 * s / len(clips):8.2f} ms/clip", f"overall on ground truth {mean:.3f}"))
+        rows.append((f"score() {label}", f"{1000 * s / len(clips):8.2f} ms/clip",
+                     f"overall on ground truth {mean:.3f}"))
     rows.append(("score() first call: shape prototypes", f"{1000 * proto_s:8.1f} ms", "once per process"))
     df, s = timed(lambda: world.evaluate(world.oracle(), n=n, seed=7))
     rows.append(("evaluate(oracle) render + score", f"{1000 * s / n:8.2f} ms/clip",

@@ -24,7 +24,7 @@ def test_shapes_world_notebook(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "stored outputs must be cleared"
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors
     text = _text(nb)

@@ -208,7 +208,8 @@ def complete(labels: Labels, size: tuple, n_frames: int, fps: int, rng: np.rando
     spec.check_labels(labels)
     background = labels.background
     if background is None:
-        allowed = [b for b in spec.BACKGROUNDS if not (b == "light" and any(o.colour == "white" for o in labels.objects))]
+        white = any(o.colour == "white" for o in labels.objects)
+        allowed = [b for b in spec.BACKGROUNDS if not (b == "light" and white)]
         background = allowed[rng.integers(len(allowed))]
     objects = [_complete_object(o, rng) for o in labels.objects]
     candidates = [objects]
@@ -231,7 +232,8 @@ def _complete_object(obj: ObjectLabel, rng: np.random.Generator) -> ObjectLabel:
     colour = obj.colour or spec.COLOURS[rng.integers(len(spec.COLOURS) - 1)]  # not white: may be on light
     motion = obj.motion
     if motion is None:
-        allowed = ("left", "right") if obj.occluded else [m for m in spec.MOTIONS if not (m == "spin" and obj.shape == "circle")]
+        allowed = [m for m in spec.MOTIONS if not (m == "spin" and obj.shape == "circle")]
+        allowed = ("left", "right") if obj.occluded else allowed
         motion = allowed[rng.integers(len(allowed))]
     return dataclasses.replace(obj, size=size, colour=colour, motion=motion)
 

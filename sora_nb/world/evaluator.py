@@ -11,7 +11,7 @@ import numpy as np
 from . import spec
 from .language import parse
 from .sampler import sample
-from .vision import FEATURE_SCALE, HARMONICS, Scene, Track, analyse
+from .vision import FEATURE_SCALE, HARMONICS, Scene, Track, majority, analyse
 
 DIMENSIONS = ("colour", "shape", "size", "motion", "count", "consistency", "smoothness", "permanence",
               "background")
@@ -214,10 +214,8 @@ def _same_shape(a: list, b: list) -> bool:
         return True
     fa = np.median([d.features for d in a], axis=0) * FEATURE_SCALE
     fb = np.median([d.features for d in b], axis=0) * FEATURE_SCALE
-    shapes_a = [d.shape for d in a if d.shape]
-    shapes_b = [d.shape for d in b if d.shape]
-    same_class = shapes_a and shapes_b and max(set(shapes_a), key=shapes_a.count) == max(set(shapes_b), key=shapes_b.count)
-    return bool(same_class) or float(np.abs(fa - fb).sum()) <= SHAPE_DRIFT
+    shape_a, shape_b = majority([d.shape for d in a]), majority([d.shape for d in b])
+    return (shape_a is not None and shape_a == shape_b) or float(np.abs(fa - fb).sum()) <= SHAPE_DRIFT
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ DIRECTION_WORDS = {
 for _v in ("up", "down"):
     for _h in ("left", "right"):
         _edge = "top" if _v == "up" else "bottom"
-        DIRECTION_WORDS[f"{_v}-{_h}"] = [f"{_v} and to the {_h}", f"diagonally {_v} and {_h}", f"toward the {_edge} {_h}"]
+        DIRECTION_WORDS[f"{_v}-{_h}"] = [
+            f"{_v} and to the {_h}", f"diagonally {_v} and {_h}", f"toward the {_edge} {_h}"]
 # Motions that are a verb phrase of their own: (gerund forms, third-person forms), aligned.
 MOTION_PHRASES = {
     "bounce": (["bouncing", "bouncing up and down", "hopping"], ["bounces", "bounces up and down", "hops"]),
@@ -220,6 +221,7 @@ def _lexicon() -> dict:
     lex = {}
 
     def add(text, kind, value):
+        """Record one phrase."""
         lex[tuple(tokenize(text))] = (kind, value)
 
     for table in (COLOUR_WORDS, HELDOUT_COLOUR_WORDS):

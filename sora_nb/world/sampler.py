@@ -119,7 +119,10 @@ def _stream(n, seed, split, phrasing, duration, size, fps, max_objects) -> Itera
                 clip = render(text, seed=clip_seed, duration=duration, size=size, fps=fps)
             except ValueError:
                 # These objects do not fit in the frame: drop one, or draw a new scene.
-                labels = _without_one(labels, split, rng) if len(labels.objects) > 1 else draw_labels(rng, split, max_objects)
+                if len(labels.objects) > 1:
+                    labels = _without_one(labels, split, rng)
+                else:
+                    labels = draw_labels(rng, split, max_objects)
                 continue
             yield dataclasses.replace(clip, templates=names)
             break

@@ -26,7 +26,8 @@ def gif_html(frames: np.ndarray, fps: int = 8, title: str = "", scale: int = 3) 
     data = base64.b64encode(gif_bytes(frames, fps, scale)).decode("ascii")
     w = frames.shape[2] * scale
     cap = f'<div style="width:{w}px;font-size:11px;line-height:1.2">{html.escape(title)}</div>' if title else ""
-    return f'<div style="display:inline-block;margin:4px;vertical-align:top"><img src="data:image/gif;base64,{data}">{cap}</div>'
+    style = "display:inline-block;margin:4px;vertical-align:top"
+    return f'<div style="{style}"><img src="data:image/gif;base64,{data}">{cap}</div>'
 
 
 def grid_html(clips, fps: int = 8, scale: int = 2) -> str:

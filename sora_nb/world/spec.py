@@ -111,7 +111,7 @@ class Labels:
         return any(is_heldout_object(o) for o in self.objects)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Clip:
     """A rendered clip: uint8 frames (T, H, W, 3), its caption, and the labels behind it."""
 

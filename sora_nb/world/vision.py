@@ -428,7 +428,7 @@ def link(detections: list, scale: float) -> list:
     return tracks
 
 
-def _majority(values: list, weights: Optional[list] = None):
+def majority(values: list, weights: Optional[list] = None):
     """Most common value (weighted), ignoring None; None if there is none."""
     tally = {}
     for i, v in enumerate(values):
@@ -439,7 +439,7 @@ def _majority(values: list, weights: Optional[list] = None):
 
 def _track_shape(dets: list) -> Optional[str]:
     """Majority shape of the whole detections (None if there are none)."""
-    return _majority([d.shape for d in dets if not d.partial])
+    return majority([d.shape for d in dets if not d.partial])
 
 
 def _merge(tracks: list) -> list:
@@ -452,13 +452,13 @@ def _merge(tracks: list) -> list:
     while merged:
         merged = False
         for i, a in enumerate(tracks):
-            ca, sa = _majority([d.colour for d in a]), _track_shape(a)
+            ca, sa = majority([d.colour for d in a]), _track_shape(a)
             for j in range(i + 1, len(tracks)):
                 b = tracks[j]
                 if b[0].t <= a[-1].t:
                     continue
                 sb = _track_shape(b)
-                if _majority([d.colour for d in b]) == ca and (sa is None or sb is None or sa == sb):
+                if majority([d.colour for d in b]) == ca and (sa is None or sb is None or sa == sb):
                     tracks[i] = a + b
                     del tracks[j]
                     merged = True
@@ -535,8 +535,8 @@ def summarise(dets: list, scale: float) -> Track:
     """A Track with colour, shape, size and motion read from its detections."""
     tr = Track(sorted(dets, key=lambda d: d.t))
     vis = tr.visible
-    tr.colour = _majority([d.colour for d in vis], [d.area for d in vis])
-    tr.shape = _majority([d.shape for d in vis])
+    tr.colour = majority([d.colour for d in vis], [d.area for d in vis])
+    tr.shape = majority([d.shape for d in vis])
     tr.size = size_name(vis, tr.shape, scale)
     tr.motion, tr.displacement, tr.scale_ratio, tr.rotation_deg = classify_motion(vis, tr.shape, scale)
     return tr
