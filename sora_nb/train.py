@@ -5,7 +5,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
 1. ``vae``: the video autoencoder, on clips rendered on the fly (pixel L1 + L2 loss).
 2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
 3. ``dit``: the diffusion transformer and the text encoder, with rectified-flow matching on the
-   cached latents (x_t = (1 - s) x0 + s noise, target v = noise - x0), logit-normal noise levels, 10%
+   cached latents normalised per channel (x_t = (1 - s) x0 + s noise, target v = noise - x0), noise
+   levels half logit-normal and half uniform, 10%
    caption dropout (the empty prompt is the unconditional branch of classifier-free guidance), an
    EMA of the weights.
 4. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
@@ -222,6 +223,13 @@ def _encode(vae: VideoAutoencoder, clips: list) -> torch.Tensor:
 
 
 # -- stage 3: the diffusion transformer -----------------------------------------------------------
+def latent_stats(cache: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of every cached latent (the autoencoder's channels differ in scale)."""
+    flat = torch.cat([lat.float().transpose(0, 1).reshape(lat.shape[1], -1) for lat, _ in cache["buckets"].values()],
+                     dim=1)  # (C, n)
+    return flat.mean(1).tolist(), flat.std(1).tolist()
+
+
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
     """Flow-matching training of the DiT and the text encoder; returns the EMA weights."""
     final = out / "dit_final"
@@ -248,7 +256,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         ema_text.load_state_dict(load_file(str(ckpt / "ema_text.safetensors")), strict=False)
         load_optimizer(opt, ckpt / "optim")
         start = json.loads((ckpt / "state.json").read_text())["step"]
-    mean, std = cache["mean"], cache["std"]
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in latent_stats(cache))
     keys = sorted(cache["buckets"])
     weights = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
     weights /= weights.sum()
@@ -261,7 +269,11 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         idx = rng.integers(0, len(captions), recipe.dit_batch)
         x0 = (latents[torch.from_numpy(idx)].float() - mean) / std  # (B, C, F, h, w)
         prompts = ["" if rng.random() < recipe.caption_dropout else captions[i] for i in idx]
-        sigma = torch.sigmoid(torch.randn(recipe.dit_batch, generator=g))  # logit-normal noise levels
+        # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
+        # levels near 1 that sampling starts from are trained too
+        sigma = torch.where(torch.rand(recipe.dit_batch, generator=g) < 0.5,
+                            torch.sigmoid(torch.randn(recipe.dit_batch, generator=g)),
+                            torch.rand(recipe.dit_batch, generator=g))
         noise = torch.randn(x0.shape, generator=g)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
@@ -327,7 +339,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
            cache: dict[str, Any], seconds: dict[str, float]) -> Path:
     """Write the weights folder with its manifest and model card; evaluate; return the folder."""
-    vae.register_to_config(latent_mean=cache["mean"], latent_std=cache["std"])
+    mean, std = latent_stats(cache)
+    vae.register_to_config(latent_mean=mean, latent_std=std)
     key = "x".join(map(str, (vae.config.latent_channels, 4, 16, 16)))
     latents, _ = cache["buckets"].get(key, next(iter(cache["buckets"].values())))
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("SORA_NB_TRAIN_BUDGET", "tiny")  # notebook 07 trains for seconds under test
 
 import pytest  # noqa: E402
 

@@ -204,6 +204,12 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=1))
     (folder / "latent_rgb.json").write_text(json.dumps(np.asarray(latent_rgb).tolist()))
+    return write_manifest(folder, info)
+
+
+def write_manifest(folder: str | Path, info: dict[str, Any]) -> Path:
+    """(Re)write ``manifest.json``: the sha256 of every file in ``folder`` plus ``info``."""
+    folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {"format": FORMAT, **info,
                 "files": {str(p.relative_to(folder)): sha256(p) for p in files}}

@@ -7,16 +7,30 @@ beside it (``tokenizer/tokenizer.json``, ``text_encoder/model.safetensors``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from transformers.utils import logging as hf_logging
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MAX_TOKENS = 48
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-file progress bars while loading or saving a small model."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -83,8 +97,9 @@ class TextEncoder(torch.nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``tokenizer/`` and ``text_encoder/`` (safetensors) under ``folder``."""
         folder = Path(folder)
-        self.tokenizer.save_pretrained(folder / "tokenizer")
-        self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+        with quiet_progress():
+            self.tokenizer.save_pretrained(folder / "tokenizer")
+            self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "TextEncoder":
@@ -93,6 +108,7 @@ class TextEncoder(torch.nn.Module):
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"),
                                             pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                             model_max_length=MAX_TOKENS)
-        encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
-                                                 local_files_only=True)
+        with quiet_progress():
+            encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
+                                                     local_files_only=True)
         return cls(tokenizer, encoder)

@@ -47,8 +47,8 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         refine: int = 16,            # channels of the full-resolution refinement convolution
         temporal_factor: int = 4,
         spatial_factor: int = 4,
-        latent_mean: float = 0.0,    # statistics of encoded training clips, set after training
-        latent_std: float = 1.0,
+        latent_mean: float | list[float] = 0.0,  # per-channel statistics of encoded training clips,
+        latent_std: float | list[float] = 1.0,   # measured after training (a float: all channels)
     ):
         super().__init__()
         cell = 3 * temporal_factor * spatial_factor * spatial_factor
@@ -108,13 +108,21 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
             x = x[:, :, :num_frames]
         return x.clamp(-1.0, 1.0)
 
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and std shaped to broadcast over (B, C, F, h, w)."""
+        mean = torch.as_tensor(self.config.latent_mean, dtype=z.dtype, device=z.device)
+        std = torch.as_tensor(self.config.latent_std, dtype=z.dtype, device=z.device)
+        return mean.reshape(1, -1, 1, 1, 1), std.reshape(1, -1, 1, 1, 1)
+
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw latent -> the unit-variance latent the diffusion model sees."""
-        return (z - self.config.latent_mean) / self.config.latent_std
+        """Raw latent -> the unit-variance (per channel) latent the diffusion model sees."""
+        mean, std = self._stats(z)
+        return (z - mean) / std
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """Unit-variance latent -> raw latent for ``decode``."""
-        return z * self.config.latent_std + self.config.latent_mean
+        mean, std = self._stats(z)
+        return z * std + mean
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``video`` (for training)."""
