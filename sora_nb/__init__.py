@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 from .api import Generator, generate, known_models, load
 from .backend import Limits, StepEvent
+from .controls import controls
 from .media import FFmpegNotFoundError, read_params, read_video
 from .request import Request
 from .sampler import Cancelled
@@ -29,5 +30,5 @@ from .video import Video
 
 __all__ = [
     "Cancelled", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
-    "__version__", "generate", "known_models", "load", "read_params", "read_video",
+    "__version__", "controls", "generate", "known_models", "load", "read_params", "read_video",
 ]

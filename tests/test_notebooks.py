@@ -9,6 +9,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # Notebooks executed (with their own assertions) by another test module.
 OWN_TESTS = {"02_shapes_world.ipynb"}
+# Notebooks with their own assertions below.
+CHECKED_HERE = {"01_quickstart.ipynb", "04_explore_prompts.ipynb"}
 
 
 def execute(path: Path, tmp_path: Path, parameters: str | None = None) -> nbformat.NotebookNode:
@@ -40,9 +42,36 @@ def test_quickstart(tmp_path):
     assert "quickstart.mp4 a red circle moving right" in text
     assert "Dimensions:" in text or "xarray.Dataset" in text
     assert not (tmp_path / "quickstart.mp4").exists()
+    # the live controls panel: shown, then driven from code
+    assert "application/vnd.jupyter.widget-view+json" in widget_views(nb)
+    assert "Controls(model='shapes" in text
+    assert "live clip: guidance 7.0 seed 0 prompt a red circle moving right" in text
+
+
+def widget_views(nb: nbformat.NotebookNode) -> str:
+    """The mime types of every displayed output, joined (widget views show up as their mime type)."""
+    return " ".join(k for cell in nb.cells for out in cell.get("outputs", []) for k in out.get("data", {}))
+
+
+def test_explore_prompts(tmp_path):
+    nb = execute(NOTEBOOKS / "04_explore_prompts.ipynb", tmp_path)
+    text = outputs_text(nb)
+    assert "application/vnd.jupyter.widget-view+json" in widget_views(nb)  # the panel was displayed
+    assert "params match the controls: True" in text
+    assert "dice seed shown = seed used: True" in text
+    assert "seeds so far: [0, 1, 2]" in text
+    assert "guidance values: [1.0, 3.0, 7.0, 5.0]" in text
+    assert text.count("<video") >= 4                                         # the four clips side by side
+    assert "prompt='a blue square moving up'" in text
+    assert "restored: a red circle moving right seed 0 guidance 5.0" in text
+    assert "same clip: True | params match: True" in text
+    assert "a-red-circle-moving-right_seed0.mp4 5.0" in text
+    assert "message: seed must be an integer in [0, " in text and "got -1" in text
+    assert "then seed 3 | error: None" in text
+    assert not list(tmp_path.glob("*.mp4"))
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in OWN_TESTS
-                                        and p.name != "01_quickstart.ipynb"))
+                                        and p.name not in CHECKED_HERE))
 def test_other_notebooks_run(path, tmp_path):
     execute(NOTEBOOKS / path, tmp_path)

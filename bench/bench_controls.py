@@ -1,0 +1,89 @@
+"""Latency of the live controls (sora_nb.controls) with the embedded model, from code; prints a table.
+
+    .venv/bin/python bench/bench_controls.py [--repeats 10] [--steps 20] [--threads N]
+
+A panel is driven the way the browser drives it: a slider value changes (``ui.guidance.value = g``,
+what the kernel does when a released slider's value arrives), and the panel's own clock measures,
+from that change:
+
+- *first preview*: the x0 preview of every frame after the first denoising step has been pushed to
+  the preview widget (goal <= 0.3 s);
+- *finished clip*: the clip is decoded, encoded to mp4 and set on the player (goal <= 1.5 s).
+
+Rows for a change while idle, and for a change *during* a run (it cancels the run in flight, which
+stops between two steps and skips the decode). Typed fields (prompt, negative prompt) add the 0.3 s
+debounce after the last keystroke on top. The browser test (tests/browser/test_controls_browser.py)
+measures the same from mouse release to what the page shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import sora_nb
+from sora_nb.controls import Controls
+
+PROMPT = "a red circle moving right"
+GOALS = {"first_preview": 0.3, "finished": 1.5}
+
+
+def row(name: str, values: list[float], goal: float | None) -> tuple[str, str, str, str, str]:
+    med = statistics.median(values)
+    verdict = "" if goal is None else ("ok" if med <= goal else "MISSED")
+    return (name, f"{med:.3f}", f"{min(values):.3f}", f"{max(values):.3f}",
+            "" if goal is None else f"<= {goal:g}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    gen = sora_nb.load("shapes")
+    ui = Controls(gen, prompt=PROMPT, seed=0, steps=args.steps, guidance=5.0)
+    ui.wait(300)                                      # warm-up: first clip, prompt encoded and cached
+    guidances = [1.0 + 0.5 * i for i in range(2 * args.repeats + 2)]
+
+    idle = []
+    for g in guidances[: args.repeats]:               # a change while idle
+        ui.guidance.value = g
+        ui.wait(300)
+        assert ui.video.params["guidance"] == g
+        idle.append(ui.timings[-1])
+
+    during = []
+    cancelled_before = ui.stats["cancelled"]
+    for g in guidances[args.repeats: 2 * args.repeats]:   # a change while a run is at its 3rd step or so
+        ui.seed.value = ui.seed.value + 1
+        run = ui._generation
+        deadline = time.monotonic() + 60
+        while not (ui.preview.run == run and ui.preview.step >= 3) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        ui.guidance.value = g
+        ui.wait(300)
+        assert ui.video.params["guidance"] == g
+        during.append(ui.timings[-1])
+    cancelled = ui.stats["cancelled"] - cancelled_before
+    ui.close()
+
+    rows = [("measure (s, from the value change)", "median", "min", "max", "goal")]
+    for label, runs in (("idle", idle), ("during a run", during)):
+        rows.append(row(f"{label}: first preview", [t["first_preview"] for t in runs], GOALS["first_preview"]))
+        rows.append(row(f"{label}: finished clip", [t["finished"] for t in runs], GOALS["finished"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print(f"model {gen.name}, {args.steps} steps, 2 s clip, torch threads {torch.get_num_threads()}, "
+          f"{args.repeats} changes each; runs cancelled by a change during them: {cancelled}/{args.repeats}")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()

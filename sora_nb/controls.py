@@ -1,0 +1,752 @@
+"""Live controls: ipywidgets that re-generate the clip as you move them.
+
+::
+
+    ui = sora_nb.controls(prompt="a red circle moving right", steps=20)
+    ui                      # at the end of a cell: the panel
+    ui.guidance.value = 7   # from code, like moving the slider: a new clip starts at once
+    ui.wait()               # block until idle (scripts, tests, notebooks run headless)
+    ui.video                # the latest finished sora_nb.Video; ui.video.params match the controls
+    ui.set(seed=3, guidance=2.5)   # several values, one generation
+    ui.history[0]           # every finished clip; ui.restore(0) brings its parameters and video back
+
+What happens on a change
+------------------------
+Every control (``ui.prompt``, ``ui.negative_prompt``, ``ui.seed``, ``ui.duration``, ``ui.guidance``,
+``ui.steps``, ``ui.size``) is an ordinary ipywidget whose ``.value`` can be set from code or in the
+browser. A change
+
+1. cancels the run in flight at once (a ``threading.Event``; the sampler stops between two steps
+   and skips the decode, see :mod:`sora_nb.sampler`);
+2. waits ``debounce`` seconds (0.3) after the last keystroke for the typed fields (prompt, negative
+   prompt); sliders, the size menu and the seed box send a value when released or committed, so they
+   start at once (a drag is one change, not hundreds, and release-to-preview stays short);
+3. validates the values with ``generator.request(...)``, the same check as the API, so the panel
+   rejects exactly what ``generate`` rejects, with the same message (shown in ``ui.message``);
+4. hands the request to one background worker thread, so the kernel stays free: other cells run
+   while the clip is made.
+
+While it runs, an observer of the sampling loop pushes the x0 preview of *every frame* (the
+backend's cheap latent -> RGB view, as the trace records it) to ``ui.preview`` at most every
+``preview_interval`` seconds (first and last step always), and moves the progress bar with the step
+count and an ETA. The finished clip is encoded once to mp4 (with its params in the metadata, like
+:meth:`Video.save`) and shown by ``ui.player`` (an ``ipywidgets.Video``: binary bytes, a new
+``blob:`` URL in the ``<video>`` element per clip), added to ``ui.history`` and its thumbnail strip.
+
+A generation counter guards every update: a run whose request is no longer the newest (its controls
+changed, Stop was pressed, or an older clip was restored) never replaces the newer state, not even
+when it finished its decode in the meantime.
+
+The buttons: the dice (a shuffle icon) draws a new seed and puts it in the seed box *before* the run
+(the seed shown is the seed used); Stop cancels; Run generates again; Inspect opens :func:`sora_nb.inspect` on the clip;
+Save writes ``<save_dir>/<prompt-slug>_seed<seed>.mp4``. A bad value, or a backend that raises,
+shows a message and leaves the panel working: the next change runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import logging
+import re
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import anywidget
+import ipywidgets as W
+import numpy as np
+import traitlets
+
+from .api import Generator, load
+from .frontend import read_module
+from .request import Request
+from .sampler import Cancelled
+from .video import Video
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Controls", "controls", "ClipPreview", "HistoryStrip", "slug"]
+
+CONTROL_NAMES = ("prompt", "negative_prompt", "seed", "duration", "guidance", "steps", "size")
+TYPED = ("prompt", "negative_prompt")     # debounced: they change on every keystroke
+MAX_SLIDER_STEPS = 50
+SEED_DRAW = 2**31                          # the dice draws in [0, 2**31), like Request for seed=None
+PREVIEW_WIDTH = 480                        # CSS px the whole-clip preview aims at
+PLAYER_WIDTH = 256                         # CSS px of the player
+
+
+# -- browser-side widgets ------------------------------------------------------------------------------
+class ClipPreview(anywidget.AnyWidget):
+    """The x0 preview of every frame of the clip at the current step (``widgets/controls_preview.js``)."""
+
+    _esm = read_module("controls_preview.js")
+    kind = traitlets.Unicode("grid").tag(sync=True)
+    frames = traitlets.Bytes(b"").tag(sync=True)                                      # F*H*W*3 uint8
+    shape = traitlets.List(traitlets.Int(), default_value=[0, 0, 0]).tag(sync=True)   # [F, H, W]
+    scale = traitlets.Int(6).tag(sync=True)
+    label = traitlets.Unicode("").tag(sync=True)
+    run = traitlets.Int(0).tag(sync=True)     # generation number the frames belong to
+    step = traitlets.Int(0).tag(sync=True)    # 1-based step shown (0: nothing yet)
+
+    def show(self, rgb: np.ndarray, *, run: int, step: int, label: str) -> None:
+        """Send uint8 ``(F, H, W, 3)`` frames in one binary message."""
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        f, h, w = rgb.shape[:3]
+        with self.hold_sync():
+            self.frames = rgb.tobytes()
+            self.shape = [int(f), int(h), int(w)]
+            self.scale = max(1, min(8, PREVIEW_WIDTH // max(1, f * w)))
+            self.run, self.step, self.label = int(run), int(step), label
+
+    def image(self) -> np.ndarray:
+        """The frames shown, ``(F, H, W, 3)`` (what the browser draws)."""
+        f, h, w = self.shape
+        return np.frombuffer(self.frames, np.uint8).reshape(f, h, w, 3)
+
+
+class HistoryStrip(anywidget.AnyWidget):
+    """Thumbnails of past generations; a click in the browser calls ``on_select(index)``."""
+
+    _esm = read_module("controls_preview.js")
+    kind = traitlets.Unicode("strip").tag(sync=True)
+    thumbs = traitlets.Bytes(b"").tag(sync=True)
+    items = traitlets.List(traitlets.Dict()).tag(sync=True)    # [{h, w, label, title}]
+    scale = traitlets.Int(2).tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(self, on_select: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._on_select = on_select
+        self.on_msg(self._on_custom_msg)
+
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "select" and self._on_select is not None:
+            self._on_select(int(content["index"]))
+
+    def set_items(self, thumbs: list[np.ndarray], labels: list[str], titles: list[str], selected: int) -> None:
+        """Send every thumbnail (uint8 ``(h, w, 3)`` each) at once."""
+        with self.hold_sync():
+            self.thumbs = b"".join(np.ascontiguousarray(t, dtype=np.uint8).tobytes() for t in thumbs)
+            self.items = [{"h": int(t.shape[0]), "w": int(t.shape[1]), "label": lab, "title": tit}
+                          for t, lab, tit in zip(thumbs, labels, titles)]
+            self.selected = selected
+
+
+# -- state -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Job:
+    """One requested generation."""
+
+    generation: int
+    request: Request
+    cancel: threading.Event
+    t_change: float                 # perf_counter of the change that asked for it
+    t_submit: float
+    reason: str = ""                # why it was cancelled: "stop" or "superseded"
+    steps_done: int = 0
+    t_last_step: float | None = None
+    t_first_preview: float | None = None
+    t_done: float | None = None
+
+
+@dataclasses.dataclass
+class _Entry:
+    """A finished generation as the history keeps it."""
+
+    video: Video
+    mp4: bytes
+    preview: np.ndarray             # (F, h, w, 3) x0 preview at the last step
+    thumb: np.ndarray               # (h, w, 3)
+
+
+class _RunObserver:
+    """Sampler observer of one job: progressive preview, progress bar, ETA (throttled)."""
+
+    def __init__(self, controls: "Controls", job: _Job):
+        self.controls, self.job = controls, job
+        self.t0 = time.perf_counter()
+        self.last_push = -1.0
+        self.num_steps = job.request.steps
+
+    def on_start(self, info: Any) -> None:
+        self.t0 = time.perf_counter()
+        self.num_steps = info.request.steps
+
+    def on_step(self, event: Any) -> None:
+        now = time.perf_counter()
+        k, n = event.step + 1, event.num_steps
+        self.job.steps_done = k
+        self.job.t_last_step = now
+        if k not in (1, n) and now - self.last_push < self.controls.preview_interval:
+            return
+        self.last_push = now
+        rgb = np.asarray(self.controls.generator.backend.preview(event.x0.detach().cpu()))
+        eta = (now - self.t0) / k * (n - k) + self.controls._decode_estimate
+        self.controls._show_step(self.job, rgb, k, n, now - self.t0, eta)
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """A file-name-safe version of ``text``: lowercase words joined by ``-`` (``"clip"`` if empty)."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
+    return s or "clip"
+
+
+class Controls:
+    """The live panel: widgets as attributes, a worker thread, the latest ``video`` and the ``history``.
+
+    Make one with :func:`controls`. Display it by putting it last in a cell (``ui.root`` is the
+    ``VBox``). See the module docstring for what a change does.
+    """
+
+    def __init__(self, generator: Any = None, *, debounce: float = 0.3, preview_interval: float = 0.05,
+                 save_dir: str | Path = ".", history_size: int = 32, autostart: bool = True,
+                 trace: bool = True, **initial: Any):
+        self.generator: Generator = load() if generator is None else load(generator)
+        for name, value in (("debounce", debounce), ("preview_interval", preview_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
+                raise ValueError(f"{name} must be a number of seconds in [0, 60], got {value!r}")
+        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
+            raise ValueError(f"history_size must be an integer >= 1, got {history_size!r}")
+        self.debounce = float(debounce)
+        self.preview_interval = float(preview_interval)
+        self.save_dir = Path(save_dir)
+        self.history_size = history_size
+        self.trace = bool(trace)
+
+        self.video: Video | None = None          # the latest finished clip shown
+        self._entries: list[_Entry] = []
+        self.timings: list[dict[str, float]] = []  # per finished run, seconds from the change
+        self.stats = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0, "stale": 0, "invalid": 0}
+        self.error: str | None = None            # the message shown for the last failure, else None
+        self.inspector: Any = None
+        self._decode_estimate = 0.0
+
+        self._cond = threading.Condition()       # scheduling state below
+        self._apply = threading.RLock()          # serialises what is shown (results, previews, restore)
+        self._generation = 0
+        self._pending: _Job | None = None
+        self._current: _Job | None = None
+        self._timer: threading.Timer | None = None
+        self._timer_token = 0
+        self._submitting = 0                     # changes between their timer and the queue
+        self._t_change = 0.0
+        self._quiet = 0
+        self._closed = False
+        self._worker: threading.Thread | None = None
+
+        values = self._initial_values(initial)
+        self._build_widgets(values)
+        if autostart:
+            self._submit(time.perf_counter())
+
+    # -- construction ----------------------------------------------------------------------------------
+    def _initial_values(self, initial: dict[str, Any]) -> dict[str, Any]:
+        """Initial control values: the API defaults, overridden by ``initial``, validated like the API."""
+        values = self._normalise(initial)
+        lim = self.generator.limits
+        merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0, "duration": 2.0,
+                  "guidance": 5.0, "steps": 20, "size": tuple(lim.default_size), **values}
+        self.generator.request(merged["prompt"], **self._request_kwargs(merged))  # raises like generate()
+        return merged
+
+    def _normalise(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Map keyword values onto control names (``width``/``height`` -> ``size``); TypeError if unknown."""
+        values = dict(values)
+        unknown = set(values) - set(CONTROL_NAMES) - {"width", "height"}
+        if unknown:
+            raise TypeError(f"unknown control(s): {', '.join(sorted(unknown))}; the controls are "
+                            f"{', '.join(CONTROL_NAMES)} (or width and height)")
+        if "width" in values or "height" in values:
+            w0, h0 = values.get("size", self.size.value if hasattr(self, "size") else self.generator.limits.default_size)
+            values["size"] = (values.pop("width", w0), values.pop("height", h0))
+        if "size" in values:
+            size = values["size"]
+            if not (isinstance(size, (tuple, list)) and len(size) == 2):
+                raise TypeError(f"size must be a (width, height) pair, got {size!r}")
+            values["size"] = tuple(size)
+        return values
+
+    def _build_widgets(self, v: dict[str, Any]) -> None:
+        lim = self.generator.limits
+        wide = W.Layout(width="100%")
+        style = {"description_width": "110px"}
+        slider = W.Layout(width="360px")
+        self.prompt = W.Textarea(value=v["prompt"], description="prompt", rows=2, layout=wide, style=style,
+                                 continuous_update=True)
+        self.negative_prompt = W.Text(value=v["negative_prompt"], description="negative prompt", layout=wide,
+                                      style=style, continuous_update=True)
+        self.seed = W.IntText(value=v["seed"], description="seed", style=style, layout=W.Layout(width="260px"))
+        self.dice = W.Button(description="", icon="random", tooltip="draw a new seed (shown before the run)",
+                             layout=W.Layout(width="44px"))
+        fps = float(lim.fps)
+        dur_step = max(0.25, 1.0 / fps)
+        self.duration = W.FloatSlider(value=v["duration"], min=min(dur_step, v["duration"]), max=lim.max_duration,
+                                      step=dur_step, description="duration (s)", continuous_update=False,
+                                      style=style, readout_format=".2f", layout=slider)
+        self.guidance = W.FloatSlider(value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
+                                      description="guidance", continuous_update=False, style=style,
+                                      readout_format=".1f", layout=slider)
+        self.steps = W.IntSlider(value=v["steps"], min=1, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
+                                 description="steps", continuous_update=False, style=style,
+                                 layout=slider)
+        sizes = [(f"{w}×{h}", (int(w), int(h))) for w, h in lim.sizes]
+        self.size = W.Dropdown(options=sizes, value=tuple(v["size"]), description="size (w×h)", style=style,
+                               layout=W.Layout(width="260px"))
+        self.run_button = W.Button(description="Run", icon="play", tooltip="generate again")
+        self.stop_button = W.Button(description="Stop", icon="stop", tooltip="cancel the run in flight")
+        self.inspect_button = W.Button(description="Inspect", icon="search",
+                                       tooltip="open the latent inspector on this clip")
+        self.save_button = W.Button(description="Save", icon="save", tooltip="write the mp4 with its params")
+        self.progress = W.IntProgress(value=0, min=0, max=v["steps"], layout=W.Layout(width="220px"))
+        self.progress_label = W.Label("")
+        self.message = W.HTML("")
+        self.preview = ClipPreview()
+        self.player = W.Video(value=b"", format="mp4", autoplay=True, loop=True, controls=True,
+                              width=str(PLAYER_WIDTH), layout=W.Layout(display="none"))
+        self.caption = W.HTML("")
+        self.history_strip = HistoryStrip(on_select=self.restore)
+        self.inspector_box = W.VBox([])
+        for name, widget in [*((n, getattr(self, n)) for n in CONTROL_NAMES), ("player", self.player),
+                             ("preview", self.preview), ("history", self.history_strip),
+                             ("message", self.message), ("caption", self.caption), ("progress", self.progress),
+                             ("progress-label", self.progress_label), ("dice", self.dice),
+                             ("run", self.run_button), ("stop", self.stop_button),
+                             ("inspect", self.inspect_button), ("save", self.save_button)]:
+            widget.add_class(f"sora-nb-controls-{name.replace('_', '-')}")
+        for name in CONTROL_NAMES:
+            getattr(self, name).observe(self._on_change, names="value")
+        self.dice.on_click(lambda _b: self.roll())
+        self.run_button.on_click(lambda _b: self.run())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.inspect_button.on_click(lambda _b: self.inspect())
+        self.save_button.on_click(lambda _b: self.save())
+        self.root = W.VBox([
+            self.prompt, self.negative_prompt,
+            W.HBox([self.seed, self.dice, self.size]),
+            W.HBox([self.duration, self.guidance, self.steps], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.run_button, self.stop_button, self.inspect_button, self.save_button, self.progress,
+                    self.progress_label], layout=W.Layout(align_items="center", flex_flow="row wrap")),
+            self.message,
+            W.HBox([W.VBox([W.HTML("<b>x0 preview, every frame</b>"), self.preview]),
+                    W.VBox([W.HTML("<b>finished clip</b>"), self.player, self.caption],
+                           layout=W.Layout(margin="0 0 0 24px"))],
+                   layout=W.Layout(flex_flow="row wrap")),
+            W.HTML("<b>history</b> (click to restore)"), self.history_strip,
+            self.inspector_box,
+        ])
+        self.root.add_class("sora-nb-controls")
+
+    # -- display ---------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = self.root._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict):
+            data["text/plain"] = repr(self)
+        return bundle
+
+    def __repr__(self) -> str:
+        state = "running" if self.busy else "idle"
+        return (f"Controls(model={self.generator.name!r}, prompt={self.prompt.value!r}, seed={self.seed.value}, "
+                f"guidance={self.guidance.value:g}, steps={self.steps.value}, {state}, "
+                f"{len(self._entries)} in history)")
+
+    # -- values ----------------------------------------------------------------------------------------
+    @property
+    def values(self) -> dict[str, Any]:
+        """The control values now, as ``generate`` keywords (``width``/``height`` instead of ``size``)."""
+        v = {n: getattr(self, n).value for n in CONTROL_NAMES}
+        return {"prompt": v["prompt"], **self._request_kwargs(v)}
+
+    @staticmethod
+    def _request_kwargs(v: dict[str, Any]) -> dict[str, Any]:
+        width, height = v["size"]
+        return {"negative_prompt": v["negative_prompt"], "seed": v["seed"], "duration": v["duration"],
+                "guidance": v["guidance"], "steps": v["steps"], "width": width, "height": height}
+
+    @property
+    def history(self) -> list[Video]:
+        """Finished clips, oldest first (at most ``history_size``)."""
+        return [e.video for e in self._entries]
+
+    @property
+    def busy(self) -> bool:
+        """Whether a change is waiting for its debounce, queued, or running."""
+        with self._cond:
+            return self._busy_locked()
+
+    def _busy_locked(self) -> bool:
+        return (self._timer is not None or self._submitting > 0 or self._pending is not None
+                or self._current is not None)
+
+    @contextlib.contextmanager
+    def _silenced(self) -> Iterator[None]:
+        """Set control values without starting a generation."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    def set(self, **values: Any) -> None:
+        """Set several controls at once (``prompt``, ``seed``, ``guidance``, ``size`` or ``width``/``height``,
+        ...) and start one generation. Values are validated like ``generate``: ValueError/TypeError."""
+        values = self._normalise(values)
+        merged = {n: getattr(self, n).value for n in CONTROL_NAMES} | values
+        self.generator.request(merged["prompt"], **self._request_kwargs(merged))
+        with self._silenced():
+            for name, value in values.items():
+                self._assign(getattr(self, name), value)
+        self._schedule(0.0)
+
+    @staticmethod
+    def _assign(widget: W.ValueWidget, value: Any) -> None:
+        """``widget.value = value``, widening a slider's range when a valid value lies outside it."""
+        if isinstance(widget, (W.FloatSlider, W.IntSlider)):
+            widget.max = max(widget.max, value)
+            widget.min = min(widget.min, value)
+        widget.value = value
+
+    # -- scheduling ------------------------------------------------------------------------------------
+    def _on_change(self, change: dict) -> None:
+        if self._quiet:
+            return
+        typed = any(change["owner"] is getattr(self, n) for n in TYPED)
+        self._schedule(self.debounce if typed else 0.0)
+
+    def _schedule(self, delay: float) -> None:
+        """Cancel what runs, then submit the current values after ``delay`` seconds (restarting the wait)."""
+        now = time.perf_counter()
+        with self._cond:
+            if self._closed:
+                return
+            self._t_change = now
+            self._cancel_locked("superseded")
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_token += 1
+            if delay > 0:
+                token = self._timer_token
+                self._timer = threading.Timer(delay, self._fire, args=(token,))
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._submitting += 1
+        self._submit_counted(now)
+
+    def _fire(self, token: int) -> None:
+        with self._cond:
+            if token != self._timer_token or self._timer is None:
+                return  # superseded by a later change
+            self._timer = None
+            self._submitting += 1
+            t_change = self._t_change
+        self._submit_counted(t_change)
+
+    def _submit_counted(self, t_change: float) -> None:
+        """:meth:`_submit`, for a caller that counted itself in ``_submitting`` (so ``wait`` waits for it)."""
+        try:
+            self._submit(t_change)
+        finally:
+            with self._cond:
+                self._submitting -= 1
+                self._cond.notify_all()
+
+    def _cancel_locked(self, reason: str) -> None:
+        """Drop the queued job and cancel the running one (caller holds ``_cond``)."""
+        self._pending = None
+        if self._current is not None and not self._current.cancel.is_set():
+            self._current.reason = reason
+            self._current.cancel.set()
+        self._cond.notify_all()
+
+    def _submit(self, t_change: float) -> None:
+        """Validate the current values and queue them for the worker (or show why not)."""
+        values = self.values
+        prompt = values.pop("prompt")
+        try:
+            request = self.generator.request(prompt, trace=self.trace, **values)
+        except (ValueError, TypeError) as err:
+            with self._cond:
+                self._generation += 1          # whatever still runs is for older values
+                self._cancel_locked("superseded")
+                self.stats["invalid"] += 1
+            self._show_error(str(err))
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self._generation += 1
+            self._cancel_locked("superseded")
+            self._pending = _Job(self._generation, request, threading.Event(), t_change, time.perf_counter())
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="sora_nb.controls", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+
+    def _is_latest(self, job: _Job) -> bool:
+        return job.generation == self._generation and not job.cancel.is_set()
+
+    # -- the worker ------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        """Run queued jobs one at a time, forever; never dies on an error."""
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job, self._pending = self._pending, None
+                self._current = job
+            try:
+                self._run(job)
+            except Exception as err:  # a bug in showing a result: say so, keep the worker alive
+                logger.exception("controls: run %d failed", job.generation)
+                self._show_error(f"internal error: {type(err).__name__}: {err}")
+            finally:
+                with self._cond:
+                    self._current = None
+                    self._cond.notify_all()
+
+    def _run(self, job: _Job) -> None:
+        self.stats["started"] += 1
+        with self._apply:
+            if self._is_latest(job):
+                self.progress.max = job.request.steps
+                self.progress.value = 0
+                self.progress.bar_style = ""
+                self.progress_label.value = f"step 0/{job.request.steps}"
+        try:
+            video = self.generator.run(job.request, observers=[_RunObserver(self, job)], cancel=job.cancel)
+            mp4 = self._encode(video)
+        except Cancelled:
+            self.stats["cancelled"] += 1
+            if job.reason == "stop":
+                with self._apply:
+                    if job.generation == self._generation:
+                        self.progress_label.value = f"stopped at step {job.steps_done}/{job.request.steps}"
+                        self._show_message(f"Stopped at step {job.steps_done} of {job.request.steps}; "
+                                           "nothing was decoded.")
+            return
+        except Exception as err:
+            self.stats["failed"] += 1
+            logger.warning("controls: generation failed: %s: %s", type(err).__name__, err)
+            with self._apply:
+                if job.generation == self._generation:
+                    self.progress.bar_style = "danger"
+                    self.progress_label.value = "failed"
+                    self._show_error(f"generation failed: {type(err).__name__}: {err}")
+            return
+        decode = time.perf_counter() - (job.t_last_step or job.t_submit)   # decode + mp4, for the next ETA
+        entry = _Entry(video, mp4, self._final_preview(video), self._thumb(video.frames))
+        with self._apply:
+            with self._cond:
+                if not self._is_latest(job):
+                    self.stats["stale"] += 1
+                    return
+                job.t_done = time.perf_counter()
+                self._decode_estimate = decode
+                self.video = video
+                self._entries.append(entry)
+                del self._entries[:-self.history_size]
+                self.stats["finished"] += 1
+                self.timings.append({
+                    "first_preview": (job.t_first_preview or job.t_done) - job.t_change,
+                    "finished": job.t_done - job.t_change,
+                    "queued": job.t_submit - job.t_change,
+                    "steps": job.request.steps})
+            self._show_entry(len(self._entries) - 1)
+            self.progress.value = self.progress.max
+            self.progress.bar_style = "success"
+            self.progress_label.value = f"done in {job.t_done - job.t_submit:.2f} s"
+            self.error = None
+            self.message.value = ""
+
+    def _show_step(self, job: _Job, rgb: np.ndarray, k: int, n: int, elapsed: float, eta: float) -> None:
+        """Push a preview and the progress of ``job`` (if it is still the newest)."""
+        with self._apply:
+            if not self._is_latest(job):
+                return
+            self.preview.show(rgb, run=job.generation, step=k, label=f"x0 at step {k}/{n}")
+            if job.t_first_preview is None:
+                job.t_first_preview = time.perf_counter()
+            with self.progress.hold_sync():
+                self.progress.max = n
+                self.progress.value = k
+            self.progress_label.value = f"step {k}/{n} · {elapsed:.2f} s · ETA {eta:.2f} s"
+
+    def _encode(self, video: Video) -> bytes:
+        """The clip as mp4 bytes, params in the metadata (what :meth:`Video.save` writes)."""
+        with tempfile.TemporaryDirectory(prefix="sora-nb-controls-") as folder:
+            path = video.save(Path(folder) / "clip.mp4")
+            return path.read_bytes()
+
+    def _final_preview(self, video: Video) -> np.ndarray:
+        if video.trace is not None:
+            return np.asarray(video.trace.preview.isel(step=-1).values)
+        if video.latents is not None:
+            return np.asarray(self.generator.backend.preview(video.latents))
+        return video.frames
+
+    @staticmethod
+    def _thumb(frames: np.ndarray) -> np.ndarray:
+        """The middle frame, halved until it is at most 48 pixels on its long side."""
+        img = frames[len(frames) // 2]
+        while max(img.shape[:2]) > 48:
+            img = img[::2, ::2]
+        return np.ascontiguousarray(img)
+
+    def _show_entry(self, index: int) -> None:
+        """Show history entry ``index``: player, caption, final preview, highlighted thumbnail."""
+        entry = self._entries[index]
+        p = entry.video.params
+        with self.player.hold_sync():
+            self.player.value = entry.mp4
+            self.player.width = str(PLAYER_WIDTH)
+            self.player.layout.display = None
+        self.caption.value = ('<span class="sora-nb-controls-caption-text">'
+                              + html.escape(f"{p['prompt']} · seed {p['seed']} · guidance {p['guidance']:g} · "
+                                            f"{p['steps']} steps · {p['duration']:g} s · {p['width']}×{p['height']}")
+                              + "</span>")
+        self.preview.show(entry.preview, run=self._generation, step=p["steps"],
+                          label=f"x0 at step {p['steps']}/{p['steps']}")
+        self.history_strip.set_items(
+            [e.thumb for e in self._entries],
+            [f"s{e.video.params['seed']} g{e.video.params['guidance']:g}" for e in self._entries],
+            [self._title(e.video.params) for e in self._entries], index)
+
+    @staticmethod
+    def _title(p: dict[str, Any]) -> str:
+        neg = f" (not: {p['negative_prompt']})" if p.get("negative_prompt") else ""
+        return (f"{p['prompt']}{neg}\nseed {p['seed']}, guidance {p['guidance']:g}, {p['steps']} steps, "
+                f"{p['duration']:g} s, {p['width']}x{p['height']}")
+
+    # -- messages ----------------------------------------------------------------------------------------
+    def _show_error(self, text: str) -> None:
+        self.error = text
+        self.message.value = f'<div class="sora-nb-controls-error" style="color:#b00020">⚠ {html.escape(text)}</div>'
+
+    def _show_message(self, text: str) -> None:
+        self.error = None
+        self.message.value = f'<div class="sora-nb-controls-info">{html.escape(text)}</div>'
+
+    # -- actions -------------------------------------------------------------------------------------------
+    def roll(self) -> int:
+        """The dice: draw a new seed, put it in the seed box (before the run) and generate; returns it."""
+        seed = secrets.randbelow(SEED_DRAW)
+        while seed == self.seed.value:
+            seed = secrets.randbelow(SEED_DRAW)
+        self.seed.value = seed   # the change starts the run, with exactly this seed
+        return seed
+
+    def run(self) -> None:
+        """Generate the current values again (the Run button)."""
+        self._schedule(0.0)
+
+    def stop(self) -> None:
+        """Cancel the waiting change and the run in flight (the Stop button); nothing is decoded."""
+        with self._cond:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_token += 1
+            self._cancel_locked("stop")
+
+    def restore(self, index: int) -> Video:
+        """Bring back history entry ``index`` (negative counts from the end): its parameters go into the
+        controls, without starting a generation, and its video is shown. Returns that video."""
+        n = len(self._entries)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+            raise IndexError(f"index must be in [{-n}, {n - 1}] (history has {n} clips), got {index!r}")
+        index = int(index) % n
+        with self._apply:
+            with self._cond:
+                self._generation += 1    # anything in flight is for other values now
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                    self._timer_token += 1
+                self._cancel_locked("superseded")
+            entry = self._entries[index]
+            p = entry.video.params
+            with self._silenced():
+                for name in CONTROL_NAMES:
+                    self._assign(getattr(self, name), (p["width"], p["height"]) if name == "size" else p[name])
+            self.video = entry.video
+            self._show_entry(index)
+            self.progress.value = self.progress.max
+            self.progress_label.value = f"restored clip {index + 1} of {n}"
+            self._show_message(f"Restored clip {index + 1} of {n}: seed {p['seed']}, guidance {p['guidance']:g}.")
+        return entry.video
+
+    def inspect(self) -> Any:
+        """Open the latent inspector (:func:`sora_nb.inspect`) on the clip shown, below the panel."""
+        if self.video is None:
+            self._show_error("nothing to inspect yet: no clip has finished")
+            return None
+        try:
+            from .inspector import inspect as make_inspector
+        except ImportError as err:
+            self._show_error(f"the latent inspector is not available: {err}")
+            return None
+        try:
+            widget = make_inspector(self.video)
+        except (ValueError, TypeError) as err:
+            self._show_error(f"cannot inspect this clip: {err}")
+            return None
+        self.inspector = widget
+        self.inspector_box.children = (widget,)
+        self._show_message(f"Inspecting: {self.video.params['prompt']} · seed {self.video.params['seed']}")
+        return widget
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Write the clip shown as mp4 with its params (default ``<save_dir>/<slug>_seed<seed>.mp4``)."""
+        if self.video is None:
+            self._show_error("nothing to save yet: no clip has finished")
+            return None
+        p = self.video.params
+        target = Path(path) if path is not None else self.save_dir / f"{slug(p['prompt'])}_seed{p['seed']}.mp4"
+        try:
+            written = self.video.save(target)
+        except (ValueError, TypeError, OSError, RuntimeError) as err:
+            self._show_error(f"could not save: {err}")
+            return None
+        self._show_message(f"Saved {written}")
+        return written
+
+    def wait(self, timeout: float | None = 60.0) -> Video | None:
+        """Block until nothing waits or runs; return ``video``. TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._busy_locked():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"the panel was still busy after {timeout} s")
+                self._cond.wait(left)
+        return self.video
+
+    def close(self) -> None:
+        """Stop the worker and close the widgets."""
+        with self._cond:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._cancel_locked("stop")
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+        self.root.close()
+
+
+def controls(generator: Any = None, **initial: Any) -> Controls:
+    """The live panel for ``generator`` (a :func:`sora_nb.load` result or model name; default the embedded
+    model). ``initial`` sets the first values (``prompt``, ``negative_prompt``, ``seed``, ``duration``,
+    ``guidance``, ``steps``, ``width``/``height``) and options (``debounce=0.3`` seconds after the last
+    keystroke, ``preview_interval=0.05``, ``save_dir="."``, ``history_size=32``, ``autostart=True``).
+    The first clip starts at once; ``ui.wait()`` blocks until it is done."""
+    return Controls(generator, **initial)

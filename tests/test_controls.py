@@ -1,0 +1,413 @@
+"""The live controls panel (sora_nb.controls), driven from code: no browser.
+
+Most tests use a small fake backend (a real Backend behind a real Generator, run by the real sampler
+loop) whose speed, failures and decode can be controlled; a few use the embedded model at 2 steps.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+import sora_nb
+from sora_nb.api import Generator
+from sora_nb.backend import Limits, StepEvent
+from sora_nb.controls import Controls, slug
+from sora_nb.request import Request
+from sora_nb.sampler import flow_matching_steps
+
+C, H, W_ = 4, 8, 8     # latent channels, y, x (default size 32x32, 4 pixels per latent cell)
+
+
+class FakeBackend:
+    """A Backend whose x0 prediction changes at every step and depends on prompt, seed and guidance.
+
+    ``step_delay``/``decode_delay`` slow it down; ``fail`` (a predicate on the request) makes
+    ``denoise`` raise. It counts what it did: ``requests``, ``steps_run``, ``decodes``.
+    """
+
+    limits = Limits(name="fake", fps=8.0, max_duration=4.0, sizes=((32, 32), (48, 32)), default_size=(32, 32),
+                    max_steps=1000, temporal_factor=2)
+
+    def __init__(self, step_delay: float = 0.0, decode_delay: float = 0.0, fail: Any = None):
+        self.step_delay, self.decode_delay, self.fail = step_delay, decode_delay, fail
+        self.requests: list[Request] = []
+        self.steps_run = 0
+        self.decodes = 0
+        self.decoding = threading.Event()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "fake"}
+
+    def num_frames(self, request: Request) -> int:
+        return max(1, round(request.duration * self.limits.fps))
+
+    def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
+        return (C, math.ceil(self.num_frames(request) / 2), request.height // 4, request.width // 4)
+
+    def clean(self, request: Request, f: int, h: int, w: int, sigma: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(sum(map(ord, request.prompt)) % 1000)
+        base = torch.randn((f, C, h, w), generator=g) * 0.5 + 0.1 * request.guidance
+        return base + sigma * torch.linspace(-1, 1, w)  # (F, C, h, w): changes with the noise level
+
+    def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
+        self.requests.append(request)
+        if self.fail is not None and self.fail(request):
+            raise RuntimeError("denoiser exploded")
+        c, f, h, w = self.latent_shape(request)
+        noise = torch.randn((f, c, h, w), generator=generator)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            sigma = max(float(t) / 1000.0, 1e-3)
+            return (x - self.clean(request, f, h, w, sigma)) / sigma
+
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps):
+            if self.step_delay:
+                time.sleep(self.step_delay)
+            self.steps_run += 1
+            yield ev
+
+    def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
+        self.decoding.set()
+        if self.decode_delay:
+            time.sleep(self.decode_delay)
+        self.decodes += 1
+        rgb = self.preview(latents).repeat(4, axis=1).repeat(4, axis=2).repeat(2, axis=0)
+        return np.ascontiguousarray(rgb[:num_frames])
+
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        z = x0.detach().float().cpu()[:, :3].permute(0, 2, 3, 1).numpy()  # (F, h, w, 3)
+        return np.clip(np.rint((z + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+PANELS: list[Controls] = []
+
+
+def panel(generator: Any, **kwargs: Any) -> Controls:
+    """A Controls closed at the end of the test (fast defaults: 5 steps, short debounce)."""
+    kwargs.setdefault("debounce", 0.05)
+    kwargs.setdefault("steps", 5)
+    kwargs.setdefault("prompt", "a red circle moving right")
+    ui = Controls(generator, **kwargs)
+    PANELS.append(ui)
+    return ui
+
+
+@pytest.fixture(autouse=True)
+def _close_panels():
+    yield
+    while PANELS:
+        PANELS.pop().close()
+
+
+def fake(**kwargs: Any) -> tuple[Generator, FakeBackend]:
+    backend = FakeBackend(**kwargs)
+    return Generator(backend), backend
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    """Poll ``predicate`` (no busy spin: 5 ms sleeps) until true; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def controls_match(ui: Controls, params: dict) -> None:
+    """The video's params equal the controls, value for value."""
+    v = ui.values
+    for key in ("prompt", "negative_prompt", "seed", "duration", "guidance", "steps", "width", "height"):
+        assert params[key] == v[key], key
+
+
+# -- with the embedded model ---------------------------------------------------------------------------
+def test_embedded_params_equal_controls_and_follow_changes(gen):
+    ui = panel(gen, prompt="a blue square moving up", seed=7, steps=2, guidance=3.0, duration=1.0)
+    assert sora_nb.controls is not None and isinstance(ui.generator, Generator)
+    first = ui.wait(120)
+    assert first is not None and first.params["model"] == gen.name
+    controls_match(ui, first.params)
+    assert first.frames.shape == (8, 64, 64, 3)
+    assert ui.preview.shape == [2, 16, 16]                        # all latent frames of the clip
+    assert ui.preview.image().shape == (2, 16, 16, 3)
+
+    ui.size.value = (96, 64)                                      # a value change starts a new clip
+    wide = ui.wait(120)
+    controls_match(ui, wide.params)
+    assert wide.frames.shape == (8, 64, 96, 3) and ui.preview.shape == [2, 16, 24]
+
+    ui.seed.value = 8
+    other = ui.wait(120)
+    controls_match(ui, other.params)
+    assert other.params["seed"] == 8 and not np.array_equal(other.frames, wide.frames)
+    assert [v.params["seed"] for v in ui.history] == [7, 7, 8]
+    assert len(ui.player.value) > 1000 and ui.player.value == ui._entries[-1].mp4
+    t = ui.timings[-1]
+    assert 0 < t["first_preview"] < t["finished"] < 30
+
+
+def test_controls_entry_point_uses_embedded_by_default(gen):
+    ui = sora_nb.controls(prompt="a green star", steps=2, autostart=False)
+    PANELS.append(ui)
+    assert ui.generator is gen                                    # load() is cached: the same generator
+    lim = gen.limits
+    assert ui.duration.max == lim.max_duration and ui.guidance.max == lim.max_guidance
+    assert ui.steps.max == min(lim.max_steps, 50) and ui.steps.min == 1
+    assert [o[1] for o in ui.size.options] == [tuple(s) for s in lim.sizes]
+    assert ui.video is None and not ui.busy
+    bundle = ui._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == ui.root.model_id
+    assert data["text/plain"].startswith("Controls(model='shapes")
+
+
+# -- with the fake backend -----------------------------------------------------------------------------
+def test_progressive_preview_of_every_frame_then_video():
+    g, backend = fake(step_delay=0.02)
+    ui = panel(g, steps=20, duration=2.0, autostart=False, preview_interval=0.05)
+    pushes: list[tuple[int, np.ndarray]] = []
+    ui.preview.observe(lambda ch: pushes.append((ch["new"], ui.preview.image().copy())), names="step")
+    progress: list[int] = []
+    ui.progress.observe(lambda ch: progress.append(ch["new"]), names="value")
+    ui.run()
+    video = ui.wait(30)
+    steps = [s for s, _ in pushes]
+    assert steps[0] == 1 and steps[-1] == 20 and steps == sorted(steps)
+    assert 3 <= len(steps) < 20                        # throttled: not one push per step
+    assert all(img.shape == (8, 8, 8, 3) for _, img in pushes)   # 8 latent frames: the whole clip
+    assert not np.array_equal(pushes[0][1], pushes[-2][1])       # x0 sharpens over the steps
+    np.testing.assert_array_equal(pushes[-1][1], video.trace.preview.isel(step=-1).values)
+    assert max(progress) == 20 and ui.progress.bar_style == "success"
+    assert ui.progress_label.value.startswith("done in")
+    assert video.frames.shape == (16, 32, 32, 3)
+    t = ui.timings[-1]
+    assert t["first_preview"] < 0.3 and t["first_preview"] < t["finished"]
+
+
+def test_change_during_run_cancels_it_and_skips_decode():
+    g, backend = fake(step_delay=0.03)
+    ui = panel(g, steps=20, guidance=2.0)
+    wait_for(lambda: backend.steps_run >= 3)
+    ui.guidance.value = 7.0
+    video = ui.wait(30)
+    assert video.params["guidance"] == 7.0 and ui.guidance.value == 7.0
+    assert [v.params["guidance"] for v in ui.history] == [7.0]   # the first run left no trace
+    assert backend.decodes == 1                                  # the cancelled run was never decoded
+    assert ui.stats["cancelled"] == 1
+    assert [r.guidance for r in backend.requests] == [2.0, 7.0]
+    assert backend.steps_run < 40                                # it stopped early
+    controls_match(ui, video.params)
+
+
+def test_stale_result_never_replaces_the_newer_one():
+    g, backend = fake(decode_delay=0.4)
+    ui = panel(g, guidance=2.0)
+    assert backend.decoding.wait(20)                 # run 1 is decoding: too late to cancel it
+    ui.guidance.value = 7.0
+    video = ui.wait(30)
+    assert backend.decodes == 2 and ui.stats["stale"] == 1
+    assert video.params["guidance"] == 7.0 and [v.params["guidance"] for v in ui.history] == [7.0]
+    assert ui.caption.value.count("guidance 7") == 1
+
+
+def test_typing_is_debounced_into_one_generation():
+    g, backend = fake()
+    ui = panel(g, debounce=0.25)
+    ui.wait(30)
+    n = len(backend.requests)
+    text = "a blue square moving up"
+    for i in range(5, len(text) + 1, 4):
+        ui.prompt.value = text[:i]
+        time.sleep(0.03)
+    ui.prompt.value = text
+    assert ui.busy and len(backend.requests) == n      # still waiting for the pause
+    video = ui.wait(30)
+    assert len(backend.requests) == n + 1              # one generation for all the keystrokes
+    assert video.params["prompt"] == text
+    assert 0.25 <= ui.timings[-1]["queued"] < 1.0      # it waited the debounce after the last keystroke
+
+
+def test_kernel_stays_free_while_generating():
+    g, backend = fake(step_delay=0.06)
+    ui = panel(g, steps=20, autostart=False)            # a run takes >= 1.2 s
+    t0 = time.perf_counter()
+    ui.guidance.value = 3.0
+    assert time.perf_counter() - t0 < 0.5             # the setter returned long before the run ends
+    assert ui.busy and backend.decodes == 0
+    seen = []
+    for _ in range(10):                                # the "kernel" does other work meanwhile
+        time.sleep(0.05)
+        seen.append(ui.progress.value)
+    assert seen[-1] > seen[0] and seen[-1] > 0         # the run advanced while this thread slept
+    assert ui.wait(30).params["guidance"] == 3.0
+
+
+def test_dice_shows_the_seed_before_the_run_and_uses_it():
+    g, backend = fake(step_delay=0.02)
+    ui = panel(g, seed=5)
+    ui.wait(30)
+    ui.dice.click()
+    shown = ui.seed.value
+    assert shown != 5 and 0 <= shown < 2**31          # the new seed is in the box right away
+    video = ui.wait(30)
+    assert video.params["seed"] == shown == backend.requests[-1].seed
+
+
+def test_history_restores_exactly_without_generating(tmp_path):
+    g, backend = fake()
+    ui = panel(g, seed=1, guidance=2.0)
+    ui.wait(30)
+    ui.set(seed=2, guidance=4.0, prompt="a blue square", negative_prompt="red", steps=3)
+    ui.wait(30)
+    ui.set(seed=3, guidance=6.0, width=48, height=32, duration=1.0)
+    ui.wait(30)
+    assert [(v.params["seed"], v.params["guidance"]) for v in ui.history] == [(1, 2.0), (2, 4.0), (3, 6.0)]
+    n = len(backend.requests)
+    mp4s = [e.mp4 for e in ui._entries]
+
+    restored = ui.restore(1)
+    assert restored is ui.history[1] and ui.video is restored
+    controls_match(ui, restored.params)
+    assert ui.values["negative_prompt"] == "red" and ui.size.value == (32, 32) and ui.steps.value == 3
+    assert ui.player.value == mp4s[1] and ui.history_strip.selected == 1
+    np.testing.assert_array_equal(ui.preview.image(), restored.trace.preview.isel(step=-1).values)
+    time.sleep(0.2)                                     # > debounce: nothing was scheduled
+    ui.wait(5)
+    assert len(backend.requests) == n and len(ui.history) == 3
+
+    path = tmp_path / "shown.mp4"                       # the player shows that clip, params and all
+    path.write_bytes(ui.player.value)
+    assert sora_nb.read_params(path)["seed"] == 2
+
+    click = {"content": {"data": {"method": "custom", "content": {"event": "select", "index": 2}}}, "buffers": []}
+    ui.history_strip._handle_msg(click)                  # what a click on the third thumbnail sends
+    controls_match(ui, ui.history[2].params)
+    assert ui.size.value == (48, 32) and ui.player.value == mp4s[2] and "Restored clip 3 of 3" in ui.message.value
+
+    ui.guidance.value = 9.0                              # and live again from there
+    video = ui.wait(30)
+    assert (video.params["seed"], video.params["width"], video.params["guidance"]) == (3, 48, 9.0)
+    assert len(ui.history) == 4
+
+
+def test_restore_while_running_wins_over_the_run():
+    g, backend = fake(step_delay=0.03)
+    ui = panel(g, steps=20, seed=1)
+    ui.wait(30)
+    ui.seed.value = 2
+    wait_for(lambda: backend.steps_run >= 23)
+    ui.restore(0)
+    ui.wait(30)
+    assert ui.video is ui.history[0] and ui.seed.value == 1 and len(ui.history) == 1
+
+
+def test_bad_value_shows_the_api_message_and_the_panel_keeps_working():
+    g, backend = fake()
+    ui = panel(g, seed=4)
+    good = ui.wait(30)
+    with pytest.raises(ValueError) as api:
+        g.generate("a red circle moving right", seed=-1)
+    ui.seed.value = -1                                  # typed into the seed box
+    ui.wait(30)
+    assert ui.error == str(api.value) and "seed" in ui.error
+    assert html.escape(str(api.value)) in ui.message.value
+    assert ui.video is good and len(ui.history) == 1
+
+    ui.prompt.value = "   "
+    ui.wait(30)
+    with pytest.raises(ValueError) as api_prompt:
+        g.request("   ")
+    assert ui.error == str(api_prompt.value)           # the newest problem is the one shown
+
+    with pytest.raises(ValueError, match="guidance"):  # from code: raises like generate, changes nothing
+        ui.set(prompt="a green star", seed=6, guidance=500.0)
+    assert ui.guidance.value == 5.0 and ui.prompt.value == "   "
+
+    ui.set(seed=6, prompt="a green star")
+    video = ui.wait(30)
+    assert ui.error is None and ui.message.value == ""
+    assert video.params["seed"] == 6 and len(ui.history) == 2
+
+
+def test_failing_backend_shows_the_error_and_the_panel_keeps_working():
+    g, backend = fake(fail=lambda r: r.guidance == 13.0)
+    ui = panel(g, guidance=2.0)
+    ui.wait(30)
+    ui.guidance.value = 13.0
+    ui.wait(30)
+    assert ui.error == "generation failed: RuntimeError: denoiser exploded"
+    assert "denoiser exploded" in ui.message.value and ui.progress.bar_style == "danger"
+    assert ui.video.params["guidance"] == 2.0 and ui.stats["failed"] == 1
+    assert ui._worker.is_alive()
+    ui.guidance.value = 4.0
+    video = ui.wait(30)
+    assert video.params["guidance"] == 4.0 and ui.error is None
+
+
+def test_stop_cancels_without_decoding():
+    g, backend = fake(step_delay=0.03)
+    ui = panel(g, steps=20, seed=1)
+    first = ui.wait(30)
+    ui.seed.value = 2
+    wait_for(lambda: backend.steps_run >= 24)
+    ui.stop_button.click()
+    ui.wait(30)
+    text = ui.message.value
+    assert "Stopped at step" in text and "nothing was decoded" in text
+    k = int(text.split("Stopped at step ")[1].split()[0])
+    assert 4 <= k < 20
+    assert backend.decodes == 1 and ui.video is first and ui.stats["cancelled"] == 1
+
+
+def test_save_writes_mp4_with_params(tmp_path):
+    g, _ = fake()
+    ui = panel(g, prompt="A Red Circle, moving right!", seed=12, save_dir=tmp_path)
+    assert ui.save() is None and "nothing to save" in ui.message.value   # not finished yet
+    video = ui.wait(30)
+    path = ui.save()
+    assert path == tmp_path / "a-red-circle-moving-right_seed12.mp4" and path.is_file()
+    params = sora_nb.read_params(path)
+    assert {k: params[k] for k in ("prompt", "seed", "guidance", "steps")} == \
+        {k: video.params[k] for k in ("prompt", "seed", "guidance", "steps")}
+    assert str(path) in ui.message.value
+    assert slug("") == "clip" and slug("Ünïcode / stuff") == "n-code-stuff"
+
+
+def test_inspect_opens_the_inspector_on_the_current_video():
+    g, _ = fake()
+    ui = panel(g, autostart=False)
+    assert ui.inspect() is None and "nothing to inspect" in ui.message.value
+    ui.run()
+    video = ui.wait(30)
+    widget = ui.inspect()
+    from sora_nb.inspector import Inspector
+
+    assert isinstance(widget, Inspector) and ui.inspector_box.children == (widget,)
+    assert widget.traces["a"].attrs["seed"] == video.params["seed"]
+    assert widget.num_steps == video.params["steps"]
+
+
+def test_arguments_are_checked():
+    g, _ = fake()
+    with pytest.raises(ValueError) as api:
+        g.request("x", duration=9.0)
+    with pytest.raises(ValueError) as ours:
+        Controls(g, duration=9.0)
+    assert str(ours.value) == str(api.value)
+    with pytest.raises(TypeError, match="unknown control"):
+        Controls(g, sed=3)
+    with pytest.raises(ValueError, match="debounce"):
+        Controls(g, debounce=-1)
+    ui = panel(g, autostart=False, steps=200, duration=0.125)   # valid API values outside the default range
+    assert ui.steps.value == 200 and ui.duration.value == 0.125
+    with pytest.raises(IndexError, match="history has 0 clips"):
+        ui.restore(0)
