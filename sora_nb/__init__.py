@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 from .api import Generator, generate, known_models, load
 from .backend import Limits, StepEvent
 from .controls import controls
+from .inspector import inspect, open_trace
 from .media import FFmpegNotFoundError, read_params, read_video
 from .request import Request
 from .sampler import Cancelled
@@ -30,5 +31,5 @@ from .video import Video
 
 __all__ = [
     "Cancelled", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
-    "__version__", "controls", "generate", "known_models", "load", "read_params", "read_video",
+    "__version__", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params", "read_video",
 ]

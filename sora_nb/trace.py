@@ -11,12 +11,63 @@ is always kept), as float16 on the CPU, and builds::
     preview (step, frame, py, px, rgb)   uint8     RGB view of x0
     attrs: prompt, seed, guidance, steps, model, fps, sora_nb_version, ...  (netCDF-safe)
 
-``frame`` indexes latent frames (video time); ``step`` indexes diffusion time.
+``frame`` indexes latent frames (video time); ``step`` indexes diffusion time. ``trace=False`` builds
+no recorder at all, so it records nothing and costs nothing.
+
+Keeping it bounded
+------------------
+A trace holds ``2 * 2 * frame * channel * y * x`` bytes of float16 latents plus the uint8 preview per
+recorded step (:func:`estimate_trace_bytes`). Before recording anything the recorder makes a
+:class:`TracePlan` and logs it (logger ``sora_nb.trace``):
+
+1. *Spatial downsampling*: latents wider or taller than ``max_side`` (128 latent pixels) are
+   averaged over ``d x d`` blocks (``d`` the smallest factor that brings them under it), previews
+   too. ``downsample=1`` turns it off, any other integer forces it. The embedded model (16 x 16
+   latents) is never downsampled.
+2. *The limit*: if the estimate is above ``max_mb`` (default 1024 MB, or the environment variable
+   ``SORA_NB_TRACE_LIMIT_MB``), then with ``on_limit="thin"`` (default) the recorder keeps every
+   k-th step with the smallest ``k >= record_every`` that fits, and says so with a
+   :class:`TraceThinned` warning; with ``on_limit="raise"``, or when even the first and last steps
+   alone do not fit, it refuses with :class:`TraceTooLarge` before the first step is recorded.
+
+Set these process-wide with :func:`set_trace_options` or for a block with :func:`trace_options`::
+
+    with sora_nb.trace.trace_options(max_mb=50, on_limit="raise"):
+        video = gen.generate("a red circle moving right", steps=50)
+
+or pass your own ``TraceRecorder(backend.preview, max_mb=...)`` in ``observers=`` (with
+``trace=False``) and read ``recorder.dataset``. Backends that expose ``latent_shape(request)``
+(``(channel, frame, y, x)``, as the embedded model does) get the plan before the first model call;
+others at the first step. The effective choice is recorded in the attrs (``record_every``,
+``requested_record_every``, ``trace_downsample``).
+
+On a GPU the copy to the host must not stall the loop: when the latent is on CUDA the recorder casts
+to float16 on the device and copies with ``non_blocking=True`` into page-locked (pinned) buffers
+allocated once per run, and computes the previews from those host copies after the run (so a
+backend's ``preview`` must accept CPU tensors). That path is guarded by ``tensor.is_cuda``; the
+project's test machine has no GPU, so it is exercised only where one is present.
+
+Saving
+------
+netCDF has no float16 type, so ``trace.to_netcdf(path)`` fails. ``trace.sora.to_netcdf(path)`` (an
+xarray accessor registered by this module) stores each float16 variable as float32 (every float16
+value is exactly representable, so nothing is lost) with the attribute
+``sora_nb_dtype = "float16"``; :func:`open_trace` restores float16 and drops the attribute, so
+``xr.testing.assert_identical(trace, open_trace(path))`` holds. Zarr stores float16 natively:
+``trace.to_zarr(path)`` (or ``trace.sora.to_zarr``) and :func:`open_trace` (or ``xr.open_zarr``)
+round trip identically too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +76,201 @@ import xarray as xr
 from .backend import StepEvent
 from .sampler import RunInfo
 
+logger = logging.getLogger(__name__)
 
+MB = 2**20
+DTYPE_ATTR = "sora_nb_dtype"       # marks a variable stored wider than it is (float16 as float32)
+ON_LIMIT = ("thin", "raise")
+
+
+class TraceTooLarge(ValueError):
+    """The trace would exceed the memory limit and may not be thinned (raised before recording)."""
+
+
+class TraceThinned(UserWarning):
+    """The trace keeps fewer steps than asked for, to stay under the memory limit."""
+
+
+# -- options -----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TraceOptions:
+    """How big a trace may get and what to do past that."""
+
+    max_mb: float = 1024.0          # limit on the estimated trace size, MB (2**20 bytes)
+    on_limit: str = "thin"          # "thin": keep fewer steps and warn; "raise": refuse before the run
+    downsample: int | None = None   # spatial factor for latents and previews; None = auto (big latents)
+    max_side: int = 128             # auto downsampling keeps latent y and x at most this
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_mb, (int, float)) and not isinstance(self.max_mb, bool)
+                and math.isfinite(self.max_mb) and self.max_mb > 0):
+            raise ValueError(f"max_mb must be a finite number > 0 (MB), got {self.max_mb!r}")
+        if self.on_limit not in ON_LIMIT:
+            raise ValueError(f"on_limit must be one of {', '.join(map(repr, ON_LIMIT))}; got {self.on_limit!r}")
+        if self.downsample is not None and (isinstance(self.downsample, bool) or not isinstance(self.downsample, int)
+                                            or self.downsample < 1):
+            raise ValueError(f"downsample must be None (auto) or an integer >= 1, got {self.downsample!r}")
+        if isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or self.max_side < 1:
+            raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
+
+
+def _default_options() -> TraceOptions:
+    """Defaults, with the limit read from ``SORA_NB_TRACE_LIMIT_MB`` when set."""
+    env = os.environ.get("SORA_NB_TRACE_LIMIT_MB")
+    if not env:
+        return TraceOptions()
+    try:
+        return TraceOptions(max_mb=float(env))
+    except ValueError:
+        warnings.warn(f"SORA_NB_TRACE_LIMIT_MB must be a number > 0 (MB), got {env!r}; using "
+                      f"{TraceOptions.max_mb:g} MB", stacklevel=2)
+        return TraceOptions()
+
+
+_options = _default_options()
+
+
+def get_trace_options() -> TraceOptions:
+    """The process-wide options new recorders start from."""
+    return _options
+
+
+def set_trace_options(**changes: Any) -> TraceOptions:
+    """Change the process-wide options (``max_mb``, ``on_limit``, ``downsample``, ``max_side``); returns the old ones."""
+    global _options
+    old = _options
+    _options = dataclasses.replace(old, **changes)
+    return old
+
+
+@contextlib.contextmanager
+def trace_options(**changes: Any) -> Iterator[TraceOptions]:
+    """``with trace_options(max_mb=50): ...``: options for the block, restored after (process-wide)."""
+    global _options
+    old = set_trace_options(**changes)
+    try:
+        yield _options
+    finally:
+        _options = old
+
+
+# -- planning ----------------------------------------------------------------------------------------
+def recorded_steps(num_steps: int, record_every: int) -> list[int]:
+    """Indices of the steps kept: every ``record_every``-th, and always the last."""
+    kept = list(range(0, num_steps, record_every))
+    if kept[-1] != num_steps - 1:
+        kept.append(num_steps - 1)
+    return kept
+
+
+def _pooled(shape: tuple[int, ...], downsample: int, axes: tuple[int, int]) -> tuple[int, ...]:
+    """``shape`` with the two spatial ``axes`` divided (floor) by ``downsample``."""
+    out = list(shape)
+    for a in axes:
+        out[a] = max(1, out[a] // downsample)
+    return tuple(out)
+
+
+def estimate_trace_bytes(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tuple[int, ...],
+                         record_every: int = 1, *, downsample: int = 1) -> int:
+    """Bytes a trace will take: two float16 latents ``(frame, channel, y, x)`` and one uint8 preview
+    ``(frame, py, px, 3)`` per recorded step, after ``downsample``."""
+    recorded = len(recorded_steps(num_steps, record_every))
+    latent = _pooled(tuple(latent_shape), downsample, (-2, -1))
+    preview = _pooled(tuple(preview_shape), downsample, (-3, -2))
+    return recorded * (2 * 2 * int(np.prod(latent)) + int(np.prod(preview)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TracePlan:
+    """What a recorder will keep, decided before it records anything."""
+
+    num_steps: int
+    steps: tuple[int, ...]           # step indices kept
+    record_every: int                # effective (>= the requested one)
+    requested_record_every: int
+    downsample: int                  # spatial factor applied to latents and previews
+    latent_shape: tuple[int, ...]    # (frame, channel, y, x) as produced by the backend
+    preview_shape: tuple[int, ...]   # (frame, py, px, 3) as produced by the backend
+    nbytes: int                      # estimated size of the trace
+    requested_nbytes: int            # what the request alone would have taken
+    max_mb: float
+
+    @property
+    def thinned(self) -> bool:
+        """Whether steps were dropped to fit the limit."""
+        return self.record_every != self.requested_record_every
+
+    def __str__(self) -> str:
+        f, c, h, w = self.latent_shape
+        ds = f", downsampled x{self.downsample}" if self.downsample > 1 else ""
+        thin = (f"; thinned from record_every={self.requested_record_every} "
+                f"({self.requested_nbytes / MB:.2f} MB)" if self.thinned else "")
+        return (f"trace: {len(self.steps)} of {self.num_steps} steps (record_every={self.record_every}), "
+                f"{f} frames x {c} channels x {h}x{w} latent{ds}: {self.nbytes / MB:.2f} MB "
+                f"(limit {self.max_mb:g} MB){thin}")
+
+
+def auto_downsample(latent_shape: tuple[int, ...], max_side: int) -> int:
+    """Smallest factor that brings the latent's y and x to at most ``max_side``."""
+    return max(1, math.ceil(max(latent_shape[-2:]) / max_side))
+
+
+def plan_trace(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tuple[int, ...],
+               record_every: int = 1, options: TraceOptions | None = None) -> TracePlan:
+    """Choose the steps and the spatial factor for a trace; raise :class:`TraceTooLarge` if it can't fit.
+
+    The thinning rule: keep the requested ``record_every`` if the estimate fits ``max_mb``; else (with
+    ``on_limit="thin"``) the smallest larger ``record_every`` that fits (the first and last steps are
+    always kept); refuse when even those two do not fit, or when ``on_limit="raise"``.
+    """
+    opts = options or get_trace_options()
+    d = opts.downsample if opts.downsample is not None else auto_downsample(latent_shape, opts.max_side)
+    limit = opts.max_mb * MB
+    size = lambda k: estimate_trace_bytes(num_steps, latent_shape, preview_shape, k, downsample=d)  # noqa: E731
+    requested = size(record_every)
+    chosen = record_every
+    if requested > limit:
+        advice = ("raise the limit (sora_nb.trace.set_trace_options(max_mb=...) or SORA_NB_TRACE_LIMIT_MB), "
+                  "record fewer steps (record_every=...), downsample (set_trace_options(downsample=...)) "
+                  "or generate with trace=False")
+        if opts.on_limit == "raise":
+            raise TraceTooLarge(f"the trace would take {requested / MB:.1f} MB for {num_steps} steps of a "
+                                f"{tuple(latent_shape)} latent, over the limit of {opts.max_mb:g} MB: {advice}")
+        chosen = next((k for k in range(record_every, max(num_steps, record_every + 1)) if size(k) <= limit), None)
+        if chosen is None:
+            raise TraceTooLarge(f"even the first and last steps of a {tuple(latent_shape)} latent take "
+                                f"{size(max(num_steps, 1)) / MB:.1f} MB, over the limit of {opts.max_mb:g} MB: "
+                                f"{advice}")
+    return TracePlan(num_steps=num_steps, steps=tuple(recorded_steps(num_steps, chosen)), record_every=chosen,
+                     requested_record_every=record_every, downsample=d, latent_shape=tuple(latent_shape),
+                     preview_shape=tuple(preview_shape), nbytes=size(chosen), requested_nbytes=requested,
+                     max_mb=opts.max_mb)
+
+
+def estimate_trace(generator: Any, prompt: str = "a red circle moving right", **kwargs: Any) -> TracePlan:
+    """The plan (and size) of the trace ``generator.generate(prompt, **kwargs)`` would record, without running it.
+
+    Needs a backend with ``latent_shape(request) -> (channel, frame, y, x)`` (the embedded model has it).
+    """
+    backend = generator.backend
+    if getattr(backend, "latent_shape", None) is None:
+        raise TypeError(f"{type(backend).__name__} does not expose latent_shape(request); the trace is planned "
+                        "at the first step instead (see TraceRecorder.plan)")
+    request = generator.request(prompt, **kwargs)
+    latent_shape, preview_shape = _shapes_from_backend(backend, request)
+    return plan_trace(request.steps, latent_shape, preview_shape, request.record_every)
+
+
+def _shapes_from_backend(backend: Any, request: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(frame, channel, y, x) latent and (frame, py, px, 3) preview shapes, from ``latent_shape`` and a
+    preview of zeros (cheap: a linear map)."""
+    c, f, h, w = backend.latent_shape(request)
+    preview = backend.preview(torch.zeros(f, c, h, w))
+    return (f, c, h, w), tuple(np.shape(preview))
+
+
+# -- recording ---------------------------------------------------------------------------------------
 def _netcdf_safe(value: Any) -> Any:
     """Attrs must be str, numbers or 1-D arrays to survive ``to_netcdf``; bools become ints."""
     if isinstance(value, bool):
@@ -37,59 +282,125 @@ def _netcdf_safe(value: Any) -> Any:
     return str(value)
 
 
-def estimate_trace_bytes(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tuple[int, ...],
-                         record_every: int = 1) -> int:
-    """Bytes a trace will take: two float16 latents and one uint8 preview per recorded step."""
-    recorded = len(recorded_steps(num_steps, record_every))
-    return recorded * (2 * 2 * int(np.prod(latent_shape)) + int(np.prod(preview_shape)))
+def _pool_latent(x: torch.Tensor, d: int) -> torch.Tensor:
+    """Average ``(frame, channel, y, x)`` over ``d x d`` blocks (identity for d = 1)."""
+    return x if d == 1 else torch.nn.functional.avg_pool2d(x, d)
 
 
-def recorded_steps(num_steps: int, record_every: int) -> list[int]:
-    """Indices of the steps kept: every ``record_every``-th, and always the last."""
-    kept = list(range(0, num_steps, record_every))
-    if kept[-1] != num_steps - 1:
-        kept.append(num_steps - 1)
-    return kept
+def _pool_preview(rgb: np.ndarray, d: int) -> np.ndarray:
+    """Average a uint8 ``(frame, py, px, 3)`` preview over ``d x d`` blocks (identity for d = 1)."""
+    if d == 1:
+        return rgb
+    f, h, w, c = rgb.shape
+    h2, w2 = max(1, h // d), max(1, w // d)
+    if h < d or w < d:
+        return np.ascontiguousarray(rgb[:, ::d, ::d][:, :h2, :w2])
+    blocks = rgb[:, : h2 * d, : w2 * d].reshape(f, h2, d, w2, d, c).astype(np.float32)
+    return blocks.mean(axis=(2, 4)).round().astype(np.uint8)
 
 
 class TraceRecorder:
-    """Observer that records the run into an ``xarray.Dataset`` (``.dataset`` after the run)."""
+    """Observer that records the run into an ``xarray.Dataset`` (``.dataset`` after the run).
 
-    def __init__(self, preview: Callable[[torch.Tensor], np.ndarray], record_every: int = 1):
+    ``max_mb``, ``on_limit``, ``downsample`` and ``max_side`` default to the process-wide
+    :func:`get_trace_options`; ``.plan`` is the :class:`TracePlan` once it is made.
+    """
+
+    def __init__(self, preview: Callable[[torch.Tensor], np.ndarray], record_every: int = 1, **options: Any):
         self.preview = preview
         self.record_every = record_every
+        self.options = dataclasses.replace(get_trace_options(), **options)
+        self._backend = getattr(preview, "__self__", None)  # set when ``preview`` is a backend's bound method
         self.dataset: xr.Dataset | None = None
+        self.plan: TracePlan | None = None
         self._info: RunInfo | None = None
         self._keep: set[int] = set()
         self._rows: list[dict[str, Any]] = []
+        self._pinned: dict[str, torch.Tensor] = {}
+        self._copied: Any = None  # CUDA event after the last non-blocking copy
 
+    # -- observer protocol ---------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> None:
         self._info = info
-        self._keep = set(recorded_steps(info.request.steps, self.record_every))
         self._rows = []
+        self._pinned = {}
+        self._copied = None
+        self.plan = None
+        if getattr(self._backend, "latent_shape", None) is not None:  # plan before the first model call
+            self._set_plan(*_shapes_from_backend(self._backend, info.request))
 
     def on_step(self, event: StepEvent) -> None:
+        if self.plan is None or tuple(event.latent.shape) != self.plan.latent_shape:
+            self._plan_at_first_step(event)
         if event.step not in self._keep:
             return
-        self._rows.append({
-            "step": event.step,
-            "timestep": event.timestep,
-            "sigma": event.sigma,
-            "latent": event.latent.detach().to("cpu", torch.float16).numpy(),
-            "x0": event.x0.detach().to("cpu", torch.float16).numpy(),
-            "preview": self.preview(event.x0),
-        })
+        d = self.plan.downsample
+        row: dict[str, Any] = {"step": event.step, "timestep": event.timestep, "sigma": event.sigma}
+        if event.latent.is_cuda:
+            self._copy_cuda(event, len(self._rows))
+        else:
+            row["latent"] = _pool_latent(event.latent.detach(), d).to("cpu", torch.float16).numpy()
+            row["x0"] = _pool_latent(event.x0.detach(), d).to("cpu", torch.float16).numpy()
+            row["preview"] = self._preview_of(event.x0)
+        self._rows.append(row)
 
     def on_end(self, latents: torch.Tensor, cancelled: bool) -> None:
         if self._rows:
+            if self._pinned:
+                self._collect_cuda()
             self.dataset = self._build(cancelled)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _set_plan(self, latent_shape: tuple[int, ...], preview_shape: tuple[int, ...]) -> None:
+        """Plan the trace, say so (log; warn when thinned), and remember the steps to keep."""
+        info = self._info
+        assert info is not None
+        self.plan = plan_trace(info.request.steps, latent_shape, preview_shape, self.record_every, self.options)
+        self._keep = set(self.plan.steps)
+        logger.info("%s", self.plan)
+        if self.plan.thinned:
+            warnings.warn(f"{self.plan}. To keep every step, raise the limit with "
+                          "sora_nb.trace.set_trace_options(max_mb=...)", TraceThinned, stacklevel=2)
+
+    def _plan_at_first_step(self, event: StepEvent) -> None:
+        """Plan from the shapes the backend actually produces (first step, or a mismatching hint)."""
+        if self._rows:
+            raise RuntimeError(f"latent shape changed during the run: {tuple(event.latent.shape)} vs "
+                               f"{self.plan.latent_shape if self.plan else None}")
+        preview = self.preview(event.x0.detach().float().cpu())
+        self._set_plan(tuple(event.latent.shape), tuple(np.shape(preview)))
+
+    def _preview_of(self, x0: torch.Tensor) -> np.ndarray:
+        """The backend's preview of ``x0``, downsampled like the latents."""
+        return _pool_preview(np.asarray(self.preview(x0)), self.plan.downsample)
+
+    def _copy_cuda(self, event: StepEvent, slot: int) -> None:
+        """Cast on the device and copy without blocking into pinned host buffers (one per run)."""
+        d, n = self.plan.downsample, len(self.plan.steps)
+        for name in ("latent", "x0"):
+            src = _pool_latent(getattr(event, name).detach(), d).to(torch.float16)
+            if name not in self._pinned:
+                self._pinned[name] = torch.empty((n, *src.shape), dtype=torch.float16, pin_memory=True)
+            self._pinned[name][slot].copy_(src, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+
+    def _collect_cuda(self) -> None:
+        """Wait for the last copy, then fill the rows (and previews, from the host copies)."""
+        self._copied.synchronize()
+        for i, row in enumerate(self._rows):
+            row["latent"] = self._pinned["latent"][i].numpy().copy()
+            row["x0"] = self._pinned["x0"][i].numpy().copy()
+            x0 = self._pinned["x0"][i].float()
+            row["preview"] = np.asarray(self.preview(x0))  # already at the downsampled size
+        self._pinned = {}
 
     def _build(self, cancelled: bool) -> xr.Dataset:
         """Stack the recorded rows into the Dataset described in the module docstring."""
         from . import __version__
 
-        info = self._info
-        assert info is not None
+        info, plan = self._info, self.plan
+        assert info is not None and plan is not None
         rows = self._rows
         latent = np.stack([r["latent"] for r in rows])  # (S, F, C, y, x)
         n_frames = latent.shape[1]
@@ -117,6 +428,66 @@ class TraceRecorder:
         )
         attrs = dict(info.request.asdict())
         attrs.update(model=info.model.get("name", ""), fps=float(info.fps), num_frames=info.num_frames,
-                     sora_nb_version=__version__, cancelled=cancelled)
+                     sora_nb_version=__version__, cancelled=cancelled, record_every=plan.record_every,
+                     requested_record_every=plan.requested_record_every, trace_downsample=plan.downsample)
         ds.attrs = {k: _netcdf_safe(v) for k, v in attrs.items()}
         return ds
+
+
+# -- saving and loading ------------------------------------------------------------------------------
+def encode_for_netcdf(ds: xr.Dataset) -> xr.Dataset:
+    """A copy of ``ds`` netCDF can store: float16 variables widened to float32, marked ``sora_nb_dtype``."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype == np.float16:
+            out[name] = var.astype(np.float32)
+            out[name].attrs = {**var.attrs, DTYPE_ATTR: "float16"}
+    return out
+
+
+def decode_trace(ds: xr.Dataset) -> xr.Dataset:
+    """Undo :func:`encode_for_netcdf`: variables marked ``sora_nb_dtype`` get their dtype back."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if DTYPE_ATTR in var.attrs:
+            attrs = {k: v for k, v in var.attrs.items() if k != DTYPE_ATTR}
+            out[name] = var.astype(np.dtype(var.attrs[DTYPE_ATTR]))
+            out[name].attrs = attrs
+    return out
+
+
+def _is_zarr(path: Path) -> bool:
+    """Zarr stores are folders (or ``*.zarr``); anything else is read as netCDF."""
+    return path.is_dir() or path.suffix == ".zarr"
+
+
+def open_trace(path: str | os.PathLike) -> xr.Dataset:
+    """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no trace at {str(path)!r}")
+    opener = xr.open_zarr if _is_zarr(path) else xr.open_dataset
+    with opener(path) as ds:
+        loaded = ds.load()
+    return decode_trace(loaded)
+
+
+@xr.register_dataset_accessor("sora")
+class TraceAccessor:
+    """``trace.sora``: saving that keeps a trace identical (see the module docstring)."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def to_netcdf(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        """Write netCDF, float16 stored as marked float32; read back with :func:`open_trace`."""
+        encode_for_netcdf(self._ds).to_netcdf(path, **kwargs)
+
+    def to_zarr(self, path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Write zarr (float16 kept as is); read back with :func:`open_trace`."""
+        return self._ds.to_zarr(path, **kwargs)
+
+    @property
+    def megabytes(self) -> float:
+        """Size of the trace in memory, MB."""
+        return self._ds.nbytes / MB

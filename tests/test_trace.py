@@ -1,32 +1,51 @@
-"""The trace recorded by the sampler loop: schema and values."""
+"""The trace recorded by the sampler loop: schema, values, saving, and the memory bounds."""
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
+import sora_nb
+from sora_nb import trace as trace_mod
+from sora_nb.trace import (TraceOptions, TraceRecorder, TraceThinned, TraceTooLarge, estimate_trace, open_trace,
+                           plan_trace, recorded_steps, trace_options)
 
-def test_schema(video):
+
+def latent_shape(gen, **kwargs):
+    """(frame, channel, y, x) of the model's latent for a request (whatever the model's config)."""
+    c, f, h, w = gen.backend.latent_shape(gen.request("a red circle", **kwargs))
+    return f, c, h, w
+
+
+def test_schema(gen, video):
     ds = video.trace
+    f, c, h, w = latent_shape(gen, steps=4)
     assert isinstance(ds, xr.Dataset)
     assert ds.latent.dims == ("step", "frame", "channel", "y", "x")
     assert ds.x0.dims == ("step", "frame", "channel", "y", "x")
     assert ds.preview.dims == ("step", "frame", "py", "px", "rgb")
     assert ds.latent.dtype == np.float16 and ds.x0.dtype == np.float16 and ds.preview.dtype == np.uint8
-    assert ds.sizes["step"] == 4 and ds.sizes["frame"] == 4 and ds.sizes["channel"] == 8
+    assert ds.latent.shape == (4, f, c, h, w) and ds.preview.shape[:2] == (4, f) and ds.sizes["rgb"] == 3
     assert list(ds.step.values) == [0, 1, 2, 3]
     assert ds.timestep.dims == ("step",) and ds.sigma.dims == ("step",)
+    assert ds.step.dtype == np.int64 and ds.sigma.dtype == np.float32 and ds.timestep.dtype == np.float32
     assert np.all(np.diff(ds.sigma.values) < 0) and ds.sigma.values[0] == pytest.approx(1.0)
-    np.testing.assert_allclose(ds.time.values, [0.0, 0.5, 1.0, 1.5])
-    assert ds.time.attrs["units"] == "s"
+    np.testing.assert_allclose(ds.time.values, np.arange(f) * (video.num_frames / f) / video.fps)
+    assert ds.time.attrs["units"] == "s" and ds.frame.dims == ("frame",)
     for key in ("prompt", "seed", "guidance", "steps", "model", "fps", "sora_nb_version"):
         assert key in ds.attrs
     assert ds.attrs["prompt"] == "a red circle moving right" and ds.attrs["fps"] == 8.0
+    assert ds.attrs["record_every"] == 1 and ds.attrs["requested_record_every"] == 1
+    assert ds.attrs["trace_downsample"] == 1
+    assert all(isinstance(v, (str, int, float, np.integer, np.floating)) for v in ds.attrs.values())
 
 
 def test_step0_latent_is_the_initial_noise(gen):
     v = gen.generate("a red circle", seed=11, steps=3)
-    noise = torch.randn((1, 8, 4, 16, 16), generator=torch.Generator().manual_seed(11))
+    f, c, h, w = latent_shape(gen, steps=3)
+    noise = torch.randn((1, c, f, h, w), generator=torch.Generator().manual_seed(11))
     expected = noise[0].transpose(0, 1).to(torch.float16).numpy()  # (frame, channel, y, x)
     np.testing.assert_array_equal(v.trace.latent.isel(step=0).values, expected)
 
@@ -34,21 +53,150 @@ def test_step0_latent_is_the_initial_noise(gen):
 def test_last_x0_decodes_to_the_frames(gen, video):
     x0 = torch.from_numpy(video.trace.x0.isel(step=-1).values.astype(np.float32))
     frames = gen.backend.decode(x0, video.num_frames)
+    assert frames.shape == video.frames.shape
     assert np.abs(frames.astype(int) - video.frames.astype(int)).max() <= 3
+
+
+def test_preview_is_the_backend_preview_of_x0(gen, video):
+    x0 = torch.from_numpy(video.trace.x0.isel(step=2).values.astype(np.float32))
+    diff = gen.backend.preview(x0).astype(int) - video.trace.preview.isel(step=2).values.astype(int)
+    assert np.abs(diff).max() <= 2  # float16 rounding of x0 only
 
 
 def test_record_every_keeps_the_last_step(gen):
     v = gen.generate("a red circle", steps=10, record_every=4)
     assert list(v.trace.step.values) == [0, 4, 8, 9]
-    assert v.params["record_every"] == 4
+    assert v.params["record_every"] == 4 and v.trace.attrs["record_every"] == 4
+    assert recorded_steps(10, 5) == [0, 5, 9] and recorded_steps(1, 3) == [0]
 
 
-def test_trace_off_records_nothing(gen):
+def test_trace_off_records_nothing_and_builds_no_recorder(gen, monkeypatch):
+    class Forbidden:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("trace=False must not build a recorder")
+
+    monkeypatch.setattr(sora_nb.api, "TraceRecorder", Forbidden)
     v = gen.generate("a red circle", steps=3, trace=False)
-    assert v.trace is None
+    assert v.trace is None and v.frames.dtype == np.uint8
+
+
+# -- saving -------------------------------------------------------------------------------------------
+def test_plain_netcdf_cannot_store_float16(video, tmp_path):
+    with pytest.raises(TypeError, match="float16"):
+        video.trace.to_netcdf(tmp_path / "plain.nc")
+
+
+def test_netcdf_round_trip_is_identical(video, tmp_path):
+    path = tmp_path / "t.nc"
+    video.trace.sora.to_netcdf(path)
+    with xr.open_dataset(path) as raw:  # on disk: float32, marked
+        assert raw.latent.dtype == np.float32 and raw.latent.attrs["sora_nb_dtype"] == "float16"
+    back = open_trace(path)
+    xr.testing.assert_identical(video.trace, back)
+    assert back.latent.dtype == np.float16 and back.x0.dtype == np.float16 and back.preview.dtype == np.uint8
+    assert "sora_nb_dtype" not in back.latent.attrs
+    assert "sora_nb_dtype" not in video.trace.latent.attrs  # saving did not touch the original
 
 
 def test_zarr_round_trip(video, tmp_path):
     video.trace.to_zarr(tmp_path / "t.zarr")
-    back = xr.open_zarr(tmp_path / "t.zarr").load()
+    xr.testing.assert_identical(video.trace, xr.open_zarr(tmp_path / "t.zarr").load())
+    video.trace.sora.to_zarr(tmp_path / "t2.zarr")
+    back = open_trace(tmp_path / "t2.zarr")
     xr.testing.assert_identical(video.trace, back)
+    assert back.latent.dtype == np.float16
+
+
+def test_open_trace_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trace"):
+        open_trace(tmp_path / "nothing.nc")
+
+
+# -- memory bounds ------------------------------------------------------------------------------------
+def data_bytes(ds):
+    """Bytes of the data variables (what estimate_trace_bytes counts)."""
+    return sum(ds[v].nbytes for v in ("latent", "x0", "preview"))
+
+
+def test_estimate_before_the_run_matches_the_trace(gen):
+    plan = estimate_trace(gen, "a red circle", steps=6, record_every=2)
+    v = gen.generate("a red circle", steps=6, record_every=2)
+    assert plan.steps == (0, 2, 4, 5) and plan.record_every == 2 and not plan.thinned
+    assert plan.nbytes == data_bytes(v.trace)
+    assert "MB" in str(plan) and "4 of 6 steps" in str(plan)
+
+
+def test_thinning_past_the_limit_is_said_aloud(gen):
+    full = estimate_trace(gen, "a red circle", steps=12).nbytes
+    limit_mb = full * 0.45 / 2**20
+    with trace_options(max_mb=limit_mb), pytest.warns(TraceThinned, match="thinned from record_every=1"):
+        v = gen.generate("a red circle", steps=12)
+    kept = list(v.trace.step.values)
+    assert kept[0] == 0 and kept[-1] == 11 and 2 <= len(kept) < 12
+    assert data_bytes(v.trace) <= limit_mb * 2**20
+    k = v.trace.attrs["record_every"]
+    assert kept == recorded_steps(12, k) and v.trace.attrs["requested_record_every"] == 1
+    assert data_bytes(v.trace) > 0
+    # the smallest record_every that fits: one less would not have fitted
+    per_step = full // 12
+    assert len(recorded_steps(12, k - 1)) * per_step > limit_mb * 2**20
+    assert trace_mod.get_trace_options().max_mb == TraceOptions().max_mb  # restored after the block
+
+
+def test_refusal_happens_before_the_first_step(gen):
+    steps_seen = []
+
+    class Counter:
+        def on_step(self, event):
+            steps_seen.append(event.step)
+
+    with trace_options(max_mb=0.001, on_limit="raise"), pytest.raises(TraceTooLarge, match="over the limit"):
+        gen.generate("a red circle", steps=5, observers=[Counter()])
+    assert steps_seen == []
+
+
+def test_refusal_when_even_two_steps_do_not_fit(gen):
+    with trace_options(max_mb=1e-4), pytest.raises(TraceTooLarge, match="first and last steps"):
+        gen.generate("a red circle", steps=5)
+
+
+def test_plan_rules():
+    latent, preview = (4, 16, 60, 104), (4, 60, 104, 3)
+    per_step = 2 * 2 * 4 * 16 * 60 * 104 + 4 * 60 * 104 * 3
+    assert plan_trace(50, latent, preview, 1, TraceOptions()).nbytes == 50 * per_step
+    thin = plan_trace(50, latent, preview, 1, TraceOptions(max_mb=10 * per_step / 2**20))
+    assert thin.record_every == 6 and len(thin.steps) == 10 and thin.thinned  # 0, 6, ..., 48, 49
+    big = plan_trace(10, (21, 16, 90, 160), (21, 90, 160, 3), 1, TraceOptions())
+    assert big.downsample == 2  # 160 > max_side 128: averaged over 2 x 2 blocks
+    assert plan_trace(10, (21, 16, 90, 160), (21, 90, 160, 3), 1, TraceOptions(downsample=1)).downsample == 1
+    with pytest.raises(ValueError, match="on_limit"):
+        TraceOptions(on_limit="drop")
+    with pytest.raises(ValueError, match="max_mb"):
+        TraceOptions(max_mb=0)
+    with pytest.raises(ValueError, match="downsample"):
+        TraceOptions(downsample=0)
+
+
+def test_spatial_downsampling_averages_blocks(gen):
+    full = gen.generate("a red circle", seed=3, steps=3)
+    with trace_options(downsample=2):
+        small = gen.generate("a red circle", seed=3, steps=3)
+    s, f, c, h, w = full.trace.latent.shape
+    assert small.trace.latent.shape == (s, f, c, h // 2, w // 2)
+    assert small.trace.preview.shape[2:4] == (full.trace.preview.shape[2] // 2, full.trace.preview.shape[3] // 2)
+    assert small.trace.attrs["trace_downsample"] == 2
+    pooled = full.trace.latent.values.astype(np.float32).reshape(s, f, c, h // 2, 2, w // 2, 2).mean(axis=(4, 6))
+    np.testing.assert_allclose(small.trace.latent.values.astype(np.float32), pooled, atol=2e-3)
+    np.testing.assert_array_equal(small.frames, full.frames)  # the video itself is untouched
+
+
+def test_backends_without_latent_shape_are_planned_at_the_first_step(gen, video):
+    recorder = TraceRecorder(lambda x0: gen.backend.preview(x0))  # not a bound backend method
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gen.generate("a red circle moving right", seed=0, steps=4, trace=False, observers=[recorder])
+    assert recorder.plan is not None and recorder.plan.steps == (0, 1, 2, 3)
+    expected = video.trace.copy()
+    expected.attrs["trace"] = 0  # the only difference: this run asked for trace=False
+    xr.testing.assert_identical(recorder.dataset, expected)
+

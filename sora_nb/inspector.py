@@ -1,0 +1,434 @@
+"""The latent inspector: scrub every denoising step of every frame, in the browser.
+
+::
+
+    video = sora_nb.generate("a red circle moving right", seed=0, steps=20)
+    sora_nb.inspect(video)                       # or a trace: sora_nb.inspect(video.trace)
+    sora_nb.inspect(video, compare=other_video)  # two runs side by side (e.g. guidance 1 vs 7)
+
+The widget shows one frame at one step of the trace (:mod:`sora_nb.trace`), in one of four views:
+
+- ``"x0"``: the RGB preview of the model's clean prediction x0 (the trace's ``preview``);
+- ``"xt"``: x_t, the noisy latent fed to the model, through the same latent -> RGB map;
+- ``"channel"``: one latent channel of x0 as a heatmap (blue negative, red positive);
+- ``"delta"``: how much x0 changed since the previous recorded step (RMS over channels).
+
+Heatmaps use one colour scale for all steps, frames and both compared traces, so a difference in
+colour is a difference in value.
+
+Around it: step and frame sliders with play buttons, the whole clip at the current step (a
+filmstrip), the current frame across the steps, and a per-step plot (sigma, std of x_t, size of
+the update) with the current step marked.
+
+How it stays instant: every view of every step and frame is computed here, in Python, once, and sent
+to the browser as raw bytes (binary widget buffers, no base64) together with small lists of per-step
+numbers. The front end (``widgets/inspector.js``, an anywidget ES module) cuts frames out of those
+bytes and draws them with ``putImageData``; moving a slider never waits for the kernel. Only a change
+of ``channel`` asks Python for a new heatmap stack. The widget's state (``step``, ``frame``,
+``view``, ``channel``) is synced both ways, and :meth:`Inspector.image` returns the pixels currently
+shown, cut from the same bytes the browser draws.
+
+The x_t view needs the latent -> RGB map that made the preview. A trace does not store it, so
+:func:`fit_rgb_map` recovers it by least squares from the trace's own (x0, preview) pairs: exact up
+to rounding when the preview is linear (the embedded model, and every family in
+:mod:`sora_nb.latent_formats`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+import xarray as xr
+
+from .frontend import read_module
+from .trace import MB, open_trace
+
+__all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "channel_heatmap", "channel_vmax",
+           "delta_heatmap", "delta_vmax", "step_stats"]
+
+VIEWS = ("x0", "xt", "channel", "delta")
+STACKED_VIEWS = ("x0", "xt", "delta")   # sent once; the channel heatmap is sent per channel
+LABEL_KEYS = ("prompt", "seed", "guidance", "steps", "negative_prompt", "model")
+MAX_FIT_PIXELS = 20_000
+RIDGE = 1e-6          # relative ridge of the latent -> RGB fit (x0 channels can be nearly collinear)
+
+
+# -- reading traces ----------------------------------------------------------------------------------
+def as_trace(obj: Any, name: str = "video_or_trace") -> xr.Dataset:
+    """The trace of a :class:`~sora_nb.Video`, or a trace Dataset, checked; TypeError/ValueError otherwise."""
+    from .video import Video
+
+    if isinstance(obj, Video):
+        if obj.trace is None:
+            raise ValueError(f"{name} has no trace: it was generated with trace=False; generate with trace=True")
+        obj = obj.trace
+    if not isinstance(obj, xr.Dataset):
+        raise TypeError(f"{name} must be a sora_nb.Video or its trace (an xarray.Dataset), got {type(obj).__name__}")
+    missing = [v for v in ("latent", "x0", "preview") if v not in obj.data_vars]
+    if missing:
+        raise ValueError(f"{name} is not a sora_nb trace: it has no {', '.join(missing)} variable(s) "
+                         f"(has {', '.join(map(str, obj.data_vars)) or 'none'})")
+    expected = {"latent": ("step", "frame", "channel", "y", "x"), "x0": ("step", "frame", "channel", "y", "x"),
+                "preview": ("step", "frame", "py", "px", "rgb")}
+    for var, dims in expected.items():
+        if obj[var].dims != dims:
+            raise ValueError(f"{name}.{var} must have dims {dims}, got {obj[var].dims}")
+    if obj.preview.dtype != np.uint8 or obj.sizes["rgb"] != 3:
+        raise ValueError(f"{name}.preview must be uint8 RGB, got {obj.preview.dtype} with {obj.sizes['rgb']} channels")
+    if obj.sizes["step"] == 0 or obj.sizes["frame"] == 0:
+        raise ValueError(f"{name} is empty: {dict(obj.sizes)}")
+    return obj
+
+
+# -- views, computed the way the browser shows them --------------------------------------------------
+def _sample_preview_at_latent(trace: xr.Dataset) -> np.ndarray:
+    """The preview at latent resolution (nearest sample): float (step, frame, y, x, 3) in [0, 255]."""
+    prev = trace.preview.values
+    h, w = trace.sizes["y"], trace.sizes["x"]
+    iy = (np.arange(h) * prev.shape[2]) // h
+    ix = (np.arange(w) * prev.shape[3]) // w
+    return prev[:, :, iy][:, :, :, ix].astype(np.float32)
+
+
+def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
+    """The linear latent -> RGB map behind ``preview``: a (channel + 1, 3) matrix (last row the bias).
+
+    Least squares (with a tiny ridge, so channels that are nearly collinear in x0 do not get huge
+    opposite weights that would blow up on the noise of x_t) on unsaturated preview pixels (every
+    channel strictly inside 0..255), at most 20,000 of them, picked evenly; the map reproduces
+    ``preview`` from ``x0`` up to rounding when the preview is linear.
+    """
+    trace = as_trace(trace, "trace")
+    c = trace.sizes["channel"]
+    x = trace.x0.values.astype(np.float32).transpose(0, 1, 3, 4, 2).reshape(-1, c)  # (N, C)
+    y = _sample_preview_at_latent(trace).reshape(-1, 3)                              # (N, 3)
+    ok = np.all((y > 0) & (y < 255), axis=1)
+    if ok.sum() < c + 1:  # almost everything saturated: use what there is
+        ok = np.ones(len(y), dtype=bool)
+    idx = np.flatnonzero(ok)
+    idx = idx[:: max(1, len(idx) // MAX_FIT_PIXELS)]
+    a = np.concatenate([x[idx], np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
+    target = y[idx].astype(np.float64) / 127.5 - 1.0
+    gram = a.T @ a
+    ridge = RIDGE * np.trace(gram) / len(gram) * np.eye(len(gram))  # keeps collinear channels' weights small
+    return np.linalg.solve(gram + ridge, a.T @ target).astype(np.float32)
+
+
+def _apply_map(latent: np.ndarray, rgb_map: np.ndarray) -> np.ndarray:
+    """(..., channel, y, x) latent through a (channel + 1, 3) map to uint8 (..., y, x, 3)."""
+    z = np.moveaxis(latent.astype(np.float32), -3, -1)  # (..., y, x, C)
+    rgb = z @ rgb_map[:-1] + rgb_map[-1]
+    return np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_rgb(trace: xr.Dataset, var: str = "latent", rgb_map: np.ndarray | None = None) -> xr.DataArray:
+    """``trace[var]`` (``"latent"`` = x_t, or ``"x0"``) as uint8 RGB ``(step, frame, y, x, rgb)``, through
+    ``rgb_map`` (default: :func:`fit_rgb_map` of the trace)."""
+    trace = as_trace(trace, "trace")
+    if var not in ("latent", "x0"):
+        raise ValueError(f"var must be 'latent' or 'x0', got {var!r}")
+    rgb_map = fit_rgb_map(trace) if rgb_map is None else np.asarray(rgb_map, np.float32)
+    if rgb_map.shape != (trace.sizes["channel"] + 1, 3):
+        raise ValueError(f"rgb_map must have shape ({trace.sizes['channel'] + 1}, 3), got {rgb_map.shape}")
+    rgb = _apply_map(trace[var].values, rgb_map)
+    return xr.DataArray(rgb, dims=("step", "frame", "y", "x", "rgb"),
+                        coords={k: trace[k] for k in ("step", "frame") if k in trace.coords},
+                        attrs={"long_name": f"RGB view of {var}"})
+
+
+@functools.lru_cache(maxsize=4)
+def _lut(name: str) -> np.ndarray:
+    """A matplotlib colormap as a (256, 3) uint8 table."""
+    import matplotlib
+
+    return (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def _colorize(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
+    """Float array -> uint8 RGB (..., 3) through ``cmap`` with ``lo..hi`` mapped to its ends."""
+    span = hi - lo if hi > lo else 1.0
+    idx = np.clip(np.rint((values - lo) / span * 255), 0, 255).astype(np.uint8)
+    return _lut(cmap)[idx]
+
+
+def channel_vmax(trace: xr.Dataset, channel: int, var: str = "x0") -> float:
+    """The heatmap scale of a channel: the 99.5th percentile of |values| over all steps and frames."""
+    return float(np.percentile(np.abs(trace[var].isel(channel=channel).values.astype(np.float32)), 99.5)) or 1.0
+
+
+def channel_heatmap(trace: xr.Dataset, channel: int, var: str = "x0", *, vmax: float | None = None) -> np.ndarray:
+    """Channel ``channel`` of ``trace[var]`` as uint8 RGB (step, frame, y, x, 3): diverging colours
+    (``RdBu_r``: blue < 0 < red) on the symmetric scale ``[-vmax, vmax]`` (default :func:`channel_vmax`),
+    the same for every step and frame."""
+    values = trace[var].isel(channel=channel).values.astype(np.float32)  # (S, F, y, x)
+    vmax = channel_vmax(trace, channel, var) if vmax is None else vmax
+    return _colorize(values, -vmax, vmax, "RdBu_r")
+
+
+def _x0_change(trace: xr.Dataset) -> np.ndarray:
+    """RMS over channels of x0[s] - x0[s - 1]: float (step, frame, y, x), zero at the first step."""
+    x0 = trace.x0.values.astype(np.float32)
+    change = np.zeros((x0.shape[0], x0.shape[1], x0.shape[3], x0.shape[4]), np.float32)
+    if len(x0) > 1:
+        change[1:] = np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=2))
+    return change
+
+
+def delta_vmax(trace: xr.Dataset) -> float:
+    """The change heatmap's scale: the 99.5th percentile of the change of x0 between recorded steps."""
+    change = _x0_change(trace)
+    return (float(np.percentile(change[1:], 99.5)) if len(change) > 1 else 0.0) or 1.0
+
+
+def delta_heatmap(trace: xr.Dataset, *, vmax: float | None = None) -> np.ndarray:
+    """How much x0 changed since the previous recorded step, as uint8 RGB (step, frame, y, x, 3)
+    (``magma`` on ``[0, vmax]``, default :func:`delta_vmax`, the same for every step)."""
+    vmax = delta_vmax(trace) if vmax is None else vmax
+    return _colorize(_x0_change(trace), 0.0, vmax, "magma")
+
+
+def step_stats(trace: xr.Dataset) -> dict[str, list]:
+    """Per recorded step: ``step``, ``sigma``, ``timestep``, ``latent_std`` (std of x_t), ``x0_std`` and
+    ``update`` (RMS change of x0 since the previous recorded step; None at the first)."""
+    latent = trace.latent.values.astype(np.float32)
+    x0 = trace.x0.values.astype(np.float32)
+    axes = tuple(range(1, latent.ndim))
+    update: list[float | None] = [None]
+    if len(x0) > 1:
+        update += [float(v) for v in np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=axes))]
+    coord = lambda k, default: [float(v) for v in (trace[k].values if k in trace.coords else default)]  # noqa: E731
+    n = trace.sizes["step"]
+    return {
+        "step": [int(v) for v in (trace.step.values if "step" in trace.coords else range(n))],
+        "sigma": coord("sigma", [np.nan] * n),
+        "timestep": coord("timestep", [np.nan] * n),
+        "latent_std": [float(v) for v in latent.std(axis=axes)],
+        "x0_std": [float(v) for v in x0.std(axis=axes)],
+        "update": update,
+    }
+
+
+def _resize_nearest(stack: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(S, F, y, x, 3) -> (S, F, h, w, 3) by nearest neighbour (identity when already that size)."""
+    if stack.shape[2:4] == (h, w):
+        return stack
+    iy = (np.arange(h) * stack.shape[2]) // h
+    ix = (np.arange(w) * stack.shape[3]) // w
+    return np.ascontiguousarray(stack[:, :, iy][:, :, :, ix])
+
+
+def _label(trace: xr.Dataset, keys: tuple[str, ...]) -> str:
+    """A short caption from the trace's attrs, e.g. ``"seed 0 · guidance 5"``."""
+    parts = []
+    for k in keys:
+        v = trace.attrs.get(k, "")
+        if k == "prompt":
+            parts.append(repr(str(v)))
+        elif isinstance(v, (float, np.floating)):
+            parts.append(f"{k} {float(v):g}")
+        else:
+            parts.append(f"{k} {v}")
+    return " · ".join(parts)
+
+
+class _Panel:
+    """One trace's precomputed views, at the preview's resolution (``delta`` on the scale ``delta_vmax``)."""
+
+    def __init__(self, trace: xr.Dataset, delta_vmax: float):
+        self.trace = trace
+        s, f = trace.sizes["step"], trace.sizes["frame"]
+        self.h, self.w = trace.sizes["py"], trace.sizes["px"]
+        self.shape = [s, f, self.h, self.w]
+        self.rgb_map = fit_rgb_map(trace)
+        stacks = {
+            "x0": np.ascontiguousarray(trace.preview.values),
+            "xt": _resize_nearest(_apply_map(trace.latent.values, self.rgb_map), self.h, self.w),
+            "delta": _resize_nearest(delta_heatmap(trace, vmax=delta_vmax), self.h, self.w),
+        }
+        self.views = b"".join(stacks[v].tobytes() for v in STACKED_VIEWS)
+        self.stats = step_stats(trace)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one (H, W, 3) image."""
+        return self.h * self.w * 3
+
+    def heat(self, channel: int, vmax: float) -> bytes:
+        """The channel heatmap stack on the scale ``vmax``, as bytes."""
+        return _resize_nearest(channel_heatmap(self.trace, channel, vmax=vmax), self.h, self.w).tobytes()
+
+    def meta(self, label: str) -> dict[str, Any]:
+        """Small JSON facts the front end needs."""
+        time = [float(t) for t in self.trace.time.values] if "time" in self.trace.coords else None
+        return {"shape": self.shape, "channels": int(self.trace.sizes["channel"]), "label": label,
+                "stats": self.stats, "views": list(STACKED_VIEWS), "time": time}
+
+
+# -- the widget --------------------------------------------------------------------------------------
+class Inspector(anywidget.AnyWidget):
+    """The inspector widget (make one with :func:`inspect`). ``step`` is an index into the trace's
+    ``step`` dimension (``trace.step[step]`` is the denoising step), ``frame`` a latent frame."""
+
+    _esm = read_module("inspector.js")
+    a_views = traitlets.Bytes(b"").tag(sync=True)   # x0, xt, delta stacks of trace A, uint8, back to back
+    a_heat = traitlets.Bytes(b"").tag(sync=True)    # channel heatmap stack of trace A
+    b_views = traitlets.Bytes(b"").tag(sync=True)   # the same for the comparison trace (empty if none)
+    b_heat = traitlets.Bytes(b"").tag(sync=True)
+    meta = traitlets.Dict().tag(sync=True)          # {"a": {...}, "b": {...} or None}: shapes, labels, stats
+    step = traitlets.Int(0).tag(sync=True)
+    frame = traitlets.Int(0).tag(sync=True)
+    view = traitlets.Enum(VIEWS, default_value="x0").tag(sync=True)
+    channel = traitlets.Int(0).tag(sync=True)
+    heat_channel = traitlets.Int(0).tag(sync=True)  # the channel the heat stacks show
+    scale = traitlets.Int(16).tag(sync=True)        # CSS pixels per image pixel in the main view
+    fps = traitlets.Float(4.0).tag(sync=True)       # play speed, steps or frames per second
+
+    def __init__(self, trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
+                 scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0, **kwargs: Any):
+        a = as_trace(trace, "video_or_trace")
+        b = as_trace(compare, "compare") if compare is not None else None
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(map(repr, VIEWS))}, got {view!r}")
+        if b is not None:
+            for dim in ("step", "frame"):
+                if a.sizes[dim] != b.sizes[dim]:
+                    raise ValueError(f"compare must have as many recorded {dim}s as the first trace: "
+                                     f"{b.sizes[dim]} vs {a.sizes[dim]}")
+        traces = [a] if b is None else [a, b]
+        self._check_payload(traces, max_payload_mb)
+        scale_of_change = max(delta_vmax(t) for t in traces)  # one colour scale, so panels compare
+        self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
+        if scale is None:
+            scale = max(1, round(256 / max(a.sizes["py"], a.sizes["px"])))
+        super().__init__(view=view, scale=int(scale), fps=float(fps), **kwargs)
+        keys = self._label_keys(a, b)
+        with self.hold_sync():
+            self.a_views = self._panels["a"].views
+            self.b_views = self._panels["b"].views if b is not None else b""
+            self.meta = {"a": self._panels["a"].meta(_label(a, keys)),
+                         "b": self._panels["b"].meta(_label(b, keys)) if b is not None else None}
+            channel = self._in_range("channel", channel, self._num_channels)
+            self._send_heat(channel)
+            self.channel = channel
+
+    # -- construction helpers --------------------------------------------------------------------
+    @staticmethod
+    def _check_payload(traces: list[xr.Dataset], max_mb: float) -> None:
+        """Refuse (ValueError) to send more than ``max_mb`` to the browser."""
+        total = sum(4 * t.sizes["step"] * t.sizes["frame"] * t.sizes["py"] * t.sizes["px"] * 3 for t in traces)
+        if total > max_mb * MB:
+            raise ValueError(f"the inspector would send {total / MB:.0f} MB to the browser (limit max_payload_mb="
+                             f"{max_mb:g}): pass fewer steps, e.g. trace.isel(step=slice(None, None, 4)), or raise "
+                             "max_payload_mb")
+
+    @staticmethod
+    def _label_keys(a: xr.Dataset, b: xr.Dataset | None) -> tuple[str, ...]:
+        """The attrs that tell the two traces apart (default: seed and guidance)."""
+        if b is None:
+            return ("seed", "guidance")
+        differ = tuple(k for k in LABEL_KEYS if str(a.attrs.get(k)) != str(b.attrs.get(k)))
+        return differ or ("seed", "guidance")
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def traces(self) -> dict[str, xr.Dataset]:
+        """The traces shown, by panel (``"a"`` and, when comparing, ``"b"``)."""
+        return {k: p.trace for k, p in self._panels.items()}
+
+    @property
+    def num_steps(self) -> int:
+        """Recorded steps (the step slider's length)."""
+        return self._panels["a"].shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        """Latent frames (the frame slider's length)."""
+        return self._panels["a"].shape[1]
+
+    @property
+    def _num_channels(self) -> int:
+        """Channels every panel has (the channel view's range)."""
+        return min(p.trace.sizes["channel"] for p in self._panels.values())
+
+    @traitlets.validate("step")
+    def _valid_step(self, proposal: dict) -> int:
+        return self._in_range("step", proposal["value"], self.num_steps)
+
+    @traitlets.validate("frame")
+    def _valid_frame(self, proposal: dict) -> int:
+        return self._in_range("frame", proposal["value"], self.num_frames)
+
+    @traitlets.validate("channel")
+    def _valid_channel(self, proposal: dict) -> int:
+        return self._in_range("channel", proposal["value"], self._num_channels)
+
+    @staticmethod
+    def _in_range(name: str, value: int, n: int) -> int:
+        """``value`` if ``0 <= value < n``; TraitError naming the range otherwise."""
+        if not 0 <= value < n:
+            raise traitlets.TraitError(f"{name} must be an index in [0, {n - 1}], got {value}")
+        return value
+
+    @traitlets.observe("channel")
+    def _on_channel(self, change: dict) -> None:
+        if hasattr(self, "_panels") and change["new"] != self.heat_channel:
+            self._send_heat(change["new"])
+
+    def _send_heat(self, channel: int) -> None:
+        """Compute and send the heatmap stacks of ``channel``."""
+        vmax = max(channel_vmax(p.trace, channel) for p in self._panels.values())  # shared by the panels
+        with self.hold_sync():
+            self.a_heat = self._panels["a"].heat(channel, vmax)
+            self.b_heat = self._panels["b"].heat(channel, vmax) if "b" in self._panels else b""
+            self.heat_channel = channel
+
+    # -- what is shown -------------------------------------------------------------------------------
+    def image(self, panel: str = "a", *, view: str | None = None, step: int | None = None,
+              frame: int | None = None) -> np.ndarray:
+        """The uint8 (H, W, 3) image the browser draws in ``panel`` (defaults: the current state)."""
+        if panel not in self._panels:
+            raise ValueError(f"panel must be one of {', '.join(map(repr, self._panels))}, got {panel!r}")
+        p = self._panels[panel]
+        view = self.view if view is None else view
+        step = self.step if step is None else self._in_range("step", step, self.num_steps)
+        frame = self.frame if frame is None else self._in_range("frame", frame, self.num_frames)
+        s, f, h, w = p.shape
+        if view == "channel":
+            buf, base = (self.a_heat if panel == "a" else self.b_heat), 0
+        elif view in STACKED_VIEWS:
+            buf, base = p.views, STACKED_VIEWS.index(view) * s * f * p.frame_bytes
+        else:
+            raise ValueError(f"view must be one of {', '.join(map(repr, VIEWS))}, got {view!r}")
+        start = base + (step * f + frame) * p.frame_bytes
+        return np.frombuffer(buf, np.uint8, p.frame_bytes, start).reshape(h, w, 3)
+
+    def clip(self, panel: str = "a") -> np.ndarray:
+        """Every frame at the current step and view, (F, H, W, 3): the filmstrip row."""
+        return np.stack([self.image(panel, frame=i) for i in range(self.num_frames)])
+
+    def across_steps(self, panel: str = "a") -> np.ndarray:
+        """The current frame at every recorded step, (S, H, W, 3): the steps row."""
+        return np.stack([self.image(panel, step=i) for i in range(self.num_steps)])
+
+
+def inspect(video_or_trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
+            scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0) -> Inspector:
+    """The latent inspector widget for a :class:`~sora_nb.Video` (generated with ``trace=True``) or a trace.
+
+    Args:
+      video_or_trace: a Video or its ``trace`` (also one read back with :func:`sora_nb.open_trace`).
+      compare: a second Video or trace with as many recorded steps and frames, shown side by side
+        (e.g. guidance 1 vs 7, or two seeds); the sliders move both.
+      view: ``"x0"`` (RGB preview of the clean prediction), ``"xt"`` (the noisy latent in RGB),
+        ``"channel"`` (one latent channel as a heatmap) or ``"delta"`` (change since the previous step).
+      channel: the latent channel of the ``"channel"`` view.
+      scale: CSS pixels per image pixel in the main view (default: about 256 pixels wide).
+      fps: play speed of the play buttons (steps or frames per second).
+      max_payload_mb: refuse (ValueError) to send more than this to the browser.
+    """
+    return Inspector(video_or_trace, compare, view=view, channel=channel, scale=scale, fps=fps,
+                     max_payload_mb=max_payload_mb)

@@ -1,0 +1,176 @@
+"""The latent inspector's Python side: what it sends to the browser and what it shows.
+
+Most tests use the toy backend (tests/browser/toy.py), whose denoising changes visibly at every
+step; the embedded placeholder model predicts a zero velocity, so its steps all look alike.
+"""
+
+import numpy as np
+import pytest
+import traitlets
+
+import sora_nb
+from browser.toy import RGB_MAP, toy_generator
+from sora_nb.frontend import read_module
+from sora_nb.inspector import (Inspector, _apply_map, channel_heatmap, channel_vmax, delta_heatmap, fit_rgb_map,
+                               step_stats, to_rgb)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_generator()
+
+
+@pytest.fixture(scope="module")
+def toy5(toy):
+    return toy.generate("a disc", seed=0, steps=8, guidance=5.0)
+
+
+@pytest.fixture(scope="module")
+def toy1(toy):
+    return toy.generate("a disc", seed=0, steps=8, guidance=1.0)
+
+
+def test_inspect_the_default_clip(video):
+    w = sora_nb.inspect(video)
+    ds = video.trace
+    s, f, h, w_ = ds.sizes["step"], ds.sizes["frame"], ds.sizes["py"], ds.sizes["px"]
+    assert isinstance(w, Inspector)
+    assert (w.step, w.frame, w.view, w.channel) == (0, 0, "x0", 0)
+    assert isinstance(w.a_views, bytes) and len(w.a_views) == 3 * s * f * h * w_ * 3  # x0, xt, delta stacks
+    assert len(w.a_heat) == s * f * h * w_ * 3 and w.b_views == b"" and w.meta["b"] is None
+    assert w.meta["a"]["shape"] == [s, f, h, w_] and w.meta["a"]["channels"] == ds.sizes["channel"]
+    for step, frame in [(0, 0), (s - 1, f - 1), (1, f // 2)]:
+        w.step, w.frame = step, frame
+        np.testing.assert_array_equal(w.image(), ds.preview.values[step, frame])
+    np.testing.assert_array_equal(w.clip(), ds.preview.values[w.step])
+    np.testing.assert_array_equal(w.across_steps(), ds.preview.values[:, w.frame])
+    assert w.scale * max(h, w_) == pytest.approx(256, abs=max(h, w_))
+
+
+def test_image_changes_with_step_in_every_view(toy5):
+    w = sora_nb.inspect(toy5)
+    for view in ("x0", "xt", "channel", "delta"):
+        w.view = view
+        first, last = w.image(step=1), w.image(step=7)
+        changed = np.any(first != last, axis=-1).mean()
+        assert changed > 0.2, (view, changed)
+        w.step = 7
+        np.testing.assert_array_equal(w.image(), last)
+        w.step = 0
+
+
+def test_x0_and_xt_views_use_the_previews_map(toy5):
+    ds = toy5.trace
+    fitted = fit_rgb_map(ds)
+    np.testing.assert_allclose(fitted, RGB_MAP, atol=0.01)  # recovered from (x0, preview) pairs
+    assert np.abs(_apply_map(ds.x0.values, fitted).astype(int) - ds.preview.values).max() <= 1
+    w = sora_nb.inspect(toy5, view="xt")
+    noise = ds.latent.values[0, 3].astype(np.float32)  # x_t at step 0 is the initial noise
+    by_hand = _apply_map(noise, RGB_MAP)
+    assert np.abs(w.image(step=0, frame=3).astype(int) - by_hand).max() <= 2
+    xt = to_rgb(ds, "latent")
+    assert xt.dims == ("step", "frame", "y", "x", "rgb") and xt.dtype == np.uint8
+    np.testing.assert_array_equal(xt.values[0, 3], w.image(step=0, frame=3))
+
+
+def test_channel_view_resends_one_heatmap_per_channel(toy5):
+    ds = toy5.trace
+    w = sora_nb.inspect(toy5, view="channel", channel=0)
+    assert w.heat_channel == 0
+    np.testing.assert_array_equal(w.image(step=7, frame=2), channel_heatmap(ds, 0)[7, 2])
+    before = w.a_heat
+    w.channel = 2
+    assert w.heat_channel == 2 and w.a_heat != before
+    np.testing.assert_array_equal(w.image(step=7, frame=2), channel_heatmap(ds, 2)[7, 2])
+    # diverging colours: negative blue-ish, positive red-ish (channel 0 is the disc, > 0 inside it)
+    heat = channel_heatmap(ds, 0)[7, 2].astype(int)
+    disc = ds.x0.values[7, 2, 0] > 0.5
+    assert (heat[disc, 0] - heat[disc, 2]).mean() > 50
+    with pytest.raises(traitlets.TraitError, match=r"channel must be an index in \[0, 3\]"):
+        w.channel = 4
+
+
+def test_delta_view_is_black_at_the_first_step(toy5):
+    w = sora_nb.inspect(toy5, view="delta")
+    first = w.image(step=0).reshape(-1, 3)
+    assert np.all(first == first[0]) and first[0].sum() < 30  # magma's darkest colour everywhere
+    assert w.image(step=7).astype(int).sum() > first.astype(int).sum() * 5
+    np.testing.assert_array_equal(delta_heatmap(toy5.trace)[5, 1], w.image(step=5, frame=1))
+
+
+def test_step_stats(toy5):
+    ds = toy5.trace
+    stats = step_stats(ds)
+    np.testing.assert_allclose(stats["sigma"], ds.sigma.values)
+    assert stats["step"] == list(range(8)) and stats["update"][0] is None
+    x0 = ds.x0.values.astype(np.float32)
+    assert stats["update"][3] == pytest.approx(float(np.sqrt(np.mean((x0[3] - x0[2]) ** 2))), rel=1e-5)
+    assert stats["latent_std"][0] == pytest.approx(float(ds.latent.values[0].astype(np.float32).std()), rel=1e-5)
+    assert stats["latent_std"][0] > stats["latent_std"][6]  # the noise goes away
+    w = sora_nb.inspect(toy5)
+    assert w.meta["a"]["stats"] == stats
+    np.testing.assert_allclose(w.meta["a"]["time"], ds.time.values)
+
+
+def test_compare_two_guidance_values(toy5, toy1):
+    w = sora_nb.inspect(toy5, compare=toy1)
+    assert w.meta["a"]["label"] == "guidance 5" and w.meta["b"]["label"] == "guidance 1"
+    assert len(w.b_views) == len(w.a_views) and len(w.b_heat) == len(w.a_heat)
+    w.step = 7
+    np.testing.assert_array_equal(w.image("b"), toy1.trace.preview.values[7, 0])
+    assert np.any(w.image("a") != w.image("b"))
+    w.view = "channel"  # both panels follow the same state, on one colour scale
+    vmax = max(channel_vmax(toy5.trace, 0), channel_vmax(toy1.trace, 0))
+    assert vmax == channel_vmax(toy5.trace, 0) > channel_vmax(toy1.trace, 0)  # guidance 5: the stronger disc
+    np.testing.assert_array_equal(w.image("b"), channel_heatmap(toy1.trace, 0, vmax=vmax)[7, 0])
+    np.testing.assert_array_equal(w.image("a"), channel_heatmap(toy5.trace, 0)[7, 0])
+
+
+def test_compare_needs_the_same_steps_and_frames(toy, toy5):
+    other = toy.generate("a disc", seed=0, steps=5)
+    with pytest.raises(ValueError, match="compare must have as many recorded steps"):
+        sora_nb.inspect(toy5, compare=other)
+
+
+def test_inspect_a_trace_read_back_from_netcdf(toy5, tmp_path):
+    toy5.trace.sora.to_netcdf(tmp_path / "toy.nc")
+    back = sora_nb.open_trace(tmp_path / "toy.nc")
+    assert sora_nb.inspect(back).a_views == sora_nb.inspect(toy5.trace).a_views
+
+
+def test_errors_are_clear(toy, toy5):
+    with pytest.raises(TypeError, match="must be a sora_nb.Video or its trace"):
+        sora_nb.inspect(np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="compare must be"):
+        sora_nb.inspect(toy5, compare="guidance 7")
+    no_trace = toy.generate("a disc", steps=2, trace=False)
+    with pytest.raises(ValueError, match="trace=False"):
+        sora_nb.inspect(no_trace)
+    with pytest.raises(ValueError, match="no preview"):
+        sora_nb.inspect(toy5.trace.drop_vars("preview"))
+    with pytest.raises(ValueError, match="view must be one of 'x0', 'xt', 'channel', 'delta'"):
+        sora_nb.inspect(toy5, view="noise")
+    with pytest.raises(ValueError, match="max_payload_mb"):
+        sora_nb.inspect(toy5, max_payload_mb=0.01)
+    w = sora_nb.inspect(toy5)
+    with pytest.raises(traitlets.TraitError, match=r"step must be an index in \[0, 7\]"):
+        w.step = 8
+    with pytest.raises(traitlets.TraitError):
+        w.view = "noise"
+    with pytest.raises(ValueError, match="panel must be one of 'a'"):
+        w.image("b")
+
+
+def test_front_end_module():
+    src = read_module("inspector.js")
+    assert "export default" in src and "function render" in src and "putImageData" in src
+    for name in ("sora-nb-inspector-main", 'sliderRow("step")', 'sliderRow("frame")', "sora-nb-inspector-${axis}",
+                 "sora-nb-inspector-play-${axis}", "sora-nb-inspector-plot", "sora-nb-inspector-clip",
+                 "sora-nb-inspector-steps", "sora-nb-inspector-view", "sora-nb-inspector-channel"):
+        assert name in src, name
+    assert "base64" not in src and "atob(" not in src  # frames arrive as binary buffers
+
+
+def test_public_api():
+    assert sora_nb.inspect is sora_nb.inspector.inspect and "inspect" in sora_nb.__all__
+    assert sora_nb.open_trace is sora_nb.trace.open_trace and "open_trace" in sora_nb.__all__

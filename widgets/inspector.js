@@ -1,0 +1,373 @@
+// Latent inspector: every denoising step of every frame, scrubbed in the browser.
+//
+// State (from sora_nb.inspector.Inspector):
+//   a_views, b_views  bytes: the "x0", "xt" and "delta" stacks of a trace, back to back, each
+//                     (step, frame, H, W, 3) uint8 RGB (b_* empty when not comparing)
+//   a_heat, b_heat    bytes: the (step, frame, H, W, 3) heatmap stack of latent channel `heat_channel`
+//   meta              {a: {shape: [S, F, H, W], channels, label, views, stats: {step, sigma, ...}}, b: ... or null}
+//   step, frame, view, channel   synced both ways; scale (CSS px per pixel), fps (play speed)
+// Frames are cut out of the bytes once (cached as ImageData) and drawn with putImageData, so moving
+// a slider redraws synchronously in the input handler, with no kernel round trip.
+
+const VIEWS = [
+  ["x0", "x0: clean prediction (RGB)"],
+  ["xt", "x_t: noisy latent (RGB)"],
+  ["channel", "one latent channel of x0"],
+  ["delta", "change of x0 since previous step"],
+];
+const SERIES = [  // per-step curves: stats key, legend, colour
+  ["sigma", "σ (noise level)", "#1f77b4"],
+  ["latent_std", "std of x_t", "#2ca02c"],
+  ["update", "update: RMS change of x0", "#d62728"],
+];
+const MAX_STEP_THUMBS = 32;
+
+function make(tag, className, style = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  Object.assign(node.style, style);
+  return node;
+}
+
+function bytesOf(view) {
+  if (!view || !view.byteLength) return new Uint8Array(0);
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}
+
+function pixelCanvas(h, w, scale, className) {
+  const c = make("canvas", className, { imageRendering: "pixelated", width: `${w * scale}px`,
+                                        height: `${h * scale}px`, display: "block" });
+  c.width = w;
+  c.height = h;
+  return c;
+}
+
+function evenlySpaced(n, k) {
+  if (n <= k) return [...Array(n).keys()];
+  const out = [];
+  for (let i = 0; i < k; i++) out.push(Math.round((i * (n - 1)) / (k - 1)));
+  return out;
+}
+
+function fmt(v, digits = 3) {
+  return v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits);
+}
+
+// One trace's frames, cut out of its bytes on demand and cached as ImageData.
+class Panel {
+  constructor(meta, views, heat) {
+    this.meta = meta;
+    [this.S, this.F, this.H, this.W] = meta.shape;
+    this.views = views;
+    this.heat = heat;
+    this.cache = new Map();
+  }
+  setHeat(heat) {
+    this.heat = heat;
+    for (const key of [...this.cache.keys()]) if (key.startsWith("channel:")) this.cache.delete(key);
+  }
+  image(view, s, f) {
+    const key = `${view}:${s}:${f}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const n = this.H * this.W * 3;
+    const bytes = view === "channel" ? this.heat : this.views;
+    const base = view === "channel" ? 0 : this.meta.views.indexOf(view) * this.S * this.F * n;
+    const offset = base + (s * this.F + f) * n;
+    if (offset < 0 || bytes.length < offset + n) return null;
+    const rgba = new Uint8ClampedArray(this.H * this.W * 4);
+    for (let i = 0, j = offset; i < this.H * this.W; i++, j += 3) {
+      rgba[4 * i] = bytes[j];
+      rgba[4 * i + 1] = bytes[j + 1];
+      rgba[4 * i + 2] = bytes[j + 2];
+      rgba[4 * i + 3] = 255;
+    }
+    const img = new ImageData(rgba, this.W, this.H);
+    this.cache.set(key, img);
+    return img;
+  }
+}
+
+function sliderRow(axis) {
+  const box = make("div", `sora-nb-inspector-row sora-nb-inspector-${axis}-row`,
+                   { display: "flex", alignItems: "center", gap: "6px", margin: "2px 0" });
+  const play = make("button", `sora-nb-inspector-play-${axis}`, { width: "2.2em" });
+  play.textContent = "▶";
+  play.title = `play the ${axis}s`;
+  const name = make("span", "", { width: "3.2em" });
+  name.textContent = axis;
+  const slider = make("input", `sora-nb-inspector-${axis}`, { width: "260px" });
+  slider.type = "range";
+  slider.min = 0;
+  slider.step = 1;
+  const label = make("span", `sora-nb-inspector-${axis}-label`, { fontVariantNumeric: "tabular-nums" });
+  box.append(play, name, slider, label);
+  return { box, play, slider, label };
+}
+
+function render({ model, el }) {
+  const root = make("div", "sora-nb-inspector", { fontFamily: "sans-serif", fontSize: "12px", lineHeight: "1.4" });
+  const mainsBox = make("div", "sora-nb-inspector-mains", { display: "flex", gap: "16px", alignItems: "flex-start" });
+  const controls = make("div", "sora-nb-inspector-controls",
+                        { display: "flex", alignItems: "center", gap: "8px", margin: "6px 0" });
+  const viewSelect = make("select", "sora-nb-inspector-view");
+  for (const [value, text] of VIEWS) {
+    const opt = document.createElement("option");
+    opt.value = value;
+    opt.textContent = text;
+    viewSelect.append(opt);
+  }
+  const channelBox = make("label", "", { display: "flex", alignItems: "center", gap: "4px" });
+  const channelInput = make("input", "sora-nb-inspector-channel", { width: "4em" });
+  channelInput.type = "number";
+  channelInput.min = 0;
+  channelBox.append("channel", channelInput);
+  const heatLabel = make("span", "sora-nb-inspector-heat-label", { color: "#666" });
+  controls.append("view", viewSelect, channelBox, heatLabel);
+  const stepRow = sliderRow("step");
+  const frameRow = sliderRow("frame");
+  const plot = make("canvas", "sora-nb-inspector-plot", { width: "380px", height: "130px", display: "block",
+                                                          border: "1px solid #ddd" });
+  plot.width = 380 * (window.devicePixelRatio || 1);
+  plot.height = 130 * (window.devicePixelRatio || 1);
+  const legend = make("div", "sora-nb-inspector-legend", { display: "flex", gap: "10px", flexWrap: "wrap" });
+  const readout = make("div", "sora-nb-inspector-readout", { fontVariantNumeric: "tabular-nums" });
+  const clipTitle = make("div", "", { marginTop: "8px", fontWeight: "bold" });
+  const clipBox = make("div", "sora-nb-inspector-clip");
+  const stepsTitle = make("div", "", { marginTop: "8px", fontWeight: "bold" });
+  const stepsBox = make("div", "sora-nb-inspector-steps");
+  root.append(mainsBox, controls, stepRow.box, frameRow.box, plot, legend, readout, clipTitle, clipBox,
+              stepsTitle, stepsBox);
+  el.append(root);
+
+  let panels = {};
+  let mains = {};
+  let clipThumbs = {};
+  let stepThumbs = {};
+  let stepIndex = [];
+  const timers = { step: null, frame: null };
+
+  function put(canvas, img) {
+    if (img) canvas.getContext("2d").putImageData(img, 0, 0);
+  }
+
+  function setState(name, value) {
+    model.set(name, value);
+    model.save_changes();
+  }
+
+  function thumbRow(key, count, scale, onClick, kind) {
+    const p = panels[key];
+    const row = make("div", `sora-nb-inspector-thumbs sora-nb-inspector-${kind}-thumbs`,
+                     { display: "flex", gap: "3px", flexWrap: "wrap", alignItems: "center", margin: "2px 0" });
+    if (Object.keys(panels).length > 1) {
+      const tag = make("span", "", { width: "1.5em", fontWeight: "bold" });
+      tag.textContent = key.toUpperCase();
+      row.append(tag);
+    }
+    const thumbs = [];
+    for (let i = 0; i < count; i++) {
+      const c = pixelCanvas(p.H, p.W, scale, "sora-nb-inspector-thumb");
+      c.style.cursor = "pointer";
+      c.style.outline = "2px solid transparent";
+      c.addEventListener("click", () => onClick(i));
+      row.append(c);
+      thumbs.push(c);
+    }
+    return { row, thumbs };
+  }
+
+  function build() {
+    const meta = model.get("meta") || {};
+    panels = {};
+    for (const key of ["a", "b"]) {
+      if (meta[key]) panels[key] = new Panel(meta[key], bytesOf(model.get(`${key}_views`)), bytesOf(model.get(`${key}_heat`)));
+    }
+    const a = panels.a;
+    if (!a) return;
+    const scale = model.get("scale");
+    const comparing = Object.keys(panels).length > 1;
+    mainsBox.replaceChildren();
+    mains = {};
+    for (const [key, p] of Object.entries(panels)) {
+      const fig = make("figure", "", { margin: "0" });
+      const canvas = pixelCanvas(p.H, p.W, scale, "sora-nb-inspector-main");
+      canvas.dataset.panel = key;
+      const caption = make("figcaption", "sora-nb-inspector-caption", { maxWidth: `${p.W * scale}px` });
+      caption.textContent = (comparing ? `${key.toUpperCase()}: ` : "") + p.meta.label;
+      fig.append(canvas, caption);
+      mainsBox.append(fig);
+      mains[key] = canvas;
+    }
+    stepRow.slider.max = a.S - 1;
+    frameRow.slider.max = a.F - 1;
+    channelInput.max = Math.min(...Object.values(panels).map((p) => p.meta.channels)) - 1;
+    const thumbScale = Math.max(1, Math.round(48 / Math.max(a.H, a.W)));
+    stepIndex = evenlySpaced(a.S, MAX_STEP_THUMBS);
+    clipBox.replaceChildren();
+    stepsBox.replaceChildren();
+    clipThumbs = {};
+    stepThumbs = {};
+    for (const key of Object.keys(panels)) {
+      const clip = thumbRow(key, a.F, thumbScale, (i) => setState("frame", i), "clip");
+      const steps = thumbRow(key, stepIndex.length, thumbScale, (j) => setState("step", stepIndex[j]), "steps");
+      clipBox.append(clip.row);
+      stepsBox.append(steps.row);
+      clipThumbs[key] = clip.thumbs;
+      stepThumbs[key] = steps.thumbs;
+    }
+    legend.replaceChildren();
+    for (const [, text, colour] of SERIES) {
+      const item = make("span", "", { color: colour });
+      item.textContent = `— ${text}`;
+      legend.append(item);
+    }
+    const note = make("span", "", { color: "#666" });
+    note.textContent = `(${comparing ? "A solid, B dashed; " : ""}each curve scaled to its maximum)`;
+    legend.append(note);
+    draw();
+  }
+
+  function drawPlot(s) {
+    const ctx = plot.getContext("2d");
+    const W = plot.width, H = plot.height;
+    const k = W / 380;
+    const L = 6 * k, R = 6 * k, T = 8 * k, B = 16 * k;
+    ctx.clearRect(0, 0, W, H);
+    const a = panels.a;
+    const n = a.S;
+    const x = (i) => L + (n > 1 ? (i / (n - 1)) * (W - L - R) : (W - L - R) / 2);
+    for (const [name, , colour] of SERIES) {
+      const all = Object.values(panels).flatMap((p) => p.meta.stats[name]).filter((v) => v !== null && Number.isFinite(v));
+      const top = Math.max(...all.map(Math.abs), 0);
+      if (!(top > 0)) continue;
+      const y = (v) => T + (1 - v / top) * (H - T - B);
+      Object.values(panels).forEach((p, pi) => {
+        ctx.strokeStyle = colour;
+        ctx.lineWidth = 1.5 * k;
+        ctx.setLineDash(pi === 0 ? [] : [4 * k, 3 * k]);
+        ctx.beginPath();
+        let started = false;
+        p.meta.stats[name].forEach((v, i) => {
+          if (v === null || !Number.isFinite(v)) { started = false; return; }
+          if (started) ctx.lineTo(x(i), y(v)); else ctx.moveTo(x(i), y(v));
+          started = true;
+        });
+        ctx.stroke();
+        const v = p.meta.stats[name][s];
+        if (v !== null && Number.isFinite(v)) {
+          ctx.setLineDash([]);
+          ctx.fillStyle = colour;
+          ctx.beginPath();
+          ctx.arc(x(s), y(v), 3 * k, 0, 2 * Math.PI);
+          ctx.fill();
+        }
+      });
+    }
+    ctx.setLineDash([]);
+    ctx.strokeStyle = "#888";
+    ctx.lineWidth = 1 * k;
+    ctx.beginPath();
+    ctx.moveTo(x(s), T / 2);
+    ctx.lineTo(x(s), H - B);
+    ctx.stroke();
+    ctx.fillStyle = "#444";
+    ctx.font = `${10 * k}px sans-serif`;
+    ctx.textAlign = "left";
+    ctx.fillText(`step ${a.meta.stats.step[0]}`, L, H - 4 * k);
+    ctx.textAlign = "right";
+    ctx.fillText(`step ${a.meta.stats.step[n - 1]}`, W - R, H - 4 * k);
+    const right = x(s) > W / 2;  // the current step's number beside the marker line, inside the plot
+    ctx.textAlign = right ? "right" : "left";
+    ctx.fillText(`step ${a.meta.stats.step[s]}`, x(s) + (right ? -4 : 4) * k, T + 8 * k);
+  }
+
+  function draw() {
+    const a = panels.a;
+    if (!a) return;
+    const s = Math.min(model.get("step"), a.S - 1);
+    const f = Math.min(model.get("frame"), a.F - 1);
+    const view = model.get("view");
+    for (const [key, p] of Object.entries(panels)) {
+      put(mains[key], p.image(view, s, f));
+      clipThumbs[key].forEach((c, i) => {
+        put(c, p.image(view, s, i));
+        c.style.outline = i === f ? "2px solid #f80" : "2px solid transparent";
+      });
+      stepThumbs[key].forEach((c, j) => {
+        put(c, p.image(view, stepIndex[j], f));
+        c.style.outline = stepIndex[j] === s ? "2px solid #f80" : "2px solid transparent";
+      });
+    }
+    const st = a.meta.stats;
+    stepRow.slider.value = s;
+    frameRow.slider.value = f;
+    stepRow.label.textContent = `step ${st.step[s]} (${s + 1}/${a.S} recorded) · σ ${fmt(st.sigma[s])}`;
+    const time = a.meta.time ? ` · t = ${fmt(a.meta.time[f], 2)} s` : "";
+    frameRow.label.textContent = `frame ${f + 1}/${a.F}${time}`;
+    viewSelect.value = view;
+    channelBox.style.display = view === "channel" ? "flex" : "none";
+    if (document.activeElement !== channelInput) channelInput.value = model.get("channel");
+    heatLabel.textContent = view === "channel" ? `showing channel ${model.get("heat_channel")} (blue < 0 < red)` : "";
+    readout.textContent = Object.entries(panels).map(([key, p]) => {
+      const t = p.meta.stats;
+      const tag = Object.keys(panels).length > 1 ? `${key.toUpperCase()}: ` : "";
+      return `${tag}σ ${fmt(t.sigma[s])} · std(x_t) ${fmt(t.latent_std[s])} · update ${fmt(t.update[s])}`;
+    }).join("   |   ");
+    clipTitle.textContent = `the whole clip at step ${st.step[s]}`;
+    stepsTitle.textContent = `frame ${f + 1} across the steps` +
+      (stepIndex.length < a.S ? ` (${stepIndex.length} of ${a.S} recorded steps)` : "");
+    drawPlot(s);
+  }
+
+  function togglePlay(axis, button) {
+    if (timers[axis]) {
+      clearInterval(timers[axis]);
+      timers[axis] = null;
+      button.textContent = "▶";
+      return;
+    }
+    button.textContent = "⏸";
+    timers[axis] = setInterval(() => {
+      const a = panels.a;
+      if (!a) return;
+      const n = axis === "step" ? a.S : a.F;
+      setState(axis, (model.get(axis) + 1) % n);
+    }, 1000 / Math.max(0.1, model.get("fps")));
+  }
+
+  // Notebook front ends bind plain keys (JupyterLab's command mode takes the arrow keys): keep the
+  // keys typed into our own controls for them, so arrows scrub the sliders.
+  root.addEventListener("keydown", (event) => {
+    const ours = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+    if (ours && !event.ctrlKey && !event.metaKey && !event.altKey && !(event.shiftKey && event.key === "Enter")) {
+      event.stopPropagation();
+    }
+  });
+  stepRow.slider.addEventListener("input", () => setState("step", Number(stepRow.slider.value)));
+  frameRow.slider.addEventListener("input", () => setState("frame", Number(frameRow.slider.value)));
+  stepRow.play.addEventListener("click", () => togglePlay("step", stepRow.play));
+  frameRow.play.addEventListener("click", () => togglePlay("frame", frameRow.play));
+  viewSelect.addEventListener("change", () => setState("view", viewSelect.value));
+  channelInput.addEventListener("change", () => {
+    const max = Number(channelInput.max);
+    const c = Math.max(0, Math.min(max, Math.round(Number(channelInput.value)) || 0));
+    channelInput.value = c;
+    setState("channel", c);
+  });
+
+  for (const name of ["meta", "a_views", "b_views", "scale"]) model.on(`change:${name}`, build);
+  for (const key of ["a", "b"]) {
+    model.on(`change:${key}_heat`, () => {
+      if (panels[key]) panels[key].setHeat(bytesOf(model.get(`${key}_heat`)));
+      draw();
+    });
+  }
+  for (const name of ["step", "frame", "view", "channel", "heat_channel"]) model.on(`change:${name}`, draw);
+  build();
+  return () => {
+    for (const t of Object.values(timers)) if (t) clearInterval(t);
+  };
+}
+
+export default { render };
