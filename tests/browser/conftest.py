@@ -1,4 +1,4 @@
-"""Fixtures for browser tests: one JupyterLab per session, a fresh headless Chromium page per test.
+"""Fixtures for browser tests: a fresh JupyterLab and a fresh headless Chromium page per test.
 
     @pytest.mark.browser
     def test_something(lab, page):

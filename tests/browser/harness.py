@@ -12,9 +12,10 @@ Cells* menu), then looks at and pokes the rendered widget with Playwright::
         assert cell_errors(page) == []
         page.locator(".sora-nb-inspector").wait_for()
 
-In pytest, use the fixtures of ``tests/browser/conftest.py`` instead: ``lab`` (one JupyterLab per
-session), ``page`` (a fresh Chromium profile per test) and ``artifacts`` (``test-artifacts/``, for
-screenshots).
+In pytest, use the fixtures of ``tests/browser/conftest.py`` instead: ``lab`` (a fresh JupyterLab
+per test: a shared server restores the previous test's open tabs into its workspace) and ``page`` (a
+fresh Chromium profile per test). :func:`save_screenshot` and :func:`save_json` keep artifacts in
+``test-artifacts/`` (gitignored).
 
 What it guarantees:
 
