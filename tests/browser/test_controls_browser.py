@@ -29,14 +29,16 @@ MAX_FIRST_PREVIEW_S = 0.3 if STRICT else 1.5
 MAX_FINISHED_S = 1.5 if STRICT else 6.0
 
 NOTEBOOK = [
-    "import json\n"
+    "import json, os\n"
     "from pathlib import Path\n"
     "import sora_nb\n"
     "ui = sora_nb.controls(prompt='a red circle moving right', seed=0, steps=20, guidance=5.0)\n"
     "def record(change):\n"
     "    p = ui.video.params\n"
-    "    Path('played.json').write_text(json.dumps({'guidance': p['guidance'], 'seed': p['seed'],\n"
+    "    # atomic: the test polls this file, so it must never see it half-written\n"
+    "    Path('played.json.tmp').write_text(json.dumps({'guidance': p['guidance'], 'seed': p['seed'],\n"
     "        'slider': ui.guidance.value, 'history': len(ui.history), 'timing': ui.timings[-1]}))\n"
+    "    os.replace('played.json.tmp', 'played.json')\n"
     "ui.player.observe(record, names='value')\n"
     "ui",
     "first = ui.wait(300)\n"
