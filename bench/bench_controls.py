@@ -18,13 +18,13 @@ measures the same from mouse release to what the page shows.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
 import sora_nb
+from _common import parse, parser, print_table
 from sora_nb.controls import Controls
 
 PROMPT = "a red circle moving right"
@@ -39,13 +39,9 @@ def row(name: str, values: list[float], goal: float | None) -> tuple[str, str, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli = parser(__doc__, repeats=10)
+    cli.add_argument("--steps", type=int, default=20)
+    args = parse(cli)
 
     gen = sora_nb.load("shapes")
     ui = Controls(gen, prompt=PROMPT, seed=0, steps=args.steps, guidance=5.0)
@@ -78,11 +74,9 @@ def main() -> None:
     for label, runs in (("idle", idle), ("during a run", during)):
         rows.append(row(f"{label}: first preview", [t["first_preview"] for t in runs], GOALS["first_preview"]))
         rows.append(row(f"{label}: finished clip", [t["finished"] for t in runs], GOALS["finished"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print(f"model {gen.name}, {args.steps} steps, 2 s clip, torch threads {torch.get_num_threads()}, "
           f"{args.repeats} changes each; runs cancelled by a change during them: {cancelled}/{args.repeats}")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(rows[1:], header=rows[0])
 
 
 if __name__ == "__main__":

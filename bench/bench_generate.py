@@ -10,7 +10,6 @@ peak (a 1024^3 torch.matmul, measured in the same run) that generation reaches.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -18,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sora_nb
+from _common import parse, parser, print_table
 
 PROMPT = "a red circle moving right"
 
@@ -41,12 +41,7 @@ def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser(__doc__, repeats=5))
 
     start = time.perf_counter()
     gen = sora_nb.load("shapes")
@@ -82,11 +77,7 @@ def main() -> None:
     ]
     print(f"sora_nb {sora_nb.__version__}: default generation ({PROMPT!r}, 2 s, 20 steps, guidance 5), "
           f"{args.repeats} repeats")
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

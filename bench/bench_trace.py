@@ -13,7 +13,6 @@ build the inspector's payload (every view of every step, sent to the browser onc
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 import sora_nb
+from _common import parse, parser, print_table
 from sora_nb.inspector import Inspector
 from sora_nb.trace import TraceThinned, TraceTooLarge, estimate_trace, open_trace, trace_options
 
@@ -49,12 +49,7 @@ def timed(fn) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser(__doc__, repeats=7))
     gen = sora_nb.load("shapes")
     rows: list[tuple[str, str]] = [("model", gen.name), ("torch threads", str(torch.get_num_threads()))]
 
@@ -126,11 +121,7 @@ def main() -> None:
 
     print(f"sora_nb {sora_nb.__version__}: tracing cost for the default generation ({PROMPT!r}, 2 s, 20 steps, "
           f"guidance 5), {args.repeats} interleaved repeats")
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

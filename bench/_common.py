@@ -1,0 +1,34 @@
+"""Shared by the bench scripts: the common command line and the table they print."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import torch
+
+
+def parser(doc: str, *, repeats: int) -> argparse.ArgumentParser:
+    """An argument parser with ``--repeats`` and ``--threads`` (the script adds its own options)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line and apply ``--threads``."""
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def print_table(rows: Sequence[Sequence[str]], header: Sequence[str] = ("measure", "value")) -> None:
+    """Print ``rows`` as a markdown table, columns padded to their widest cell."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
