@@ -14,6 +14,11 @@ Load a model explicitly and reuse it::
 
     gen = sora_nb.load("shapes")
     gen.generate("a blue square moving up", seed=3)
+
+Real pretrained models (Wan, LTX-Video, CogVideoX, HunyuanVideo, Mochi) through diffusers, same API::
+
+    gen = sora_nb.load("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", offload="model")
+    gen.generate("a cat walks on the grass", num_frames=33, width=832, height=480)
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from .controls import controls
 from .inspector import inspect, open_trace
 from .media import FFmpegNotFoundError, read_params, read_video
 from .request import Request
-from .sampler import Cancelled
+from .sampler import Cancelled, DecodeError
 from .video import Video
 
 __all__ = [
-    "Cancelled", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
+    "Cancelled", "DecodeError", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
     "__version__", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params", "read_video",
 ]

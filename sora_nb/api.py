@@ -23,6 +23,7 @@ class Generator:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self.last_latents = None   # final latents of the latest finished run, kept even if its decode failed
 
     @property
     def name(self) -> str:
@@ -37,6 +38,10 @@ class Generator:
     def __repr__(self) -> str:
         lim = self.limits
         sizes = ", ".join(f"{w}x{h}" for w, h in lim.sizes)
+        if lim.size_multiple:  # diffusers models: any multiple; the sizes are suggestions
+            return (f"Generator(model={self.name!r}, family={lim.family!r}, fps={lim.fps:g}, frames={lim.frame_rule} "
+                    f"up to {lim.max_frames}, width/height multiples of {lim.size_multiple}, default "
+                    f"{lim.default_size[0]}x{lim.default_size[1]})")
         return f"Generator(model={self.name!r}, fps={lim.fps:g}, max_duration={lim.max_duration:g}s, sizes=[{sizes}])"
 
     def request(self, prompt: Any, **kwargs: Any) -> Request:
@@ -52,7 +57,7 @@ class Generator:
         prompt: str,
         *,
         seed: int | None = 0,
-        duration: float = 2.0,
+        duration: float | None = None,
         guidance: float = 5.0,
         steps: int = 20,
         width: int | None = None,
@@ -62,6 +67,8 @@ class Generator:
         record_every: int = 1,
         observers: Iterable[Any] = (),
         cancel: threading.Event | None = None,
+        num_frames: int | None = None,
+        image: Any = None,
     ) -> Video:
         """Generate a clip.
 
@@ -69,10 +76,16 @@ class Generator:
           prompt: what to draw, e.g. ``"a red circle moving right"``.
           seed: integer seed (same seed and parameters, same video); None draws a fresh one, which
             is recorded in ``params["seed"]``.
-          duration: seconds of video, > 0 and up to the model's ``max_duration``.
+          duration: seconds of video, > 0 and up to the model's ``max_duration`` (default 2); the frame
+            count is ``round(duration * fps)`` moved to the nearest count the model accepts.
+          num_frames: the frame count instead of ``duration`` (it must follow the model's rule, e.g.
+            4k+1 for Wan; ``generator.limits.frame_rule``). Both together must agree.
           guidance: classifier-free guidance scale, 0 (unconditional) to 50; 1 disables guidance.
+            (diffusers pipelines turn guidance off at <= 1; HunyuanVideo's is distilled guidance.)
           steps: denoising steps, 1 to 1000.
-          width, height: a size the model supports (``generator.limits.sizes``); default the first.
+          width, height: a size the model supports (``generator.limits.sizes``; diffusers models take
+            any multiple of ``generator.limits.size_multiple``); default ``limits.default_size``.
+          image: the first frame, for image-to-video models (a PIL image or uint8 array).
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).
@@ -80,12 +93,12 @@ class Generator:
           cancel: a ``threading.Event``; setting it stops the run between steps, skipping the decode,
             and raises :class:`sora_nb.Cancelled`.
         """
-        kwargs: dict[str, Any] = dict(seed=seed, duration=duration, guidance=guidance, steps=steps,
+        kwargs: dict[str, Any] = dict(seed=seed, guidance=guidance, steps=steps,
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
-        if width is not None:
-            kwargs["width"] = width
-        if height is not None:
-            kwargs["height"] = height
+        for name, value in (("width", width), ("height", height), ("duration", duration),
+                            ("num_frames", num_frames), ("image", image)):
+            if value is not None:
+                kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
 
     def run(self, request: Request, *, observers: Iterable[Any] = (),
@@ -95,47 +108,91 @@ class Generator:
 
         recorder = TraceRecorder(self.backend.preview, request.record_every) if request.trace else None
         all_observers = ([recorder] if recorder else []) + list(observers)
-        latents, frames = sampler.run(self.backend, request, observers=all_observers, cancel=cancel)
+        try:
+            latents, frames = sampler.run(self.backend, request, observers=all_observers, cancel=cancel)
+        except sampler.DecodeError as err:
+            self.last_latents = err.latents
+            err.trace = recorder.dataset if recorder else None
+            raise
+        self.last_latents = latents.detach().cpu()
         model = self.backend.describe()
         params = request.asdict()
         params.update(model=model.get("name", self.name), num_frames=int(frames.shape[0]),
                       fps=float(self.limits.fps), sora_nb_version=__version__,
                       model_info={k: v for k, v in model.items() if k != "name"})
         return Video(frames=frames, fps=float(self.limits.fps), params=params,
-                     trace=recorder.dataset if recorder else None, latents=latents.detach().cpu())
+                     trace=recorder.dataset if recorder else None, latents=self.last_latents)
+
+    def decode(self, latents: Any, num_frames: int) -> Any:
+        """Decode ``(frame, channel, y, x)`` latents (``video.latents``, ``generator.last_latents`` or a
+        :class:`sora_nb.sampler.DecodeError`'s) into uint8 frames ``(T, H, W, 3)``."""
+        return self.backend.decode(latents, num_frames)
 
 
-def load(model: Any = DEFAULT_MODEL) -> Generator:
-    """Load a model by name (``"shapes"``, the embedded default) or from a local weights folder.
+def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, offload: str | None = None,
+         vae_tiling: bool = False, **options: Any) -> Generator:
+    """Load a model: the embedded one by name, or a diffusers video pipeline.
 
-    Loaded generators are cached per name, so ``load("shapes")`` twice costs one load.
+    ``model`` is one of
+
+    - ``"shapes"`` (the embedded default) or ``"shapes-untrained"``; a sora_nb weights folder;
+    - a diffusers text- or image-to-video pipeline object (Wan 2.1/2.2, LTX-Video, CogVideoX,
+      HunyuanVideo, Mochi), a local folder saved with ``save_pretrained``, or a Hugging Face repo id
+      such as ``"Wan-AI/Wan2.1-T2V-1.3B-Diffusers"``.
+
+    For diffusers pipelines: ``device`` (default ``"cuda"`` when there is one, else the CPU; a
+    pipeline object stays where it is unless asked), ``dtype`` (default bfloat16 on CUDA, float32 on
+    the CPU; pipeline objects keep theirs unless asked), ``offload`` (None, ``"model"`` for
+    ``enable_model_cpu_offload`` or ``"sequential"`` for ``enable_sequential_cpu_offload``),
+    ``vae_tiling`` (tiled VAE decode) and ``options`` for the backend (``fps``, ``max_frames``,
+    ``default_size``, ``sizes``, ``call_kwargs`` passed to every pipeline call); see
+    :mod:`sora_nb.backends.diffusers_video`. The embedded model takes none of these.
+
+    Loaded generators are cached per name and options, so ``load("shapes")`` twice costs one load;
+    pipeline objects are wrapped anew each time.
     """
-    from .backends import embedded
+    from .backends import diffusers_video, embedded
 
     if isinstance(model, Generator):
         return model
+    pipeline_options = dict(device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, **options)
+    if not isinstance(model, (str, os.PathLike)) and diffusers_video.is_pipeline(model):
+        return Generator(diffusers_video.from_pipeline(model, **pipeline_options))
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, str):
-        raise TypeError(f"model must be a model name ({', '.join(known_models())}) or a folder path, "
-                        f"got {type(model).__name__}")
+        raise TypeError(f"model must be a model name ({', '.join(known_models())}), a folder path, a diffusers "
+                        f"repo id or a diffusers pipeline object, got {type(model).__name__}")
+    embedded_name = model in ("shapes", "shapes-untrained") or (
+        Path(model).expanduser().is_dir() and embedded.is_weights_folder(Path(model).expanduser()))
+    if embedded_name and any(v not in (None, False) for v in pipeline_options.values()):
+        given = ", ".join(k for k, v in pipeline_options.items() if v not in (None, False))
+        raise TypeError(f"the embedded model takes no loading options (got {given}); they are for diffusers "
+                        "pipelines")
+    key = model if embedded_name else repr((model, sorted((k, repr(v)) for k, v in pipeline_options.items())))
     with _load_lock:
-        if model in _loaded:
-            return _loaded[model]
+        if key in _loaded:
+            return _loaded[key]
         if model == "shapes":
             gen = Generator(embedded.load_default())
         elif model == "shapes-untrained":
             gen = Generator(embedded.untrained())
         elif Path(model).expanduser().is_dir():
             folder = Path(model).expanduser()
-            if not embedded.is_weights_folder(folder):
+            if embedded.is_weights_folder(folder):
+                gen = Generator(embedded.load_folder(folder))
+            elif diffusers_video.is_pipeline_folder(folder):
+                gen = Generator(diffusers_video.from_pretrained(str(folder), **pipeline_options))
+            else:
                 raise ValueError(f"model folder {model!r} is not a sora_nb weights folder (no {embedded.MANIFEST} "
-                                 f"with format {embedded.FORMAT!r})")
-            gen = Generator(embedded.load_folder(folder))
+                                 f"with format {embedded.FORMAT!r}) nor a diffusers pipeline folder (no "
+                                 f"{diffusers_video.MODEL_INDEX})")
+        elif diffusers_video.looks_like_repo_id(model):
+            gen = Generator(diffusers_video.from_pretrained(model, **pipeline_options))
         else:
-            raise ValueError(f"unknown model {model!r}: use one of {', '.join(known_models())} or a path to a "
-                             "weights folder")
-        _loaded[model] = gen
+            raise ValueError(f"unknown model {model!r}: use one of {', '.join(known_models())}, a path to a "
+                             "weights folder or diffusers pipeline folder, or a diffusers repo id (owner/name)")
+        _loaded[key] = gen
         return gen
 
 

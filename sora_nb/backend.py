@@ -12,6 +12,7 @@ whatever layout the model uses internally.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +34,55 @@ class Limits:
     max_guidance: float = 50.0
     max_prompt_chars: int = 1000
     temporal_factor: int = 1                   # video frames per latent frame (4 for a 4x temporal VAE)
+    family: str = ""                           # model family named in constraint messages ("Wan", "LTX-Video")
+    frame_step: int = 1                        # valid frame counts are frame_step * k + 1 (1: any count)
+    size_multiple: int = 0                     # >0: any width/height that is a multiple of it (sizes are
+                                               # suggestions); 0: only the pairs in ``sizes``
+    max_side: int = 8192                       # largest width or height when size_multiple > 0
+    image_input: bool = False                  # image-to-video: ``image=`` is required
+
+    # -- frame counts ------------------------------------------------------------------------------
+    @property
+    def frame_rule(self) -> str:
+        """The frame-count rule in words, e.g. ``"4k+1"`` (``"any count"`` when frame_step is 1)."""
+        return "any count" if self.frame_step <= 1 else f"{self.frame_step}k+1"
+
+    @property
+    def max_frames(self) -> int:
+        """The largest valid frame count within ``max_duration``."""
+        n = max(1, math.floor(self.max_duration * self.fps + 1e-6))
+        return self.snap_frames(n, up=False)
+
+    def valid_frames(self, n: int) -> bool:
+        """Whether ``n`` frames satisfy the frame rule (``frame_step * k + 1``) and the maximum."""
+        return 1 <= n <= self.max_frames and (self.frame_step <= 1 or (n - 1) % self.frame_step == 0)
+
+    def snap_frames(self, n: int, *, up: bool | None = None) -> int:
+        """The valid count nearest ``n`` (ties go up); ``up=True``/``False`` rounds up/down instead."""
+        s = max(1, self.frame_step)
+        lo = 1 + (max(n, 1) - 1) // s * s
+        hi = lo if lo == n else lo + s
+        if up is None:
+            return hi if hi - n <= n - lo else lo
+        return hi if up else lo
+
+    def nearest_frames(self, n: int) -> list[int]:
+        """The valid counts around ``n`` (one or two), for error messages."""
+        lo, hi = self.snap_frames(n, up=False), self.snap_frames(n, up=True)
+        out = [c for c in dict.fromkeys((lo, hi)) if 1 <= c <= self.max_frames]
+        return out or [self.max_frames]
+
+    def frames_for(self, duration: float) -> int:
+        """Frames for ``duration`` seconds: ``round(duration * fps)``, moved to the nearest valid count."""
+        n = max(1, round(duration * self.fps))
+        return min(self.snap_frames(n), self.max_frames)
+
+    # -- sizes ----------------------------------------------------------------------------------------
+    def nearest_sides(self, v: int) -> list[int]:
+        """Multiples of ``size_multiple`` around ``v`` (one or two), for error messages."""
+        m = self.size_multiple
+        lo, hi = max(m, v // m * m), max(m, -(-v // m) * m)
+        return [c for c in dict.fromkeys((lo, hi)) if c <= self.max_side] or [self.max_side // m * m]
 
 
 @dataclasses.dataclass

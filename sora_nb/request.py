@@ -7,8 +7,11 @@ CLI and the widgets all go through it, so they reject the same things with the s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._checks import check_bool, check_float, check_int, check_str
 
@@ -33,6 +36,8 @@ class Request:
     height: int = 64
     trace: bool = True          # record every step into Video.trace
     record_every: int = 1       # keep every k-th step in the trace (the last step is always kept)
+    num_frames: int | None = None  # video frames; build() always sets it (from duration when not given)
+    image: Any = None           # first frame for image-to-video models (a PIL image), else None
 
     @classmethod
     def build(cls, limits: "Limits", prompt: Any, **kwargs: Any) -> "Request":
@@ -40,16 +45,9 @@ class Request:
         unknown = set(kwargs) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        default_w, default_h = limits.default_size
-        width = kwargs.get("width", default_w)
-        height = kwargs.get("height", default_h)
-        width = check_int("width", width, 1, 8192)
-        height = check_int("height", height, 1, 8192)
-        if (width, height) not in limits.sizes:
-            allowed = ", ".join(f"{w}x{h}" for w, h in limits.sizes)
-            raise ValueError(
-                f"width x height must be one of {allowed} for model {limits.name!r}; got {width}x{height}"
-            )
+        width, height = _check_size(limits, kwargs)
+        num_frames, duration = _check_frames(limits, kwargs.get("num_frames"), kwargs.get("duration"))
+        image = _check_image(limits, kwargs.get("image"))
         seed = kwargs.get("seed", 0)
         if seed is None:  # a fresh random seed, recorded so the seed shown is the seed used
             seed = secrets.randbelow(2**31)
@@ -60,16 +58,92 @@ class Request:
             negative_prompt=check_str("negative_prompt", negative, allow_empty=True,
                                       max_len=limits.max_prompt_chars),
             seed=check_int("seed", seed, 0, MAX_SEED),
-            duration=check_float("duration", kwargs.get("duration", 2.0), 0.0, limits.max_duration,
-                                 lo_open=True, unit="seconds"),
+            duration=duration,
             guidance=check_float("guidance", kwargs.get("guidance", 5.0), 0.0, limits.max_guidance),
             steps=check_int("steps", kwargs.get("steps", 20), 1, limits.max_steps),
             width=width,
             height=height,
             trace=check_bool("trace", kwargs.get("trace", True)),
             record_every=check_int("record_every", kwargs.get("record_every", 1), 1, MAX_RECORD_EVERY),
+            num_frames=num_frames,
+            image=image,
         )
 
     def asdict(self) -> dict[str, Any]:
-        """The request as a plain dict (JSON- and netCDF-friendly values)."""
-        return dataclasses.asdict(self)
+        """The request as a plain dict (JSON- and netCDF-friendly values; an image becomes its description,
+        ``"image 832x480 sha256:..."``, since pixels do not fit in params)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["image"] is not None:
+            out["image"] = describe_image(out["image"])
+        return out
+
+
+def describe_image(image: Any) -> str:
+    """``"image WxH sha256:<16 hex>"`` for a PIL image: enough to tell which image made a clip."""
+    digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+    return f"image {image.width}x{image.height} sha256:{digest}"
+
+
+def _check_size(limits: "Limits", kwargs: dict[str, Any]) -> tuple[int, int]:
+    """Width and height: one of ``limits.sizes``, or (``size_multiple`` > 0) any multiple of it."""
+    default_w, default_h = limits.default_size
+    width = check_int("width", kwargs.get("width", default_w), 1, 8192)
+    height = check_int("height", kwargs.get("height", default_h), 1, 8192)
+    m = limits.size_multiple
+    if m <= 0:
+        if (width, height) not in limits.sizes:
+            allowed = ", ".join(f"{w}x{h}" for w, h in limits.sizes)
+            raise ValueError(
+                f"width x height must be one of {allowed} for model {limits.name!r}; got {width}x{height}"
+            )
+        return width, height
+    family = f" for {limits.family}" if limits.family else ""
+    for name, v in (("width", width), ("height", height)):
+        if v % m or not m <= v <= limits.max_side:
+            near = " or ".join(map(str, limits.nearest_sides(v)))
+            raise ValueError(f"{name} must be a multiple of {m}{family} (between {m} and {limits.max_side}; "
+                             f"model {limits.name!r}); got {v}: the nearest valid {name} is {near}")
+    return width, height
+
+
+def _check_frames(limits: "Limits", num_frames: Any, duration: Any) -> tuple[int, float]:
+    """``(num_frames, duration)`` from either one (or both, if they agree), against the frame rule."""
+    family = f" for {limits.family}" if limits.family else ""
+    if num_frames is None:
+        duration = 2.0 if duration is None else duration
+        duration = check_float("duration", duration, 0.0, limits.max_duration, lo_open=True, unit="seconds")
+        return limits.frames_for(duration), duration
+    n = check_int("num_frames", num_frames, 1, limits.max_frames)
+    if not limits.valid_frames(n):
+        near = " or ".join(map(str, limits.nearest_frames(n)))
+        raise ValueError(f"num_frames must be {limits.frame_rule}{family} (1 to {limits.max_frames} frames; model "
+                         f"{limits.name!r}); got {n}: the nearest valid counts are {near}")
+    if duration is not None:
+        d = check_float("duration", duration, 0.0, limits.max_duration, lo_open=True, unit="seconds")
+        if limits.frames_for(d) != n:
+            raise ValueError(f"duration and num_frames disagree: duration={d:g} s gives {limits.frames_for(d)} frames "
+                             f"at {limits.fps:g} fps for model {limits.name!r}, but num_frames={n}; pass only one "
+                             "of them")
+    return n, n / limits.fps
+
+
+def _check_image(limits: "Limits", image: Any) -> Any:
+    """A PIL image (a uint8 ``(H, W, 3)`` array is converted) for image-to-video models; None otherwise."""
+    if not limits.image_input:
+        if image is not None:
+            raise ValueError(f"image is only accepted by image-to-video models; model {limits.name!r} is "
+                             "text-to-video (load an image-to-video pipeline, e.g. LTXImageToVideoPipeline)")
+        return None
+    if image is None:
+        raise ValueError(f"image is required: model {limits.name!r} is an image-to-video model (pass image= a "
+                         "PIL image or a uint8 (height, width, 3) array)")
+    try:
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - pillow comes with the dependencies
+        raise TypeError("image needs Pillow installed") from err
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return Image.fromarray(image)
+    raise TypeError(f"image must be a PIL image or a uint8 (height, width, 3) array, got "
+                    f"{type(image).__name__}{getattr(image, 'shape', '')}")

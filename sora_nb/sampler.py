@@ -27,6 +27,22 @@ class Cancelled(RuntimeError):
     """Raised by :func:`run` when the cancel flag was set; nothing was decoded."""
 
 
+class DecodeError(RuntimeError):
+    """The steps finished but decoding the latents failed (often out of memory in the VAE).
+
+    Nothing is lost: ``latents`` holds the final ``(frame, channel, y, x)`` latents (on the CPU) and
+    ``num_frames`` the frame count, so ``generator.decode(err.latents, err.num_frames)`` can try again
+    after freeing memory or turning on tiled decoding; ``trace`` is the run's trace (set by
+    :meth:`sora_nb.Generator.run`) or None.
+    """
+
+    def __init__(self, message: str, latents: torch.Tensor, num_frames: int):
+        super().__init__(message)
+        self.latents = latents
+        self.num_frames = num_frames
+        self.trace: Any = None
+
+
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     """What observers learn before the first step."""
@@ -106,6 +122,14 @@ def run(
         if close is not None:
             close()
     assert latents is not None, "backend.denoise yielded no step"
-    frames = backend.decode(latents, num_frames)
+    try:
+        frames = backend.decode(latents, num_frames)
+    except Exception as err:  # keep the latents: the steps are the expensive part
+        kept = latents.detach().cpu()
+        _notify(observers, "on_end", latents, False)
+        raise DecodeError(f"decoding the latents failed ({type(err).__name__}: {err}); the latents are kept in "
+                          "this error's .latents (and generator.last_latents): decode them again with "
+                          "generator.decode(err.latents, err.num_frames) after freeing memory or with tiled "
+                          "decoding (sora_nb.load(..., vae_tiling=True))", kept, num_frames) from err
     _notify(observers, "on_end", latents, False)
     return latents, frames

@@ -10,14 +10,18 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # Notebooks executed (with their own assertions) by another test module.
 OWN_TESTS = {"02_shapes_world.ipynb"}
 # Notebooks with their own assertions below.
-CHECKED_HERE = {"01_quickstart.ipynb", "04_explore_prompts.ipynb"}
+CHECKED_HERE = {"01_quickstart.ipynb", "04_explore_prompts.ipynb", "08_real_models_on_colab.ipynb"}
 
 
 def execute(path: Path, tmp_path: Path, parameters: str | None = None) -> nbformat.NotebookNode:
-    """Run ``path`` in a fresh kernel with ``tmp_path`` as working folder; return the executed notebook."""
+    """Run ``path`` in a fresh kernel with ``tmp_path`` as working folder; return the executed notebook.
+
+    ``parameters`` is code run right after the cell tagged ``parameters`` (as papermill does), or first
+    when there is none."""
     nb = nbformat.read(path, as_version=4)
     if parameters:
-        nb.cells.insert(0, nbformat.v4.new_code_cell(parameters))
+        tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        nb.cells.insert(tagged[0] + 1 if tagged else 0, nbformat.v4.new_code_cell(parameters))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     return nb
 
@@ -69,6 +73,23 @@ def test_explore_prompts(tmp_path):
     assert "message: seed must be an integer in [0, " in text and "got -1" in text
     assert "then seed 3 | error: None" in text
     assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_real_models_notebook_with_a_tiny_pipeline(tmp_path):
+    """08 runs offline with the tiny Wan pipeline in place of Wan 2.1 from the Hub (TINY = True)."""
+    nb = execute(NOTEBOOKS / "08_real_models_on_colab.ipynb", tmp_path, parameters="TINY = True")
+    text = outputs_text(nb)
+    assert "on Colab: False" in text
+    assert "Wan: frames 4k+1 (at most 81), width/height multiples of 16, 16 fps" in text
+    assert "refused: num_frames must be 4k+1 for Wan" in text and "got 10: the nearest valid counts are 9" in text
+    assert "weights_bytes" in text
+    assert "<video" in text and "frames: (9, 32, 32, 3) uint8 16.0 fps" in text
+    assert "model: wan (WanPipeline) | seed: 0 | num_frames: 9" in text
+    assert "trace: {'step': 4, 'frame': 3, 'channel': 16, 'y': 4, 'x': 4" in text
+    assert "application/vnd.jupyter.widget-view+json" in widget_views(nb)   # inspector and controls shown
+    assert "Controls(model='wan (WanPipeline)'" in text
+    assert "live clip: (9, 32, 32, 3) | error: None" in text
+    assert "model in the file: wan (WanPipeline)" in text and (tmp_path / "wan_clip.mp4").is_file()
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in OWN_TESTS

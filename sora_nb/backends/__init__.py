@@ -1,1 +1,1 @@
-"""Backends: the embedded model (``embedded``) and, later, diffusers video pipelines."""
+"""Backends: the embedded model (``embedded``) and diffusers video pipelines (``diffusers_video``)."""

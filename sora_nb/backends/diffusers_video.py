@@ -1,0 +1,812 @@
+"""Real pretrained video models through diffusers, as sora_nb backends: Wan 2.1/2.2, LTX-Video,
+CogVideoX, HunyuanVideo and Mochi (text-to-video, and the image-to-video pipelines of Wan, LTX-Video
+and CogVideoX). The rest of sora_nb (requests, traces, previews, widgets, export) does not know which
+model it drives::
+
+    gen = sora_nb.load("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")          # or a pipeline object / local folder
+    video = gen.generate("a cat surfing", num_frames=33, width=832, height=480, steps=30)
+    video.trace                                                    # (step, frame, channel, y, x), as always
+
+How a run works
+---------------
+The pipeline runs its own loop: prompt encoding, timesteps, classifier-free guidance and scheduler
+steps are diffusers' code, called once per run with ``output_type="latent"`` and a
+``callback_on_step_end``. Nothing of diffusers' loop is copied here. Three small things are added:
+
+1. *A worker thread.* ``pipe(...)`` is a blocking loop, while :meth:`DiffusersVideoBackend.denoise`
+   must be a generator that yields one :class:`~sora_nb.backend.StepEvent` per step. So the call
+   runs in a worker thread, and the callback hands each step to the caller through a queue and
+   waits for the caller to take the next one (lock step: observers see every step before the
+   pipeline moves on, so the tensors they read are the current ones). Closing the generator (the
+   sampler's cancel, a widget change, Ctrl-C) answers the waiting callback with "stop": it sets
+   ``pipe._interrupt``, the pipeline skips its remaining steps without calling the model, returns
+   latents we throw away, and nothing is decoded. (We keep our own stop flag because
+   ``pipe._interrupt`` is reset when a call starts.) The handoff costs two queue operations per
+   step and no device synchronisation.
+2. *The initial latents.* The callback sees latents after each step; the latent fed to the model at
+   step 0 comes from wrapping ``pipe.prepare_latents`` for the duration of the call (the pipeline
+   still draws the noise itself, from the run's seeded CPU ``torch.Generator``, so a bare pipeline
+   call with the same generator starts from the same noise, on any device).
+3. *x0, the prediction of the clean latent*, by the scheduler at hand (chosen in :func:`x0_method`):
+
+   - ``"flow"`` (``FlowMatchEulerDiscreteScheduler``: LTX-Video, HunyuanVideo, Mochi, the tiny Wan):
+     the callback cannot see the model output, but Euler steps are linear in it, so consecutive
+     latents give it back: ``v = (x_next - x) / (sigma_next - sigma)``, ``x0 = x - sigma * v``
+     (``sigma`` the noise level; Mochi's inverted sigmas are turned into noise levels first). Exact
+     up to float32 rounding; with bfloat16 latents (Mochi on a GPU) the rounding of ``x_next`` is
+     amplified by ``sigma / (sigma - sigma_next)``, which is fine for previews, not for analysis.
+   - ``"model_outputs"`` (``UniPCMultistepScheduler``, Wan's released scheduler, and
+     DPM-Solver++): these multistep solvers keep the x0 they convert the model output to in
+     ``scheduler.model_outputs[-1]``; we read it (consecutive latents would be wrong for them).
+   - ``"returned"`` (CogVideoX's ``CogVideoXDDIMScheduler`` and ``CogVideoXDPMScheduler``): their
+     ``step`` returns ``(prev_sample, pred_original_sample)`` but the pipeline keeps only the first,
+     and the DPM one adds noise, so x0 cannot be recovered from consecutive latents. We wrap
+     ``scheduler.step`` for the call and keep the ``pred_original_sample`` it returns, which is the
+     v-prediction formula ``sqrt(alpha_t) x_t - sqrt(1 - alpha_t) v`` computed by the scheduler.
+
+   Any other scheduler is refused with the list above.
+
+Latent layout
+-------------
+Traces always hold ``(frame, channel, y, x)``: Wan, HunyuanVideo and Mochi latents are
+``(batch, channel, frame, y, x)``; LTX-Video's are packed token sequences ``(batch, tokens, channel)``,
+unpacked with the pipeline's own ``_unpack_latents``; CogVideoX's are frame-first
+``(batch, frame, channel, y, x)``. ``sigma`` in the trace is the noise level of ``latent``: the flow
+sigma, or ``sqrt(1 - alphas_cumprod[t])`` for CogVideoX's variance-preserving schedule.
+
+Decoding
+--------
+Our own, after the steps (so a cancelled run never touches the VAE), with each pipeline's
+denormalisation: Wan and Mochi ``latents_mean``/``latents_std``, LTX-Video ``_denormalize_latents``
+(plus its decode timestep and noise when the VAE is timestep-conditioned; ``decode_timestep`` and
+``decode_noise_scale`` are read from ``call_kwargs``; the noise comes from a generator seeded with 0,
+not from the run's, so it differs from the pipeline's own decode), HunyuanVideo and CogVideoX the VAE's
+``scaling_factor``. The sampler keeps the latents if decoding fails
+(:class:`~sora_nb.sampler.DecodeError`).
+
+Constraints
+-----------
+==============  ==============  ============  ============  =========================
+family          frames          width/height  fps           default size, max frames
+==============  ==============  ============  ============  =========================
+Wan 2.1         4k+1            16k           16            832x480, 81
+Wan 2.2 5B      4k+1            32k           24            1280x704, 121
+LTX-Video       8k+1            32k           25            704x480, 257
+CogVideoX       4k+1            16k           8 (1.5: 16)   720x480, 49 (1.5: 81)
+HunyuanVideo    4k+1            16k           24            1280x720, 129
+Mochi           6k+1            16k           30            848x480, 163
+==============  ==============  ============  ============  =========================
+
+The rules are read from the loaded pipeline (VAE compression times transformer patch size), so a
+pipeline with other factors gets its own; requests that break them are refused with the nearest
+valid values (:class:`sora_nb.Request`). ``duration`` is turned into the nearest valid frame count.
+
+Memory
+------
+:func:`estimate_memory` adds the weights (parameter bytes of every component, or only the largest
+with ``offload="model"``), the transformer's activations (a rough ``batch * tokens * (8 * dim + ffn)``
+elements) and the VAE decode (a rough ``frames * height * width * channels * 8`` elements over the
+frames the VAE decodes at once, per tile with ``vae_tiling``). Before a run on CUDA,
+:meth:`DiffusersVideoBackend.check` compares it with ``torch.cuda.mem_get_info`` and refuses
+(:class:`NotEnoughMemory`) with the numbers and what offload or tiling would need. The estimate is
+coarse (never measured against real GPU peaks in this project); ``memory_check=False`` skips it.
+
+Guidance
+--------
+``guidance`` is the pipeline's ``guidance_scale``: at or below 1 diffusers runs the conditional
+branch only (so 0 is not "unconditional" here, unlike the embedded model); HunyuanVideo's is its
+distilled guidance embedding (its true CFG needs ``call_kwargs={"true_cfg_scale": ...}`` and a
+negative prompt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import json
+import math
+import queue
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..backend import Limits, StepEvent
+from ..latent_formats import FORMATS, latent_to_rgb
+from ..request import Request
+
+MODEL_INDEX = "model_index.json"
+GiB = 2**30
+OFFLOAD = (None, "model", "sequential")
+# Pipeline arguments sora_nb sets itself; call_kwargs may not override them.
+RESERVED = frozenset({"prompt", "negative_prompt", "height", "width", "num_frames", "num_inference_steps",
+                      "guidance_scale", "generator", "latents", "output_type", "return_dict", "image",
+                      "callback_on_step_end", "callback_on_step_end_tensor_inputs", "num_videos_per_prompt"})
+
+
+class NotEnoughMemory(ValueError):
+    """The memory estimate of a run exceeds the device's free memory (raised before the run)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What sora_nb knows about a model family (the released models' values)."""
+
+    key: str
+    label: str                              # named in messages
+    latent_format: str                      # sora_nb.latent_formats key
+    fps: float
+    max_frames: int
+    sizes: tuple[tuple[int, int], ...]      # suggested (width, height), first = default
+    pipelines: tuple[str, ...]              # text-to-video pipeline class names
+    i2v_pipelines: tuple[str, ...] = ()     # image-to-video pipeline class names
+
+
+# -- schedule and x0 ---------------------------------------------------------------------------------
+def x0_method(scheduler: Any) -> str:
+    """How x0 is obtained for ``scheduler``: ``"flow"``, ``"model_outputs"`` or ``"returned"`` (see the
+    module docstring); ValueError for schedulers sora_nb cannot read x0 from."""
+    name = type(scheduler).__name__
+    cfg = scheduler.config
+    if name in ("CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"):
+        return "returned"
+    if name == "UniPCMultistepScheduler" and cfg.get("predict_x0", True):
+        return "model_outputs"
+    if name == "DPMSolverMultistepScheduler" and cfg.get("algorithm_type") in ("dpmsolver++", "sde-dpmsolver++"):
+        return "model_outputs"
+    if name == "FlowMatchEulerDiscreteScheduler" and not cfg.get("stochastic_sampling", False):
+        return "flow"
+    raise ValueError(f"sora_nb cannot read the x0 prediction from scheduler {name}: use "
+                     "FlowMatchEulerDiscreteScheduler (without stochastic_sampling), UniPCMultistepScheduler "
+                     "(predict_x0=True), DPMSolverMultistepScheduler (dpmsolver++) or CogVideoX's DDIM/DPM "
+                     "schedulers")
+
+
+def _noise_levels(scheduler: Any, timesteps: list[float]) -> list[float]:
+    """Noise level of the latent before each step, plus the final one (length steps + 1)."""
+    cfg = scheduler.config
+    flow = (type(scheduler).__name__.startswith("FlowMatch") or cfg.get("use_flow_sigmas", False)
+            or cfg.get("prediction_type") == "flow_prediction")
+    if flow:
+        sigmas = [float(s) for s in scheduler.sigmas.detach().float().cpu().tolist()]
+        if cfg.get("invert_sigmas", False):  # Mochi: 0 = noise, 1 = data
+            sigmas = [1.0 - s for s in sigmas]
+        return sigmas[: len(timesteps) + 1]
+    ac = scheduler.alphas_cumprod.detach().double().cpu()
+    levels = [math.sqrt(max(0.0, 1.0 - float(ac[int(round(t))]))) for t in timesteps]
+    return levels + [0.0]
+
+
+# -- the run -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _patched(obj: Any, name: str, replacement: Any) -> Iterator[None]:
+    """Set the instance attribute ``obj.name`` for the block, then restore what was there."""
+    had = name in vars(obj)
+    old = vars(obj).get(name)
+    object.__setattr__(obj, name, replacement)
+    try:
+        yield
+    finally:
+        if had:
+            object.__setattr__(obj, name, old)
+        else:
+            object.__delattr__(obj, name)
+
+
+class _PipelineRun:
+    """One pipeline call in a worker thread, its steps handed over one by one (see the module docstring)."""
+
+    def __init__(self, backend: "DiffusersVideoBackend", request: Request, generator: torch.Generator):
+        self.backend, self.request, self.generator = backend, request, generator
+        self.pipe = backend.pipe
+        self.dims = backend.latent_dims(request)
+        self.method = x0_method(self.pipe.scheduler)
+        self.steps_q: queue.SimpleQueue = queue.SimpleQueue()   # worker -> caller: ("step"|"done"|"error", x)
+        self.replies: queue.SimpleQueue = queue.SimpleQueue()   # caller -> worker: "go" | "stop"
+        self.stop = threading.Event()
+        self.x: torch.Tensor | None = None       # latent fed to the model at the current step (pipeline layout)
+        self.returned_x0: torch.Tensor | None = None
+        self.schedule: tuple[list[float], list[float]] | None = None
+        # the CUDA device is per thread: the worker uses the caller's
+        self.cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
+
+    def events(self) -> Iterator[StepEvent]:
+        worker = threading.Thread(target=self._work, name="sora_nb.diffusers", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, payload = self.steps_q.get()
+                if kind == "step":
+                    yield payload
+                    self.replies.put("go")
+                elif kind == "error":
+                    raise payload
+                else:
+                    return
+        finally:  # normal end, error, or the caller closed us (cancel): stop the pipeline, wait for it
+            self.stop.set()
+            self.replies.put("stop")
+            worker.join()
+
+    def _work(self) -> None:
+        try:
+            if self.cuda_device is not None:
+                torch.cuda.set_device(self.cuda_device)
+            with self.backend._call_lock:
+                self._call()
+            self.steps_q.put(("done", None))
+        except BaseException as err:  # handed to the caller, who re-raises it
+            self.steps_q.put(("error", err))
+
+    def _call(self) -> None:
+        pipe = self.pipe
+        kwargs = self.backend.call_arguments(self.request)
+        kwargs.update(generator=self.generator, output_type="latent", return_dict=False,
+                      callback_on_step_end=self._callback, callback_on_step_end_tensor_inputs=["latents"])
+        prepare = pipe.prepare_latents
+
+        @functools.wraps(prepare)  # keeps the signature: pipelines inspect what their callees accept
+        def prepare_and_keep(*args: Any, **kw: Any) -> Any:
+            out = prepare(*args, **kw)
+            self.x = out[0] if isinstance(out, tuple) else out
+            return out
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_patched(pipe, "prepare_latents", prepare_and_keep))
+            if self.method == "returned":
+                step = pipe.scheduler.step
+
+                @functools.wraps(step)  # the pipeline passes generator= and eta= only if step's signature has them
+                def step_and_keep(*args: Any, **kw: Any) -> Any:
+                    out = step(*args, **kw)
+                    self.returned_x0 = out[1] if isinstance(out, tuple) else out.pred_original_sample
+                    return out
+
+                stack.enter_context(_patched(pipe.scheduler, "step", step_and_keep))
+            pipe(**kwargs)
+
+    def _callback(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.stop.is_set():
+            pipe._interrupt = True
+            return kwargs
+        x_next = kwargs["latents"]
+        event = self._event(i, x_next)
+        self.x = x_next
+        self.steps_q.put(("step", event))
+        if self.replies.get() == "stop":
+            pipe._interrupt = True
+        return kwargs  # diffusers needs the dict back
+
+    def _event(self, i: int, x_next: torch.Tensor) -> StepEvent:
+        if self.schedule is None:  # once per run (the only host sync we add: reading the timesteps)
+            scheduler = self.pipe.scheduler
+            timesteps = [float(t) for t in scheduler.timesteps.detach().float().cpu().tolist()]
+            if len(timesteps) != self.request.steps:
+                raise RuntimeError(f"the scheduler made {len(timesteps)} timesteps for steps={self.request.steps}; "
+                                   f"sora_nb supports one model evaluation per step")
+            self.schedule = (timesteps, _noise_levels(scheduler, timesteps))
+        timesteps, sigmas = self.schedule
+        x = self.x
+        if x is None:
+            raise RuntimeError("the pipeline did not call prepare_latents; sora_nb cannot see the initial latents")
+        if self.method == "flow":
+            xf = x.float()
+            x0 = xf - sigmas[i] * (x_next.float() - xf) / (sigmas[i + 1] - sigmas[i])
+        elif self.method == "model_outputs":
+            x0 = self.pipe.scheduler.model_outputs[-1]
+        else:
+            x0 = self.returned_x0
+        layout = self.backend.to_fcyx
+        return StepEvent(step=i, num_steps=len(timesteps), timestep=timesteps[i], sigma=sigmas[i],
+                         sigma_next=sigmas[i + 1], latent=layout(x, self.dims), x0=layout(x0, self.dims),
+                         x_next=layout(x_next, self.dims))
+
+
+# -- the backend ---------------------------------------------------------------------------------------
+class DiffusersVideoBackend:
+    """The Backend protocol for a diffusers video pipeline; one small subclass per family below.
+
+    Options: ``fps``, ``max_frames``, ``default_size``, ``sizes`` (override the family's values),
+    ``call_kwargs`` (extra arguments for every pipeline call, e.g. ``{"max_sequence_length": 226}``),
+    ``memory_check`` (refuse runs whose estimate exceeds free CUDA memory; default True).
+    """
+
+    family: Family
+
+    def __init__(self, pipe: Any, *, name: str | None = None, source: str = "object", fps: float | None = None,
+                 max_frames: int | None = None, default_size: tuple[int, int] | None = None,
+                 sizes: Any = None, call_kwargs: dict[str, Any] | None = None, offload: str | None = None,
+                 vae_tiling: bool = False, memory_check: bool = True):
+        self.pipe = pipe
+        self.image_input = type(pipe).__name__ in self.family.i2v_pipelines
+        x0_method(pipe.scheduler)  # refuse schedulers we cannot read x0 from, now rather than at the first run
+        self.call_kwargs = _check_call_kwargs(pipe, call_kwargs)
+        self.offload, self.vae_tiling, self.memory_check = offload, bool(vae_tiling), bool(memory_check)
+        self.source = source
+        self._call_lock = threading.Lock()
+        self.limits = self._limits(name or _default_name(pipe, self.family), fps, max_frames, default_size, sizes)
+
+    @property
+    def method(self) -> str:
+        """How x0 is read from the pipeline's current scheduler (:func:`x0_method`)."""
+        return x0_method(self.pipe.scheduler)
+
+    # -- per family (overridden) -------------------------------------------------------------------
+    def factors(self) -> tuple[int, int, int, int]:
+        """(temporal VAE factor, spatial VAE factor, temporal patch, spatial patch)."""
+        raise NotImplementedError
+
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config.latent_channels)
+
+    def family_values(self) -> tuple[float, int, tuple[tuple[int, int], ...]]:
+        """(fps, max frames, suggested sizes) for this pipeline (the family's, or its variant's)."""
+        return self.family.fps, self.family.max_frames, self.family.sizes
+
+    def extra_call_arguments(self, request: Request) -> dict[str, Any]:
+        return {}
+
+    def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
+        """Pipeline-layout latents (batch of one) to ``(frame, channel, y, x)``."""
+        return latents[0].transpose(0, 1)  # (B, C, F, h, w) -> (F, C, h, w)
+
+    def to_vae(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``(frame, channel, y, x)`` to the VAE's ``(1, channel, frame, y, x)``."""
+        return latents.transpose(0, 1)[None]
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``(1, C, F, h, w)`` to pixels ``(1, 3, T, H, W)`` in [-1, 1]."""
+        raise NotImplementedError
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        pipe = self.pipe
+        transformer = _transformer(pipe)
+        return {"name": self.limits.name, "family": self.family.key, "pipeline": type(pipe).__name__,
+                "scheduler": type(pipe.scheduler).__name__, "x0": self.method,
+                "dtype": str(transformer.dtype).replace("torch.", ""), "device": str(pipe._execution_device),
+                "offload": self.offload or "", "vae_tiling": self.vae_tiling, "source": self.source}
+
+    def check(self, request: Request) -> None:
+        """Before a run: the memory estimate against free CUDA memory (see :func:`check_memory`)."""
+        if not self.memory_check:
+            return
+        device = torch.device(self.pipe._execution_device)
+        if device.type != "cuda":
+            return
+        free, _total = torch.cuda.mem_get_info(device)
+        check_memory(estimate_memory(self, request), free_bytes=free,
+                     resident_bytes=_resident_bytes(self.pipe, device))
+
+    def num_frames(self, request: Request) -> int:
+        return request.num_frames if request.num_frames is not None else self.limits.frames_for(request.duration)
+
+    def latent_dims(self, request: Request) -> tuple[int, int, int]:
+        """(latent frames, latent height, latent width) of ``request``."""
+        t, s, _pt, _p = self.factors()
+        return (self.num_frames(request) - 1) // t + 1, request.height // s, request.width // s
+
+    def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
+        """(C, F, h, w), for planning the trace before the first step."""
+        f, h, w = self.latent_dims(request)
+        return self.latent_channels(), f, h, w
+
+    def call_arguments(self, request: Request) -> dict[str, Any]:
+        """The pipeline's arguments for ``request`` (without generator, output type and callback)."""
+        kw: dict[str, Any] = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                                  height=request.height, width=request.width, num_frames=self.num_frames(request),
+                                  num_inference_steps=request.steps, guidance_scale=request.guidance)
+        if request.image is not None:
+            kw["image"] = request.image
+        kw.update(self.extra_call_arguments(request))
+        kw.update(self.call_kwargs)
+        return kw
+
+    def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
+        """Run the pipeline (in a worker thread) and yield its steps; closing this stops it undecoded."""
+        yield from _PipelineRun(self, request, generator).events()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
+        pipe = self.pipe
+        z = self.to_vae(torch.as_tensor(latents), num_frames).to(pipe._execution_device, torch.float32)
+        try:
+            video = self.vae_decode(z)  # (1, 3, T, H, W)
+        finally:
+            pipe.maybe_free_model_hooks()  # with offload: put the VAE back on the CPU
+        video = video[0, :, :num_frames].float().permute(1, 2, 3, 0)  # (T, H, W, 3)
+        return ((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def preview(self, x0: torch.Tensor) -> np.ndarray:
+        fmt = FORMATS.get(self.family.latent_format)
+        if fmt is not None and x0.shape[1] == fmt.channels:
+            return latent_to_rgb(x0, fmt)
+        # No published factors for these channels (tiny test models, Wan 2.2's 48-channel VAE): grey.
+        grey = x0.detach().float().cpu().mean(dim=1)  # (F, h, w)
+        v = ((grey + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return v[..., None].expand(*v.shape, 3).numpy().copy()
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _limits(self, name: str, fps: float | None, max_frames: int | None, default_size: Any,
+                sizes: Any) -> Limits:
+        t, s, _pt, p = self.factors()
+        multiple = s * p
+        fam_fps, fam_max, fam_sizes = self.family_values()
+        fps = float(fps or fam_fps)
+        max_frames = int(max_frames or fam_max)
+        max_frames = 1 + (max_frames - 1) // t * t
+        if sizes is None:
+            sizes = tuple(sz for sz in fam_sizes if sz[0] % multiple == 0 and sz[1] % multiple == 0)
+        sizes = tuple((int(w), int(h)) for w, h in sizes)
+        if default_size is None:
+            if not sizes:
+                raise ValueError(f"no suggested size of {self.family.label} is a multiple of {multiple} for this "
+                                 "pipeline: pass default_size=(width, height)")
+            default_size = sizes[0]
+        default_size = (int(default_size[0]), int(default_size[1]))
+        if default_size[0] % multiple or default_size[1] % multiple:
+            raise ValueError(f"default_size must be multiples of {multiple} for this {self.family.label} pipeline, "
+                             f"got {default_size[0]}x{default_size[1]}")
+        if default_size not in sizes:
+            sizes = (default_size, *sizes)
+        return Limits(name=name, fps=fps, max_duration=max_frames / fps, sizes=sizes, default_size=default_size,
+                      max_prompt_chars=4000, temporal_factor=t, family=self.family.label, frame_step=t,
+                      size_multiple=multiple, max_side=4096, image_input=self.image_input)
+
+
+# -- the families ----------------------------------------------------------------------------------------
+class WanBackend(DiffusersVideoBackend):
+    """Wan 2.1 / 2.2: ``(B, C, F, h, w)`` latents normalised by the VAE's ``latents_mean``/``latents_std``."""
+
+    family = Family("wan", "Wan", "wan2.1", 16.0, 81, ((832, 480), (480, 832), (1280, 720), (720, 1280)),
+                    ("WanPipeline",), ("WanImageToVideoPipeline",))
+
+    def factors(self) -> tuple[int, int, int, int]:
+        pt, ph, _pw = _transformer(self.pipe).config.patch_size
+        return int(self.pipe.vae_scale_factor_temporal), int(self.pipe.vae_scale_factor_spatial), int(pt), int(ph)
+
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config.z_dim)
+
+    def family_values(self) -> tuple[float, int, tuple[tuple[int, int], ...]]:
+        if self.latent_channels() == 48:  # Wan 2.2 TI2V 5B: 24 fps, up to 121 frames, 1280x704
+            return 24.0, 121, ((1280, 704), (704, 1280))
+        return super().family_values()
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        mean = torch.tensor(vae.config.latents_mean, device=z.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std, device=z.device).view(1, -1, 1, 1, 1)
+        return vae.decode((z * std + mean).to(vae.dtype), return_dict=False)[0]
+
+
+class LTXBackend(DiffusersVideoBackend):
+    """LTX-Video: packed ``(B, tokens, C)`` latents; ``frame_rate`` is passed to the pipeline (RoPE)."""
+
+    family = Family("ltx", "LTX-Video", "ltx-video", 25.0, 257, ((704, 480), (480, 704), (768, 512), (512, 768)),
+                    ("LTXPipeline",), ("LTXImageToVideoPipeline",))
+
+    def factors(self) -> tuple[int, int, int, int]:
+        pipe = self.pipe
+        return (int(pipe.vae_temporal_compression_ratio), int(pipe.vae_spatial_compression_ratio),
+                int(pipe.transformer_temporal_patch_size), int(pipe.transformer_spatial_patch_size))
+
+    def latent_channels(self) -> int:
+        return int(self.pipe.transformer.config.in_channels)
+
+    def extra_call_arguments(self, request: Request) -> dict[str, Any]:
+        return {"frame_rate": int(round(self.limits.fps))}
+
+    def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
+        _t, _s, pt, p = self.factors()
+        f, h, w = dims
+        return self.pipe._unpack_latents(latents, f, h, w, p, pt)[0].transpose(0, 1)
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        pipe, vae = self.pipe, self.pipe.vae
+        z = pipe._denormalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        timestep = None
+        if vae.config.timestep_conditioning:  # as LTXPipeline: blend in noise at the decode timestep
+            t = float(self.call_kwargs.get("decode_timestep", 0.0))
+            scale = self.call_kwargs.get("decode_noise_scale")
+            scale = t if scale is None else float(scale)
+            noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype).to(z.device)
+            z = (1 - scale) * z + scale * noise
+            timestep = torch.tensor([t], device=z.device, dtype=vae.dtype)
+        return vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]
+
+
+class CogVideoXBackend(DiffusersVideoBackend):
+    """CogVideoX 1.0 / 1.5: frame-first ``(B, F, C, h, w)`` latents, VAE ``scaling_factor``."""
+
+    family = Family("cogvideox", "CogVideoX", "cogvideox", 8.0, 49, ((720, 480), (480, 720)),
+                    ("CogVideoXPipeline",), ("CogVideoXImageToVideoPipeline",))
+
+    def factors(self) -> tuple[int, int, int, int]:
+        cfg = self.pipe.transformer.config
+        return (int(self.pipe.vae_scale_factor_temporal), int(self.pipe.vae_scale_factor_spatial),
+                int(cfg.patch_size_t or 1), int(cfg.patch_size))
+
+    def family_values(self) -> tuple[float, int, tuple[tuple[int, int], ...]]:
+        if self.pipe.transformer.config.patch_size_t is not None:  # CogVideoX 1.5
+            return 16.0, 81, ((1360, 768), (768, 1360))
+        return super().family_values()
+
+    def latent_dims(self, request: Request) -> tuple[int, int, int]:
+        f, h, w = super().latent_dims(request)
+        pt = self.pipe.transformer.config.patch_size_t
+        if pt:  # the pipeline pads the latent frames to a multiple of the temporal patch
+            f += (-f) % pt
+        return f, h, w
+
+    def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
+        return latents[0]  # (B, F, C, h, w) -> (F, C, h, w)
+
+    def to_vae(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        t = self.factors()[0]
+        real = (num_frames - 1) // t + 1
+        latents = latents[latents.shape[0] - real:] if latents.shape[0] > real else latents  # drop the padding
+        return latents.transpose(0, 1)[None]
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        return vae.decode((z / vae.config.scaling_factor).to(vae.dtype)).sample
+
+
+class HunyuanVideoBackend(DiffusersVideoBackend):
+    """HunyuanVideo: ``(B, C, F, h, w)`` latents, VAE ``scaling_factor``; guidance is distilled guidance."""
+
+    family = Family("hunyuan", "HunyuanVideo", "hunyuanvideo", 24.0, 129,
+                    ((1280, 720), (720, 1280), (960, 544), (544, 960), (848, 480), (480, 848)),
+                    ("HunyuanVideoPipeline",))
+
+    def factors(self) -> tuple[int, int, int, int]:
+        cfg = self.pipe.transformer.config
+        return (int(self.pipe.vae_scale_factor_temporal), int(self.pipe.vae_scale_factor_spatial),
+                int(cfg.patch_size_t), int(cfg.patch_size))
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        return vae.decode((z / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
+
+
+class MochiBackend(DiffusersVideoBackend):
+    """Mochi: ``(B, C, F, h, w)`` latents normalised by ``latents_mean``/``latents_std``; 6x temporal VAE."""
+
+    family = Family("mochi", "Mochi", "mochi", 30.0, 163, ((848, 480), (480, 848)), ("MochiPipeline",))
+
+    def factors(self) -> tuple[int, int, int, int]:
+        pipe = self.pipe
+        return int(pipe.vae_temporal_scale_factor), int(pipe.vae_spatial_scale_factor), 1, int(
+            pipe.transformer.config.patch_size)
+
+    def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        cfg = vae.config
+        if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
+            mean = torch.tensor(cfg.latents_mean, device=z.device).view(1, -1, 1, 1, 1)
+            std = torch.tensor(cfg.latents_std, device=z.device).view(1, -1, 1, 1, 1)
+            z = z * std / cfg.scaling_factor + mean
+        else:
+            z = z / cfg.scaling_factor
+        return vae.decode(z.to(vae.dtype), return_dict=False)[0]
+
+
+BACKENDS: tuple[type[DiffusersVideoBackend], ...] = (WanBackend, LTXBackend, CogVideoXBackend, HunyuanVideoBackend,
+                                                     MochiBackend)
+
+
+def supported_pipelines() -> list[str]:
+    """Every diffusers pipeline class name sora_nb can drive."""
+    return [n for b in BACKENDS for n in (*b.family.pipelines, *b.family.i2v_pipelines)]
+
+
+def backend_class(pipeline_class_name: str) -> type[DiffusersVideoBackend]:
+    """The backend for a pipeline class name; ValueError listing the supported ones."""
+    for b in BACKENDS:
+        if pipeline_class_name in b.family.pipelines or pipeline_class_name in b.family.i2v_pipelines:
+            return b
+    raise ValueError(f"unsupported diffusers pipeline {pipeline_class_name!r}: sora_nb drives "
+                     f"{', '.join(supported_pipelines())} (families Wan, LTX-Video, CogVideoX, HunyuanVideo, Mochi)")
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+def _modules(pipe: Any) -> dict[str, torch.nn.Module]:
+    return {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def _resident_bytes(pipe: Any, device: torch.device) -> int:
+    """Bytes of weights already on ``device`` (they are not in ``mem_get_info``'s free memory)."""
+    return sum(t.numel() * t.element_size() for m in _modules(pipe).values()
+               for t in (*m.parameters(), *m.buffers()) if t.device.type == device.type)
+
+
+def estimate_memory(backend: DiffusersVideoBackend, request: Request) -> dict[str, Any]:
+    """A rough peak-memory estimate for ``request`` on ``backend``'s device, in bytes (see the module
+    docstring): ``weights_bytes``, ``activation_bytes``, ``decode_bytes``, ``peak_bytes`` (weights +
+    the larger of the other two), and the same with ``offload="model"`` and with ``vae_tiling``."""
+    pipe = backend.pipe
+    sizes = {k: _module_bytes(m) for k, m in _modules(pipe).items()}
+    total = sum(sizes.values())
+    largest = max(sizes.values(), default=0)
+    if backend.offload == "sequential":
+        resident = max((_module_bytes(m) for m in _transformer(pipe).modules() if not list(m.children())), default=0)
+    elif backend.offload == "model":
+        resident = largest
+    else:
+        resident = total
+    transformer = _transformer(pipe)
+    cfg = transformer.config
+    elem = torch.finfo(transformer.dtype).bits // 8 if transformer.dtype.is_floating_point else 4
+    t, s, pt, p = backend.factors()
+    f, h, w = backend.latent_dims(request)
+    tokens = math.ceil(f / pt) * (h // p) * (w // p)
+    dim = int(cfg.get("num_attention_heads", 1) * cfg.get("attention_head_dim", 64))
+    ffn = int(cfg.get("ffn_dim") or 4 * dim)
+    batched_cfg = backend.family.key in ("ltx", "cogvideox", "mochi") and request.guidance > 1
+    activations = (2 if batched_cfg else 1) * tokens * (8 * dim + ffn) * elem
+    vae = pipe.vae
+    vcfg = vae.config
+    channels = int(vcfg.get("base_dim") or (vcfg.get("decoder_block_out_channels") or vcfg.get("block_out_channels")
+                                            or (128,))[0])
+    frames = backend.num_frames(request)
+    at_once = 4 if backend.family.key == "wan" else frames  # Wan's causal VAE decodes a latent frame at a time
+    vae_elem = torch.finfo(vae.dtype).bits // 8 if vae.dtype.is_floating_point else 4
+
+    def decode(tiled: bool) -> int:
+        hh, ww = request.height, request.width
+        if tiled:
+            hh = min(hh, int(getattr(vae, "tile_sample_min_height", hh) or hh))
+            ww = min(ww, int(getattr(vae, "tile_sample_min_width", ww) or ww))
+        return int(min(frames, at_once) * hh * ww * channels * 8 * vae_elem)
+
+    decode_now = decode(backend.vae_tiling)
+    return {
+        "weights_bytes": int(resident), "weights_total_bytes": int(total), "largest_component_bytes": int(largest),
+        "activation_bytes": int(activations), "decode_bytes": decode_now, "decode_tiled_bytes": decode(True),
+        "tokens": int(tokens), "peak_bytes": int(resident + max(activations, decode_now)),
+        "peak_offload_bytes": int(largest + max(activations, decode_now)),
+        "peak_tiled_bytes": int(resident + max(activations, decode(True))),
+        "offload": backend.offload or "", "vae_tiling": backend.vae_tiling,
+    }
+
+
+def check_memory(estimate: dict[str, Any], *, free_bytes: int, resident_bytes: int = 0, margin: float = 0.9) -> None:
+    """Raise :class:`NotEnoughMemory` when ``estimate["peak_bytes"]`` (less the weights already on the device,
+    ``resident_bytes``) exceeds ``margin`` of ``free_bytes``, saying what offload or tiling would need."""
+    need = estimate["peak_bytes"] - resident_bytes
+    if need <= margin * free_bytes:
+        return
+    g = lambda b: f"{b / GiB:.1f} GiB"  # noqa: E731
+    parts = (f"weights {g(estimate['weights_bytes'])} + max(activations {g(estimate['activation_bytes'])}, "
+             f"decode {g(estimate['decode_bytes'])})")
+    tips = []
+    if not estimate["offload"]:
+        tips.append(f"sora_nb.load(..., offload=\"model\") keeps only the largest component on the GPU: about "
+                    f"{g(estimate['peak_offload_bytes'])}")
+    if not estimate["vae_tiling"] and estimate["decode_tiled_bytes"] < estimate["decode_bytes"]:
+        tips.append(f"vae_tiling=True decodes in tiles: about {g(estimate['peak_tiled_bytes'])}")
+    tips.append("fewer frames or a smaller size")
+    raise NotEnoughMemory(f"this run needs about {g(estimate['peak_bytes'])} ({parts}; "
+                          f"{g(resident_bytes)} of it already loaded) but the GPU has {g(free_bytes)} free. Try: "
+                          + "; ".join(tips) + ". (The estimate is rough: memory_check=False in sora_nb.load skips it.)")
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+def _transformer(pipe: Any) -> Any:
+    return getattr(pipe, "transformer", None) or getattr(pipe, "transformer_2")
+
+
+def _default_name(pipe: Any, family: Family) -> str:
+    path = getattr(pipe, "name_or_path", None)
+    return str(path) if path else f"{family.key} ({type(pipe).__name__})"
+
+
+def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Extra pipeline arguments: not ones sora_nb sets, and ones the pipeline accepts."""
+    call_kwargs = dict(call_kwargs or {})
+    taken = sorted(set(call_kwargs) & RESERVED)
+    if taken:
+        raise TypeError(f"call_kwargs may not set {', '.join(taken)}: sora_nb sets them from generate()'s keywords")
+    accepted = set(inspect.signature(type(pipe).__call__).parameters)
+    unknown = sorted(set(call_kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"call_kwargs: {type(pipe).__name__} takes no {', '.join(unknown)}")
+    return call_kwargs
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in names:
+        return names[dtype.replace("torch.", "")]
+    raise ValueError(f"dtype must be a torch dtype or one of {', '.join(names)}, got {dtype!r}")
+
+
+def is_pipeline(obj: Any) -> bool:
+    """Whether ``obj`` is a diffusers pipeline object."""
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, DiffusionPipeline)
+
+
+def is_pipeline_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a saved diffusers pipeline."""
+    return (Path(folder) / MODEL_INDEX).is_file()
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """``owner/name`` as on the Hugging Face Hub."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text))
+
+
+def from_pipeline(pipe: Any, *, device: Any = None, dtype: Any = None, offload: str | None = None,
+                  vae_tiling: bool = False, **options: Any) -> DiffusersVideoBackend:
+    """Wrap a pipeline object (moved to ``device`` / cast to ``dtype`` / offloaded only when asked)."""
+    cls = backend_class(type(pipe).__name__)
+    if offload not in OFFLOAD:
+        raise ValueError(f"offload must be None, 'model' or 'sequential', got {offload!r}")
+    if dtype is not None:
+        pipe.to(dtype=_torch_dtype(dtype))
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device or "cuda")
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device or "cuda")
+    elif device is not None:
+        pipe.to(device)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)  # sora_nb shows its own progress
+    return cls(pipe, offload=offload, vae_tiling=vae_tiling, **options)
+
+
+def _class_name(model: str) -> str:
+    """The pipeline class of a folder or repo id, from its model_index.json (before any weights)."""
+    if Path(model).expanduser().is_dir():
+        path = Path(model).expanduser() / MODEL_INDEX
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(model, MODEL_INDEX))
+        except Exception as err:  # offline and not cached, unknown repo, no network...
+            raise ValueError(f"could not read {MODEL_INDEX} of {model!r} from the Hugging Face Hub "
+                             f"({type(err).__name__}: {err}); check the repo id, or download it first when offline "
+                             "(HF_HUB_OFFLINE=1)") from err
+    return str(json.loads(path.read_text()).get("_class_name", ""))
+
+
+def from_pretrained(model: str, *, device: Any = None, dtype: Any = None, offload: str | None = None,
+                    vae_tiling: bool = False, **options: Any) -> DiffusersVideoBackend:
+    """Load a repo id or a saved pipeline folder (``DiffusionPipeline.from_pretrained``)."""
+    from diffusers import DiffusionPipeline
+
+    backend_class(_class_name(model))  # unsupported families fail before downloading weights
+    cuda = torch.cuda.is_available()
+    device = device or ("cuda" if cuda else "cpu")
+    dtype = _torch_dtype(dtype) if dtype is not None else (torch.bfloat16 if str(device).startswith("cuda")
+                                                          else torch.float32)
+    local = Path(model).expanduser().is_dir()
+    from diffusers.utils import deprecation_utils
+
+    # newer diffusers call it dtype and warn on torch_dtype; older ones know only torch_dtype
+    dtype_kw = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+    pipe = DiffusionPipeline.from_pretrained(str(Path(model).expanduser()) if local else model, local_files_only=local,
+                                             **{dtype_kw: dtype})
+    options.setdefault("name", model)
+    return from_pipeline(pipe, device=device, offload=offload, vae_tiling=vae_tiling,
+                         source="folder" if local else "hub", **options)

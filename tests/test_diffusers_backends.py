@@ -1,0 +1,351 @@
+"""Diffusers video pipelines under the sora_nb API, on tiny configs built in code (no Hub, CPU).
+
+One tiny pipeline per family (sora_nb.testing): Wan, LTX-Video, CogVideoX (its DDIM and DPM
+schedulers), HunyuanVideo, Mochi, plus LTX-Video image-to-video. Each checks frames and trace shapes,
+determinism (and equality with a bare pipeline call), x0 against the transformer's own output
+captured by a forward hook, cancel without decode, and the constraint messages.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import sora_nb
+from sora_nb import sampler
+from sora_nb.backends import diffusers_video as dv
+from sora_nb.testing import load_tiny, tiny_pipeline
+
+FAMILIES = ["wan", "ltx", "cogvideox", "cogvideox-dpm", "hunyuan", "mochi"]
+# A valid frame count per tiny pipeline (4k+1; LTX's tiny VAE is 8x in time like the real one; Mochi 6k+1).
+FRAMES = {"wan": 9, "ltx": 9, "cogvideox": 9, "cogvideox-dpm": 9, "hunyuan": 9, "mochi": 7, "ltx-i2v": 9,
+          "cogvideox-i2v": 9,
+          "wan-unipc": 9, "mochi-inverted": 7}
+PROMPT = "a red circle moving right"
+
+
+def _variant(name):
+    """Extra variants: Wan with its released scheduler (UniPC, flow prediction), Mochi with inverted sigmas."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if name == "wan-unipc":
+        gen = load_tiny("wan")
+        gen.backend.pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                             flow_shift=3.0)
+        return gen
+    if name == "mochi-inverted":
+        gen = load_tiny("mochi")
+        gen.backend.pipe.scheduler = FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
+        return gen
+    return load_tiny(name)
+
+
+@pytest.fixture(scope="module")
+def gens():
+    """Tiny generators, built on first use and shared by the module's tests."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = _variant(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_frames_trace_shapes_and_params(gens, name):
+    gen = gens(name)
+    n = FRAMES[name]
+    w, h = gen.limits.default_size
+    v = gen.generate(PROMPT, num_frames=n, steps=3, guidance=3.0, seed=1)
+    assert v.frames.dtype == np.uint8 and v.frames.shape == (n, h, w, 3)
+    c, f, lh, lw = gen.backend.latent_shape(gen.request(PROMPT, num_frames=n))
+    assert v.trace.latent.dims == ("step", "frame", "channel", "y", "x")
+    assert v.trace.latent.shape == (3, f, c, lh, lw) and v.trace.x0.shape == (3, f, c, lh, lw)
+    assert v.trace.preview.shape == (3, f, lh, lw, 3) and v.trace.preview.dtype == np.uint8
+    assert tuple(v.latents.shape) == (f, c, lh, lw)
+    sig = v.trace.sigma.values
+    assert sig[0] == pytest.approx(1.0, abs=1e-3) and np.all(np.diff(sig) < 0)
+    p = v.params
+    assert p["model"] == gen.name and p["num_frames"] == n and p["model_info"]["family"] == gen.backend.family.key
+    assert p["duration"] == pytest.approx(n / gen.limits.fps) and v.fps == gen.limits.fps
+    assert v.trace.attrs["model"] == gen.name
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_deterministic_and_equal_to_a_bare_pipeline_call(gens, name):
+    gen = gens(name)
+    kw = dict(num_frames=FRAMES[name], steps=2, guidance=3.0, trace=False)
+    a = gen.generate(PROMPT, seed=3, **kw)
+    b = gen.generate(PROMPT, seed=3, **kw)
+    c = gen.generate(PROMPT, seed=4, **kw)
+    assert torch.equal(a.latents, b.latents) and np.array_equal(a.frames, b.frames)
+    assert not torch.equal(a.latents, c.latents)
+    # sora_nb changes nothing in the pipeline's computation: same latents as calling it directly
+    backend = gen.backend
+    request = gen.request(PROMPT, seed=3, **kw)
+    bare = backend.pipe(**backend.call_arguments(request), generator=torch.Generator().manual_seed(3),
+                        output_type="latent", return_dict=False)[0]
+    assert torch.equal(backend.to_fcyx(bare, backend.latent_dims(request)), a.latents)
+
+
+class _Events:
+    """Observer keeping float32 copies of every step event (the trace holds float16)."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_step(self, ev):
+        self.events.append(dict(latent=ev.latent.detach().clone(), x0=ev.x0.detach().clone(), sigma=ev.sigma,
+                                timestep=ev.timestep))
+
+
+@pytest.mark.parametrize("name", FAMILIES + ["wan-unipc", "mochi-inverted"])
+def test_x0_matches_the_transformer_output(gens, name):
+    """x0 in the events equals x0 computed from the transformer's own output (forward hook), guidance off."""
+    gen = gens(name)
+    backend, pipe = gen.backend, gen.backend.pipe
+    calls = []
+
+    def hook(module, args, kwargs, output):
+        calls.append((kwargs["hidden_states"].detach().clone(), float(kwargs["timestep"].flatten()[0]),
+                      output[0].detach().float().clone()))
+
+    handle = pipe.transformer.register_forward_hook(hook, with_kwargs=True)
+    obs = _Events()
+    try:
+        request = gen.request(PROMPT, num_frames=FRAMES[name], steps=4, guidance=1.0, seed=2)
+        gen.run(request, observers=[obs])
+    finally:
+        handle.remove()
+    assert len(calls) == len(obs.events) == 4
+    dims = backend.latent_dims(request)
+    scheduler = pipe.scheduler
+    for (x_in, t, out), ev in zip(calls, obs.events):
+        x_in = x_in.float()
+        if backend.method == "returned":      # CogVideoX: v-prediction on alphas_cumprod
+            a = scheduler.alphas_cumprod[int(round(t))].double()
+            expected = (a.sqrt() * x_in.double() - (1 - a).sqrt() * out.double()).float()
+        elif scheduler.config.get("invert_sigmas", False):   # Mochi: the model predicts x0 - noise
+            expected = x_in + ev["sigma"] * out
+        else:                                  # flow matching (Euler or UniPC): x0 = x - sigma * v
+            expected = x_in - ev["sigma"] * out
+        expected = backend.to_fcyx(expected, dims)
+        assert torch.equal(backend.to_fcyx(x_in, dims), ev["latent"].float())  # the latent the model saw
+        err = (ev["x0"].float() - expected).abs().max().item()
+        assert err <= 1e-4, (name, ev["sigma"], err)
+
+
+@pytest.mark.parametrize("name", ["wan", "ltx"])
+def test_cancel_stops_the_pipeline_and_skips_decode(gens, name, monkeypatch):
+    gen = gens(name)
+    pipe = gen.backend.pipe
+    decoded, model_calls = [], []
+    monkeypatch.setattr(gen.backend, "vae_decode", lambda z: decoded.append(1))
+    monkeypatch.setattr(pipe.vae, "decode", lambda *a, **k: decoded.append(2))
+    handle = pipe.transformer.register_forward_hook(lambda *a: model_calls.append(1))
+    cancel = threading.Event()
+
+    class StopAtStep2:
+        def on_step(self, ev):
+            if ev.step == 1:
+                cancel.set()
+
+    try:
+        with pytest.raises(sora_nb.Cancelled, match="after step 2 of 6"):
+            gen.generate(PROMPT, num_frames=FRAMES[name], steps=6, guidance=1.0, observers=[StopAtStep2()],
+                         cancel=cancel)
+    finally:
+        handle.remove()
+    assert decoded == []
+    assert len(model_calls) == 2  # the pipeline skipped its remaining steps
+    assert not [t for t in threading.enumerate() if t.name == "sora_nb.diffusers"]
+    monkeypatch.undo()
+    assert gen.generate(PROMPT, num_frames=FRAMES[name], steps=1, trace=False).frames.shape[0] == FRAMES[name]
+
+
+def test_closing_the_steps_early_stops_the_worker(gens):
+    gen = gens("hunyuan")
+    request = gen.request(PROMPT, num_frames=9, steps=5)
+    steps = gen.backend.denoise(request, torch.Generator().manual_seed(0))
+    assert next(steps).step == 0
+    steps.close()
+    assert not [t for t in threading.enumerate() if t.name == "sora_nb.diffusers"]
+
+
+def test_constraint_messages(gens):
+    wan, ltx, mochi = gens("wan"), gens("ltx"), gens("mochi")
+    with pytest.raises(ValueError, match=r"num_frames must be 4k\+1 for Wan .*got 32: the nearest valid counts are "
+                                         r"29 or 33"):
+        wan.generate(PROMPT, num_frames=32)
+    with pytest.raises(ValueError, match=r"num_frames must be 8k\+1 for LTX-Video .*got 12: .* 9 or 17"):
+        ltx.generate(PROMPT, num_frames=12)
+    with pytest.raises(ValueError, match=r"num_frames must be 6k\+1 for Mochi .*got 10: .* 7 or 13"):
+        mochi.generate(PROMPT, num_frames=10)
+    with pytest.raises(ValueError, match=r"num_frames must be an integer in \[1, 81\], got 85"):
+        wan.generate(PROMPT, num_frames=85)
+    with pytest.raises(ValueError, match=r"width must be a multiple of 16 for Wan .*got 40: the nearest valid width "
+                                         r"is 32 or 48"):
+        wan.generate(PROMPT, width=40, height=32)
+    with pytest.raises(ValueError, match=r"height must be a multiple of 16 for Mochi .*got 8: .* 16"):
+        mochi.generate(PROMPT, width=16, height=8)
+    with pytest.raises(ValueError, match=r"duration and num_frames disagree: duration=2 s gives 33 frames at 16 fps"
+                                         r".*num_frames=9"):
+        wan.generate(PROMPT, duration=2.0, num_frames=9)
+    # consistent duration + num_frames is fine; a duration becomes the nearest valid frame count
+    assert wan.request(PROMPT, duration=2.0, num_frames=33).num_frames == 33
+    assert wan.request(PROMPT, duration=0.5).num_frames == 9          # 8 frames at 16 fps -> 4k+1
+    assert ltx.request(PROMPT, duration=0.5).num_frames == 9          # 12.5 -> 12 -> 8k+1 (9 and 17: 9 nearer)
+    assert mochi.request(PROMPT, duration=0.3).num_frames == 7        # 9 -> 6k+1 (7 and 13: 7 nearer)
+    # the released models' rules, by family (tiny pipelines share them except for spatial factors)
+    assert wan.limits.frame_rule == "4k+1" and wan.limits.size_multiple == 16
+    assert repr(wan) == ("Generator(model='wan (WanPipeline)', family='Wan', fps=16, frames=4k+1 up to 81, "
+                         "width/height multiples of 16, default 32x32)")
+    assert (ltx.limits.frame_rule, mochi.limits.frame_rule) == ("8k+1", "6k+1")
+    assert gens("hunyuan").limits.frame_rule == "4k+1" and gens("cogvideox").limits.frame_rule == "4k+1"
+    real_ltx = sora_nb.Limits(name="ltx", fps=25, max_duration=257 / 25, sizes=((704, 480),), default_size=(704, 480),
+                              family="LTX-Video", frame_step=8, size_multiple=32)
+    with pytest.raises(ValueError, match=r"width must be a multiple of 32 for LTX-Video .*got 700: .* 672 or 704"):
+        sora_nb.Request.build(real_ltx, PROMPT, width=700)
+    assert sora_nb.Request.build(real_ltx, PROMPT, width=1216, height=704, num_frames=257).num_frames == 257
+
+
+def test_family_table_matches_the_released_models():
+    fam = {b.family.key: b.family for b in dv.BACKENDS}
+    assert (fam["wan"].fps, fam["wan"].max_frames, fam["wan"].sizes[0]) == (16.0, 81, (832, 480))
+    assert (fam["ltx"].fps, fam["ltx"].max_frames) == (25.0, 257)
+    assert (fam["cogvideox"].fps, fam["cogvideox"].max_frames) == (8.0, 49)
+    assert (fam["hunyuan"].fps, fam["hunyuan"].max_frames) == (24.0, 129)
+    assert (fam["mochi"].fps, fam["mochi"].max_frames) == (30.0, 163)
+    assert {b.family.latent_format for b in dv.BACKENDS} == set(sora_nb.latent_formats.FORMATS)
+
+
+def test_load_refuses_unknown_pipelines_and_bad_options():
+    from diffusers import DiffusionPipeline
+
+    class SomePipeline(DiffusionPipeline):
+        def __init__(self):
+            super().__init__()
+
+    with pytest.raises(ValueError, match=r"unsupported diffusers pipeline 'SomePipeline'.*WanPipeline.*LTXPipeline"
+                                         r".*CogVideoXPipeline.*HunyuanVideoPipeline.*MochiPipeline"):
+        sora_nb.load(SomePipeline())
+    pipe = tiny_pipeline("mochi")
+    with pytest.raises(ValueError, match="offload must be None, 'model' or 'sequential'"):
+        sora_nb.load(pipe, offload="gpu")
+    with pytest.raises(TypeError, match="call_kwargs may not set num_frames"):
+        sora_nb.load(pipe, call_kwargs={"num_frames": 9})
+    with pytest.raises(TypeError, match="MochiPipeline takes no frame_rate"):
+        sora_nb.load(pipe, call_kwargs={"frame_rate": 9})
+    with pytest.raises(TypeError, match="the embedded model takes no loading options"):
+        sora_nb.load("shapes", offload="model")
+    with pytest.raises(ValueError, match="unknown model 'nope'.*diffusers repo id"):
+        sora_nb.load("nope")
+
+
+def test_load_a_saved_pipeline_folder(tmp_path):
+    tiny_pipeline("ltx").save_pretrained(tmp_path / "ltx")
+    gen = sora_nb.load(tmp_path / "ltx", default_size=(32, 32), call_kwargs={"max_sequence_length": 16})
+    assert isinstance(gen, sora_nb.Generator) and gen.name == str(tmp_path / "ltx")
+    assert gen.backend.describe()["source"] == "folder"
+    v = gen.generate(PROMPT, num_frames=9, steps=2, trace=False)
+    assert v.frames.shape == (9, 32, 32, 3)
+    again = sora_nb.load(str(tmp_path / "ltx"), default_size=(32, 32), call_kwargs={"max_sequence_length": 16})
+    assert again is gen  # cached per name and options
+
+
+def test_image_to_video(gens):
+    gen = gens("ltx-i2v")
+    assert gen.limits.image_input
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (255, 0, 0)
+    v = gen.generate(PROMPT, image=image, num_frames=9, steps=3, guidance=1.0)
+    assert v.frames.shape == (9, 32, 32, 3)
+    assert v.params["image"].startswith("image 32x32 sha256:")
+    # the image's latent frame is not denoised: x_t and x0 of frame 0 stay the encoded image
+    lat, x0 = v.trace.latent.values, v.trace.x0.values
+    assert np.array_equal(lat[0, 0], lat[-1, 0]) and np.allclose(x0[:, 0], lat[:, 0], atol=1e-3)
+    other = gen.generate(PROMPT, image=np.full((32, 32, 3), 200, np.uint8), num_frames=9, steps=3, guidance=1.0)
+    assert not np.array_equal(v.trace.latent.values[0, 0], other.trace.latent.values[0, 0])
+    with pytest.raises(ValueError, match="image is required"):
+        gen.generate(PROMPT, num_frames=9)
+    with pytest.raises(ValueError, match="image is only accepted by image-to-video models"):
+        gens("ltx").generate(PROMPT, image=image)
+    with pytest.raises(TypeError, match="image must be a PIL image or a uint8"):
+        gen.generate(PROMPT, image=np.zeros((32, 32), np.float32))
+
+
+def test_cogvideox_image_to_video(gens):
+    gen = gens("cogvideox-i2v")
+    assert gen.limits.image_input and gen.backend.latent_channels() == 4  # the transformer takes 8: image latents
+    kw = dict(num_frames=9, steps=2, guidance=1.0, seed=0)
+    a = gen.generate(PROMPT, image=np.zeros((16, 16, 3), np.uint8), **kw)
+    b = gen.generate(PROMPT, image=np.full((16, 16, 3), 255, np.uint8), **kw)
+    assert a.frames.shape == (9, 16, 16, 3) and a.trace.latent.shape[1:] == (3, 4, 2, 2)
+    assert not torch.equal(a.latents, b.latents)  # the image conditions the run
+
+
+def test_wan_image_to_video_loads():
+    import ftfy  # noqa: F401  (a dependency: diffusers' Wan pipelines call it unconditionally)
+    gen = load_tiny("wan-i2v")
+    v = gen.generate(PROMPT, image=np.zeros((32, 32, 3), np.uint8), num_frames=5, steps=2)
+    assert v.frames.shape == (5, 32, 32, 3)
+
+
+def test_memory_estimate_and_refusal(gens):
+    gen = gens("wan")
+    backend = gen.backend
+    request = gen.request(PROMPT, num_frames=9)
+    est = dv.estimate_memory(backend, request)
+    weights = sum(p.numel() * p.element_size() for m in (backend.pipe.transformer, backend.pipe.vae,
+                                                          backend.pipe.text_encoder)
+                  for p in (*m.parameters(), *m.buffers()))
+    assert est["weights_bytes"] == est["weights_total_bytes"] == weights
+    assert est["peak_bytes"] == weights + max(est["activation_bytes"], est["decode_bytes"]) > weights
+    assert est["tokens"] == 3 * 2 * 2  # 3 latent frames of 4x4 latents in 2x2 patches
+    dv.check_memory(est, free_bytes=10 * est["peak_bytes"])  # fits: nothing raised
+    with pytest.raises(dv.NotEnoughMemory, match=r"this run needs about .* GiB \(weights .* \+ max\(activations .*, "
+                                                 r"decode .*\).* but the GPU has 0\.0 GiB free.*offload=\"model\".*"
+                                                 r"memory_check=False") as info:
+        dv.check_memory(est, free_bytes=1000)
+    assert isinstance(info.value, ValueError)
+    backend.check(request)  # on the CPU: no refusal
+
+
+def test_decode_failure_keeps_the_latents(gens, monkeypatch):
+    gen = gens("mochi")
+    good = gen.generate(PROMPT, num_frames=7, steps=2, seed=5)
+
+    def fail(z):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(gen.backend, "vae_decode", fail)
+    with pytest.raises(sampler.DecodeError, match=r"decoding the latents failed \(OutOfMemoryError.*kept") as info:
+        gen.generate(PROMPT, num_frames=7, steps=2, seed=5)
+    err = info.value
+    assert torch.equal(err.latents, good.latents) and torch.equal(gen.last_latents, good.latents)
+    assert err.trace is not None and err.trace.sizes["step"] == 2
+    monkeypatch.undo()
+    assert np.array_equal(gen.decode(err.latents, err.num_frames), good.frames)
+
+
+def test_controls_drive_a_diffusers_generator(gens):
+    gen = gens("hunyuan")
+    ui = sora_nb.controls(gen, duration=0.25, steps=2, guidance=1.0)
+    try:
+        video = ui.wait(120)
+        assert ui.error is None and video is not None
+        assert video.frames.shape == (5, 16, 16, 3) and (16, 16) in [o[1] for o in ui.size.options]
+    finally:
+        ui.close()
+
+
+def test_embedded_model_takes_num_frames(gen):
+    v = gen.generate(PROMPT, num_frames=8, steps=2, trace=False)
+    assert v.frames.shape[0] == 8 and v.params["duration"] == 1.0 and v.params["num_frames"] == 8
+    with pytest.raises(ValueError, match="duration and num_frames disagree"):
+        gen.generate(PROMPT, num_frames=8, duration=2.0)
+    with pytest.raises(ValueError, match=r"num_frames must be an integer in \[1, 32\]"):
+        gen.generate(PROMPT, num_frames=40)
