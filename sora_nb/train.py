@@ -4,12 +4,20 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
 
 1. ``vae``: the video autoencoder, on clips rendered on the fly (pixel L1 + L2 loss).
 2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
-3. ``dit``: the diffusion transformer and the text encoder, with rectified-flow matching on the
-   cached latents normalised per channel (x_t = (1 - s) x0 + s noise, target v = noise - x0), noise
-   levels half logit-normal and half uniform, 10%
-   caption dropout (the empty prompt is the unconditional branch of classifier-free guidance), an
-   EMA of the weights.
-4. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
+3. ``text``: pre-train the text encoder on captions alone (no pixels, seconds): small probe heads
+   must read every object's shape, colour, motion and size, the background, the wall and the object
+   count back out of its token states. A text encoder trained from scratch inside the DiT gave the
+   DiT nothing to attend to for thousands of steps; this one arrives knowing the words.
+4. ``dit``: the diffusion transformer and the text encoder, with rectified-flow matching on the
+   cached latents normalised per channel (x_t = (1 - s) x0 + s noise). The network predicts the
+   clean latent x0 and is trained with the velocity loss |v_hat - v|^2, v = (x_t - x0) / s with s
+   clamped at 0.05 (x-prediction, as in "Back to Basics: Let Denoising Generative Models Denoise",
+   Li & He 2025: a 4x4 patch of 16 channels holds 256 values, more than the 192-wide transformer,
+   and predicting the noise through that bottleneck failed; the clean latent lies on a much smaller
+   manifold). Noise levels half logit-normal (shifted toward noise) and half uniform, 10% caption
+   dropout (the empty prompt is the unconditional branch of classifier-free guidance), the probe
+   loss kept on at a small weight, an EMA of the weights.
+5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
 Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
@@ -37,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from .backends import embedded
 from .models import ShapesDiT, TextEncoder, VideoAutoencoder
+from .world import language, sampler as world_sampler, spec
 
 
 @dataclasses.dataclass
@@ -51,12 +60,18 @@ class Recipe:
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
+    # text encoder pre-training on captions (probe heads)
+    text_steps: int = 1500
+    text_batch: int = 64
+    text_lr: float = 1e-3
+    probe_weight: float = 0.1      # the probe loss, kept on during DiT training
     # diffusion transformer
     dit_steps: int = 3000
     dit_batch: int = 32
     dit_lr: float = 6e-4
     dit_warmup: int = 200
     caption_dropout: float = 0.1
+    sigma_shift: float = 0.8       # mean of the logit-normal half of the noise levels (> 0: noisier)
     ema_decay: float = 0.998
     dit_hidden: int = 192
     dit_depth: int = 6
@@ -69,7 +84,7 @@ class Recipe:
     ckpt_every: int = 250
 
 
-TINY = dict(vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), dit_steps=40, dit_batch=8, dit_warmup=5,
+TINY = dict(vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), text_steps=20, text_batch=16, dit_steps=40, dit_batch=8, dit_warmup=5,
             eval_clips=8, log_every=10, ckpt_every=20, dit_depth=2)
 
 
@@ -91,7 +106,7 @@ def clips_to_tensor(clips: list) -> torch.Tensor:
 
 def step_seed(seed: int, stage: str, step: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, step)."""
-    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4}[stage] * 10_007 + step) % (2**31)
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5}[stage] * 10_007 + step) % (2**31)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -222,7 +237,99 @@ def _encode(vae: VideoAutoencoder, clips: list) -> torch.Tensor:
     return vae.encode(clips_to_tensor(clips)).to(torch.float16)
 
 
-# -- stage 3: the diffusion transformer -----------------------------------------------------------
+# -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
+PROBE_FIELDS = (("shape", spec.SHAPES), ("colour", spec.COLOURS), ("motion", spec.MOTIONS), ("size", spec.SIZES))
+
+
+class CaptionProbe(torch.nn.Module):
+    """Training-only heads reading a caption's attributes back from the text encoder's token states.
+
+    One learned query per object slot (objects in the order the caption names them) and one for the
+    scene attend over the token states; linear heads classify each slot's shape, colour, motion and
+    size ("none" when absent or unsaid) and the scene's background, wall and object count. The
+    heads are discarded after training: they only shape the token states the DiT attends to.
+    """
+
+    def __init__(self, width: int, slots: int = spec.MAX_OBJECTS):
+        super().__init__()
+        self.slots = slots
+        self.queries = torch.nn.Parameter(torch.randn(slots + 1, width) * width ** -0.5)  # (Q, E)
+        self.key = torch.nn.Linear(width, width)
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, len(values) + 1) for name, values in PROBE_FIELDS})
+        self.scene = torch.nn.ModuleDict({"background": torch.nn.Linear(width, len(spec.BACKGROUNDS) + 1),
+                                          "occluder": torch.nn.Linear(width, 2),
+                                          "count": torch.nn.Linear(width, slots + 1)})
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Token states (B, L, E) and mask (B, L) -> logits per field ((B, slots, k) or (B, k))."""
+        scores = torch.einsum("qe,ble->bql", self.queries, self.key(states)) / states.shape[-1] ** 0.5  # (B, Q, L)
+        scores = scores.masked_fill(~mask.bool()[:, None], float("-inf"))
+        pooled = scores.softmax(-1) @ states  # (B, Q, E)
+        out = {name: head(pooled[:, : self.slots]) for name, head in self.heads.items()}  # (B, slots, k)
+        out.update({name: head(pooled[:, self.slots]) for name, head in self.scene.items()})  # (B, k)
+        return out
+
+    def targets(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Class indices of what each caption says (0 = none), parsed with the world's grammar."""
+        t = {name: torch.zeros(len(captions), self.slots, dtype=torch.long) for name, _ in PROBE_FIELDS}
+        t.update({name: torch.zeros(len(captions), dtype=torch.long) for name in self.scene})
+        for i, caption in enumerate(captions):
+            if not caption.strip():  # the empty prompt (caption dropout) says nothing: all "none"
+                continue
+            labels = language.parse(caption)
+            for k, obj in enumerate(labels.objects[: self.slots]):
+                for name, values in PROBE_FIELDS:
+                    value = getattr(obj, name)
+                    t[name][i, k] = values.index(value) + 1 if value in values else 0
+            t["background"][i] = spec.BACKGROUNDS.index(labels.background) + 1 if labels.background else 0
+            t["occluder"][i] = int(labels.occluder)
+            t["count"][i] = min(len(labels.objects), self.slots)
+        return t
+
+    def loss(self, states: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, float]:
+        """Mean cross-entropy over every field, and the share of fields read correctly."""
+        logits, targets = self(states, mask), self.targets(captions)
+        losses, right, total = [], 0, 0
+        for name, target in targets.items():
+            lg = logits[name].reshape(-1, logits[name].shape[-1])
+            losses.append(F.cross_entropy(lg, target.reshape(-1)))
+            right += int((lg.argmax(-1) == target.reshape(-1)).sum()); total += target.numel()
+        return torch.stack(losses).mean(), right / total
+
+
+def caption_batch(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` fresh training-split captions (labels drawn and phrased by the world; no rendering)."""
+    return [language.caption(world_sampler.draw_labels(rng, "train"), rng, phrasing="train") for _ in range(n)]
+
+
+def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe) -> None:
+    """Pre-train ``text`` (in place) with the probe heads on captions alone; saved to ``text_final``."""
+    final = out / "text_final"
+    if (final / "text.safetensors").is_file():
+        text.encoder.load_state_dict(load_file(str(final / "text.safetensors")), strict=False)
+        probe.load_state_dict(load_file(str(final / "probe.safetensors")))
+        return
+    params = list(text.encoder.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.text_lr, weight_decay=0.01)
+    t0 = time.perf_counter()
+    for step in range(recipe.text_steps):
+        captions = caption_batch(np.random.default_rng(step_seed(recipe.seed, "text", step)), recipe.text_batch)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.text_steps, recipe.text_lr, 50)
+        loss, acc = probe.loss(*text(captions), captions)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % (recipe.log_every * 4) == 0 or step == recipe.text_steps - 1:
+            log(out, stage="text", step=step, loss=loss.item(), accuracy=acc,
+                s_per_step=(time.perf_counter() - t0) / (step + 1))
+    final.mkdir(parents=True, exist_ok=True)
+    save_file(_dedup(text.encoder.state_dict()), str(final / "text.safetensors"))
+    save_file(probe.state_dict(), str(final / "probe.safetensors"))
+
+
+# -- stage 4: the diffusion transformer -----------------------------------------------------------
 def latent_stats(cache: dict[str, Any]) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of every cached latent (the autoencoder's channels differ in scale)."""
     flat = torch.cat([lat.float().transpose(0, 1).reshape(lat.shape[1], -1) for lat, _ in cache["buckets"].values()],
@@ -242,11 +349,13 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         dit = ShapesDiT(latent_channels=next(iter(cache["buckets"].values()))[0].shape[1],
                         hidden_size=recipe.dit_hidden, depth=recipe.dit_depth, num_heads=recipe.dit_heads,
                         text_dim=text.width)
+        probe = CaptionProbe(text.width)
     if (final / "dit" / "config.json").is_file():
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
+    train_text(recipe, out, text, probe)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
-    params = list(dit.parameters()) + list(text.encoder.parameters())
+    params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     start, ckpt = 0, out / "dit_ckpt"
     if (ckpt / "state.json").is_file():
@@ -254,6 +363,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         text.encoder.load_state_dict(load_file(str(ckpt / "text.safetensors")), strict=False)
         ema_dit.load_state_dict(load_file(str(ckpt / "ema_dit.safetensors")))
         ema_text.load_state_dict(load_file(str(ckpt / "ema_text.safetensors")), strict=False)
+        probe.load_state_dict(load_file(str(ckpt / "probe.safetensors")))
         load_optimizer(opt, ckpt / "optim")
         start = json.loads((ckpt / "state.json").read_text())["step"]
     mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in latent_stats(cache))
@@ -272,7 +382,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         sigma = torch.where(torch.rand(recipe.dit_batch, generator=g) < 0.5,
-                            torch.sigmoid(torch.randn(recipe.dit_batch, generator=g)),
+                            torch.sigmoid(torch.randn(recipe.dit_batch, generator=g) + recipe.sigma_shift),
                             torch.rand(recipe.dit_batch, generator=g))
         noise = torch.randn(x0.shape, generator=g)
         s = sigma.view(-1, 1, 1, 1, 1)
@@ -280,8 +390,13 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
         states, mask = text(prompts)
-        v = dit(xt, sigma * 1000.0, states, mask)
-        loss = F.mse_loss(v, noise - x0)
+        x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask)  # (B, C, F, h, w)
+        # velocity loss with the noise level clamped at 0.05: |x0_hat - x0|^2 / max(s, 0.05)^2
+        loss = F.mse_loss((x0_hat - x0) / s.clamp(min=0.05), torch.zeros_like(x0))
+        said = [i for i, p in enumerate(prompts) if p]
+        if recipe.probe_weight and said:
+            probe_loss, _ = probe.loss(states[said], mask[said], [prompts[i] for i in said])
+            loss = loss + recipe.probe_weight * probe_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -298,6 +413,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
             save_file(_dedup(text.encoder.state_dict()), str(ckpt / "text.safetensors"))
             save_file(ema_dit.state_dict(), str(ckpt / "ema_dit.safetensors"))
             save_file(_dedup(ema_text.state_dict()), str(ckpt / "ema_text.safetensors"))
+            save_file(probe.state_dict(), str(ckpt / "probe.safetensors"))
             save_optimizer(opt, ckpt / "optim")
             (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
     text_ema = TextEncoder(tokenizer, ema_text)
@@ -335,7 +451,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         pe.lerp_(pm.detach(), 1 - decay)
 
 
-# -- stage 4: export and evaluate -----------------------------------------------------------------
+# -- stage 5: export and evaluate -----------------------------------------------------------------
 def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
            cache: dict[str, Any], seconds: dict[str, float]) -> Path:
     """Write the weights folder with its manifest and model card; evaluate; return the folder."""
@@ -388,7 +504,8 @@ def model_card(recipe: Recipe, seconds: dict[str, float], scores: dict[str, dict
         "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split).",
         "", "## Training", "",
         f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        f"- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+        f"- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" if v >= 1.0 else f"{k} (resumed: done by an earlier run)"
+                                     for k, v in seconds.items()) + " (dit includes the text stage)",
         f"- recipe: `{json.dumps(dataclasses.asdict(recipe))}`",
         f"- weights folder size: {size:.1f} MiB",
         "", "## Scores (shapes-world evaluator, default settings)", "",

@@ -39,12 +39,35 @@ def test_dit_shapes_and_zero_init(latent_frames, h, w):
     dit = ShapesDiT(depth=2)
     x = torch.randn(2, 16, latent_frames, h, w)
     text, mask = torch.randn(2, 5, 128), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    v = dit(x, torch.tensor([999.0, 10.0]), text, mask)
-    assert v.shape == x.shape
-    assert torch.count_nonzero(v) == 0  # adaLN-Zero: the output layer starts at zero
+    t = torch.tensor([999.0, 10.0])
+    out = dit.network(x, t, text, mask)
+    assert out.shape == x.shape
+    assert torch.count_nonzero(out) == 0  # adaLN-Zero: the output layer starts at zero
+    # x-prediction: x0 = 0 (the latent mean) at start, so the velocity is x_t / sigma
+    torch.testing.assert_close(dit(x, t, text, mask), x / torch.tensor([0.999, 0.01]).view(-1, 1, 1, 1, 1))
     torch.nn.init.normal_(dit.final.linear.weight)
-    v2 = dit(x, torch.tensor([999.0, 10.0]), text, mask)
+    v2 = dit(x, t, text, mask)
     assert torch.isfinite(v2).all() and v2.abs().sum() > 0
+
+
+@pytest.mark.parametrize("prediction", ["sample", "velocity"])
+def test_velocity_and_x0_agree_for_both_parametrisations(prediction):
+    """forward (velocity) and predict_x0 describe the same prediction: x0 = x_t - sigma * v."""
+    torch.manual_seed(0)
+    dit = ShapesDiT(depth=1, prediction=prediction)
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(3, 16, 2, 16, 16), torch.tensor([1000.0, 500.0, 50.0])
+    text, mask = torch.randn(3, 4, 128), torch.ones(3, 4, dtype=torch.long)
+    v, x0 = dit(x, t, text, mask), dit.predict_x0(x, t, text, mask)
+    torch.testing.assert_close(x - (t / 1000).view(-1, 1, 1, 1, 1) * v, x0, rtol=1e-4, atol=1e-4)
+    raw = dit.network(x, t, text, mask)
+    torch.testing.assert_close(raw, x0 if prediction == "sample" else v)
+
+
+def test_unknown_prediction_is_refused():
+    with pytest.raises(ValueError, match="prediction must be 'sample' or 'velocity'"):
+        ShapesDiT(depth=1, prediction="epsilon")
 
 
 def test_padding_tokens_are_ignored():

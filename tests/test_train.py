@@ -44,8 +44,10 @@ def test_losses_are_logged_and_finite(tiny_run):
     log = [json.loads(line) for line in (tiny_run / "log.jsonl").read_text().splitlines()]
     vae = [r["loss"] for r in log if r.get("stage") == "vae"]
     dit = [r["loss"] for r in log if r.get("stage") == "dit"]
-    assert len(vae) == 6 and len(dit) == 6
-    assert np.isfinite(vae).all() and np.isfinite(dit).all()
+    text = [r for r in log if r.get("stage") == "text"]
+    assert len(vae) == 6 and len(dit) == 6 and text
+    assert np.isfinite(vae).all() and np.isfinite(dit).all() and np.isfinite([r["loss"] for r in text]).all()
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in text)
     assert any(r.get("stage") == "eval" for r in log)
 
 
@@ -97,3 +99,34 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
     for k in s1["state"]:
         torch.testing.assert_close(s1["state"][k]["exp_avg"], s2["state"][k]["exp_avg"])
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".safetensors"]
+
+
+def test_caption_probe_targets_follow_the_caption():
+    probe = train.CaptionProbe(16)
+    t = probe.targets(["a small red circle moving right and a blue star spinning on a navy background", ""])
+    shapes, colours = train.spec.SHAPES, train.spec.COLOURS
+    assert t["shape"][0].tolist() == [shapes.index("circle") + 1, shapes.index("star") + 1, 0]
+    assert t["colour"][0].tolist() == [colours.index("red") + 1, colours.index("blue") + 1, 0]
+    assert t["motion"][0, 1] == train.spec.MOTIONS.index("spin") + 1
+    assert t["size"][0, 0] == train.spec.SIZES.index("small") + 1 and t["size"][0, 1] == 0  # unsaid
+    assert t["background"][0] == train.spec.BACKGROUNDS.index("navy") + 1 and t["count"][0] == 2
+    assert t["count"][1] == 0 and t["shape"][1].sum() == 0  # the empty prompt says nothing
+
+
+def test_text_pretraining_learns_to_read_captions(tmp_path):
+    """A few hundred caption-only steps: the probe reads attributes far better than at the start."""
+    torch.set_num_threads(1)
+    recipe = train.Recipe(text_steps=300, text_batch=32, log_every=10)
+    words = sorted(set(sora_nb.world.vocabulary()) | set(",.;:!?'\"-()"))
+    torch.manual_seed(0)
+    tok = train.embedded.build_tokenizer(words)
+    text = train.TextEncoder(tok, train.embedded.build_encoder(len(tok), width=64, layers=1))
+    probe = train.CaptionProbe(64)
+    captions = train.caption_batch(np.random.default_rng(123), 128)
+    with torch.no_grad():
+        before = probe.loss(*text(captions), captions)[1]
+    train.train_text(recipe, tmp_path, text, probe)
+    with torch.no_grad():
+        after = probe.loss(*text(captions), captions)[1]
+    assert after > before + 0.4 and after > 0.7, (before, after)
+    assert (tmp_path / "text_final" / "text.safetensors").is_file()

@@ -184,7 +184,9 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
     """The embedded architecture with fixed random weights (a placeholder until weights ship)."""
     with torch.random.fork_rng(devices=[]):  # leaves the user's global RNG untouched
         torch.manual_seed(seed)
-        vae, dit, text = build()
+        # velocity parametrisation: its zero-initialised output is a zero velocity, so the clip stays
+        # the seed's noise (an x0-predicting placeholder would collapse every seed to one flat clip)
+        vae, dit, text = build(dit_kwargs={"prediction": "velocity"})
         probe = torch.randn(2, vae.config.latent_channels, 4, 16, 16)
         with torch.no_grad():
             rgb = fit_latent_rgb(vae, probe, vae.decode(vae.denormalize(probe)))

@@ -1,0 +1,57 @@
+"""The shipped weights' quality on a small sample, so a regression in them fails CI.
+
+The floors sit below what the shipped model measured on 200 clips per split (MODEL_CARD.md: train
+split colour 0.427, background 0.849, shape 0.335), by about three binomial standard deviations of a
+32-clip sample. They guard against a broken or swapped model; they are NOT the project's quality bars
+(colour >= 0.95, ...), which this model does not meet yet (issue 4 stays open).
+"""
+
+import json
+
+import pytest
+
+import sora_nb
+from sora_nb import world
+from sora_nb.backends import embedded
+
+N = 32
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not (embedded.WEIGHTS_DIR / embedded.MANIFEST).is_file():
+        pytest.fail("the package ships no weights (sora_nb/weights/shapes)")
+    return sora_nb.load("shapes")
+
+
+@pytest.fixture(scope="module")
+def scores(shipped):
+    df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, trace=False).frames,
+                        n=N, seed=2026, split="train")
+    return world.summarize(df)
+
+
+def test_shipped_weights_are_the_trained_model(shipped):
+    assert shipped.name == "shapes"
+    manifest = json.loads((embedded.WEIGHTS_DIR / "manifest.json").read_text())
+    assert manifest["trained"] is True
+    size = sum(p.stat().st_size for p in embedded.WEIGHTS_DIR.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20, size  # the issue's budget: <= 30 MB in all
+    card = (embedded.WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    assert "| train/train |" in card and "wall time" in card
+
+
+@pytest.mark.parametrize("dimension,floor", [("background", 0.6), ("colour", 0.2), ("shape", 0.12)])
+def test_quality_floor_on_a_small_sample(scores, dimension, floor):
+    assert scores[dimension] >= floor, dict(scores)
+
+
+def test_guidance_raises_adherence(shipped):
+    """Guidance 5 follows the prompt (colour + background) better than the unconditional model (0)."""
+    def adherence(g):
+        df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, guidance=g, trace=False).frames,
+                            n=16, seed=7, split="train")
+        s = world.summarize(df)
+        return s["colour"] + s["background"]
+
+    assert adherence(5.0) > adherence(0.0) + 0.3
