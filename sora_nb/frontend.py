@@ -15,12 +15,19 @@ import numpy as np
 import traitlets
 
 
-def read_module(name: str) -> str:
-    """Source of the front-end module ``name`` (e.g. ``"filmstrip.js"``)."""
+COMMON = "_common.js"  # helpers shared by every module (anywidget takes one module string)
+
+
+def _read(name: str) -> str:
     try:
         return resources.files("sora_nb._frontend").joinpath(name).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):  # running from a source checkout, not installed
         return (Path(__file__).resolve().parent.parent / "widgets" / name).read_text(encoding="utf-8")
+
+
+def read_module(name: str) -> str:
+    """Source of the front-end module ``name`` (e.g. ``"filmstrip.js"``), with ``_common.js`` in front."""
+    return _read(COMMON) + "\n" + _read(name)
 
 
 class Filmstrip(anywidget.AnyWidget):

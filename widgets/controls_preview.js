@@ -9,37 +9,7 @@
 //   scale, selected (highlighted index). A click sends {event: "select", index} to Python, which
 //   restores that generation's parameters and video.
 // Frames travel as binary buffers (never base64) and are drawn with putImageData.
-
-function make(tag, className, style = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  Object.assign(node.style, style);
-  return node;
-}
-
-function bytesOf(view) {
-  if (!view || !view.byteLength) return new Uint8Array(0);
-  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-}
-
-function imageData(bytes, offset, h, w) {
-  const rgba = new Uint8ClampedArray(h * w * 4);
-  for (let i = 0, j = offset; i < h * w; i++, j += 3) {
-    rgba[4 * i] = bytes[j];
-    rgba[4 * i + 1] = bytes[j + 1];
-    rgba[4 * i + 2] = bytes[j + 2];
-    rgba[4 * i + 3] = 255;
-  }
-  return new ImageData(rgba, w, h);
-}
-
-function pixelCanvas(h, w, scale, className) {
-  const c = make("canvas", className, { imageRendering: "pixelated", width: `${w * scale}px`,
-                                        height: `${h * scale}px`, display: "block" });
-  c.width = w;
-  c.height = h;
-  return c;
-}
+// make, bytesOf, rgbImageData and pixelCanvas come from _common.js (see read_module).
 
 function renderGrid({ model, el }) {
   el.classList.add("sora-nb-controls-preview");
@@ -66,7 +36,7 @@ function renderGrid({ model, el }) {
     }
     const n = h * w * 3;
     if (bytes.length >= f * n) {
-      for (let i = 0; i < f; i++) canvases[i].getContext("2d").putImageData(imageData(bytes, i * n, h, w), 0, 0);
+      for (let i = 0; i < f; i++) canvases[i].getContext("2d").putImageData(rgbImageData(bytes, i * n, h, w), 0, 0);
     }
     label.textContent = model.get("label");
     el.dataset.run = String(model.get("run"));
@@ -102,7 +72,7 @@ function renderStrip({ model, el }) {
       cell.title = item.title;
       cell.dataset.index = String(index);
       const c = pixelCanvas(item.h, item.w, scale, "sora-nb-controls-history-thumb");
-      if (bytes.length >= offset + n) c.getContext("2d").putImageData(imageData(bytes, offset, item.h, item.w), 0, 0);
+      if (bytes.length >= offset + n) c.getContext("2d").putImageData(rgbImageData(bytes, offset, item.h, item.w), 0, 0);
       offset += n;
       const caption = make("span", "sora-nb-controls-history-label", { fontSize: "10px", color: "#555" });
       caption.textContent = item.label;

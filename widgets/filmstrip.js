@@ -1,17 +1,7 @@
 // Filmstrip: play and scrub a clip entirely in the browser.
 // State (from sora_nb.frontend.Filmstrip): frames (bytes, T*H*W*3 uint8 RGB), shape [T, H, W],
 // fps, index (the frame shown, synced back to Python), scale (CSS pixels per video pixel).
-function toImageData(bytes, t, h, w) {
-  const rgba = new Uint8ClampedArray(h * w * 4);
-  const base = t * h * w * 3;
-  for (let i = 0, j = 0; i < h * w; i++, j += 3) {
-    rgba[4 * i] = bytes[base + j];
-    rgba[4 * i + 1] = bytes[base + j + 1];
-    rgba[4 * i + 2] = bytes[base + j + 2];
-    rgba[4 * i + 3] = 255;
-  }
-  return new ImageData(rgba, w, h);
-}
+// rgbImageData comes from _common.js (see sora_nb.frontend.read_module).
 
 function render({ model, el }) {
   const canvas = document.createElement("canvas");
@@ -38,7 +28,7 @@ function render({ model, el }) {
     const view = model.get("frames");
     const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     images = [];
-    for (let i = 0; i < t; i++) images.push(toImageData(bytes, i, h, w));
+    for (let i = 0; i < t; i++) images.push(rgbImageData(bytes, i * h * w * 3, h, w));
     canvas.width = w;
     canvas.height = h;
     const scale = model.get("scale");

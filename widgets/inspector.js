@@ -22,26 +22,6 @@ const SERIES = [  // per-step curves: stats key, legend, colour
 ];
 const MAX_STEP_THUMBS = 32;
 
-function make(tag, className, style = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  Object.assign(node.style, style);
-  return node;
-}
-
-function bytesOf(view) {
-  if (!view || !view.byteLength) return new Uint8Array(0);
-  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-}
-
-function pixelCanvas(h, w, scale, className) {
-  const c = make("canvas", className, { imageRendering: "pixelated", width: `${w * scale}px`,
-                                        height: `${h * scale}px`, display: "block" });
-  c.width = w;
-  c.height = h;
-  return c;
-}
-
 function evenlySpaced(n, k) {
   if (n <= k) return [...Array(n).keys()];
   const out = [];
@@ -75,14 +55,7 @@ class Panel {
     const base = view === "channel" ? 0 : this.meta.views.indexOf(view) * this.S * this.F * n;
     const offset = base + (s * this.F + f) * n;
     if (offset < 0 || bytes.length < offset + n) return null;
-    const rgba = new Uint8ClampedArray(this.H * this.W * 4);
-    for (let i = 0, j = offset; i < this.H * this.W; i++, j += 3) {
-      rgba[4 * i] = bytes[j];
-      rgba[4 * i + 1] = bytes[j + 1];
-      rgba[4 * i + 2] = bytes[j + 2];
-      rgba[4 * i + 3] = 255;
-    }
-    const img = new ImageData(rgba, this.W, this.H);
+    const img = rgbImageData(bytes, offset, this.H, this.W);
     this.cache.set(key, img);
     return img;
   }

@@ -93,7 +93,8 @@ class EmbeddedBackend:
                                  f"at most {MAX_TOKENS} (about {MAX_TOKENS - 1} words)")
 
     def num_frames(self, request: Request) -> int:
-        return max(1, round(request.duration * self.limits.fps))
+        # Request.build already resolved duration / num_frames against the limits
+        return request.num_frames if request.num_frames is not None else self.limits.frames_for(request.duration)
 
     def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
         """(C, F, h, w) of the latent for ``request``."""
