@@ -58,7 +58,7 @@ class Generator:
         *,
         seed: int | None = 0,
         duration: float | None = None,
-        guidance: float = 5.0,
+        guidance: float | None = None,
         steps: int = 20,
         width: int | None = None,
         height: int | None = None,
@@ -80,7 +80,8 @@ class Generator:
             count is ``round(duration * fps)`` moved to the nearest count the model accepts.
           num_frames: the frame count instead of ``duration`` (it must follow the model's rule, e.g.
             4k+1 for Wan; ``generator.limits.frame_rule``). Both together must agree.
-          guidance: classifier-free guidance scale, 0 (unconditional) to 50; 1 disables guidance.
+          guidance: classifier-free guidance scale, 0 (unconditional) to 50; 1 disables guidance;
+            default: the model's own (``generator.limits.default_guidance``; 5 unless its weights say).
             (diffusers pipelines turn guidance off at <= 1; HunyuanVideo's is distilled guidance.)
           steps: denoising steps, 1 to 1000.
           width, height: a size the model supports (``generator.limits.sizes``; diffusers models take
@@ -93,9 +94,9 @@ class Generator:
           cancel: a ``threading.Event``; setting it stops the run between steps, skipping the decode,
             and raises :class:`sora_nb.Cancelled`.
         """
-        kwargs: dict[str, Any] = dict(seed=seed, guidance=guidance, steps=steps,
+        kwargs: dict[str, Any] = dict(seed=seed, steps=steps,
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
-        for name, value in (("width", width), ("height", height), ("duration", duration),
+        for name, value in (("guidance", guidance), ("width", width), ("height", height), ("duration", duration),
                             ("num_frames", num_frames), ("image", image)):
             if value is not None:
                 kwargs[name] = value

@@ -32,6 +32,7 @@ class Limits:
     default_size: tuple[int, int]
     max_steps: int = 1000
     max_guidance: float = 50.0
+    default_guidance: float = 5.0              # the guidance a request gets when it names none
     max_prompt_chars: int = 1000
     temporal_factor: int = 1                   # video frames per latent frame (4 for a 4x temporal VAE)
     family: str = ""                           # model family named in constraint messages ("Wan", "LTX-Video")

@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="integer seed in [0, 2^63-1]; same seed and options give the same clip (default: 0)")
     gen.add_argument("--duration", type=_number(float), default=2.0,
                      help="seconds of video, > 0 and up to the model's maximum (4 for shapes) (default: 2)")
-    gen.add_argument("--guidance", type=_number(float), default=5.0,
+    gen.add_argument("--guidance", type=_number(float), default=None,
                      help="classifier-free guidance scale in [0, 50]; 0 ignores the prompt, 1 disables "
-                          "guidance (default: 5)")
+                          "guidance (default: the model's own, e.g. the shapes model's card value)")
     gen.add_argument("--steps", type=_number(int), default=20, help="denoising steps in [1, 1000] (default: 20)")
     gen.add_argument("--width", type=_number(int), default=None,
                      help="width in pixels, one the model supports (shapes: 64 or 96) (default: the model's)")
@@ -72,8 +72,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.output)
     gen = sora_nb.load(args.model)
-    kwargs = dict(seed=args.seed, duration=args.duration, guidance=args.guidance, steps=args.steps,
+    kwargs = dict(seed=args.seed, duration=args.duration, steps=args.steps,
                   negative_prompt=args.negative_prompt, trace=False)
+    if args.guidance is not None:
+        kwargs["guidance"] = args.guidance
     if args.width is not None:
         kwargs["width"] = args.width
     if args.height is not None:

@@ -250,7 +250,7 @@ class Controls:
         values = self._normalise(initial)
         lim = self.generator.limits
         merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0, "duration": 2.0,
-                  "guidance": 5.0, "steps": 20, "size": tuple(lim.default_size), **values}
+                  "guidance": lim.default_guidance, "steps": 20, "size": tuple(lim.default_size), **values}
         self.generator.request(merged["prompt"], **self._request_kwargs(merged))  # raises like generate()
         return merged
 

@@ -31,6 +31,7 @@ class Request:
     seed: int = 0
     duration: float = 2.0       # seconds of video
     guidance: float = 5.0       # classifier-free guidance scale: 0 = unconditional, 1 = no guidance
+                                # (build() defaults it to the model's limits.default_guidance)
     steps: int = 20             # denoising steps
     width: int = 64
     height: int = 64
@@ -59,7 +60,7 @@ class Request:
                                       max_len=limits.max_prompt_chars),
             seed=check_int("seed", seed, 0, MAX_SEED),
             duration=duration,
-            guidance=check_float("guidance", kwargs.get("guidance", 5.0), 0.0, limits.max_guidance),
+            guidance=check_float("guidance", kwargs.get("guidance", limits.default_guidance), 0.0, limits.max_guidance),
             steps=check_int("steps", kwargs.get("steps", 20), 1, limits.max_steps),
             width=width,
             height=height,

@@ -164,10 +164,21 @@ def test_controls_entry_point_uses_embedded_by_default(gen):
     assert ui.steps.max == min(lim.max_steps, 50) and ui.steps.min == 1
     assert [o[1] for o in ui.size.options] == [tuple(s) for s in lim.sizes]
     assert ui.video is None and not ui.busy
+    assert ui.guidance.value == lim.default_guidance              # the model's own default, not a fixed 5
     bundle = ui._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == ui.root.model_id
     assert data["text/plain"].startswith("Controls(model='shapes")
+
+
+def test_guidance_slider_starts_at_the_models_default():
+    import dataclasses
+
+    backend = FakeBackend()
+    backend.limits = dataclasses.replace(FakeBackend.limits, default_guidance=2.5)
+    ui = panel(sora_nb.Generator(backend), autostart=False)
+    assert ui.guidance.value == 2.5
+    assert panel(sora_nb.Generator(backend), autostart=False, guidance=6.0).guidance.value == 6.0
 
 
 # -- with the fake backend -----------------------------------------------------------------------------

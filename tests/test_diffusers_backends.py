@@ -222,6 +222,16 @@ def test_family_table_matches_the_released_models():
     assert {b.family.latent_format for b in dv.BACKENDS} == set(sora_nb.latent_formats.FORMATS)
 
 
+@pytest.mark.parametrize("name,expected", [("wan", 5.0), ("ltx", 3.0), ("cogvideox", 6.0), ("hunyuan", 6.0),
+                                           ("mochi", 4.5)])
+def test_default_guidance_is_the_pipelines_own(gens, name, expected):
+    """A request without guidance gets the pipeline's own guidance_scale default, as a bare call would."""
+    gen = gens(name)
+    assert gen.limits.default_guidance == expected
+    assert gen.request(PROMPT, num_frames=FRAMES[name]).guidance == expected
+    assert gen.request(PROMPT, num_frames=FRAMES[name], guidance=1.5).guidance == 1.5
+
+
 def test_load_refuses_unknown_pipelines_and_bad_options():
     from diffusers import DiffusionPipeline
 

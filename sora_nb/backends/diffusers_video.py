@@ -457,7 +457,16 @@ class DiffusersVideoBackend:
             sizes = (default_size, *sizes)
         return Limits(name=name, fps=fps, max_duration=max_frames / fps, sizes=sizes, default_size=default_size,
                       max_prompt_chars=4000, temporal_factor=t, family=self.family.label, frame_step=t,
-                      size_multiple=multiple, max_side=4096, image_input=self.image_input)
+                      size_multiple=multiple, max_side=4096, image_input=self.image_input,
+                      default_guidance=self.pipeline_guidance())
+
+    def pipeline_guidance(self) -> float:
+        """The pipeline's own default ``guidance_scale`` (Wan 5, LTX-Video 3, CogVideoX 6, ...), else 5."""
+        try:
+            default = inspect.signature(type(self.pipe).__call__).parameters["guidance_scale"].default
+        except (KeyError, TypeError, ValueError):
+            return 5.0
+        return float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else 5.0
 
 
 # -- the families ----------------------------------------------------------------------------------------

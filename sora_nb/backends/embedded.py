@@ -76,7 +76,8 @@ class EmbeddedBackend:
         self.info = dict(info)
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
-                             temporal_factor=vae.config.temporal_factor)
+                             temporal_factor=vae.config.temporal_factor,
+                             default_guidance=float(self.info.get("default_guidance", 5.0)))
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
