@@ -130,3 +130,64 @@ def test_text_pretraining_learns_to_read_captions(tmp_path):
         after = probe.loss(*text(captions), captions)[1]
     assert after > before + 0.4 and after > 0.7, (before, after)
     assert (tmp_path / "text_final" / "text.safetensors").is_file()
+
+
+def test_model_card_reports_every_bar_and_the_guidance_choice(tmp_path):
+    scores = {"train/train": {"colour": 0.97, "shape": 0.5, "motion": 0.95, "consistency": 0.99, "count": 0.9},
+              "heldout/train": {"overall": 0.9}, "train/heldout": {"overall": 0.2}}
+    card = train.model_card(train.Recipe(), {"vae": 300.0, "dit": 1200.0, "eval": 60.0, "resumed": ["vae"]}, scores,
+                            tmp_path, guidance=2.0, sweep={"g=2": 0.6, "g=5": 0.4})
+    rows = {line.split(" |")[0]: line for line in card.splitlines() if line.startswith("| ") and ">=" in line}
+    assert "| yes |" in rows["| colour (train/train)"] and "| **no** |" in rows["| shape (train/train)"]
+    assert "| yes |" in rows["| count (train/train)"]  # a bar met exactly holds
+    assert "| **no** |" in rows["| overall (train/heldout)"] and "| yes |" in rows["| overall (heldout/train)"]
+    assert "guidance 2 " in card and "g=5: 0.400" in card
+    assert "vae 5.0 min (by an earlier run in this folder; resumed)" in card and "training (all but eval) 25.0 min" in card
+    assert not train.bars_held(scores)
+    assert train.bars_held({k: {d: 1.0 for d in v} for k, v in scores.items()})
+
+
+def test_stage_seconds_keep_the_figures_of_resumed_stages(tmp_path):
+    first = train.stage_seconds(tmp_path, {"vae": 300.0, "cache": 60.0, "dit": 900.0, "eval": 100.0}, [])
+    assert first["resumed"] == []
+    again = train.stage_seconds(tmp_path, {"vae": 0.01, "cache": 1.5, "dit": 2.0, "eval": 90.0}, ["vae", "cache", "dit"])
+    assert again == {"vae": 300.0, "cache": 60.0, "dit": 900.0, "eval": 90.0, "resumed": ["vae", "cache", "dit"]}
+
+
+def test_default_guidance_comes_from_the_weights(tiny_run):
+    """The export writes the chosen guidance into the manifest; requests without one get it."""
+    folder = tiny_run / "weights"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["default_guidance"] == 5.0  # TINY has a single candidate
+    gen = sora_nb.load(str(folder))
+    assert gen.limits.default_guidance == 5.0 and gen.request("a red circle").guidance == 5.0
+
+
+def test_choose_guidance_picks_the_best_adherence(tmp_path):
+    """With a stand-in generator that draws the truth only at guidance 2, 2 is chosen."""
+    from types import SimpleNamespace
+
+    from sora_nb import world
+
+    class Stand:
+        def generate(self, caption, seed, guidance, trace):
+            truth = world.render(caption, seed=seed).frames
+            return SimpleNamespace(frames=truth if guidance == 2.0 else np.zeros_like(truth))
+
+    recipe = train.Recipe(guidance_candidates=(1.0, 2.0, 5.0), guidance_clips=4)
+    best, sweep = train.choose_guidance(recipe, tmp_path, world, Stand())
+    assert best == 2.0 and set(sweep) == {"g=1", "g=2", "g=5"}
+    assert sweep["g=2"] == 1.0 and sweep["g=1"] < 0.5
+
+
+def test_a_weights_folder_sets_the_default_guidance(tmp_path):
+    from sora_nb.backends import embedded
+
+    be = embedded.untrained()
+    info = {**be.info, "default_guidance": 2.5}
+    embedded.save_folder(tmp_path / "w", be.vae, be.dit, be.text, be.scheduler_config, be.latent_rgb.numpy(), info)
+    gen = sora_nb.load(str(tmp_path / "w"))
+    assert gen.limits.default_guidance == 2.5
+    v = gen.generate("a red circle", steps=2, trace=False)
+    assert v.params["guidance"] == 2.5
+    assert gen.generate("a red circle", steps=2, trace=False, guidance=4.0).params["guidance"] == 4.0
