@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	mkdir -p out
-	$(VENV)/bin/sora-nb generate "a red circle moving right" --seed 0 --duration 2 --guidance 5 -o out/demo.mp4
+	$(VENV)/bin/sora-nb generate "a red circle moving right" --seed 0 --duration 2 --guidance 3 -o out/demo.mp4
 	@echo ""
 	@echo "Open it:            out/demo.mp4"
 	@echo "Notebooks:          make lab   (or: $(VENV)/bin/jupyter lab notebooks/)"

@@ -1,8 +1,9 @@
 """The shipped weights' quality on a small sample, so a regression in them fails CI.
 
 The floors sit below what the shipped model measured on 200 clips per split (MODEL_CARD.md: train
-split colour 0.427, background 0.849, shape 0.335), by about three binomial standard deviations of a
-32-clip sample. They guard against a broken or swapped model; they are NOT the project's quality bars
+split colour 0.698, background 1.000, shape 0.463), by about three binomial standard deviations of a
+32-clip sample (background, measured at 1.0, keeps a margin of 0.15). They guard against a broken or
+swapped model; they are NOT the project's quality bars
 (colour >= 0.95, ...), which this model does not meet yet (issue 4 stays open).
 """
 
@@ -41,17 +42,19 @@ def test_shipped_weights_are_the_trained_model(shipped):
     assert "| train/train |" in card and "wall time" in card
 
 
-@pytest.mark.parametrize("dimension,floor", [("background", 0.6), ("colour", 0.2), ("shape", 0.12)])
+@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.45), ("shape", 0.2)])
 def test_quality_floor_on_a_small_sample(scores, dimension, floor):
     assert scores[dimension] >= floor, dict(scores)
 
 
 def test_guidance_raises_adherence(shipped):
-    """Guidance 5 follows the prompt (colour + background) better than the unconditional model (0)."""
+    """The default guidance (3, chosen at export) follows the prompt (colour + background) better than the
+    unconditional model (0)."""
     def adherence(g):
         df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, guidance=g, trace=False).frames,
                             n=16, seed=7, split="train")
         s = world.summarize(df)
         return s["colour"] + s["background"]
 
-    assert adherence(5.0) > adherence(0.0) + 0.3
+    assert shipped.limits.default_guidance == 3.0
+    assert adherence(shipped.limits.default_guidance) > adherence(0.0) + 0.3
