@@ -409,7 +409,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
         states, mask = text(prompts)
         x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask)  # (B, C, F, h, w)
-        # velocity loss with the noise level clamped: |x0_hat - x0|^2 / max(s, floor)^2
+        # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
         loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
         said = [i for i, p in enumerate(prompts) if p]
         if recipe.probe_weight and said:
@@ -491,12 +491,13 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     from .api import Generator
 
     t0 = time.perf_counter()
-    info["default_guidance"], sweep = choose_guidance(recipe, out, world, Generator(embedded.load_folder(folder)))
-    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(), latent_rgb, info)
     gen = Generator(embedded.load_folder(folder))
+    # the chosen guidance goes into the manifest by the last save_folder below; until then pass it explicitly
+    info["default_guidance"], sweep = choose_guidance(recipe, out, world, gen)
+    guidance = info["default_guidance"]
     scores = {}
     for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout")):
-        df = world.evaluate(lambda caption, seed: gen.generate(caption, seed=seed, trace=False).frames,
+        df = world.evaluate(lambda caption, seed: gen.generate(caption, seed=seed, guidance=guidance, trace=False).frames,
                             n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split, phrasing=phrasing)
         summary = world.summarize(df)
         scores[f"{split}/{phrasing}"] = {k: round(float(v), 4) for k, v in dict(summary).items()
