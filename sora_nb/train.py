@@ -18,7 +18,10 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    decided; at equal steps it followed the prompt far less (colour 0.14 against 0.40 after 1000
    steps). Noise levels half logit-normal (shifted toward noise) and half uniform, 10% caption
    dropout (the empty prompt is the unconditional branch of classifier-free guidance), the probe
-   loss kept on at a small weight, an EMA of the weights.
+   loss kept on at a small weight, an EMA of the weights. The DiT's matrix products run in bfloat16
+   under autocast (``bf16``; attention and the loss stay float32): on a CPU with AMX that is 1.15x
+   faster per step at equal quality after 1000 steps. ``self_condition`` (feeding the model its own
+   previous x0 estimate) is available but off: it cost 1.15x per step and gave no measurable gain.
 5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
@@ -68,7 +71,7 @@ class Recipe:
     text_lr: float = 1e-3
     probe_weight: float = 0.1      # the probe loss, kept on during DiT training
     # diffusion transformer
-    dit_steps: int = 4500
+    dit_steps: int = 7000
     dit_batch: int = 16
     dit_lr: float = 6e-4
     dit_warmup: int = 200
@@ -81,6 +84,8 @@ class Recipe:
     dit_patch: tuple[int, int, int] = (1, 2, 2)  # latent cells per token (frames, y, x)
     loss_floor: float = 1.0        # the x0 loss is weighted 1/max(sigma, floor)^2: 1.0 = plain x0 MSE
     latent_norm: str = "channel"   # "channel": unit variance per latent channel; "global": one scale
+    self_condition: bool = False   # the DiT also reads its own previous x0 estimate (half the batches)
+    bf16: bool = True              # the DiT's matrix products in bfloat16 (autocast; attention stays float32)
     text_width: int = 128
     text_layers: int = 2
     # evaluation
@@ -366,7 +371,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
                                                              layers=recipe.text_layers))
         dit = ShapesDiT(latent_channels=next(iter(cache["buckets"].values()))[0].shape[1],
                         hidden_size=recipe.dit_hidden, depth=recipe.dit_depth, num_heads=recipe.dit_heads,
-                        patch_size=tuple(recipe.dit_patch), text_dim=text.width)
+                        patch_size=tuple(recipe.dit_patch), text_dim=text.width,
+                        self_condition=recipe.self_condition)
         probe = CaptionProbe(text.width)
     if (final / "dit" / "config.json").is_file():
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
@@ -408,7 +414,14 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
         states, mask = text(prompts)
-        x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask)  # (B, C, F, h, w)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            x0_prev = None
+            if recipe.self_condition and rng.random() < 0.5:
+                # self-conditioning (Chen et al. 2022): half the time the model first estimates x0 without
+                # help, then sees that estimate, as it will see the previous step's at sampling time
+                with torch.no_grad():
+                    x0_prev = dit.predict_x0(xt, sigma * 1000.0, states.detach(), mask)
+            x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask, x0_prev)  # (B, C, F, h, w)
         # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
         loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
         said = [i for i, p in enumerate(prompts) if p]

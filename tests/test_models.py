@@ -65,6 +65,69 @@ def test_velocity_and_x0_agree_for_both_parametrisations(prediction):
     torch.testing.assert_close(raw, x0 if prediction == "sample" else v)
 
 
+def test_self_conditioning_reads_the_previous_estimate():
+    """A self-conditioned DiT takes x0_prev as extra input: None is the same as zeros, and a different
+    estimate changes the output; a plain DiT's input layer is half as wide."""
+    torch.manual_seed(0)
+    dit = ShapesDiT(depth=1, self_condition=True)
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    assert dit.x_embed.in_features == 2 * ShapesDiT(depth=1).x_embed.in_features == 2 * 16 * 2 * 2
+    x, t = torch.randn(2, 16, 2, 16, 24), torch.tensor([900.0, 300.0])
+    text, mask = torch.randn(2, 4, 128), torch.ones(2, 4, dtype=torch.long)
+    none = dit.predict_x0(x, t, text, mask)
+    torch.testing.assert_close(none, dit.predict_x0(x, t, text, mask, torch.zeros_like(x)))
+    other = dit.predict_x0(x, t, text, mask, torch.randn_like(x))
+    assert other.shape == x.shape and (other - none).abs().mean() > 1e-3
+    v = dit(x, t, text, mask, none)
+    torch.testing.assert_close(x - (t / 1000).view(-1, 1, 1, 1, 1) * v, dit.predict_x0(x, t, text, mask, none),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_autocast_keeps_float32_output_close():
+    """Under CPU bfloat16 autocast (training's ``bf16``) the output stays float32 and near the float32 one."""
+    torch.manual_seed(0)
+    dit = ShapesDiT(depth=2)
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    x, t = torch.randn(2, 16, 2, 16, 16), torch.tensor([700.0, 100.0])
+    text, mask = torch.randn(2, 4, 128), torch.ones(2, 4, dtype=torch.long)
+    ref = dit.predict_x0(x, t, text, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = dit.predict_x0(x, t, text, mask)
+    assert low.dtype == torch.float32
+    rel = ((low - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05, rel
+
+
+def test_sampler_feeds_each_branch_its_own_previous_estimate():
+    """With a self-conditioned DiT, step 1 gets no estimate and every later step gets the x0 of the step
+    before, one per guidance branch (cond, uncond); the run stays deterministic per seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae, dit, text = embedded.build(dit_kwargs={"self_condition": True, "depth": 1})
+        for p in dit.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+    backend = embedded.EmbeddedBackend(vae, dit, text, embedded.default_scheduler_config(),
+                                       np.zeros((vae.config.latent_channels + 1, 3)), {"name": "sc-test"})
+    seen, real = [], dit.forward
+
+    def spy(x, t, txt, mask, x0_prev=None):
+        v = real(x, t, txt, mask, x0_prev)
+        seen.append((x0_prev, x - (t / 1000).view(-1, 1, 1, 1, 1) * v))
+        return v
+
+    dit.forward = spy
+    gen = sora_nb.Generator(backend)
+    a = gen.generate("a red circle", seed=3, steps=4, guidance=3.0, trace=False).frames
+    assert len(seen) == 4 and seen[0][0] is None
+    for (_, x0_before), (x0_prev, _) in zip(seen[:-1], seen[1:]):
+        assert x0_prev.shape[0] == 2  # cond and uncond branches
+        torch.testing.assert_close(x0_prev, x0_before)
+    assert not torch.equal(seen[1][0][0], seen[1][0][1])  # the branches keep their own estimates
+    np.testing.assert_array_equal(a, gen.generate("a red circle", seed=3, steps=4, guidance=3.0, trace=False).frames)
+
+
 def test_unknown_prediction_is_refused():
     with pytest.raises(ValueError, match="prediction must be 'sample' or 'velocity'"):
         ShapesDiT(depth=1, prediction="epsilon")

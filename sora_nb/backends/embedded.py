@@ -138,10 +138,14 @@ class EmbeddedBackend:
         g = request.guidance
         both = g not in (0.0, 1.0)
 
+        previous: list[torch.Tensor | None] = [None]  # each branch's last x0 estimate (self-conditioning)
+
         @torch.no_grad()
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             xin = torch.cat([x, x]) if both else x
-            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text, mask)
+            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text, mask, previous[0])
+            if self.dit.config.self_condition:
+                previous[0] = xin - (t.float() / 1000.0).clamp(min=1e-3) * v  # x0 = x_t - sigma v, per branch
             if both:
                 vc, vu = v.chunk(2)
                 v = vu + g * (vc - vu)

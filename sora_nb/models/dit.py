@@ -92,7 +92,9 @@ class Attention(nn.Module):
         q = rearrange(self.q(x), "B N (H d) -> B H N d", H=self.num_heads)  # (B, H, N, d)
         k, v = rearrange(self.kv(context), "B M (two H d) -> two B H M d", two=2, H=self.num_heads)  # (B, H, M, d)
         attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, d)
+        # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)  # (B, H, N, d)
         return self.out(rearrange(y, "B H N d -> B N (H d)"))  # (B, N, D)
 
 
@@ -146,13 +148,14 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         text_dim: int = 128,   # width of the text encoder's token states
         prediction: str = "sample",  # what the network outputs: "sample" (x0) or "velocity"
+        self_condition: bool = False,  # also read the previous step's x0 estimate (zeros at the first step)
     ):
         super().__init__()
         if prediction not in ("sample", "velocity"):
             raise ValueError(f"prediction must be 'sample' or 'velocity', got {prediction!r}")
         pt, ph, pw = patch_size
         self.patch_values = latent_channels * pt * ph * pw
-        self.x_embed = nn.Linear(self.patch_values, hidden_size)
+        self.x_embed = nn.Linear(self.patch_values * (2 if self_condition else 1), hidden_size)
         self.t_embed = TimestepEmbedder(hidden_size)
         self.text_pool = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, hidden_size))
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio) for _ in range(depth))
@@ -176,28 +179,34 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final.linear.bias)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, F, h, w), timestep (B,) in [0, 1000], text (B, L, E), text_mask (B, L) -> v like x."""
-        out = self.network(x, timestep, text, text_mask)  # (B, C, F, h, w)
+                text_mask: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, F, h, w), timestep (B,) in [0, 1000], text (B, L, E), text_mask (B, L) -> v like x.
+
+        ``x0_prev`` (like x) is the previous step's clean-latent estimate for a self-conditioned model
+        (None: zeros, as at the first step); other models ignore it.
+        """
+        out = self.network(x, timestep, text, text_mask, x0_prev)  # (B, C, F, h, w)
         if self.config.prediction == "velocity":
             return out
         sigma = (timestep.to(x.dtype) / 1000.0).clamp(min=1e-3).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
         return (x - out) / sigma  # v = (x_t - x0) / sigma
 
     def predict_x0(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-                   text_mask: torch.Tensor) -> torch.Tensor:
+                   text_mask: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         """The model's clean latent x0 for ``x`` at ``timestep`` (same arguments as ``forward``)."""
-        out = self.network(x, timestep, text, text_mask)  # (B, C, F, h, w)
+        out = self.network(x, timestep, text, text_mask, x0_prev)  # (B, C, F, h, w)
         if self.config.prediction == "sample":
             return out
         return x - (timestep.to(x.dtype) / 1000.0).view(-1, 1, 1, 1, 1) * out  # x0 = x_t - sigma v
 
     def network(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor) -> torch.Tensor:
+                text_mask: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
         """The transformer itself: its raw output (x0 or v, by ``config.prediction``), shaped like x."""
         pt, ph, pw = self.config.patch_size
         B, C, Fr, h, w = x.shape
         gf, gh, gw = Fr // pt, h // ph, w // pw
+        if self.config.self_condition:  # the previous estimate rides along as extra input channels
+            x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], dim=1)  # (B, 2C, F, h, w)
         tokens = rearrange(x, "B C (F pt) (h ph) (w pw) -> B (F h w) (C pt ph pw)", pt=pt, ph=ph, pw=pw)  # (B, N, P)
         pos = sincos_3d(gf, gh, gw, self.config.hidden_size).to(x.device, x.dtype)  # (N, D)
         tokens = self.x_embed(tokens) + pos[None]  # (B, N, D)
@@ -207,5 +216,5 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         for block in self.blocks:
             tokens = block(tokens, c, text, text_mask)  # (B, N, D)
         out = self.final(tokens, c)  # (B, N, P)
-        return rearrange(out, "B (F h w) (C pt ph pw) -> B C (F pt) (h ph) (w pw)",
+        return rearrange(out.to(x.dtype), "B (F h w) (C pt ph pw) -> B C (F pt) (h ph) (w pw)",
                          F=gf, h=gh, w=gw, pt=pt, ph=ph, pw=pw)  # (B, C, F, h, w)
