@@ -1,7 +1,7 @@
 """The shipped weights' quality on a small sample, so a regression in them fails CI.
 
 The floors sit below what the shipped model measured on 200 clips per split (MODEL_CARD.md: train
-split colour 0.698, background 1.000, shape 0.463), by about three binomial standard deviations of a
+split colour 0.771, background 1.000, shape 0.424), by about three binomial standard deviations of a
 32-clip sample (background, measured at 1.0, keeps a margin of 0.15). They guard against a broken or
 swapped model; they are NOT the project's quality bars
 (colour >= 0.95, ...), which this model does not meet yet (issue 4 stays open).
@@ -42,7 +42,7 @@ def test_shipped_weights_are_the_trained_model(shipped):
     assert "| train/train |" in card and "wall time" in card
 
 
-@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.45), ("shape", 0.2)])
+@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.55), ("shape", 0.2)])
 def test_quality_floor_on_a_small_sample(scores, dimension, floor):
     assert scores[dimension] >= floor, dict(scores)
 
