@@ -41,7 +41,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -484,7 +484,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 # -- stage 5: export and evaluate -----------------------------------------------------------------
 def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
-           cache: dict[str, Any], seconds: dict[str, float], done_before: tuple[str, ...] = ()) -> Path:
+           cache: dict[str, Any], seconds: dict[str, float], done_before: Sequence[str] = ()) -> Path:
     """Write the weights folder with its manifest and model card; evaluate; return the folder."""
     mean, std = latent_stats(cache, recipe.latent_norm)
     vae.register_to_config(latent_mean=mean, latent_std=std)
@@ -529,7 +529,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     return folder
 
 
-def stage_seconds(out: Path, seconds: dict[str, float], done_before: list[str]) -> dict[str, Any]:
+def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
     """Wall seconds per stage, kept in ``out/timing.json`` across runs: a stage an earlier run finished
     (``done_before``) keeps that run's figure; those are listed under ``"resumed"``."""
     path = out / "timing.json"

@@ -34,6 +34,16 @@ def test_autoencoder_pca_init_reconstructs_smooth_video():
     assert err < 1e-3, err
 
 
+def _random_dit(std: float = 0.05, **config) -> ShapesDiT:
+    """A ShapesDiT with every weight drawn from N(0, std) after ``torch.manual_seed(0)`` (so its output is
+    not the zero of adaLN-Zero); the test's later draws continue that seeded stream."""
+    torch.manual_seed(0)
+    dit = ShapesDiT(**config)
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=std)
+    return dit
+
+
 @pytest.mark.parametrize("latent_frames,h,w", [(1, 16, 16), (4, 16, 16), (4, 16, 24), (8, 16, 24)])
 def test_dit_shapes_and_zero_init(latent_frames, h, w):
     dit = ShapesDiT(depth=2)
@@ -53,10 +63,7 @@ def test_dit_shapes_and_zero_init(latent_frames, h, w):
 @pytest.mark.parametrize("prediction", ["sample", "velocity"])
 def test_velocity_and_x0_agree_for_both_parametrisations(prediction):
     """forward (velocity) and predict_x0 describe the same prediction: x0 = x_t - sigma * v."""
-    torch.manual_seed(0)
-    dit = ShapesDiT(depth=1, prediction=prediction)
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    dit = _random_dit(depth=1, prediction=prediction)
     x, t = torch.randn(3, 16, 2, 16, 16), torch.tensor([1000.0, 500.0, 50.0])
     text, mask = torch.randn(3, 4, 128), torch.ones(3, 4, dtype=torch.long)
     v, x0 = dit(x, t, text, mask), dit.predict_x0(x, t, text, mask)
@@ -68,10 +75,7 @@ def test_velocity_and_x0_agree_for_both_parametrisations(prediction):
 def test_self_conditioning_reads_the_previous_estimate():
     """A self-conditioned DiT takes x0_prev as extra input: None is the same as zeros, and a different
     estimate changes the output; a plain DiT's input layer is half as wide."""
-    torch.manual_seed(0)
-    dit = ShapesDiT(depth=1, self_condition=True)
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    dit = _random_dit(depth=1, self_condition=True)
     assert dit.x_embed.in_features == 2 * ShapesDiT(depth=1).x_embed.in_features == 2 * 16 * 2 * 2
     x, t = torch.randn(2, 16, 2, 16, 24), torch.tensor([900.0, 300.0])
     text, mask = torch.randn(2, 4, 128), torch.ones(2, 4, dtype=torch.long)
@@ -86,10 +90,7 @@ def test_self_conditioning_reads_the_previous_estimate():
 
 def test_bfloat16_autocast_keeps_float32_output_close():
     """Under CPU bfloat16 autocast (training's ``bf16``) the output stays float32 and near the float32 one."""
-    torch.manual_seed(0)
-    dit = ShapesDiT(depth=2)
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.02)
+    dit = _random_dit(depth=2, std=0.02)
     x, t = torch.randn(2, 16, 2, 16, 16), torch.tensor([700.0, 100.0])
     text, mask = torch.randn(2, 4, 128), torch.ones(2, 4, dtype=torch.long)
     ref = dit.predict_x0(x, t, text, mask)
@@ -135,10 +136,7 @@ def test_unknown_prediction_is_refused():
 
 def test_padding_tokens_are_ignored():
     """Masked text tokens must not change the output."""
-    torch.manual_seed(0)
-    dit = ShapesDiT(depth=2)
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    dit = _random_dit(depth=2)
     x = torch.randn(1, 16, 2, 16, 16)
     text = torch.randn(1, 6, 128)
     mask = torch.tensor([[1, 1, 1, 0, 0, 0]])

@@ -92,9 +92,10 @@ class Attention(nn.Module):
         q = rearrange(self.q(x), "B N (H d) -> B H N d", H=self.num_heads)  # (B, H, N, d)
         k, v = rearrange(self.kv(context), "B M (two H d) -> two B H M d", two=2, H=self.num_heads)  # (B, H, M, d)
         attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
-        # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster
+        # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster;
+        # the result goes back to the projections' dtype, so a model cast to bfloat16 still runs
         with torch.autocast(x.device.type, enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)  # (B, H, N, d)
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)  # (B, H, N, d)
         return self.out(rearrange(y, "B H N d -> B N (H d)"))  # (B, N, D)
 
 
