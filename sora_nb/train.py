@@ -22,6 +22,11 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    under autocast (``bf16``; attention and the loss stay float32): on a CPU with AMX that is 1.15x
    faster per step at equal quality after 1000 steps. ``self_condition`` (feeding the model its own
    previous x0 estimate) is available but off: it cost 1.15x per step and gave no measurable gain.
+   ``dit_rope`` (rotary 3D positions in self-attention) is available but off: 4% lower loss at equal
+   steps, no measurable change in the evaluator's scores after 1000 steps.
+   ``vae_spatial`` / ``vae_channels`` / ``dit_patch`` pick the latent grid: the default is a 4x
+   autoencoder with 16 channels and (1, 2, 2) patches; an 8x autoencoder with 32 channels and one
+   cell per token gives the DiT the same 8x8-pixel tokens and the same token count.
 5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
@@ -62,6 +67,9 @@ class Recipe:
     vae_steps: int = 600
     vae_batch: int = 8
     vae_lr: float = 2e-3
+    vae_channels: int = 16         # latent channels
+    vae_hidden: int = 64           # width of the autoencoder's convolutions at latent resolution
+    vae_spatial: int = 4           # spatial compression (pixels per latent cell along each axis)
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
@@ -85,6 +93,7 @@ class Recipe:
     loss_floor: float = 1.0        # the x0 loss is weighted 1/max(sigma, floor)^2: 1.0 = plain x0 MSE
     latent_norm: str = "channel"   # "channel": unit variance per latent channel; "global": one scale
     self_condition: bool = False   # the DiT also reads its own previous x0 estimate (half the batches)
+    dit_rope: bool = False         # rotary 3D positions in the DiT's self-attention
     bf16: bool = True              # the DiT's matrix products in bfloat16 (autocast; attention stays float32)
     text_width: int = 128
     text_layers: int = 2
@@ -165,7 +174,8 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        vae = VideoAutoencoder()
+        vae = VideoAutoencoder(latent_channels=recipe.vae_channels, hidden=recipe.vae_hidden,
+                               spatial_factor=recipe.vae_spatial)
     vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     start = 0
@@ -372,7 +382,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         dit = ShapesDiT(latent_channels=next(iter(cache["buckets"].values()))[0].shape[1],
                         hidden_size=recipe.dit_hidden, depth=recipe.dit_depth, num_heads=recipe.dit_heads,
                         patch_size=tuple(recipe.dit_patch), text_dim=text.width,
-                        self_condition=recipe.self_condition)
+                        self_condition=recipe.self_condition, rope=recipe.dit_rope)
         probe = CaptionProbe(text.width)
     if (final / "dit" / "config.json").is_file():
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
@@ -488,7 +498,8 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     """Write the weights folder with its manifest and model card; evaluate; return the folder."""
     mean, std = latent_stats(cache, recipe.latent_norm)
     vae.register_to_config(latent_mean=mean, latent_std=std)
-    key = "x".join(map(str, (vae.config.latent_channels, 4, 16, 16)))
+    cells = 64 // vae.config.spatial_factor
+    key = "x".join(map(str, (vae.config.latent_channels, 4, cells, cells)))
     latents, _ = cache["buckets"].get(key, next(iter(cache["buckets"].values())))
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)

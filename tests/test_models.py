@@ -11,12 +11,13 @@ from sora_nb.backends import embedded
 from sora_nb.models import ShapesDiT, VideoAutoencoder
 
 
+@pytest.mark.parametrize("spatial,channels", [(4, 16), (8, 32)])
 @pytest.mark.parametrize("frames,height,width", [(8, 64, 64), (16, 64, 64), (16, 64, 96), (32, 64, 96), (5, 64, 64)])
-def test_autoencoder_shapes(frames, height, width):
-    vae = VideoAutoencoder()
+def test_autoencoder_shapes(frames, height, width, spatial, channels):
+    vae = VideoAutoencoder(spatial_factor=spatial, latent_channels=channels)
     video = torch.rand(2, 3, frames, height, width) * 2 - 1
     z = vae.encode(video)
-    assert z.shape == (2, vae.config.latent_channels, -(-frames // 4), height // 4, width // 4)
+    assert z.shape == (2, channels, -(-frames // 4), height // spatial, width // spatial)
     out = vae.decode(z, frames)
     assert out.shape == video.shape
     assert out.min() >= -1 and out.max() <= 1
@@ -58,6 +59,40 @@ def test_dit_shapes_and_zero_init(latent_frames, h, w):
     torch.nn.init.normal_(dit.final.linear.weight)
     v2 = dit(x, t, text, mask)
     assert torch.isfinite(v2).all() and v2.abs().sum() > 0
+
+
+@pytest.mark.parametrize("latent_frames,h,w", [(1, 16, 16), (4, 16, 16), (3, 16, 24), (8, 16, 24)])
+def test_dit_rope_option_keeps_shapes(latent_frames, h, w):
+    """Rotary positions work for every duration and both resolutions, and change the output."""
+    dit = _random_dit(depth=2, rope=True)
+    x = torch.randn(2, 16, latent_frames, h, w)
+    text, mask = torch.randn(2, 5, 128), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    out = dit.network(x, torch.tensor([900.0, 40.0]), text, mask)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    plain = _random_dit(depth=2)
+    assert not torch.allclose(out, plain.network(x, torch.tensor([900.0, 40.0]), text, mask))
+
+
+def test_rope_scores_depend_on_relative_offsets_only():
+    """A query/key dot product after rotary embedding is unchanged when both tokens shift by the same
+    offset in time, rows and columns, and changes when only one of them moves."""
+    from sora_nb.models.dit import apply_rope, rope_3d
+    grid = (4, 6, 7)
+    angles = rope_3d(*grid, head_dim=32)
+    assert angles.shape == (4 * 6 * 7, 16)
+    assert torch.count_nonzero(angles[0]) == 0  # the origin is not rotated
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 32, generator=g), torch.randn(1, 1, 1, 32, generator=g)
+    index = lambda f, y, x: (f * grid[1] + y) * grid[2] + x
+
+    def score(pq, pk):
+        return float((apply_rope(q, angles[[index(*pq)]]) * apply_rope(k, angles[[index(*pk)]])).sum())
+
+    base = score((0, 1, 2), (1, 3, 3))
+    assert score((2, 2, 4), (3, 4, 5)) == pytest.approx(base, abs=1e-4)  # both moved by (2, 1, 2)
+    assert abs(score((0, 1, 2), (1, 3, 5)) - base) > 1e-3  # only the key moved
+    # rotation keeps the norm
+    torch.testing.assert_close(apply_rope(q, angles[[index(3, 5, 6)]]).norm(), q.norm())
 
 
 @pytest.mark.parametrize("prediction", ["sample", "velocity"])

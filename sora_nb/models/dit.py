@@ -64,6 +64,38 @@ def sincos_3d(frames: int, height: int, width: int, dim: int) -> torch.Tensor:
     return grid.reshape(frames * height * width, dim)
 
 
+def rope_3d(frames: int, height: int, width: int, head_dim: int, base: float = 100.0) -> torch.Tensor:
+    """Rotary angles for a (frames, height, width) token grid: (F*h*w, head_dim/2).
+
+    Each query/key head is split into pairs of channels; a quarter of the pairs rotate with the
+    token's frame index, the rest with its row and column (3/8 each), at frequencies from 1 down to
+    1/base radians per step. A dot product of two rotated vectors then depends on the tokens'
+    relative offset in time and space (RoPE, as in Wan and HunyuanVideo), which tells each token
+    directly which tokens are its neighbours.
+    """
+    pairs = head_dim // 2
+    pt = pairs // 4
+    py = (pairs - pt) // 2
+    px = pairs - pt - py
+    def axis(n: int, k: int) -> torch.Tensor:
+        freqs = base ** (-torch.arange(k, dtype=torch.float32) / max(k, 1))  # (k,)
+        return torch.arange(n, dtype=torch.float32)[:, None] * freqs[None]  # (n, k)
+    at, ay, ax = axis(frames, pt), axis(height, py), axis(width, px)
+    grid = torch.cat([
+        at[:, None, None].expand(frames, height, width, pt),
+        ay[None, :, None].expand(frames, height, width, py),
+        ax[None, None, :].expand(frames, height, width, px),
+    ], dim=-1)  # (F, h, w, pairs)
+    return grid.reshape(frames * height * width, pairs)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x (B, H, N, d) by angles (N, d/2)."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # 2 x (B, H, N, d/2)
+    cos, sin = angles.cos(), angles.sin()  # (N, d/2)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # (B, H, N, d)
+
+
 class TimestepEmbedder(nn.Module):
     """Scalar timestep -> D-vector (sinusoidal features, then an MLP)."""
 
@@ -87,10 +119,13 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, rope: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context  # (B, M, Dc)
         q = rearrange(self.q(x), "B N (H d) -> B H N d", H=self.num_heads)  # (B, H, N, d)
         k, v = rearrange(self.kv(context), "B M (two H d) -> two B H M d", two=2, H=self.num_heads)  # (B, H, M, d)
+        if rope is not None:  # self-attention with rotary positions: (N, d/2) angles
+            dtype = q.dtype
+            q, k = apply_rope(q, rope).to(dtype), apply_rope(k, rope).to(dtype)
         attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
         # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster;
         # the result goes back to the projections' dtype, so a model cast to bfloat16 still runs
@@ -113,9 +148,10 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # zero-initialised in ShapesDiT
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                rope: torch.Tensor | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # 6 x (B, D)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (B, N, D)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope=rope)  # (B, N, D)
         x = x + self.cross(self.norm2(x), text, text_mask)  # (B, N, D)
         x = x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))  # (B, N, D)
         return x
@@ -150,6 +186,7 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         text_dim: int = 128,   # width of the text encoder's token states
         prediction: str = "sample",  # what the network outputs: "sample" (x0) or "velocity"
         self_condition: bool = False,  # also read the previous step's x0 estimate (zeros at the first step)
+        rope: bool = False,  # rotary 3D positions in self-attention, on top of the sin-cos embedding
     ):
         super().__init__()
         if prediction not in ("sample", "velocity"):
@@ -214,8 +251,11 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         mask = text_mask.to(text.dtype)[..., None]  # (B, L, 1)
         pooled = (text * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, E)
         c = self.t_embed(timestep) + self.text_pool(pooled)  # (B, D)
+        rope = None
+        if self.config.rope:
+            rope = rope_3d(gf, gh, gw, self.config.hidden_size // self.config.num_heads).to(x.device)  # (N, d/2)
         for block in self.blocks:
-            tokens = block(tokens, c, text, text_mask)  # (B, N, D)
+            tokens = block(tokens, c, text, text_mask, rope)  # (B, N, D)
         out = self.final(tokens, c)  # (B, N, P)
         return rearrange(out.to(x.dtype), "B (F h w) (C pt ph pw) -> B C (F pt) (h ph) (w pw)",
                          F=gf, h=gh, w=gw, pt=pt, ph=ph, pw=pw)  # (B, C, F, h, w)
