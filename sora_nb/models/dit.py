@@ -53,15 +53,19 @@ def sincos_3d(frames: int, height: int, width: int, dim: int) -> torch.Tensor:
     dt = dim // 4 // 2 * 2
     dy = (dim - dt) // 2 // 2 * 2
     dx = dim - dt - dy
-    et = sincos_1d(torch.arange(frames), dt)  # (F, dt)
-    ey = sincos_1d(torch.arange(height), dy)  # (h, dy)
-    ex = sincos_1d(torch.arange(width), dx)  # (w, dx)
+    return _per_token(sincos_1d(torch.arange(frames), dt), sincos_1d(torch.arange(height), dy),
+                      sincos_1d(torch.arange(width), dx))  # (F*h*w, dim)
+
+
+def _per_token(et: torch.Tensor, ey: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+    """Per-axis features (F, a), (h, b), (w, c) -> one row per token of the grid: (F*h*w, a+b+c)."""
+    (frames, a), (height, b), (width, c) = et.shape, ey.shape, ex.shape
     grid = torch.cat([
-        et[:, None, None].expand(frames, height, width, dt),
-        ey[None, :, None].expand(frames, height, width, dy),
-        ex[None, None, :].expand(frames, height, width, dx),
-    ], dim=-1)  # (F, h, w, dim)
-    return grid.reshape(frames * height * width, dim)
+        et[:, None, None].expand(frames, height, width, a),
+        ey[None, :, None].expand(frames, height, width, b),
+        ex[None, None, :].expand(frames, height, width, c),
+    ], dim=-1)  # (F, h, w, a+b+c)
+    return grid.reshape(frames * height * width, a + b + c)
 
 
 def rope_3d(frames: int, height: int, width: int, head_dim: int, base: float = 100.0) -> torch.Tensor:
@@ -80,13 +84,7 @@ def rope_3d(frames: int, height: int, width: int, head_dim: int, base: float = 1
     def axis(n: int, k: int) -> torch.Tensor:
         freqs = base ** (-torch.arange(k, dtype=torch.float32) / max(k, 1))  # (k,)
         return torch.arange(n, dtype=torch.float32)[:, None] * freqs[None]  # (n, k)
-    at, ay, ax = axis(frames, pt), axis(height, py), axis(width, px)
-    grid = torch.cat([
-        at[:, None, None].expand(frames, height, width, pt),
-        ay[None, :, None].expand(frames, height, width, py),
-        ax[None, None, :].expand(frames, height, width, px),
-    ], dim=-1)  # (F, h, w, pairs)
-    return grid.reshape(frames * height * width, pairs)
+    return _per_token(axis(frames, pt), axis(height, py), axis(width, px))  # (F*h*w, pairs)
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
