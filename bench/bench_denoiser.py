@@ -21,6 +21,7 @@ import torch
 
 import sora_nb
 from _common import parse, parser, print_table
+from sora_nb.train import clips_to_tensor
 from sora_nb.world import sampler as world_sampler
 
 LEVELS = (0.9, 0.6, 0.4, 0.2, 0.1)
@@ -39,7 +40,7 @@ def main() -> None:
     channels = vae.config.latent_channels
     with torch.no_grad():
         for i, clip in enumerate(world_sampler.sample(args.clips, seed=77)):
-            video = torch.from_numpy(clip.frames[None]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            video = clips_to_tensor([clip])  # (1, 3, T, H, W) in [-1, 1]
             z = vae.normalize(vae.encode(video))  # (1, C, F, h, w)
             median = z.flatten(2).median(dim=2).values[..., None, None, None]  # (1, C, 1, 1, 1)
             dist = ((z - median) ** 2).sum(1)  # (1, F, h, w)

@@ -498,9 +498,6 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     """Write the weights folder with its manifest and model card; evaluate; return the folder."""
     mean, std = latent_stats(cache, recipe.latent_norm)
     vae.register_to_config(latent_mean=mean, latent_std=std)
-    cells = 64 // vae.config.spatial_factor
-    key = "x".join(map(str, (vae.config.latent_channels, 4, cells, cells)))
-    latents, _ = cache["buckets"].get(key, next(iter(cache["buckets"].values())))
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)
     with torch.no_grad():

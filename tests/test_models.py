@@ -85,14 +85,18 @@ def test_rope_scores_depend_on_relative_offsets_only():
     q, k = torch.randn(1, 1, 1, 32, generator=g), torch.randn(1, 1, 1, 32, generator=g)
     index = lambda f, y, x: (f * grid[1] + y) * grid[2] + x
 
+    def rotate(v, position):
+        a = angles[[index(*position)]]
+        return apply_rope(v, a.cos(), a.sin())
+
     def score(pq, pk):
-        return float((apply_rope(q, angles[[index(*pq)]]) * apply_rope(k, angles[[index(*pk)]])).sum())
+        return float((rotate(q, pq) * rotate(k, pk)).sum())
 
     base = score((0, 1, 2), (1, 3, 3))
     assert score((2, 2, 4), (3, 4, 5)) == pytest.approx(base, abs=1e-4)  # both moved by (2, 1, 2)
     assert abs(score((0, 1, 2), (1, 3, 5)) - base) > 1e-3  # only the key moved
     # rotation keeps the norm
-    torch.testing.assert_close(apply_rope(q, angles[[index(3, 5, 6)]]).norm(), q.norm())
+    torch.testing.assert_close(rotate(q, (3, 5, 6)).norm(), q.norm())
 
 
 @pytest.mark.parametrize("prediction", ["sample", "velocity"])

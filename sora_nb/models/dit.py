@@ -87,10 +87,10 @@ def rope_3d(frames: int, height: int, width: int, head_dim: int, base: float = 1
     return _per_token(axis(frames, pt), axis(height, py), axis(width, px))  # (F*h*w, pairs)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x (B, H, N, d) by angles (N, d/2)."""
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x (B, H, N, d) by the angles whose cos and sin are (N, d/2);
+    the result is float32."""
     x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # 2 x (B, H, N, d/2)
-    cos, sin = angles.cos(), angles.sin()  # (N, d/2)
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # (B, H, N, d)
 
 
@@ -117,18 +117,19 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, rope: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         context = x if context is None else context  # (B, M, Dc)
         q = rearrange(self.q(x), "B N (H d) -> B H N d", H=self.num_heads)  # (B, H, N, d)
         k, v = rearrange(self.kv(context), "B M (two H d) -> two B H M d", two=2, H=self.num_heads)  # (B, H, M, d)
-        if rope is not None:  # self-attention with rotary positions: (N, d/2) angles
-            dtype = q.dtype
-            q, k = apply_rope(q, rope).to(dtype), apply_rope(k, rope).to(dtype)
+        dtype = q.dtype
+        if rope is not None:  # self-attention with rotary positions: (cos, sin) of the (N, d/2) angles
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # float32, as attention wants
         attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
         # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster;
         # the result goes back to the projections' dtype, so a model cast to bfloat16 still runs
         with torch.autocast(x.device.type, enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)  # (B, H, N, d)
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(dtype)  # (B, H, N, d)
         return self.out(rearrange(y, "B H N d -> B N (H d)"))  # (B, N, D)
 
 
@@ -147,7 +148,7 @@ class DiTBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # zero-initialised in ShapesDiT
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-                rope: torch.Tensor | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # 6 x (B, D)
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope=rope)  # (B, N, D)
         x = x + self.cross(self.norm2(x), text, text_mask)  # (B, N, D)
@@ -250,8 +251,9 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         pooled = (text * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, E)
         c = self.t_embed(timestep) + self.text_pool(pooled)  # (B, D)
         rope = None
-        if self.config.rope:
-            rope = rope_3d(gf, gh, gw, self.config.hidden_size // self.config.num_heads).to(x.device)  # (N, d/2)
+        if self.config.rope:  # cos and sin once per call, shared by every block
+            angles = rope_3d(gf, gh, gw, self.config.hidden_size // self.config.num_heads).to(x.device)  # (N, d/2)
+            rope = (angles.cos(), angles.sin())
         for block in self.blocks:
             tokens = block(tokens, c, text, text_mask, rope)  # (B, N, D)
         out = self.final(tokens, c)  # (B, N, P)
