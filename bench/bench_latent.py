@@ -63,7 +63,7 @@ def main() -> None:
             pixels = F.avg_pool3d(video, (vae.config.temporal_factor, k, k), ceil_mode=True)  # (B, 3, F, h, w)
             psnr = lambda x: 10 * math.log10(4.0 / float(F.mse_loss(x, video)))
             rows.append((name, f"{psnr(recon):.2f}", f"{psnr(noisy):.2f}",
-                         f"{high_frequency_share((z - z.mean(dim=(0, 2, 3, 4), keepdim=True)) / std):.3f}",
+                         f"{high_frequency_share(z / std):.3f}",
                          f"{high_frequency_share(pixels):.3f}", f"{float(roughness(z)):.3f}"))
     print(f"{args.clips} training clips, 2 s at 64x64")
     print_table(rows, header=("autoencoder", "PSNR dB", "PSNR, latent + 0.3 std noise", "latent HF share",
