@@ -103,6 +103,9 @@ class Recipe:
     bf16: bool = True              # the DiT's matrix products in bfloat16 (autocast; attention stays float32)
     text_width: int = 128
     text_layers: int = 2
+    device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
+    dit_seconds: float = 0.0       # > 0: a wall budget; dit_steps is cut to fit it (decided at step 100)
+    cache_workers: int = 1         # processes encoding the cache entries (the cache is the same for any count)
     # evaluation
     eval_clips: int = 200
     guidance_candidates: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # the model's default guidance is the best
@@ -246,19 +249,21 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     t0 = time.perf_counter()
-    for i, (duration, width, height, n) in enumerate(recipe.cache):
-        lats, caps = [], []
-        clips_iter = world.sample(n, seed=step_seed(recipe.seed, "cache", i), split="train", phrasing="train",
-                                  duration=duration, size=(width, height))
-        batch: list = []
-        for clip in clips_iter:
-            batch.append(clip)
-            if len(batch) == 32:
-                lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]; batch = []
-        if batch:
-            lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]
-        latents = torch.cat(lats)
+    jobs = [(i, entry, recipe.seed, recipe.device) for i, entry in enumerate(recipe.cache)]
+    if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
+        import concurrent.futures
+        import multiprocessing
+
+        with concurrent.futures.ProcessPoolExecutor(recipe.cache_workers, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_set_worker_vae, initargs=(str(out / "vae_final"),)) as pool:
+            results = list(pool.map(_cache_entry, jobs))
+    else:
+        _WORKER["vae"] = vae
+        results = [_cache_entry(job) for job in jobs]
+    for latents, caps in results:  # entries of one latent shape share a bucket, in recipe order
         key = "x".join(map(str, latents.shape[1:]))
+        if key in buckets:
+            latents, caps = torch.cat([buckets[key][0], latents]), buckets[key][1] + caps
         buckets[key] = (latents, caps)
         log(out, stage="cache", bucket=key, clips=len(caps), seconds=time.perf_counter() - t0)
     allz = torch.cat([b[0].flatten() for b in buckets.values()])
@@ -270,10 +275,38 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     return {"buckets": buckets, "mean": mean, "std": std}
 
 
+_WORKER: dict[str, Any] = {}  # the autoencoder a cache process encodes with
+
+
+def _set_worker_vae(folder: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+
+
+def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str]) -> tuple[torch.Tensor, list[str]]:
+    """Render and encode one cache entry (its own seed): float16 latents (n, C, F, h, w) on the CPU, captions."""
+    from . import world
+
+    i, (duration, width, height, n), seed, device = job
+    vae = _WORKER["vae"].to(device)
+    lats, caps, batch = [], [], []
+    clips_iter = world.sample(n, seed=step_seed(seed, "cache", i), split="train", phrasing="train",
+                              duration=duration, size=(width, height))
+    for clip in clips_iter:
+        batch.append(clip)
+        if len(batch) == 32:
+            lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]; batch = []
+    if batch:
+        lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]
+    vae.to("cpu")
+    return torch.cat(lats), caps
+
+
 @torch.no_grad()
 def _encode(vae: VideoAutoencoder, clips: list) -> torch.Tensor:
-    """Raw latents (B, C, F, h, w) of a list of clips, stored as float16."""
-    return vae.encode(clips_to_tensor(clips)).to(torch.float16)
+    """Raw latents (B, C, F, h, w) of a list of clips, stored as float16 on the CPU."""
+    device = next(vae.parameters()).device
+    return vae.encode(clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
@@ -328,12 +361,12 @@ class CaptionProbe(torch.nn.Module):
     def loss(self, states: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, float]:
         """Mean cross-entropy over every field, and the share of fields read correctly."""
         logits, targets = self(states, mask), self.targets(captions)
-        losses, right, total = [], 0, 0
+        losses, right, total = [], [], 0
         for name, target in targets.items():
-            lg = logits[name].reshape(-1, logits[name].shape[-1])
-            losses.append(F.cross_entropy(lg, target.reshape(-1)))
-            right += int((lg.argmax(-1) == target.reshape(-1)).sum()); total += target.numel()
-        return torch.stack(losses).mean(), right / total
+            lg, target = logits[name].reshape(-1, logits[name].shape[-1]), target.reshape(-1).to(states.device)
+            losses.append(F.cross_entropy(lg, target))
+            right.append((lg.argmax(-1) == target).sum()); total += target.numel()
+        return torch.stack(losses).mean(), int(torch.stack(right).sum()) / total
 
 
 def caption_batch(rng: np.random.Generator, n: int) -> list[str]:
@@ -372,14 +405,18 @@ def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe
 def latent_stats(cache: dict[str, Any], norm: str = "channel") -> tuple[list[float], list[float]]:
     """Per-channel mean and std of every cached latent (the autoencoder's channels differ in scale).
 
+    A cache dict with ``"channel_stats"`` ((mean, std) lists per channel) uses those instead of the latents.
     ``norm="global"`` keeps the per-channel means but one std for all channels (the root mean square
     of the channel stds), so the latent keeps the autoencoder's relative channel scales: a loss in
     that space weighs an error by how much it changes the pixels, and the faint detail channels do
     not get the same weight (and the same signal-to-noise ratio at every noise level) as the coarse ones.
     """
-    flat = torch.cat([lat.float().transpose(0, 1).reshape(lat.shape[1], -1) for lat, _ in cache["buckets"].values()],
-                     dim=1)  # (C, n)
-    mean, std = flat.mean(1), flat.std(1)
+    if "channel_stats" in cache:  # measured where the cache was built (a GPU run's cache stays there)
+        mean, std = (torch.tensor(v, dtype=torch.float32) for v in cache["channel_stats"])
+    else:
+        flat = torch.cat([lat.float().transpose(0, 1).reshape(lat.shape[1], -1) for lat, _ in cache["buckets"].values()],
+                         dim=1)  # (C, n)
+        mean, std = flat.mean(1), flat.std(1)
     if norm == "global":
         std = std.pow(2).mean().sqrt().expand_as(std)
     elif norm != "channel":
@@ -405,6 +442,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
     train_text(recipe, out, text, probe)
+    device = torch.device(recipe.device)
+    dit.to(device); text.encoder.to(device); probe.to(device)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -416,32 +455,48 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         ema_text.load_state_dict(load_file(str(ckpt / "ema_text.safetensors")), strict=False)
         probe.load_state_dict(load_file(str(ckpt / "probe.safetensors")))
         load_optimizer(opt, ckpt / "optim")
-        start = json.loads((ckpt / "state.json").read_text())["step"]
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in latent_stats(cache, recipe.latent_norm))
+        state = json.loads((ckpt / "state.json").read_text())
+        start, recipe.dit_steps = state["step"], state.get("dit_steps", recipe.dit_steps)
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1, 1) for v in latent_stats(cache, recipe.latent_norm))
     keys = sorted(cache["buckets"])
     weights = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
     weights /= weights.sum()
+    on_device = {k: lat.to(device) for k, (lat, _) in cache["buckets"].items()}
     t0 = time.perf_counter()
-    for step in range(start, recipe.dit_steps):
+    step = start
+    while step < recipe.dit_steps:
+        if recipe.dit_seconds and step == start + 100 < recipe.dit_steps:
+            # a wall budget: fix the step count from the pace so far (before the warm-up ends, so the
+            # cosine schedule is the one the run follows throughout)
+            pace = (time.perf_counter() - t_pace) / 80
+            recipe.dit_steps = min(recipe.dit_steps, step + int((recipe.dit_seconds - (time.perf_counter() - t0)) / pace))
+            log(out, stage="dit", step=step, s_per_step=pace, budget_s=recipe.dit_seconds, dit_steps=recipe.dit_steps)
+        if recipe.dit_seconds and time.perf_counter() - t0 > 1.15 * recipe.dit_seconds:
+            log(out, stage="dit", step=step, stopped="over the wall budget")
+            recipe.dit_steps = step
+            break
+        if step == start + 20:
+            t_pace = time.perf_counter()
         rng = np.random.default_rng(step_seed(recipe.seed, "dit", step))
-        g = torch.Generator().manual_seed(step_seed(recipe.seed, "dit", step))
+        g = torch.Generator(device).manual_seed(step_seed(recipe.seed, "dit", step))
         key = keys[rng.choice(len(keys), p=weights)]
-        latents, captions = cache["buckets"][key]
+        latents, captions = on_device[key], cache["buckets"][key][1]
         idx = rng.integers(0, len(captions), recipe.dit_batch)
-        x0 = (latents[torch.from_numpy(idx)].float() - mean) / std  # (B, C, F, h, w)
+        x0 = (latents[torch.from_numpy(idx).to(device)].float() - mean) / std  # (B, C, F, h, w)
         prompts = ["" if rng.random() < recipe.caption_dropout else captions[i] for i in idx]
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
-        sigma = torch.where(torch.rand(recipe.dit_batch, generator=g) < 0.5,
-                            torch.sigmoid(torch.randn(recipe.dit_batch, generator=g) + recipe.sigma_shift),
-                            torch.rand(recipe.dit_batch, generator=g))
-        noise = torch.randn(x0.shape, generator=g)
+        n = recipe.dit_batch
+        sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
+                            torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),
+                            torch.rand(n, generator=g, device=device))
+        noise = torch.randn(x0.shape, generator=g, device=device)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
         states, mask = text(prompts)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             x0_prev = None
             if recipe.self_condition and rng.random() < 0.5:
                 # self-conditioning (Chen et al. 2022): half the time the model first estimates x0 without
@@ -473,7 +528,10 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
             save_file(_dedup(ema_text.state_dict()), str(ckpt / "ema_text.safetensors"))
             save_file(probe.state_dict(), str(ckpt / "probe.safetensors"))
             save_optimizer(opt, ckpt / "optim")
-            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+            (ckpt / "state.json").write_text(json.dumps({"step": step + 1, "dit_steps": recipe.dit_steps}))
+        step += 1
+    ema_dit.to("cpu"); ema_text.to("cpu")
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with the steps run
     text_ema = TextEncoder(tokenizer, ema_text)
     ema_dit.save_pretrained(final / "dit", safe_serialization=True)
     text_ema.save_pretrained(final)

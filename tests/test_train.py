@@ -235,3 +235,63 @@ def test_smoothness_penalty_gives_a_smoother_latent(tmp_path):
         with torch.no_grad():
             rough[weight] = float(train.roughness(vae.encode(clips)))
     assert rough[50.0] < 0.8 * rough[0.0], rough
+
+
+def test_cache_entries_share_buckets_and_workers_do_not_change_the_cache(tmp_path, tiny_run):
+    """Entries of one latent shape are concatenated in recipe order, each entry keeps its own seed,
+    and encoding the entries in worker processes gives the same cache as one process."""
+    from sora_nb import world
+
+    vae = train.train_vae(train.Recipe(), tiny_run, world)  # the tiny run's autoencoder (loaded)
+    entries = ((2.0, 64, 64, 6), (1.0, 64, 64, 3), (2.0, 64, 64, 5))
+    caches = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        out.mkdir()
+        (out / "vae_final").symlink_to(tiny_run / "vae_final")
+        caches[workers] = train.build_cache(train.Recipe(cache=entries, cache_workers=workers), out, world, vae)
+    one, two = caches[1]["buckets"], caches[2]["buckets"]
+    assert sorted(one) == sorted(two) == ["16x2x16x16", "16x4x16x16"]
+    latents, captions = one["16x4x16x16"]
+    assert latents.shape[0] == len(captions) == 11 and latents.dtype == torch.float16
+    first = train.build_cache(train.Recipe(cache=entries[:1]), tmp_path / "first", world, vae)["buckets"]["16x4x16x16"]
+    assert captions[:6] == first[1] and torch.equal(latents[:6], first[0])
+    for key in one:
+        assert one[key][1] == two[key][1]
+        torch.testing.assert_close(one[key][0].float(), two[key][0].float(), atol=2e-3, rtol=0)
+    assert train.build_cache(train.Recipe(cache=entries), tmp_path / "w1", world, vae)["buckets"].keys() == one.keys()
+
+
+def test_latent_stats_can_come_with_the_cache():
+    """A cache measured elsewhere (a GPU run's) passes its per-channel statistics instead of latents."""
+    mean, std = [0.5, -1.0], [2.0, 0.5]
+    assert train.latent_stats({"buckets": {}, "channel_stats": (mean, std)}) == (mean, std)
+    g_mean, g_std = train.latent_stats({"buckets": {}, "channel_stats": (mean, std)}, "global")
+    assert g_mean == mean and g_std == pytest.approx([((4 + 0.25) / 2) ** 0.5] * 2)
+    noise = torch.randn(500, 2, 2, 4, 4, generator=torch.Generator().manual_seed(0))  # 16000 values per channel
+    lat = noise * torch.tensor(std).view(1, 2, 1, 1, 1) + torch.tensor(mean).view(1, 2, 1, 1, 1)
+    m, s = train.latent_stats({"buckets": {"k": (lat, [""] * 500)}})
+    assert m == pytest.approx(mean, abs=0.06) and s == pytest.approx(std, rel=0.03)
+
+
+def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
+    """``dit_seconds`` stops the DiT inside its budget; the steps it ran go into recipe.json and the
+    saved EMA weights load. Without a budget the same settings run every step."""
+    from sora_nb import world
+
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    for name, seconds in (("budget", 1e-6), ("free", 0.0)):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "text_final").symlink_to(tiny_run / "text_final")
+        recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 4, "dit_seconds": seconds})
+        cache = train.build_cache(recipe, out, world, vae)
+        dit, text = train.train_dit(recipe, out, world, cache)
+        ran = json.loads((out / "recipe.json").read_text())["dit_steps"]
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        if seconds:
+            assert ran < 4 and any(r.get("stopped") == "over the wall budget" for r in log)
+        else:
+            assert ran == 4 and not any("stopped" in r for r in log)
+        loaded = train.ShapesDiT.from_pretrained(out / "dit_final" / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), dit.state_dict().values()))

@@ -40,7 +40,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Sin-cos embedding of (possibly fractional) positions: (n,) -> (n, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
     angles = positions.float()[:, None] * freqs[None]  # (n, dim/2)
     return torch.cat([angles.sin(), angles.cos()], dim=1)  # (n, dim)
 
