@@ -35,6 +35,11 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
 5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
+On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
+processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
+wall budget. ``scripts/train_gpu.py`` trains several variants side by side that way (how the shipped DiT
+was made; ``bench/RESULTS.md``).
+
 Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
 ``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
 Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout.
@@ -259,7 +264,10 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
             results = list(pool.map(_cache_entry, jobs))
     else:
         _WORKER["vae"] = vae
-        results = [_cache_entry(job) for job in jobs]
+        try:
+            results = [_cache_entry(job) for job in jobs]
+        finally:
+            _WORKER.pop("vae", None)
     for latents, caps in results:  # entries of one latent shape share a bucket, in recipe order
         key = "x".join(map(str, latents.shape[1:]))
         if key in buckets:
