@@ -50,9 +50,7 @@ COMMON = dict(device="cuda", dit_batch=128, ema_decay=0.999, dit_steps=1_000_000
 def recipe_for(overrides: dict):
     from sora_nb.train import Recipe
 
-    fields = {**COMMON, **overrides}
-    fields["cache"] = tuple(tuple(e) for e in fields["cache"])
-    return Recipe(**fields)
+    return Recipe(**{**COMMON, **overrides})
 
 
 def build_shared(base: Path, shared: Path, overrides: dict) -> None:
@@ -74,6 +72,8 @@ def build_shared(base: Path, shared: Path, overrides: dict) -> None:
 
 def train_variant(folder: Path, overrides: dict) -> None:
     """One variant's DiT (the text encoder pre-training is reused from ``text_final``)."""
+    import dataclasses
+
     import torch
 
     from sora_nb import world
@@ -81,7 +81,7 @@ def train_variant(folder: Path, overrides: dict) -> None:
 
     torch.set_num_threads(2)
     recipe = recipe_for(overrides)
-    (folder / "recipe.json").write_text(json.dumps({**COMMON, **overrides}, indent=1))
+    (folder / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # train_dit adds the steps run
     cache = build_cache(recipe, folder, world, train_vae(recipe, folder, world))
     train_dit(recipe, folder, world, cache)
 
@@ -93,10 +93,7 @@ def export_variant(base: Path, folder: Path) -> None:
     from sora_nb.models import ShapesDiT, TextEncoder, VideoAutoencoder
     from sora_nb.train import Recipe, export
 
-    fields = json.loads((folder / "recipe.json").read_text())
-    fields.update(cache=tuple(map(tuple, fields["cache"])), dit_patch=tuple(fields["dit_patch"]),
-                  guidance_candidates=tuple(fields["guidance_candidates"]))
-    recipe = Recipe(**fields)
+    recipe = Recipe(**json.loads((folder / "recipe.json").read_text()))
     stats = json.loads((folder.parent / "shared" / "latent_stats.json").read_text())
     cache = {"buckets": {}, "channel_stats": (stats["mean"], stats["std"])}
     vae = VideoAutoencoder.from_pretrained(base / "vae_final", use_safetensors=True, low_cpu_mem_usage=False).eval()
@@ -137,9 +134,9 @@ def main() -> int:
             shutil.copytree(args.base / "text_final", folder / "text_final")
         budget = max(60.0, args.seconds - (time.perf_counter() - t0) - 45)  # 45 s: start-up and saving
         fields = {**common, **json.loads(overrides), "dit_seconds": budget}
-        log = open(folder / "stdout.log", "w")
-        procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", str(folder), json.dumps(fields)],
-                                       stdout=log, stderr=subprocess.STDOUT)
+        with open(folder / "stdout.log", "w") as log:  # the child keeps its own handle
+            procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", str(folder), json.dumps(fields)],
+                                           stdout=log, stderr=subprocess.STDOUT)
         print(f"variant {name}: {fields}", flush=True)
     failed = [name for name, p in procs.items() if p.wait() != 0]
     print(f"all done in {time.perf_counter() - t0:.0f} s; failed: {failed}", flush=True)
