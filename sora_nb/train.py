@@ -118,6 +118,18 @@ class Recipe:
     log_every: int = 50
     ckpt_every: int = 250
 
+    def __post_init__(self) -> None:
+        """Refuse the GPU-run knobs' bad values before any stage starts (the others fail in torch)."""
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from None
+        seconds = self.dit_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
+        if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
+            raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
+
 
 TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), text_steps=20, text_batch=16, dit_steps=40, dit_batch=8, dit_warmup=5,
             eval_clips=8, log_every=10, ckpt_every=20, dit_depth=2)
@@ -720,6 +732,10 @@ def main(argv: list[str] | None = None) -> int:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value)
     recipe = Recipe(seed=args.seed, **overrides)
+    try:  # an absent accelerator fails now, not after the autoencoder's minutes
+        torch.empty(0, device=recipe.device)
+    except (RuntimeError, AssertionError) as e:
+        raise SystemExit(f"device {recipe.device!r} is not usable on this machine: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))

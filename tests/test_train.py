@@ -295,3 +295,20 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
             assert ran == 4 and not any("stopped" in r for r in log)
         loaded = train.ShapesDiT.from_pretrained(out / "dit_final" / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), dit.state_dict().values()))
+
+
+@pytest.mark.parametrize("field,value,words", [("device", "gpu0", "device must be a torch device"),
+                                               ("dit_seconds", -1.0, "dit_seconds must be a finite number >= 0"),
+                                               ("dit_seconds", float("nan"), "dit_seconds must be a finite number >= 0"),
+                                               ("cache_workers", 0, "cache_workers must be an integer >= 1")])
+def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
+    with pytest.raises(ValueError, match=words):
+        train.Recipe(**{field: value})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_accelerator_stops_the_run_before_any_stage(tmp_path):
+    out = tmp_path / "nogpu"
+    with pytest.raises(SystemExit, match="device 'cuda' is not usable on this machine"):
+        train.main(["--out", str(out), "--tiny", "--set", 'device="cuda"'])
+    assert not out.exists()  # nothing written
