@@ -380,13 +380,41 @@ class CaptionProbe(torch.nn.Module):
 
     def loss(self, states: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, float]:
         """Mean cross-entropy over every field, and the share of fields read correctly."""
-        logits, targets = self(states, mask), self.targets(captions)
-        losses, right, total = [], [], 0
+        targets = {k: v.to(states.device) for k, v in self.targets(captions).items()}
+        loss, accuracy = self.loss_from_targets(states, mask, targets)
+        return loss, float(accuracy)
+
+    def loss_from_targets(self, states: torch.Tensor, mask: torch.Tensor, targets: dict[str, torch.Tensor],
+                          weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss`` from precomputed ``targets``, counting only the rows whose ``weight`` (B,) is 1.
+
+        With ``weight`` each field's loss is the mean over the weighted rows (0 if none), as if the
+        other rows were not in the batch. Nothing here waits for the device: the accuracy comes back
+        as a tensor.
+        """
+        logits = self(states, mask)
+        w = torch.ones(states.shape[0], device=states.device) if weight is None else weight.float()
+        losses, right, total = [], [], []
         for name, target in targets.items():
-            lg, target = logits[name].reshape(-1, logits[name].shape[-1]), target.reshape(-1).to(states.device)
-            losses.append(F.cross_entropy(lg, target))
-            right.append((lg.argmax(-1) == target).sum()); total += target.numel()
-        return torch.stack(losses).mean(), int(torch.stack(right).sum()) / total
+            lg = logits[name].reshape(-1, logits[name].shape[-1])
+            rows = w.repeat_interleave(target[0].numel())  # (B * slots) or (B,)
+            ce = F.cross_entropy(lg, target.reshape(-1), reduction="none")
+            losses.append((ce * rows).sum() / rows.sum().clamp(min=1.0))
+            right.append(((lg.argmax(-1) == target.reshape(-1)).float() * rows).sum()); total.append(rows.sum())
+        accuracy = torch.stack(right).sum() / torch.stack(total).sum().clamp(min=1.0)
+        return torch.stack(losses).mean(), accuracy
+
+
+def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[str],
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+    """Token ids and mask ``(N + 1, L)`` and probe targets of ``captions`` on ``device``, padded to
+    the longest, and each row's token count (on the host, so a batch can be cut to its longest
+    caption without waiting for the device); the extra last row is the empty prompt (caption dropout)."""
+    captions = [*captions, ""]
+    tokens = text.tokenize(captions)
+    targets = probe.targets(captions)
+    return (tokens["input_ids"].to(device), tokens["attention_mask"].to(device),
+            {k: v.to(device) for k, v in targets.items()}, tokens["attention_mask"].sum(1).numpy())
 
 
 def caption_batch(rng: np.random.Generator, n: int) -> list[str]:
@@ -466,7 +494,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     dit.to(device); text.encoder.to(device); probe.to(device)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
+                            fused=device.type == "cuda")  # one kernel per step on a GPU, not one per tensor
     start, ckpt = 0, out / "dit_ckpt"
     if (ckpt / "state.json").is_file():
         dit.load_state_dict(load_file(str(ckpt / "dit.safetensors")))
@@ -482,6 +511,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     weights = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
     weights /= weights.sum()
     on_device = {k: lat.to(device) for k, (lat, _) in cache["buckets"].items()}
+    # every cached caption tokenised and parsed once: the loop only indexes tensors (no per-step
+    # tokenising or parsing on the host, which on a GPU costs more than the step's arithmetic)
+    captions_on_device = {k: caption_tensors(text, probe, caps, device) for k, (_, caps) in cache["buckets"].items()}
     t0 = time.perf_counter()
     step = start
     while step < recipe.dit_steps:
@@ -500,10 +532,16 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         rng = np.random.default_rng(step_seed(recipe.seed, "dit", step))
         g = torch.Generator(device).manual_seed(step_seed(recipe.seed, "dit", step))
         key = keys[rng.choice(len(keys), p=weights)]
-        latents, captions = on_device[key], cache["buckets"][key][1]
-        idx = rng.integers(0, len(captions), recipe.dit_batch)
-        x0 = (latents[torch.from_numpy(idx).to(device)].float() - mean) / std  # (B, C, F, h, w)
-        prompts = ["" if rng.random() < recipe.caption_dropout else captions[i] for i in idx]
+        latents, (ids, tmask, targets, lengths) = on_device[key], captions_on_device[key]
+        idx = rng.integers(0, len(ids) - 1, recipe.dit_batch)
+        said = rng.random(recipe.dit_batch) >= recipe.caption_dropout  # dropped captions become ""
+        length = int(max(lengths[idx][said].max(initial=0), lengths[-1]))  # the batch's longest prompt
+        both = torch.from_numpy(np.stack([idx, said.astype(np.int64)]))
+        idx_d, said_d = (both.pin_memory() if device.type == "cuda" else both).to(device, non_blocking=True)
+        x0 = (latents[idx_d].float() - mean) / std  # (B, C, F, h, w)
+        said_d = said_d.bool()[:, None]
+        ids_b = torch.where(said_d, ids[idx_d, :length], ids[-1, :length])  # the last row is the empty prompt
+        mask_b = torch.where(said_d, tmask[idx_d, :length], tmask[-1, :length])
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         n = recipe.dit_batch
@@ -515,7 +553,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         xt = (1 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
-        states, mask = text(prompts)
+        states = text.encoder(input_ids=ids_b, attention_mask=mask_b).last_hidden_state  # (B, L, E)
+        mask = mask_b
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             x0_prev = None
             if recipe.self_condition and rng.random() < 0.5:
@@ -526,9 +565,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
             x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask, x0_prev)  # (B, C, F, h, w)
         # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
         loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
-        said = [i for i, p in enumerate(prompts) if p]
-        if recipe.probe_weight and said:
-            probe_loss, _ = probe.loss(states[said], mask[said], [prompts[i] for i in said])
+        if recipe.probe_weight:
+            probe_loss, _ = probe.loss_from_targets(states, mask, {k: v[idx_d] for k, v in targets.items()},
+                                                    said_d[:, 0])
             loss = loss + recipe.probe_weight * probe_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -583,8 +622,7 @@ def _dedup(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
 # -- stage 5: export and evaluate -----------------------------------------------------------------

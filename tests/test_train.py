@@ -127,15 +127,47 @@ def test_caption_probe_targets_follow_the_caption():
     assert t["count"][1] == 0 and t["shape"][1].sum() == 0  # the empty prompt says nothing
 
 
+def fresh_text_and_probe(width):
+    """An untrained one-layer text encoder over the world's words, and probe heads, from seed 0."""
+    words = sorted(set(sora_nb.world.vocabulary()) | set(",.;:!?'\"-()"))
+    torch.manual_seed(0)
+    tok = train.embedded.build_tokenizer(words)
+    return train.TextEncoder(tok, train.embedded.build_encoder(len(tok), width=width, layers=1)), train.CaptionProbe(width)
+
+
+def test_precomputed_captions_give_the_per_batch_states_and_probe_loss():
+    """The DiT loop tokenises the cache once (padded to its longest caption, the empty prompt last) and
+    weights dropped captions out of the probe loss: the same token states and loss as tokenising
+    each batch and probing only the captions it kept."""
+    text, probe = fresh_text_and_probe(32)
+    cache_captions = train.caption_batch(np.random.default_rng(5), 40)
+    ids, mask, targets, lengths = train.caption_tensors(text, probe, cache_captions, torch.device("cpu"))
+    assert ids.shape == mask.shape and ids.shape[0] == 41 and mask[-1].tolist()[:2] == [1, 0]
+    assert lengths.tolist() == mask.sum(1).tolist() and lengths[-1] == 1
+    idx = torch.tensor([3, 17, 3, 39, 0, 22])
+    said = torch.tensor([True, False, True, True, False, True])
+    rows = torch.where(said, idx, torch.full_like(idx, 40))  # dropped -> the empty prompt's row
+    with torch.no_grad():
+        states = text.encoder(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
+        loss, acc = probe.loss_from_targets(states, mask[rows], {k: v[idx] for k, v in targets.items()}, said)
+        prompts = [cache_captions[i] if s else "" for i, s in zip(idx.tolist(), said.tolist())]
+        ref_states, ref_mask = text(prompts)
+        kept = [i for i, s in enumerate(said.tolist()) if s]
+        ref_loss, ref_acc = probe.loss(ref_states[kept], ref_mask[kept], [prompts[i] for i in kept])
+    length = ref_states.shape[1]  # per-batch tokenising pads to the batch's longest prompt
+    assert length == max(lengths[i] for i in rows.tolist()) <= ids.shape[1]
+    assert torch.equal(mask[rows][:, :length], ref_mask) and mask[rows][:, length:].sum() == 0
+    real = ref_mask.bool()
+    assert torch.allclose(states[:, :length][real], ref_states[real], atol=1e-5)
+    assert abs(float(loss) - float(ref_loss)) < 1e-5 and abs(float(acc) - ref_acc) < 1e-6
+    assert float(loss) > 0.5  # an untrained probe: a real loss, not zero from empty weights
+
+
 def test_text_pretraining_learns_to_read_captions(tmp_path):
     """A few hundred caption-only steps: the probe reads attributes far better than at the start."""
     torch.set_num_threads(1)
     recipe = train.Recipe(text_steps=300, text_batch=32, log_every=10)
-    words = sorted(set(sora_nb.world.vocabulary()) | set(",.;:!?'\"-()"))
-    torch.manual_seed(0)
-    tok = train.embedded.build_tokenizer(words)
-    text = train.TextEncoder(tok, train.embedded.build_encoder(len(tok), width=64, layers=1))
-    probe = train.CaptionProbe(64)
+    text, probe = fresh_text_and_probe(64)
     captions = train.caption_batch(np.random.default_rng(123), 128)
     with torch.no_grad():
         before = probe.loss(*text(captions), captions)[1]

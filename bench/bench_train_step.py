@@ -1,0 +1,96 @@
+"""Wall time per DiT training step of `sora_nb.train`, and how much of it is host-side work.
+
+    .venv/bin/python bench/bench_train_step.py [--device cpu|cuda] [--batch 128] [--threads N]
+
+Runs the real training loop (`sora_nb.train.train_dit`) on a synthetic latent cache (random
+latents of the 2 s 64x64 shape, real training captions) twice, for ``--warm`` and for
+``--warm + --steps`` steps, and reports the difference divided by ``--steps``: the per-step wall
+with start-up costs removed. Two models are timed:
+- the recipe's DiT at the chosen width and depth;
+- a tiny DiT (32 wide, 1 deep, 32-wide text encoder): its arithmetic is small, so its step time is
+  mostly the loop's fixed costs (index draws, optimiser and EMA calls, one launch per operation).
+  On a GPU this part does not shrink with a faster chip; on a CPU the tiny model's memory-bound
+  operations still count.
+A third row times, alone, the host work the loop no longer does per step since the cache's captions
+are tokenised and parsed once: tokenising a batch of captions and parsing their probe targets.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import parse, parser, print_table
+from sora_nb import train, world
+
+
+def synthetic_cache(n: int, seed: int = 0) -> dict:
+    """n random latents of the 2 s 64x64 shape (16 channels, 4 latent frames, 16x16) with real captions."""
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(n, 16, 4, 16, 16, generator=g).to(torch.bfloat16)
+    captions = train.caption_batch(np.random.default_rng(seed), n)
+    return {"buckets": {"16x4x16x16": (latents, captions)}}
+
+
+def time_steps(recipe: train.Recipe, cache: dict, steps: int) -> float:
+    """Wall seconds of train_dit for ``steps`` steps (fresh run folder, text pre-training off)."""
+    recipe = train.Recipe(**{**recipe.__dict__, "dit_steps": steps})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train.train_dit(recipe, Path(tmp), world, cache)
+        if recipe.device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def per_step(recipe: train.Recipe, cache: dict, warm: int, steps: int) -> float:
+    """Seconds per step with the run's fixed costs removed."""
+    return (time_steps(recipe, cache, warm + steps) - time_steps(recipe, cache, warm)) / steps
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = parser(__doc__, repeats=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=192)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--warm", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
+    args = parse(p)
+    cache = synthetic_cache(max(args.clips, 1024))
+    base = dict(device=args.device, dit_batch=args.batch, text_steps=0, log_every=10 ** 9, ckpt_every=10 ** 9,
+                dit_warmup=1)
+    recipes = {
+        f"DiT {args.hidden} wide x {args.depth} deep": train.Recipe(**base, dit_hidden=args.hidden,
+                                                                  dit_depth=args.depth, dit_heads=args.heads),
+        "tiny DiT (fixed per-step costs)": train.Recipe(**base, dit_hidden=32, dit_depth=1, dit_heads=2, text_width=32,
+                                                   text_layers=1),
+    }
+    rows = []
+    tokenizer, probe = train.embedded.build_tokenizer(world.vocabulary()), train.CaptionProbe(128)
+    text = train.TextEncoder(tokenizer, train.embedded.build_encoder(len(tokenizer)))
+    for n in sorted({args.batch, 1024}):
+        captions = cache["buckets"]["16x4x16x16"][1][:n]
+        best = min(_timed(lambda: (text.tokenize(captions), probe.targets(captions))) for _ in range(5))
+        rows.append(("per-batch tokenising + probe targets (removed)", n, f"{best * 1e3:.1f}", "-"))
+    for name, recipe in recipes.items():
+        s = per_step(recipe, cache, args.warm, args.steps)
+        rows.append((name, args.batch, f"{s * 1e3:.1f}", f"{args.batch / s:.0f}"))
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print_table(rows, header=("model", "batch", "ms per step", "clips per s"))
+
+
+if __name__ == "__main__":
+    main()
