@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import torch
 
@@ -32,3 +33,14 @@ def print_table(rows: Sequence[Sequence[str]], header: Sequence[str] = ("measure
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls (after one warm-up)."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out

@@ -17,20 +17,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import parse, parser, print_table, timed
 
 PROMPT = "a red circle moving right"
-
-
-def timed(fn, repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls (after one warm-up)."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def matmul_peak(n: int = 1024, repeats: int = 20) -> float:

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import collections
 
-import numpy as np
-
 import sora_nb
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.world import evaluator
 from sora_nb.world.language import parse as parse_caption
 from sora_nb.world.spec import SHAPES
-from sora_nb.world.vision import FEATURE_SCALE, analyse
+from sora_nb.world.vision import analyse
 
 COLOURS = ("red", "green", "blue", "yellow")
 
@@ -52,16 +50,10 @@ def consistency_parts(gen, guidance, clips: int) -> collections.Counter:
             if tr is None:
                 counts["no track"] += 1
                 continue
-            seen = {d.t for d in tr.detections}
-            excused = {t for t in range(scene.n_frames) if t not in seen and evaluator._behind_bar(tr, scene, t)}
-            counts["present in >= 85% of frames"] += (len(seen) + len(excused)) / scene.n_frames >= evaluator.PRESENCE_PASS
-            whole = [d for d in tr.detections if not d.partial]
-            if whole:
-                feats = np.array([d.features for d in whole]) * FEATURE_SCALE
-                drift = np.abs(feats - np.median(feats, axis=0)).sum(axis=1)
-                same = [d.shape in (tr.shape, None) or dev <= evaluator.SHAPE_DRIFT for d, dev in zip(whole, drift)]
-                counts["colour agrees in >= 80% of views"] += np.mean([d.colour == tr.colour for d in whole]) >= evaluator.AGREEMENT_PASS
-                counts["shape agrees in >= 80% of views"] += np.mean(same) >= evaluator.AGREEMENT_PASS
+            parts = evaluator.consistency_parts(tr, scene)
+            counts["present in >= 85% of frames"] += parts["presence"] >= evaluator.PRESENCE_PASS
+            counts["colour agrees in >= 80% of views"] += parts["colour"] >= evaluator.AGREEMENT_PASS
+            counts["shape agrees in >= 80% of views"] += parts["shape"] >= evaluator.AGREEMENT_PASS
             counts["consistent"] += evaluator.consistent(tr, scene)
     return counts
 

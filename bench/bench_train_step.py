@@ -17,6 +17,7 @@ are tokenised and parsed once: tokenising a batch of captions and parsing their 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import parse, parser, print_table
+from _common import parse, parser, print_table, timed
 from sora_nb import train, world
 
 
@@ -38,7 +39,7 @@ def synthetic_cache(n: int, seed: int = 0) -> dict:
 
 def time_steps(recipe: train.Recipe, cache: dict, steps: int) -> float:
     """Wall seconds of train_dit for ``steps`` steps (fresh run folder, text pre-training off)."""
-    recipe = train.Recipe(**{**recipe.__dict__, "dit_steps": steps})
+    recipe = dataclasses.replace(recipe, dit_steps=steps)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train.train_dit(recipe, Path(tmp), world, cache)
@@ -52,12 +53,6 @@ def per_step(recipe: train.Recipe, cache: dict, warm: int, steps: int) -> float:
     return (time_steps(recipe, cache, warm + steps) - time_steps(recipe, cache, warm)) / steps
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     p = parser(__doc__, repeats=1)
     p.add_argument("--device", default="cpu")
@@ -69,6 +64,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
     args = parse(p)
+    if args.steps < 5 or args.warm < 1 or args.batch < 1:
+        p.error(f"--steps must be >= 5 (the figure is a difference of two runs), --warm and --batch >= 1; "
+                f"got --steps {args.steps}, --warm {args.warm}, --batch {args.batch}")
     cache = synthetic_cache(max(args.clips, 1024))
     base = dict(device=args.device, dit_batch=args.batch, text_steps=0, log_every=10 ** 9, ckpt_every=10 ** 9,
                 dit_warmup=1)
@@ -79,11 +77,11 @@ def main() -> None:
                                                    text_layers=1),
     }
     rows = []
-    tokenizer, probe = train.embedded.build_tokenizer(world.vocabulary()), train.CaptionProbe(128)
+    tokenizer, probe = train.embedded.build_tokenizer(train.caption_words(world)), train.CaptionProbe(128)
     text = train.TextEncoder(tokenizer, train.embedded.build_encoder(len(tokenizer)))
     for n in sorted({args.batch, 1024}):
         captions = cache["buckets"]["16x4x16x16"][1][:n]
-        best = min(_timed(lambda: (text.tokenize(captions), probe.targets(captions))) for _ in range(5))
+        best = min(timed(lambda: (text.tokenize(captions), probe.targets(captions)), 5))
         rows.append(("per-batch tokenising + probe targets (removed)", n, f"{best * 1e3:.1f}", "-"))
     for name, recipe in recipes.items():
         s = per_step(recipe, cache, args.warm, args.steps)

@@ -417,6 +417,11 @@ def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[s
             {k: v.to(device) for k, v in targets.items()}, tokens["attention_mask"].sum(1).numpy())
 
 
+def caption_words(world) -> list[str]:
+    """The text encoder's vocabulary: the world's words and punctuation."""
+    return sorted(set(world.vocabulary()) | set(",.;:!?'\"-()"))
+
+
 def caption_batch(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` fresh training-split captions (labels drawn and phrased by the world; no rendering)."""
     return [language.caption(world_sampler.draw_labels(rng, "train"), rng, phrasing="train") for _ in range(n)]
@@ -475,7 +480,7 @@ def latent_stats(cache: dict[str, Any], norm: str = "channel") -> tuple[list[flo
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
     """Flow-matching training of the DiT and the text encoder; returns the EMA weights."""
     final = out / "dit_final"
-    words = sorted(set(world.vocabulary()) | set(",.;:!?'\"-()"))
+    words = caption_words(world)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed + 1)
         tokenizer = embedded.build_tokenizer(words)
@@ -541,7 +546,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         x0 = (latents[idx_d].float() - mean) / std  # (B, C, F, h, w)
         said_d = said_d.bool()[:, None]
         ids_b = torch.where(said_d, ids[idx_d, :length], ids[-1, :length])  # the last row is the empty prompt
-        mask_b = torch.where(said_d, tmask[idx_d, :length], tmask[-1, :length])
+        mask = torch.where(said_d, tmask[idx_d, :length], tmask[-1, :length])
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         n = recipe.dit_batch
@@ -553,8 +558,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         xt = (1 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
-        states = text.encoder(input_ids=ids_b, attention_mask=mask_b).last_hidden_state  # (B, L, E)
-        mask = mask_b
+        states = text.encoder(input_ids=ids_b, attention_mask=mask).last_hidden_state  # (B, L, E)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             x0_prev = None
             if recipe.self_condition and rng.random() < 0.5:

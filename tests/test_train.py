@@ -129,9 +129,8 @@ def test_caption_probe_targets_follow_the_caption():
 
 def fresh_text_and_probe(width):
     """An untrained one-layer text encoder over the world's words, and probe heads, from seed 0."""
-    words = sorted(set(sora_nb.world.vocabulary()) | set(",.;:!?'\"-()"))
     torch.manual_seed(0)
-    tok = train.embedded.build_tokenizer(words)
+    tok = train.embedded.build_tokenizer(train.caption_words(sora_nb.world))
     return train.TextEncoder(tok, train.embedded.build_encoder(len(tok), width=width, layers=1)), train.CaptionProbe(width)
 
 

@@ -103,18 +103,28 @@ def consistent(tr: Track, scene: Scene) -> bool:
     barely differ from the object's median features (a blurry shape near a class boundary may
     flip class without changing).
     """
+    parts = consistency_parts(tr, scene)
+    return parts["presence"] >= PRESENCE_PASS and parts["agreement"] >= AGREEMENT_PASS
+
+
+def consistency_parts(tr: Track, scene: Scene) -> dict:
+    """The shares ``consistent`` checks, and their parts: "presence" (frames seen or excused behind
+    the bar), "colour" and "shape" (the share of whole views agreeing on each alone; NaN if the
+    track was only seen cut by the bar) and "agreement" (both at once; colour alone when no view
+    is whole, as its shape is then unknown)."""
     seen = {d.t for d in tr.detections}
     excused = {t for t in range(scene.n_frames) if t not in seen and _behind_bar(tr, scene, t)}
     presence = (len(seen) + len(excused)) / scene.n_frames
     whole = [d for d in tr.detections if not d.partial]
     if not whole:  # only ever seen cut by the bar: its shape is unknown, judge the colour
-        agree = np.mean([d.colour == tr.colour for d in tr.detections])
-        return presence >= PRESENCE_PASS and agree >= AGREEMENT_PASS
+        agree = float(np.mean([d.colour == tr.colour for d in tr.detections]))
+        return {"presence": presence, "colour": math.nan, "shape": math.nan, "agreement": agree}
     feats = np.array([d.features for d in whole]) * FEATURE_SCALE
     drift = np.abs(feats - np.median(feats, axis=0)).sum(axis=1)
     same_shape = [d.shape in (tr.shape, None) or dev <= SHAPE_DRIFT for d, dev in zip(whole, drift)]
-    agree = np.mean([d.colour == tr.colour and ok for d, ok in zip(whole, same_shape)])
-    return presence >= PRESENCE_PASS and agree >= AGREEMENT_PASS
+    same_colour = [d.colour == tr.colour for d in whole]
+    return {"presence": presence, "colour": float(np.mean(same_colour)), "shape": float(np.mean(same_shape)),
+            "agreement": float(np.mean([c and ok for c, ok in zip(same_colour, same_shape)]))}
 
 
 def trace(tr: Track, scene: Scene) -> list:
