@@ -32,6 +32,12 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    ``vae_spatial`` / ``vae_channels`` / ``dit_patch`` pick the latent grid: the default is a 4x
    autoencoder with 16 channels and (1, 2, 2) patches; an 8x autoencoder with 32 channels and one
    cell per token gives the DiT the same 8x8-pixel tokens and the same token count.
+   Fine-tuning: ``init_from`` starts this stage from a weights folder (its DiT, text encoder and
+   latent statistics; no text pre-training). ``shape_contrast`` (off) adds the shape-word contrast
+   of :func:`shape_contrast_loss` (``shape_margin``; ``shape_sigma`` restricts it to noisy rows).
+   Fine-tunes of the shipped DiT with it widened the error gap a wrong shape word makes
+   (``bench/bench_reads.py``: 2.6% to 5-9%) but hardly moved the shapes sampled, and cost motion,
+   count or colour (``bench/RESULTS.md``), so it stays off.
 5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
@@ -53,6 +59,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -106,6 +113,10 @@ class Recipe:
     self_condition: bool = False   # the DiT also reads its own previous x0 estimate (half the batches)
     dit_rope: bool = False         # rotary 3D positions in the DiT's self-attention
     bf16: bool = True              # the DiT's matrix products in bfloat16 (autocast; attention stays float32)
+    shape_contrast: float = 0.0    # weight of the shape-word contrast (0: off; see shape_contrast_loss)
+    shape_margin: float = 0.1      # the relative error gap the contrast asks of a caption with a wrong shape word
+    shape_sigma: float = 0.0       # the contrast counts only rows at noise levels >= this (where outlines form)
+    init_from: str = ""            # a weights folder whose DiT and text encoder the DiT stage starts from (fine-tune)
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -129,6 +140,13 @@ class Recipe:
             raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
+        for name in ("shape_contrast", "shape_margin", "shape_sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
+            raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "
+                             f"got {self.init_from!r}")
 
 
 TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), text_steps=20, text_batch=16, dit_steps=40, dit_batch=8, dit_warmup=5,
@@ -153,7 +171,7 @@ def clips_to_tensor(clips: list) -> torch.Tensor:
 
 def step_seed(seed: int, stage: str, step: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, step)."""
-    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5}[stage] * 10_007 + step) % (2**31)
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6}[stage] * 10_007 + step) % (2**31)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -417,6 +435,77 @@ def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[s
             {k: v.to(device) for k, v in targets.items()}, tokens["attention_mask"].sum(1).numpy())
 
 
+_WORD_SHAPE = {w: shape for words in (language.SHAPE_WORDS, language.HELDOUT_SHAPE_WORDS)
+               for shape, ws in words.items() for w in ws}
+_SHAPE_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _WORD_SHAPE), key=len, reverse=True)) + r")\b")
+
+
+def swap_shape(caption: str, rng: np.random.Generator) -> str:
+    """``caption`` with one of its shape words (chosen by ``rng``) replaced by a training word for
+    another shape, everything else kept; "" when it names no shape (the empty prompt)."""
+    hits = list(_SHAPE_WORD.finditer(caption))
+    if not hits:
+        return ""
+    hit = hits[rng.integers(len(hits))]
+    other = rng.choice([s for s in spec.SHAPES if s != _WORD_SHAPE[hit.group(1)]])
+    return caption[: hit.start()] + str(rng.choice(language.SHAPE_WORDS[other])) + caption[hit.end():]
+
+
+SWAP_VARIANTS = 2  # wrong-shape captions kept per cached caption for the shape contrast
+
+
+def swapped_tensors(text: TextEncoder, captions: Sequence[str], seed: int, device: torch.device) -> list[tuple]:
+    """For each of ``SWAP_VARIANTS``: token ids and mask ``(N + 1, L)`` of every caption with one
+    shape word swapped (``swap_shape``), the row lengths and which rows name a shape (host arrays);
+    the last row is the empty prompt, as in ``caption_tensors``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(SWAP_VARIANTS):
+        swapped = [swap_shape(c, rng) for c in captions] + [""]
+        tokens = text.tokenize(swapped)
+        out.append((tokens["input_ids"].to(device), tokens["attention_mask"].to(device),
+                    tokens["attention_mask"].sum(1).numpy(), np.array([bool(c) for c in swapped])))
+    return out
+
+
+def shape_contrast_loss(x0_hat: torch.Tensor, x0_swap: torch.Tensor, x0: torch.Tensor, margin: float,
+                        weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shape-word contrast: the model's x0 estimate of a clip under its own caption must beat its
+    estimate under the same caption with one shape word swapped, by a relative error ``margin``.
+
+    x0_hat, x0_swap: estimates (B, C, F, h, w) from the same noisy latents under the true and the
+    swapped caption; x0: the clean latents. Plain denoising weighs a shape word by the few outline
+    cells it changes, so a model can learn position, colour and motion and still draw its outlines
+    from the noise (bench/bench_reads.py: a 2.6% error gap for shape against 25-29% for colour and
+    direction). Returns the hinge ``mean(relu(margin - gap))`` over the rows whose ``weight`` is 1,
+    where gap = (e_swap - e_true) / e_true per clip, and the mean gap (both tensors: no device sync).
+    """
+    e_true = (x0_hat.float() - x0).pow(2).flatten(1).mean(1)
+    e_swap = (x0_swap.float() - x0).pow(2).flatten(1).mean(1)
+    gap = (e_swap - e_true) / e_true.detach().clamp(min=1e-6)
+    w = weight.float()
+    count = w.sum().clamp(min=1.0)
+    return (F.relu(margin - gap) * w).sum() / count, (gap.detach() * w).sum() / count
+
+
+def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
+    """The DiT and text encoder of ``recipe.init_from`` to fine-tune; the cache's latent statistics
+    become that folder's (the latent space its DiT was trained in). Refuses a recipe whose DiT
+    architecture differs from the folder's, by field."""
+    folder = Path(recipe.init_from)
+    dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+    wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
+              "patch_size": list(recipe.dit_patch), "self_condition": recipe.self_condition, "rope": recipe.dit_rope}
+    differ = {k: (v, list(dit.config[k]) if k == "patch_size" else dit.config[k]) for k, v in wanted.items()
+              if (list(dit.config[k]) if k == "patch_size" else dit.config[k]) != v}
+    if differ:
+        raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
+                         + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    cache["channel_stats"] = (vae["latent_mean"], vae["latent_std"])
+    return dit, TextEncoder.from_pretrained(folder)
+
+
 def caption_words(world) -> list[str]:
     """The text encoder's vocabulary: the world's words and punctuation."""
     return sorted(set(world.vocabulary()) | set(",.;:!?'\"-()"))
@@ -493,8 +582,14 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         probe = CaptionProbe(text.width)
     if (final / "dit" / "config.json").is_file():
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+        if recipe.init_from:
+            load_init(recipe, cache)  # the latent statistics it was fine-tuned in
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
-    train_text(recipe, out, text, probe)
+    if recipe.init_from:
+        dit, text = load_init(recipe, cache)
+        tokenizer = text.tokenizer
+    else:
+        train_text(recipe, out, text, probe)
     device = torch.device(recipe.device)
     dit.to(device); text.encoder.to(device); probe.to(device)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
@@ -519,6 +614,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     # every cached caption tokenised and parsed once: the loop only indexes tensors (no per-step
     # tokenising or parsing on the host, which on a GPU costs more than the step's arithmetic)
     captions_on_device = {k: caption_tensors(text, probe, caps, device) for k, (_, caps) in cache["buckets"].items()}
+    swapped_on_device = {k: swapped_tensors(text, caps, step_seed(recipe.seed, "swap", 0), device)
+                         for k, (_, caps) in cache["buckets"].items()} if recipe.shape_contrast else {}
     t0 = time.perf_counter()
     step = start
     while step < recipe.dit_steps:
@@ -541,12 +638,20 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         idx = rng.integers(0, len(ids) - 1, recipe.dit_batch)
         said = rng.random(recipe.dit_batch) >= recipe.caption_dropout  # dropped captions become ""
         length = int(max(lengths[idx][said].max(initial=0), lengths[-1]))  # the batch's longest prompt
+        nc = recipe.dit_batch // 2 if recipe.shape_contrast else 0  # rows also shown a wrong shape word
+        if nc:
+            sw_ids, sw_mask, sw_lengths, sw_named = swapped_on_device[key][int(rng.integers(SWAP_VARIANTS))]
+            contrast_rows = said[:nc] & sw_named[idx[:nc]]
+            length = int(max(length, sw_lengths[idx[:nc]].max()))
         both = torch.from_numpy(np.stack([idx, said.astype(np.int64)]))
         idx_d, said_d = (both.pin_memory() if device.type == "cuda" else both).to(device, non_blocking=True)
         x0 = (latents[idx_d].float() - mean) / std  # (B, C, F, h, w)
         said_d = said_d.bool()[:, None]
         ids_b = torch.where(said_d, ids[idx_d, :length], ids[-1, :length])  # the last row is the empty prompt
         mask = torch.where(said_d, tmask[idx_d, :length], tmask[-1, :length])
+        if nc:  # the swapped captions ride in the same text and DiT calls, as extra rows
+            ids_b = torch.cat([ids_b, sw_ids[idx_d[:nc], :length]])
+            mask = torch.cat([mask, sw_mask[idx_d[:nc], :length]])
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         n = recipe.dit_batch
@@ -558,19 +663,25 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         xt = (1 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
-        states = text.encoder(input_ids=ids_b, attention_mask=mask).last_hidden_state  # (B, L, E)
+        states = text.encoder(input_ids=ids_b, attention_mask=mask).last_hidden_state  # (B [+ nc], L, E)
+        x_in, t_in = (torch.cat([xt, xt[:nc]]), torch.cat([sigma, sigma[:nc]])) if nc else (xt, sigma)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             x0_prev = None
             if recipe.self_condition and rng.random() < 0.5:
                 # self-conditioning (Chen et al. 2022): half the time the model first estimates x0 without
                 # help, then sees that estimate, as it will see the previous step's at sampling time
                 with torch.no_grad():
-                    x0_prev = dit.predict_x0(xt, sigma * 1000.0, states.detach(), mask)
-            x0_hat = dit.predict_x0(xt, sigma * 1000.0, states, mask, x0_prev)  # (B, C, F, h, w)
+                    x0_prev = dit.predict_x0(x_in, t_in * 1000.0, states.detach(), mask)
+            x0_all = dit.predict_x0(x_in, t_in * 1000.0, states, mask, x0_prev)  # (B [+ nc], C, F, h, w)
+        x0_hat = x0_all[:n]
         # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
         loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
+        if nc:
+            rows = torch.from_numpy(contrast_rows).to(device) & (sigma[:nc] >= recipe.shape_sigma)
+            contrast, gap = shape_contrast_loss(x0_hat[:nc], x0_all[n:], x0[:nc], recipe.shape_margin, rows)
+            loss = loss + recipe.shape_contrast * contrast
         if recipe.probe_weight:
-            probe_loss, _ = probe.loss_from_targets(states, mask, {k: v[idx_d] for k, v in targets.items()},
+            probe_loss, _ = probe.loss_from_targets(states[:n], mask[:n], {k: v[idx_d] for k, v in targets.items()},
                                                     said_d[:, 0])
             loss = loss + recipe.probe_weight * probe_loss
         opt.zero_grad(set_to_none=True)
@@ -581,8 +692,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         _ema_update(ema_dit, dit, decay)
         _ema_update(ema_text, text.encoder, decay)
         if step % recipe.log_every == 0 or step == recipe.dit_steps - 1:
+            extra = {"contrast": contrast.item(), "shape_gap": gap.item()} if nc else {}
             log(out, stage="dit", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
-                s_per_step=(time.perf_counter() - t0) / (step - start + 1))
+                s_per_step=(time.perf_counter() - t0) / (step - start + 1), **extra)
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dit_steps:
             ckpt.mkdir(exist_ok=True)
             save_file(dit.state_dict(), str(ckpt / "dit.safetensors"))

@@ -1,5 +1,6 @@
 """The training recipe at a tiny budget: it runs, learns, resumes, is deterministic, and loads."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -331,7 +332,10 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
 @pytest.mark.parametrize("field,value,words", [("device", "gpu0", "device must be a torch device"),
                                                ("dit_seconds", -1.0, "dit_seconds must be a finite number >= 0"),
                                                ("dit_seconds", float("nan"), "dit_seconds must be a finite number >= 0"),
-                                               ("cache_workers", 0, "cache_workers must be an integer >= 1")])
+                                               ("cache_workers", 0, "cache_workers must be an integer >= 1"),
+                                               ("shape_contrast", -1.0, "shape_contrast must be a finite number >= 0"),
+                                               ("shape_margin", float("inf"), "shape_margin must be a finite number >= 0"),
+                                               ("shape_sigma", -0.1, "shape_sigma must be a finite number >= 0")])
 def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
     with pytest.raises(ValueError, match=words):
         train.Recipe(**{field: value})
@@ -343,3 +347,70 @@ def test_an_absent_accelerator_stops_the_run_before_any_stage(tmp_path):
     with pytest.raises(SystemExit, match="device 'cuda' is not usable on this machine"):
         train.main(["--out", str(out), "--tiny", "--set", 'device="cuda"'])
     assert not out.exists()  # nothing written
+
+
+def test_swap_shape_changes_one_objects_shape_and_nothing_else():
+    """The shape contrast's wrong captions: exactly one object's shape differs when parsed back."""
+    from sora_nb import world
+
+    rng = np.random.default_rng(0)
+    for clip in world.sample(60, seed=4, split="train", phrasing="any"):
+        said, swapped = world.parse(clip.caption), world.parse(train.swap_shape(clip.caption, rng))
+        assert len(swapped.objects) == len(said.objects)
+        changed = [k for k, (a, b) in enumerate(zip(said.objects, swapped.objects)) if a.shape != b.shape]
+        assert len(changed) == 1, (clip.caption, train.swap_shape(clip.caption, rng))
+        assert [dataclasses.replace(o, shape="") for o in said.objects] == \
+            [dataclasses.replace(o, shape="") for o in swapped.objects]
+        assert (said.background, said.occluder) == (swapped.background, swapped.occluder)
+    assert train.swap_shape("", rng) == ""
+    assert train.swap_shape("a red thing moving left", rng) == ""
+
+
+def test_shape_contrast_loss_is_a_hinge_on_the_relative_error_gap():
+    x0 = torch.zeros(3, 2, 1, 2, 2)
+    true = torch.ones_like(x0)  # error 1 for every clip
+    swap = torch.stack([torch.ones(2, 1, 2, 2), torch.full((2, 1, 2, 2), 1.05 ** 0.5),
+                        torch.full((2, 1, 2, 2), 2.0)]).requires_grad_()  # errors 1, 1.05, 4: gaps 0, 0.05, 3
+    loss, gap = train.shape_contrast_loss(true, swap, x0, 0.1, torch.tensor([1, 1, 1]))
+    assert float(loss) == pytest.approx(0.05, rel=1e-5) and float(gap) == pytest.approx(3.05 / 3, rel=1e-5)
+    loss.backward()
+    assert (swap.grad[:2] < 0).all() and (swap.grad[2] == 0).all()  # it pushes the wrong caption's error up, to the margin
+    loss, gap = train.shape_contrast_loss(true, swap.detach(), x0, 0.1, torch.tensor([1, 1, 0]))
+    assert float(loss) == pytest.approx(0.15 / 2, rel=1e-5) and float(gap) == pytest.approx(0.025, rel=1e-5)
+    loss, _ = train.shape_contrast_loss(true, swap.detach(), x0, 0.1, torch.tensor([0, 0, 0]))
+    assert float(loss) == 0.0  # no row to contrast: no loss, no NaN
+
+
+def test_a_fine_tune_starts_from_a_weights_folder_with_the_shape_contrast(tmp_path, tiny_run):
+    """``init_from`` starts the DiT stage from a shipped folder (no text pre-training, its latent
+    statistics); ``shape_contrast`` logs a finite contrast and gap; a mismatched recipe is refused."""
+    from sora_nb import world
+
+    folder = tiny_run / "weights"
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    init = train.ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+    out = tmp_path / "ft"
+    out.mkdir()
+    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 3, "init_from": str(folder),
+                             "shape_contrast": 1.0, "dit_warmup": 1})
+    cache = train.build_cache(recipe, out, world, vae)
+    dit, text = train.train_dit(recipe, out, world, cache)
+    stats = json.loads((folder / "vae" / "config.json").read_text())
+    assert cache["channel_stats"] == (stats["latent_mean"], stats["latent_std"])
+    assert not (out / "text_final").exists()  # started from the folder's text encoder
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in log if r.get("stage") == "dit" and "contrast" in r]
+    assert len(rows) == 3 and all(np.isfinite([r["contrast"], r["shape_gap"], r["loss"]]).all() for r in rows)
+    assert all(r["contrast"] >= max(0.0, 0.1 - r["shape_gap"]) - 1e-5 for r in rows)  # mean of a hinge >= hinge of the mean
+    changed = [not torch.equal(a, b) for a, b in zip(init.state_dict().values(), dit.state_dict().values())]
+    assert any(changed)
+    assert text.tokenizer.get_vocab() == train.TextEncoder.from_pretrained(folder).tokenizer.get_vocab()
+    out2 = tmp_path / "ft_high_noise_only"
+    out2.mkdir()
+    train.train_dit(dataclasses.replace(recipe, shape_sigma=1.5), out2, world, cache)  # no row is that noisy
+    log2 = [json.loads(line) for line in (out2 / "log.jsonl").read_text().splitlines()]
+    assert [r["contrast"] for r in log2 if "contrast" in r] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="differs from the recipe.*depth 3 vs 2"):
+        train.train_dit(train.Recipe(**{**FAST, "dit_depth": 3, "init_from": str(folder)}), tmp_path / "bad", world, cache)
+    with pytest.raises(ValueError, match="init_from must be a weights folder"):
+        train.Recipe(init_from=str(tmp_path / "nothing"))
