@@ -488,22 +488,26 @@ def shape_contrast_loss(x0_hat: torch.Tensor, x0_swap: torch.Tensor, x0: torch.T
     return (F.relu(margin - gap) * w).sum() / count, (gap.detach() * w).sum() / count
 
 
+def init_stats(recipe: Recipe, cache: dict[str, Any]) -> None:
+    """Make the cache's latent statistics ``recipe.init_from``'s (the latent space its DiT was trained in)."""
+    vae = json.loads((Path(recipe.init_from) / "vae" / "config.json").read_text())
+    cache["channel_stats"] = (vae["latent_mean"], vae["latent_std"])
+
+
 def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
-    """The DiT and text encoder of ``recipe.init_from`` to fine-tune; the cache's latent statistics
-    become that folder's (the latent space its DiT was trained in). Refuses a recipe whose DiT
-    architecture differs from the folder's, by field."""
-    folder = Path(recipe.init_from)
-    dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+    """The DiT and text encoder of ``recipe.init_from`` to fine-tune (loaded and sha256-checked as the
+    package loads its weights), with :func:`init_stats`. Refuses a recipe whose DiT architecture
+    differs from the folder's, by field."""
+    backend = embedded.load_folder(recipe.init_from)
+    config = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in backend.dit.config.items()}
     wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
               "patch_size": list(recipe.dit_patch), "self_condition": recipe.self_condition, "rope": recipe.dit_rope}
-    differ = {k: (v, list(dit.config[k]) if k == "patch_size" else dit.config[k]) for k, v in wanted.items()
-              if (list(dit.config[k]) if k == "patch_size" else dit.config[k]) != v}
+    differ = {k: (v, config[k]) for k, v in wanted.items() if config[k] != v}
     if differ:
         raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
                          + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
-    vae = json.loads((folder / "vae" / "config.json").read_text())
-    cache["channel_stats"] = (vae["latent_mean"], vae["latent_std"])
-    return dit, TextEncoder.from_pretrained(folder)
+    init_stats(recipe, cache)
+    return backend.dit, backend.text
 
 
 def caption_words(world) -> list[str]:
@@ -583,7 +587,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     if (final / "dit" / "config.json").is_file():
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         if recipe.init_from:
-            load_init(recipe, cache)  # the latent statistics it was fine-tuned in
+            init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
     if recipe.init_from:
         dit, text = load_init(recipe, cache)
