@@ -1,10 +1,11 @@
 """Prompt adherence against classifier-free guidance, scored by the shapes world's evaluator.
 
-    .venv/bin/python bench/bench_guidance.py [--clips 50] [--steps 20]
+    .venv/bin/python bench/bench_guidance.py [--clips 50] [--steps 20] [--eta 0 1]
 
 For each guidance value, generates the same ``--clips`` prompts (train split, default settings) and
 prints the mean of every evaluator dimension. Guidance 0 ignores the prompt (unconditional), 1 is
-the conditional model alone; adherence should rise from 1 and level off.
+the conditional model alone; adherence should rise from 1 and level off. ``--eta`` repeats the sweep
+for each sampler noise given (default: the model's own).
 """
 
 from __future__ import annotations
@@ -24,18 +25,24 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=50)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model", default="shapes")
+    parser.add_argument("--eta", type=float, nargs="*", default=None,
+                        help="sampler noise per step, one sweep each (default: the model's own)")
     args = parser.parse_args()
     gen = sora_nb.load(args.model)
+    etas = args.eta if args.eta else [gen.limits.default_eta]
     print(f"model {gen.name}, {args.clips} prompts (train split) per guidance value, {args.steps} steps")
-    print("| guidance | " + " | ".join(COLUMNS) + " | s/clip |")
-    print("|---|" + "---|" * (len(COLUMNS) + 1))
-    for g in GUIDANCE:
-        start = time.perf_counter()
-        df = world.evaluate(lambda c, s: gen.generate(c, seed=s, guidance=g, steps=args.steps, trace=False).frames,
-                            n=args.clips, seed=4242, split="train")
-        per_clip = (time.perf_counter() - start) / args.clips
-        means = world.summarize(df)
-        print(f"| {g:g} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS) + f" | {per_clip:.2f} |")
+    print("| eta | guidance | " + " | ".join(COLUMNS) + " | s/clip |")
+    print("|---|---|" + "---|" * (len(COLUMNS) + 1))
+    for eta in etas:
+        for g in GUIDANCE:
+            start = time.perf_counter()
+            df = world.evaluate(lambda c, s: gen.generate(c, seed=s, guidance=g, eta=eta, steps=args.steps,
+                                                          trace=False).frames,
+                                n=args.clips, seed=4242, split="train")
+            per_clip = (time.perf_counter() - start) / args.clips
+            means = world.summarize(df)
+            print(f"| {eta:g} | {g:g} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS) + f" | {per_clip:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

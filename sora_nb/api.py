@@ -60,6 +60,7 @@ class Generator:
         duration: float | None = None,
         guidance: float | None = None,
         steps: int = 20,
+        eta: float | None = None,
         width: int | None = None,
         height: int | None = None,
         negative_prompt: str = "",
@@ -84,6 +85,10 @@ class Generator:
             default: the model's own (``generator.limits.default_guidance``; 5 unless its weights say).
             (diffusers pipelines turn guidance off at <= 1; HunyuanVideo's is distilled guidance.)
           steps: denoising steps, 1 to 1000.
+          eta: fresh noise per step, 0 to ``generator.limits.max_eta``: 0 is the deterministic sampler (the
+            flow ODE), 1 re-noises each step's clean estimate with new noise (still reproducible per
+            seed); default: the model's own (``limits.default_eta``: 1 for the shipped shapes model, 0
+            for diffusers pipelines, which accept only 0).
           width, height: a size the model supports (``generator.limits.sizes``; diffusers models take
             any multiple of ``generator.limits.size_multiple``); default ``limits.default_size``.
           image: the first frame, for image-to-video models (a PIL image or uint8 array).
@@ -96,7 +101,7 @@ class Generator:
         """
         kwargs: dict[str, Any] = dict(seed=seed, steps=steps,
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
-        for name, value in (("guidance", guidance), ("width", width), ("height", height), ("duration", duration),
+        for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height), ("duration", duration),
                             ("num_frames", num_frames), ("image", image)):
             if value is not None:
                 kwargs[name] = value

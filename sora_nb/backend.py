@@ -33,6 +33,8 @@ class Limits:
     max_steps: int = 1000
     max_guidance: float = 50.0
     default_guidance: float = 5.0              # the guidance a request gets when it names none
+    max_eta: float = 0.0                       # sampler noise per step (see Request.eta); 0: deterministic only
+    default_eta: float = 0.0                   # the eta a request gets when it names none
     max_prompt_chars: int = 1000
     temporal_factor: int = 1                   # video frames per latent frame (4 for a 4x temporal VAE)
     family: str = ""                           # model family named in constraint messages ("Wan", "LTX-Video")

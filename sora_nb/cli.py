@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="classifier-free guidance scale in [0, 50]; 0 ignores the prompt, 1 disables "
                           "guidance (default: the model's own, e.g. the shapes model's card value)")
     gen.add_argument("--steps", type=_number(int), default=20, help="denoising steps in [1, 1000] (default: 20)")
+    gen.add_argument("--eta", type=_number(float), default=None,
+                     help="fresh noise per step in [0, 1]: 0 is the deterministic sampler, 1 re-noises every "
+                          "step (default: the model's own; diffusers pipelines accept only 0)")
     gen.add_argument("--width", type=_number(int), default=None,
                      help="width in pixels, one the model supports (shapes: 64 or 96) (default: the model's)")
     gen.add_argument("--height", type=_number(int), default=None,
@@ -76,6 +79,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                   negative_prompt=args.negative_prompt, trace=False)
     if args.guidance is not None:
         kwargs["guidance"] = args.guidance
+    if args.eta is not None:
+        kwargs["eta"] = args.eta
     if args.width is not None:
         kwargs["width"] = args.width
     if args.height is not None:

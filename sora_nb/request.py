@@ -33,6 +33,9 @@ class Request:
     guidance: float = 5.0       # classifier-free guidance scale: 0 = unconditional, 1 = no guidance
                                 # (build() defaults it to the model's limits.default_guidance)
     steps: int = 20             # denoising steps
+    eta: float = 0.0            # fresh noise per sampler step: 0 = deterministic (the flow ODE), 1 = the
+                                # x0 estimate is re-noised with new noise at every step (build() defaults
+                                # it to the model's limits.default_eta)
     width: int = 64
     height: int = 64
     trace: bool = True          # record every step into Video.trace
@@ -62,6 +65,7 @@ class Request:
             duration=duration,
             guidance=check_float("guidance", kwargs.get("guidance", limits.default_guidance), 0.0, limits.max_guidance),
             steps=check_int("steps", kwargs.get("steps", 20), 1, limits.max_steps),
+            eta=_check_eta(limits, kwargs.get("eta", limits.default_eta)),
             width=width,
             height=height,
             trace=check_bool("trace", kwargs.get("trace", True)),
@@ -83,6 +87,18 @@ def describe_image(image: Any) -> str:
     """``"image WxH sha256:<16 hex>"`` for a PIL image: enough to tell which image made a clip."""
     digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
     return f"image {image.width}x{image.height} sha256:{digest}"
+
+
+def _check_eta(limits: "Limits", eta: Any) -> float:
+    """The sampler's noise per step: in [0, ``limits.max_eta``]; a model with max_eta 0 accepts only 0."""
+    if limits.max_eta <= 0.0:
+        value = check_float("eta", eta, 0.0, 1.0)
+        if value != 0.0:
+            raise ValueError(f"eta must be 0 for model {limits.name!r}: its sampler is the pipeline's own "
+                             f"deterministic scheduler (stochastic steps, eta > 0 up to 1, are available for the "
+                             f"embedded models); got {value:g}")
+        return value
+    return check_float("eta", eta, 0.0, limits.max_eta)
 
 
 def _check_size(limits: "Limits", kwargs: dict[str, Any]) -> tuple[int, int]:

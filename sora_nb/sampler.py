@@ -6,12 +6,14 @@ recorder, live preview, progress bar) and checks the cancel flag between steps. 
 closes the generator and skips the decode.
 
 :func:`flow_matching_steps` is the Euler loop of rectified flow, shared by backends that run their
-own model (the embedded one): x_next = x + (sigma_next - sigma) * v and x0 = x - sigma * v.
+own model (the embedded one): x_next = x + (sigma_next - sigma) * v and x0 = x - sigma * v; with
+``eta`` > 0 part of the noise in x_next is drawn fresh at every step (a stochastic sampler).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -74,19 +76,39 @@ def flow_matching_steps(
     noise: torch.Tensor,
     scheduler: FlowMatchEulerDiscreteScheduler,
     steps: int,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> Iterator[StepEvent]:
     """Euler steps of a flow-matching model from pure ``noise``; yields x_t, x0 and x_next per step.
 
     ``velocity(x, timestep)`` returns the (guided) velocity for latent ``x``; the scheduler object must
     be fresh (it keeps a step index).
+
+    ``eta`` in [0, 1] sets how much fresh noise each step takes (the flow analogue of DDIM's eta). A step
+    splits x_t = (1 - sigma) x0 + sigma eps into the model's clean estimate x0 = x - sigma v and the
+    noise it implies, eps = x + (1 - sigma) v, and builds
+    x_next = (1 - sigma_next) x0 + sigma_next (sqrt(1 - eta^2) eps + eta z), z fresh from ``generator``.
+    eta = 0 is the deterministic Euler step (the probability-flow ODE, done by ``scheduler.step``);
+    eta = 1 re-noises x0 with new noise at every step, as diffusers' ``stochastic_sampling`` does. The
+    last step (sigma_next = 0) returns x0 either way. Same generator state, same result.
     """
     scheduler.set_timesteps(steps, device=noise.device)
     sigmas = scheduler.sigmas.tolist()
     x = noise
     for i, t in enumerate(scheduler.timesteps):
         v = velocity(x, t)
-        x_next = scheduler.step(v, t, x, return_dict=False)[0]
         x0 = x - sigmas[i] * v
+        if eta > 0.0:
+            s, s_next = sigmas[i], sigmas[i + 1]
+            if s_next > 0.0:
+                eps = x + (1.0 - s) * v
+                z = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+                x_next = (1.0 - s_next) * x0 + s_next * (math.sqrt(1.0 - eta * eta) * eps + eta * z)
+            else:
+                x_next = x0
+        else:
+            x_next = scheduler.step(v, t, x, return_dict=False)[0]
         yield StepEvent(step=i, num_steps=steps, timestep=float(t), sigma=sigmas[i],
                         sigma_next=sigmas[i + 1], latent=x, x0=x0, x_next=x_next)
         x = x_next

@@ -1,5 +1,6 @@
 """The thin API: shapes, params, determinism, reproduction from params."""
 
+import math
 import threading
 
 import numpy as np
@@ -148,3 +149,53 @@ def test_load_accepts_generator_and_rejects_unknown(gen, tmp_path):
         sora_nb.load(3)
     with pytest.raises(ValueError, match="not a sora_nb weights folder"):
         sora_nb.load(str(tmp_path))
+
+
+def _x0_model(target):
+    """A velocity field whose clean estimate is always ``target``: v = (x - target) / sigma."""
+    return lambda x, t: (x - target) / (float(t) / 1000.0)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_stochastic_steps_follow_the_eta_formula(eta):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from sora_nb.sampler import flow_matching_steps
+
+    target = torch.randn(1, 2, 3, 4, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(1, 2, 3, 4, generator=torch.Generator().manual_seed(2))
+    events = list(flow_matching_steps(_x0_model(target), noise, FlowMatchEulerDiscreteScheduler(), 5, eta=eta,
+                                      generator=torch.Generator().manual_seed(3)))
+    fresh = torch.Generator().manual_seed(3)  # the same stream: one draw per step but the last
+    for ev in events:
+        torch.testing.assert_close(ev.x0, target, atol=1e-5, rtol=0)
+        s, sn, x = ev.sigma, ev.sigma_next, ev.latent
+        if sn == 0.0:
+            torch.testing.assert_close(ev.x_next, target, atol=1e-5, rtol=0)  # the last step returns x0
+            continue
+        eps = (x - (1 - s) * target) / s  # the noise x_t holds
+        z = torch.randn(x.shape, generator=fresh) if eta > 0 else 0.0
+        expected = (1 - sn) * target + sn * (math.sqrt(1 - eta ** 2) * eps + eta * z)
+        torch.testing.assert_close(ev.x_next, expected, atol=1e-5, rtol=1e-5)
+    again = list(flow_matching_steps(_x0_model(target), noise, FlowMatchEulerDiscreteScheduler(), 5, eta=eta,
+                                     generator=torch.Generator().manual_seed(3)))
+    other = list(flow_matching_steps(_x0_model(target), noise, FlowMatchEulerDiscreteScheduler(), 5, eta=eta,
+                                     generator=torch.Generator().manual_seed(4)))
+    assert torch.equal(again[2].x_next, events[2].x_next)  # the same generator, the same steps
+    assert torch.equal(other[2].x_next, events[2].x_next) == (eta == 0.0)
+
+
+def test_eta_is_the_models_default_recorded_and_reproducible(gen):
+    assert gen.limits.max_eta == 1.0 and gen.limits.default_eta == 1.0  # the shipped weights' choice
+    a = gen.generate("a green star spinning", seed=7, steps=4, trace=False)
+    b = gen.generate("a green star spinning", seed=7, steps=4, trace=False)
+    ode = gen.generate("a green star spinning", seed=7, steps=4, eta=0.0, trace=False)
+    ode2 = gen.generate("a green star spinning", seed=7, steps=4, eta=0, trace=False)
+    assert a.params["eta"] == 1.0 and ode.params["eta"] == 0.0
+    np.testing.assert_array_equal(a.frames, b.frames)     # stochastic steps draw from the per-call generator
+    np.testing.assert_array_equal(ode.frames, ode2.frames)
+    assert not np.array_equal(a.frames, ode.frames)
+    # both start from the same noise: the first step's input is the seed's noise either way
+    c = gen.generate("a green star spinning", seed=7, steps=4, eta=0.0)
+    d = gen.generate("a green star spinning", seed=7, steps=4, eta=1.0)
+    np.testing.assert_array_equal(c.trace["latent"].isel(step=0).values, d.trace["latent"].isel(step=0).values)

@@ -191,13 +191,14 @@ def weights_folder(tmp_path, gen):
     b = gen.backend
     return embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                                 {"name": "shapes-test", "trained": False,
-                                 "default_guidance": b.limits.default_guidance})
+                                 "default_guidance": b.limits.default_guidance, "default_eta": b.limits.default_eta})
 
 
 def test_save_load_round_trip(weights_folder, gen):
     loaded = sora_nb.load(str(weights_folder))
     assert loaded.name == "shapes-test"
-    assert loaded.limits.default_guidance == gen.limits.default_guidance == 1.5  # the shipped weights' choice
+    assert loaded.limits.default_guidance == gen.limits.default_guidance == 2.0  # the shipped weights' choice
+    assert loaded.limits.default_eta == gen.limits.default_eta == 1.0
     a = loaded.generate("a red circle moving right", seed=4, steps=3, trace=False)
     b = gen.generate("a red circle moving right", seed=4, steps=3, trace=False)
     np.testing.assert_array_equal(a.frames, b.frames)

@@ -207,6 +207,30 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
     assert manifest["default_guidance"] == 5.0  # TINY has a single candidate
     gen = sora_nb.load(str(folder))
     assert gen.limits.default_guidance == 5.0 and gen.request("a red circle").guidance == 5.0
+    assert manifest["default_eta"] == 1.0 == train.Recipe().sample_eta  # the recipe's sampler, recorded
+    assert gen.limits.default_eta == 1.0 and gen.request("a red circle").eta == 1.0
+    assert "sampler eta 1, guidance 5" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
+    """--rescore: the same networks (byte for byte), scored again under a changed sampler setting."""
+    folder = tiny_run / "weights"
+    out = train.main(["--rescore", str(folder), "--set", "sample_eta=0", "--out", str(tmp_path / "re")])
+    assert out == 0
+    new = tmp_path / "re" / "weights"
+    before = json.loads((folder / "manifest.json").read_text())
+    after = json.loads((new / "manifest.json").read_text())
+    for name in ("dit/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors"):
+        assert after["files"][name] == before["files"][name], name
+    assert after["default_eta"] == 0.0 and before["default_eta"] == 1.0
+    scores = json.loads((new / "scores.json").read_text())
+    assert scores["recipe"]["sample_eta"] == 0.0
+    assert scores["recipe"]["dit_steps"] == json.loads((folder / "scores.json").read_text())["recipe"]["dit_steps"]
+    assert set(scores["scores"]) == {"train/train", "heldout/train", "train/heldout"}
+    assert sora_nb.load(str(new)).limits.default_eta == 0.0
+    with pytest.raises(ValueError, match=r"sample_eta must be a number in \[0, 1\]"):
+        train.Recipe(sample_eta=1.5)
 
 
 def test_choose_guidance_picks_the_best_adherence(tmp_path):

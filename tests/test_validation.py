@@ -38,6 +38,10 @@ BAD = [
     (dict(width="64"), TypeError, r"width must be an integer"),
     (dict(trace="yes"), TypeError, r"trace must be True or False"),
     (dict(record_every=0), ValueError, r"record_every must be an integer in \[1, 1000\]"),
+    (dict(eta=-0.1), ValueError, r"eta must be >= 0 and <= 1, got -0.1"),
+    (dict(eta=1.5), ValueError, r"eta must be >= 0 and <= 1, got 1.5"),
+    (dict(eta=float("nan")), ValueError, r"eta must be a finite number >= 0 and <= 1"),
+    (dict(eta="1"), TypeError, r"eta must be a number >= 0 and <= 1"),
 ]
 
 
@@ -67,3 +71,14 @@ def test_a_failed_request_leaves_the_generator_working(gen):
         gen.generate("a red circle", duration=-1)
     v = gen.generate("a red circle", steps=2, trace=False)
     assert v.frames.shape == (16, 64, 64, 3)
+
+
+def test_eta_other_than_0_is_refused_where_the_model_has_no_stochastic_sampler(gen):
+    import dataclasses
+
+    limits = dataclasses.replace(gen.limits, name="wan-like", max_eta=0.0, default_eta=0.0)
+    assert sora_nb.Request.build(limits, "a red circle").eta == 0.0
+    with pytest.raises(ValueError, match=r"eta must be 0 for model 'wan-like'.*got 0.5"):
+        sora_nb.Request.build(limits, "a red circle", eta=0.5)
+    with pytest.raises(ValueError, match=r"eta must be >= 0 and <= 1, got 2"):
+        sora_nb.Request.build(limits, "a red circle", eta=2)

@@ -77,7 +77,8 @@ class EmbeddedBackend:
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
-                             default_guidance=float(self.info.get("default_guidance", 5.0)))
+                             default_guidance=float(self.info.get("default_guidance", 5.0)),
+                             max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)))
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -152,7 +153,7 @@ class EmbeddedBackend:
             return v
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps):
+        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps, eta=request.eta, generator=generator):
             yield StepEvent(step=ev.step, num_steps=ev.num_steps, timestep=ev.timestep, sigma=ev.sigma,
                             sigma_next=ev.sigma_next, latent=ev.latent[0].transpose(0, 1),
                             x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1))
