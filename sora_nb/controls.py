@@ -13,7 +13,7 @@
 What happens on a change
 ------------------------
 Every control (``ui.prompt``, ``ui.negative_prompt``, ``ui.seed``, ``ui.duration``, ``ui.guidance``,
-``ui.steps``, ``ui.size``) is an ordinary ipywidget whose ``.value`` can be set from code or in the
+``ui.eta``, ``ui.steps``, ``ui.size``) is an ordinary ipywidget whose ``.value`` can be set from code or in the
 browser. A change
 
 1. cancels the run in flight at once (a ``threading.Event``; the sampler stops between two steps
@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Controls", "controls", "ClipPreview", "HistoryStrip", "slug"]
 
-CONTROL_NAMES = ("prompt", "negative_prompt", "seed", "duration", "guidance", "steps", "size")
+CONTROL_NAMES = ("prompt", "negative_prompt", "seed", "duration", "guidance", "eta", "steps", "size")
 TYPED = ("prompt", "negative_prompt")     # debounced: they change on every keystroke
 MAX_SLIDER_STEPS = 50
 SEED_DRAW = 2**31                          # the dice draws in [0, 2**31), like Request for seed=None
@@ -250,7 +250,8 @@ class Controls:
         values = self._normalise(initial)
         lim = self.generator.limits
         merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0, "duration": 2.0,
-                  "guidance": lim.default_guidance, "steps": 20, "size": tuple(lim.default_size), **values}
+                  "guidance": lim.default_guidance, "eta": lim.default_eta, "steps": 20,
+                  "size": tuple(lim.default_size), **values}
         self.generator.request(merged["prompt"], **self._request_kwargs(merged))  # raises like generate()
         return merged
 
@@ -291,6 +292,10 @@ class Controls:
         self.guidance = W.FloatSlider(value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
                                       description="guidance", continuous_update=False, style=style,
                                       readout_format=".1f", layout=slider)
+        self.eta = W.FloatSlider(value=v["eta"], min=0.0, max=max(lim.max_eta, v["eta"]), step=0.1,
+                                 description="eta (noise)", continuous_update=False, style=style,
+                                 readout_format=".1f", layout=slider, disabled=lim.max_eta <= 0.0,
+                                 tooltip="fresh noise per sampler step: 0 deterministic, 1 re-noise every step")
         self.steps = W.IntSlider(value=v["steps"], min=1, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
                                  description="steps", continuous_update=False, style=style,
                                  layout=slider)
@@ -328,7 +333,7 @@ class Controls:
         self.root = W.VBox([
             self.prompt, self.negative_prompt,
             W.HBox([self.seed, self.dice, self.size]),
-            W.HBox([self.duration, self.guidance, self.steps], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.duration, self.guidance, self.eta, self.steps], layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.run_button, self.stop_button, self.inspect_button, self.save_button, self.progress,
                     self.progress_label], layout=W.Layout(align_items="center", flex_flow="row wrap")),
             self.message,
@@ -366,7 +371,7 @@ class Controls:
     def _request_kwargs(v: dict[str, Any]) -> dict[str, Any]:
         width, height = v["size"]
         return {"negative_prompt": v["negative_prompt"], "seed": v["seed"], "duration": v["duration"],
-                "guidance": v["guidance"], "steps": v["steps"], "width": width, "height": height}
+                "guidance": v["guidance"], "eta": v["eta"], "steps": v["steps"], "width": width, "height": height}
 
     @property
     def history(self) -> list[Video]:

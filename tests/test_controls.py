@@ -125,7 +125,7 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
 def controls_match(ui: Controls, params: dict) -> None:
     """The video's params equal the controls, value for value."""
     v = ui.values
-    for key in ("prompt", "negative_prompt", "seed", "duration", "guidance", "steps", "width", "height"):
+    for key in ("prompt", "negative_prompt", "seed", "duration", "guidance", "eta", "steps", "width", "height"):
         assert params[key] == v[key], key
 
 
@@ -179,6 +179,20 @@ def test_guidance_slider_starts_at_the_models_default():
     ui = panel(sora_nb.Generator(backend), autostart=False)
     assert ui.guidance.value == 2.5
     assert panel(sora_nb.Generator(backend), autostart=False, guidance=6.0).guidance.value == 6.0
+
+
+def test_eta_slider_starts_at_the_models_default_and_reaches_the_request(gen):
+    ui = panel(gen, steps=2, autostart=False)
+    assert ui.eta.value == gen.limits.default_eta == 1.0 and ui.eta.max == 1.0 and not ui.eta.disabled
+    ui.set(eta=0.0)
+    video = ui.wait(60)
+    assert video.params["eta"] == 0.0 and ui.values["eta"] == 0.0
+    np.testing.assert_array_equal(video.frames, gen.generate(**{**ui.values, "trace": False}).frames)
+    fixed = panel(fake()[0], autostart=False)     # a model without a stochastic sampler (max_eta 0)
+    assert fixed.eta.disabled and fixed.eta.value == 0.0
+    with pytest.raises(ValueError, match=r"eta must be 0 for model 'fake'"):
+        fixed.set(eta=0.5)
+    assert fixed.eta.value == 0.0 and not fixed.busy  # refused before anything changed
 
 
 # -- with the fake backend -----------------------------------------------------------------------------

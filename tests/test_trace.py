@@ -186,7 +186,8 @@ def test_spatial_downsampling_averages_blocks(gen):
     assert small.trace.preview.shape[2:4] == (full.trace.preview.shape[2] // 2, full.trace.preview.shape[3] // 2)
     assert small.trace.attrs["trace_downsample"] == 2
     pooled = full.trace.latent.values.astype(np.float32).reshape(s, f, c, h // 2, 2, w // 2, 2).mean(axis=(4, 6))
-    np.testing.assert_allclose(small.trace.latent.values.astype(np.float32), pooled, atol=2e-3)
+    # both sides went through float16 (the trace's storage): about 1e-3 relative apart at most (2^-11 per rounding)
+    np.testing.assert_allclose(small.trace.latent.values.astype(np.float32), pooled, atol=2e-3, rtol=1e-3)
     np.testing.assert_array_equal(small.frames, full.frames)  # the video itself is untouched
 
 

@@ -209,13 +209,14 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
     assert gen.limits.default_guidance == 5.0 and gen.request("a red circle").guidance == 5.0
     assert manifest["default_eta"] == 1.0 == train.Recipe().sample_eta  # the recipe's sampler, recorded
     assert gen.limits.default_eta == 1.0 and gen.request("a red circle").eta == 1.0
-    assert "sampler eta 1, guidance 5" in (folder / "MODEL_CARD.md").read_text()
+    assert "sampler eta 1 and shift 6, guidance 5" in (folder / "MODEL_CARD.md").read_text()
+    assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["shift"] == 6.0
 
 
 def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
     """--rescore: the same networks (byte for byte), scored again under a changed sampler setting."""
     folder = tiny_run / "weights"
-    out = train.main(["--rescore", str(folder), "--set", "sample_eta=0", "--out", str(tmp_path / "re")])
+    out = train.main(["--rescore", str(folder), "--set", "sample_eta=0", "sample_shift=3", "--out", str(tmp_path / "re")])
     assert out == 0
     new = tmp_path / "re" / "weights"
     before = json.loads((folder / "manifest.json").read_text())
@@ -228,9 +229,20 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
     assert scores["recipe"]["sample_eta"] == 0.0
     assert scores["recipe"]["dit_steps"] == json.loads((folder / "scores.json").read_text())["recipe"]["dit_steps"]
     assert set(scores["scores"]) == {"train/train", "heldout/train", "train/heldout"}
-    assert sora_nb.load(str(new)).limits.default_eta == 0.0
+    assert json.loads((new / "scheduler" / "scheduler_config.json").read_text())["shift"] == 3.0
+    loaded = sora_nb.load(str(new))
+    assert loaded.limits.default_eta == 0.0
+    sigmas = loaded.generate("a red circle", steps=4).trace.sigma.values
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    shifted, plain = FlowMatchEulerDiscreteScheduler(shift=3.0), FlowMatchEulerDiscreteScheduler(shift=1.0)
+    shifted.set_timesteps(4), plain.set_timesteps(4)
+    np.testing.assert_allclose(sigmas, shifted.sigmas[:-1].numpy(), rtol=1e-4)
+    assert (sigmas[1:3] > plain.sigmas[1:3].numpy() + 0.1).all()  # more of the steps at high noise
     with pytest.raises(ValueError, match=r"sample_eta must be a number in \[0, 1\]"):
         train.Recipe(sample_eta=1.5)
+    with pytest.raises(ValueError, match=r"sample_shift must be a number in \(0, 100\]"):
+        train.Recipe(sample_shift=0)
 
 
 def test_choose_guidance_picks_the_best_adherence(tmp_path):

@@ -182,9 +182,10 @@ def build(words: list[str] | None = None, *, vae_kwargs: dict | None = None, dit
     return vae, dit, text
 
 
-def default_scheduler_config() -> dict[str, Any]:
-    """Flow matching with diffusers' Euler scheduler."""
-    return dict(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0).config)
+def default_scheduler_config(shift: float = 1.0) -> dict[str, Any]:
+    """Flow matching with diffusers' Euler scheduler; ``shift`` > 1 spends more of the steps at high noise
+    (sigma -> shift * sigma / (1 + (shift - 1) * sigma), as SD3 and Wan do)."""
+    return dict(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=float(shift)).config)
 
 
 def untrained(seed: int = 0) -> EmbeddedBackend:
