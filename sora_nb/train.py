@@ -806,6 +806,9 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     split evaluated again and the model card rewritten, into ``out/weights``. The training wall times
     are the folder's own (its scores.json); the latent statistics are its autoencoder's."""
     weights = Path(weights)
+    if not (weights / "scores.json").is_file():
+        raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
+                         f"holding its recipe); {str(weights)!r} has none")
     prior = json.loads((weights / "scores.json").read_text())
     fields = {f.name for f in dataclasses.fields(Recipe)}
     recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})

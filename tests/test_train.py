@@ -243,6 +243,9 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
         train.Recipe(sample_eta=1.5)
     with pytest.raises(ValueError, match=r"sample_shift must be a number in \(0, 100\]"):
         train.Recipe(sample_shift=0)
+    with pytest.raises(ValueError, match=r"rescore needs a weights folder written by sora_nb.train"):
+        train.rescore(tmp_path, tmp_path / "none", None)
+    assert not (tmp_path / "none").exists()  # refused before anything was written
 
 
 def test_choose_guidance_picks_the_best_adherence(tmp_path):
