@@ -101,8 +101,8 @@ class Generator:
         """
         kwargs: dict[str, Any] = dict(seed=seed, steps=steps,
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
-        for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height), ("duration", duration),
-                            ("num_frames", num_frames), ("image", image)):
+        for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height),
+                            ("duration", duration), ("num_frames", num_frames), ("image", image)):
             if value is not None:
                 kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)

@@ -13,8 +13,8 @@
 What happens on a change
 ------------------------
 Every control (``ui.prompt``, ``ui.negative_prompt``, ``ui.seed``, ``ui.duration``, ``ui.guidance``,
-``ui.eta``, ``ui.steps``, ``ui.size``) is an ordinary ipywidget whose ``.value`` can be set from code or in the
-browser. A change
+``ui.eta``, ``ui.steps``, ``ui.size``) is an ordinary ipywidget whose ``.value`` can be set from code or in
+the browser. A change
 
 1. cancels the run in flight at once (a ``threading.Event``; the sampler stops between two steps
    and skips the decode, see :mod:`sora_nb.sampler`);
@@ -292,7 +292,7 @@ class Controls:
         self.guidance = W.FloatSlider(value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
                                       description="guidance", continuous_update=False, style=style,
                                       readout_format=".1f", layout=slider)
-        self.eta = W.FloatSlider(value=v["eta"], min=0.0, max=max(lim.max_eta, v["eta"]), step=0.1,
+        self.eta = W.FloatSlider(value=v["eta"], min=0.0, max=lim.max_eta, step=0.1,  # v["eta"] <= max_eta: checked
                                  description="eta (noise)", continuous_update=False, style=style,
                                  readout_format=".1f", layout=slider, disabled=lim.max_eta <= 0.0,
                                  tooltip="fresh noise per sampler step: 0 deterministic, 1 re-noise every step")

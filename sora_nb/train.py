@@ -771,7 +771,8 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
-    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(recipe.sample_shift), latent_rgb, info)
+    scheduler_config = embedded.default_scheduler_config(recipe.sample_shift)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info)
     from .api import Generator
 
     t0 = time.perf_counter()
@@ -796,7 +797,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds, "guidance": info["default_guidance"],
                                                     "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
                                                    indent=1))
-    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(recipe.sample_shift), latent_rgb, info)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info)
     return folder
 
 
@@ -858,9 +859,8 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         f"- recipe: `{json.dumps(dataclasses.asdict(recipe))}`",
         f"- weights folder size: {size:.1f} MiB",
         "", f"## Scores (shapes-world evaluator, {recipe.eval_clips} clips each, default settings)", "",
-        f"Default settings: 2 s, 64x64, 20 steps, sampler eta {recipe.sample_eta:g} and shift {recipe.sample_shift:g}, "
-        f"guidance {guidance:g} "
-        "(the model's default, chosen as the best "
+        f"Default settings: 2 s, 64x64, 20 steps, sampler eta {recipe.sample_eta:g} and shift "
+        f"{recipe.sample_shift:g}, guidance {guidance:g} (the model's default, chosen as the best "
         "prompt adherence of " + (", ".join(f"{k}: {v:.3f}" for k, v in sweep.items()) if sweep else "a single candidate")
         + f" on {recipe.guidance_clips} other training prompts).", "",
         "| split / phrasing | " + " | ".join(sorted(next(iter(scores.values())).keys())) + " |",

@@ -153,7 +153,8 @@ class EmbeddedBackend:
             return v
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps, eta=request.eta, generator=generator):
+        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps, eta=request.eta,
+                                      generator=generator):
             yield StepEvent(step=ev.step, num_steps=ev.num_steps, timestep=ev.timestep, sigma=ev.sigma,
                             sigma_next=ev.sigma_next, latent=ev.latent[0].transpose(0, 1),
                             x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1))
