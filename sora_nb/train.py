@@ -88,6 +88,9 @@ class Recipe:
     vae_hidden: int = 64           # width of the autoencoder's convolutions at latent resolution
     vae_spatial: int = 4           # spatial compression (pixels per latent cell along each axis)
     vae_smooth: float = 0.0        # weight of the latent's high-frequency penalty (roughness; off)
+    dec_steps: int = 0             # then the decoder alone, the encoder (so the latent) frozen (0: off)
+    dec_lr: float = 3e-4
+    dec_noise: float = 0.05        # latent noise in the decoder stage, times the batch's latent std
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
@@ -148,6 +151,12 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
+            raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
+        for name in ("dec_lr", "dec_noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         eta = self.sample_eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"sample_eta must be a number in [0, 1] (0: the deterministic sampler), got {eta!r}")
@@ -181,7 +190,7 @@ def clips_to_tensor(clips: list) -> torch.Tensor:
 
 def step_seed(seed: int, stage: str, step: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, step)."""
-    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6}[stage] * 10_007 + step) % (2**31)
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6, "dec": 7}[stage] * 10_007 + step) % (2**31)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -238,10 +247,9 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         vae.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         load_optimizer(opt, ckpt / "optim")
         start = json.loads((ckpt / "state.json").read_text())["step"]
-    sizes = [(2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64))]
     t0 = time.perf_counter()
     for step in range(start, recipe.vae_steps):
-        duration, size = sizes[step % len(sizes)]
+        duration, size = VAE_SIZES[step % len(VAE_SIZES)]
         clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "vae", step), split="train",
                                   duration=duration, size=size))
         video = clips_to_tensor(clips)
@@ -267,6 +275,59 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
             save_file(vae.state_dict(), str(ckpt / "model.safetensors"))
             save_optimizer(opt, ckpt / "optim")
             (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+    vae.save_pretrained(final, safe_serialization=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return vae.eval()
+
+
+VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))  # (duration, size) by step
+
+
+def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> VideoAutoencoder:
+    """Train (or resume) the decoder alone for ``recipe.dec_steps``, the encoder frozen: the latent (so the
+    latent cache and any DiT trained on it) is unchanged, and only the decoding of it improves. The
+    autoencoder's round trip caps what any DiT can score (``bench/bench_ceiling.py``); the joint stage's
+    600 steps leave the decoder short of what it can do. Returns the autoencoder in eval mode."""
+    final = out / "dec_final"
+    if (final / "config.json").is_file():
+        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    vae = _copy(vae).train()
+    decoder = [p for name, p in vae.named_parameters() if not name.startswith("enc")]
+    for name, p in vae.named_parameters():
+        p.requires_grad_(not name.startswith("enc"))
+    opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
+    start, ckpt = 0, out / "dec_ckpt"
+    if (ckpt / "state.json").is_file():
+        vae.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        load_optimizer(opt, ckpt / "optim")
+        start = json.loads((ckpt / "state.json").read_text())["step"]
+    t0 = time.perf_counter()
+    for step in range(start, recipe.dec_steps):
+        duration, size = VAE_SIZES[step % len(VAE_SIZES)]
+        video = clips_to_tensor(list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "dec", step),
+                                                  split="train", duration=duration, size=size)))
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
+        with torch.no_grad():
+            z = vae.encode(video)
+            g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
+            z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
+        recon = vae.decode(z, video.shape[2])
+        loss = F.l1_loss(recon, video) + F.mse_loss(recon, video)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.dec_steps - 1:
+            psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
+            log(out, stage="decoder", step=step, loss=loss.item(), psnr=psnr,
+                s_per_step=(time.perf_counter() - t0) / (step - start + 1))
+        if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dec_steps:
+            ckpt.mkdir(exist_ok=True)
+            save_file(vae.state_dict(), str(ckpt / "model.safetensors"))
+            save_optimizer(opt, ckpt / "optim")
+            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+    vae.requires_grad_(True)
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
@@ -801,11 +862,15 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     return folder
 
 
-def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | None = None) -> Path:
+def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | None = None,
+            decoder: bool = False) -> Path:
     """Export a trained weights folder again, unchanged networks, with its recorded recipe updated by
     ``overrides`` (sampler settings such as ``sample_eta``): the default guidance is chosen again, every
     split evaluated again and the model card rewritten, into ``out/weights``. The training wall times
-    are the folder's own (its scores.json); the latent statistics are its autoencoder's."""
+    are the folder's own (its scores.json); the latent statistics are its autoencoder's.
+
+    ``decoder``: first run the decoder stage (``tune_decoder``, the recipe's ``dec_steps`` > 0) on the
+    folder's autoencoder; the encoder, the DiT and the text encoder stay byte for byte the same."""
     weights = Path(weights)
     if not (weights / "scores.json").is_file():
         raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
@@ -815,9 +880,16 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
     be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
+    if decoder and recipe.dec_steps < 1:
+        raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     out.mkdir(parents=True, exist_ok=True)
-    return export(recipe, out, world, be.vae, be.dit, be.text, cache, seconds)
+    vae = be.vae
+    if decoder:
+        t = time.perf_counter()
+        vae = tune_decoder(recipe, out, world, vae)
+        seconds["decoder"] = time.perf_counter() - t
+    return export(recipe, out, world, vae, be.dit, be.text, cache, seconds)
 
 
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
@@ -917,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", action="store_true", help="copy the weights into the package when done")
     parser.add_argument("--rescore", metavar="WEIGHTS", help="no training: score a weights folder again under its "
                         "recorded recipe and the --set overrides (e.g. sample_eta=0) into --out/weights")
+    parser.add_argument("--tune-decoder", action="store_true", help="with --rescore: first train the folder's "
+                        "decoder alone for the recipe's dec_steps (e.g. --set dec_steps=900); the latent is unchanged")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
     for item in args.set:
@@ -925,9 +999,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         from . import world
 
-        folder = rescore(args.rescore, Path(args.out), world, overrides)
+        folder = rescore(args.rescore, Path(args.out), world, overrides, decoder=args.tune_decoder)
         print(f"weights written to {folder}")
         return ship(folder) if args.ship else 0
+    if args.tune_decoder:
+        parser.error("--tune-decoder goes with --rescore WEIGHTS (a full run has the decoder stage when dec_steps > 0)")
     recipe = Recipe(seed=args.seed, **overrides)
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         torch.empty(0, device=recipe.device)
@@ -940,8 +1016,11 @@ def main(argv: list[str] | None = None) -> int:
 
     seconds: dict[str, float] = {}
     done_before = [stage for stage, marker in (("vae", "vae_final/config.json"), ("cache", "cache/index.json"),
-                                                ("dit", "dit_final/dit/config.json")) if (out / marker).is_file()]
+                                                ("dit", "dit_final/dit/config.json"),
+                                                ("decoder", "dec_final/config.json")) if (out / marker).is_file()]
     t = time.perf_counter(); vae = train_vae(recipe, out, world); seconds["vae"] = time.perf_counter() - t
+    if recipe.dec_steps:
+        t = time.perf_counter(); vae = tune_decoder(recipe, out, world, vae); seconds["decoder"] = time.perf_counter() - t
     t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
     t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache); seconds["dit"] = time.perf_counter() - t
     folder = export(recipe, out, world, vae, dit, text, cache, seconds, done_before)

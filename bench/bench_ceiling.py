@@ -1,0 +1,70 @@
+"""The autoencoder's ceiling: the evaluator's scores of real clips passed through the video autoencoder.
+
+    .venv/bin/python bench/bench_ceiling.py [--weights FOLDER] [--clips 200] [--seed S] [--threads N]
+
+A diagnostic for the quality bars (issue 4), not a speed figure. The diffusion transformer draws in
+the autoencoder's latent, so no DiT can score better than the autoencoder's own round trip of the
+true clip: encode the world's rendering of the prompt, decode it, score it against the prompt. The
+first table gives, for each split the model card scores (same prompts and seeds as the card's
+evaluation by default), the rendering itself (the oracle, a perfect model) and the round trip. The
+second splits the round trip's "overall" (every check passed) by the clip's objects: with or
+without a small object, and by object count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from _common import parse, parser, print_table
+from sora_nb import world
+from sora_nb.backends import embedded
+from sora_nb.train import step_seed
+from sora_nb.world import evaluator
+
+DIMS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "overall")
+SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
+
+
+@torch.no_grad()
+def round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> the autoencoder's reconstruction, uint8 (T, H, W, 3)."""
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    out = vae.decode(vae.encode(video), frames.shape[0])[0]  # (3, T, H, W)
+    return ((out.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def main() -> None:
+    p = parser(__doc__, repeats=1)
+    p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
+    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
+    args = parse(p)
+    backend = embedded.load_folder(args.weights) if args.weights else embedded.load_default()
+    vae = backend.vae.eval()
+    rows, by_kind = [], []
+    for split, phrasing in SPLITS:
+        clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
+        oracle = pd.DataFrame([evaluator.score(c.frames, c.caption) for c in clips])
+        trip = pd.DataFrame([evaluator.score(round_trip(vae, c.frames), c.caption) for c in clips])
+        for name, df in (("rendering (oracle)", oracle), ("autoencoder round trip", trip)):
+            s = df.mean(numeric_only=True)
+            rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])
+        small = np.array([any(o.size == "small" for o in c.labels.objects) for c in clips])
+        count = np.array([len(c.labels.objects) for c in clips])
+        ok = trip["overall"].to_numpy()
+        for label, mask in (("no small object", ~small), ("a small object", small),
+                            *((f"{k} object{'s' if k > 1 else ''}", count == k) for k in sorted(set(count)))):
+            share = float(ok[mask].mean()) if mask.any() else math.nan
+            by_kind.append([f"{split}/{phrasing}", label, str(int(mask.sum())), f"{share:.3f}"])
+    print(f"weights: {args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}")
+    print_table(rows, ("split / phrasing", "frames scored", *DIMS))
+    print()
+    print_table(by_kind, ("split / phrasing", "round-trip clips with", "clips", "overall"))
+
+
+if __name__ == "__main__":
+    main()
