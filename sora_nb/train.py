@@ -221,6 +221,23 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
+def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Load a stage's checkpoint (model and optimizer) if there is one; the step to start from."""
+    if not (ckpt / "state.json").is_file():
+        return 0
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    load_optimizer(opt, ckpt / "optim")
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
+    """Save a stage's model and optimizer, to resume at ``step`` (safetensors and JSON, no pickle)."""
+    ckpt.mkdir(exist_ok=True)
+    save_file(model.state_dict(), str(ckpt / "model.safetensors"))
+    save_optimizer(opt, ckpt / "optim")
+    (ckpt / "state.json").write_text(json.dumps({"step": step}))
+
+
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up then cosine decay to 10% of the peak."""
     if step < warmup:
@@ -241,12 +258,8 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
                                spatial_factor=recipe.vae_spatial)
     vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    start = 0
     ckpt = out / "vae_ckpt"
-    if (ckpt / "state.json").is_file():
-        vae.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        load_optimizer(opt, ckpt / "optim")
-        start = json.loads((ckpt / "state.json").read_text())["step"]
+    start = resume(ckpt, vae, opt)
     t0 = time.perf_counter()
     for step in range(start, recipe.vae_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
@@ -271,10 +284,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
             psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
             log(out, stage="vae", step=step, loss=loss.item(), psnr=psnr, s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.vae_steps:
-            ckpt.mkdir(exist_ok=True)
-            save_file(vae.state_dict(), str(ckpt / "model.safetensors"))
-            save_optimizer(opt, ckpt / "optim")
-            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+            checkpoint(ckpt, vae, opt, step + 1)
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
@@ -296,11 +306,8 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     for name, p in vae.named_parameters():
         p.requires_grad_(not name.startswith("enc"))
     opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
-    start, ckpt = 0, out / "dec_ckpt"
-    if (ckpt / "state.json").is_file():
-        vae.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        load_optimizer(opt, ckpt / "optim")
-        start = json.loads((ckpt / "state.json").read_text())["step"]
+    ckpt = out / "dec_ckpt"
+    start = resume(ckpt, vae, opt)
     t0 = time.perf_counter()
     for step in range(start, recipe.dec_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
@@ -323,10 +330,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
             log(out, stage="decoder", step=step, loss=loss.item(), psnr=psnr,
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dec_steps:
-            ckpt.mkdir(exist_ok=True)
-            save_file(vae.state_dict(), str(ckpt / "model.safetensors"))
-            save_optimizer(opt, ckpt / "optim")
-            (ckpt / "state.json").write_text(json.dumps({"step": step + 1}))
+            checkpoint(ckpt, vae, opt, step + 1)
     vae.requires_grad_(True)
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
