@@ -1,6 +1,6 @@
 """The autoencoder's ceiling: the evaluator's scores of real clips passed through the video autoencoder.
 
-    .venv/bin/python bench/bench_ceiling.py [--weights FOLDER] [--clips 200] [--seed S] [--threads N]
+    .venv/bin/python bench/bench_ceiling.py [--weights FOLDER | --vae FOLDER] [--clips 200] [--seed S] [--threads N]
 
 A diagnostic for the quality bars (issue 4), not a speed figure. The diffusion transformer draws in
 the autoencoder's latent, so no DiT can score better than the autoencoder's own round trip of the
@@ -8,7 +8,9 @@ true clip: encode the world's rendering of the prompt, decode it, score it again
 first table gives, for each split the model card scores (same prompts and seeds as the card's
 evaluation by default), the rendering itself (the oracle, a perfect model) and the round trip. The
 second splits the round trip's "overall" (every check passed) by the clip's objects: with or
-without a small object, and by object count.
+without a small object, and by object count. ``--vae`` scores an autoencoder folder on its own (a
+training run's ``vae_final`` or ``dec_final``), e.g. to compare autoencoder recipes before a DiT is
+trained on one.
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ def round_trip(vae, frames: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = parser(__doc__, repeats=1)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
+    p.add_argument("--vae", default=None, help="an autoencoder folder (a run's vae_final or dec_final) instead")
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
-    backend = embedded.load_folder(args.weights) if args.weights else embedded.load_default()
-    vae = backend.vae.eval()
+    if args.vae:
+        from sora_nb.models.vae import VideoAutoencoder
+
+        vae = VideoAutoencoder.from_pretrained(args.vae, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    else:
+        vae = (embedded.load_folder(args.weights) if args.weights else embedded.load_default()).vae.eval()
     rows, by_kind = [], []
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
@@ -60,7 +67,7 @@ def main() -> None:
                             *((f"{k} object{'s' if k > 1 else ''}", count == k) for k in sorted(set(count)))):
             share = float(ok[mask].mean()) if mask.any() else math.nan
             by_kind.append([f"{split}/{phrasing}", label, str(int(mask.sum())), f"{share:.3f}"])
-    print(f"weights: {args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}")
+    print(f"autoencoder: {args.vae or args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}")
     print_table(rows, ("split / phrasing", "frames scored", *DIMS))
     print()
     print_table(by_kind, ("split / phrasing", "round-trip clips with", "clips", "overall"))
