@@ -283,6 +283,23 @@ def test_decoder_stage_trains_the_decoder_alone_and_keeps_the_latent(tiny_run, t
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), new_sd.values()))
 
 
+def test_a_full_run_with_dec_steps_exports_the_tuned_decoder(tmp_path):
+    """dec_steps > 0 in a full run: the decoder stage runs after the autoencoder, the exported autoencoder
+    is its result (the encoder of the joint stage, the decoder of the decoder stage), and it is timed."""
+    from sora_nb.backends import embedded
+
+    out = run(tmp_path, "d", dec_steps=2)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["stage"] == "decoder"] == [0, 1]
+    joint = train.VideoAutoencoder.from_pretrained(out / "vae_final", use_safetensors=True, low_cpu_mem_usage=False)
+    tuned = train.VideoAutoencoder.from_pretrained(out / "dec_final", use_safetensors=True, low_cpu_mem_usage=False)
+    shipped = embedded.load_folder(out / "weights").vae.state_dict()
+    for key, value in joint.state_dict().items():
+        assert torch.equal(shipped[key], tuned.state_dict()[key]), key
+        assert torch.equal(value, shipped[key]) == key.startswith("enc"), key
+    assert json.loads((out / "weights" / "scores.json").read_text())["seconds"]["decoder"] > 0
+
+
 def test_decoder_stage_lowers_the_reconstruction_error(tmp_path):
     """On a fixed batch (a stand-in world that always draws the same two clips), 30 decoder steps lower
     the round trip's error by more than 5%, with the latent unchanged."""
