@@ -147,16 +147,12 @@ class Recipe:
             raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
-        for name in ("shape_contrast", "shape_margin", "shape_sigma"):
+        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
             raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
-        for name in ("dec_lr", "dec_noise"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         eta = self.sample_eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"sample_eta must be a number in [0, 1] (0: the deterministic sampler), got {eta!r}")
@@ -295,9 +291,10 @@ VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))
 
 def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> VideoAutoencoder:
     """Train (or resume) the decoder alone for ``recipe.dec_steps``, the encoder frozen: the latent (so the
-    latent cache and any DiT trained on it) is unchanged, and only the decoding of it improves. The
-    autoencoder's round trip caps what any DiT can score (``bench/bench_ceiling.py``); the joint stage's
-    600 steps leave the decoder short of what it can do. Returns the autoencoder in eval mode."""
+    latent cache and any DiT trained on it) is unchanged; only the decoding of it changes. The autoencoder's
+    round trip caps what any DiT can score (``bench/bench_ceiling.py``), and the joint stage leaves the
+    decoder short of what it can do; on the shipped DiT's samples it did not help (bench/RESULTS.md), so
+    the recipe's default is off. Returns the autoencoder in eval mode."""
     final = out / "dec_final"
     if (final / "config.json").is_file():
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
