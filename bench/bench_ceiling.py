@@ -24,7 +24,7 @@ import torch
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
-from sora_nb.train import step_seed
+from sora_nb.train import clips_to_tensor, step_seed
 from sora_nb.world import evaluator
 
 DIMS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "overall")
@@ -32,10 +32,10 @@ SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
 
 
 @torch.no_grad()
-def round_trip(vae, frames: np.ndarray) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> the autoencoder's reconstruction, uint8 (T, H, W, 3)."""
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-    out = vae.decode(vae.encode(video), frames.shape[0])[0]  # (3, T, H, W)
+def round_trip(vae, clip) -> np.ndarray:
+    """A world clip -> the autoencoder's reconstruction of its frames, uint8 (T, H, W, 3)."""
+    video = clips_to_tensor([clip])  # (1, 3, T, H, W)
+    out = vae.decode(vae.encode(video), video.shape[2])[0]  # (3, T, H, W)
     return ((out.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
         oracle = pd.DataFrame([evaluator.score(c.frames, c.caption) for c in clips])
-        trip = pd.DataFrame([evaluator.score(round_trip(vae, c.frames), c.caption) for c in clips])
+        trip = pd.DataFrame([evaluator.score(round_trip(vae, c), c.caption) for c in clips])
         for name, df in (("rendering (oracle)", oracle), ("autoencoder round trip", trip)):
             s = df.mean(numeric_only=True)
             rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])

@@ -299,9 +299,9 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     if (final / "config.json").is_file():
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
     vae = _copy(vae).train()
-    decoder = [p for name, p in vae.named_parameters() if not name.startswith("enc")]
     for name, p in vae.named_parameters():
         p.requires_grad_(not name.startswith("enc"))
+    decoder = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
     ckpt = out / "dec_ckpt"
     start = resume(ckpt, vae, opt)
@@ -879,10 +879,10 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     prior = json.loads((weights / "scores.json").read_text())
     fields = {f.name for f in dataclasses.fields(Recipe)}
     recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
-    be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
-    cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     if decoder and recipe.dec_steps < 1:
         raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
+    be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
+    cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     out.mkdir(parents=True, exist_ok=True)
     vae = be.vae
