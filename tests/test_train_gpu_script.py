@@ -21,17 +21,23 @@ SCRIPT = ROOT / "scripts" / "train_gpu.py"
 TWO_X = {"vae_spatial": 2, "dit_patch": [1, 4, 4]}
 
 
+def script(*args) -> str:
+    """Run scripts/train_gpu.py in a fresh process (as on the GPU machine); its stdout, after a zero exit."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
 def test_gpu_script_trains_a_variant_and_exports_it_on_the_cpu(tmp_path):
     base = run(tmp_path, "base", **TWO_X)  # the base's vae_final and text_final, as a CPU run makes them
     common = {**TWO_X, "device": "cpu", "cache": [[2.0, 64, 64, 8], [1.0, 64, 64, 4]], "cache_workers": 1,
               "dit_steps": 4, "dit_batch": 2, "dit_warmup": 1, "log_every": 1, "eval_clips": 2,
               "guidance_clips": 2, "guidance_candidates": [2.0], "dit_depth": 1}
     out = tmp_path / "gpu"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--base", str(base), "--out", str(out), "--seconds", "30",
-                           "--set", json.dumps(common), "--variant", "w", '{"dit_hidden": 48, "dit_heads": 3}'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "failed: []" in done.stdout
+    stdout = script("--base", base, "--out", out, "--seconds", 30, "--set", json.dumps(common),
+                    "--variant", "w", '{"dit_hidden": 48, "dit_heads": 3}')
+    assert "failed: []" in stdout
 
     stats = json.loads((out / "shared" / "latent_stats.json").read_text())
     assert len(stats["mean"]) == len(stats["std"]) == 16
@@ -46,9 +52,7 @@ def test_gpu_script_trains_a_variant_and_exports_it_on_the_cpu(tmp_path):
     dit_config = json.loads((variant / "dit_final" / "dit" / "config.json").read_text())
     assert (dit_config["patch_size"], dit_config["hidden_size"], dit_config["depth"]) == ([1, 4, 4], 48, 1)
 
-    done = subprocess.run([sys.executable, str(SCRIPT), "--base", str(base), "--export", str(variant)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    script("--base", base, "--export", variant)
     folder = variant / "weights"
     vae_config = json.loads((folder / "vae" / "config.json").read_text())
     assert vae_config["spatial_factor"] == 2
