@@ -72,7 +72,7 @@ from safetensors.torch import load_file, save_file
 
 from .backends import embedded
 from .models import ShapesDiT, TextEncoder, VideoAutoencoder
-from .world import language, sampler as world_sampler, spec
+from .world import canvas, language, sampler as world_sampler, spec
 
 
 @dataclasses.dataclass
@@ -88,6 +88,8 @@ class Recipe:
     vae_hidden: int = 64           # width of the autoencoder's convolutions at latent resolution
     vae_spatial: int = 4           # spatial compression (pixels per latent cell along each axis)
     vae_smooth: float = 0.0        # weight of the latent's high-frequency penalty (roughness; off)
+    shape_channels: bool = False   # the latent's last len(SHAPES) channels are each shape's coverage of the cell,
+                                   # from the world's labels (a diagnostic, off; see shape_cells)
     dec_steps: int = 0             # then the decoder alone, the encoder (so the latent) frozen (0: off)
     dec_lr: float = 3e-4
     dec_noise: float = 0.05        # latent noise in the decoder stage, times the batch's latent std
@@ -151,6 +153,11 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.shape_channels, bool):
+            raise ValueError(f"shape_channels must be true or false, got {self.shape_channels!r}")
+        if self.shape_channels and self.vae_channels <= len(spec.SHAPES):
+            raise ValueError(f"shape_channels needs vae_channels > {len(spec.SHAPES)} (the shape channels and at "
+                             f"least one more), got {self.vae_channels!r}")
         if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
             raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
         eta = self.sample_eta
@@ -265,6 +272,8 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
         z = vae.encode(video)
+        if recipe.shape_channels:
+            z = with_shape_channels(vae, z, clips)
         if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
             z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
@@ -284,6 +293,25 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
+
+
+def shape_cells(clips: list, vae: VideoAutoencoder) -> torch.Tensor:
+    """Each shape's visible coverage of every latent cell, (B, len(SHAPES), F, h, w) in [0, 1]
+    (`canvas.shape_maps` averaged over the cell's frames and pixels)."""
+    maps = np.stack([canvas.shape_maps(c.labels, (c.frames.shape[2], c.frames.shape[1]), c.frames.shape[0], c.fps)
+                     for c in clips])  # (B, T, H, W, S)
+    video = vae._pad_frames(torch.from_numpy(maps).permute(0, 4, 1, 2, 3))  # (B, S, T', H, W)
+    kt, ks = vae.config.temporal_factor, vae.config.spatial_factor
+    return F.avg_pool3d(video, (kt, ks, ks))  # (B, S, F, h, w)
+
+
+def with_shape_channels(vae: VideoAutoencoder, z: torch.Tensor, clips: list) -> torch.Tensor:
+    """Recipe ``shape_channels``: the latent ``z`` of ``clips`` with its last len(SHAPES) channels replaced
+    by `shape_cells`. The labels exist only for the world's clips, so only the autoencoder stage and the
+    cache see them; the DiT must generate those channels from the prompt, and the decoder learns to read
+    them. A diagnostic of where shapes are lost (bench/bench_shape_channels.py, bench/RESULTS.md): the
+    DiT then draws the right shape channel, but the decoded outline does not follow it."""
+    return torch.cat([z[:, :-len(spec.SHAPES)], shape_cells(clips, vae).to(z)], 1)
 
 
 VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))  # (duration, size) by step
@@ -356,7 +384,7 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     t0 = time.perf_counter()
-    jobs = [(i, entry, recipe.seed, recipe.device) for i, entry in enumerate(recipe.cache)]
+    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels) for i, entry in enumerate(recipe.cache)]
     if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
         import concurrent.futures
         import multiprocessing
@@ -393,11 +421,11 @@ def _set_worker_vae(folder: str) -> None:
     _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
-def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str]) -> tuple[torch.Tensor, list[str]]:
+def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool]) -> tuple[torch.Tensor, list[str]]:
     """Render and encode one cache entry (its own seed): float16 latents (n, C, F, h, w) on the CPU, captions."""
     from . import world
 
-    i, (duration, width, height, n), seed, device = job
+    i, (duration, width, height, n), seed, device, labelled = job
     vae = _WORKER["vae"].to(device)
     lats, caps, batch = [], [], []
     clips_iter = world.sample(n, seed=step_seed(seed, "cache", i), split="train", phrasing="train",
@@ -405,18 +433,21 @@ def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str]) -> tupl
     for clip in clips_iter:
         batch.append(clip)
         if len(batch) == 32:
-            lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]; batch = []
+            lats.append(_encode(vae, batch, labelled)); caps += [c.caption for c in batch]; batch = []
     if batch:
-        lats.append(_encode(vae, batch)); caps += [c.caption for c in batch]
+        lats.append(_encode(vae, batch, labelled)); caps += [c.caption for c in batch]
     vae.to("cpu")
     return torch.cat(lats), caps
 
 
 @torch.no_grad()
-def _encode(vae: VideoAutoencoder, clips: list) -> torch.Tensor:
+def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False) -> torch.Tensor:
     """Raw latents (B, C, F, h, w) of a list of clips, stored as float16 on the CPU."""
     device = next(vae.parameters()).device
-    return vae.encode(clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
+    z = vae.encode(clips_to_tensor(clips).to(device))
+    if shape_channels:
+        z = with_shape_channels(vae, z, clips)
+    return z.to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------

@@ -353,6 +353,31 @@ def test_a_weights_folder_sets_the_default_guidance(tmp_path):
     assert gen.generate("a red circle", steps=2, trace=False, guidance=4.0).params["guidance"] == 4.0
 
 
+def test_shape_channels_put_each_shapes_coverage_in_the_last_latent_channels(tmp_path):
+    from sora_nb import world
+    from sora_nb.world import canvas, spec
+
+    recipe = train.Recipe(**{**FAST, "shape_channels": True, "cache": ((1.0, 64, 64, 6),)})
+    vae = train.train_vae(recipe, tmp_path, world)
+    (latents, captions), = train.build_cache(recipe, tmp_path, world, vae)["buckets"].values()
+    clips = list(world.sample(6, seed=train.step_seed(recipe.seed, "cache", 0), split="train", phrasing="train",
+                              duration=1.0, size=(64, 64)))
+    assert [c.caption for c in clips] == captions
+    k = len(spec.SHAPES)
+    cells = train.shape_cells(clips, vae)  # (6, 5, 2, 16, 16)
+    assert cells.shape == (6, k, 2, 16, 16) and latents.shape[1] == recipe.vae_channels
+    assert torch.allclose(latents[:, -k:].float(), cells, atol=1e-3)  # the labels, to float16 precision
+    with torch.no_grad():
+        plain = vae.encode(train.clips_to_tensor(clips))
+    assert torch.allclose(latents[:, :-k].float(), plain[:, :-k], rtol=2e-3, atol=2e-3)  # the encoder's own
+    for clip, cell in zip(clips, cells):
+        asked = {spec.SHAPES.index(o.shape) for o in clip.labels.objects}
+        assert {int(i) for i in torch.nonzero(cell.sum((1, 2, 3))).flatten()} == asked
+        maps = canvas.shape_maps(clip.labels, (64, 64), len(clip.frames), clip.fps)  # (8, 64, 64, 5)
+        block = maps[4:8, 20:24, 36:40].mean((0, 1, 2))  # latent frame 1, cell (5, 9)
+        assert np.allclose(cell[:, 1, 5, 9].numpy(), block, atol=1e-6)
+
+
 def test_roughness_measures_the_latents_high_frequency_share():
     """White noise loses about 8/9 of its power to a 3x3 blur, a spatial ramp almost none; the
     measure ignores the latent's scale and each channel's offset."""
@@ -453,8 +478,15 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
                                                ("dec_steps", -1, "dec_steps must be an integer >= 0"),
                                                ("dec_steps", 2.5, "dec_steps must be an integer >= 0"),
                                                ("dec_lr", float("nan"), "dec_lr must be a finite number >= 0"),
-                                               ("dec_noise", -0.1, "dec_noise must be a finite number >= 0")])
+                                               ("dec_noise", -0.1, "dec_noise must be a finite number >= 0"),
+                                               ("shape_channels", "yes", "shape_channels must be true or false"),
+                                               ("shape_channels", True, None)])
 def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
+    if words is None:  # a good value on its own; with too few latent channels for it, refused by name
+        train.Recipe(**{field: value})
+        with pytest.raises(ValueError, match=f"{field} needs vae_channels > 5"):
+            train.Recipe(**{field: value, "vae_channels": 5})
+        return
     with pytest.raises(ValueError, match=words):
         train.Recipe(**{field: value})
 

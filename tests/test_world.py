@@ -151,6 +151,28 @@ def test_objects_never_overlap_or_leave_the_frame():
                 assert gap.min() >= spec.OBJECT_GAP - 1e-9
 
 
+def test_shape_maps_mark_each_shape_where_its_pixels_are():
+    for clip in world.sample(12, seed=21, max_objects=3):
+        maps = canvas.shape_maps(clip.labels, clip.size, len(clip.frames), clip.fps)  # (T, H, W, S)
+        assert maps.shape == clip.frames.shape[:3] + (len(spec.SHAPES),) and maps.dtype == np.float32
+        total = maps.sum(-1)
+        assert total.min() >= 0 and total.max() <= 1 + 1e-5
+        drawn = np.any(clip.frames != np.rint(_background(clip))[None].astype(np.uint8), axis=-1)
+        cols = canvas.occluder_columns(clip.labels, clip.size)
+        if cols is not None:
+            drawn[:, :, cols[0]:cols[1]] = False
+            assert np.all(maps[:, :, cols[0]:cols[1]] == 0)  # the bar hides everything behind it
+        assert np.all(drawn[total > 0.02]) and np.all(total[drawn] > 0)  # maps cover exactly the drawn pixels
+        asked = {spec.SHAPES.index(o.shape) for o in clip.labels.objects}
+        assert {int(k) for k in np.flatnonzero(maps.sum((0, 1, 2)))} == asked
+        for obj in clip.labels.objects:  # an opaque pixel of one shape has that object's colour
+            k = spec.SHAPES.index(obj.shape)
+            same = [o for o in clip.labels.objects if o.shape == obj.shape]
+            full = maps[..., k] >= 1 - 1e-6
+            if len(same) == 1 and full.any():
+                assert np.abs(clip.frames[full].astype(int) - spec.PALETTE[obj.colour]).max() <= 1
+
+
 # --- sample -----------------------------------------------------------------------------------
 
 

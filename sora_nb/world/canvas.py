@@ -199,6 +199,26 @@ def draw(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def shape_maps(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
+    """Visible coverage of each shape class, (T, H, W, len(SHAPES)) float32 in [0, 1].
+
+    Painted as `draw` paints: a later object covers an earlier one, and the occluder bar covers all.
+    Training supervision only (the autoencoder's shape channels); generation never sees it.
+    """
+    w, h = size
+    maps = np.zeros((n_frames, h, w, len(spec.SHAPES)), np.float32)
+    for obj, path in zip(labels.objects, object_paths(labels, size, n_frames, fps)):
+        alpha, y0, x0 = coverage(path, size)
+        a = alpha[..., None]
+        win = maps[:, y0:y0 + alpha.shape[1], x0:x0 + alpha.shape[2]]
+        win *= 1 - a
+        win[..., spec.SHAPES.index(obj.shape)] += alpha
+    cols = occluder_columns(labels, size)
+    if cols is not None:
+        maps[:, :, cols[0]:cols[1]] = 0.0
+    return maps
+
+
 # ---------------------------------------------------------------------------------------------
 # Layout: fill in what the caption left open (size, background, positions, the bar).
 
