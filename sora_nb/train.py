@@ -298,8 +298,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
 def shape_cells(clips: list, vae: VideoAutoencoder) -> torch.Tensor:
     """Each shape's visible coverage of every latent cell, (B, len(SHAPES), F, h, w) in [0, 1]
     (`canvas.shape_maps` averaged over the cell's frames and pixels)."""
-    maps = np.stack([canvas.shape_maps(c.labels, (c.frames.shape[2], c.frames.shape[1]), c.frames.shape[0], c.fps)
-                     for c in clips])  # (B, T, H, W, S)
+    maps = np.stack([canvas.shape_maps(c.labels, c.size, len(c.frames), c.fps) for c in clips])  # (B, T, H, W, S)
     video = vae._pad_frames(torch.from_numpy(maps).permute(0, 4, 1, 2, 3))  # (B, S, T', H, W)
     kt, ks = vae.config.temporal_factor, vae.config.spatial_factor
     return F.avg_pool3d(video, (kt, ks, ks))  # (B, S, F, h, w)

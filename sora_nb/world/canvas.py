@@ -183,19 +183,26 @@ def background_image(name: str, size: tuple) -> np.ndarray:
     return np.broadcast_to(rows[:, None, :], (h, w, 3)).copy()
 
 
-def draw(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of fully specified labels."""
-    w, h = size
-    img = np.repeat(background_image(labels.background, size)[None], n_frames, axis=0)
-    for obj, path in zip(labels.objects, object_paths(labels, size, n_frames, fps)):
+def _composite(labels: Labels, size: tuple, fps: int, img: np.ndarray, paint, bar: np.ndarray) -> np.ndarray:
+    """Paint the objects over ``img`` (T, H, W, C) float32 in order, each with its coverage and the
+    C values ``paint(obj)``, then the occluder bar with ``bar``; in place, returned."""
+    for obj, path in zip(labels.objects, object_paths(labels, size, img.shape[0], fps)):
         alpha, y0, x0 = coverage(path, size)
         a = alpha[..., None]
         win = img[:, y0:y0 + alpha.shape[1], x0:x0 + alpha.shape[2]]
         win *= 1 - a
-        win += a * np.array(spec.PALETTE[obj.colour], np.float32)
+        win += a * paint(obj)
     cols = occluder_columns(labels, size)
     if cols is not None:
-        img[:, :, cols[0]:cols[1]] = np.array(spec.OCCLUDER_RGB, np.float32)
+        img[:, :, cols[0]:cols[1]] = bar
+    return img
+
+
+def draw(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of fully specified labels."""
+    img = np.repeat(background_image(labels.background, size)[None], n_frames, axis=0)
+    img = _composite(labels, size, fps, img, lambda obj: np.array(spec.PALETTE[obj.colour], np.float32),
+                     np.array(spec.OCCLUDER_RGB, np.float32))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -206,17 +213,9 @@ def shape_maps(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarr
     Training supervision only (the autoencoder's shape channels); generation never sees it.
     """
     w, h = size
-    maps = np.zeros((n_frames, h, w, len(spec.SHAPES)), np.float32)
-    for obj, path in zip(labels.objects, object_paths(labels, size, n_frames, fps)):
-        alpha, y0, x0 = coverage(path, size)
-        a = alpha[..., None]
-        win = maps[:, y0:y0 + alpha.shape[1], x0:x0 + alpha.shape[2]]
-        win *= 1 - a
-        win[..., spec.SHAPES.index(obj.shape)] += alpha
-    cols = occluder_columns(labels, size)
-    if cols is not None:
-        maps[:, :, cols[0]:cols[1]] = 0.0
-    return maps
+    one_hot = np.eye(len(spec.SHAPES), dtype=np.float32)
+    return _composite(labels, size, fps, np.zeros((n_frames, h, w, len(spec.SHAPES)), np.float32),
+                      lambda obj: one_hot[spec.SHAPES.index(obj.shape)], np.float32(0.0))
 
 
 # ---------------------------------------------------------------------------------------------
