@@ -10,12 +10,16 @@ evaluation by default), the rendering itself (the oracle, a perfect model) and t
 second splits the round trip's "overall" (every check passed) by the clip's objects: with or
 without a small object, and by object count. ``--vae`` scores an autoencoder folder on its own (a
 training run's ``vae_final`` or ``dec_final``), e.g. to compare autoencoder recipes before a DiT is
-trained on one.
+trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and ``shape_layout``) is
+given its latent as the DiT saw it in training (`sora_nb.train._latent`): read from a weights folder's
+recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +28,7 @@ import torch
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
-from sora_nb.train import clips_to_tensor, step_seed
+from sora_nb.train import _latent, step_seed
 from sora_nb.world import evaluator
 
 DIMS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "overall")
@@ -32,10 +36,9 @@ SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
 
 
 @torch.no_grad()
-def round_trip(vae, clip) -> np.ndarray:
+def round_trip(vae, clip, shape_channels: bool = False, shape_layout: bool = False) -> np.ndarray:
     """A world clip -> the autoencoder's reconstruction of its frames, uint8 (T, H, W, 3)."""
-    video = clips_to_tensor([clip])  # (1, 3, T, H, W)
-    out = vae.decode(vae.encode(video), video.shape[2])[0]  # (3, T, H, W)
+    out = vae.decode(_latent(vae, [clip], shape_channels, shape_layout), len(clip.frames))[0]  # (3, T, H, W)
     return ((out.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -43,6 +46,8 @@ def main() -> None:
     p = parser(__doc__, repeats=1)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
     p.add_argument("--vae", default=None, help="an autoencoder folder (a run's vae_final or dec_final) instead")
+    p.add_argument("--shape-channels", action="store_true", help="with --vae: trained with shape_channels")
+    p.add_argument("--shape-layout", action="store_true", help="with --vae: trained with shape_layout")
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
@@ -52,11 +57,18 @@ def main() -> None:
         vae = VideoAutoencoder.from_pretrained(args.vae, use_safetensors=True, low_cpu_mem_usage=False).eval()
     else:
         vae = (embedded.load_folder(args.weights) if args.weights else embedded.load_default()).vae.eval()
+        card = Path(args.weights or embedded.WEIGHTS_DIR) / "scores.json"
+        recipe = json.loads(card.read_text()).get("recipe", {}) if card.is_file() else {}
+        args.shape_channels = bool(recipe.get("shape_channels", False))
+        args.shape_layout = bool(recipe.get("shape_layout", False))
+    if args.shape_layout and not args.shape_channels:
+        p.error("--shape-layout goes with --shape-channels (as the recipe's shape_layout needs shape_channels)")
+    how = dict(shape_channels=args.shape_channels, shape_layout=args.shape_layout)
     rows, by_kind = [], []
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
         oracle = pd.DataFrame([evaluator.score(c.frames, c.caption) for c in clips])
-        trip = pd.DataFrame([evaluator.score(round_trip(vae, c), c.caption) for c in clips])
+        trip = pd.DataFrame([evaluator.score(round_trip(vae, c, **how), c.caption) for c in clips])
         for name, df in (("rendering (oracle)", oracle), ("autoencoder round trip", trip)):
             s = df.mean(numeric_only=True)
             rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])
@@ -67,7 +79,8 @@ def main() -> None:
                             *((f"{k} object{'s' if k > 1 else ''}", count == k) for k in sorted(set(count)))):
             share = float(ok[mask].mean()) if mask.any() else math.nan
             by_kind.append([f"{split}/{phrasing}", label, str(int(mask.sum())), f"{share:.3f}"])
-    print(f"autoencoder: {args.vae or args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}")
+    print(f"autoencoder: {args.vae or args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}"
+          + "".join(f"; {k}" for k, v in how.items() if v))
     print_table(rows, ("split / phrasing", "frames scored", *DIMS))
     print()
     print_table(by_kind, ("split / phrasing", "round-trip clips with", "clips", "overall"))

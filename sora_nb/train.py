@@ -8,6 +8,16 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    pooled pictures keep 5% (``bench/bench_latent.py``). Weights 0.1 and 0.5 halve that share but cost
    3.4-4.1 dB of PSNR, and after 1000 DiT steps the clips were no better (0.5: worse, with a visible
    4-pixel grid), so it stays off.
+   ``shape_channels`` (off) fills the latent's last five channels with each shape's coverage of the
+   cell, from the world's labels; ``shape_layout`` (off, with it) also shows the encoder every object
+   as a disc of its size and colour (`canvas.disc_layout`), so the latent holds where, how large and
+   what colour, and the shape channels alone hold which outline. The decoder must then draw the
+   outline: the decoder stage below deepens it (``dec_blocks``), weights object pixels up
+   (``dec_object_weight``) and can blur its input (``dec_blur``) so that the DiT's ragged blobs decode
+   as clean shapes. On the course recipe this raised generated shape from 0.29 to 0.67
+   (bench/RESULTS.md, twelfth session). The labels exist only for the world's clips: such an encoder
+   cannot encode other video, so this is a research recipe, not the default.
+   ``dec_steps`` > 0 adds a decoder stage after it: the decoder alone, the encoder frozen.
 2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
 3. ``text``: pre-train the text encoder on captions alone (no pixels, seconds): small probe heads
    must read every object's shape, colour, motion and size, the background, the wall and the object
@@ -90,9 +100,17 @@ class Recipe:
     vae_smooth: float = 0.0        # weight of the latent's high-frequency penalty (roughness; off)
     shape_channels: bool = False   # the latent's last len(SHAPES) channels are each shape's coverage of the cell,
                                    # from the world's labels (a diagnostic, off; see shape_cells)
+    shape_layout: bool = False     # with shape_channels: objects enter the encoder as discs, so the outline can
+                                   # come only from the shape channels (off; see canvas.disc_layout)
     dec_steps: int = 0             # then the decoder alone, the encoder (so the latent) frozen (0: off)
     dec_lr: float = 3e-4
     dec_noise: float = 0.05        # latent noise in the decoder stage, times the batch's latent std
+    dec_blocks: int = 1            # the decoder stage deepens the decoder to this many residual blocks (new ones
+                                   # start as the identity)
+    dec_object_weight: float = 0.0  # extra loss weight, in the decoder stage, on pixels an object covers (or its
+                                    # disc, with shape_layout)
+    dec_blur: float = 0.0          # the decoder stage sets the decoder's input blur (VideoAutoencoder.decode_blur,
+                                   # sigma in latent cells; 0: keep the autoencoder's own)
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
@@ -149,15 +167,23 @@ class Recipe:
             raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
-        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise"):
+        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise", "dec_object_weight", "dec_blur"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.shape_channels, bool):
             raise ValueError(f"shape_channels must be true or false, got {self.shape_channels!r}")
+        if not isinstance(self.shape_layout, bool):
+            raise ValueError(f"shape_layout must be true or false, got {self.shape_layout!r}")
+        if self.shape_layout and not self.shape_channels:
+            raise ValueError("shape_layout needs shape_channels=true (the discs' shape class is carried there)")
         if self.shape_channels and self.vae_channels <= len(spec.SHAPES):
             raise ValueError(f"shape_channels needs vae_channels > {len(spec.SHAPES)} (the shape channels and at "
                              f"least one more), got {self.vae_channels!r}")
+        if self.dec_blur > 4:
+            raise ValueError(f"dec_blur must be a finite number in [0, 4] (sigma in latent cells), got {self.dec_blur!r}")
+        if isinstance(self.dec_blocks, bool) or not isinstance(self.dec_blocks, int) or not 1 <= self.dec_blocks <= 8:
+            raise ValueError(f"dec_blocks must be an integer in [1, 8] (the decoder's residual blocks), got {self.dec_blocks!r}")
         if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
             raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
         eta = self.sample_eta
@@ -271,9 +297,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
-        z = vae.encode(video)
-        if recipe.shape_channels:
-            z = with_shape_channels(vae, z, clips)
+        z = _latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
         if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
             z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
@@ -295,10 +319,11 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     return vae.eval()
 
 
-def shape_cells(clips: list, vae: VideoAutoencoder) -> torch.Tensor:
+def shape_cells(clips: list, vae: VideoAutoencoder, maps: np.ndarray | None = None) -> torch.Tensor:
     """Each shape's visible coverage of every latent cell, (B, len(SHAPES), F, h, w) in [0, 1]
-    (`canvas.shape_maps` averaged over the cell's frames and pixels)."""
-    maps = np.stack([canvas.shape_maps(c.labels, c.size, len(c.frames), c.fps) for c in clips])  # (B, T, H, W, S)
+    (`canvas.shape_maps`, or the given (B, T, H, W, S) ``maps``, averaged over the cell's frames and pixels)."""
+    if maps is None:
+        maps = np.stack([canvas.shape_maps(c.labels, c.size, len(c.frames), c.fps) for c in clips])  # (B, T, H, W, S)
     video = vae._pad_frames(torch.from_numpy(maps).permute(0, 4, 1, 2, 3))  # (B, S, T', H, W)
     kt, ks = vae.config.temporal_factor, vae.config.spatial_factor
     return F.avg_pool3d(video, (kt, ks, ks))  # (B, S, F, h, w)
@@ -313,6 +338,22 @@ def with_shape_channels(vae: VideoAutoencoder, z: torch.Tensor, clips: list) -> 
     return torch.cat([z[:, :-len(spec.SHAPES)], shape_cells(clips, vae).to(z)], 1)
 
 
+def _latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, shape_layout: bool,
+            video: torch.Tensor | None = None) -> torch.Tensor:
+    """The latent the recipe trains on: ``vae.encode`` of the clips (``video``, if given, is their
+    tensor); with ``shape_channels``, `with_shape_channels`; with ``shape_layout`` as well, the encoder
+    sees each object as a disc (`canvas.disc_layout`) and the shape channels hold the discs' class, so
+    only those channels say which outline to draw."""
+    if not shape_layout:
+        z = vae.encode(clips_to_tensor(clips) if video is None else video)
+        return with_shape_channels(vae, z, clips) if shape_channels else z
+    views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
+    discs = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    z = vae.encode(discs.to(next(vae.parameters()).device))
+    cells = shape_cells(clips, vae, np.stack([v[1] for v in views]))
+    return torch.cat([z[:, :-len(spec.SHAPES)], cells.to(z)], 1)
+
+
 VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))  # (duration, size) by step
 
 
@@ -325,7 +366,9 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     final = out / "dec_final"
     if (final / "config.json").is_file():
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
-    vae = _copy(vae).train()
+    vae = deepen_decoder(vae, recipe.dec_blocks).train()
+    if recipe.dec_blur:
+        vae.register_to_config(decode_blur=float(recipe.dec_blur))
     for name, p in vae.named_parameters():
         p.requires_grad_(not name.startswith("enc"))
     decoder = [p for p in vae.parameters() if p.requires_grad]
@@ -335,16 +378,21 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     t0 = time.perf_counter()
     for step in range(start, recipe.dec_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
-        video = clips_to_tensor(list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "dec", step),
-                                                  split="train", duration=duration, size=size)))
+        clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "dec", step), split="train",
+                                  duration=duration, size=size))
+        video = clips_to_tensor(clips)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
         with torch.no_grad():
-            z = vae.encode(video)
+            z = _latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
             z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
         recon = vae.decode(z, video.shape[2])
-        loss = F.l1_loss(recon, video) + F.mse_loss(recon, video)
+        if recipe.dec_object_weight:
+            weight = 1.0 + recipe.dec_object_weight * object_mask(clips, recipe.shape_layout)
+            loss = (weight * ((recon - video).abs() + (recon - video) ** 2)).mean()
+        else:
+            loss = F.l1_loss(recon, video) + F.mse_loss(recon, video)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder, 1.0)
@@ -359,6 +407,35 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
+
+
+def deepen_decoder(vae: VideoAutoencoder, blocks: int) -> VideoAutoencoder:
+    """A copy of ``vae`` whose decoder has ``blocks`` residual blocks: the existing ones keep their weights,
+    new ones start as the identity (so the copy decodes exactly as ``vae`` does until trained)."""
+    if blocks < vae.config.decoder_blocks:
+        raise ValueError(f"dec_blocks must be >= the autoencoder's {vae.config.decoder_blocks} decoder blocks "
+                         f"(a decoder is deepened, never cut), got {blocks}")
+    if blocks == vae.config.decoder_blocks:
+        return _copy(vae)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = {k: v for k, v in vae.config.items() if not k.startswith("_")}  # "_use_default_values" would
+        deeper = VideoAutoencoder(**{**config, "decoder_blocks": blocks})         # undo the new depth
+    missing, unexpected = deeper.load_state_dict(vae.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("dec_blocks.") for k in missing), (missing, unexpected)
+    return deeper.to(next(vae.parameters()).device)
+
+
+def object_mask(clips: list, discs: bool = False) -> torch.Tensor:
+    """(B, 1, T, H, W) 1.0 where an object covers the pixel (or, with ``discs``, where either the object or
+    its disc of `canvas.disc_layout` does), else 0.0: the decoder stage's ``dec_object_weight``."""
+    masks = []
+    for c in clips:
+        cover = canvas.shape_maps(c.labels, c.size, len(c.frames), c.fps).sum(-1)
+        if discs:
+            cover = cover + canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps)[1].sum(-1)
+        masks.append(cover > 0)
+    return torch.from_numpy(np.stack(masks)).float()[:, None]
 
 
 def roughness(z: torch.Tensor) -> torch.Tensor:
@@ -383,7 +460,8 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     t0 = time.perf_counter()
-    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels) for i, entry in enumerate(recipe.cache)]
+    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels, recipe.shape_layout)
+            for i, entry in enumerate(recipe.cache)]
     if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
         import concurrent.futures
         import multiprocessing
@@ -420,11 +498,11 @@ def _set_worker_vae(folder: str) -> None:
     _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
-def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool]) -> tuple[torch.Tensor, list[str]]:
+def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool]) -> tuple[torch.Tensor, list[str]]:
     """Render and encode one cache entry (its own seed): float16 latents (n, C, F, h, w) on the CPU, captions."""
     from . import world
 
-    i, (duration, width, height, n), seed, device, labelled = job
+    i, (duration, width, height, n), seed, device, *labelled = job
     vae = _WORKER["vae"].to(device)
     lats, caps, batch = [], [], []
     clips_iter = world.sample(n, seed=step_seed(seed, "cache", i), split="train", phrasing="train",
@@ -432,21 +510,18 @@ def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool]) -
     for clip in clips_iter:
         batch.append(clip)
         if len(batch) == 32:
-            lats.append(_encode(vae, batch, labelled)); caps += [c.caption for c in batch]; batch = []
+            lats.append(_encode(vae, batch, *labelled)); caps += [c.caption for c in batch]; batch = []
     if batch:
-        lats.append(_encode(vae, batch, labelled)); caps += [c.caption for c in batch]
+        lats.append(_encode(vae, batch, *labelled)); caps += [c.caption for c in batch]
     vae.to("cpu")
     return torch.cat(lats), caps
 
 
 @torch.no_grad()
-def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False) -> torch.Tensor:
-    """Raw latents (B, C, F, h, w) of a list of clips, stored as float16 on the CPU."""
+def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False, shape_layout: bool = False) -> torch.Tensor:
+    """Raw latents (B, C, F, h, w) of a list of clips (`_latent`), stored as float16 on the CPU."""
     device = next(vae.parameters()).device
-    z = vae.encode(clips_to_tensor(clips).to(device))
-    if shape_channels:
-        z = with_shape_channels(vae, z, clips)
-    return z.to("cpu", torch.float16)
+    return _latent(vae, clips, shape_channels, shape_layout, clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
@@ -856,7 +931,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)
     with torch.no_grad():
-        z = vae.normalize(vae.encode(video))
+        z = vae.normalize(_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video))  # as the DiT draws it
     latent_rgb = embedded.fit_latent_rgb(vae, z, video)
     info = {"name": "shapes", "trained": True, "default_eta": float(recipe.sample_eta),
             "description": "trained on the sora_nb shapes world by sora_nb.train"}

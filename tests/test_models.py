@@ -35,6 +35,44 @@ def test_autoencoder_pca_init_reconstructs_smooth_video():
     assert err < 1e-3, err
 
 
+def test_blur_cells_is_a_normalised_gaussian_in_space_only():
+    from sora_nb.models.vae import blur_cells
+
+    z = torch.zeros(1, 2, 3, 11, 11)
+    z[0, :, 1, 5, 5] = 1.0
+    b = blur_cells(z, 1.0)
+    g = np.exp(-0.5 * np.arange(-2, 3) ** 2)
+    g /= g.sum()
+    assert np.allclose(b[0, 0, 1, 3:8, 3:8].numpy(), np.outer(g, g), atol=1e-6)  # sigma 1 cell, radius 2
+    assert float(b[0, :, 0].abs().max()) == 0 and float(b[0, :, 2].abs().max()) == 0  # frames stay apart
+    assert torch.allclose(b.sum((3, 4)), z.sum((3, 4)), atol=1e-6)  # mass kept away from the edges
+    flat = torch.full((2, 4, 2, 5, 7), 3.0)
+    assert torch.allclose(blur_cells(flat, 1.5), flat)  # constants (and the edges) unchanged
+
+
+def test_decode_blur_blurs_the_latent_before_decoding_and_survives_save_load(tmp_path):
+    from sora_nb.models.vae import blur_cells
+
+    torch.manual_seed(0)
+    vae = VideoAutoencoder(decoder_blocks=2).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    z = torch.randn(1, 16, 2, 16, 16)
+    with torch.no_grad():
+        plain = vae.decode(z, 8)
+        vae.register_to_config(decode_blur=1.0)
+        blurred = vae.decode(z, 8)
+        assert not torch.allclose(plain, blurred, atol=1e-3)
+        vae.register_to_config(decode_blur=0.0)
+        assert torch.allclose(vae.decode(blur_cells(z, 1.0), 8), blurred, atol=1e-6)
+        vae.register_to_config(decode_blur=1.0)
+        vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+        again = VideoAutoencoder.from_pretrained(tmp_path / "vae", use_safetensors=True, low_cpu_mem_usage=False).eval()
+        assert again.config.decode_blur == 1.0 and again.config.decoder_blocks == 2
+        assert torch.allclose(again.decode(z, 8), blurred, atol=1e-6)
+
+
 def _random_dit(std: float = 0.05, **config) -> ShapesDiT:
     """A ShapesDiT with every weight drawn from N(0, std) after ``torch.manual_seed(0)`` (so its output is
     not the zero of adaLN-Zero); the test's later draws continue that seeded stream."""

@@ -378,6 +378,88 @@ def test_shape_channels_put_each_shapes_coverage_in_the_last_latent_channels(tmp
         assert np.allclose(cell[:, 1, 5, 9].numpy(), block, atol=1e-6)
 
 
+def test_shape_layout_encodes_discs_and_puts_their_true_shape_in_the_shape_channels(tmp_path):
+    """``shape_layout``: the encoder sees every object as a disc, and the shape channels carry the class."""
+    from sora_nb import world
+    from sora_nb.world import canvas, spec
+
+    recipe = train.Recipe(**{**FAST, "shape_channels": True, "shape_layout": True, "cache": ((1.0, 64, 64, 6),)})
+    vae = train.train_vae(recipe, tmp_path, world)
+    (latents, captions), = train.build_cache(recipe, tmp_path, world, vae)["buckets"].values()
+    clips = list(world.sample(6, seed=train.step_seed(recipe.seed, "cache", 0), split="train", phrasing="train",
+                              duration=1.0, size=(64, 64)))
+    assert [c.caption for c in clips] == captions
+    k = len(spec.SHAPES)
+    views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
+    discs = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    with torch.no_grad():
+        assert torch.allclose(latents[:, :-k].float(), vae.encode(discs)[:, :-k], rtol=2e-3, atol=2e-3)
+        assert not torch.allclose(latents[:, :-k].float(), vae.encode(train.clips_to_tensor(clips))[:, :-k],
+                                  rtol=2e-3, atol=2e-3)  # not the true frames' latent
+    cells = latents[:, -k:].float()
+    assert torch.allclose(cells, train.shape_cells(clips, vae, np.stack([v[1] for v in views])), atol=1e-3)
+    for clip, view, cell in zip(clips, views, cells):
+        asked = {spec.SHAPES.index(o.shape) for o in clip.labels.objects}
+        assert {int(i) for i in torch.nonzero(cell.sum((1, 2, 3)) > 1e-3).flatten()} == asked
+        block = view[1][4:8, 20:24, 36:40].mean((0, 1, 2))  # latent frame 1, cell (5, 9), by hand
+        assert np.allclose(cell[:, 1, 5, 9].numpy(), block, atol=1e-3)
+
+
+def test_a_deepened_decoder_decodes_as_before_until_trained():
+    from sora_nb import world
+
+    torch.manual_seed(0)
+    vae = train.VideoAutoencoder(latent_channels=16, hidden=32).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # no branch left at zero
+    deeper = train.deepen_decoder(vae, 3)
+    assert deeper.config.decoder_blocks == 3 and len(deeper.dec_blocks) == 2
+    assert train.deepen_decoder(vae, 1).config.decoder_blocks == 1
+    video = train.clips_to_tensor(list(world.sample(2, seed=7, split="train")))
+    with torch.no_grad():
+        z = vae.encode(video)
+        assert torch.equal(deeper.encode(video), z)
+        assert torch.allclose(deeper.decode(z, 16), vae.decode(z, 16), atol=1e-6)
+    with pytest.raises(ValueError, match="dec_blocks must be >= the autoencoder's 3 decoder blocks"):
+        train.deepen_decoder(deeper, 2)
+
+
+def test_object_mask_marks_the_objects_and_with_discs_their_discs_too():
+    from sora_nb import world
+    from sora_nb.world import canvas
+
+    clips = list(world.sample(4, seed=12, split="train"))
+    mask, union = train.object_mask(clips), train.object_mask(clips, discs=True)
+    assert mask.shape == union.shape == (4, 1, 16, 64, 64)
+    for clip, m, u in zip(clips, mask[:, 0].bool(), union[:, 0].bool()):
+        drawn = canvas.shape_maps(clip.labels, clip.size, 16, clip.fps).sum(-1) > 0
+        assert torch.equal(m, torch.from_numpy(drawn))
+        assert bool((u | m).eq(u).all())  # the union holds every object pixel
+    assert union.sum() > mask.sum()  # and the discs' pixels beyond the outlines
+
+
+def test_decoder_stage_deepens_the_decoder_and_the_weights_folder_loads_it(tiny_run, tmp_path):
+    """--rescore --tune-decoder with dec_blocks=2, dec_object_weight and dec_blur: the exported autoencoder
+    has two decoder blocks and the input blur (sha256-checked load), the new block trained, the encoder
+    unchanged."""
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    out = tmp_path / "deep"
+    assert train.main(["--rescore", str(tiny_run / "weights"), "--tune-decoder", "--set", "dec_steps=3",
+                       "dec_blocks=2", "dec_object_weight=4", "dec_blur=1.0", "--out", str(out)]) == 0
+    old, new = embedded.load_folder(tiny_run / "weights").vae, embedded.load_folder(out / "weights").vae
+    assert old.config.decoder_blocks == 1 and new.config.decoder_blocks == 2
+    assert old.config.decode_blur == 0 and new.config.decode_blur == 1.0  # the decoder reads a blurred latent
+    assert float(new.dec_blocks[0].conv2.weight.detach().abs().max()) > 0  # trained away from the identity it started as
+    video = train.clips_to_tensor(list(world.sample(2, seed=99, split="train")))
+    with torch.no_grad():
+        assert torch.equal(old.encode(video), new.encode(video))
+    v = sora_nb.load(str(out / "weights")).generate("a red star moving left", steps=2, trace=False)
+    assert v.frames.shape == (16, 64, 64, 3) and v.frames.dtype == np.uint8
+
+
 def test_roughness_measures_the_latents_high_frequency_share():
     """White noise loses about 8/9 of its power to a 3x3 blur, a spatial ramp almost none; the
     measure ignores the latent's scale and each channel's offset."""
@@ -479,10 +561,22 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
                                                ("dec_steps", 2.5, "dec_steps must be an integer >= 0"),
                                                ("dec_lr", float("nan"), "dec_lr must be a finite number >= 0"),
                                                ("dec_noise", -0.1, "dec_noise must be a finite number >= 0"),
-                                               ("shape_channels", "yes", "shape_channels must be true or false")])
+                                               ("shape_channels", "yes", "shape_channels must be true or false"),
+                                               ("shape_layout", 1, "shape_layout must be true or false"),
+                                               ("dec_blocks", 0, r"dec_blocks must be an integer in \[1, 8\]"),
+                                               ("dec_blocks", 2.0, r"dec_blocks must be an integer in \[1, 8\]"),
+                                               ("dec_object_weight", -1.0, "dec_object_weight must be a finite number >= 0"),
+                                               ("dec_blur", float("nan"), "dec_blur must be a finite number >= 0"),
+                                               ("dec_blur", 5.0, r"dec_blur must be a finite number in \[0, 4\]")])
 def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
     with pytest.raises(ValueError, match=words):
         train.Recipe(**{field: value})
+
+
+def test_shape_layout_needs_shape_channels():
+    train.Recipe(shape_channels=True, shape_layout=True)  # a good pair; the layout alone has nowhere to put the class
+    with pytest.raises(ValueError, match="shape_layout needs shape_channels=true"):
+        train.Recipe(shape_layout=True)
 
 
 def test_shape_channels_need_more_latent_channels_than_shapes():

@@ -173,6 +173,32 @@ def test_shape_maps_mark_each_shape_where_its_pixels_are():
                 assert np.abs(clip.frames[full].astype(int) - spec.PALETTE[obj.colour]).max() <= 1
 
 
+def test_disc_layout_draws_discs_and_labels_them_with_the_true_shape():
+    seen = set()
+    for clip in world.sample(12, seed=21, max_objects=3):
+        n = len(clip.frames)
+        frames, maps = canvas.disc_layout(clip.labels, clip.size, n, clip.fps)
+        assert frames.shape == clip.frames.shape and frames.dtype == np.uint8
+        assert maps.shape == clip.frames.shape[:3] + (len(spec.SHAPES),) and maps.dtype == np.float32
+        discs = dataclasses.replace(clip.labels, objects=[dataclasses.replace(o, shape="circle")
+                                                          for o in clip.labels.objects])
+        assert np.array_equal(frames, canvas.draw(discs, clip.size, n, clip.fps))  # every object as a circle
+        disc_cover = canvas.shape_maps(discs, clip.size, n, clip.fps)[..., spec.SHAPES.index("circle")]
+        assert np.allclose(maps.sum(-1), disc_cover, atol=1e-6)  # where the discs are, nothing else
+        asked = {spec.SHAPES.index(o.shape) for o in clip.labels.objects}
+        assert {int(k) for k in np.flatnonzero(maps.sum((0, 1, 2)))} == asked  # in the true shapes' channels
+        if any(o.shape != "circle" for o in clip.labels.objects):
+            assert not np.array_equal(frames, clip.frames)  # the outline is gone from the frames
+            seen.add("outline")
+        for obj in clip.labels.objects:  # an opaque disc pixel of one shape class has that object's colour
+            k = spec.SHAPES.index(obj.shape)
+            full = maps[..., k] >= 1 - 1e-6
+            if sum(o.shape == obj.shape for o in clip.labels.objects) == 1 and full.any():
+                assert np.abs(frames[full].astype(int) - spec.PALETTE[obj.colour]).max() <= 1
+                seen.add("colour")
+    assert seen == {"outline", "colour"}
+
+
 # --- sample -----------------------------------------------------------------------------------
 
 

@@ -36,6 +36,19 @@ class ResBlock3d(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))  # (B, c, F, h, w)
 
 
+def blur_cells(z: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian blur of a latent (B, C, F, h, w) along h and w, sigma in cells (edges replicated)."""
+    r = max(1, int(round(2.5 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=z.dtype, device=z.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    B, C, Fr, h, w = z.shape
+    y = z.permute(0, 2, 1, 3, 4).reshape(B * Fr * C, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return y.reshape(B, Fr, C, h, w).permute(0, 2, 1, 3, 4)
+
+
 class VideoAutoencoder(ModelMixin, ConfigMixin):
     """Video <-> latent, 4x temporal and 4x spatial compression."""
 
@@ -49,6 +62,8 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         spatial_factor: int = 4,
         latent_mean: float | list[float] = 0.0,  # per-channel statistics of encoded training clips,
         latent_std: float | list[float] = 1.0,   # measured after training (a float: all channels)
+        decoder_blocks: int = 1,     # residual blocks of the decoder at latent resolution
+        decode_blur: float = 0.0,    # the decoder first blurs the latent in space (Gaussian, sigma in cells; 0: off)
     ):
         super().__init__()
         cell = 3 * temporal_factor * spatial_factor * spatial_factor
@@ -59,10 +74,11 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         self.enc_out = nn.Conv3d(hidden, latent_channels, 1)
         self.dec_in = nn.Conv3d(latent_channels, hidden, 3, padding=1)
         self.dec_block1 = ResBlock3d(hidden)
+        self.dec_blocks = nn.ModuleList(ResBlock3d(hidden) for _ in range(decoder_blocks - 1))  # more depth (none by default)
         self.dec_out = nn.Conv3d(hidden, cell, 1)
         self.refine1 = nn.Conv2d(3, refine, 3, padding=1)
         self.refine2 = nn.Conv2d(refine, 3, 3, padding=1)
-        for layer in (self.enc_out, self.dec_out, self.refine2):  # residual branches start at zero
+        for layer in (self.enc_out, self.dec_out, self.refine2, *(b.conv2 for b in self.dec_blocks)):  # residual branches start at zero
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -99,7 +115,12 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Raw latent (B, C, F, h, w) -> video (B, 3, T, H, W) in [-1, 1], trimmed to ``num_frames``."""
         kt, ks = self.config.temporal_factor, self.config.spatial_factor
-        residual = self.dec_out(F.silu(self.dec_block1(self.dec_in(z))))  # (B, 192, F, h, w)
+        if self.config.decode_blur:
+            z = blur_cells(z, self.config.decode_blur)
+        h = self.dec_block1(self.dec_in(z))  # (B, hidden, F, h, w)
+        for block in self.dec_blocks:
+            h = block(h)
+        residual = self.dec_out(F.silu(h))  # (B, 192, F, h, w)
         x = self.dec_linear(z) + residual  # (B, 192, F, h, w)
         x = rearrange(x, "B (c kt kh kw) F h w -> (B F kt) c (h kh) (w kw)", c=3, kt=kt, kh=ks, kw=ks)  # (B*T', 3, H, W)
         x = x + self.refine2(F.silu(self.refine1(x)))  # (B*T', 3, H, W)

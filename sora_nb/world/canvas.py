@@ -218,6 +218,24 @@ def shape_maps(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarr
                       lambda obj: one_hot[spec.SHAPES.index(obj.shape)], np.float32(0.0))
 
 
+
+def disc_layout(labels: Labels, size: tuple, n_frames: int, fps: int) -> tuple:
+    """The clip with every object drawn as a disc, and each disc's shape class.
+
+    Each object keeps its colour, path, size and scale but is painted as a circle of its base radius,
+    so the frames (T, H, W, 3) uint8 say where and how large each object is, not its outline. The maps
+    (T, H, W, len(SHAPES)) float32 are the discs' visible coverage, in the channel of the object's
+    true shape. Training supervision only (recipe ``shape_layout``): the autoencoder encodes the discs
+    and the class, and learns to decode the true outline from them.
+    """
+    w, h = size
+    discs = dataclasses.replace(labels, objects=[dataclasses.replace(o, shape="circle") for o in labels.objects])
+    one_hot = np.eye(len(spec.SHAPES), dtype=np.float32)
+    true_shape = {id(d): spec.SHAPES.index(o.shape) for d, o in zip(discs.objects, labels.objects)}
+    maps = _composite(discs, size, fps, np.zeros((n_frames, h, w, len(spec.SHAPES)), np.float32),
+                      lambda obj: one_hot[true_shape[id(obj)]], np.float32(0.0))
+    return draw(discs, size, n_frames, fps), maps
+
 # ---------------------------------------------------------------------------------------------
 # Layout: fill in what the caption left open (size, background, positions, the bar).
 
