@@ -353,16 +353,24 @@ def test_a_weights_folder_sets_the_default_guidance(tmp_path):
     assert gen.generate("a red circle", steps=2, trace=False, guidance=4.0).params["guidance"] == 4.0
 
 
-def test_shape_channels_put_each_shapes_coverage_in_the_last_latent_channels(tmp_path):
+def _labelled_cache(tmp_path, **knobs):
+    """A 6-clip cache made with ``knobs`` (shape_channels, shape_layout): recipe, autoencoder, latents and
+    the clips behind them, rendered again from the cache's seed."""
     from sora_nb import world
-    from sora_nb.world import canvas, spec
 
-    recipe = train.Recipe(**{**FAST, "shape_channels": True, "cache": ((1.0, 64, 64, 6),)})
+    recipe = train.Recipe(**{**FAST, **knobs, "cache": ((1.0, 64, 64, 6),)})
     vae = train.train_vae(recipe, tmp_path, world)
     (latents, captions), = train.build_cache(recipe, tmp_path, world, vae)["buckets"].values()
     clips = list(world.sample(6, seed=train.step_seed(recipe.seed, "cache", 0), split="train", phrasing="train",
                               duration=1.0, size=(64, 64)))
     assert [c.caption for c in clips] == captions
+    return recipe, vae, latents, clips
+
+
+def test_shape_channels_put_each_shapes_coverage_in_the_last_latent_channels(tmp_path):
+    from sora_nb.world import canvas, spec
+
+    recipe, vae, latents, clips = _labelled_cache(tmp_path, shape_channels=True)
     k = len(spec.SHAPES)
     cells = train.shape_cells(clips, vae)  # (6, 5, 2, 16, 16)
     assert cells.shape == (6, k, 2, 16, 16) and latents.shape[1] == recipe.vae_channels
@@ -380,15 +388,9 @@ def test_shape_channels_put_each_shapes_coverage_in_the_last_latent_channels(tmp
 
 def test_shape_layout_encodes_discs_and_puts_their_true_shape_in_the_shape_channels(tmp_path):
     """``shape_layout``: the encoder sees every object as a disc, and the shape channels carry the class."""
-    from sora_nb import world
     from sora_nb.world import canvas, spec
 
-    recipe = train.Recipe(**{**FAST, "shape_channels": True, "shape_layout": True, "cache": ((1.0, 64, 64, 6),)})
-    vae = train.train_vae(recipe, tmp_path, world)
-    (latents, captions), = train.build_cache(recipe, tmp_path, world, vae)["buckets"].values()
-    clips = list(world.sample(6, seed=train.step_seed(recipe.seed, "cache", 0), split="train", phrasing="train",
-                              duration=1.0, size=(64, 64)))
-    assert [c.caption for c in clips] == captions
+    _, vae, latents, clips = _labelled_cache(tmp_path, shape_channels=True, shape_layout=True)
     k = len(spec.SHAPES)
     views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
     discs = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
