@@ -12,6 +12,9 @@ so they are only there at training time: the DiT must generate those channels fr
 the decoder learns to read them. (A VA-VAE-like alignment, with privileged labels standing in for a
 foundation model's features; the encoder alone learns these channels poorly, see bench/RESULTS.md.)
 
+With ``shape_layout`` as well (twelfth session), the encoder sees discs and only the shape channels say
+which outline to draw, so this table shows how much of the DiT's choice the decoder turns into pixels.
+
 This script asks single-object prompts "a large {red, green, blue, yellow} {shape} on a dark background"
 (seeds 100-107, 8 per shape, as bench_shape.py) and prints, per clip, the shape whose channel holds the
 most mass in the generated latent, and the shape the evaluator reads from the decoded pixels.

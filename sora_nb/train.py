@@ -14,7 +14,7 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    what colour, and the shape channels alone hold which outline. The decoder must then draw the
    outline: the decoder stage below deepens it (``dec_blocks``), weights object pixels up
    (``dec_object_weight``) and can blur its input (``dec_blur``) so that the DiT's ragged blobs decode
-   as clean shapes. On the course recipe this raised generated shape from 0.29 to 0.67
+   as clean shapes. On the course recipe this raised generated shape from 0.29 to 0.73
    (bench/RESULTS.md, twelfth session). The labels exist only for the world's clips: such an encoder
    cannot encode other video, so this is a research recipe, not the default.
    ``dec_steps`` > 0 adds a decoder stage after it: the decoder alone, the encoder frozen.
