@@ -11,7 +11,7 @@ second splits the round trip's "overall" (every check passed) by the clip's obje
 without a small object, and by object count. ``--vae`` scores an autoencoder folder on its own (a
 training run's ``vae_final`` or ``dec_final``), e.g. to compare autoencoder recipes before a DiT is
 trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and ``shape_layout``) is
-given its latent as the DiT saw it in training (`sora_nb.train._latent`): read from a weights folder's
+given its latent as the DiT saw it in training (`sora_nb.train.training_latent`): read from a weights folder's
 recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``.
 """
 
@@ -28,7 +28,7 @@ import torch
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
-from sora_nb.train import _latent, step_seed
+from sora_nb.train import step_seed, training_latent
 from sora_nb.world import evaluator
 
 DIMS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "overall")
@@ -38,7 +38,7 @@ SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
 @torch.no_grad()
 def round_trip(vae, clip, shape_channels: bool = False, shape_layout: bool = False) -> np.ndarray:
     """A world clip -> the autoencoder's reconstruction of its frames, uint8 (T, H, W, 3)."""
-    out = vae.decode(_latent(vae, [clip], shape_channels, shape_layout), len(clip.frames))[0]  # (3, T, H, W)
+    out = vae.decode(training_latent(vae, [clip], shape_channels, shape_layout), len(clip.frames))[0]  # (3, T, H, W)
     return ((out.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 

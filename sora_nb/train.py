@@ -213,7 +213,11 @@ def log(out: Path, **record: Any) -> None:
 
 def clips_to_tensor(clips: list) -> torch.Tensor:
     """World clips -> video tensor (B, 3, T, H, W) in [-1, 1]."""
-    frames = np.stack([c.frames for c in clips])  # (B, T, H, W, 3)
+    return frames_to_tensor(np.stack([c.frames for c in clips]))
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (B, T, H, W, 3) -> video tensor (B, 3, T, H, W) in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
@@ -297,7 +301,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
-        z = _latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
+        z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
         if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
             z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
@@ -338,7 +342,7 @@ def with_shape_channels(vae: VideoAutoencoder, z: torch.Tensor, clips: list) -> 
     return torch.cat([z[:, :-len(spec.SHAPES)], shape_cells(clips, vae).to(z)], 1)
 
 
-def _latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, shape_layout: bool,
+def training_latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, shape_layout: bool,
             video: torch.Tensor | None = None) -> torch.Tensor:
     """The latent the recipe trains on: ``vae.encode`` of the clips (``video``, if given, is their
     tensor); with ``shape_channels``, `with_shape_channels`; with ``shape_layout`` as well, the encoder
@@ -348,8 +352,7 @@ def _latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, shape_layo
         z = vae.encode(clips_to_tensor(clips) if video is None else video)
         return with_shape_channels(vae, z, clips) if shape_channels else z
     views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
-    discs = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-    z = vae.encode(discs.to(next(vae.parameters()).device))
+    z = vae.encode(frames_to_tensor(np.stack([v[0] for v in views])).to(next(vae.parameters()).device))
     cells = shape_cells(clips, vae, np.stack([v[1] for v in views]))
     return torch.cat([z[:, :-len(spec.SHAPES)], cells.to(z)], 1)
 
@@ -384,7 +387,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
         with torch.no_grad():
-            z = _latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
+            z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
             z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
         recon = vae.decode(z, video.shape[2])
@@ -519,9 +522,9 @@ def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bo
 
 @torch.no_grad()
 def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False, shape_layout: bool = False) -> torch.Tensor:
-    """Raw latents (B, C, F, h, w) of a list of clips (`_latent`), stored as float16 on the CPU."""
+    """Raw latents (B, C, F, h, w) of a list of clips (`training_latent`), stored as float16 on the CPU."""
     device = next(vae.parameters()).device
-    return _latent(vae, clips, shape_channels, shape_layout, clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
+    return training_latent(vae, clips, shape_channels, shape_layout, clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
@@ -931,7 +934,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)
     with torch.no_grad():
-        z = vae.normalize(_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video))  # as the DiT draws it
+        z = vae.normalize(training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video))  # as the DiT draws it
     latent_rgb = embedded.fit_latent_rgb(vae, z, video)
     info = {"name": "shapes", "trained": True, "default_eta": float(recipe.sample_eta),
             "description": "trained on the sora_nb shapes world by sora_nb.train"}

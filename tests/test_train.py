@@ -393,7 +393,7 @@ def test_shape_layout_encodes_discs_and_puts_their_true_shape_in_the_shape_chann
     _, vae, latents, clips = _labelled_cache(tmp_path, shape_channels=True, shape_layout=True)
     k = len(spec.SHAPES)
     views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
-    discs = torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    discs = train.frames_to_tensor(np.stack([v[0] for v in views]))
     with torch.no_grad():
         assert torch.allclose(latents[:, :-k].float(), vae.encode(discs)[:, :-k], rtol=2e-3, atol=2e-3)
         assert not torch.allclose(latents[:, :-k].float(), vae.encode(train.clips_to_tensor(clips))[:, :-k],
