@@ -12,7 +12,9 @@ without a small object, and by object count. ``--vae`` scores an autoencoder fol
 training run's ``vae_final`` or ``dec_final``), e.g. to compare autoencoder recipes before a DiT is
 trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and ``shape_layout``) is
 given its latent as the DiT saw it in training (`sora_nb.train.training_latent`): read from a weights folder's
-recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``.
+recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``. An autoencoder
+whose encoder was then trained on the true frames (the recipe's ``pix_steps``: a weights folder from such a
+run, or ``--vae`` a run's ``pix_final``) encodes the clip's own frames, with no labels.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def main() -> None:
         vae = (embedded.load_folder(args.weights) if args.weights else embedded.load_default()).vae.eval()
         card = Path(args.weights or embedded.WEIGHTS_DIR) / "scores.json"
         recipe = json.loads(card.read_text()).get("recipe", {}) if card.is_file() else {}
-        args.shape_channels = bool(recipe.get("shape_channels", False))
-        args.shape_layout = bool(recipe.get("shape_layout", False))
+        pixels = bool(recipe.get("pix_steps", 0))  # its encoder reads the true frames
+        args.shape_channels = bool(recipe.get("shape_channels", False)) and not pixels
+        args.shape_layout = bool(recipe.get("shape_layout", False)) and not pixels
     if args.shape_layout and not args.shape_channels:
         p.error("--shape-layout goes with --shape-channels (as the recipe's shape_layout needs shape_channels)")
     how = dict(shape_channels=args.shape_channels, shape_layout=args.shape_layout)

@@ -1,6 +1,6 @@
 """Wall time per DiT training step of `sora_nb.train`, and how much of it is host-side work.
 
-    .venv/bin/python bench/bench_train_step.py [--device cpu|cuda] [--batch 128] [--threads N]
+    .venv/bin/python bench/bench_train_step.py [--device cpu|cuda] [--batch 128] [--threads N] [--patch 1 2 2]
 
 Runs the real training loop (`sora_nb.train.train_dit`) on a synthetic latent cache (random
 latents of the 2 s 64x64 shape, real training captions) twice, for ``--warm`` and for
@@ -63,13 +63,15 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
+    p.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("F", "Y", "X"),
+                   help="latent cells per token (the recipe's dit_patch); 1 4 4 gives a quarter of the tokens")
     args = parse(p)
     if args.steps < 5 or args.warm < 1 or args.batch < 1:
         p.error(f"--steps must be >= 5 (the figure is a difference of two runs), --warm and --batch >= 1; "
                 f"got --steps {args.steps}, --warm {args.warm}, --batch {args.batch}")
     cache = synthetic_cache(max(args.clips, 1024))
     base = dict(device=args.device, dit_batch=args.batch, text_steps=0, log_every=10 ** 9, ckpt_every=10 ** 9,
-                dit_warmup=1)
+                dit_warmup=1, dit_patch=tuple(args.patch))
     recipes = {
         f"DiT {args.hidden} wide x {args.depth} deep": train.Recipe(**base, dit_hidden=args.hidden,
                                                                   dit_depth=args.depth, dit_heads=args.heads),
@@ -86,7 +88,7 @@ def main() -> None:
     for name, recipe in recipes.items():
         s = per_step(recipe, cache, args.warm, args.steps)
         rows.append((name, args.batch, f"{s * 1e3:.1f}", f"{args.batch / s:.0f}"))
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, patch {tuple(args.patch)}")
     print_table(rows, header=("model", "batch", "ms per step", "clips per s"))
 
 

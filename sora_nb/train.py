@@ -15,8 +15,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    outline: the decoder stage below deepens it (``dec_blocks``), weights object pixels up
    (``dec_object_weight``) and can blur its input (``dec_blur``) so that the DiT's ragged blobs decode
    as clean shapes. On the course recipe this raised generated shape from 0.29 to 0.73
-   (bench/RESULTS.md, twelfth session). The labels exist only for the world's clips: such an encoder
-   cannot encode other video, so this is a research recipe, not the default.
+   (bench/RESULTS.md, twelfth session). The labels exist only for the world's clips, so that encoder
+   cannot encode other video; ``pix_steps`` (stage 5) trains one that can.
    ``dec_steps`` > 0 adds a decoder stage after it: the decoder alone, the encoder frozen.
 2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
 3. ``text``: pre-train the text encoder on captions alone (no pixels, seconds): small probe heads
@@ -48,7 +48,11 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    Fine-tunes of the shipped DiT with it widened the error gap a wrong shape word makes
    (``bench/bench_reads.py``: 2.6% to 5-9%) but hardly moved the shapes sampled, and cost motion,
    count or colour (``bench/RESULTS.md``), so it stays off.
-5. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
+5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
+   learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
+   the exported autoencoder encodes any video of the world. The latent cache, the decoder and the DiT
+   are unchanged.
+6. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
@@ -111,6 +115,10 @@ class Recipe:
                                     # disc, with shape_layout)
     dec_blur: float = 0.0          # the decoder stage sets the decoder's input blur (VideoAutoencoder.decode_blur,
                                    # sigma in latent cells; 0: keep the autoencoder's own)
+    pix_steps: int = 0             # with shape_layout: a last stage trains the encoder on the true frames to give
+                                   # their layout latent, so the finished autoencoder encodes any video (0: off)
+    pix_blocks: int = 3            # the pixel encoder's residual blocks (a wider view: an outline spans cells)
+    pix_lr: float = 1e-3
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
@@ -167,7 +175,8 @@ class Recipe:
             raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
-        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise", "dec_object_weight", "dec_blur"):
+        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise", "dec_object_weight", "dec_blur",
+                     "pix_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -186,6 +195,13 @@ class Recipe:
             raise ValueError(f"dec_blocks must be an integer in [1, 8] (the decoder's residual blocks), got {self.dec_blocks!r}")
         if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
             raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
+        if isinstance(self.pix_blocks, bool) or not isinstance(self.pix_blocks, int) or not 1 <= self.pix_blocks <= 8:
+            raise ValueError(f"pix_blocks must be an integer in [1, 8] (the pixel encoder's residual blocks), "
+                             f"got {self.pix_blocks!r}")
+        if isinstance(self.pix_steps, bool) or not isinstance(self.pix_steps, int) or self.pix_steps < 0:
+            raise ValueError(f"pix_steps must be an integer >= 0 (0: no pixel-encoder stage), got {self.pix_steps!r}")
+        if self.pix_steps and not self.shape_layout:
+            raise ValueError("pix_steps needs shape_layout=true (without the layout the encoder already reads pixels)")
         eta = self.sample_eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"sample_eta must be a number in [0, 1] (0: the deterministic sampler), got {eta!r}")
@@ -223,7 +239,7 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def step_seed(seed: int, stage: str, step: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, step)."""
-    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6, "dec": 7}[stage] * 10_007 + step) % (2**31)
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6, "dec": 7, "pix": 8}[stage] * 10_007 + step) % (2**31)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -412,20 +428,87 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
     return vae.eval()
 
 
+def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> VideoAutoencoder:
+    """Recipe ``pix_steps`` (with ``shape_layout``): train (or resume) the encoder alone to give, from a clip's
+    true frames, the latent `training_latent` makes from its labels: the discs' appearance and the shape
+    class. The layout encoder reads discs that only the world's labels can paint, so without this stage the
+    autoencoder cannot encode other video (an image to animate, a clip to extend). The student starts from
+    the disc encoder, deepened to ``pix_blocks`` residual blocks (an outline spans several cells); the loss
+    is the latent's squared error per channel over the channel's variance. The decoder, the latent
+    statistics and the DiT are unchanged. Returns the autoencoder with the new encoder, in eval mode."""
+    final = out / "pix_final"
+    if (final / "config.json").is_file():
+        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    teacher = _copy(vae).eval()
+    vae = deepen_encoder(vae, recipe.pix_blocks).train()
+    for name, p in vae.named_parameters():
+        p.requires_grad_(name.startswith("enc"))
+    encoder = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(encoder, lr=recipe.pix_lr, weight_decay=0.0)
+    ckpt = out / "pix_ckpt"
+    start = resume(ckpt, vae, opt)
+    t0 = time.perf_counter()
+    for step in range(start, recipe.pix_steps):
+        duration, size = VAE_SIZES[step % len(VAE_SIZES)]
+        clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "pix", step), split="train",
+                                  duration=duration, size=size))
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.pix_steps, recipe.pix_lr, min(50, recipe.pix_steps // 10))
+        with torch.no_grad():
+            target = training_latent(teacher, clips, True, True)  # (B, C, F, h, w)
+            var = target.transpose(0, 1).reshape(target.shape[1], -1).var(1).clamp_min(1e-4).view(1, -1, 1, 1, 1)
+        z = vae.encode(clips_to_tensor(clips))
+        loss = ((z - target) ** 2 / var).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(encoder, 1.0)
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.pix_steps - 1:
+            log(out, stage="pixels", step=step, loss=loss.item(), class_accuracy=class_accuracy(z.detach(), target),
+                s_per_step=(time.perf_counter() - t0) / (step - start + 1))
+        if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.pix_steps:
+            checkpoint(ckpt, vae, opt, step + 1)
+    vae.requires_grad_(True)
+    vae.save_pretrained(final, safe_serialization=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return vae.eval()
+
+
+def class_accuracy(z: torch.Tensor, target: torch.Tensor) -> float:
+    """Share of the object cells (target shape mass >= 0.5) where ``z``'s strongest shape channel is the
+    target's: how well a pixel encoder reads the outline (`train_pixel_encoder`)."""
+    shapes = len(spec.SHAPES)
+    want, got = target[:, -shapes:], z[:, -shapes:]  # (B, S, F, h, w)
+    cells = want.sum(1) >= 0.5
+    if not cells.any():
+        return float("nan")
+    return float((want.argmax(1) == got.argmax(1))[cells].float().mean())
+
+
 def deepen_decoder(vae: VideoAutoencoder, blocks: int) -> VideoAutoencoder:
     """A copy of ``vae`` whose decoder has ``blocks`` residual blocks: the existing ones keep their weights,
     new ones start as the identity (so the copy decodes exactly as ``vae`` does until trained)."""
-    if blocks < vae.config.decoder_blocks:
-        raise ValueError(f"dec_blocks must be >= the autoencoder's {vae.config.decoder_blocks} decoder blocks "
-                         f"(a decoder is deepened, never cut), got {blocks}")
-    if blocks == vae.config.decoder_blocks:
+    return _deepened(vae, "dec", blocks)
+
+
+def deepen_encoder(vae: VideoAutoencoder, blocks: int) -> VideoAutoencoder:
+    """A copy of ``vae`` whose encoder has ``blocks`` residual blocks (as `deepen_decoder`)."""
+    return _deepened(vae, "enc", blocks)
+
+
+def _deepened(vae: VideoAutoencoder, side: str, blocks: int) -> VideoAutoencoder:
+    field = {"dec": "decoder_blocks", "enc": "encoder_blocks"}[side]
+    if blocks < vae.config[field]:
+        raise ValueError(f"{side}_blocks must be >= the autoencoder's {vae.config[field]} {field.replace('_', ' ')} "
+                         f"(a network is deepened, never cut), got {blocks}")
+    if blocks == vae.config[field]:
         return _copy(vae)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         config = {k: v for k, v in vae.config.items() if not k.startswith("_")}  # "_use_default_values" would
-        deeper = VideoAutoencoder(**{**config, "decoder_blocks": blocks})         # undo the new depth
+        deeper = VideoAutoencoder(**{**config, field: blocks})                    # undo the new depth
     missing, unexpected = deeper.load_state_dict(vae.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("dec_blocks.") for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith(f"{side}_blocks.") for k in missing), (missing, unexpected)
     return deeper.to(next(vae.parameters()).device)
 
 
@@ -1126,12 +1209,15 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     done_before = [stage for stage, marker in (("vae", "vae_final/config.json"), ("cache", "cache/index.json"),
                                                 ("dit", "dit_final/dit/config.json"),
-                                                ("decoder", "dec_final/config.json")) if (out / marker).is_file()]
+                                                ("decoder", "dec_final/config.json"),
+                                                ("pixels", "pix_final/config.json")) if (out / marker).is_file()]
     t = time.perf_counter(); vae = train_vae(recipe, out, world); seconds["vae"] = time.perf_counter() - t
     if recipe.dec_steps:
         t = time.perf_counter(); vae = tune_decoder(recipe, out, world, vae); seconds["decoder"] = time.perf_counter() - t
     t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
     t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache); seconds["dit"] = time.perf_counter() - t
+    if recipe.pix_steps:  # after the cache: the cache's latent is the disc encoder's
+        t = time.perf_counter(); vae = train_pixel_encoder(recipe, out, world, vae); seconds["pixels"] = time.perf_counter() - t
     folder = export(recipe, out, world, vae, dit, text, cache, seconds, done_before)
     print(f"weights written to {folder}")
     return ship(folder) if args.ship else 0

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -407,7 +408,7 @@ def test_shape_layout_encodes_discs_and_puts_their_true_shape_in_the_shape_chann
         assert np.allclose(cell[:, 1, 5, 9].numpy(), block, atol=1e-3)
 
 
-def test_a_deepened_decoder_decodes_as_before_until_trained():
+def test_a_deepened_decoder_or_encoder_works_as_before_until_trained():
     from sora_nb import world
 
     torch.manual_seed(0)
@@ -425,6 +426,58 @@ def test_a_deepened_decoder_decodes_as_before_until_trained():
         assert torch.allclose(deeper.decode(z, 16), vae.decode(z, 16), atol=1e-6)
     with pytest.raises(ValueError, match="dec_blocks must be >= the autoencoder's 3 decoder blocks"):
         train.deepen_decoder(deeper, 2)
+    wider_view = train.deepen_encoder(vae, 3)
+    assert wider_view.config.encoder_blocks == 3 and len(wider_view.enc_blocks) == 2
+    with torch.no_grad():
+        assert torch.allclose(wider_view.encode(video), z, atol=1e-6)
+        assert torch.equal(wider_view.decode(z, 16), vae.decode(z, 16))
+    with pytest.raises(ValueError, match="enc_blocks must be >= the autoencoder's 3 encoder blocks"):
+        train.deepen_encoder(wider_view, 1)
+
+
+def test_class_accuracy_counts_the_object_cells_whose_strongest_shape_is_right():
+    target = torch.zeros(1, 8, 1, 2, 2)  # 3 appearance channels, 5 shapes, 2x2 cells
+    target[0, 3 + 1, 0, 0, 0] = 1.0   # a square
+    target[0, 3 + 4, 0, 0, 1] = 0.6   # most of a cross
+    target[0, 3 + 2, 0, 1, 0] = 0.3   # a sliver of a triangle: not an object cell
+    z = torch.zeros_like(target)
+    z[0, 3 + 1, 0, 0, 0] = 0.9        # right
+    z[0, 3 + 3, 0, 0, 1] = 0.5        # a star: wrong
+    z[0, :3] = 7.0                    # appearance channels are not read
+    assert train.class_accuracy(z, target) == 0.5
+    z[0, 3 + 4, 0, 0, 1] = 0.8
+    assert train.class_accuracy(z, target) == 1.0
+    assert math.isnan(train.class_accuracy(z, torch.zeros_like(target)))  # no object: no figure
+
+
+def test_pixel_encoder_stage_learns_the_layout_latent_from_the_true_frames(tmp_path):
+    """``pix_steps``: the encoder alone is trained (deepened) to give the labels' layout latent from the
+    true frames; the decoder is untouched; the stage saves pix_final and a second call loads it."""
+    from sora_nb import world
+
+    torch.manual_seed(0)
+    teacher = train.VideoAutoencoder(latent_channels=16, hidden=32).eval()
+    recipe = train.Recipe(shape_channels=True, shape_layout=True, pix_steps=60, pix_blocks=2, pix_lr=3e-3,
+                          vae_batch=4, log_every=1000, ckpt_every=1000)
+    clips = list(world.sample(6, seed=321, split="train"))
+    video = train.clips_to_tensor(clips)
+
+    def error(vae):
+        with torch.no_grad():
+            z, want = vae.encode(video), train.training_latent(teacher, clips, True, True)
+            return float(((z - want) ** 2).mean()), train.class_accuracy(z, want)
+
+    before, acc_before = error(teacher)
+    student = train.train_pixel_encoder(recipe, tmp_path, world, teacher)
+    after, acc_after = error(student)
+    assert student.config.encoder_blocks == 2 and not student.training
+    assert after < 0.5 * before  # nearer the labels' latent, on clips it never saw
+    assert acc_after > acc_before + 0.1  # reads more outlines right (60 steps: a start, not a finished encoder)
+    for name, p in teacher.state_dict().items():  # the decoder is the teacher's
+        if not name.startswith("enc"):
+            assert torch.equal(p, student.state_dict()[name]), name
+    again = train.train_pixel_encoder(recipe, tmp_path, world, teacher)  # finished: loaded, not trained
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.state_dict().values()))
 
 
 def test_object_mask_marks_the_objects_and_with_discs_their_discs_too():
@@ -569,7 +622,10 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
                                                ("dec_blocks", 2.0, r"dec_blocks must be an integer in \[1, 8\]"),
                                                ("dec_object_weight", -1.0, "dec_object_weight must be a finite number >= 0"),
                                                ("dec_blur", float("nan"), "dec_blur must be a finite number >= 0"),
-                                               ("dec_blur", 5.0, r"dec_blur must be a finite number in \[0, 4\]")])
+                                               ("dec_blur", 5.0, r"dec_blur must be a finite number in \[0, 4\]"),
+                                               ("pix_steps", -1, "pix_steps must be an integer >= 0"),
+                                               ("pix_blocks", 9, r"pix_blocks must be an integer in \[1, 8\]"),
+                                               ("pix_lr", float("nan"), "pix_lr must be a finite number >= 0")])
 def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
     with pytest.raises(ValueError, match=words):
         train.Recipe(**{field: value})
@@ -579,6 +635,9 @@ def test_shape_layout_needs_shape_channels():
     train.Recipe(shape_channels=True, shape_layout=True)  # a good pair; the layout alone has nowhere to put the class
     with pytest.raises(ValueError, match="shape_layout needs shape_channels=true"):
         train.Recipe(shape_layout=True)
+    train.Recipe(shape_channels=True, shape_layout=True, pix_steps=10)
+    with pytest.raises(ValueError, match="pix_steps needs shape_layout=true"):
+        train.Recipe(shape_channels=True, pix_steps=10)
 
 
 def test_shape_channels_need_more_latent_channels_than_shapes():

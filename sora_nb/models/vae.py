@@ -64,6 +64,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         latent_std: float | list[float] = 1.0,   # measured after training (a float: all channels)
         decoder_blocks: int = 1,     # residual blocks of the decoder at latent resolution
         decode_blur: float = 0.0,    # the decoder first blurs the latent in space (Gaussian, sigma in cells; 0: off)
+        encoder_blocks: int = 1,     # residual blocks of the encoder at latent resolution
     ):
         super().__init__()
         cell = 3 * temporal_factor * spatial_factor * spatial_factor
@@ -71,6 +72,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         self.dec_linear = nn.Conv3d(latent_channels, cell, 1)
         self.enc_in = nn.Conv3d(cell, hidden, 1)
         self.enc_block = ResBlock3d(hidden)
+        self.enc_blocks = nn.ModuleList(ResBlock3d(hidden) for _ in range(encoder_blocks - 1))  # more depth (none by default)
         self.enc_out = nn.Conv3d(hidden, latent_channels, 1)
         self.dec_in = nn.Conv3d(latent_channels, hidden, 3, padding=1)
         self.dec_block1 = ResBlock3d(hidden)
@@ -78,7 +80,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         self.dec_out = nn.Conv3d(hidden, cell, 1)
         self.refine1 = nn.Conv2d(3, refine, 3, padding=1)
         self.refine2 = nn.Conv2d(refine, 3, 3, padding=1)
-        for layer in (self.enc_out, self.dec_out, self.refine2, *(b.conv2 for b in self.dec_blocks)):  # residual branches start at zero
+        for layer in (self.enc_out, self.dec_out, self.refine2, *(b.conv2 for b in (*self.enc_blocks, *self.dec_blocks))):  # residual branches start at zero
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -109,7 +111,10 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         kt, ks = self.config.temporal_factor, self.config.spatial_factor
         x = self._pad_frames(video)  # (B, 3, T', H, W)
         x = rearrange(x, "B c (F kt) (h kh) (w kw) -> B (c kt kh kw) F h w", kt=kt, kh=ks, kw=ks)  # (B, 192, F, h, w)
-        residual = self.enc_out(F.silu(self.enc_block(self.enc_in(x))))  # (B, C, F, h, w)
+        h = self.enc_block(self.enc_in(x))  # (B, hidden, F, h, w)
+        for block in self.enc_blocks:
+            h = block(h)
+        residual = self.enc_out(F.silu(h))  # (B, C, F, h, w)
         return self.enc_linear(x) + residual  # (B, C, F, h, w)
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
