@@ -434,7 +434,8 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     class. The layout encoder reads discs that only the world's labels can paint, so without this stage the
     autoencoder cannot encode other video (an image to animate, a clip to extend). The student starts from
     the disc encoder, deepened to ``pix_blocks`` residual blocks (an outline spans several cells); the loss
-    is the latent's squared error per channel over the channel's variance. The decoder, the latent
+    is the latent's squared error per channel over the channel's variance in 16 clips drawn at the start
+    (the shape channels share one: weighting by each batch's variance blew up on a shape the batch lacked). The decoder, the latent
     statistics and the DiT are unchanged. Returns the autoencoder with the new encoder, in eval mode."""
     final = out / "pix_final"
     if (final / "config.json").is_file():
@@ -447,6 +448,12 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     opt = torch.optim.AdamW(encoder, lr=recipe.pix_lr, weight_decay=0.0)
     ckpt = out / "pix_ckpt"
     start = resume(ckpt, vae, opt)
+    with torch.no_grad():  # one fixed weight per channel: a batch without some shape has no variance in its channel
+        probe = list(world.sample(16, seed=step_seed(recipe.seed, "pix", 10 ** 6), split="train"))
+        want = training_latent(teacher, probe, True, True)
+        var = want.transpose(0, 1).reshape(want.shape[1], -1).var(1)  # (C,)
+        var[-len(spec.SHAPES):] = var[-len(spec.SHAPES):].mean()  # the shape channels share one scale
+        var = var.clamp_min(1e-4).view(1, -1, 1, 1, 1)
     t0 = time.perf_counter()
     for step in range(start, recipe.pix_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
@@ -456,7 +463,6 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
             group["lr"] = cosine_lr(step, recipe.pix_steps, recipe.pix_lr, min(50, recipe.pix_steps // 10))
         with torch.no_grad():
             target = training_latent(teacher, clips, True, True)  # (B, C, F, h, w)
-            var = target.transpose(0, 1).reshape(target.shape[1], -1).var(1).clamp_min(1e-4).view(1, -1, 1, 1, 1)
         z = vae.encode(clips_to_tensor(clips))
         loss = ((z - target) ** 2 / var).mean()
         opt.zero_grad(set_to_none=True)
