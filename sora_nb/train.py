@@ -412,16 +412,26 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
             loss = (weight * ((recon - video).abs() + (recon - video) ** 2)).mean()
         else:
             loss = F.l1_loss(recon, video) + F.mse_loss(recon, video)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
-        opt.step()
+        optimise(opt, decoder, loss)
         if step % recipe.log_every == 0 or step == recipe.dec_steps - 1:
             psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
             log(out, stage="decoder", step=step, loss=loss.item(), psnr=psnr,
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dec_steps:
             checkpoint(ckpt, vae, opt, step + 1)
+    return finish_part(vae, final, ckpt)
+
+
+def optimise(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
+    """One step of a part-of-the-autoencoder stage: the gradient of ``loss``, clipped to norm 1 over ``params``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def finish_part(vae: VideoAutoencoder, final: Path, ckpt: Path) -> VideoAutoencoder:
+    """End a part-of-the-autoencoder stage: everything trainable again, saved to ``final``, checkpoint gone."""
     vae.requires_grad_(True)
     vae.save_pretrained(final, safe_serialization=True)
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -465,19 +475,13 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
             target = training_latent(teacher, clips, True, True)  # (B, C, F, h, w)
         z = vae.encode(clips_to_tensor(clips))
         loss = ((z - target) ** 2 / var).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder, 1.0)
-        opt.step()
+        optimise(opt, encoder, loss)
         if step % recipe.log_every == 0 or step == recipe.pix_steps - 1:
             log(out, stage="pixels", step=step, loss=loss.item(), class_accuracy=class_accuracy(z.detach(), target),
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.pix_steps:
             checkpoint(ckpt, vae, opt, step + 1)
-    vae.requires_grad_(True)
-    vae.save_pretrained(final, safe_serialization=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return vae.eval()
+    return finish_part(vae, final, ckpt)
 
 
 def class_accuracy(z: torch.Tensor, target: torch.Tensor) -> float:
