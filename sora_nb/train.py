@@ -445,8 +445,9 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     autoencoder cannot encode other video (an image to animate, a clip to extend). The student starts from
     the disc encoder, deepened to ``pix_blocks`` residual blocks (an outline spans several cells); the loss
     is the latent's squared error per channel over the channel's variance in 16 clips drawn at the start
-    (the shape channels share one: weighting by each batch's variance blew up on a shape the batch lacked). The decoder, the latent
-    statistics and the DiT are unchanged. Returns the autoencoder with the new encoder, in eval mode."""
+    (the shape channels share one: weighting by each batch's variance blew up on a shape the batch
+    lacked). The decoder, the latent statistics and the DiT are unchanged. Returns the autoencoder with
+    the new encoder, in eval mode."""
     final = out / "pix_final"
     if (final / "config.json").is_file():
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
