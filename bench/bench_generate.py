@@ -1,6 +1,6 @@
 """Speed of the embedded model's default generation, measured in one run; prints a table.
 
-    .venv/bin/python bench/bench_generate.py [--repeats 5] [--threads N]
+    .venv/bin/python bench/bench_generate.py [--repeats 5] [--threads N] [--weights shapes]
 
 Rows: load time; default generation (2 s clip, 20 steps, guidance 5: classifier-free guidance, so
 two model passes per step) with tracing on and off and their ratio; the trace's size; the model's
@@ -30,10 +30,12 @@ def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
 
 
 def main() -> None:
-    args = parse(parser(__doc__, repeats=5))
+    p = parser(__doc__, repeats=5)
+    p.add_argument("--weights", default="shapes", help="the model to time: a name or a weights folder")
+    args = parse(p)
 
     start = time.perf_counter()
-    gen = sora_nb.load("shapes")
+    gen = sora_nb.load(args.weights)
     load_s = time.perf_counter() - start
     kw = dict(seed=0, duration=2.0, guidance=5.0, steps=20)
 
