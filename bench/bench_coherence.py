@@ -53,27 +53,33 @@ def main() -> None:
     args = parse(p)
     if args.clips < 2:
         p.error(f"--clips must be >= 2, got {args.clips}")
+    reference = None
+    if args.reference:  # read and checked before the minutes of generation
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            reference = load_file(args.reference)["latents"][: max(args.clips, 200)].float()  # (N, C, F, h, w)
+        except (OSError, KeyError, SafetensorError) as e:
+            p.error(f"--reference must be a latent cache file (cache/*.safetensors): {e}")
+        if reference.ndim != 5 or reference.shape[2] != 4:
+            p.error(f"--reference must hold 4-frame (2 s) latents, got {tuple(reference.shape)}")
     import sora_nb
     from sora_nb.world import sample
 
-    rows, first = [], None
-    for weights in args.weights:
+    rows = []
+    for i, weights in enumerate(args.weights):
         gen = sora_nb.load(weights)
-        first = first or gen
+        if reference is not None and i == 0:  # real latents in the first model's normalised units
+            reference = gen.backend.vae.normalize(reference)
         values = []
         for clip in sample(args.clips, seed=0, split="train", phrasing="train"):
             video = gen.generate(clip.caption, seed=clip.seed, duration=2.0)
             x0 = torch.from_numpy(video.trace.x0.values[-1].astype(np.float32))  # (F, C, h, w)
             values.append(coherence(x0))
         rows.append(summary(weights, values))
-    if args.reference:
-        from safetensors.torch import load_file
-
-        latents = load_file(args.reference)["latents"][: max(args.clips, 200)].float()  # (N, C, F, h, w)
-        if latents.shape[2] != 4:
-            p.error(f"--reference must hold 4-frame (2 s) latents, got {tuple(latents.shape)}")
-        z = first.backend.vae.normalize(latents)
-        rows.append(summary(f"real latents ({args.reference})", [coherence(x.transpose(0, 1)) for x in z]))
+    if reference is not None:
+        rows.append(summary(f"real latents ({args.reference})", [coherence(x.transpose(0, 1)) for x in reference]))
     print_table(rows, header=("clips from", "n", "coherence, frames 0-1 / 1-2 / 2-3", "middle / outer",
                               "weakest pair (clips)"))
 
