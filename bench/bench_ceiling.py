@@ -10,7 +10,7 @@ evaluation by default), the rendering itself (the oracle, a perfect model) and t
 second splits the round trip's "overall" (every check passed) by the clip's objects: with or
 without a small object, and by object count. ``--vae`` scores an autoencoder folder on its own (a
 training run's ``vae_final`` or ``dec_final``), e.g. to compare autoencoder recipes before a DiT is
-trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and ``shape_layout``) is
+trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and ``shape_layout``, ``shape_angle``) is
 given its latent as the DiT saw it in training (`sora_nb.train.training_latent`): read from a weights folder's
 recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``. An autoencoder
 whose encoder was then trained on the true frames (the recipe's ``pix_steps``: a weights folder from such a
@@ -38,9 +38,10 @@ SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
 
 
 @torch.no_grad()
-def round_trip(vae, clip, shape_channels: bool = False, shape_layout: bool = False) -> np.ndarray:
+def round_trip(vae, clip, shape_channels: bool = False, shape_layout: bool = False, shape_angle: bool = False) -> np.ndarray:
     """A world clip -> the autoencoder's reconstruction of its frames, uint8 (T, H, W, 3)."""
-    out = vae.decode(training_latent(vae, [clip], shape_channels, shape_layout), len(clip.frames))[0]  # (3, T, H, W)
+    z = training_latent(vae, [clip], shape_channels, shape_layout, shape_angle=shape_angle)
+    out = vae.decode(z, len(clip.frames))[0]  # (3, T, H, W)
     return ((out.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--vae", default=None, help="an autoencoder folder (a run's vae_final or dec_final) instead")
     p.add_argument("--shape-channels", action="store_true", help="with --vae: trained with shape_channels")
     p.add_argument("--shape-layout", action="store_true", help="with --vae: trained with shape_layout")
+    p.add_argument("--shape-angle", action="store_true", help="with --vae: trained with shape_angle")
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
@@ -64,9 +66,12 @@ def main() -> None:
         pixels = bool(recipe.get("pix_steps", 0))  # its encoder reads the true frames
         args.shape_channels = bool(recipe.get("shape_channels", False)) and not pixels
         args.shape_layout = bool(recipe.get("shape_layout", False)) and not pixels
+        args.shape_angle = bool(recipe.get("shape_angle", False)) and not pixels
     if args.shape_layout and not args.shape_channels:
         p.error("--shape-layout goes with --shape-channels (as the recipe's shape_layout needs shape_channels)")
-    how = dict(shape_channels=args.shape_channels, shape_layout=args.shape_layout)
+    if args.shape_angle and not args.shape_layout:
+        p.error("--shape-angle goes with --shape-layout (as the recipe's shape_angle needs shape_layout)")
+    how = dict(shape_channels=args.shape_channels, shape_layout=args.shape_layout, shape_angle=args.shape_angle)
     rows, by_kind = [], []
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))

@@ -16,7 +16,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    (``dec_object_weight``) and can blur its input (``dec_blur``) so that the DiT's ragged blobs decode
    as clean shapes. On the course recipe this raised generated shape from 0.29 to 0.73
    (bench/RESULTS.md, twelfth session). The labels exist only for the world's clips, so that encoder
-   cannot encode other video; ``pix_steps`` (stage 5) trains one that can.
+   cannot encode other video; ``pix_steps`` (stage 5) trains one that can. ``shape_angle`` (off, with
+   ``shape_layout``) gives two more label channels, before the shape channels, each disc's orientation
+   (`canvas.angle_maps`): a disc has none, so without them a spinning outline decodes as a still one.
    ``dec_steps`` > 0 adds a decoder stage after it: the decoder alone, the encoder frozen.
 2. ``cache``: encode a fixed set of training clips once; measure the latent mean / std.
 3. ``text``: pre-train the text encoder on captions alone (no pixels, seconds): small probe heads
@@ -106,6 +108,8 @@ class Recipe:
                                    # from the world's labels (a diagnostic, off; see shape_cells)
     shape_layout: bool = False     # with shape_channels: objects enter the encoder as discs, so the outline can
                                    # come only from the shape channels (off; see canvas.disc_layout)
+    shape_angle: bool = False      # with shape_layout: two more label channels, before the shape channels, say
+                                   # which way each outline points (canvas.angle_maps), so spin can be drawn (off)
     dec_steps: int = 0             # then the decoder alone, the encoder (so the latent) frozen (0: off)
     dec_lr: float = 3e-4
     dec_noise: float = 0.05        # latent noise in the decoder stage, times the batch's latent std
@@ -186,8 +190,13 @@ class Recipe:
             raise ValueError(f"shape_layout must be true or false, got {self.shape_layout!r}")
         if self.shape_layout and not self.shape_channels:
             raise ValueError("shape_layout needs shape_channels=true (the discs' shape class is carried there)")
-        if self.shape_channels and self.vae_channels <= len(spec.SHAPES):
-            raise ValueError(f"shape_channels needs vae_channels > {len(spec.SHAPES)} (the shape channels and at "
+        if not isinstance(self.shape_angle, bool):
+            raise ValueError(f"shape_angle must be true or false, got {self.shape_angle!r}")
+        if self.shape_angle and not self.shape_layout:
+            raise ValueError("shape_angle needs shape_layout=true (the angle is painted on the layout's discs)")
+        labelled = len(spec.SHAPES) + 2 * self.shape_angle
+        if self.shape_channels and self.vae_channels <= labelled:
+            raise ValueError(f"shape_channels needs vae_channels > {labelled} (the label channels and at "
                              f"least one more), got {self.vae_channels!r}")
         if self.dec_blur > 4:
             raise ValueError(f"dec_blur must be a finite number in [0, 4] (sigma in latent cells), got {self.dec_blur!r}")
@@ -317,7 +326,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
-        z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
+        z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle)
         if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
             z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
@@ -359,18 +368,23 @@ def with_shape_channels(vae: VideoAutoencoder, z: torch.Tensor, clips: list) -> 
 
 
 def training_latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, shape_layout: bool,
-            video: torch.Tensor | None = None) -> torch.Tensor:
+            video: torch.Tensor | None = None, shape_angle: bool = False) -> torch.Tensor:
     """The latent the recipe trains on: ``vae.encode`` of the clips (``video``, if given, is their
     tensor); with ``shape_channels``, `with_shape_channels`; with ``shape_layout`` as well, the encoder
     sees each object as a disc (`canvas.disc_layout`) and the shape channels hold the discs' class, so
-    only those channels say which outline to draw."""
+    only those channels say which outline to draw. With ``shape_angle`` too, the two channels before the
+    shape channels hold each disc's orientation (`canvas.angle_maps`, pooled over the cell as the class
+    is), so they say which way the outline points and how it turns."""
     if not shape_layout:
         z = vae.encode(clips_to_tensor(clips) if video is None else video)
         return with_shape_channels(vae, z, clips) if shape_channels else z
     views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
     z = vae.encode(frames_to_tensor(np.stack([v[0] for v in views])).to(next(vae.parameters()).device))
     cells = shape_cells(clips, vae, np.stack([v[1] for v in views]))
-    return torch.cat([z[:, :-len(spec.SHAPES)], cells.to(z)], 1)
+    if shape_angle:
+        angles = np.stack([canvas.angle_maps(c.labels, c.size, len(c.frames), c.fps) for c in clips])
+        cells = torch.cat([shape_cells(clips, vae, angles), cells], 1)
+    return torch.cat([z[:, :-cells.shape[1]], cells.to(z)], 1)
 
 
 VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))  # (duration, size) by step
@@ -403,7 +417,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
         with torch.no_grad():
-            z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video)
+            z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle)
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
             z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
         recon = vae.decode(z, video.shape[2])
@@ -461,7 +475,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     start = resume(ckpt, vae, opt)
     with torch.no_grad():  # one fixed weight per channel: a batch without some shape has no variance in its channel
         probe = list(world.sample(16, seed=step_seed(recipe.seed, "pix", 10 ** 6), split="train"))
-        want = training_latent(teacher, probe, True, True)
+        want = training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle)
         var = want.transpose(0, 1).reshape(want.shape[1], -1).var(1)  # (C,)
         var[-len(spec.SHAPES):] = var[-len(spec.SHAPES):].mean()  # the shape channels share one scale
         var = var.clamp_min(1e-4).view(1, -1, 1, 1, 1)
@@ -473,7 +487,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.pix_steps, recipe.pix_lr, min(50, recipe.pix_steps // 10))
         with torch.no_grad():
-            target = training_latent(teacher, clips, True, True)  # (B, C, F, h, w)
+            target = training_latent(teacher, clips, True, True, shape_angle=recipe.shape_angle)  # (B, C, F, h, w)
         z = vae.encode(clips_to_tensor(clips))
         loss = ((z - target) ** 2 / var).mean()
         optimise(opt, encoder, loss)
@@ -557,7 +571,7 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     t0 = time.perf_counter()
-    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels, recipe.shape_layout)
+    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels, recipe.shape_layout, recipe.shape_angle)
             for i, entry in enumerate(recipe.cache)]
     if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
         import concurrent.futures
@@ -595,7 +609,7 @@ def _set_worker_vae(folder: str) -> None:
     _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
-def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool]) -> tuple[torch.Tensor, list[str]]:
+def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool, bool]) -> tuple[torch.Tensor, list[str]]:
     """Render and encode one cache entry (its own seed): float16 latents (n, C, F, h, w) on the CPU, captions."""
     from . import world
 
@@ -615,10 +629,12 @@ def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bo
 
 
 @torch.no_grad()
-def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False, shape_layout: bool = False) -> torch.Tensor:
+def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False, shape_layout: bool = False,
+            shape_angle: bool = False) -> torch.Tensor:
     """Raw latents (B, C, F, h, w) of a list of clips (`training_latent`), stored as float16 on the CPU."""
     device = next(vae.parameters()).device
-    return training_latent(vae, clips, shape_channels, shape_layout, clips_to_tensor(clips).to(device)).to("cpu", torch.float16)
+    video = clips_to_tensor(clips).to(device)
+    return training_latent(vae, clips, shape_channels, shape_layout, video, shape_angle).to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
@@ -837,6 +853,9 @@ def latent_stats(cache: dict[str, Any], norm: str = "channel") -> tuple[list[flo
         flat = torch.cat([lat.float().transpose(0, 1).reshape(lat.shape[1], -1) for lat, _ in cache["buckets"].values()],
                          dim=1)  # (C, n)
         mean, std = flat.mean(1), flat.std(1)
+    # a channel constant over the cache (a small cache's shape channel of a shape it never drew) is left
+    # unscaled; dividing by its zero std gave inf latents and a failed export
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
     if norm == "global":
         std = std.pow(2).mean().sqrt().expand_as(std)
     elif norm != "channel":
@@ -1028,7 +1047,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)
     with torch.no_grad():
-        z = vae.normalize(training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video))  # as the DiT draws it
+        z = vae.normalize(training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle))  # as the DiT draws it
     latent_rgb = embedded.fit_latent_rgb(vae, z, video)
     info = {"name": "shapes", "trained": True, "default_eta": float(recipe.sample_eta),
             "description": "trained on the sora_nb shapes world by sora_nb.train"}

@@ -408,6 +408,26 @@ def test_shape_layout_encodes_discs_and_puts_their_true_shape_in_the_shape_chann
         assert np.allclose(cell[:, 1, 5, 9].numpy(), block, atol=1e-3)
 
 
+def test_shape_angle_puts_each_discs_orientation_before_the_shape_channels(tmp_path):
+    """``shape_angle``: two more label channels, pooled from `canvas.angle_maps` as the class is from the discs."""
+    from sora_nb.world import canvas, spec
+
+    recipe, vae, latents, clips = _labelled_cache(tmp_path, shape_channels=True, shape_layout=True, shape_angle=True)
+    k = len(spec.SHAPES)
+    views = [canvas.disc_layout(c.labels, c.size, len(c.frames), c.fps) for c in clips]
+    angles = np.stack([canvas.angle_maps(c.labels, c.size, len(c.frames), c.fps) for c in clips])
+    assert torch.allclose(latents[:, -k:].float(), train.shape_cells(clips, vae, np.stack([v[1] for v in views])), atol=1e-3)
+    got = latents[:, -k - 2:-k].float()  # (6, 2, 2, 16, 16)
+    assert torch.allclose(got, train.shape_cells(clips, vae, angles), atol=2e-3)
+    assert np.allclose(got[:, :, 1, 5, 9].numpy(), angles[:, 4:8, 20:24, 36:40].mean((1, 2, 3)), atol=2e-3)  # by hand
+    with torch.no_grad():
+        discs = vae.encode(train.frames_to_tensor(np.stack([v[0] for v in views])))
+    assert torch.allclose(latents[:, :-k - 2].float(), discs[:, :-k - 2], rtol=2e-3, atol=2e-3)  # the encoder's own
+    assert float(got.abs().sum()) > 0
+    again = train.training_latent(vae, clips, True, True, shape_angle=False)
+    assert torch.allclose(again[:, -k - 2:-k], discs[:, -k - 2:-k])  # without the knob: the encoder's channels
+
+
 def test_a_deepened_decoder_or_encoder_works_as_before_until_trained():
     from sora_nb import world
 
@@ -582,6 +602,15 @@ def test_latent_stats_can_come_with_the_cache():
     assert m == pytest.approx(mean, abs=0.06) and s == pytest.approx(std, rel=0.03)
 
 
+def test_a_channel_constant_over_the_cache_is_left_unscaled():
+    """A small cache with a shape channel of a shape it never drew: std 1 there, not 0 (which gave inf latents)."""
+    lat = torch.randn(20, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    lat[:, 1] = 0.25
+    m, s = train.latent_stats({"buckets": {"k": (lat, [""] * 20)}})
+    assert s[1] == 1.0 and m[1] == pytest.approx(0.25) and 0.8 < s[0] < 1.2 and 0.8 < s[2] < 1.2
+    assert torch.isfinite((lat - torch.tensor(m).view(1, 3, 1, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1, 1)).all()
+
+
 def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
     """``dit_seconds`` stops the DiT inside its budget; the steps it ran go into recipe.json and the
     saved EMA weights load. Without a budget the same settings run every step."""
@@ -638,6 +667,13 @@ def test_shape_layout_needs_shape_channels():
     train.Recipe(shape_channels=True, shape_layout=True, pix_steps=10)
     with pytest.raises(ValueError, match="pix_steps needs shape_layout=true"):
         train.Recipe(shape_channels=True, pix_steps=10)
+    train.Recipe(shape_channels=True, shape_layout=True, shape_angle=True)
+    with pytest.raises(ValueError, match="shape_angle needs shape_layout=true"):
+        train.Recipe(shape_channels=True, shape_angle=True)
+    with pytest.raises(ValueError, match="shape_angle must be true or false"):
+        train.Recipe(shape_channels=True, shape_layout=True, shape_angle="yes")
+    with pytest.raises(ValueError, match="shape_channels needs vae_channels > 7"):  # 5 shape + 2 angle channels
+        train.Recipe(shape_channels=True, shape_layout=True, shape_angle=True, vae_channels=7)
 
 
 def test_shape_channels_need_more_latent_channels_than_shapes():

@@ -199,6 +199,42 @@ def test_disc_layout_draws_discs_and_labels_them_with_the_true_shape():
     assert seen == {"outline", "colour"}
 
 
+def test_angle_maps_give_each_discs_orientation_and_turn_it_for_spin():
+    """Recipe ``shape_angle``: (cos k*angle, sin k*angle) on each disc, k the shape's symmetry, 0 for circles."""
+    seen = set()
+    for clip in world.sample(80, seed=5, max_objects=2):
+        n = len(clip.frames)
+        angles = canvas.angle_maps(clip.labels, clip.size, n, clip.fps)
+        assert angles.shape == clip.frames.shape[:3] + (2,) and angles.dtype == np.float32
+        maps = canvas.disc_layout(clip.labels, clip.size, n, clip.fps)[1]
+        for obj in clip.labels.objects:
+            alone = sum(o.shape == obj.shape for o in clip.labels.objects) == 1
+            full = maps[..., spec.SHAPES.index(obj.shape)] >= 1 - 1e-6  # this object's disc, fully covering
+            if not alone or not full.any():
+                continue
+            vec = angles[full]
+            if obj.shape == "circle":
+                assert np.all(vec == 0)  # a circle has no orientation
+                seen.add("circle")
+                continue
+            assert np.allclose(np.hypot(vec[:, 0], vec[:, 1]), 1.0, atol=1e-5)  # a unit vector inside the disc
+            k = spec.SYMMETRY[obj.shape]
+            per_frame = [angles[t][full[t]].mean(0) for t in range(n) if full[t].any()]
+            turned = np.degrees(np.angle(complex(*per_frame[-1]) / complex(*per_frame[0])))
+            if obj.motion == "spin":  # turned by k * 90 deg/s between consecutive frames, here 45 deg a frame for k 4
+                shown = [t for t in range(n) if full[t].any()]
+                for (t0, a), (t1, b) in zip(zip(shown, per_frame), zip(shown[1:], per_frame[1:])):
+                    if t1 == t0 + 1:
+                        step = np.degrees(np.angle(complex(*b) / complex(*a)))
+                        assert np.isclose(step, k * spec.SPIN_DEG_PER_S / clip.fps, atol=1e-2)
+                        seen.add("spin")
+            else:
+                assert np.allclose(vec, [1.0, 0.0], atol=1e-5) and abs(turned) < 1e-3  # unturned, throughout
+                seen.add("still")
+        assert np.all(angles[np.abs(maps.sum(-1)) == 0] == 0)  # nothing off the discs
+    assert seen == {"circle", "spin", "still"}
+
+
 # --- sample -----------------------------------------------------------------------------------
 
 

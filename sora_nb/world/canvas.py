@@ -236,6 +236,26 @@ def disc_layout(labels: Labels, size: tuple, n_frames: int, fps: int) -> tuple:
                       lambda obj: one_hot[true_shape[id(obj)]], np.float32(0.0))
     return draw(discs, size, n_frames, fps), maps
 
+
+def angle_maps(labels: Labels, size: tuple, n_frames: int, fps: int) -> np.ndarray:
+    """Each object's orientation where its disc of `disc_layout` shows, (T, H, W, 2) float32.
+
+    The two values are (cos k*angle, sin k*angle) times the disc's visible coverage, k the true shape's
+    rotational symmetry (`spec.SYMMETRY`: a square turned by 90 degrees looks the same, so 4), and 0 for
+    a circle, which has no orientation. A still object keeps one value; a spinning one turns it k times
+    as fast as it turns. Training supervision only (recipe ``shape_angle``): with it the layout latent says
+    which way an outline points, so a spinning outline can be drawn.
+    """
+    w, h = size
+    discs = dataclasses.replace(labels, objects=[dataclasses.replace(o, shape="circle") for o in labels.objects])
+    turn = {}
+    for d, o, path in zip(discs.objects, labels.objects, object_paths(labels, size, n_frames, fps)):
+        k = spec.SYMMETRY[o.shape]
+        vec = np.stack([np.cos(k * path.angle), np.sin(k * path.angle)], -1) if k else np.zeros((n_frames, 2))
+        turn[id(d)] = vec.astype(np.float32)[:, None, None, :]  # (T, 1, 1, 2): one value per frame
+    return _composite(discs, size, fps, np.zeros((n_frames, h, w, 2), np.float32),
+                      lambda obj: turn[id(obj)], np.float32(0.0))
+
 # ---------------------------------------------------------------------------------------------
 # Layout: fill in what the caption left open (size, background, positions, the bar).
 
