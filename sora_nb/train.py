@@ -475,10 +475,8 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     start = resume(ckpt, vae, opt)
     with torch.no_grad():  # one fixed weight per channel: a batch without some shape has no variance in its channel
         probe = list(world.sample(16, seed=step_seed(recipe.seed, "pix", 10 ** 6), split="train"))
-        want = training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle)
-        var = want.transpose(0, 1).reshape(want.shape[1], -1).var(1)  # (C,)
-        var[-len(spec.SHAPES):] = var[-len(spec.SHAPES):].mean()  # the shape channels share one scale
-        var = var.clamp_min(1e-4).view(1, -1, 1, 1, 1)
+        var = channel_scales(training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle),
+                             recipe.shape_angle)
     t0 = time.perf_counter()
     for step in range(start, recipe.pix_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
@@ -497,6 +495,19 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.pix_steps:
             checkpoint(ckpt, vae, opt, step + 1)
     return finish_part(vae, final, ckpt)
+
+
+def channel_scales(want: torch.Tensor, shape_angle: bool = False) -> torch.Tensor:
+    """The pixel encoder's fixed loss scale per channel, (1, C, 1, 1, 1): each channel's variance in the
+    layout latents ``want`` (B, C, F, h, w), except that the shape channels share one, and with
+    ``shape_angle`` the two angle channels another. A channel of its own for a shape the sample lacks, or for
+    the angle's sine in a sample without spin, would have almost no variance and swamp the loss."""
+    var = want.transpose(0, 1).reshape(want.shape[1], -1).var(1)  # (C,)
+    k = len(spec.SHAPES)
+    var[-k:] = var[-k:].mean()
+    if shape_angle:
+        var[-k - 2:-k] = var[-k - 2:-k].mean()
+    return var.clamp_min(1e-4).view(1, -1, 1, 1, 1)
 
 
 def class_accuracy(z: torch.Tensor, target: torch.Tensor) -> float:

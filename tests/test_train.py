@@ -470,21 +470,23 @@ def test_class_accuracy_counts_the_object_cells_whose_strongest_shape_is_right()
     assert math.isnan(train.class_accuracy(z, torch.zeros_like(target)))  # no object: no figure
 
 
-def test_pixel_encoder_stage_learns_the_layout_latent_from_the_true_frames(tmp_path):
+@pytest.mark.parametrize("angle", [False, True])
+def test_pixel_encoder_stage_learns_the_layout_latent_from_the_true_frames(tmp_path, angle):
     """``pix_steps``: the encoder alone is trained (deepened) to give the labels' layout latent from the
-    true frames; the decoder is untouched; the stage saves pix_final and a second call loads it."""
+    true frames; the decoder is untouched; the stage saves pix_final and a second call loads it. With
+    ``shape_angle`` too (whose sine channel is all zero in a sample without spin: it must not swamp the loss)."""
     from sora_nb import world
 
     torch.manual_seed(0)
     teacher = train.VideoAutoencoder(latent_channels=16, hidden=32).eval()
-    recipe = train.Recipe(shape_channels=True, shape_layout=True, pix_steps=60, pix_blocks=2, pix_lr=3e-3,
-                          vae_batch=4, log_every=1000, ckpt_every=1000)
+    recipe = train.Recipe(shape_channels=True, shape_layout=True, shape_angle=angle, pix_steps=60, pix_blocks=2,
+                          pix_lr=3e-3, vae_batch=4, log_every=1000, ckpt_every=1000)
     clips = list(world.sample(6, seed=321, split="train"))
     video = train.clips_to_tensor(clips)
 
     def error(vae):
         with torch.no_grad():
-            z, want = vae.encode(video), train.training_latent(teacher, clips, True, True)
+            z, want = vae.encode(video), train.training_latent(teacher, clips, True, True, shape_angle=angle)
             return float(((z - want) ** 2).mean()), train.class_accuracy(z, want)
 
     before, acc_before = error(teacher)
@@ -498,6 +500,21 @@ def test_pixel_encoder_stage_learns_the_layout_latent_from_the_true_frames(tmp_p
             assert torch.equal(p, student.state_dict()[name]), name
     again = train.train_pixel_encoder(recipe, tmp_path, world, teacher)  # finished: loaded, not trained
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.state_dict().values()))
+
+
+def test_pixel_encoder_channel_scales_share_one_per_label_group():
+    """A sample with no spin has an all-zero angle sine and a shape channel that no object fills: neither may
+    get its own near-zero variance (a weight of up to 10^4 in the loss, which made the first angle run's
+    pixel stage diverge to a loss of 91)."""
+    want = torch.randn(4, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    want[:, -1] = 0.0  # no star... (last shape channel)
+    want[:, -6] = 0.0  # ...and no spin (the angle's sine, with shape_angle)
+    plain, angled = train.channel_scales(want), train.channel_scales(want, shape_angle=True)
+    assert plain.shape == (1, 16, 1, 1, 1)
+    assert torch.allclose(plain[0, -5:], plain[0, -1]) and float(plain[0, -1]) == pytest.approx(0.8, rel=0.1)
+    assert float(plain[0, -6]) == pytest.approx(1e-4)  # without the knob the channel is the encoder's own
+    assert float(angled[0, -7]) == float(angled[0, -6]) == pytest.approx(0.5, rel=0.1)  # mean of ~1 and 0
+    assert torch.allclose(angled[0, :-7], plain[0, :-7])
 
 
 def test_object_mask_marks_the_objects_and_with_discs_their_discs_too():
