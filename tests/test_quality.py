@@ -1,15 +1,15 @@
 """The shipped weights' quality on a small sample, so a regression in them fails CI.
 
 The floors sit below what the shipped model measured on 200 clips per split (MODEL_CARD.md, default
-settings: stochastic sampler eta 1, scheduler shift 6, guidance 2; train split colour 0.880, shape 0.770,
-motion 0.592, count 0.765, consistency 0.612, overall 0.335, background 1.000), by about three binomial
+settings: stochastic sampler eta 1, scheduler shift 6, guidance 2; train split colour 0.882, shape 0.741,
+motion 0.623, count 0.765, consistency 0.579, overall 0.305, background 1.000), by about three binomial
 standard deviations of a 32-clip sample (about 60 objects, 45 of them asked to move; count and overall per
 clip; background, measured at 1.0, keeps a margin of 0.15). The sample below measured colour 0.932, shape
-0.797, motion 0.693, count 0.844, consistency 0.682, overall 0.438. The shape and consistency floors
-(0.6, 0.42) are far above what the earlier shipped model (DiT b on the plain latent) scored on 200 clips
-(0.331, 0.172), so swapping it back fails. They guard against a broken or swapped model or sampler; they
-are NOT the project's quality bars (colour >= 0.95, ...), which this model does not meet yet (issue 4
-stays open).
+0.776, motion 0.766, count 0.875, consistency 0.682, overall 0.594. The shape and consistency floors
+(0.57, 0.38) are far above what the model shipped before 2026-12-02 (DiT b on the plain latent) scored on
+200 clips (0.331, 0.172), so swapping it back fails; the spin test fails for every model shipped before
+the angle channels (0 of 16). They guard against a broken or swapped model or sampler; they are NOT the
+project's quality bars (colour >= 0.95, ...), which this model does not meet yet (issue 4 stays open).
 """
 
 import json
@@ -47,16 +47,32 @@ def test_shipped_weights_are_the_trained_model(shipped):
     assert "| train/train |" in card and "wall time" in card
 
 
-@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.75), ("shape", 0.6),
-                                             ("motion", 0.37), ("count", 0.53), ("consistency", 0.42),
-                                             ("overall", 0.08)])
+@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.75), ("shape", 0.57),
+                                             ("motion", 0.40), ("count", 0.53), ("consistency", 0.38),
+                                             ("overall", 0.06)])
 def test_quality_floor_on_a_small_sample(scores, dimension, floor):
     assert scores[dimension] >= floor, dict(scores)
 
 
+def test_spinning_outlines_are_drawn_turning(shipped):
+    """The layout latent's angle channels (recipe ``shape_angle``) let the model draw a spinning outline: 16
+    one-object "spinning" prompts, each read by the evaluator's tracker. Measured 9 of 16 read as "spin"
+    (the model before the angle channels: 0 of 16, all but one "still")."""
+    from sora_nb.world import vision
+
+    colours = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "cyan"]
+    shapes = ["square", "triangle", "star", "cross"]
+    reads = []
+    for i in range(16):
+        frames = shipped.generate(f"a {colours[i % 8]} {shapes[i % 4]} spinning", seed=100 + i, trace=False).frames
+        tracks = vision.analyse(frames).tracks
+        reads.append(tracks[0].motion if tracks else None)
+    assert sum(r == "spin" for r in reads) >= 4, reads
+
+
 def test_guidance_raises_adherence(shipped):
     """The default guidance (2, chosen at export) follows the prompt (colour + background) better than
-    the unconditional model (0): 1.97 against 0.18 when measured."""
+    the unconditional model (0): 1.82 against 0.27 when measured."""
     def adherence(g):
         df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, guidance=g, trace=False).frames,
                             n=16, seed=7, split="train")
