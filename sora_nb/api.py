@@ -84,6 +84,9 @@ class Generator:
           guidance: classifier-free guidance scale, 0 (unconditional) to 50; 1 disables guidance;
             default: the model's own (``generator.limits.default_guidance``; 5 unless its weights say).
             (diffusers pipelines turn guidance off at <= 1; HunyuanVideo's is distilled guidance.)
+            An embedded model may vary it by noise level (its manifest's ``guidance_profile``: the
+            weight g - 1 scaled per step; the shipped shapes model's raises it in the noisiest steps and
+            turns it off in the last ones); ``video.trace.guidance`` holds what each step used.
           steps: denoising steps, 1 to 1000.
           eta: fresh noise per step, 0 to ``generator.limits.max_eta``: 0 is the deterministic sampler (the
             flow ODE), 1 re-noises each step's clean estimate with new noise (still reproducible per

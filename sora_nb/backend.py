@@ -105,6 +105,7 @@ class StepEvent:
     latent: torch.Tensor
     x0: torch.Tensor
     x_next: torch.Tensor
+    guidance: float | None = None  # the guidance this step used, where a backend varies it by step (None: the request's)
 
 
 @runtime_checkable

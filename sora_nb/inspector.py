@@ -192,8 +192,9 @@ def delta_heatmap(trace: xr.Dataset, *, vmax: float | None = None) -> np.ndarray
 
 
 def step_stats(trace: xr.Dataset) -> dict[str, list]:
-    """Per recorded step: ``step``, ``sigma``, ``timestep``, ``latent_std`` (std of x_t), ``x0_std`` and
-    ``update`` (RMS change of x0 since the previous recorded step; None at the first)."""
+    """Per recorded step: ``step``, ``sigma``, ``timestep``, ``guidance`` (the guidance the step used; None
+    in traces recorded before sora_nb kept it), ``latent_std`` (std of x_t), ``x0_std`` and ``update`` (RMS
+    change of x0 since the previous recorded step; None at the first)."""
     latent = trace.latent.values.astype(np.float32)
     x0 = trace.x0.values.astype(np.float32)
     axes = tuple(range(1, latent.ndim))
@@ -206,6 +207,7 @@ def step_stats(trace: xr.Dataset) -> dict[str, list]:
         "step": [int(v) for v in (trace.step.values if "step" in trace.coords else range(n))],
         "sigma": coord("sigma", [np.nan] * n),
         "timestep": coord("timestep", [np.nan] * n),
+        "guidance": [float(v) for v in trace.guidance.values] if "guidance" in trace.coords else [None] * n,
         "latent_std": [float(v) for v in latent.std(axis=axes)],
         "x0_std": [float(v) for v in x0.std(axis=axes)],
         "update": update,

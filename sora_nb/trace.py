@@ -5,7 +5,7 @@ x_t, the x0 prediction and a cheap RGB preview of x0 at every ``record_every``-t
 is always kept), as float16 on the CPU, and builds::
 
     Dimensions: step, frame, channel, y, x   (latent);  py, px, rgb (preview)
-    Coordinates: step; timestep(step); sigma(step); frame; time(frame) [s]
+    Coordinates: step; timestep(step); sigma(step); guidance(step); frame; time(frame) [s]
     latent  (step, frame, channel, y, x) float16   x_t fed to the model at that step
     x0      (step, frame, channel, y, x) float16   the model's prediction of the clean latent
     preview (step, frame, py, px, rgb)   uint8     RGB view of x0
@@ -335,7 +335,9 @@ class TraceRecorder:
         if event.step not in self._keep:
             return
         d = self.plan.downsample
-        row: dict[str, Any] = {"step": event.step, "timestep": event.timestep, "sigma": event.sigma}
+        guidance = event.guidance if event.guidance is not None else self._info.request.guidance
+        row: dict[str, Any] = {"step": event.step, "timestep": event.timestep, "sigma": event.sigma,
+                               "guidance": guidance}
         if event.latent.is_cuda:
             self._copy_cuda(event, len(self._rows))
         else:
@@ -420,6 +422,8 @@ class TraceRecorder:
                              {"long_name": "scheduler timestep"}),
                 "sigma": ("step", np.array([r["sigma"] for r in rows], dtype=np.float32),
                           {"long_name": "noise level of x_t"}),
+                "guidance": ("step", np.array([r["guidance"] for r in rows], dtype=np.float32),
+                             {"long_name": "classifier-free guidance used at that step"}),
                 "frame": ("frame", np.arange(n_frames, dtype=np.int64), {"long_name": "latent frame"}),
                 "time": ("frame", (np.arange(n_frames) * factor / info.fps).astype(np.float32),
                          {"long_name": "video time of the latent frame's first video frame", "units": "s"}),

@@ -163,6 +163,9 @@ class Recipe:
                                    # every step, which scored better than the deterministic sampler on the shipped DiT)
     sample_shift: float = 6.0      # the exported scheduler's shift (> 1: more of the steps at high noise; with
                                    # eta 1, 3 to 10 scored better than 1 on the shipped DiT)
+    sample_guidance_profile: tuple[tuple[float, float], ...] = ()  # the exported model's guidance by noise level:
+                                   # [[sigma_above, weight], ...], guidance 1 + weight (g - 1) at those steps
+                                   # (embedded.check_guidance_profile); () is plain guidance at every step
     guidance_candidates: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # the model's default guidance is the best
     guidance_clips: int = 48                                        # of these on this many clips
     log_every: int = 50
@@ -217,6 +220,8 @@ class Recipe:
         shift = self.sample_shift
         if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0.0 < shift <= 100.0:
             raise ValueError(f"sample_shift must be a number in (0, 100] (1: no shift), got {shift!r}")
+        self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
+                                                                       "sample_guidance_profile")
         if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
             raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "
                              f"got {self.init_from!r}")
@@ -1062,6 +1067,8 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     latent_rgb = embedded.fit_latent_rgb(vae, z, video)
     info = {"name": "shapes", "trained": True, "default_eta": float(recipe.sample_eta),
             "description": "trained on the sora_nb shapes world by sora_nb.train"}
+    if recipe.sample_guidance_profile:
+        info["guidance_profile"] = [list(pair) for pair in recipe.sample_guidance_profile]
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
@@ -1165,7 +1172,11 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         f"- weights folder size: {size:.1f} MiB",
         "", f"## Scores (shapes-world evaluator, {recipe.eval_clips} clips each, default settings)", "",
         f"Default settings: 2 s, 64x64, 20 steps, sampler eta {recipe.sample_eta:g} and shift "
-        f"{recipe.sample_shift:g}, guidance {guidance:g} (the model's default, chosen as the best "
+        f"{recipe.sample_shift:g}, guidance {guidance:g}"
+        + (f" with the guidance profile {json.dumps([list(p) for p in recipe.sample_guidance_profile])} (guidance "
+           "1 + weight (g - 1) at steps whose noise level is above each sigma_above)"
+           if recipe.sample_guidance_profile else "")
+        + " (the model's default, chosen as the best "
         "prompt adherence of " + (", ".join(f"{k}: {v:.3f}" for k, v in sweep.items()) if sweep else "a single candidate")
         + f" on {recipe.guidance_clips} other training prompts).", "",
         "| split / phrasing | " + " | ".join(sorted(next(iter(scores.values())).keys())) + " |",

@@ -102,6 +102,8 @@ def test_step_stats(toy5):
     ds = toy5.trace
     stats = step_stats(ds)
     np.testing.assert_allclose(stats["sigma"], ds.sigma.values)
+    assert stats["guidance"] == [5.0] * 8  # a backend that does not vary it: the request's, at every step
+    assert step_stats(ds.drop_vars("guidance"))["guidance"] == [None] * 8  # a trace saved before it was kept
     assert stats["step"] == list(range(8)) and stats["update"][0] is None
     x0 = ds.x0.values.astype(np.float32)
     assert stats["update"][3] == pytest.approx(float(np.sqrt(np.mean((x0[3] - x0[2]) ** 2))), rel=1e-5)

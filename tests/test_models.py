@@ -229,7 +229,8 @@ def weights_folder(tmp_path, gen):
     b = gen.backend
     return embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                                 {"name": "shapes-test", "trained": False,
-                                 "default_guidance": b.limits.default_guidance, "default_eta": b.limits.default_eta})
+                                 "default_guidance": b.limits.default_guidance, "default_eta": b.limits.default_eta,
+                                 **{k: b.info[k] for k in ("guidance_profile",) if k in b.info}})
 
 
 def test_save_load_round_trip(weights_folder, gen):
@@ -275,4 +276,59 @@ def test_bad_manifest_is_refused(weights_folder):
         embedded.load_folder(weights_folder)
     (weights_folder / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(embedded.WeightsError, match="not a sora_nb/shapes manifest"):
+        embedded.load_folder(weights_folder)
+
+
+def test_guidance_profile_is_checked_and_maps_noise_level_to_guidance():
+    profile = embedded.check_guidance_profile([[0.9, 3], [0.6, 1.0], [0.0, 0.0]])
+    assert profile == ((0.9, 3.0), (0.6, 1.0), (0.0, 0.0))
+    at = lambda g, sigma: embedded.guidance_at(profile, g, sigma)
+    assert (at(2.0, 0.95), at(2.0, 0.7), at(2.0, 0.3)) == (4.0, 2.0, 1.0)  # 1 + weight (g - 1)
+    assert (at(5.0, 0.95), at(5.0, 0.9), at(5.0, 0.05)) == (13.0, 5.0, 1.0)  # "above" is strict
+    assert at(1.0, 0.95) == 1.0 and at(0.0, 0.95) == 0.0 and at(0.5, 0.3) == 0.5  # g <= 1 is left alone
+    assert embedded.guidance_at((), 3.0, 0.5) == 3.0 and embedded.guidance_at(((0.5, 0.0),), 3.0, 0.2) == 3.0
+    assert embedded.check_guidance_profile(None) == () == embedded.check_guidance_profile([])
+    for bad, match in (("0.9:2", "list of \\[sigma_above, weight\\] pairs"), ([[0.9]], "got the item \\[0.9\\]"),
+                       ([[1.0, 2.0]], "sigma_above must be in \\[0, 1\\)"), ([[0.5, -1]], "weight must be in \\[0, 10\\]"),
+                       ([[0.5, float("nan")]], "weight must be in"), ([[0.3, 1], [0.3, 0]], "strictly decrease")):
+        with pytest.raises(ValueError, match=match):
+            embedded.check_guidance_profile(bad)
+
+
+def _with_profile(gen, profile):
+    b = gen.backend
+    info = {**{k: v for k, v in b.info.items() if k != "guidance_profile"}, "name": "profile-test"}
+    if profile is not None:
+        info["guidance_profile"] = profile
+    return sora_nb.Generator(embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config,
+                                                      b.latent_rgb.numpy(), info))
+
+
+def test_guidance_profile_sets_each_steps_guidance(gen):
+    """The trace records the guidance every step used; weight 1 everywhere is plain guidance, and weight 0
+    everywhere is no guidance (the same latents as guidance 1, which runs the conditional branch alone)."""
+    plain = _with_profile(gen, None)
+    kw = dict(seed=5, steps=6, guidance=3.0)
+    a = plain.generate("a blue square moving up", **kw)
+    np.testing.assert_array_equal(a.trace.guidance.values, np.full(6, 3.0, dtype=np.float32))
+    ones = _with_profile(gen, [[0.0, 1.0]]).generate("a blue square moving up", **kw)
+    np.testing.assert_array_equal(ones.frames, a.frames)
+    profiled = _with_profile(gen, [[0.8, 2.0], [0.0, 0.0]]).generate("a blue square moving up", **kw)
+    sigma = profiled.trace.sigma.values
+    assert (sigma > 0.8).any() and (sigma <= 0.8).any()
+    np.testing.assert_array_equal(profiled.trace.guidance.values, np.where(sigma > 0.8, 5.0, 1.0).astype(np.float32))
+    assert np.abs(profiled.frames.astype(int) - a.frames.astype(int)).mean() > 1.0
+    assert profiled.params["model_info"]["guidance_profile"] == [[0.8, 2.0], [0.0, 0.0]]
+    off = _with_profile(gen, [[0.0, 0.0]]).generate("a blue square moving up", trace=False, **kw)
+    cond = plain.generate("a blue square moving up", trace=False, **{**kw, "guidance": 1.0})
+    torch.testing.assert_close(off.latents, cond.latents, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(
+        _with_profile(gen, [[0.8, 2.0], [0.0, 0.0]]).generate("a blue square moving up", **kw).frames, profiled.frames)
+
+
+def test_a_bad_guidance_profile_in_the_manifest_is_refused(weights_folder):
+    manifest = json.loads((weights_folder / "manifest.json").read_text())
+    manifest["guidance_profile"] = [[0.5, 20.0]]
+    (weights_folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(embedded.WeightsError, match=r"'shapes-test': guidance_profile: weight must be in \[0, 10\]"):
         embedded.load_folder(weights_folder)

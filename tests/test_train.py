@@ -217,7 +217,8 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
 def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
     """--rescore: the same networks (byte for byte), scored again under a changed sampler setting."""
     folder = tiny_run / "weights"
-    out = train.main(["--rescore", str(folder), "--set", "sample_eta=0", "sample_shift=3", "--out", str(tmp_path / "re")])
+    out = train.main(["--rescore", str(folder), "--set", "sample_eta=0", "sample_shift=3",
+                      "sample_guidance_profile=[[0.6, 2], [0, 0]]", "--out", str(tmp_path / "re")])
     assert out == 0
     new = tmp_path / "re" / "weights"
     before = json.loads((folder / "manifest.json").read_text())
@@ -226,6 +227,8 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
                  "text_encoder/model.safetensors"):
         assert after["files"][name] == before["files"][name], name
     assert after["default_eta"] == 0.0 and before["default_eta"] == 1.0
+    assert after["guidance_profile"] == [[0.6, 2.0], [0.0, 0.0]] and "guidance_profile" not in before
+    assert "with the guidance profile [[0.6, 2.0], [0.0, 0.0]]" in (new / "MODEL_CARD.md").read_text()
     scores = json.loads((new / "scores.json").read_text())
     assert scores["recipe"]["sample_eta"] == 0.0
     assert scores["recipe"]["dit_steps"] == json.loads((folder / "scores.json").read_text())["recipe"]["dit_steps"]
@@ -240,10 +243,14 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
     shifted.set_timesteps(4), plain.set_timesteps(4)
     np.testing.assert_allclose(sigmas, shifted.sigmas[:-1].numpy(), rtol=1e-4)
     assert (sigmas[1:3] > plain.sigmas[1:3].numpy() + 0.1).all()  # more of the steps at high noise
+    used = loaded.generate("a red circle", steps=4, guidance=3.0).trace.guidance.values
+    np.testing.assert_allclose(used, np.where(sigmas > 0.6, 5.0, 1.0))  # 1 + 2 (3 - 1) above sigma 0.6, else off
     with pytest.raises(ValueError, match=r"sample_eta must be a number in \[0, 1\]"):
         train.Recipe(sample_eta=1.5)
     with pytest.raises(ValueError, match=r"sample_shift must be a number in \(0, 100\]"):
         train.Recipe(sample_shift=0)
+    with pytest.raises(ValueError, match=r"sample_guidance_profile: sigma_above must strictly decrease"):
+        train.Recipe(sample_guidance_profile=[[0.5, 1.0], [0.6, 0.0]])
     with pytest.raises(ValueError, match=r"rescore needs a weights folder written by sora_nb.train"):
         train.rescore(tmp_path, tmp_path / "none", None)
     assert not (tmp_path / "none").exists()  # refused before anything was written

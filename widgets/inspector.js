@@ -275,7 +275,8 @@ function render({ model, el }) {
     const st = a.meta.stats;
     stepRow.slider.value = s;
     frameRow.slider.value = f;
-    stepRow.label.textContent = `step ${st.step[s]} (${s + 1}/${a.S} recorded) · σ ${fmt(st.sigma[s])}`;
+    const g = st.guidance && st.guidance[s] != null ? ` · guidance ${fmt(st.guidance[s], 2)}` : "";
+    stepRow.label.textContent = `step ${st.step[s]} (${s + 1}/${a.S} recorded) · σ ${fmt(st.sigma[s])}${g}`;
     const time = a.meta.time ? ` · t = ${fmt(a.meta.time[f], 2)} s` : "";
     frameRow.label.textContent = `frame ${f + 1}/${a.F}${time}`;
     viewSelect.value = view;

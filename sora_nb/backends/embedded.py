@@ -41,6 +41,45 @@ class WeightsError(ValueError):
     """A weights folder is missing, incomplete, tampered with or corrupt."""
 
 
+def check_guidance_profile(profile: Any, name: str = "guidance_profile") -> tuple[tuple[float, float], ...]:
+    """Validate a guidance profile: ``[[sigma_above, weight], ...]`` with ``sigma_above`` strictly
+    decreasing in [0, 1) and ``weight`` in [0, 10]; ``[]`` (or None) is plain guidance at every step.
+
+    At a step whose noise level is sigma, the first pair with ``sigma > sigma_above`` gives the weight
+    (1 when none does), and the step's guidance is ``1 + weight * (g - 1)``: the classifier-free
+    guidance weight ``g - 1`` scaled by noise level. Weight 0 turns guidance off at those steps (a
+    guidance interval), weight 2 doubles it. It applies only when g > 1."""
+    if profile is None:
+        return ()
+    if isinstance(profile, (str, bytes)) or not hasattr(profile, "__iter__"):
+        raise ValueError(f"{name} must be a list of [sigma_above, weight] pairs, got {profile!r}")
+    pairs = []
+    for item in profile:
+        try:
+            above, weight = (float(v) for v in item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a list of [sigma_above, weight] pairs, got the item {item!r}") from None
+        if not 0.0 <= above < 1.0:
+            raise ValueError(f"{name}: sigma_above must be in [0, 1), got {above!r}")
+        if not 0.0 <= weight <= 10.0:
+            raise ValueError(f"{name}: weight must be in [0, 10] (0: no guidance at those steps), got {weight!r}")
+        if pairs and above >= pairs[-1][0]:
+            raise ValueError(f"{name}: sigma_above must strictly decrease from pair to pair, got {above!r} after "
+                             f"{pairs[-1][0]!r}")
+        pairs.append((above, weight))
+    return tuple(pairs)
+
+
+def guidance_at(profile: tuple[tuple[float, float], ...], guidance: float, sigma: float) -> float:
+    """The guidance a step at noise level ``sigma`` uses (see :func:`check_guidance_profile`)."""
+    if guidance <= 1.0:
+        return guidance
+    for above, weight in profile:
+        if sigma > above:
+            return 1.0 + weight * (guidance - 1.0)
+    return guidance
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -74,6 +113,10 @@ class EmbeddedBackend:
         self.scheduler_config = dict(scheduler_config)
         self.latent_rgb = torch.as_tensor(np.asarray(latent_rgb, dtype=np.float32))  # (C+1, 3)
         self.info = dict(info)
+        try:
+            self.guidance_profile = check_guidance_profile(self.info.get("guidance_profile"))
+        except ValueError as err:
+            raise WeightsError(f"model {self.info.get('name', '?')!r}: {err}") from err
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
@@ -140,6 +183,7 @@ class EmbeddedBackend:
         both = g not in (0.0, 1.0)
 
         previous: list[torch.Tensor | None] = [None]  # each branch's last x0 estimate (self-conditioning)
+        used = [g]  # the guidance of the latest step (the model's guidance profile applied)
 
         @torch.no_grad()
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -148,8 +192,9 @@ class EmbeddedBackend:
             if self.dit.config.self_condition:
                 previous[0] = xin - (t.float() / 1000.0).clamp(min=1e-3) * v  # x0 = x_t - sigma v, per branch
             if both:
+                used[0] = guidance_at(self.guidance_profile, g, float(t) / 1000.0)  # sigma = t / 1000
                 vc, vu = v.chunk(2)
-                v = vu + g * (vc - vu)
+                v = vu + used[0] * (vc - vu)
             return v
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
@@ -157,7 +202,7 @@ class EmbeddedBackend:
                                       generator=generator):
             yield StepEvent(step=ev.step, num_steps=ev.num_steps, timestep=ev.timestep, sigma=ev.sigma,
                             sigma_next=ev.sigma_next, latent=ev.latent[0].transpose(0, 1),
-                            x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1))
+                            x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1), guidance=used[0])
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
