@@ -331,7 +331,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr, 50)
-        z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle)
+        z = recipe_latent(recipe, vae, clips, video)
         if step > recipe.vae_steps // 3:  # make the decoder robust to imperfect latents from the DiT
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "vae", step))
             z = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
@@ -392,6 +392,11 @@ def training_latent(vae: VideoAutoencoder, clips: list, shape_channels: bool, sh
     return torch.cat([z[:, :-cells.shape[1]], cells.to(z)], 1)
 
 
+def recipe_latent(recipe: Recipe, vae: VideoAutoencoder, clips: list, video: torch.Tensor | None = None) -> torch.Tensor:
+    """`training_latent` with the recipe's latent knobs (``shape_channels``, ``shape_layout``, ``shape_angle``)."""
+    return training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle)
+
+
 VAE_SIZES = ((2.0, (64, 64)), (2.0, (64, 64)), (1.0, (96, 64)), (2.0, (96, 64)))  # (duration, size) by step
 
 
@@ -422,7 +427,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> Vid
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
         with torch.no_grad():
-            z = training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle)
+            z = recipe_latent(recipe, vae, clips, video)
             g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
             z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
         recon = vae.decode(z, video.shape[2])
@@ -1063,7 +1068,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
     video = clips_to_tensor(clips)
     with torch.no_grad():
-        z = vae.normalize(training_latent(vae, clips, recipe.shape_channels, recipe.shape_layout, video, recipe.shape_angle))  # as the DiT draws it
+        z = vae.normalize(recipe_latent(recipe, vae, clips, video))  # as the DiT draws it
     latent_rgb = embedded.fit_latent_rgb(vae, z, video)
     info = {"name": "shapes", "trained": True, "default_eta": float(recipe.sample_eta),
             "description": "trained on the sora_nb shapes world by sora_nb.train"}
