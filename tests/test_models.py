@@ -326,6 +326,62 @@ def test_guidance_profile_sets_each_steps_guidance(gen):
         _with_profile(gen, [[0.8, 2.0], [0.0, 0.0]]).generate("a blue square moving up", **kw).frames, profiled.frames)
 
 
+def test_steps_at_guidance_one_skip_the_negative_prompts_pass(gen):
+    """Where the profile's weight is 0 the step's guidance is 1, so the DiT runs the prompt's branch
+    alone (batch 1, not 2): the same latents as running both and mixing them at weight ~0."""
+    profile = [[0.9, 4.0], [0.6, 1.0], [0.0, 0.0]]  # the shipped model's shape: guidance off below sigma 0.6
+    skipping = _with_profile(gen, profile)
+    dit = skipping.backend.dit
+    batches = []
+    hook = dit.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        kw = dict(seed=7, steps=10, guidance=2.0)
+        a = skipping.generate("a green triangle moving left", **kw)
+    finally:
+        hook.remove()
+    sigma = a.trace.sigma.values
+    assert (sigma <= 0.6).sum() >= 2 and (sigma > 0.6).sum() >= 2
+    assert batches == [2 if s > 0.6 else 1 for s in sigma]
+    np.testing.assert_array_equal(a.trace.guidance.values, np.select([sigma > 0.9, sigma > 0.6], [5.0, 2.0], 1.0))
+    both = _with_profile(gen, [[0.9, 4.0], [0.6, 1.0], [0.0, 1e-9]]).generate("a green triangle moving left", **kw)
+    torch.testing.assert_close(a.latents, both.latents, atol=1e-4, rtol=1e-4)
+    assert np.abs(a.frames.astype(int) - both.frames.astype(int)).max() <= 1
+
+
+def test_skipped_negative_pass_keeps_its_self_conditioning_estimate():
+    """A self-conditioned DiT under a profile that turns guidance off in the middle: the negative branch
+    skips those steps and, when guidance returns, reads its last estimate (not the prompt branch's)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae, dit, text = embedded.build(dit_kwargs={"self_condition": True, "depth": 1})
+        for p in dit.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+    backend = embedded.EmbeddedBackend(vae, dit, text, embedded.default_scheduler_config(),
+                                       np.zeros((vae.config.latent_channels + 1, 3)),
+                                       {"name": "sc-test", "guidance_profile": [[0.8, 1.0], [0.4, 0.0], [0.0, 1.0]]})
+    seen, real = [], dit.forward
+
+    def spy(x, t, txt, mask, x0_prev=None):
+        v = real(x, t, txt, mask, x0_prev)
+        seen.append((float(t[0]) / 1000, x0_prev, x - (t / 1000).view(-1, 1, 1, 1, 1) * v))
+        return v
+
+    dit.forward = spy
+    gen = sora_nb.Generator(backend)
+    frames = gen.generate("a red circle", seed=3, steps=8, guidance=3.0, trace=False).frames
+    sizes = [est.shape[0] for _, _, est in seen]
+    assert sizes == [1 if 0.4 < s <= 0.8 else 2 for s, _, _ in seen] and 1 in sizes and sizes[-1] == 2
+    last_uncond = None
+    for i, (sigma, prev, est) in enumerate(seen):
+        if i:
+            torch.testing.assert_close(prev[:1], seen[i - 1][2][:1])  # the prompt branch: always its step before
+            if prev.shape[0] == 2:
+                torch.testing.assert_close(prev[1:], last_uncond)  # the negative branch: its own last estimate
+        if est.shape[0] == 2:
+            last_uncond = est[1:]
+    np.testing.assert_array_equal(frames, gen.generate("a red circle", seed=3, steps=8, guidance=3.0, trace=False).frames)
+
+
 def test_a_bad_guidance_profile_in_the_manifest_is_refused(weights_folder):
     manifest = json.loads((weights_folder / "manifest.json").read_text())
     manifest["guidance_profile"] = [[0.5, 20.0]]

@@ -48,7 +48,8 @@ def check_guidance_profile(profile: Any, name: str = "guidance_profile") -> tupl
     At a step whose noise level is sigma, the first pair with ``sigma > sigma_above`` gives the weight
     (1 when none does), and the step's guidance is ``1 + weight * (g - 1)``: the classifier-free
     guidance weight ``g - 1`` scaled by noise level. Weight 0 turns guidance off at those steps (a
-    guidance interval), weight 2 doubles it. It applies only when g > 1."""
+    guidance interval) and skips the negative prompt's pass there, so they cost half; weight 2 doubles
+    it. It applies only when g > 1."""
     if profile is None:
         return ()
     if isinstance(profile, (str, bytes)) or not hasattr(profile, "__iter__"):
@@ -187,12 +188,19 @@ class EmbeddedBackend:
 
         @torch.no_grad()
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            xin = torch.cat([x, x]) if both else x
-            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text, mask, previous[0])
-            if self.dit.config.self_condition:
-                previous[0] = xin - (t.float() / 1000.0).clamp(min=1e-3) * v  # x0 = x_t - sigma v, per branch
             if both:
                 used[0] = guidance_at(self.guidance_profile, g, float(t) / 1000.0)  # sigma = t / 1000
+            pair = both and used[0] != 1.0  # guidance 1 at this step (profile weight 0): the prompt's pass only
+            xin = torch.cat([x, x]) if pair else x
+            prev = previous[0] if pair or previous[0] is None else previous[0][:1]
+            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text if pair else text[:1],
+                         mask if pair else mask[:1], prev)
+            if self.dit.config.self_condition:
+                est = xin - (t.float() / 1000.0).clamp(min=1e-3) * v  # x0 = x_t - sigma v, per branch
+                if both and not pair:  # the negative branch keeps its last estimate (zeros if it has none)
+                    est = torch.cat([est, torch.zeros_like(est) if previous[0] is None else previous[0][1:]])
+                previous[0] = est
+            if pair:
                 vc, vu = v.chunk(2)
                 v = vu + used[0] * (vc - vu)
             return v
