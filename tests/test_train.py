@@ -509,6 +509,42 @@ def test_pixel_encoder_stage_learns_the_layout_latent_from_the_true_frames(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.state_dict().values()))
 
 
+@pytest.mark.parametrize("angle", [False, True])
+def test_pixel_label_latent_is_the_encoders_latent_with_the_labels_channels(tmp_path, monkeypatch, angle):
+    """After the pixel-encoder stage the disc encoder is gone, so a later decoder stage (a rescore's
+    --tune-decoder) trains on the pixel encoder's latent of the true frames with the label channels
+    (shape class, and angle) set from the labels, exactly as `training_latent` sets them."""
+    from types import SimpleNamespace
+
+    from sora_nb import world
+
+    torch.manual_seed(0)
+    vae = train.VideoAutoencoder(latent_channels=16, hidden=32).eval()
+    clips = list(world.sample(3, seed=77, split="train"))
+    video = train.clips_to_tensor(clips)
+    labels = 5 + 2 * angle
+    with torch.no_grad():
+        z = train.pixel_label_latent(vae, clips, video, angle)
+        own, layout = vae.encode(video), train.training_latent(vae, clips, True, True, shape_angle=angle)
+    assert z.shape == own.shape == layout.shape
+    assert torch.equal(z[:, :-labels], own[:, :-labels])  # the encoder's own channels, from the true frames
+    assert torch.equal(z[:, -labels:], layout[:, -labels:])  # the labels' channels, as the DiT was trained on
+    assert not torch.equal(z[:, :-labels], layout[:, :-labels])  # (the layout latent encodes discs instead)
+    calls = []
+    real = train.pixel_label_latent
+    monkeypatch.setattr(train, "pixel_label_latent", lambda *a: calls.append(a[3]) or real(*a))
+    fixed = list(world.sample(2, seed=99, split="train"))
+    same = SimpleNamespace(sample=lambda n, seed, split, duration, size: fixed[:n])
+    recipe = train.Recipe(shape_channels=True, shape_layout=True, shape_angle=angle, dec_steps=2, vae_batch=2,
+                          log_every=1000, ckpt_every=1000)
+    for name in ("pix", "disc"):
+        (tmp_path / name).mkdir()
+    train.tune_decoder(recipe, tmp_path / "pix", same, vae, pixels=True)
+    assert calls == [angle, angle]
+    train.tune_decoder(recipe, tmp_path / "disc", same, vae)
+    assert len(calls) == 2  # without pixels: the recipe's own (disc) latent
+
+
 def test_pixel_encoder_channel_scales_share_one_per_label_group():
     """A sample with no spin has an all-zero angle sine and a shape channel that no object fills: neither may
     get its own near-zero variance (a weight of up to 10^4 in the loss, which made the first angle run's
