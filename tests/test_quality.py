@@ -3,12 +3,14 @@
 The floors sit below what the shipped model measured on 200 clips per split (MODEL_CARD.md, default
 settings: stochastic sampler eta 1, scheduler shift 6, guidance 2 at every step; train split colour 0.882,
 shape 0.741, motion 0.623, count 0.765, consistency 0.579, overall 0.305, background 1.000; with the guidance
-profile shipped since, 0.891, 0.768, 0.705, 0.725, 0.632, 0.375 and 1.000), by about three binomial
-standard deviations of a 32-clip sample (about 60 objects, 45 of them asked to move; count and overall per
-clip; background, measured at 1.0, keeps a margin of 0.15). The sample below measured colour 0.927, shape
-0.755, motion 0.807, count 0.781, consistency 0.651, overall 0.531 (without the profile: 0.932, 0.776,
-0.766, 0.875, 0.682, 0.594). The shape and consistency floors
-(0.57, 0.38) are far above what the model shipped before 2026-12-02 (DiT b on the plain latent) scored on
+profile shipped since, 0.891, 0.768, 0.705, 0.725, 0.632, 0.375 and 1.000; with the seventeenth session's
+decoder, 0.889, 0.849, 0.724, 0.745, 0.659, 0.440 and 1.000), by about three binomial standard deviations
+of a 32-clip sample (about 60 objects, 45 of them asked to move; count and overall per clip; background,
+measured at 1.0, keeps a margin of 0.15). The sample below measured colour 0.927, shape 0.880, motion
+0.714, count 0.750, consistency 0.682, overall 0.531 (the decoder before: 0.927, 0.755, 0.807, 0.781,
+0.651, 0.531; without the profile: 0.932, 0.776, 0.766, 0.875, 0.682, 0.594). The shape floor rose from
+0.57 to 0.70 with the seventeenth session's decoder. The shape and consistency floors
+(0.70, 0.38) are far above what the model shipped before 2026-12-02 (DiT b on the plain latent) scored on
 200 clips (0.331, 0.172), so swapping it back fails; the spin test fails for every model shipped before
 the angle channels (0 of 16). They guard against a broken or swapped model or sampler; they are NOT the
 project's quality bars (colour >= 0.95, ...), which this model does not meet yet (issue 4 stays open).
@@ -23,6 +25,9 @@ from sora_nb import world
 from sora_nb.backends import embedded
 
 N = 32
+# the shipped autoencoder's round trip (labels' channels, as test_autoencoder_round_trip_floor) on the model
+# card's 200 train clips measured shape 0.973 and every check 0.840 (seventeenth session's decoder)
+ROUND_TRIP_FLOORS = {"shape": 0.91, "overall": 0.65}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +54,7 @@ def test_shipped_weights_are_the_trained_model(shipped):
     assert "| train/train |" in card and "wall time" in card
 
 
-@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.75), ("shape", 0.57),
+@pytest.mark.parametrize("dimension,floor", [("background", 0.85), ("colour", 0.75), ("shape", 0.70),
                                              ("motion", 0.40), ("count", 0.53), ("consistency", 0.38),
                                              ("overall", 0.06)])
 def test_quality_floor_on_a_small_sample(scores, dimension, floor):
@@ -59,7 +64,8 @@ def test_quality_floor_on_a_small_sample(scores, dimension, floor):
 def test_spinning_outlines_are_drawn_turning(shipped):
     """The layout latent's angle channels (recipe ``shape_angle``) let the model draw a spinning outline: 16
     one-object "spinning" prompts, each read by the evaluator's tracker. Measured 9 of 16 read as "spin", with
-    the guidance profile and without (the model before the angle channels: 0 of 16, all but one "still")."""
+    the guidance profile and without, 10 of 16 with the seventeenth session's decoder (the model before the
+    angle channels: 0 of 16, all but one "still")."""
     from sora_nb.world import vision
 
     colours = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "cyan"]
@@ -86,3 +92,29 @@ def test_guidance_raises_adherence(shipped):
     assert shipped.backend.scheduler_config["shift"] == 6.0
     assert shipped.backend.guidance_profile == ((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))
     assert adherence(shipped.limits.default_guidance) > adherence(0.0) + 0.3
+
+
+def test_autoencoder_round_trip_floor(shipped):
+    """The shipped autoencoder caps what any DiT can score: 32 true train clips, encoded from their frames
+    (the pixel encoder) with the label channels set from the labels as the DiT was trained to draw them,
+    decoded and scored. Floors about three binomial standard deviations below the 200-clip round trip of
+    the decoder shipped in the seventeenth session (ROUND_TRIP_FLOORS); the decoder before it measured shape 0.886 and
+    every check 0.620 on those 200 clips, so it fails both floors. This sample measured shape 1.000 and every
+    check 0.906 (the decoder before: 0.880 and 0.594)."""
+    import numpy as np
+    import torch
+
+    from sora_nb.train import clips_to_tensor, pixel_label_latent
+    from sora_nb.world import evaluator
+
+    vae = shipped.backend.vae
+    rows = []
+    for clip in world.sample(N, seed=2027, split="train"):
+        with torch.no_grad():
+            z = pixel_label_latent(vae, [clip], clips_to_tensor([clip]), shape_angle=True)
+            video = vae.decode(z, len(clip.frames))[0]
+        frames = ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        rows.append(evaluator.score(frames, clip.caption))
+    shape = float(np.nanmean([r["shape"] for r in rows]))
+    overall = float(np.mean([r["overall"] for r in rows]))
+    assert shape >= ROUND_TRIP_FLOORS["shape"] and overall >= ROUND_TRIP_FLOORS["overall"], (shape, overall)
