@@ -178,16 +178,22 @@ def test_bfloat16_autocast_keeps_float32_output_close():
     assert 0 < rel < 0.05, rel
 
 
-def test_sampler_feeds_each_branch_its_own_previous_estimate():
-    """With a self-conditioned DiT, step 1 gets no estimate and every later step gets the x0 of the step
-    before, one per guidance branch (cond, uncond); the run stays deterministic per seed."""
+def _self_conditioned_backend(info: dict) -> embedded.EmbeddedBackend:
+    """A small self-conditioned embedded model with fixed random weights (the global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vae, dit, text = embedded.build(dit_kwargs={"self_condition": True, "depth": 1})
         for p in dit.parameters():
             torch.nn.init.normal_(p, std=0.02)
-    backend = embedded.EmbeddedBackend(vae, dit, text, embedded.default_scheduler_config(),
-                                       np.zeros((vae.config.latent_channels + 1, 3)), {"name": "sc-test"})
+    return embedded.EmbeddedBackend(vae, dit, text, embedded.default_scheduler_config(),
+                                    np.zeros((vae.config.latent_channels + 1, 3)), info)
+
+
+def test_sampler_feeds_each_branch_its_own_previous_estimate():
+    """With a self-conditioned DiT, step 1 gets no estimate and every later step gets the x0 of the step
+    before, one per guidance branch (cond, uncond); the run stays deterministic per seed."""
+    backend = _self_conditioned_backend({"name": "sc-test"})
+    dit = backend.dit
     seen, real = [], dit.forward
 
     def spy(x, t, txt, mask, x0_prev=None):
@@ -351,14 +357,8 @@ def test_steps_at_guidance_one_skip_the_negative_prompts_pass(gen):
 def test_skipped_negative_pass_keeps_its_self_conditioning_estimate():
     """A self-conditioned DiT under a profile that turns guidance off in the middle: the negative branch
     skips those steps and, when guidance returns, reads its last estimate (not the prompt branch's)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        vae, dit, text = embedded.build(dit_kwargs={"self_condition": True, "depth": 1})
-        for p in dit.parameters():
-            torch.nn.init.normal_(p, std=0.02)
-    backend = embedded.EmbeddedBackend(vae, dit, text, embedded.default_scheduler_config(),
-                                       np.zeros((vae.config.latent_channels + 1, 3)),
-                                       {"name": "sc-test", "guidance_profile": [[0.8, 1.0], [0.4, 0.0], [0.0, 1.0]]})
+    backend = _self_conditioned_backend({"name": "sc-test", "guidance_profile": [[0.8, 1.0], [0.4, 0.0], [0.0, 1.0]]})
+    dit = backend.dit
     seen, real = [], dit.forward
 
     def spy(x, t, txt, mask, x0_prev=None):
