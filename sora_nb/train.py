@@ -423,8 +423,10 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     """Train (or resume) the decoder alone for ``recipe.dec_steps``, the encoder frozen: the latent (so the
     latent cache and any DiT trained on it) is unchanged; only the decoding of it changes. The autoencoder's
     round trip caps what any DiT can score (``bench/bench_ceiling.py``), and the joint stage leaves the
-    decoder short of what it can do; on the shipped DiT's samples it did not help (bench/RESULTS.md), so
-    the recipe's default is off. Returns the autoencoder in eval mode."""
+    decoder short of what it can do. The course recipe's default is off; the shipped model's layout latent
+    needs it (bench/RESULTS.md). ``pixels``: train on `pixel_label_latent` instead of the recipe's latent
+    (an autoencoder whose encoder reads the true frames; `rescore` sets it). Returns the autoencoder in
+    eval mode."""
     final = out / "dec_final"
     if (final / "config.json").is_file():
         return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
@@ -1138,8 +1140,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     folder's autoencoder; the encoder, the DiT and the text encoder stay byte for byte the same. A folder
     whose recipe ran the pixel-encoder stage (``shape_layout`` and ``pix_steps`` > 0) no longer holds the
     disc encoder, so the stage trains on `pixel_label_latent` (its encoder's latent of the true frames with
-    the labels' channels). The sixteenth session's shipped decoder gained this way: two such stages (1500
-    steps at lr 5e-4, then 2000 at 3e-4) took the round trip's every-check share from .62 to .84."""
+    the labels' channels). The seventeenth session's shipped decoder was made this way: three such stages
+    (1500, 2000 and 2500 steps) took the round trip's every-check share from .62 to .84."""
     weights = Path(weights)
     if not (weights / "scores.json").is_file():
         raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
