@@ -152,6 +152,12 @@ class Recipe:
     shape_margin: float = 0.1      # the relative error gap the contrast asks of a caption with a wrong shape word
     shape_sigma: float = 0.0       # the contrast counts only rows at noise levels >= this (where outlines form)
     init_from: str = ""            # a weights folder whose DiT and text encoder the DiT stage starts from (fine-tune)
+    # a DiT fine-tune of a finished folder (``--rescore WEIGHTS --tune-dit``; `tune_dit`)
+    ft_steps: int = 0              # its steps (0: none)
+    ft_lr: float = 2e-4            # its peak learning rate (warm-up, then cosine to 10%)
+    ft_warmup: int = 100
+    ft_seed: int = 2               # seeds its batches and noise (the first DiT stage's came from ``seed``)
+    ft_cache_seeds: tuple[int, ...] = (0, 1)  # its latent cache: the ``cache`` entries drawn with each of these seeds
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -222,6 +228,18 @@ class Recipe:
             raise ValueError(f"sample_shift must be a number in (0, 100] (1: no shift), got {shift!r}")
         self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
                                                                        "sample_guidance_profile")
+        for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
+        lr = self.ft_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"ft_lr must be a finite number > 0, got {lr!r}")
+        seeds = self.ft_cache_seeds
+        if (not isinstance(seeds, (list, tuple)) or not seeds
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+            raise ValueError(f"ft_cache_seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+        self.ft_cache_seeds = tuple(seeds)
         if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
             raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "
                              f"got {self.init_from!r}")
@@ -602,9 +620,11 @@ def roughness(z: torch.Tensor) -> torch.Tensor:
 
 
 # -- stage 2: the latent cache --------------------------------------------------------------------
-def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict[str, Any]:
-    """Encode the training clips once; return {shape: (latents, captions)} plus latent statistics."""
-    path = out / "cache"
+def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels: bool = False,
+                name: str = "cache") -> dict[str, Any]:
+    """Encode the training clips once (into ``out/name``); return {shape: (latents, captions)} plus latent
+    statistics. ``pixels``: the latent is `pixel_label_latent` (an autoencoder after the pixel-encoder stage)."""
+    path = out / name
     if (path / "index.json").is_file():
         index = json.loads((path / "index.json").read_text())
         buckets = {}
@@ -614,9 +634,9 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     t0 = time.perf_counter()
-    jobs = [(i, entry, recipe.seed, recipe.device, recipe.shape_channels, recipe.shape_layout, recipe.shape_angle)
+    jobs = [(i, entry, recipe.seed, recipe.device, pixels, recipe.shape_channels, recipe.shape_layout, recipe.shape_angle)
             for i, entry in enumerate(recipe.cache)]
-    if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
+    if recipe.cache_workers > 1 and not pixels:  # (the workers load out/vae_final, the disc encoder)  # each entry has its own seed: the same cache for any worker count
         import concurrent.futures
         import multiprocessing
 
@@ -652,11 +672,12 @@ def _set_worker_vae(folder: str) -> None:
     _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
-def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool, bool]) -> tuple[torch.Tensor, list[str]]:
+def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool, bool, bool]
+                 ) -> tuple[torch.Tensor, list[str]]:
     """Render and encode one cache entry (its own seed): float16 latents (n, C, F, h, w) on the CPU, captions."""
     from . import world
 
-    i, (duration, width, height, n), seed, device, *labelled = job
+    i, (duration, width, height, n), seed, device, pixels, *labelled = job
     vae = _WORKER["vae"].to(device)
     lats, caps, batch = [], [], []
     clips_iter = world.sample(n, seed=step_seed(seed, "cache", i), split="train", phrasing="train",
@@ -664,20 +685,23 @@ def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bo
     for clip in clips_iter:
         batch.append(clip)
         if len(batch) == 32:
-            lats.append(_encode(vae, batch, *labelled)); caps += [c.caption for c in batch]; batch = []
+            lats.append(_encode(vae, batch, *labelled, pixels=pixels)); caps += [c.caption for c in batch]; batch = []
     if batch:
-        lats.append(_encode(vae, batch, *labelled)); caps += [c.caption for c in batch]
+        lats.append(_encode(vae, batch, *labelled, pixels=pixels)); caps += [c.caption for c in batch]
     vae.to("cpu")
     return torch.cat(lats), caps
 
 
 @torch.no_grad()
 def _encode(vae: VideoAutoencoder, clips: list, shape_channels: bool = False, shape_layout: bool = False,
-            shape_angle: bool = False) -> torch.Tensor:
-    """Raw latents (B, C, F, h, w) of a list of clips (`training_latent`), stored as float16 on the CPU."""
+            shape_angle: bool = False, pixels: bool = False) -> torch.Tensor:
+    """Raw latents (B, C, F, h, w) of a list of clips (`training_latent`, or with ``pixels``
+    `pixel_label_latent`), stored as float16 on the CPU."""
     device = next(vae.parameters()).device
     video = clips_to_tensor(clips).to(device)
-    return training_latent(vae, clips, shape_channels, shape_layout, video, shape_angle).to("cpu", torch.float16)
+    z = (pixel_label_latent(vae, clips, video, shape_angle) if pixels
+         else training_latent(vae, clips, shape_channels, shape_layout, video, shape_angle))
+    return z.to("cpu", torch.float16)
 
 
 # -- stage 3: the text encoder, pre-trained on captions ---------------------------------------------
@@ -1054,6 +1078,29 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     return ema_dit.eval(), text_ema.eval()
 
 
+def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoencoder) -> tuple[ShapesDiT, TextEncoder]:
+    """Fine-tune a finished weights folder's DiT and text encoder (`train_dit` with ``init_from``) for
+    ``recipe.ft_steps`` at peak lr ``ft_lr``, on a cache of the recipe's ``cache`` entries drawn once with each
+    of ``ft_cache_seeds`` (the first DiT stage's clips are seed ``seed``'s; another seed gives new ones), its
+    batches and noise from ``ft_seed``, in the folder's latent statistics. The latent is ``vae``'s (the
+    folder's autoencoder; after the pixel-encoder stage `pixel_label_latent`, which is what its decoder was
+    last trained on). Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
+    pixels = recipe.shape_layout and recipe.pix_steps > 0
+    buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
+    for seed in recipe.ft_cache_seeds:  # one process: the workers would load out/vae_final, which a rescore lacks
+        part = build_cache(dataclasses.replace(recipe, seed=seed, cache_workers=1), out, world, vae, pixels=pixels,
+                           name=f"ft_cache_{seed}")
+        for key, (latents, caps) in part["buckets"].items():
+            if key in buckets:
+                latents, caps = torch.cat([buckets[key][0], latents]), buckets[key][1] + caps
+            buckets[key] = (latents, caps)
+    stage = dataclasses.replace(recipe, seed=recipe.ft_seed, init_from=str(weights), dit_steps=recipe.ft_steps,
+                                dit_lr=recipe.ft_lr, dit_warmup=recipe.ft_warmup, dit_seconds=0.0)
+    dit, text = train_dit(stage, out, world, {"buckets": buckets})
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    return dit, text
+
+
 def _copy(module: torch.nn.Module) -> torch.nn.Module:
     """A frozen copy of a module (for the EMA)."""
     import copy
@@ -1130,7 +1177,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
 
 
 def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | None = None,
-            decoder: bool = False) -> Path:
+            decoder: bool = False, dit: bool = False) -> Path:
     """Export a trained weights folder again, unchanged networks, with its recorded recipe updated by
     ``overrides`` (sampler settings such as ``sample_eta``): the default guidance is chosen again, every
     split evaluated again and the model card rewritten, into ``out/weights``. The training wall times
@@ -1141,7 +1188,10 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     whose recipe ran the pixel-encoder stage (``shape_layout`` and ``pix_steps`` > 0) no longer holds the
     disc encoder, so the stage trains on `pixel_label_latent` (its encoder's latent of the true frames with
     the labels' channels). The seventeenth session's shipped decoder was made this way: three such stages
-    (1500, 2000 and 2500 steps) took the round trip's every-check share from .62 to .84."""
+    (1500, 2000 and 2500 steps) took the round trip's every-check share from .62 to .84.
+
+    ``dit``: then fine-tune the folder's DiT and text encoder (`tune_dit`, the recipe's ``ft_steps`` > 0); the
+    autoencoder stays the same."""
     weights = Path(weights)
     if not (weights / "scores.json").is_file():
         raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
@@ -1151,6 +1201,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
     if decoder and recipe.dec_steps < 1:
         raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
+    if dit and recipe.ft_steps < 1:
+        raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
     be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
@@ -1160,7 +1212,12 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         t = time.perf_counter()
         vae = tune_decoder(recipe, out, world, vae, pixels=recipe.shape_layout and recipe.pix_steps > 0)
         seconds["decoder"] = time.perf_counter() - t
-    return export(recipe, out, world, vae, be.dit, be.text, cache, seconds)
+    dit_net, text = be.dit, be.text
+    if dit:
+        t = time.perf_counter()
+        dit_net, text = tune_dit(recipe, out, world, weights, vae)
+        seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + time.perf_counter() - t
+    return export(recipe, out, world, vae, dit_net, text, cache, seconds)
 
 
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
@@ -1266,6 +1323,8 @@ def main(argv: list[str] | None = None) -> int:
                         "recorded recipe and the --set overrides (e.g. sample_eta=0) into --out/weights")
     parser.add_argument("--tune-decoder", action="store_true", help="with --rescore: first train the folder's "
                         "decoder alone for the recipe's dec_steps (e.g. --set dec_steps=900); the latent is unchanged")
+    parser.add_argument("--tune-dit", action="store_true", help="with --rescore: fine-tune the folder's DiT and text "
+                        "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
     for item in args.set:
@@ -1274,11 +1333,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         from . import world
 
-        folder = rescore(args.rescore, Path(args.out), world, overrides, decoder=args.tune_decoder)
+        folder = rescore(args.rescore, Path(args.out), world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
         print(f"weights written to {folder}")
         return ship(folder) if args.ship else 0
     if args.tune_decoder:
         parser.error("--tune-decoder goes with --rescore WEIGHTS (a full run has the decoder stage when dec_steps > 0)")
+    if args.tune_dit:
+        parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     recipe = Recipe(seed=args.seed, **overrides)
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         torch.empty(0, device=recipe.device)

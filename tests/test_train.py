@@ -291,6 +291,75 @@ def test_decoder_stage_trains_the_decoder_alone_and_keeps_the_latent(tiny_run, t
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), new_sd.values()))
 
 
+def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder(tiny_run, tmp_path):
+    """--rescore --tune-dit: the folder's DiT and text encoder trained ft_steps more, from the folder's weights,
+    on the recipe's cache entries drawn with each of ft_cache_seeds (seed 3's are the first run's own clips,
+    byte for byte); the autoencoder and latent statistics stay the same; a second call resumes the finished stage."""
+    from safetensors.torch import load_file
+
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    with pytest.raises(ValueError, match=r"the DiT fine-tune needs ft_steps >= 1"):
+        train.rescore(folder, tmp_path / "zero", world, {}, dit=True)
+    with pytest.raises(SystemExit):  # --tune-dit without --rescore is a usage error
+        train.main(["--out", str(tmp_path / "bad"), "--tune-dit"])
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "zero").exists()
+    for bad, match in (("ft_steps=-1", "ft_steps must be an integer >= 0"), ("ft_lr=0", "ft_lr must be a finite number > 0"),
+                       ("ft_cache_seeds=[]", "ft_cache_seeds must be a non-empty list"),
+                       ('ft_seed="a"', "ft_seed must be an integer >= 0")):
+        key, value = bad.split("=", 1)
+        with pytest.raises(ValueError, match=match):
+            train.Recipe(**{key: json.loads(value)})
+    out = tmp_path / "ft"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
+                       "--set", "ft_steps=3", "ft_cache_seeds=[3,4]", "ft_lr=0.001"]) == 0
+    before, after = (json.loads((f / "manifest.json").read_text())["files"] for f in (folder, out / "weights"))
+    assert after["vae/diffusion_pytorch_model.safetensors"] == before["vae/diffusion_pytorch_model.safetensors"]
+    for name in ("dit/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert after[name] != before[name], name
+    old, new = embedded.load_folder(folder), embedded.load_folder(out / "weights")
+    assert new.vae.config.latent_mean == old.vae.config.latent_mean
+    moved = [k for k, v in old.dit.state_dict().items() if not torch.equal(v, new.dit.state_dict()[k])]
+    assert len(moved) > 0.5 * len(old.dit.state_dict())  # trained from the folder's weights...
+    delta = max(float((v - new.dit.state_dict()[k]).abs().max()) for k, v in old.dit.state_dict().items())
+    assert 0 < delta < 0.05  # ...3 small steps away from them, not a fresh network
+    first = load_file(str(tiny_run / "cache" / "16x4x16x16.safetensors"))["latents"]
+    again = load_file(str(out / "ft_cache_3" / "16x4x16x16.safetensors"))["latents"]
+    fresh = load_file(str(out / "ft_cache_4" / "16x4x16x16.safetensors"))["latents"]
+    assert torch.equal(first, again) and fresh.shape == first.shape and not torch.equal(fresh, first)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["stage"] == "dit"] == [0, 1, 2]
+    assert [r["clips"] for r in log if r["stage"] == "cache"] == [16, 16]
+    scores = json.loads((out / "weights" / "scores.json").read_text())
+    assert (scores["recipe"]["ft_steps"], scores["recipe"]["ft_cache_seeds"], scores["recipe"]["seed"]) == (3, [3, 4], 3)
+    assert scores["seconds"]["dit_tune"] > 0
+    assert "dit_tune" in (out / "weights" / "MODEL_CARD.md").read_text()
+    dit, _ = train.tune_dit(train.Recipe(**{**scores["recipe"]}), out, world, folder, new.vae)  # finished: loaded
+    assert all(torch.equal(v, dit.state_dict()[k]) for k, v in new.dit.state_dict().items())
+
+
+def test_fine_tune_cache_after_the_pixel_stage_is_the_pixel_label_latent(tmp_path):
+    """With ``pixels`` the cache holds `pixel_label_latent` of the same clips (what a folder's decoder was last
+    trained on after the pixel-encoder stage), not the layout latent."""
+    from safetensors.torch import load_file
+
+    from sora_nb import world
+
+    torch.manual_seed(0)
+    vae = train.VideoAutoencoder(latent_channels=16, hidden=32).eval()
+    recipe = train.Recipe(shape_channels=True, shape_layout=True, shape_angle=True, cache=((2.0, 64, 64, 3),), seed=5)
+    pix = train.build_cache(recipe, tmp_path, world, vae, pixels=True, name="pix")["buckets"]["16x4x16x16"][0]
+    disc = train.build_cache(recipe, tmp_path, world, vae)["buckets"]["16x4x16x16"][0]
+    clips = list(world.sample(3, seed=train.step_seed(5, "cache", 0), split="train", phrasing="train"))
+    with torch.no_grad():
+        want = train.pixel_label_latent(vae, clips, train.clips_to_tensor(clips), True).to(torch.float16)
+    assert torch.equal(pix, want) and not torch.equal(pix, disc)
+    assert torch.equal(pix[:, -7:], disc[:, -7:])  # the labels' channels are the same
+    assert torch.equal(load_file(str(tmp_path / "pix" / "16x4x16x16.safetensors"))["latents"], pix)
+
+
 def test_a_full_run_with_dec_steps_exports_the_tuned_decoder(tmp_path):
     """dec_steps > 0 in a full run: the decoder stage runs after the autoencoder, the exported autoencoder
     is its result (the encoder of the joint stage, the decoder of the decoder stage), and it is timed."""
