@@ -640,7 +640,9 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
     t0 = time.perf_counter()
     jobs = [(i, entry, recipe.seed, recipe.device, pixels, recipe.shape_channels, recipe.shape_layout, recipe.shape_angle)
             for i, entry in enumerate(recipe.cache)]
-    if recipe.cache_workers > 1 and not pixels:  # (the workers load out/vae_final, the disc encoder)  # each entry has its own seed: the same cache for any worker count
+    # each entry has its own seed: the same cache for any worker count (the workers load out/vae_final, the
+    # recipe's own autoencoder, so a pixels cache is encoded here, in one process)
+    if recipe.cache_workers > 1 and not pixels:
         import concurrent.futures
         import multiprocessing
 
