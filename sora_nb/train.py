@@ -181,6 +181,13 @@ class Recipe:
     log_every: int = 50
     ckpt_every: int = 250
 
+    @property
+    def pixel_latent(self) -> bool:
+        """Whether the exported autoencoder's encoder reads the true frames (the pixel-encoder stage ran after a
+        layout latent): a later decoder stage or DiT fine-tune then trains on `pixel_label_latent`, as the disc
+        encoder is no longer in the folder."""
+        return self.shape_layout and self.pix_steps > 0
+
     def __post_init__(self) -> None:
         """Refuse the GPU-run knobs' bad values before any stage starts (the others fail in torch)."""
         try:
@@ -640,15 +647,16 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
     t0 = time.perf_counter()
     jobs = [(i, entry, recipe.seed, recipe.device, pixels, recipe.shape_channels, recipe.shape_layout, recipe.shape_angle)
             for i, entry in enumerate(recipe.cache)]
-    # each entry has its own seed: the same cache for any worker count (the workers load out/vae_final, the
-    # recipe's own autoencoder, so a pixels cache is encoded here, in one process)
-    if recipe.cache_workers > 1 and not pixels:
+    if recipe.cache_workers > 1:  # each entry has its own seed: the same cache for any worker count
         import concurrent.futures
         import multiprocessing
+        import tempfile
 
-        with concurrent.futures.ProcessPoolExecutor(recipe.cache_workers, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_set_worker_vae, initargs=(str(out / "vae_final"),)) as pool:
-            results = list(pool.map(_cache_entry, jobs))
+        with tempfile.TemporaryDirectory() as given:  # the workers load the autoencoder given, saved for them
+            vae.save_pretrained(given, safe_serialization=True)
+            with concurrent.futures.ProcessPoolExecutor(recipe.cache_workers, mp_context=multiprocessing.get_context("spawn"),
+                                                        initializer=_set_worker_vae, initargs=(given,)) as pool:
+                results = list(pool.map(_cache_entry, jobs))
     else:
         _WORKER["vae"] = vae
         try:
@@ -656,11 +664,8 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
         finally:
             _WORKER.pop("vae", None)
     for latents, caps in results:  # entries of one latent shape share a bucket, in recipe order
-        key = "x".join(map(str, latents.shape[1:]))
-        if key in buckets:
-            latents, caps = torch.cat([buckets[key][0], latents]), buckets[key][1] + caps
-        buckets[key] = (latents, caps)
-        log(out, stage="cache", bucket=key, clips=len(caps), seconds=time.perf_counter() - t0)
+        key = add_to_bucket(buckets, latents, caps)
+        log(out, stage="cache", bucket=key, clips=len(buckets[key][1]), seconds=time.perf_counter() - t0)
     allz = torch.cat([b[0].flatten() for b in buckets.values()])
     mean, std = float(allz.mean()), float(allz.std())
     for key, (latents, caps) in buckets.items():
@@ -668,6 +673,16 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
     (path / "index.json").write_text(json.dumps({"buckets": {k: v[1] for k, v in buckets.items()},
                                                  "mean": mean, "std": std}))
     return {"buckets": buckets, "mean": mean, "std": std}
+
+
+def add_to_bucket(buckets: dict[str, tuple[torch.Tensor, list[str]]], latents: torch.Tensor, captions: list[str]) -> str:
+    """Append cached ``latents`` (n, C, F, h, w) and their captions to the bucket of their latent shape
+    ("CxFxhxw"); return its key."""
+    key = "x".join(map(str, latents.shape[1:]))
+    if key in buckets:
+        latents, captions = torch.cat([buckets[key][0], latents]), buckets[key][1] + captions
+    buckets[key] = (latents, captions)
+    return key
 
 
 _WORKER: dict[str, Any] = {}  # the autoencoder a cache process encodes with
@@ -1091,15 +1106,12 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     batches and noise from ``ft_seed``, in the folder's latent statistics. The latent is ``vae``'s (the
     folder's autoencoder; after the pixel-encoder stage `pixel_label_latent`, which is what its decoder was
     last trained on). Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
-    pixels = recipe.shape_layout and recipe.pix_steps > 0
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
-    for seed in recipe.ft_cache_seeds:  # one process: the workers would load out/vae_final, which a rescore lacks
-        part = build_cache(dataclasses.replace(recipe, seed=seed, cache_workers=1), out, world, vae, pixels=pixels,
+    for seed in recipe.ft_cache_seeds:
+        part = build_cache(dataclasses.replace(recipe, seed=seed), out, world, vae, pixels=recipe.pixel_latent,
                            name=f"ft_cache_{seed}")
-        for key, (latents, caps) in part["buckets"].items():
-            if key in buckets:
-                latents, caps = torch.cat([buckets[key][0], latents]), buckets[key][1] + caps
-            buckets[key] = (latents, caps)
+        for latents, caps in part["buckets"].values():
+            add_to_bucket(buckets, latents, caps)
     stage = dataclasses.replace(recipe, seed=recipe.ft_seed, init_from=str(weights), dit_steps=recipe.ft_steps,
                                 dit_lr=recipe.ft_lr, dit_warmup=recipe.ft_warmup, dit_seconds=0.0)
     dit, text = train_dit(stage, out, world, {"buckets": buckets})
@@ -1216,7 +1228,7 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     vae = be.vae
     if decoder:
         t = time.perf_counter()
-        vae = tune_decoder(recipe, out, world, vae, pixels=recipe.shape_layout and recipe.pix_steps > 0)
+        vae = tune_decoder(recipe, out, world, vae, pixels=recipe.pixel_latent)
         seconds["decoder"] = time.perf_counter() - t
     dit_net, text = be.dit, be.text
     if dit:
