@@ -248,8 +248,9 @@ class Recipe:
             raise ValueError(f"ft_lr must be a finite number > 0, got {lr!r}")
         seeds = self.ft_cache_seeds
         if (not isinstance(seeds, (list, tuple)) or not seeds
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
-            raise ValueError(f"ft_cache_seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+                or len(set(seeds)) != len(seeds)):  # a repeated seed would count its clips twice
+            raise ValueError(f"ft_cache_seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
         self.ft_cache_seeds = tuple(seeds)
         if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
             raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "

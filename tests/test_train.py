@@ -308,6 +308,7 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     assert not (tmp_path / "bad").exists() and not (tmp_path / "zero").exists()
     for bad, match in (("ft_steps=-1", "ft_steps must be an integer >= 0"), ("ft_lr=0", "ft_lr must be a finite number > 0"),
                        ("ft_cache_seeds=[]", "ft_cache_seeds must be a non-empty list"),
+                       ("ft_cache_seeds=[0,0]", "ft_cache_seeds must be a non-empty list of distinct integers"),
                        ('ft_seed="a"', "ft_seed must be an integer >= 0")):
         key, value = bad.split("=", 1)
         with pytest.raises(ValueError, match=match):
