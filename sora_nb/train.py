@@ -162,6 +162,7 @@ class Recipe:
     ft_warmup: int = 100
     ft_seed: int = 2               # seeds its batches and noise (the first DiT stage's came from ``seed``)
     ft_cache_seeds: tuple[int, ...] = (0, 1)  # its latent cache: the ``cache`` entries drawn with each of these seeds
+    ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -239,7 +240,8 @@ class Recipe:
             raise ValueError(f"sample_shift must be a number in (0, 100] (1: no shift), got {shift!r}")
         self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
                                                                        "sample_guidance_profile")
-        for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed")):
+        for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed"),
+                           ("ft_depth", "0: keep the folder's depth, else its DiT's blocks after growing")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
@@ -882,11 +884,14 @@ def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEnc
     wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
               "patch_size": list(recipe.dit_patch), "self_condition": recipe.self_condition, "rope": recipe.dit_rope}
     differ = {k: (v, config[k]) for k, v in wanted.items() if config[k] != v}
+    if recipe.dit_depth > config["depth"]:  # a deeper recipe grows the folder's DiT (it computes the same at first)
+        differ.pop("depth")
     if differ:
         raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
                          + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
     init_stats(recipe, cache)
-    return backend.dit, backend.text
+    dit = backend.dit.grown(recipe.dit_depth) if recipe.dit_depth > config["depth"] else backend.dit
+    return dit, backend.text
 
 
 def caption_words(world) -> list[str]:
@@ -1100,13 +1105,22 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     return ema_dit.eval(), text_ema.eval()
 
 
+def tuned_depth(recipe: Recipe, depth: int) -> int:
+    """The DiT's depth after the fine-tune of a folder whose DiT has ``depth`` blocks (``ft_depth``, 0: ``depth``)."""
+    if recipe.ft_depth and recipe.ft_depth < depth:
+        raise ValueError(f"ft_depth must be 0 (keep the depth) or >= the folder's DiT depth {depth}, got {recipe.ft_depth}")
+    return recipe.ft_depth or depth
+
+
 def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoencoder) -> tuple[ShapesDiT, TextEncoder]:
     """Fine-tune a finished weights folder's DiT and text encoder (`train_dit` with ``init_from``) for
     ``recipe.ft_steps`` at peak lr ``ft_lr``, on a cache of the recipe's ``cache`` entries drawn once with each
     of ``ft_cache_seeds`` (the first DiT stage's clips are seed ``seed``'s; another seed gives new ones), its
     batches and noise from ``ft_seed``, in the folder's latent statistics. The latent is ``vae``'s (the
     folder's autoencoder; after the pixel-encoder stage `pixel_label_latent`, which is what its decoder was
-    last trained on). Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
+    last trained on). ``ft_depth`` above the folder's depth first grows the DiT (`ShapesDiT.grown`: new blocks
+    that start as the identity). Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
+    depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     for seed in recipe.ft_cache_seeds:
         part = build_cache(dataclasses.replace(recipe, seed=seed), out, world, vae, pixels=recipe.pixel_latent,
@@ -1114,7 +1128,8 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
         for latents, caps in part["buckets"].values():
             add_to_bucket(buckets, latents, caps)
     stage = dataclasses.replace(recipe, seed=recipe.ft_seed, init_from=str(weights), dit_steps=recipe.ft_steps,
-                                dit_lr=recipe.ft_lr, dit_warmup=recipe.ft_warmup, dit_seconds=0.0)
+                                dit_lr=recipe.ft_lr, dit_warmup=recipe.ft_warmup, dit_seconds=0.0,
+                                dit_depth=depth)
     dit, text = train_dit(stage, out, world, {"buckets": buckets})
     (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
     return dit, text
@@ -1223,6 +1238,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     if dit and recipe.ft_steps < 1:
         raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
     be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
+    if dit:
+        tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     out.mkdir(parents=True, exist_ok=True)

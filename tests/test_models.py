@@ -111,6 +111,40 @@ def test_dit_rope_option_keeps_shapes(latent_frames, h, w):
     assert not torch.allclose(out, plain.network(x, torch.tensor([900.0, 40.0]), text, mask))
 
 
+@pytest.mark.parametrize("rope", [False, True])
+def test_a_grown_dit_computes_the_same_and_its_new_blocks_can_learn(rope):
+    """`ShapesDiT.grown`: more blocks, spread among the old ones, each new one a copy of the block before it
+    that starts as the identity, so the output is unchanged for every duration and resolution; the shut
+    branches get gradients (they can open); the original is untouched; a shallower depth is refused."""
+    dit = _random_dit(depth=3, rope=rope).eval()
+    before = {k: v.clone() for k, v in dit.state_dict().items()}
+    big = dit.grown(5).eval()
+    assert big.config.depth == 5 and len(big.blocks) == 5 and big.config.rope == rope
+    # old blocks 0, 1, 2 sit at 0, 2, 3; the new ones (1, 4) copy blocks 0 and 2, their gates and cross output at zero
+    for new, old in ((0, 0), (2, 1), (3, 2)):
+        assert all(torch.equal(v, dit.blocks[old].state_dict()[k]) for k, v in big.blocks[new].state_dict().items())
+    for new, old in ((1, 0), (4, 2)):
+        block = big.blocks[new]
+        assert torch.count_nonzero(block.ada[-1].weight) == 0 and torch.count_nonzero(block.cross.out.weight) == 0
+        assert torch.equal(block.mlp[0].weight, dit.blocks[old].mlp[0].weight)
+    for latent_frames, h, w in ((1, 16, 16), (4, 16, 16), (4, 16, 24)):
+        x = torch.randn(2, 16, latent_frames, h, w)
+        text, mask = torch.randn(2, 5, 128), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+        t = torch.tensor([900.0, 40.0])
+        with torch.no_grad():
+            torch.testing.assert_close(big.network(x, t, text, mask), dit.network(x, t, text, mask), rtol=0, atol=1e-6)
+    big.train()
+    big.network(x, t, text, mask).square().mean().backward()
+    for new in (1, 4):
+        assert big.blocks[new].ada[-1].weight.grad.abs().sum() > 0
+        assert big.blocks[new].cross.out.weight.grad.abs().sum() > 0
+    assert all(torch.equal(v, dit.state_dict()[k]) for k, v in before.items())
+    assert dit.grown(3).config.depth == 3
+    for bad in (2, 4.0, "5"):
+        with pytest.raises(ValueError, match="depth must be an integer >= the network's depth 3"):
+            dit.grown(bad)
+
+
 def test_rope_scores_depend_on_relative_offsets_only():
     """A query/key dot product after rotary embedding is unchanged when both tokens shift by the same
     offset in time, rows and columns, and changes when only one of them moves."""

@@ -341,6 +341,36 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     assert all(torch.equal(v, dit.state_dict()[k]) for k, v in new.dit.state_dict().items())
 
 
+def test_dit_fine_tune_can_grow_the_dit_first(tiny_run, tmp_path):
+    """ft_depth above the folder's depth: the fine-tune starts from `ShapesDiT.grown` (the folder's DiT, deeper,
+    computing the same), and the exported DiT has that depth; its old blocks stay near the folder's. A
+    shallower ft_depth is refused by name before anything is written."""
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    old = embedded.load_folder(folder)
+    depth = old.dit.config.depth
+    with pytest.raises(ValueError, match=rf"ft_depth must be 0 \(keep the depth\) or >= the folder's DiT depth {depth}"):
+        train.rescore(folder, tmp_path / "shallow", world, {"ft_steps": 2, "ft_depth": depth - 1}, dit=True)
+    with pytest.raises(ValueError, match="ft_depth must be an integer >= 0"):
+        train.Recipe(ft_depth=-1)
+    assert not (tmp_path / "shallow").exists()
+    out = tmp_path / "grow"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
+                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "ft_lr=0.001", f"ft_depth={depth + 2}"]) == 0
+    new = embedded.load_folder(out / "weights")
+    assert new.dit.config.depth == len(new.dit.blocks) == depth + 2
+    start = old.dit.grown(depth + 2).state_dict()
+    delta = max(float((v - new.dit.state_dict()[k]).abs().max()) for k, v in start.items())
+    assert 0 < delta < 0.05  # two small steps from the grown folder's DiT
+    scores = json.loads((out / "weights" / "scores.json").read_text())
+    assert (scores["recipe"]["ft_depth"], scores["recipe"]["dit_depth"]) == (depth + 2, depth)
+    # the grown folder fine-tunes again at its own depth (ft_depth 0 or equal keeps it)
+    assert train.tuned_depth(train.Recipe(**scores["recipe"]), depth + 2) == depth + 2
+    assert train.tuned_depth(train.Recipe(), depth + 2) == depth + 2
+
+
 def test_fine_tune_cache_after_the_pixel_stage_is_the_pixel_label_latent(tmp_path):
     """With ``pixels`` the cache holds `pixel_label_latent` of the same clips (what a folder's decoder was last
     trained on after the pixel-encoder stage), not the layout latent."""
@@ -889,7 +919,10 @@ def test_a_fine_tune_starts_from_a_weights_folder_with_the_shape_contrast(tmp_pa
     train.train_dit(dataclasses.replace(recipe, shape_sigma=1.5), out2, world, cache)  # no row is that noisy
     log2 = [json.loads(line) for line in (out2 / "log.jsonl").read_text().splitlines()]
     assert [r["contrast"] for r in log2 if "contrast" in r] == [0.0, 0.0, 0.0]
-    with pytest.raises(ValueError, match="differs from the recipe.*depth 3 vs 2"):
-        train.train_dit(train.Recipe(**{**FAST, "dit_depth": 3, "init_from": str(folder)}), tmp_path / "bad", world, cache)
+    with pytest.raises(ValueError, match="differs from the recipe.*depth 1 vs 2"):  # a deeper one grows it
+        train.train_dit(train.Recipe(**{**FAST, "dit_depth": 1, "init_from": str(folder)}), tmp_path / "bad", world, cache)
+    with pytest.raises(ValueError, match=r"differs from the recipe \(recipe, folder\): hidden_size 64 vs \d+$"):
+        train.train_dit(train.Recipe(**{**FAST, "dit_depth": 3, "dit_hidden": 64, "init_from": str(folder)}),
+                        tmp_path / "bad", world, cache)
     with pytest.raises(ValueError, match="init_from must be a weights folder"):
         train.Recipe(init_from=str(tmp_path / "nothing"))

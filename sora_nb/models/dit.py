@@ -22,6 +22,7 @@ conditioned on
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -214,6 +215,35 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final.ada[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+
+    def grown(self, depth: int) -> "ShapesDiT":
+        """A deeper copy that computes exactly what this network computes, to train on from there.
+
+        ``depth - len(self.blocks)`` new blocks are spread evenly among the old ones, each a copy of the
+        block before it with its residual branches shut: the adaLN-Zero modulation (so both gates) and
+        the ungated cross-attention's output projection set to zero. Each new block then starts as the
+        identity, with its attention and MLP weights already useful to open into (progressive stacking,
+        Gong et al. 2019, with adaLN-Zero's zero start).
+        """
+        old = len(self.blocks)
+        if not isinstance(depth, int) or depth < old:
+            raise ValueError(f"depth must be an integer >= the network's depth {old}, got {depth!r}")
+        extra = depth - old
+        after = [(j + 1) * old // extra - 1 for j in range(extra)]  # the old block each new one follows
+        net = type(self).from_config({**self.config, "depth": depth})
+        blocks = []
+        for i, block in enumerate(self.blocks):
+            blocks.append(copy.deepcopy(block))
+            for _ in range(after.count(i)):
+                new = copy.deepcopy(block)
+                for layer in (new.ada[-1], new.cross.out):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+                blocks.append(new)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("blocks.")}
+        state.update({f"blocks.{i}.{k}": v for i, b in enumerate(blocks) for k, v in b.state_dict().items()})
+        net.load_state_dict(state)
+        return net.train(self.training)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
