@@ -877,8 +877,9 @@ def init_stats(recipe: Recipe, cache: dict[str, Any]) -> None:
 
 def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
     """The DiT and text encoder of ``recipe.init_from`` to fine-tune (loaded and sha256-checked as the
-    package loads its weights), with :func:`init_stats`. Refuses a recipe whose DiT architecture
-    differs from the folder's, by field."""
+    package loads its weights), with :func:`init_stats`. A recipe with a deeper ``dit_depth`` gets the folder's
+    DiT grown to it (`ShapesDiT.grown`, computing the same at first); any other difference in the DiT's
+    architecture is refused, by field."""
     backend = embedded.load_folder(recipe.init_from)
     config = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in backend.dit.config.items()}
     wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
