@@ -53,7 +53,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    ``ft_steps``) fine-tunes a finished folder's DiT and text encoder this way on a fresh cache (``ft_cache_seeds``)
    in its own latent: 4000 steps on 17,000 clips took the shipped model's every-check share from 0.44 to 0.46
    (train), 0.275 to 0.345 and 0.31 to 0.365 (held out), motion from 0.72 to 0.78 (bench/RESULTS.md, eighteenth
-   session).
+   session). ``ft_depth`` grows the DiT first (`ShapesDiT.grown`): the same 4000 steps on the same batches at
+   depth 9 instead of 6 gave the same loss (within 2% after step 1000) and the same scores (nineteenth session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. The latent cache, the decoder and the DiT
