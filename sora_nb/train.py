@@ -246,6 +246,8 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
+        if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
+            raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"ft_lr must be a finite number > 0, got {lr!r}")

@@ -355,6 +355,8 @@ def test_dit_fine_tune_can_grow_the_dit_first(tiny_run, tmp_path):
         train.rescore(folder, tmp_path / "shallow", world, {"ft_steps": 2, "ft_depth": depth - 1}, dit=True)
     with pytest.raises(ValueError, match="ft_depth must be an integer >= 0"):
         train.Recipe(ft_depth=-1)
+    with pytest.raises(ValueError, match="ft_depth must be 0 .* or at most 48 blocks, got 10000"):
+        train.Recipe(ft_depth=10_000)
     assert not (tmp_path / "shallow").exists()
     out = tmp_path / "grow"
     assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
