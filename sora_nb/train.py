@@ -888,14 +888,14 @@ def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEnc
     wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
               "patch_size": list(recipe.dit_patch), "self_condition": recipe.self_condition, "rope": recipe.dit_rope}
     differ = {k: (v, config[k]) for k, v in wanted.items() if config[k] != v}
-    if recipe.dit_depth > config["depth"]:  # a deeper recipe grows the folder's DiT (it computes the same at first)
+    grow = recipe.dit_depth > config["depth"]  # a deeper recipe grows the folder's DiT (it computes the same at first)
+    if grow:
         differ.pop("depth")
     if differ:
         raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
                          + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
     init_stats(recipe, cache)
-    dit = backend.dit.grown(recipe.dit_depth) if recipe.dit_depth > config["depth"] else backend.dit
-    return dit, backend.text
+    return (backend.dit.grown(recipe.dit_depth) if grow else backend.dit), backend.text
 
 
 def caption_words(world) -> list[str]:

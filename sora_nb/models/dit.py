@@ -233,7 +233,7 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         net = type(self).from_config({**self.config, "depth": depth})
         blocks = []
         for i, block in enumerate(self.blocks):
-            blocks.append(copy.deepcopy(block))
+            blocks.append(block)  # only read: load_state_dict below copies its tensors into the new network
             for _ in range(after.count(i)):
                 new = copy.deepcopy(block)
                 for layer in (new.ada[-1], new.cross.out):
