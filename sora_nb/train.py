@@ -89,6 +89,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
 from .backends import embedded
@@ -164,6 +165,7 @@ class Recipe:
     ft_seed: int = 2               # seeds its batches and noise (the first DiT stage's came from ``seed``)
     ft_cache_seeds: tuple[int, ...] = (0, 1)  # its latent cache: the ``cache`` entries drawn with each of these seeds
     ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
+    ft_distil: int = 0             # N > 0: distil the folder's 2N-step sampler into N steps instead (`distil_targets`)
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -242,10 +244,16 @@ class Recipe:
         self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
                                                                        "sample_guidance_profile")
         for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed"),
-                           ("ft_depth", "0: keep the folder's depth, else its DiT's blocks after growing")):
+                           ("ft_depth", "0: keep the folder's depth, else its DiT's blocks after growing"),
+                           ("ft_distil", "0: a flow-matching fine-tune, else the sampler steps to distil into")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
+        if self.ft_distil > 1000:  # the scheduler's own timestep count
+            raise ValueError(f"ft_distil must be 0 (no distillation) or a step count of at most 1000, got {self.ft_distil}")
+        if self.ft_distil and (self.self_condition or self.shape_contrast):
+            raise ValueError("ft_distil needs self_condition false and shape_contrast 0 (the teacher's steps have neither), "
+                             f"got self_condition {self.self_condition!r}, shape_contrast {self.shape_contrast!r}")
         if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
             raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
@@ -961,6 +969,65 @@ def latent_stats(cache: dict[str, Any], norm: str = "channel") -> tuple[list[flo
     return mean.tolist(), std.tolist()
 
 
+def distil_grid(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``steps``-step sampler's noise levels (``steps`` + 1, ending at 0; the embedded model's
+    `FlowMatchEulerDiscreteScheduler` with ``shift``) and the level halfway between each and the next in
+    unshifted time, where a sampler of twice the steps stops in between."""
+    sched = FlowMatchEulerDiscreteScheduler.from_config(embedded.default_scheduler_config(shift))
+    sched.set_timesteps(steps)
+    sigmas = sched.sigmas.float()
+    u = sigmas / (shift - (shift - 1.0) * sigmas)  # unshift: sigma = shift u / (1 + (shift - 1) u)
+    mid = (u[:-1] + u[1:]) / 2
+    return sigmas, shift * mid / (1.0 + (shift - 1.0) * mid)
+
+
+@torch.no_grad()
+def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
+                   said: torch.Tensor, x0: torch.Tensor, grid: tuple[torch.Tensor, torch.Tensor], g: torch.Generator,
+                   guidance: float = 1.0, profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of step distillation for the stochastic (eta 1) guided sampler: (x_t, sigma, target).
+
+    Each row takes a level ``i`` of the student's grid (`distil_grid`). Its x_t is a clean latent noised to
+    sigma_i: the true ``x0``, or (a ``chain`` share of the rows with a level above them) the teacher's
+    guided estimate from the level before, as x_t is at sampling time. The teacher then takes the two steps
+    its sampler of twice the steps takes from x_t: its guided x0 at sigma_i (``guidance`` with ``profile``,
+    `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and
+    masks), noised afresh to the level halfway, and there its two branches' x0. The target is the prompt's
+    branch for the rows whose caption is ``said``, the empty prompt's for the rest. With eta 1 every step
+    keeps only its x0 estimate, so a student whose branches at sigma_i match these targets, mixed by the same
+    guidance, takes one step where the teacher takes two (Salimans & Ho's progressive distillation, for the
+    stochastic sampler: the student learns the mean over the fresh noise)."""
+    sigmas, mids = grid
+    n = len(x0)
+    dev = x0.device
+    view = (-1, 1, 1, 1, 1)
+    states = torch.cat([cond[0], uncond[0]])
+    masks = torch.cat([cond[1], uncond[1]])
+
+    def guided(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        both = torch.cat([rows, rows + n])  # the rows' prompt and empty-prompt states
+        c, u = teacher.predict_x0(torch.cat([x, x]), torch.cat([s, s]) * 1000.0, states[both], masks[both]).float().chunk(2)
+        w = torch.tensor([embedded.guidance_at(profile, guidance, float(v)) for v in s], device=dev).view(view)
+        return u + w * (c - u), c, u
+
+    i = torch.randint(len(mids), (n,), generator=g, device=dev)
+    s, s_mid = sigmas.to(dev)[i], mids.to(dev)[i]
+    s_prev = sigmas.to(dev)[(i - 1).clamp(min=0)]
+    chained = (torch.rand(n, generator=g, device=dev) < chain) & (i > 0)
+    before = (1 - s_prev.view(view)) * x0 + s_prev.view(view) * torch.randn(x0.shape, generator=g, device=dev)
+    start = x0.clone()
+    rows = chained.nonzero()[:, 0]
+    if len(rows):
+        start[rows] = guided(before[rows], s_prev[rows], rows)[0]
+    everyone = torch.arange(n, device=dev)
+    xt = (1 - s.view(view)) * start + s.view(view) * torch.randn(x0.shape, generator=g, device=dev)
+    first = guided(xt, s, everyone)[0]
+    x_mid = (1 - s_mid.view(view)) * first + s_mid.view(view) * torch.randn(x0.shape, generator=g, device=dev)
+    _, c, u = guided(x_mid, s_mid, everyone)
+    return xt, s, torch.where(said.view(view), c, u)
+
+
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
     """Flow-matching training of the DiT and the text encoder; returns the EMA weights."""
     final = out / "dit_final"
@@ -987,6 +1054,14 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         train_text(recipe, out, text, probe)
     device = torch.device(recipe.device)
     dit.to(device); text.encoder.to(device); probe.to(device)
+    teacher = None
+    if recipe.ft_distil:  # the folder's networks as they are now, frozen: the sampler to distil
+        if not recipe.init_from:
+            raise ValueError("ft_distil distils a finished folder's DiT: it needs init_from (--rescore WEIGHTS --tune-dit)")
+        # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
+        guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
+        teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance)
+        grid = distil_grid(recipe.ft_distil, recipe.sample_shift)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
@@ -1050,12 +1125,22 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         n = recipe.dit_batch
-        sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
-                            torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),
-                            torch.rand(n, generator=g, device=device))
-        noise = torch.randn(x0.shape, generator=g, device=device)
+        if teacher is not None:  # the target is the teacher's two guided steps, not the clean latent
+            full = int(max(lengths[idx].max(), lengths[-1]))  # every row's prompt, said or not, and the empty one
+            ids_c, mask_c = ids[idx_d, :full], tmask[idx_d, :full]
+            ids_u, mask_u = ids[-1:, :full].expand(n, -1), tmask[-1:, :full].expand(n, -1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+                t_states = teacher[1](input_ids=torch.cat([ids_c, ids_u]),
+                                      attention_mask=torch.cat([mask_c, mask_u])).last_hidden_state
+                xt, sigma, x0 = distil_targets(teacher[0], (t_states[:n], mask_c), (t_states[n:], mask_u), said_d[:, 0],
+                                               x0, grid, g, teacher[2], recipe.sample_guidance_profile)
+        else:
+            sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
+                                torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),
+                                torch.rand(n, generator=g, device=device))
+            noise = torch.randn(x0.shape, generator=g, device=device)
+            xt = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
         s = sigma.view(-1, 1, 1, 1, 1)
-        xt = (1 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
         states = text.encoder(input_ids=ids_b, attention_mask=mask).last_hidden_state  # (B [+ nc], L, E)
@@ -1123,7 +1208,9 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     batches and noise from ``ft_seed``, in the folder's latent statistics. The latent is ``vae``'s (the
     folder's autoencoder; after the pixel-encoder stage `pixel_label_latent`, which is what its decoder was
     last trained on). ``ft_depth`` above the folder's depth first grows the DiT (`ShapesDiT.grown`: new blocks
-    that start as the identity). Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
+    that start as the identity). ``ft_distil`` N > 0 trains on the folder's own sampler instead of the clean latents:
+    the targets are its two guided steps of the 2N-step sampler (`distil_targets`), so that N steps of the result
+    do what 2N of the folder's do. Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
     depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     for seed in recipe.ft_cache_seeds:
@@ -1364,7 +1451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-decoder", action="store_true", help="with --rescore: first train the folder's "
                         "decoder alone for the recipe's dec_steps (e.g. --set dec_steps=900); the latent is unchanged")
     parser.add_argument("--tune-dit", action="store_true", help="with --rescore: fine-tune the folder's DiT and text "
-                        "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache")
+                        "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache; with ft_distil=N, "
+                        "distil its 2N-step sampler into N steps instead")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
     for item in args.set:
@@ -1381,6 +1469,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     recipe = Recipe(seed=args.seed, **overrides)
+    if recipe.ft_distil and not recipe.init_from:
+        parser.error("ft_distil distils a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set ft_distil=N")
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         torch.empty(0, device=recipe.device)
     except (RuntimeError, AssertionError) as e:

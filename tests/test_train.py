@@ -373,6 +373,111 @@ def test_dit_fine_tune_can_grow_the_dit_first(tiny_run, tmp_path):
     assert train.tuned_depth(train.Recipe(), depth + 2) == depth + 2
 
 
+class HalfTeacher(torch.nn.Module):
+    """A stand-in teacher: its x0 estimate is half its input plus the first text state (1 for the prompt's
+    states, 0 for the empty prompt's in these tests); it records the noise levels it is asked at."""
+
+    def __init__(self):
+        super().__init__()
+        self.levels = []
+
+    def predict_x0(self, x, timestep, states, mask):
+        self.levels.append(timestep / 1000.0)
+        return 0.5 * x + states[:, 0, 0].view(-1, 1, 1, 1, 1)
+
+
+def test_distil_grid_is_the_samplers_levels_with_the_halfway_levels_between():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from sora_nb.backends import embedded
+
+    for steps, shift in ((20, 6.0), (7, 1.0), (3, 3.0)):
+        sigmas, mids = train.distil_grid(steps, shift)
+        sched = FlowMatchEulerDiscreteScheduler.from_config(embedded.default_scheduler_config(shift))
+        sched.set_timesteps(steps)
+        assert torch.equal(sigmas, sched.sigmas.float()) and len(mids) == steps and float(sigmas[-1]) == 0.0
+        assert bool((mids < sigmas[:-1]).all() and (mids > sigmas[1:]).all())
+        if shift == 1.0:  # no shift: the plain midpoints
+            assert torch.allclose(mids, (sigmas[:-1] + sigmas[1:]) / 2, atol=1e-6)
+    # with a shift the halfway level is taken in unshifted time: above the plain midpoint
+    sigmas, mids = train.distil_grid(20, 6.0)
+    assert bool((mids[:-1] > (sigmas[:-2] + sigmas[1:-1]) / 2).all())
+
+
+def test_distil_targets_are_the_teachers_two_guided_steps():
+    """x_t is a clean latent noised to one of the student's levels; the teacher's guided x0 there (guidance 3
+    above sigma 0.5, off below: the profile) is noised afresh to the halfway level, and the target is the
+    teacher's x0 there: the prompt's branch for rows whose caption is said, the empty prompt's for the rest.
+    Chained rows start from the teacher's guided estimate at the level before. Same generator, same batch."""
+    grid = train.distil_grid(5, 3.0)
+    sigmas, mids = grid
+    n = 400
+    x0 = torch.full((n, 2, 1, 4, 4), 10.0)
+    cond = (torch.ones(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    uncond = (torch.zeros(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    said = torch.arange(n) % 3 > 0
+    profile = ((0.5, 1.0), (0.0, 0.0))
+    teacher = HalfTeacher()
+    args = (cond, uncond, said, x0, grid)
+    xt, s, target = train.distil_targets(teacher, *args, torch.Generator().manual_seed(0), 3.0, profile, chain=0.0)
+    assert len(teacher.levels) == 2  # no row chained: the level before is not asked
+    level = torch.searchsorted(-sigmas, -s)  # each row's level index
+    assert torch.equal(sigmas[level], s) and bool((s > 0).all()) and len(set(level.tolist())) == 5
+    assert torch.equal(teacher.levels[0], torch.cat([s, s])) and torch.equal(teacher.levels[1], torch.cat([mids[level]] * 2))
+    v = (-1, 1, 1, 1, 1)
+    noise = (xt - (1 - s.view(v)) * x0) / s.view(v)  # x_t = (1 - s) x0 + s eps, eps standard normal
+    assert abs(float(noise.mean())) < 0.03 and abs(float(noise.std()) - 1) < 0.03
+    w = torch.where(s > 0.5, 3.0, 1.0).view(v)  # prompt branch 0.5 x + 1, empty 0.5 x: guided 0.5 x + w
+    first = 0.5 * xt + w
+    sm = mids[level].view(v)
+    fresh = ((target - said.float().view(v)) / 0.5 - (1 - sm) * first) / sm  # x_mid = (1 - s_mid) first + s_mid z
+    assert abs(float(fresh.mean())) < 0.03 and abs(float(fresh.std()) - 1) < 0.03
+    assert abs(float((fresh * noise).mean())) < 0.03  # z is fresh noise
+    for wrong in (0.5 * xt + 1, 0.5 * xt + 3):  # guidance on at every level, or off at every level: not the target
+        off = ((target - said.float().view(v)) / 0.5 - (1 - sm) * wrong) / sm
+        assert float(off.mean(dim=(1, 2, 3, 4)).abs().max()) > 1.0
+    again = train.distil_targets(HalfTeacher(), *args, torch.Generator().manual_seed(0), 3.0, profile, chain=0.0)
+    assert all(torch.equal(a, b) for a, b in zip((xt, s, target), again))
+    # every row chained (the top level has no level before it): x_t is noised from the teacher's guided
+    # estimate at the level before, 0.5 x + w there, with x the true x0 noised there
+    teacher = HalfTeacher()
+    xt, s, _ = train.distil_targets(teacher, *args, torch.Generator().manual_seed(1), 3.0, profile, chain=1.0)
+    assert len(teacher.levels) == 3
+    level = torch.searchsorted(-sigmas, -s)
+    top = level == 0
+    s_prev = sigmas[(level - 1).clamp(min=0)]
+    assert torch.equal(teacher.levels[0], torch.cat([s_prev[~top]] * 2))
+    w_prev = torch.where(s_prev > 0.5, 3.0, 1.0)
+    want = torch.where(top, (1 - s) * 10.0, (1 - s) * (0.5 * (1 - s_prev) * 10.0 + w_prev))
+    assert bool(top.any() and (~top).any()) and torch.allclose(xt.mean(dim=(1, 2, 3, 4)), want, atol=0.8)
+
+
+def test_dit_fine_tune_can_distil_the_sampler(tiny_run, tmp_path):
+    """ft_distil trains the folder's DiT on its own two-step targets: the exported DiT moves a little from the
+    folder's, the recipe records the step count. Bad values are refused by name, before anything is written."""
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    for bad, message in ((-1, "ft_distil must be an integer >= 0"), (1001, "ft_distil must be 0 .* at most 1000, got 1001"),
+                         (2.5, "ft_distil must be an integer >= 0")):
+        with pytest.raises(ValueError, match=message):
+            train.Recipe(ft_distil=bad)
+    with pytest.raises(ValueError, match="ft_distil needs self_condition false and shape_contrast 0"):
+        train.Recipe(ft_distil=10, shape_contrast=0.5)
+    with pytest.raises(SystemExit):  # a full run has no folder to distil
+        train.main(["--out", str(tmp_path / "full"), "--set", "ft_distil=10"])
+    assert not (tmp_path / "full").exists()
+    out = tmp_path / "distil"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
+                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "ft_lr=0.001", "ft_distil=4"]) == 0
+    old, new = embedded.load_folder(folder), embedded.load_folder(out / "weights")
+    delta = max(float((v - new.dit.state_dict()[k]).abs().max()) for k, v in old.dit.state_dict().items())
+    assert 0 < delta < 0.05
+    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["ft_distil"] == 4
+    losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+              if r.get("stage") == "dit" and "loss" in r]
+    assert losses and all(math.isfinite(x) and x > 0 for x in losses)
+
+
 def test_fine_tune_cache_after_the_pixel_stage_is_the_pixel_label_latent(tmp_path):
     """With ``pixels`` the cache holds `pixel_label_latent` of the same clips (what a folder's decoder was last
     trained on after the pixel-encoder stage), not the layout latent."""
