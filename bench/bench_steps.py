@@ -73,19 +73,21 @@ def main() -> None:
     import sora_nb.backends.embedded as embedded
 
     rows = []
-    for name in args.schedules:
-        sig = schedule(name, shift, args.cut)
-        Fixed.LEVELS = sig
-        embedded.FlowMatchEulerDiscreteScheduler = Fixed  # the backend builds its scheduler from this name
-        passes = sum(2 if guidance_at(backend.guidance_profile, g, s) != 1.0 else 1 for s in sig[:-1])
-        start = time.perf_counter()
-        df = world.evaluate(lambda c, s: gen.generate(c, seed=s, steps=len(sig) - 1, trace=False).frames,
-                            n=args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train")
-        per_clip = (time.perf_counter() - start) / args.clips
-        means = world.summarize(df)
-        rows.append([name, len(sig) - 1, passes, *(f"{means[c]:.3f}" for c in CHECKS), f"{per_clip:.2f}"])
-        print(f"done {name}", flush=True)
-    embedded.FlowMatchEulerDiscreteScheduler = FlowMatchEulerDiscreteScheduler
+    try:
+        for name in args.schedules:
+            sig = schedule(name, shift, args.cut)
+            Fixed.LEVELS = sig
+            embedded.FlowMatchEulerDiscreteScheduler = Fixed  # the backend builds its scheduler from this name
+            passes = sum(2 if guidance_at(backend.guidance_profile, g, s) != 1.0 else 1 for s in sig[:-1])
+            start = time.perf_counter()
+            df = world.evaluate(lambda c, s: gen.generate(c, seed=s, steps=len(sig) - 1, trace=False).frames,
+                                n=args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train")
+            per_clip = (time.perf_counter() - start) / args.clips
+            means = world.summarize(df)
+            rows.append([name, len(sig) - 1, passes, *(f"{means[c]:.3f}" for c in CHECKS), f"{per_clip:.2f}"])
+            print(f"done {name}", flush=True)
+    finally:  # the backend's own scheduler back, whatever happened
+        embedded.FlowMatchEulerDiscreteScheduler = FlowMatchEulerDiscreteScheduler
     print(f"model {gen.name}, {args.clips} train/train prompts (k {args.k}), guidance {g:g}, shift {shift:g}, cut {args.cut:g}")
     print_table(rows, ("schedule", "steps", "DiT passes", *CHECKS, "s/clip"))
 
