@@ -22,17 +22,16 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 import sora_nb
 from _common import parse, parser, print_table
 from sora_nb import world
+from sora_nb.backends import embedded
 from sora_nb.backends.embedded import guidance_at
-from sora_nb.train import step_seed
+from sora_nb.train import distil_grid, step_seed
 
 CHECKS = ("colour", "shape", "motion", "count", "consistency", "overall")
 
 
 def levels(shift: float, steps: int) -> list[float]:
     """The model's ``steps``-step noise levels (ending at 0)."""
-    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    sched.set_timesteps(steps)
-    return sched.sigmas.tolist()
+    return distil_grid(steps, shift)[0].tolist()
 
 
 def schedule(name: str, shift: float, cut: float) -> list[float]:
@@ -70,7 +69,6 @@ def main() -> None:
     backend = gen.backend
     shift = float(backend.scheduler_config["shift"])
     g = gen.limits.default_guidance
-    import sora_nb.backends.embedded as embedded
 
     rows = []
     try:

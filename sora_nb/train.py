@@ -1005,26 +1005,32 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     states = torch.cat([cond[0], uncond[0]])
     masks = torch.cat([cond[1], uncond[1]])
 
-    def guided(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # each grid level's guidance, read off the grid on the host once (no per-row host reads of device tensors)
+    weights = [torch.tensor([embedded.guidance_at(profile, guidance, v) for v in levels.tolist()], device=dev)
+               for levels in (sigmas, mids)]
+    sigmas, mids = sigmas.to(dev), mids.to(dev)
+
+    def guided(x: torch.Tensor, s: torch.Tensor, w: torch.Tensor, rows: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         both = torch.cat([rows, rows + n])  # the rows' prompt and empty-prompt states
         c, u = teacher.predict_x0(torch.cat([x, x]), torch.cat([s, s]) * 1000.0, states[both], masks[both]).float().chunk(2)
-        w = torch.tensor([embedded.guidance_at(profile, guidance, float(v)) for v in s], device=dev).view(view)
-        return u + w * (c - u), c, u
+        return u + w.view(view) * (c - u), c, u
 
     i = torch.randint(len(mids), (n,), generator=g, device=dev)
-    s, s_mid = sigmas.to(dev)[i], mids.to(dev)[i]
-    s_prev = sigmas.to(dev)[(i - 1).clamp(min=0)]
+    s, s_mid = sigmas[i], mids[i]
+    prev = (i - 1).clamp(min=0)
+    s_prev = sigmas[prev]
     chained = (torch.rand(n, generator=g, device=dev) < chain) & (i > 0)
     before = (1 - s_prev.view(view)) * x0 + s_prev.view(view) * torch.randn(x0.shape, generator=g, device=dev)
     start = x0.clone()
     rows = chained.nonzero()[:, 0]
     if len(rows):
-        start[rows] = guided(before[rows], s_prev[rows], rows)[0]
+        start[rows] = guided(before[rows], s_prev[rows], weights[0][prev[rows]], rows)[0]
     everyone = torch.arange(n, device=dev)
     xt = (1 - s.view(view)) * start + s.view(view) * torch.randn(x0.shape, generator=g, device=dev)
-    first = guided(xt, s, everyone)[0]
+    first = guided(xt, s, weights[0][i], everyone)[0]
     x_mid = (1 - s_mid.view(view)) * first + s_mid.view(view) * torch.randn(x0.shape, generator=g, device=dev)
-    _, c, u = guided(x_mid, s_mid, everyone)
+    _, c, u = guided(x_mid, s_mid, weights[1][i], everyone)
     return xt, s, torch.where(said.view(view), c, u)
 
 
