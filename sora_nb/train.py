@@ -166,6 +166,7 @@ class Recipe:
     ft_cache_seeds: tuple[int, ...] = (0, 1)  # its latent cache: the ``cache`` entries drawn with each of these seeds
     ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
     ft_distil: int = 0             # N > 0: distil the folder's 2N-step sampler into N steps instead (`distil_targets`)
+    ft_chain: int = 0              # N > 0: half the rows start from the folder's own N-step sampler (`sampler_inputs`)
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -245,15 +246,21 @@ class Recipe:
                                                                        "sample_guidance_profile")
         for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed"),
                            ("ft_depth", "0: keep the folder's depth, else its DiT's blocks after growing"),
-                           ("ft_distil", "0: a flow-matching fine-tune, else the sampler steps to distil into")):
+                           ("ft_distil", "0: a flow-matching fine-tune, else the sampler steps to distil into"),
+                           ("ft_chain", "0: noisy latents from the clean ones only, else the sampler steps to chain")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
-        if self.ft_distil > 1000:  # the scheduler's own timestep count
-            raise ValueError(f"ft_distil must be 0 (no distillation) or a step count of at most 1000, got {self.ft_distil}")
-        if self.ft_distil and (self.self_condition or self.shape_contrast):
-            raise ValueError("ft_distil needs self_condition false and shape_contrast 0 (the teacher's steps have neither), "
-                             f"got self_condition {self.self_condition!r}, shape_contrast {self.shape_contrast!r}")
+        for name in ("ft_distil", "ft_chain"):
+            value = getattr(self, name)
+            if value > 1000:  # the scheduler's own timestep count
+                raise ValueError(f"{name} must be 0 (off) or a sampler step count of at most 1000, got {value}")
+            if value and (self.self_condition or self.shape_contrast):
+                raise ValueError(f"{name} needs self_condition false and shape_contrast 0 (the folder's sampler steps have "
+                                 f"neither), got self_condition {self.self_condition!r}, shape_contrast {self.shape_contrast!r}")
+        if self.ft_distil and self.ft_chain:
+            raise ValueError(f"ft_distil and ft_chain are two fine-tunes: set one of them, got ft_distil {self.ft_distil}, "
+                             f"ft_chain {self.ft_chain}")
         if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
             raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
@@ -981,43 +988,36 @@ def distil_grid(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     return sigmas, shift * mid / (1.0 + (shift - 1.0) * mid)
 
 
+def _guided_x0(teacher: ShapesDiT, states: torch.Tensor, masks: torch.Tensor, x: torch.Tensor, s: torch.Tensor,
+               w: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's guided x0 for rows ``rows`` of a batch of n (``states``/``masks``: the n prompts' text states,
+    then the n empty prompts'), at levels ``s`` with guidance ``w`` per row: (guided, prompt's, empty prompt's)."""
+    n = len(states) // 2
+    both = torch.cat([rows, rows + n])  # the rows' prompt and empty-prompt states
+    c, u = teacher.predict_x0(torch.cat([x, x]), torch.cat([s, s]) * 1000.0, states[both], masks[both]).float().chunk(2)
+    return u + w.view(-1, 1, 1, 1, 1) * (c - u), c, u
+
+
 @torch.no_grad()
-def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
-                   said: torch.Tensor, x0: torch.Tensor, grid: tuple[torch.Tensor, torch.Tensor], g: torch.Generator,
-                   guidance: float = 1.0, profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5
+def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
+                   x0: torch.Tensor, sigmas: torch.Tensor, g: torch.Generator, guidance: float = 1.0,
+                   profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One batch of step distillation for the stochastic (eta 1) guided sampler: (x_t, sigma, target).
+    """Noisy latents as the stochastic (eta 1) guided sampler meets them: (x_t, sigma, level index per row).
 
-    Each row takes a level ``i`` of the student's grid (`distil_grid`). Its x_t is a clean latent noised to
-    sigma_i: the true ``x0``, or (a ``chain`` share of the rows with a level above them) the teacher's
-    guided estimate from the level before, as x_t is at sampling time. The teacher then takes the two steps
-    its sampler of twice the steps takes from x_t: its guided x0 at sigma_i (``guidance`` with ``profile``,
-    `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and
-    masks), noised afresh to the level halfway, and there its two branches' x0. The target is the prompt's
-    branch for the rows whose caption is ``said``, the empty prompt's for the rest. With eta 1 every step
-    keeps only its x0 estimate, so a student whose branches at sigma_i match these targets, mixed by the same
-    guidance, takes one step where the teacher takes two (Salimans & Ho's progressive distillation, for the
-    stochastic sampler: the student learns the mean over the fresh noise)."""
-    sigmas, mids = grid
-    n = len(x0)
-    dev = x0.device
+    Each row takes a level ``i`` of the sampler's grid ``sigmas`` (`distil_grid`; the last, 0, is never taken).
+    Its x_t is a clean latent noised to sigma_i: the true ``x0``, or, for a ``chain`` share of the rows with a
+    level above them, the teacher's guided estimate from the level before (``guidance`` with ``profile``,
+    `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and masks),
+    as x_t is at sampling time, where each step keeps only its x0 estimate and draws fresh noise."""
+    n, dev = len(x0), x0.device
     view = (-1, 1, 1, 1, 1)
-    states = torch.cat([cond[0], uncond[0]])
-    masks = torch.cat([cond[1], uncond[1]])
-
-    # each grid level's guidance, read off the grid on the host once (no per-row host reads of device tensors)
-    weights = [torch.tensor([embedded.guidance_at(profile, guidance, v) for v in levels.tolist()], device=dev)
-               for levels in (sigmas, mids)]
-    sigmas, mids = sigmas.to(dev), mids.to(dev)
-
-    def guided(x: torch.Tensor, s: torch.Tensor, w: torch.Tensor, rows: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        both = torch.cat([rows, rows + n])  # the rows' prompt and empty-prompt states
-        c, u = teacher.predict_x0(torch.cat([x, x]), torch.cat([s, s]) * 1000.0, states[both], masks[both]).float().chunk(2)
-        return u + w.view(view) * (c - u), c, u
-
-    i = torch.randint(len(mids), (n,), generator=g, device=dev)
-    s, s_mid = sigmas[i], mids[i]
+    states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
+    # each level's guidance, read off the grid on the host once (no per-row host reads of device tensors)
+    weight = torch.tensor([embedded.guidance_at(profile, guidance, v) for v in sigmas.tolist()], device=dev)
+    sigmas = sigmas.to(dev)
+    i = torch.randint(len(sigmas) - 1, (n,), generator=g, device=dev)
+    s = sigmas[i]
     prev = (i - 1).clamp(min=0)
     s_prev = sigmas[prev]
     chained = (torch.rand(n, generator=g, device=dev) < chain) & (i > 0)
@@ -1025,12 +1025,39 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     start = x0.clone()
     rows = chained.nonzero()[:, 0]
     if len(rows):
-        start[rows] = guided(before[rows], s_prev[rows], weights[0][prev[rows]], rows)[0]
-    everyone = torch.arange(n, device=dev)
+        start[rows] = _guided_x0(teacher, states, masks, before[rows], s_prev[rows], weight[prev[rows]], rows)[0]
     xt = (1 - s.view(view)) * start + s.view(view) * torch.randn(x0.shape, generator=g, device=dev)
-    first = guided(xt, s, weights[0][i], everyone)[0]
+    return xt, s, i
+
+
+@torch.no_grad()
+def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
+                   said: torch.Tensor, x0: torch.Tensor, grid: tuple[torch.Tensor, torch.Tensor], g: torch.Generator,
+                   guidance: float = 1.0, profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of step distillation for the stochastic (eta 1) guided sampler: (x_t, sigma, target).
+
+    Each row's x_t is a noisy latent at a level ``i`` of the student's grid (`distil_grid`), as the sampler meets
+    it (`sampler_inputs`, with ``chain``). The teacher then takes the two steps its sampler of twice the steps
+    takes from x_t: its guided x0 at sigma_i (``guidance`` with ``profile``; ``cond`` and ``uncond`` are the
+    prompt's and the empty prompt's text states and masks), noised afresh to the level halfway, and there its
+    two branches' x0. The target is the prompt's branch for the rows whose caption is ``said``, the empty
+    prompt's for the rest. With eta 1 every step keeps only its x0 estimate, so a student whose branches at
+    sigma_i match these targets, mixed by the same guidance, takes one step where the teacher takes two
+    (Salimans & Ho's progressive distillation, for the stochastic sampler: the student learns the mean over
+    the fresh noise)."""
+    sigmas, mids = grid
+    n, dev = len(x0), x0.device
+    view = (-1, 1, 1, 1, 1)
+    states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
+    xt, s, i = sampler_inputs(teacher, cond, uncond, x0, sigmas, g, guidance, profile, chain)
+    weights = [torch.tensor([embedded.guidance_at(profile, guidance, v) for v in levels.tolist()], device=dev)
+               for levels in (sigmas, mids)]
+    s_mid = mids.to(dev)[i]
+    everyone = torch.arange(n, device=dev)
+    first = _guided_x0(teacher, states, masks, xt, s, weights[0][i], everyone)[0]
     x_mid = (1 - s_mid.view(view)) * first + s_mid.view(view) * torch.randn(x0.shape, generator=g, device=dev)
-    _, c, u = guided(x_mid, s_mid, weights[1][i], everyone)
+    _, c, u = _guided_x0(teacher, states, masks, x_mid, s_mid, weights[1][i], everyone)
     return xt, s, torch.where(said.view(view), c, u)
 
 
@@ -1061,13 +1088,14 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     device = torch.device(recipe.device)
     dit.to(device); text.encoder.to(device); probe.to(device)
     teacher = None
-    if recipe.ft_distil:  # the folder's networks as they are now, frozen: the sampler to distil
+    if recipe.ft_distil or recipe.ft_chain:  # the folder's networks as they are now, frozen: its sampler
+        name = "ft_distil" if recipe.ft_distil else "ft_chain"
         if not recipe.init_from:
-            raise ValueError("ft_distil distils a finished folder's DiT: it needs init_from (--rescore WEIGHTS --tune-dit)")
+            raise ValueError(f"{name} reads a finished folder's sampler: it needs init_from (--rescore WEIGHTS --tune-dit)")
         # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
         guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
         teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance)
-        grid = distil_grid(recipe.ft_distil, recipe.sample_shift)
+        grid = distil_grid(recipe.ft_distil or recipe.ft_chain, recipe.sample_shift)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
@@ -1131,15 +1159,20 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         # noise levels: half logit-normal (mid levels, where the image forms), half uniform so the
         # levels near 1 that sampling starts from are trained too
         n = recipe.dit_batch
-        if teacher is not None:  # the target is the teacher's two guided steps, not the clean latent
+        if teacher is not None:  # the teacher's sampler makes x_t (ft_chain), and the target too (ft_distil)
             full = int(max(lengths[idx].max(), lengths[-1]))  # every row's prompt, said or not, and the empty one
             ids_c, mask_c = ids[idx_d, :full], tmask[idx_d, :full]
             ids_u, mask_u = ids[-1:, :full].expand(n, -1), tmask[-1:, :full].expand(n, -1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
                 t_states = teacher[1](input_ids=torch.cat([ids_c, ids_u]),
                                       attention_mask=torch.cat([mask_c, mask_u])).last_hidden_state
-                xt, sigma, x0 = distil_targets(teacher[0], (t_states[:n], mask_c), (t_states[n:], mask_u), said_d[:, 0],
-                                               x0, grid, g, teacher[2], recipe.sample_guidance_profile)
+                cond, uncond = (t_states[:n], mask_c), (t_states[n:], mask_u)
+                if recipe.ft_distil:
+                    xt, sigma, x0 = distil_targets(teacher[0], cond, uncond, said_d[:, 0], x0, grid, g, teacher[2],
+                                                   recipe.sample_guidance_profile)
+                else:  # the target stays the clean latent: the model learns to mend its own sampler's estimates
+                    xt, sigma, _ = sampler_inputs(teacher[0], cond, uncond, x0, grid[0], g, teacher[2],
+                                                  recipe.sample_guidance_profile)
         else:
             sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
                                 torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),
@@ -1216,7 +1249,9 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     last trained on). ``ft_depth`` above the folder's depth first grows the DiT (`ShapesDiT.grown`: new blocks
     that start as the identity). ``ft_distil`` N > 0 trains on the folder's own sampler instead of the clean latents:
     the targets are its two guided steps of the 2N-step sampler (`distil_targets`), so that N steps of the result
-    do what 2N of the folder's do. Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
+    do what 2N of the folder's do. ``ft_chain`` N > 0 keeps the clean latents as targets but draws each row's noisy
+    latent at a level of the folder's N-step sampler, half of them from its own guided estimate one level up
+    (`sampler_inputs`): the inputs the DiT meets when it samples, not only noised true clips. Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
     depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     for seed in recipe.ft_cache_seeds:
@@ -1458,7 +1493,7 @@ def main(argv: list[str] | None = None) -> int:
                         "decoder alone for the recipe's dec_steps (e.g. --set dec_steps=900); the latent is unchanged")
     parser.add_argument("--tune-dit", action="store_true", help="with --rescore: fine-tune the folder's DiT and text "
                         "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache; with ft_distil=N, "
-                        "distil its 2N-step sampler into N steps instead")
+                        "distil its 2N-step sampler into N steps instead; with ft_chain=N, train on its N-step sampler's inputs")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
     for item in args.set:
@@ -1475,8 +1510,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     recipe = Recipe(seed=args.seed, **overrides)
-    if recipe.ft_distil and not recipe.init_from:
-        parser.error("ft_distil distils a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set ft_distil=N")
+    for name in ("ft_distil", "ft_chain"):
+        if getattr(recipe, name) and not recipe.init_from:
+            parser.error(f"{name} reads a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set {name}=N")
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         torch.empty(0, device=recipe.device)
     except (RuntimeError, AssertionError) as e:

@@ -451,28 +451,69 @@ def test_distil_targets_are_the_teachers_two_guided_steps():
     assert bool(top.any() and (~top).any()) and torch.allclose(xt.mean(dim=(1, 2, 3, 4)), want, atol=0.8)
 
 
-def test_dit_fine_tune_can_distil_the_sampler(tiny_run, tmp_path):
-    """ft_distil trains the folder's DiT on its own two-step targets: the exported DiT moves a little from the
-    folder's, the recipe records the step count. Bad values are refused by name, before anything is written."""
+def test_sampler_inputs_are_noised_clean_latents_or_the_teachers_estimate_one_level_up():
+    """Rows take the sampler's levels above 0. Unchained, x_t is the clean latent noised there; chained (every row
+    below the top level, with chain 1), it is the teacher's guided estimate at the level before, noised, with the
+    guidance the profile gives that level. distil_targets starts from the same rows. Same generator, same batch."""
+    sigmas, mids = train.distil_grid(5, 3.0)
+    n = 400
+    x0 = torch.full((n, 2, 1, 4, 4), 10.0)
+    cond = (torch.ones(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    uncond = (torch.zeros(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    profile = ((0.5, 1.0), (0.0, 0.0))
+    teacher = HalfTeacher()
+    xt, s, level = train.sampler_inputs(teacher, cond, uncond, x0, sigmas, torch.Generator().manual_seed(0), 3.0,
+                                        profile, chain=0.0)
+    assert not teacher.levels  # nothing chained: the teacher is not asked
+    assert torch.equal(sigmas[level], s) and sorted(set(level.tolist())) == [0, 1, 2, 3, 4]
+    v = (-1, 1, 1, 1, 1)
+    noise = (xt - (1 - s.view(v)) * x0) / s.view(v)
+    assert abs(float(noise.mean())) < 0.03 and abs(float(noise.std()) - 1) < 0.03
+    teacher = HalfTeacher()
+    xt, s, level = train.sampler_inputs(teacher, cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
+                                        profile, chain=1.0)
+    top = level == 0
+    s_prev = sigmas[(level - 1).clamp(min=0)]
+    assert len(teacher.levels) == 1 and torch.equal(teacher.levels[0], torch.cat([s_prev[~top]] * 2))
+    w_prev = torch.where(s_prev > 0.5, 3.0, 1.0)  # prompt branch 0.5 x + 1, empty 0.5 x: guided 0.5 x + w
+    want = torch.where(top, (1 - s) * 10.0, (1 - s) * (0.5 * (1 - s_prev) * 10.0 + w_prev))
+    assert bool(top.any() and (~top).any()) and torch.allclose(xt.mean(dim=(1, 2, 3, 4)), want, atol=0.8)
+    assert not torch.allclose(want, (1 - s) * 10.0, atol=0.8)  # the chained rows are not the clean latent's
+    again = train.sampler_inputs(HalfTeacher(), cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
+                                 profile, chain=1.0)
+    assert all(torch.equal(a, b) for a, b in zip((xt, s, level), again))
+    said = torch.arange(n) % 3 > 0
+    xt_d, s_d, _ = train.distil_targets(HalfTeacher(), cond, uncond, said, x0, (sigmas, mids),
+                                        torch.Generator().manual_seed(1), 3.0, profile, chain=1.0)
+    assert torch.equal(xt_d, xt) and torch.equal(s_d, s)
+
+
+@pytest.mark.parametrize("name", ["ft_distil", "ft_chain"])
+def test_dit_fine_tune_on_the_folders_own_sampler(tiny_run, tmp_path, name):
+    """ft_distil trains the folder's DiT on its own two-step targets, ft_chain on its own sampler's inputs: the
+    exported DiT moves a little from the folder's, the recipe records the step count. Bad values are refused by
+    name, before anything is written."""
     from sora_nb.backends import embedded
 
     folder = tiny_run / "weights"
-    for bad, message in ((-1, "ft_distil must be an integer >= 0"), (1001, "ft_distil must be 0 .* at most 1000, got 1001"),
-                         (2.5, "ft_distil must be an integer >= 0")):
+    for bad, message in ((-1, f"{name} must be an integer >= 0"), (1001, f"{name} must be 0 .* at most 1000, got 1001"),
+                         (2.5, f"{name} must be an integer >= 0")):
         with pytest.raises(ValueError, match=message):
-            train.Recipe(ft_distil=bad)
-    with pytest.raises(ValueError, match="ft_distil needs self_condition false and shape_contrast 0"):
-        train.Recipe(ft_distil=10, shape_contrast=0.5)
-    with pytest.raises(SystemExit):  # a full run has no folder to distil
-        train.main(["--out", str(tmp_path / "full"), "--set", "ft_distil=10"])
+            train.Recipe(**{name: bad})
+    with pytest.raises(ValueError, match=f"{name} needs self_condition false and shape_contrast 0"):
+        train.Recipe(**{name: 10, "shape_contrast": 0.5})
+    with pytest.raises(ValueError, match="ft_distil and ft_chain are two fine-tunes: set one of them"):
+        train.Recipe(ft_distil=10, ft_chain=10)
+    with pytest.raises(SystemExit):  # a full run has no folder whose sampler to read
+        train.main(["--out", str(tmp_path / "full"), "--set", f"{name}=10"])
     assert not (tmp_path / "full").exists()
-    out = tmp_path / "distil"
+    out = tmp_path / "tuned"
     assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
-                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "ft_lr=0.001", "ft_distil=4"]) == 0
+                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "ft_lr=0.001", f"{name}=4"]) == 0
     old, new = embedded.load_folder(folder), embedded.load_folder(out / "weights")
     delta = max(float((v - new.dit.state_dict()[k]).abs().max()) for k, v in old.dit.state_dict().items())
     assert 0 < delta < 0.05
-    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["ft_distil"] == 4
+    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"][name] == 4
     losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
               if r.get("stage") == "dit" and "loss" in r]
     assert losses and all(math.isfinite(x) and x > 0 for x in losses)
