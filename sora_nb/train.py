@@ -988,6 +988,13 @@ def distil_grid(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     return sigmas, shift * mid / (1.0 + (shift - 1.0) * mid)
 
 
+def _level_guidance(levels: torch.Tensor, guidance: float, profile: tuple[tuple[float, float], ...],
+                    device: torch.device) -> torch.Tensor:
+    """The guidance of each noise level in ``levels`` (`embedded.guidance_at`), read on the host once and moved
+    to ``device`` (no per-row host reads of device tensors)."""
+    return torch.tensor([embedded.guidance_at(profile, guidance, v) for v in levels.tolist()], device=device)
+
+
 def _guided_x0(teacher: ShapesDiT, states: torch.Tensor, masks: torch.Tensor, x: torch.Tensor, s: torch.Tensor,
                w: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The teacher's guided x0 for rows ``rows`` of a batch of n (``states``/``masks``: the n prompts' text states,
@@ -1013,8 +1020,7 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     n, dev = len(x0), x0.device
     view = (-1, 1, 1, 1, 1)
     states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
-    # each level's guidance, read off the grid on the host once (no per-row host reads of device tensors)
-    weight = torch.tensor([embedded.guidance_at(profile, guidance, v) for v in sigmas.tolist()], device=dev)
+    weight = _level_guidance(sigmas, guidance, profile, dev)
     sigmas = sigmas.to(dev)
     i = torch.randint(len(sigmas) - 1, (n,), generator=g, device=dev)
     s = sigmas[i]
@@ -1051,8 +1057,7 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     view = (-1, 1, 1, 1, 1)
     states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
     xt, s, i = sampler_inputs(teacher, cond, uncond, x0, sigmas, g, guidance, profile, chain)
-    weights = [torch.tensor([embedded.guidance_at(profile, guidance, v) for v in levels.tolist()], device=dev)
-               for levels in (sigmas, mids)]
+    weights = [_level_guidance(levels, guidance, profile, dev) for levels in (sigmas, mids)]
     s_mid = mids.to(dev)[i]
     everyone = torch.arange(n, device=dev)
     first = _guided_x0(teacher, states, masks, xt, s, weights[0][i], everyone)[0]
