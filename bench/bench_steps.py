@@ -10,6 +10,7 @@ high, where the shipped model's guidance profile guides); ``B`` the reverse. Eac
 same ``--clips`` train-split prompts (evaluation seed ``step_seed(0, "eval", k)``; k 0 is the model
 card's sample) at the model's default guidance, and the table gives every evaluator check, the share
 of clips that pass them all, the DiT passes per clip (two where guidance is on) and the seconds per clip.
+A second table splits that share by the prompt's object count (the clips of each count in brackets).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> None:
     shift = float(backend.scheduler_config["shift"])
     g = gen.limits.default_guidance
 
-    rows = []
+    rows, by_count = [], []
     try:
         for name in args.schedules:
             sig = schedule(name, shift, args.cut)
@@ -83,11 +84,15 @@ def main() -> None:
             per_clip = (time.perf_counter() - start) / args.clips
             means = world.summarize(df)
             rows.append([name, len(sig) - 1, passes, *(f"{means[c]:.3f}" for c in CHECKS), f"{per_clip:.2f}"])
+            groups = df.groupby("n_objects")["overall"]
+            by_count.append([name, *(f"{m:.3f} ({n})" for m, n in zip(groups.mean(), groups.size()))])
             print(f"done {name}", flush=True)
     finally:  # the backend's own scheduler back, whatever happened
         embedded.FlowMatchEulerDiscreteScheduler = FlowMatchEulerDiscreteScheduler
     print(f"model {gen.name}, {args.clips} train/train prompts (k {args.k}), guidance {g:g}, shift {shift:g}, cut {args.cut:g}")
     print_table(rows, ("schedule", "steps", "DiT passes", *CHECKS, "s/clip"))
+    print("\nevery check at once, by the prompt's object count (clips)")
+    print_table(by_count, ("schedule", *(f"{n} object{'s' if n > 1 else ''}" for n in sorted(int(v) for v in df["n_objects"].unique()))))
 
 
 if __name__ == "__main__":

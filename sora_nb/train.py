@@ -84,7 +84,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -167,6 +167,8 @@ class Recipe:
     ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
     ft_distil: int = 0             # N > 0: distil the folder's 2N-step sampler into N steps instead (`distil_targets`)
     ft_chain: int = 0              # N > 0: half the rows start from the folder's own N-step sampler (`sampler_inputs`)
+    count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
+                                   # these relative weights (`clip_weights`; equal: every clip alike, as before)
     text_width: int = 128
     text_layers: int = 2
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
@@ -261,6 +263,13 @@ class Recipe:
         if self.ft_distil and self.ft_chain:
             raise ValueError(f"ft_distil and ft_chain are two fine-tunes: set one of them, got ft_distil {self.ft_distil}, "
                              f"ft_chain {self.ft_chain}")
+        weights = self.count_weights
+        if (not isinstance(weights, (list, tuple)) or len(weights) != spec.MAX_OBJECTS
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                           for w in weights) or not any(weights)):
+            raise ValueError(f"count_weights must be {spec.MAX_OBJECTS} finite numbers >= 0, not all 0 (the relative "
+                             f"weights of clips with 1 to {spec.MAX_OBJECTS} objects), got {weights!r}")
+        self.count_weights = tuple(float(w) for w in weights)
         if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
             raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
@@ -834,6 +843,35 @@ def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[s
             {k: v.to(device) for k, v in targets.items()}, tokens["attention_mask"].sum(1).numpy())
 
 
+def clip_weights(captions: Sequence[str], count_weights: Sequence[float]) -> np.ndarray:
+    """Each caption's draw weight in the DiT stage: ``count_weights[n - 1]`` for a caption of n objects."""
+    table = np.asarray(count_weights, dtype=np.float64)
+    counts = np.array([len(language.parse(c).objects) for c in captions])  # 1 .. MAX_OBJECTS
+    return table[np.clip(counts, 1, len(table)) - 1]
+
+
+def batch_draw(cache: dict[str, Any], count_weights: Sequence[float]) -> Callable[[np.random.Generator, int], tuple[str, np.ndarray]]:
+    """The DiT stage's draw of a batch: ``draw(rng, n) -> (bucket key, n clip indices)``, a bucket (one
+    latent shape) first, then n of its clips. With equal ``count_weights`` every cached clip is alike: the
+    bucket by its clip count, its clips uniformly. Otherwise a clip of k objects weighs ``count_weights[k - 1]``
+    (`clip_weights`): the bucket by its clips' summed weight, its clips by theirs."""
+    keys = sorted(cache["buckets"])
+    if len(set(count_weights)) == 1:
+        clip_p = {k: None for k in keys}  # uniform within the bucket
+        sums = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
+    else:
+        clip_p = {k: clip_weights(cache["buckets"][k][1], count_weights) for k in keys}
+        sums = np.array([clip_p[k].sum() for k in keys])
+        clip_p = {k: w / w.sum() if w.sum() > 0 else None for k, w in clip_p.items()}  # a bucket of weight 0 is never drawn
+    bucket_p = sums / sums.sum()
+
+    def draw(rng: np.random.Generator, n: int) -> tuple[str, np.ndarray]:
+        key = keys[rng.choice(len(keys), p=bucket_p)]
+        size = len(cache["buckets"][key][1])
+        return key, rng.integers(0, size, n) if clip_p[key] is None else rng.choice(size, n, p=clip_p[key])
+    return draw
+
+
 _WORD_SHAPE = {w: shape for words in (language.SHAPE_WORDS, language.HELDOUT_SHAPE_WORDS)
                for shape, ws in words.items() for w in ws}
 _SHAPE_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _WORD_SHAPE), key=len, reverse=True)) + r")\b")
@@ -1116,9 +1154,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         state = json.loads((ckpt / "state.json").read_text())
         start, recipe.dit_steps = state["step"], state.get("dit_steps", recipe.dit_steps)
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1, 1) for v in latent_stats(cache, recipe.latent_norm))
-    keys = sorted(cache["buckets"])
-    weights = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
-    weights /= weights.sum()
+    draw = batch_draw(cache, recipe.count_weights)
     on_device = {k: lat.to(device) for k, (lat, _) in cache["buckets"].items()}
     # every cached caption tokenised and parsed once: the loop only indexes tensors (no per-step
     # tokenising or parsing on the host, which on a GPU costs more than the step's arithmetic)
@@ -1142,9 +1178,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
             t_pace = time.perf_counter()
         rng = np.random.default_rng(step_seed(recipe.seed, "dit", step))
         g = torch.Generator(device).manual_seed(step_seed(recipe.seed, "dit", step))
-        key = keys[rng.choice(len(keys), p=weights)]
+        key, idx = draw(rng, recipe.dit_batch)
         latents, (ids, tmask, targets, lengths) = on_device[key], captions_on_device[key]
-        idx = rng.integers(0, len(ids) - 1, recipe.dit_batch)
         said = rng.random(recipe.dit_batch) >= recipe.caption_dropout  # dropped captions become ""
         length = int(max(lengths[idx][said].max(initial=0), lengths[-1]))  # the batch's longest prompt
         nc = recipe.dit_batch // 2 if recipe.shape_contrast else 0  # rows also shown a wrong shape word

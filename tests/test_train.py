@@ -1074,3 +1074,61 @@ def test_a_fine_tune_starts_from_a_weights_folder_with_the_shape_contrast(tmp_pa
                         tmp_path / "bad", world, cache)
     with pytest.raises(ValueError, match="init_from must be a weights folder"):
         train.Recipe(init_from=str(tmp_path / "nothing"))
+
+
+def _count_cache():
+    """Two buckets of real captions from the world's sampler, with each caption's object count."""
+    from sora_nb import world
+
+    clips = list(world.sample(60, seed=5, split="train", phrasing="train", duration=2.0, size=(64, 64), fps=8,
+                              max_objects=3))
+    captions = [c.caption for c in clips]
+    counts = np.array([len(c.labels.objects) for c in clips])
+    assert set(counts) == {1, 2, 3}
+    cache = {"buckets": {"a": (None, captions[:40]), "b": (None, captions[40:])}}
+    return cache, {"a": counts[:40], "b": counts[40:]}
+
+
+def test_clip_weights_follow_each_captions_object_count():
+    cache, counts = _count_cache()
+    w = train.clip_weights(cache["buckets"]["a"][1], (1.0, 2.5, 7.0))
+    np.testing.assert_array_equal(w, np.array([1.0, 2.5, 7.0])[counts["a"] - 1])
+
+
+def test_equal_count_weights_draw_as_the_uniform_draw_did():
+    """Equal weights keep the stage's batches bit for bit: a bucket by its clip count, then its clips uniformly."""
+    cache, _ = _count_cache()
+    draw = train.batch_draw(cache, (1.0, 1.0, 1.0))
+    keys, sizes = ["a", "b"], np.array([40.0, 20.0])
+    for step in range(30):
+        rng, ref = np.random.default_rng(step), np.random.default_rng(step)
+        key, idx = draw(rng, 8)
+        want_key = keys[ref.choice(2, p=sizes / sizes.sum())]
+        want_idx = ref.integers(0, len(cache["buckets"][want_key][1]), 8)
+        assert key == want_key
+        np.testing.assert_array_equal(idx, want_idx)
+
+
+def test_count_weights_set_how_often_each_object_count_is_drawn():
+    cache, counts = _count_cache()
+    only3 = train.batch_draw(cache, (0.0, 0.0, 1.0))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        key, idx = only3(rng, 16)
+        assert (counts[key][idx] == 3).all()
+    weights = np.array([1.0, 2.0, 3.0])
+    draw = train.batch_draw(cache, tuple(weights))
+    seen = np.zeros(3)
+    for _ in range(3000):
+        key, idx = draw(rng, 16)
+        seen += np.bincount(counts[key][idx] - 1, minlength=3)
+    every = np.concatenate([counts["a"], counts["b"]])
+    want = weights * np.bincount(every - 1, minlength=3)  # each count's share of the summed clip weights
+    np.testing.assert_allclose(seen / seen.sum(), want / want.sum(), atol=0.01)
+
+
+@pytest.mark.parametrize("value", [(1.0, 2.0), (1.0, 2.0, float("nan")), (0.0, 0.0, 0.0), (1.0, -1.0, 1.0),
+                                   (1.0, True, 1.0), "1,2,3"])
+def test_bad_count_weights_are_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"count_weights must be 3 finite numbers >= 0, not all 0"):
+        train.Recipe(count_weights=value)
