@@ -55,6 +55,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    (train), 0.275 to 0.345 and 0.31 to 0.365 (held out), motion from 0.72 to 0.78 (bench/RESULTS.md, eighteenth
    session). ``ft_depth`` grows the DiT first (`ShapesDiT.grown`): the same 4000 steps on the same batches at
    depth 9 instead of 6 gave the same loss (within 2% after step 1000) and the same scores (nineteenth session).
+   ``count_weights`` (equal: off) draws the cached clips by their object count (`batch_draw`): drawing two- and
+   three-object clips 1.2x and 1.8x as often (weights 1/2/3) in an ``ft_chain`` fine-tune left every check within
+   noise, and those prompts did no better (twenty-third session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. The latent cache, the decoder and the DiT
