@@ -14,7 +14,13 @@ trained on one. An autoencoder trained with the recipe's ``shape_channels`` (and
 given its latent as the DiT saw it in training (`sora_nb.train.training_latent`): read from a weights folder's
 recorded recipe, or set with ``--shape-channels`` / ``--shape-layout`` for ``--vae``. An autoencoder
 whose encoder was then trained on the true frames (the recipe's ``pix_steps``: a weights folder from such a
-run, or ``--vae`` a run's ``pix_final``) encodes the clip's own frames, with no labels.
+run, or ``--vae`` a run's ``pix_final``) encodes the clip's own frames, with no labels. A third table
+takes the held-out combinations' round trip object by object (`world.evaluator.per_object`): each held-out
+pair (a colour-shape or shape-motion pair no training clip has) against the clips' other objects, since a
+decoder that learned which shapes move how from the training clips can draw an unseen pair wrong.
+``--generated`` (with a weights folder or the shipped model) adds the same table for the model's own clips
+of those prompts (default settings, each prompt's seed), so the DiT's and the autoencoder's share of a
+held-out pair's failures can be told apart.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+import sora_nb
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
 from sora_nb.train import step_seed, training_latent
-from sora_nb.world import evaluator
+from sora_nb.world import evaluator, spec
+from sora_nb.world.language import parse as parse_caption
+from sora_nb.world.vision import analyse
 
 DIMS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "overall")
 SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
@@ -52,6 +61,7 @@ def main() -> None:
     p.add_argument("--shape-channels", action="store_true", help="with --vae: trained with shape_channels")
     p.add_argument("--shape-layout", action="store_true", help="with --vae: trained with shape_layout")
     p.add_argument("--shape-angle", action="store_true", help="with --vae: trained with shape_angle")
+    p.add_argument("--generated", action="store_true", help="also the model's own clips of the held-out combinations")
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
@@ -67,16 +77,24 @@ def main() -> None:
         args.shape_channels = bool(recipe.get("shape_channels", False)) and not pixels
         args.shape_layout = bool(recipe.get("shape_layout", False)) and not pixels
         args.shape_angle = bool(recipe.get("shape_angle", False)) and not pixels
+    if args.generated and args.vae:
+        p.error("--generated needs a whole model (--weights or the shipped one), not --vae")
     if args.shape_layout and not args.shape_channels:
         p.error("--shape-layout goes with --shape-channels (as the recipe's shape_layout needs shape_channels)")
     if args.shape_angle and not args.shape_layout:
         p.error("--shape-angle goes with --shape-layout (as the recipe's shape_angle needs shape_layout)")
     how = dict(shape_channels=args.shape_channels, shape_layout=args.shape_layout, shape_angle=args.shape_angle)
-    rows, by_kind = [], []
+    rows, by_kind, by_pair, by_pair_gen = [], [], {}, {}
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
         oracle = pd.DataFrame([evaluator.score(c.frames, c.caption) for c in clips])
-        trip = pd.DataFrame([evaluator.score(round_trip(vae, c, **how), c.caption) for c in clips])
+        frames = [round_trip(vae, c, **how) for c in clips]
+        trip = pd.DataFrame([evaluator.score(f, c.caption) for f, c in zip(frames, clips)])
+        if split == "heldout":
+            tally_pairs(by_pair, clips, frames)
+            if args.generated:
+                gen = sora_nb.load(args.weights) if args.weights else sora_nb.load()
+                tally_pairs(by_pair_gen, clips, [gen.generate(c.caption, seed=c.seed, trace=False).frames for c in clips])
         for name, df in (("rendering (oracle)", oracle), ("autoencoder round trip", trip)):
             s = df.mean(numeric_only=True)
             rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])
@@ -92,6 +110,32 @@ def main() -> None:
     print_table(rows, ("split / phrasing", "frames scored", *DIMS))
     print()
     print_table(by_kind, ("split / phrasing", "round-trip clips with", "clips", "overall"))
+    for name, pairs in (("the round trip", by_pair), ("the model's own clips", by_pair_gen)):
+        if pairs:
+            print(f"\nheld-out combinations, {name} per asked object: its held-out pair, or another object")
+            table = [[pair, str(len(res)), *(f"{np.mean([r[k] for r in res if r[k] is not None]):.3f}" for k in PER_OBJECT)]
+                     for pair, res in sorted(pairs.items(), key=lambda kv: (kv[0] == "other", kv[0]))]
+            print_table(table, ("object", "objects", *(f"{k} right" if k in ("colour", "shape", "motion") else k
+                                                       for k in PER_OBJECT)))
+
+
+PER_OBJECT = ("tracked", "colour", "shape", "motion", "consistent")
+
+
+def tally_pairs(by_pair: dict, clips: list, frames: list) -> None:
+    """Add each asked object's `evaluator.per_object` result to ``by_pair`` under its `held_out_pair`."""
+    for f, c in zip(frames, clips):
+        for lab, res in zip(c.labels.objects, evaluator.per_object(analyse(f), parse_caption(c.caption))):
+            by_pair.setdefault(held_out_pair(lab), []).append(res)
+
+
+def held_out_pair(obj: spec.ObjectLabel) -> str:
+    """The object's held-out combination ("square + bounce"), or "other"."""
+    if (obj.colour, obj.shape) in spec.HELDOUT_COLOUR_SHAPE:
+        return f"{obj.colour} + {obj.shape}"
+    if (obj.shape, obj.motion) in spec.HELDOUT_SHAPE_MOTION:
+        return f"{obj.shape} + {obj.motion}"
+    return "other"
 
 
 if __name__ == "__main__":

@@ -252,3 +252,27 @@ def test_evaluate_and_summarize():
 
     blank = world.evaluate(lambda caption, seed: Out(np.zeros((16, 64, 64, 3), np.float32)), n=5, seed=0)
     assert (blank["overall"] == 0).all() and (blank["count"] == 0).all()
+
+
+def test_per_object_results_add_up_to_judges_shares():
+    """`per_object` is `judge` object by object: its shares are judge's colour, shape, motion and consistency."""
+    from sora_nb.world import analyse, evaluator, parse, sample
+
+    seen, failed = 0, 0
+    for clip in sample(12, seed=4, split="train", phrasing="train"):
+        frames = clip.frames.copy()
+        if seen % 2:  # half the clips with an object's later frames blanked, so some objects fail
+            frames[8:, :, :32] = frames[0, 0, 0]
+        seen += 1
+        scene, want = analyse(frames), parse(clip.caption)
+        rows, res = evaluator.per_object(scene, want), evaluator.judge(scene, want)
+        assert len(rows) == len(want.objects)
+        failed += sum(not r["consistent"] for r in rows)
+        for key in ("colour", "shape", "motion", "consistent"):
+            asked = [r[key] for r in rows if r[key] is not None]
+            want_share = res["consistency" if key == "consistent" else key]
+            if asked:
+                assert np.mean(asked) == pytest.approx(want_share)
+            else:
+                assert np.isnan(want_share)
+    assert failed > 0  # the blanked clips give the comparison objects that fail

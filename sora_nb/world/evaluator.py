@@ -54,6 +54,18 @@ def judge(scene: Scene, want: spec.Labels) -> dict:
     return res
 
 
+def per_object(scene: Scene, want: spec.Labels) -> list[dict]:
+    """What `judge` decides for each asked object, as one dict per object (in the caption's order):
+    ``tracked`` and, as booleans, ``colour``, ``shape``, ``motion`` (None where the caption does not
+    ask for it) and ``consistent``; the same matching of tracks to objects as `judge`."""
+    match = _match(want.objects, scene.tracks[:MAX_TRACKS])
+    return [{"tracked": tr is not None,
+             "colour": (tr is not None and tr.colour == o.colour) if o.colour else None,
+             "shape": tr is not None and tr.shape == o.shape,
+             "motion": (tr is not None and _motion_ok(o, tr)) if o.motion else None,
+             "consistent": tr is not None and consistent(tr, scene)} for o, tr in zip(want.objects, match)]
+
+
 def _share(oks: list) -> float:
     """Fraction of True, NaN for an empty list."""
     return float(np.mean(oks)) if oks else math.nan
