@@ -88,13 +88,14 @@ def main() -> None:
     for split, phrasing in SPLITS:
         clips = list(world.sample(args.clips, seed=args.seed, split=split, phrasing=phrasing))
         oracle = pd.DataFrame([evaluator.score(c.frames, c.caption) for c in clips])
-        frames = [round_trip(vae, c, **how) for c in clips]
-        trip = pd.DataFrame([evaluator.score(f, c.caption) for f, c in zip(frames, clips)])
+        scenes = [analyse(round_trip(vae, c, **how)) for c in clips]
+        trip = pd.DataFrame([evaluator.judge(scene, parse_caption(c.caption)) for scene, c in zip(scenes, clips)])
         if split == "heldout":
-            tally_pairs(by_pair, clips, frames)
+            tally_pairs(by_pair, clips, scenes)
             if args.generated:
                 gen = sora_nb.load(args.weights) if args.weights else sora_nb.load()
-                tally_pairs(by_pair_gen, clips, [gen.generate(c.caption, seed=c.seed, trace=False).frames for c in clips])
+                tally_pairs(by_pair_gen, clips, [analyse(gen.generate(c.caption, seed=c.seed, trace=False).frames)
+                                                 for c in clips])
         for name, df in (("rendering (oracle)", oracle), ("autoencoder round trip", trip)):
             s = df.mean(numeric_only=True)
             rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])
@@ -122,10 +123,11 @@ def main() -> None:
 PER_OBJECT = ("tracked", "colour", "shape", "motion", "consistent")
 
 
-def tally_pairs(by_pair: dict, clips: list, frames: list) -> None:
-    """Add each asked object's `evaluator.per_object` result to ``by_pair`` under its `held_out_pair`."""
-    for f, c in zip(frames, clips):
-        for lab, res in zip(c.labels.objects, evaluator.per_object(analyse(f), parse_caption(c.caption))):
+def tally_pairs(by_pair: dict, clips: list, scenes: list) -> None:
+    """Add each asked object's `evaluator.per_object` result (of the clip's analysed frames, ``scenes``) to
+    ``by_pair`` under its `held_out_pair`."""
+    for scene, c in zip(scenes, clips):
+        for lab, res in zip(c.labels.objects, evaluator.per_object(scene, parse_caption(c.caption))):
             by_pair.setdefault(held_out_pair(lab), []).append(res)
 
 

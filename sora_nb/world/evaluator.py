@@ -34,19 +34,20 @@ def score(frames, caption: str) -> dict:
 
 def judge(scene: Scene, want: spec.Labels) -> dict:
     """Scores of what was seen (a Scene) against what was asked (parsed Labels)."""
-    objs = want.objects
-    tracks = scene.tracks[:MAX_TRACKS]
-    match = _match(objs, tracks)
-    pairs = list(zip(objs, match))
+    objects = per_object(scene, want)
+
+    def share(key: str) -> float:
+        return _share([o[key] for o in objects if o[key] is not None])
+
     res = {
-        "colour": _share([tr is not None and tr.colour == o.colour for o, tr in pairs if o.colour]),
-        "shape": _share([tr is not None and tr.shape == o.shape for o, tr in pairs]),
-        "size": _share([tr is not None and tr.size == o.size for o, tr in pairs if o.size]),
-        "motion": _share([tr is not None and _motion_ok(o, tr) for o, tr in pairs if o.motion]),
-        "count": float(len(scene.tracks) == len(objs)),
-        "consistency": _share([tr is not None and consistent(tr, scene) for o, tr in pairs]),
-        "smoothness": _share([tr is not None and smooth(tr, scene, o.motion) for o, tr in pairs]),
-        "permanence": _share([tr is not None and permanent(tr, scene, o.motion) for o, tr in pairs if o.occluded]),
+        "colour": share("colour"),
+        "shape": share("shape"),
+        "size": share("size"),
+        "motion": share("motion"),
+        "count": float(len(scene.tracks) == len(want.objects)),
+        "consistency": share("consistent"),
+        "smoothness": share("smooth"),
+        "permanence": share("permanent"),
         "background": float(scene.background == want.background) if want.background else math.nan,
     }
     asked = [v for v in res.values() if not math.isnan(v)]
@@ -56,14 +57,19 @@ def judge(scene: Scene, want: spec.Labels) -> dict:
 
 def per_object(scene: Scene, want: spec.Labels) -> list[dict]:
     """What `judge` decides for each asked object, as one dict per object (in the caption's order):
-    ``tracked`` and, as booleans, ``colour``, ``shape``, ``motion`` (None where the caption does not
-    ask for it) and ``consistent``; the same matching of tracks to objects as `judge`."""
+    ``tracked`` and, as booleans, ``colour``, ``shape``, ``size``, ``motion``, ``consistent``, ``smooth``
+    and ``permanent`` (None where the caption does not ask for it: colour, size, motion, and permanence
+    of an object that does not pass behind the bar). `judge`'s object scores are their shares."""
     match = _match(want.objects, scene.tracks[:MAX_TRACKS])
     return [{"tracked": tr is not None,
              "colour": (tr is not None and tr.colour == o.colour) if o.colour else None,
              "shape": tr is not None and tr.shape == o.shape,
+             "size": (tr is not None and tr.size == o.size) if o.size else None,
              "motion": (tr is not None and _motion_ok(o, tr)) if o.motion else None,
-             "consistent": tr is not None and consistent(tr, scene)} for o, tr in zip(want.objects, match)]
+             "consistent": tr is not None and consistent(tr, scene),
+             "smooth": tr is not None and smooth(tr, scene, o.motion),
+             "permanent": (tr is not None and permanent(tr, scene, o.motion)) if o.occluded else None}
+            for o, tr in zip(want.objects, match)]
 
 
 def _share(oks: list) -> float:
