@@ -96,7 +96,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
 from .backends import embedded
-from .models import ShapesDiT, TextEncoder, VideoAutoencoder
+from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder
 from .world import canvas, language, sampler as world_sampler, spec
 
 
@@ -174,6 +174,10 @@ class Recipe:
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     text_width: int = 128
     text_layers: int = 2
+    adapt_steps: int = 0           # > 0 with --tune-dit: first swap in the adapted text encoder (`adapt_text`)
+    adapt_lr: float = 1e-3
+    adapt_batch: int = 64
+    adapt_pool: int = 8000         # training captions whose frozen states it trains on
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
     dit_seconds: float = 0.0       # > 0: a wall budget; dit_steps is cut to fit it (decided at step 100)
     cache_workers: int = 1         # processes encoding the cache entries (the cache is the same for any count)
@@ -263,6 +267,14 @@ class Recipe:
             if value and (self.self_condition or self.shape_contrast):
                 raise ValueError(f"{name} needs self_condition false and shape_contrast 0 (the folder's sampler steps have "
                                  f"neither), got self_condition {self.self_condition!r}, shape_contrast {self.shape_contrast!r}")
+        for name, low, what in (("adapt_steps", 0, "0: keep the folder's text encoder"), ("adapt_batch", 1, "captions a step"),
+                                ("adapt_pool", 1, "training captions")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000:
+                raise ValueError(f"{name} must be an integer in [{low}, 1000000] ({what}), got {value!r}")
+        lr = self.adapt_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"adapt_lr must be a finite number > 0, got {lr!r}")
         if self.ft_distil and self.ft_chain:
             raise ValueError(f"ft_distil and ft_chain are two fine-tunes: set one of them, got ft_distil {self.ft_distil}, "
                              f"ft_chain {self.ft_chain}")
@@ -315,7 +327,7 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def step_seed(seed: int, stage: str, step: int) -> int:
     """A distinct, reproducible seed per (run seed, stage, step)."""
-    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6, "dec": 7, "pix": 8}[stage] * 10_007 + step) % (2**31)
+    return (seed * 1_000_003 + {"vae": 1, "cache": 2, "dit": 3, "eval": 4, "text": 5, "swap": 6, "dec": 7, "pix": 8, "adapt": 9}[stage] * 10_007 + step) % (2**31)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -842,8 +854,26 @@ def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[s
     captions = [*captions, ""]
     tokens = text.tokenize(captions)
     targets = probe.targets(captions)
-    return (tokens["input_ids"].to(device), tokens["attention_mask"].to(device),
+    return (text_rows(text, tokens).to(device), tokens["attention_mask"].to(device),
             {k: v.to(device) for k, v in targets.items()}, tokens["attention_mask"].sum(1).numpy())
+
+
+def text_rows(text: TextEncoder, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the training loop feeds the text encoder for each caption: token ids ``(N, L)``, or for an
+    adapted encoder its frozen part's states ``(N, L, 384)``, computed here once (the loop then runs
+    only the trained part; `encode_rows`)."""
+    if not isinstance(text.encoder, AdaptedEncoder):
+        return tokens["input_ids"]
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    return torch.cat([text.encoder.source(ids[i:i + 256], mask[i:i + 256]) for i in range(0, len(ids), 256)])
+
+
+def encode_rows(encoder: torch.nn.Module, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token states ``(B, L, E)`` of ``text_rows`` output: ids through the whole encoder, frozen states
+    through an adapted encoder's trained part."""
+    if rows.is_floating_point():
+        return encoder.adapt(rows, mask).last_hidden_state
+    return encoder(input_ids=rows, attention_mask=mask).last_hidden_state
 
 
 def clip_weights(captions: Sequence[str], count_weights: Sequence[float]) -> np.ndarray:
@@ -903,7 +933,7 @@ def swapped_tensors(text: TextEncoder, captions: Sequence[str], seed: int, devic
     for _ in range(SWAP_VARIANTS):
         swapped = [swap_shape(c, rng) for c in captions] + [""]
         tokens = text.tokenize(swapped)
-        out.append((tokens["input_ids"].to(device), tokens["attention_mask"].to(device),
+        out.append((text_rows(text, tokens).to(device), tokens["attention_mask"].to(device),
                     tokens["attention_mask"].sum(1).numpy(), np.array([bool(c) for c in swapped])))
     return out
 
@@ -989,6 +1019,87 @@ def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe
     final.mkdir(parents=True, exist_ok=True)
     save_file(_dedup(text.encoder.state_dict()), str(final / "text.safetensors"))
     save_file(probe.state_dict(), str(final / "probe.safetensors"))
+
+
+def token_alignment(teacher: TextEncoder, student: TextEncoder, captions: Sequence[str]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """Both encoders' tokens of ``captions`` and, for each student token ``(B, Ls)``, the teacher token
+    it stands for: the teacher token whose characters hold its first character (a word piece stands
+    for its whole word); special tokens ([CLS], [SEP]) stand for the teacher's end token; padding -1."""
+    t_tok = teacher.tokenizer(list(captions), padding=True, truncation=True, max_length=embedded.MAX_TOKENS,
+                              return_tensors="pt", return_token_type_ids=False, return_offsets_mapping=True)
+    s_tok = student.tokenizer(list(captions), padding=True, truncation=True, max_length=embedded.MAX_TOKENS,
+                              return_tensors="pt", return_token_type_ids=False, return_offsets_mapping=True)
+    t_off, s_off = t_tok.pop("offset_mapping"), s_tok.pop("offset_mapping")
+    index = torch.full(s_tok["input_ids"].shape, -1, dtype=torch.long)
+    for b in range(len(captions)):
+        t_len, s_len = int(t_tok["attention_mask"][b].sum()), int(s_tok["attention_mask"][b].sum())
+        end = t_len - 1  # the teacher's end token
+        spans = [(int(a), int(z)) for a, z in t_off[b, :end]]
+        for j in range(s_len):
+            a, z = (int(v) for v in s_off[b, j])
+            if a == z:  # a special token
+                index[b, j] = end
+                continue
+            index[b, j] = next((i for i, (ta, tz) in enumerate(spans) if ta <= a < tz), end)
+    return dict(s_tok), dict(t_tok), index
+
+
+def adapted_text(recipe: Recipe, out: Path, teacher: TextEncoder) -> TextEncoder:
+    """A new adapted encoder (`embedded.build_adapted`, seeded by the recipe) trained by `adapt_text` to
+    stand in for ``teacher``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed + 3)
+        tokenizer, encoder = embedded.build_adapted(width=teacher.width, layers=recipe.text_layers)
+    text = TextEncoder(tokenizer, encoder)
+    adapt_text(recipe, out, teacher, text)
+    return text
+
+
+def adapt_text(recipe: Recipe, out: Path, teacher: TextEncoder, text: TextEncoder) -> None:
+    """Train an adapted encoder ``text`` (in place) to give the states of a trained ``teacher``,
+    token for token (`token_alignment`), on ``adapt_pool`` training captions and the empty prompt: a
+    DiT trained with ``teacher`` then reads ``text`` alike, and ``text``'s frozen pretrained part carries
+    it to words and phrasings no training caption has. The frozen part's states are computed once for
+    the pool (the steps train only the projection and the small stack). Saved to ``adapt_final``;
+    resumable (a finished stage is reloaded)."""
+    final = out / "adapt_final"
+    if (final / "text.safetensors").is_file():
+        text.encoder.load_state_dict(load_file(str(final / "text.safetensors")), strict=False)
+        return
+    t0 = time.perf_counter()
+    captions = caption_batch(np.random.default_rng(step_seed(recipe.seed, "adapt", 0)), recipe.adapt_pool) + [""]
+    s_tok, t_tok, index = token_alignment(teacher, text, captions)
+    mask = s_tok["attention_mask"]
+    with torch.no_grad():
+        chunks = [(text.encoder.source(s_tok["input_ids"][i:i + 256], mask[i:i + 256]),
+                   teacher.encoder(input_ids=t_tok["input_ids"][i:i + 256],
+                                   attention_mask=t_tok["attention_mask"][i:i + 256]).last_hidden_state)
+                  for i in range(0, len(captions), 256)]
+        source = torch.cat([c[0] for c in chunks])  # (N, Ls, 384)
+        want = torch.cat([c[1] for c in chunks])  # (N, Lt, E)
+        scale = want[t_tok["attention_mask"].bool()].var()
+        target = torch.gather(want, 1, index.clamp(min=0)[..., None].expand(-1, -1, want.shape[-1]))  # (N, Ls, E)
+    valid = index >= 0
+    log(out, stage="adapt", pool=len(captions), pool_s=time.perf_counter() - t0)
+    params = [p for p in text.encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.adapt_lr, weight_decay=0.01)
+    t0 = time.perf_counter()
+    for step in range(recipe.adapt_steps):
+        rng = np.random.default_rng(step_seed(recipe.seed, "adapt", step + 1))
+        idx = torch.from_numpy(rng.integers(0, len(captions), recipe.adapt_batch))
+        got = text.encoder.adapt(source[idx], mask[idx]).last_hidden_state  # (B, Ls, E)
+        loss = ((got - target[idx])[valid[idx]] ** 2).mean() / scale  # relative to the teacher's variance
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, recipe.adapt_steps, recipe.adapt_lr, 50)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % (recipe.log_every * 4) == 0 or step == recipe.adapt_steps - 1:
+            log(out, stage="adapt", step=step, loss=loss.item(), s_per_step=(time.perf_counter() - t0) / (step + 1))
+    final.mkdir(parents=True, exist_ok=True)
+    save_file(_dedup(text.encoder.state_dict()), str(final / "text.safetensors"))
 
 
 # -- stage 4: the diffusion transformer -----------------------------------------------------------
@@ -1128,6 +1239,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
     if recipe.init_from:
         dit, text = load_init(recipe, cache)
+        if recipe.adapt_steps and not isinstance(text.encoder, AdaptedEncoder):
+            text = adapted_text(recipe, out, text)
         tokenizer = text.tokenizer
     else:
         train_text(recipe, out, text, probe)
@@ -1194,7 +1307,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         idx_d, said_d = (both.pin_memory() if device.type == "cuda" else both).to(device, non_blocking=True)
         x0 = (latents[idx_d].float() - mean) / std  # (B, C, F, h, w)
         said_d = said_d.bool()[:, None]
-        ids_b = torch.where(said_d, ids[idx_d, :length], ids[-1, :length])  # the last row is the empty prompt
+        pick = said_d if ids.dim() == 2 else said_d[..., None]  # rows are ids (B, L) or frozen states (B, L, 384)
+        ids_b = torch.where(pick, ids[idx_d, :length], ids[-1, :length])  # the last row is the empty prompt
         mask = torch.where(said_d, tmask[idx_d, :length], tmask[-1, :length])
         if nc:  # the swapped captions ride in the same text and DiT calls, as extra rows
             ids_b = torch.cat([ids_b, sw_ids[idx_d[:nc], :length]])
@@ -1205,10 +1319,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         if teacher is not None:  # the teacher's sampler makes x_t (ft_chain), and the target too (ft_distil)
             full = int(max(lengths[idx].max(), lengths[-1]))  # every row's prompt, said or not, and the empty one
             ids_c, mask_c = ids[idx_d, :full], tmask[idx_d, :full]
-            ids_u, mask_u = ids[-1:, :full].expand(n, -1), tmask[-1:, :full].expand(n, -1)
+            ids_u, mask_u = ids[-1:, :full].expand(n, *[-1] * (ids.dim() - 1)), tmask[-1:, :full].expand(n, -1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-                t_states = teacher[1](input_ids=torch.cat([ids_c, ids_u]),
-                                      attention_mask=torch.cat([mask_c, mask_u])).last_hidden_state
+                t_states = encode_rows(teacher[1], torch.cat([ids_c, ids_u]), torch.cat([mask_c, mask_u]))
                 cond, uncond = (t_states[:n], mask_c), (t_states[n:], mask_u)
                 if recipe.ft_distil:
                     xt, sigma, x0 = distil_targets(teacher[0], cond, uncond, said_d[:, 0], x0, grid, g, teacher[2],
@@ -1225,7 +1338,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
         s = sigma.view(-1, 1, 1, 1, 1)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.dit_steps, recipe.dit_lr, recipe.dit_warmup)
-        states = text.encoder(input_ids=ids_b, attention_mask=mask).last_hidden_state  # (B [+ nc], L, E)
+        states = encode_rows(text.encoder, ids_b, mask)  # (B [+ nc], L, E)
         x_in, t_in = (torch.cat([xt, xt[:nc]]), torch.cat([sigma, sigma[:nc]])) if nc else (xt, sigma)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             x0_prev = None
@@ -1424,6 +1537,10 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         vae = tune_decoder(recipe, out, world, vae, pixels=recipe.pixel_latent)
         seconds["decoder"] = time.perf_counter() - t
     dit_net, text = be.dit, be.text
+    if recipe.adapt_steps and not dit and not isinstance(text.encoder, AdaptedEncoder):  # (with dit: in train_dit)
+        t = time.perf_counter()
+        text = adapted_text(recipe, out, be.text)
+        seconds["adapt"] = time.perf_counter() - t
     if dit:
         t = time.perf_counter()
         dit_net, text = tune_dit(recipe, out, world, weights, vae)

@@ -341,6 +341,39 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     assert all(torch.equal(v, dit.state_dict()[k]) for k, v in new.dit.state_dict().items())
 
 
+def test_adapt_steps_swap_in_the_adapted_text_encoder_with_or_without_a_dit_fine_tune(tiny_run, tmp_path):
+    """adapt_steps > 0 with --rescore: the folder's word-level text encoder is replaced by an adapted one
+    (frozen MiniLM under a small trained stack) trained to stand in for it; without --tune-dit the DiT and
+    autoencoder stay byte for byte, with it the DiT then trains on the adapted encoder's states. Either
+    folder loads and draws a prompt with words no training caption has."""
+    from sora_nb import world
+    from sora_nb.backends import embedded
+    from sora_nb.models import AdaptedEncoder
+
+    folder = tiny_run / "weights"
+    before = json.loads((folder / "manifest.json").read_text())["files"]
+    swap = train.rescore(folder, tmp_path / "swap", world, {"adapt_steps": 6, "adapt_pool": 24})
+    after = json.loads((swap / "manifest.json").read_text())["files"]
+    for name in ("vae/diffusion_pytorch_model.safetensors", "dit/diffusion_pytorch_model.safetensors"):
+        assert after[name] == before[name], name
+    assert "text_encoder/pretrained.json" in after and "text_encoder/pretrained.json" not in before
+    assert json.loads((swap / "scores.json").read_text())["seconds"]["adapt"] > 0
+    assert [r["step"] for r in map(json.loads, (tmp_path / "swap" / "log.jsonl").read_text().splitlines())
+            if r["stage"] == "adapt" and "step" in r] == [0, 4, 5]
+    out = tmp_path / "ft"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
+                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "ft_lr=0.001", "adapt_steps=6", "adapt_pool=24"]) == 0
+    old, new = embedded.load_folder(folder), embedded.load_folder(out / "weights")
+    assert isinstance(new.text.encoder, AdaptedEncoder) and new.text.width == old.text.width
+    delta = max(float((v - new.dit.state_dict()[k]).abs().max()) for k, v in old.dit.state_dict().items())
+    assert 0 < delta < 0.05  # the folder's DiT, two small steps on
+    adapted = embedded.load_folder(swap).text.encoder.state_dict()
+    assert any(not torch.equal(v, new.text.encoder.state_dict()[k]) for k, v in adapted.items())  # trained on
+    gen = sora_nb.load(str(out / "weights"))
+    assert gen.backend.text.unknown_words("a violet disk drifting left") == []
+    assert gen.generate("a violet disk drifting left", steps=3, trace=False).frames.shape == (16, 64, 64, 3)
+
+
 def test_dit_fine_tune_can_grow_the_dit_first(tiny_run, tmp_path):
     """ft_depth above the folder's depth: the fine-tune starts from `ShapesDiT.grown` (the folder's DiT, deeper,
     computing the same), and the exported DiT has that depth; its old blocks stay near the folder's. A

