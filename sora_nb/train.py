@@ -1573,10 +1573,18 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
     resumed = seconds.get("resumed", [])
     times = {k: v for k, v in seconds.items() if k != "resumed"}
     train_min = sum(v for k, v in times.items() if k != "eval") / 60
+    adapted = folder / "text_encoder" / "pretrained.json"
+    if adapted.is_file():
+        meta = json.loads(adapted.read_text())
+        text_kind = (f"a frozen pretrained {meta['name']} (a 6-layer BERT from the PyPI package `{meta['pip']}`, read "
+                     f"offline and sha256-checked; not counted in this folder's size) under a trained projection and "
+                     f"{recipe.text_layers}-layer T5 stack")
+    else:
+        text_kind = f"a {recipe.text_layers}-layer T5 text encoder"
     lines = [
         "# shapes: the embedded sora_nb model", "",
         "A small Sora-like text-to-video model: a video autoencoder (4x time, 4x space), a diffusion "
-        "transformer over spacetime patches with cross-attention to a 2-layer T5 text encoder, "
+        f"transformer over spacetime patches with cross-attention to {text_kind}, "
         "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split).",
         "", "## Training", "",
         f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
