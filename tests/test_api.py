@@ -87,7 +87,8 @@ def test_guidance_paths_differ_and_prompt_matters_for_cfg(gen):
     g0b = gen.generate("a blue star", guidance=0.0, **kw)
     np.testing.assert_array_equal(g0a.frames, g0b.frames)  # unconditional: prompt is ignored
     neg = gen.generate("a red circle", guidance=0.0, negative_prompt="blue", **kw)
-    assert gen.backend._conditioning(gen.request("x", guidance=0.0, negative_prompt="blue"))[0].shape[1] == 2
+    # guidance 0 encodes the negative prompt alone: [CLS] blue [SEP]
+    assert gen.backend._conditioning(gen.request("x", guidance=0.0, negative_prompt="blue"))[0].shape[1] == 3
     assert neg.params["negative_prompt"] == "blue"
 
 

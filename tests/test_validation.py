@@ -14,7 +14,8 @@ BAD = [
     (dict(prompt=""), ValueError, "prompt must be a non-empty string"),
     (dict(prompt="   "), ValueError, "prompt must be a non-empty string"),
     (dict(prompt="x" * 1001), ValueError, "prompt must be at most 400 characters"),
-    (dict(prompt=" ".join(["red"] * 60)), ValueError, r"prompt is too long for model .*: 61 tokens, at most 48"),
+    # 60 words and the text encoder's [CLS] and [SEP]
+    (dict(prompt=" ".join(["red"] * 60)), ValueError, r"prompt is too long for model .*: 62 tokens, at most 48 \(about 46 words\)"),
     (dict(negative_prompt=5), TypeError, "negative_prompt must be a string"),
     (dict(duration=0), ValueError, r"duration must be > 0 and <= 4 seconds, got 0"),
     (dict(duration=-1.0), ValueError, r"duration must be > 0 and <= 4 seconds, got -1"),

@@ -135,8 +135,9 @@ class EmbeddedBackend:
         for name in ("prompt", "negative_prompt"):
             n = self.text.count_tokens(getattr(request, name))
             if n > MAX_TOKENS:
+                words = MAX_TOKENS - self.text.count_tokens("")  # less the encoder's own tokens ([CLS], [SEP])
                 raise ValueError(f"{name} is too long for model {self.limits.name!r}: {n} tokens, "
-                                 f"at most {MAX_TOKENS} (about {MAX_TOKENS - 1} words)")
+                                 f"at most {MAX_TOKENS} (about {words} words)")
 
     def num_frames(self, request: Request) -> int:
         # Request.build already resolved duration / num_frames against the limits
