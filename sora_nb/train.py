@@ -96,7 +96,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
 from .backends import embedded
-from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder
+from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted
 from .world import canvas, language, sampler as world_sampler, spec
 
 
@@ -1046,11 +1046,11 @@ def token_alignment(teacher: TextEncoder, student: TextEncoder, captions: Sequen
 
 
 def adapted_text(recipe: Recipe, out: Path, teacher: TextEncoder) -> TextEncoder:
-    """A new adapted encoder (`embedded.build_adapted`, seeded by the recipe) trained by `adapt_text` to
+    """A new adapted encoder (`models.build_adapted`, seeded by the recipe) trained by `adapt_text` to
     stand in for ``teacher``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed + 3)
-        tokenizer, encoder = embedded.build_adapted(width=teacher.width, layers=recipe.text_layers)
+        tokenizer, encoder = build_adapted(width=teacher.width, layers=recipe.text_layers)
     text = TextEncoder(tokenizer, encoder)
     adapt_text(recipe, out, teacher, text)
     return text

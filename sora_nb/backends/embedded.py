@@ -22,7 +22,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ..backend import Limits, StepEvent
-from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted, build_encoder, build_tokenizer
+from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_encoder, build_tokenizer
 from ..models.text import MAX_TOKENS
 from ..request import Request
 from ..sampler import flow_matching_steps

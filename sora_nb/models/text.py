@@ -116,11 +116,15 @@ def frozen_encoder(name: str, device: torch.device | str = "cpu") -> BertModel:
     return _FROZEN[key]
 
 
+def wordpiece_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A BERT (WordPiece) ``tokenizer.json`` with its special tokens, at most MAX_TOKENS tokens."""
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_TOKENS)
+
+
 def pretrained_tokenizer(name: str) -> PreTrainedTokenizerFast:
-    """The pretrained encoder's own (WordPiece) tokenizer, at most MAX_TOKENS tokens."""
-    return PreTrainedTokenizerFast(tokenizer_file=str(pretrained_folder(name) / "tokenizer.json"),
-                                   pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   mask_token="[MASK]", model_max_length=MAX_TOKENS)
+    """The pretrained encoder's own (WordPiece) tokenizer."""
+    return wordpiece_tokenizer(pretrained_folder(name) / "tokenizer.json")
 
 
 class AdaptedEncoder(torch.nn.Module):
@@ -158,6 +162,11 @@ class AdaptedEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         return self.adapt(self.source(input_ids, attention_mask), attention_mask)
+
+    @staticmethod
+    def saved(key: str) -> bool:
+        """Whether a ``state_dict`` entry is saved: not the stack's token table, unused (it is fed embeddings)."""
+        return not key.endswith("embed_tokens.weight") and key != "adapter.shared.weight"
 
 
 def build_adapted(pretrained: str = "all-MiniLM-L6-v2", width: int = 128, layers: int = 2,
@@ -219,8 +228,7 @@ class TextEncoder(torch.nn.Module):
                 entry = PRETRAINED[self.encoder.pretrained]
                 (out / "pretrained.json").write_text(json.dumps(
                     {"name": self.encoder.pretrained, "pip": entry["pip"], "sha256": entry["sha256"]}, indent=1))
-                state = {k: v.contiguous() for k, v in self.encoder.state_dict().items() if not k.endswith("embed_tokens.weight")
-                         and k != "adapter.shared.weight"}  # the stack's unused token table is not saved
+                state = {k: v.contiguous() for k, v in self.encoder.state_dict().items() if AdaptedEncoder.saved(k)}
                 save_file(state, str(out / "model.safetensors"))
             else:
                 self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
@@ -251,12 +259,10 @@ class TextEncoder(torch.nn.Module):
         encoder = AdaptedEncoder(name, adapter)
         missing, unexpected = encoder.load_state_dict(load_file(str(folder / "text_encoder" / "model.safetensors")),
                                                       strict=False)
-        missing = [k for k in missing if not k.endswith("embed_tokens.weight") and k != "adapter.shared.weight"]
+        missing = [k for k in missing if AdaptedEncoder.saved(k)]
         if missing or unexpected:
             raise ValueError(f"{folder / 'text_encoder' / 'model.safetensors'} does not fit its config: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"),
-                                            pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_TOKENS)
+        tokenizer = wordpiece_tokenizer(folder / "tokenizer" / "tokenizer.json")
         frozen_encoder(name)  # fails now, with the install hint, if the package is missing or altered
         return cls(tokenizer, encoder)
