@@ -60,10 +60,19 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    noise, and those prompts did no better (twenty-third session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
-   the exported autoencoder encodes any video of the world. The latent cache, the decoder and the DiT
-   are unchanged.
+   the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
+   cache (the cache keeps the disc encoder's latent), so the DiT is the last stage and ``train_minutes``
+   can give it what the others leave. The latent cache, the decoder and the DiT are unchanged by it.
 6. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
+
+``--preset course`` (the default of a full run) sets the shipped model's architecture: the layout latent
+with angle channels, the decoder and pixel-encoder stages, rotary positions, ``text_pretrained`` (the frozen
+all-MiniLM-L6-v2 under a stack trained with the DiT; the text stage trains the stack and probe on its states of
+``adapt_pool`` captions, computed once) and the guidance profile, with ``train_minutes=60``: the DiT trains for
+whatever the hour leaves (its step count, fixed at its step 100 from the pace, goes into ``recipe.json``; set
+``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). ``--preset plain`` is the
+dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
 processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
@@ -97,6 +106,7 @@ from safetensors.torch import load_file, save_file
 
 from .backends import embedded
 from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted
+from .models.text import PRETRAINED
 from .world import canvas, language, sampler as world_sampler, spec
 
 
@@ -174,12 +184,15 @@ class Recipe:
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     text_width: int = 128
     text_layers: int = 2
+    text_pretrained: str = ""      # a full run's text encoder: "" a word-level T5 trained from scratch, else a frozen
+                                   # pretrained encoder (models.text.PRETRAINED) under a trained stack (`build_adapted`)
     adapt_steps: int = 0           # > 0 with --tune-dit: first swap in the adapted text encoder (`adapt_text`)
     adapt_lr: float = 1e-3
     adapt_batch: int = 64
     adapt_pool: int = 8000         # training captions whose frozen states it trains on
     device: str = "cpu"            # where the cache is encoded and the DiT trains ("cuda" on a GPU)
     dit_seconds: float = 0.0       # > 0: a wall budget; dit_steps is cut to fit it (decided at step 100)
+    train_minutes: float = 0.0     # > 0: a full run's training budget; the DiT gets what the stages before it leave
     cache_workers: int = 1         # processes encoding the cache entries (the cache is the same for any count)
     # evaluation
     eval_clips: int = 200
@@ -211,6 +224,15 @@ class Recipe:
         seconds = self.dit_seconds
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
+        minutes = self.train_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or not 0 <= minutes <= 10_000:
+            raise ValueError(f"train_minutes must be a number in [0, 10000] (0: no budget; the DiT runs dit_steps), got {minutes!r}")
+        if minutes and self.dit_seconds:
+            raise ValueError(f"train_minutes and dit_seconds are two budgets: set one of them, got train_minutes {minutes!r}, "
+                             f"dit_seconds {self.dit_seconds!r}")
+        if not isinstance(self.text_pretrained, str) or (self.text_pretrained and self.text_pretrained not in PRETRAINED):
+            raise ValueError(f"text_pretrained must be \"\" (a word-level encoder trained from scratch) or one of "
+                             f"{sorted(PRETRAINED)}, got {self.text_pretrained!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
         for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise", "dec_object_weight", "dec_blur",
@@ -301,6 +323,22 @@ class Recipe:
                              f"got {self.init_from!r}")
 
 
+# Named starting points for a full run (``--preset``); --set overrides them. "course" (the default) is the best
+# recipe known to fit a course's hour on a 2-core CPU: the shipped model's architecture (the layout latent with
+# angle channels, a decoder stage, a pixel encoder, rotary positions, the frozen pretrained text encoder under a
+# trained stack, guidance by noise level), its DiT trained for what the hour leaves (``train_minutes``). It has
+# none of the shipped model's later stages (longer decoder training, DiT fine-tunes; see its model card).
+# "plain" is the dataclass's defaults: the plain latent and a word-level text encoder (the course recipe until the
+# twenty-fifth session; a weaker model).
+PRESETS: dict[str, dict[str, Any]] = {
+    "course": dict(shape_channels=True, shape_layout=True, shape_angle=True, dec_steps=1200, dec_blocks=3,
+                   dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True,
+                   text_pretrained="all-MiniLM-L6-v2", train_minutes=60.0, guidance_candidates=(2.0,),
+                   sample_guidance_profile=((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))),
+    "plain": {},
+}
+# --tiny on top of a preset: the stages it adds, at seconds-long sizes (a budget would cut a tiny run's DiT)
+TINY_PRESET = {"course": dict(dec_steps=4, pix_steps=4, adapt_pool=64, train_minutes=0.0), "plain": {}}
 TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), text_steps=20, text_batch=16, dit_steps=40, dit_batch=8, dit_warmup=5,
             eval_clips=8, log_every=10, ckpt_every=20, dit_depth=2)
 
@@ -1001,14 +1039,32 @@ def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe
         text.encoder.load_state_dict(load_file(str(final / "text.safetensors")), strict=False)
         probe.load_state_dict(load_file(str(final / "probe.safetensors")))
         return
-    params = list(text.encoder.parameters()) + list(probe.parameters())
+    params = [p for p in text.encoder.parameters() if p.requires_grad] + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.text_lr, weight_decay=0.01)
+    adapted = isinstance(text.encoder, AdaptedEncoder)
+    if adapted:  # the frozen part's states of a pool of captions, computed once: the steps run the stack only
+        t0 = time.perf_counter()
+        pool = caption_batch(np.random.default_rng(step_seed(recipe.seed, "text", -1)), recipe.adapt_pool)
+        tokens = text.tokenize(pool)
+        with torch.no_grad():
+            source, pool_mask = text_rows(text, tokens), tokens["attention_mask"]
+        pool_targets = probe.targets(pool)
+        log(out, stage="text", pool=len(pool), pool_s=time.perf_counter() - t0)
     t0 = time.perf_counter()
     for step in range(recipe.text_steps):
-        captions = caption_batch(np.random.default_rng(step_seed(recipe.seed, "text", step)), recipe.text_batch)
+        rng = np.random.default_rng(step_seed(recipe.seed, "text", step))
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, recipe.text_steps, recipe.text_lr, 50)
-        loss, acc = probe.loss(*text(captions), captions)
+        if adapted:
+            idx = torch.from_numpy(rng.integers(0, len(pool), recipe.text_batch))
+            length = int(pool_mask[idx].sum(1).max())
+            mask = pool_mask[idx, :length]
+            loss, acc = probe.loss_from_targets(encode_rows(text.encoder, source[idx, :length], mask), mask,
+                                                {k: v[idx] for k, v in pool_targets.items()})
+            acc = float(acc)
+        else:
+            captions = caption_batch(rng, recipe.text_batch)
+            loss, acc = probe.loss(*text(captions), captions)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -1218,15 +1274,21 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     return xt, s, torch.where(said.view(view), c, u)
 
 
-def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
-    """Flow-matching training of the DiT and the text encoder; returns the EMA weights."""
+def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
+              deadline: float | None = None) -> tuple[ShapesDiT, TextEncoder]:
+    """Flow-matching training of the DiT and the text encoder; returns the EMA weights. ``deadline`` (a
+    ``time.perf_counter()`` value): the steps' wall budget (``dit_seconds``) is what is left of it when
+    they start, after the text pre-training."""
     final = out / "dit_final"
     words = caption_words(world)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed + 1)
-        tokenizer = embedded.build_tokenizer(words)
-        text = TextEncoder(tokenizer, embedded.build_encoder(len(tokenizer), width=recipe.text_width,
-                                                             layers=recipe.text_layers))
+        if recipe.text_pretrained and not recipe.init_from:  # the frozen encoder under a fresh trained stack
+            tokenizer, encoder = build_adapted(recipe.text_pretrained, width=recipe.text_width, layers=recipe.text_layers)
+        else:
+            tokenizer = embedded.build_tokenizer(words)
+            encoder = embedded.build_encoder(len(tokenizer), width=recipe.text_width, layers=recipe.text_layers)
+        text = TextEncoder(tokenizer, encoder)
         dit = ShapesDiT(latent_channels=next(iter(cache["buckets"].values()))[0].shape[1],
                         hidden_size=recipe.dit_hidden, depth=recipe.dit_depth, num_heads=recipe.dit_heads,
                         patch_size=tuple(recipe.dit_patch), text_dim=text.width,
@@ -1278,15 +1340,19 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any]) -> tuple[
     swapped_on_device = {k: swapped_tensors(text, caps, step_seed(recipe.seed, "swap", 0), device)
                          for k, (_, caps) in cache["buckets"].items()} if recipe.shape_contrast else {}
     t0 = time.perf_counter()
+    budget = recipe.dit_seconds
+    if deadline is not None and start < 100:  # a resumed run past step 100 keeps the step count it fixed
+        budget = max(1.0, deadline - t0)
+        log(out, stage="dit", budget_s=budget, train_minutes=recipe.train_minutes)
     step = start
     while step < recipe.dit_steps:
-        if recipe.dit_seconds and step == start + 100 < recipe.dit_steps:
+        if budget and step == start + 100 < recipe.dit_steps:
             # a wall budget: fix the step count from the pace so far (before the warm-up ends, so the
             # cosine schedule is the one the run follows throughout)
             pace = (time.perf_counter() - t_pace) / 80
-            recipe.dit_steps = min(recipe.dit_steps, step + int((recipe.dit_seconds - (time.perf_counter() - t0)) / pace))
-            log(out, stage="dit", step=step, s_per_step=pace, budget_s=recipe.dit_seconds, dit_steps=recipe.dit_steps)
-        if recipe.dit_seconds and time.perf_counter() - t0 > 1.15 * recipe.dit_seconds:
+            recipe.dit_steps = min(recipe.dit_steps, step + int((budget - (time.perf_counter() - t0)) / pace))
+            log(out, stage="dit", step=step, s_per_step=pace, budget_s=budget, dit_steps=recipe.dit_steps)
+        if budget and time.perf_counter() - t0 > 1.15 * budget:
             log(out, stage="dit", step=step, stopped="over the wall budget")
             recipe.dit_steps = step
             break
@@ -1652,7 +1718,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sora_nb.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/shapes", help="run folder (checkpoints, log, weights)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="a minutes-long smoke run (tests, notebooks)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run of the preset (tests, notebooks)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a full run's recipe before --set: course (the "
+                        "default: the shipped architecture in an hour's training) or plain (the dataclass defaults)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
     parser.add_argument("--ship", action="store_true", help="copy the weights into the package when done")
     parser.add_argument("--rescore", metavar="WEIGHTS", help="no training: score a weights folder again under its "
@@ -1663,7 +1731,12 @@ def main(argv: list[str] | None = None) -> int:
                         "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache; with ft_distil=N, "
                         "distil its 2N-step sampler into N steps instead; with ft_chain=N, train on its N-step sampler's inputs")
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = dict(TINY) if args.tiny else {}
+    if args.rescore and args.preset:
+        parser.error("--preset is for a full run; --rescore reads the folder's recorded recipe (change it with --set)")
+    preset = args.preset or "course"
+    overrides: dict[str, Any] = {} if args.rescore else dict(PRESETS[preset])
+    if args.tiny:
+        overrides.update(TINY, **({} if args.rescore else TINY_PRESET[preset]))
     for item in args.set:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value)
@@ -1695,14 +1768,18 @@ def main(argv: list[str] | None = None) -> int:
                                                 ("dit", "dit_final/dit/config.json"),
                                                 ("decoder", "dec_final/config.json"),
                                                 ("pixels", "pix_final/config.json")) if (out / marker).is_file()]
+    start = time.perf_counter()
     t = time.perf_counter(); vae = train_vae(recipe, out, world); seconds["vae"] = time.perf_counter() - t
     if recipe.dec_steps:
         t = time.perf_counter(); vae = tune_decoder(recipe, out, world, vae); seconds["decoder"] = time.perf_counter() - t
+    finished = vae
+    if recipe.pix_steps:  # a new encoder for true frames; the cache below keeps the disc encoder's latent
+        t = time.perf_counter(); finished = train_pixel_encoder(recipe, out, world, vae); seconds["pixels"] = time.perf_counter() - t
     t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
-    t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache); seconds["dit"] = time.perf_counter() - t
-    if recipe.pix_steps:  # after the cache: the cache's latent is the disc encoder's
-        t = time.perf_counter(); vae = train_pixel_encoder(recipe, out, world, vae); seconds["pixels"] = time.perf_counter() - t
-    folder = export(recipe, out, world, vae, dit, text, cache, seconds, done_before)
+    # with train_minutes the DiT, the last stage, gets what the stages before it left of the budget
+    deadline = start + 60 * recipe.train_minutes if recipe.train_minutes else None
+    t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache, deadline); seconds["dit"] = time.perf_counter() - t
+    folder = export(recipe, out, world, finished, dit, text, cache, seconds, done_before)
     print(f"weights written to {folder}")
     return ship(folder) if args.ship else 0
 

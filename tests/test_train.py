@@ -17,7 +17,7 @@ FAST = dict(train.TINY, vae_steps=6, dit_steps=6, eval_clips=2, log_every=1, ckp
 
 def run(tmp_path, name, **overrides):
     out = tmp_path / name
-    args = ["--out", str(out), "--seed", "3", "--set"] + [f"{k}={json.dumps(v)}" for k, v in {**FAST, **overrides}.items()]
+    args = ["--out", str(out), "--seed", "3", "--preset", "plain", "--set"] + [f"{k}={json.dumps(v)}" for k, v in {**FAST, **overrides}.items()]
     assert train.main(args) == 0
     return out
 
@@ -71,7 +71,7 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path, tiny_run):
     """A second run with the same seed, interrupted and resumed, ends with identical weights."""
     out = tmp_path / "b"
     # first leg: stop the DiT after 3 steps (checkpoint at 3), then resume to 6
-    args = ["--out", str(out), "--seed", "3", "--set"] + [f"{k}={json.dumps(v)}" for k, v in FAST.items()]
+    args = ["--out", str(out), "--seed", "3", "--preset", "plain", "--set"] + [f"{k}={json.dumps(v)}" for k, v in FAST.items()]
     import sora_nb.train as t
 
     class Interrupt(Exception):
@@ -1003,7 +1003,12 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
                                                ("dec_blur", 5.0, r"dec_blur must be a finite number in \[0, 4\]"),
                                                ("pix_steps", -1, "pix_steps must be an integer >= 0"),
                                                ("pix_blocks", 9, r"pix_blocks must be an integer in \[1, 8\]"),
-                                               ("pix_lr", float("nan"), "pix_lr must be a finite number >= 0")])
+                                               ("pix_lr", float("nan"), "pix_lr must be a finite number >= 0"),
+                                               ("train_minutes", -1.0, r"train_minutes must be a number in \[0, 10000\]"),
+                                               ("train_minutes", float("nan"), r"train_minutes must be a number in \[0, 10000\]"),
+                                               ("train_minutes", True, r"train_minutes must be a number in \[0, 10000\]"),
+                                               ("text_pretrained", "bert-large", "text_pretrained must be .* one of"),
+                                               ("text_pretrained", 3, "text_pretrained must be .* one of")])
 def test_bad_gpu_run_knobs_are_refused_by_name(field, value, words):
     with pytest.raises(ValueError, match=words):
         train.Recipe(**{field: value})
@@ -1165,3 +1170,85 @@ def test_count_weights_set_how_often_each_object_count_is_drawn():
 def test_bad_count_weights_are_refused_by_name(value):
     with pytest.raises(ValueError, match=r"count_weights must be 3 finite numbers >= 0, not all 0"):
         train.Recipe(count_weights=value)
+
+
+def test_train_minutes_and_dit_seconds_are_one_budget_or_the_other():
+    with pytest.raises(ValueError, match="train_minutes and dit_seconds are two budgets"):
+        train.Recipe(train_minutes=60, dit_seconds=100)
+
+
+def test_the_course_preset_is_the_default_and_trains_the_shipped_architecture(tmp_path):
+    """``--tiny`` with no ``--preset``: the course recipe at seconds-long sizes. Its folder has what the shipped
+    model has: the layout latent with angle channels, a deepened decoder and a pixel encoder, a rotary DiT, the
+    frozen pretrained text encoder under a trained stack, and guidance by noise level; it loads and generates
+    deterministically. ``--preset plain`` is the dataclass's recipe."""
+    out = tmp_path / "course"
+    assert train.main(["--out", str(out), "--tiny", "--seed", "3", "--set", "eval_clips=2", "cache=[[2.0,64,64,16]]"]) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    for key, value in train.PRESETS["course"].items():
+        if key not in train.TINY and key not in train.TINY_PRESET["course"] and key != "cache":
+            assert recipe[key] == (list(map(list, value)) if key == "sample_guidance_profile"
+                                   else list(value) if isinstance(value, tuple) else value), key
+    assert recipe["dec_steps"] == 4 and recipe["pix_steps"] == 4 and recipe["train_minutes"] == 0
+    folder = out / "weights"
+    assert json.loads((folder / "text_encoder" / "pretrained.json").read_text())["name"] == "all-MiniLM-L6-v2"
+    gen = sora_nb.load(str(folder))
+    vae, dit = gen.backend.vae.config, gen.backend.dit.config
+    assert (vae.decoder_blocks, vae.encoder_blocks, vae.decode_blur) == (3, 3, 1.0)
+    assert dit.rope is True and isinstance(gen.backend.text.encoder, train.AdaptedEncoder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["guidance_profile"] == [[0.9, 4.0], [0.6, 1.0], [0.0, 0.0]]
+    a = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
+    b = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
+    assert a.frames.shape == (16, 64, 64, 3) and np.array_equal(a.frames, b.frames)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    order = [r["stage"] for r in log if "stage" in r]
+    assert order.index("pixels") < order.index("cache") < order.index("text") < order.index("dit")
+    assert any(r.get("stage") == "text" and r.get("pool") == 64 for r in log)  # the frozen states' pool
+    with pytest.raises(SystemExit):  # a rescore keeps the folder's recorded recipe
+        train.main(["--rescore", str(folder), "--preset", "course", "--out", str(tmp_path / "r")])
+
+
+def test_text_pretraining_of_the_adapted_encoder_learns_from_a_pool_of_frozen_states(tmp_path):
+    """From scratch with ``text_pretrained``: the stack and probe train on the frozen encoder's states of
+    ``adapt_pool`` captions, computed once; only the stack changes and the probe reads captions outside the pool."""
+    torch.set_num_threads(1)
+    recipe = train.Recipe(text_steps=200, text_batch=32, adapt_pool=256, log_every=10, text_pretrained="all-MiniLM-L6-v2")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tokenizer, encoder = train.build_adapted("all-MiniLM-L6-v2", width=64, layers=1)
+    text, probe = train.TextEncoder(tokenizer, encoder), train.CaptionProbe(64)
+    from sora_nb.models.text import frozen_encoder
+
+    frozen = {k: v.clone() for k, v in frozen_encoder("all-MiniLM-L6-v2").state_dict().items()}
+    captions = train.caption_batch(np.random.default_rng(123), 128)  # not the pool's draw
+    with torch.no_grad():
+        before = probe.loss(*text(captions), captions)[1]
+    train.train_text(recipe, tmp_path, text, probe)
+    with torch.no_grad():
+        after = probe.loss(*text(captions), captions)[1]
+    assert after > before + 0.3 and after > 0.6, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[0]["pool"] == 256
+    assert all(torch.equal(v, frozen_encoder("all-MiniLM-L6-v2").state_dict()[k]) for k, v in frozen.items())
+
+
+def test_a_training_deadline_gives_the_dit_what_is_left(tmp_path, tiny_run):
+    """``train_minutes``: the DiT's budget is what the deadline leaves when its steps start (at least 1 s), so
+    a deadline already past stops it early; recipe.json keeps the steps it ran and no dit_seconds."""
+    import time
+
+    from sora_nb import world
+
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    out = tmp_path / "late"
+    out.mkdir()
+    (out / "text_final").symlink_to(tiny_run / "text_final")
+    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 400, "train_minutes": 1.0})
+    cache = train.build_cache(recipe, out, world, vae)
+    train.train_dit(recipe, out, world, cache, deadline=time.perf_counter() - 100.0)
+    saved = json.loads((out / "recipe.json").read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert saved["dit_steps"] < 400 and saved["dit_seconds"] == 0.0 and saved["train_minutes"] == 1.0
+    assert any(r.get("budget_s") == 1.0 for r in log)
+    assert any(r.get("stopped") == "over the wall budget" or "dit_steps" in r for r in log)
