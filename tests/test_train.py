@@ -164,17 +164,25 @@ def test_precomputed_captions_give_the_per_batch_states_and_probe_loss():
     assert float(loss) > 0.5  # an untrained probe: a real loss, not zero from empty weights
 
 
+def probe_reads_before_and_after(recipe, out, text, probe):
+    """The share of 128 fresh captions' fields the probe reads from ``text``'s states, before and after
+    `train.train_text`."""
+    captions = train.caption_batch(np.random.default_rng(123), 128)
+    with torch.no_grad():
+        before = probe.loss(*text(captions), captions)[1]
+    train.train_text(recipe, out, text, probe)
+    with torch.no_grad():
+        after = probe.loss(*text(captions), captions)[1]
+    print("probe reads", before, after)
+    return before, after
+
+
 def test_text_pretraining_learns_to_read_captions(tmp_path):
     """A few hundred caption-only steps: the probe reads attributes far better than at the start."""
     torch.set_num_threads(1)
     recipe = train.Recipe(text_steps=300, text_batch=32, log_every=10)
     text, probe = fresh_text_and_probe(64)
-    captions = train.caption_batch(np.random.default_rng(123), 128)
-    with torch.no_grad():
-        before = probe.loss(*text(captions), captions)[1]
-    train.train_text(recipe, tmp_path, text, probe)
-    with torch.no_grad():
-        after = probe.loss(*text(captions), captions)[1]
+    before, after = probe_reads_before_and_after(recipe, tmp_path, text, probe)
     assert after > before + 0.4 and after > 0.7, (before, after)
     assert (tmp_path / "text_final" / "text.safetensors").is_file()
 
@@ -1221,12 +1229,7 @@ def test_text_pretraining_of_the_adapted_encoder_learns_from_a_pool_of_frozen_st
     from sora_nb.models.text import frozen_encoder
 
     frozen = {k: v.clone() for k, v in frozen_encoder("all-MiniLM-L6-v2").state_dict().items()}
-    captions = train.caption_batch(np.random.default_rng(123), 128)  # not the pool's draw
-    with torch.no_grad():
-        before = probe.loss(*text(captions), captions)[1]
-    train.train_text(recipe, tmp_path, text, probe)
-    with torch.no_grad():
-        after = probe.loss(*text(captions), captions)[1]
+    before, after = probe_reads_before_and_after(recipe, tmp_path, text, probe)  # captions not in the pool
     assert after > before + 0.3 and after > 0.6, (before, after)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert log[0]["pool"] == 256
