@@ -1128,12 +1128,10 @@ def adapt_text(recipe: Recipe, out: Path, teacher: TextEncoder, text: TextEncode
     s_tok, t_tok, index = token_alignment(teacher, text, captions)
     mask = s_tok["attention_mask"]
     with torch.no_grad():
-        chunks = [(text.encoder.source(s_tok["input_ids"][i:i + 256], mask[i:i + 256]),
-                   teacher.encoder(input_ids=t_tok["input_ids"][i:i + 256],
-                                   attention_mask=t_tok["attention_mask"][i:i + 256]).last_hidden_state)
-                  for i in range(0, len(captions), 256)]
-        source = torch.cat([c[0] for c in chunks])  # (N, Ls, 384)
-        want = torch.cat([c[1] for c in chunks])  # (N, Lt, E)
+        source = text_rows(text, s_tok)  # (N, Ls, 384)
+        want = torch.cat([teacher.encoder(input_ids=t_tok["input_ids"][i:i + 256],
+                                          attention_mask=t_tok["attention_mask"][i:i + 256]).last_hidden_state
+                          for i in range(0, len(captions), 256)])  # (N, Lt, E)
         scale = want[t_tok["attention_mask"].bool()].var()
         target = torch.gather(want, 1, index.clamp(min=0)[..., None].expand(-1, -1, want.shape[-1]))  # (N, Ls, E)
     valid = index >= 0
