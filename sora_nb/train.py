@@ -332,7 +332,7 @@ class Recipe:
 # twenty-fifth session; a weaker model).
 PRESETS: dict[str, dict[str, Any]] = {
     "course": dict(shape_channels=True, shape_layout=True, shape_angle=True, dec_steps=1200, dec_blocks=3,
-                   dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True,
+                   dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True, dit_steps=10000,
                    text_pretrained="all-MiniLM-L6-v2", train_minutes=60.0, guidance_candidates=(2.0,),
                    sample_guidance_profile=((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))),
     "plain": {},
@@ -1272,12 +1272,17 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     return xt, s, torch.where(said.view(view), c, u)
 
 
-def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
-              deadline: float | None = None) -> tuple[ShapesDiT, TextEncoder]:
+def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline: float | None = None,
+              init: tuple[ShapesDiT, TextEncoder, float] | None = None, reserve: float = 0.0,
+              name: str = "dit") -> tuple[ShapesDiT, TextEncoder]:
     """Flow-matching training of the DiT and the text encoder; returns the EMA weights. ``deadline`` (a
     ``time.perf_counter()`` value): the steps' wall budget (``dit_seconds``) is what is left of it when
-    they start, after the text pre-training."""
-    final = out / "dit_final"
+    they start, after the text pre-training, less ``reserve`` steps at this stage's pace (kept for a stage
+    after it). ``init`` (a DiT, a text encoder and a guidance): start from copies of these networks instead of
+    fresh ones or ``init_from``'s folder; the teacher of ``ft_chain`` / ``ft_distil`` is them, sampling at that
+    guidance (a full run's chain stage, `chain_stage`). ``name``: the stage's name in the log and of its
+    folders (``<name>_final``, ``<name>_ckpt``)."""
+    final = out / f"{name}_final"
     words = caption_words(world)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed + 1)
@@ -1297,7 +1302,10 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
         if recipe.init_from:
             init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
         return dit.eval(), TextEncoder.from_pretrained(final).eval()
-    if recipe.init_from:
+    if init is not None:  # trainable copies (the frozen pretrained encoder is not a parameter of the stack)
+        dit, text = _copy(init[0], True).train(), TextEncoder(init[1].tokenizer, _copy(init[1].encoder, True).train())
+        tokenizer = text.tokenizer
+    elif recipe.init_from:
         dit, text = load_init(recipe, cache)
         if recipe.adapt_steps and not isinstance(text.encoder, AdaptedEncoder):
             text = adapted_text(recipe, out, text)
@@ -1308,18 +1316,20 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
     dit.to(device); text.encoder.to(device); probe.to(device)
     teacher = None
     if recipe.ft_distil or recipe.ft_chain:  # the folder's networks as they are now, frozen: its sampler
-        name = "ft_distil" if recipe.ft_distil else "ft_chain"
-        if not recipe.init_from:
-            raise ValueError(f"{name} reads a finished folder's sampler: it needs init_from (--rescore WEIGHTS --tune-dit)")
-        # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
-        guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
+        kind = "ft_distil" if recipe.ft_distil else "ft_chain"
+        if init is not None:
+            guidance = float(init[2])
+        elif not recipe.init_from:
+            raise ValueError(f"{kind} reads a finished folder's sampler: it needs init_from (--rescore WEIGHTS --tune-dit)")
+        else:  # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
+            guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
         teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance)
         grid = distil_grid(recipe.ft_distil or recipe.ft_chain, recipe.sample_shift)
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
                             fused=device.type == "cuda")  # one kernel per step on a GPU, not one per tensor
-    start, ckpt = 0, out / "dit_ckpt"
+    start, ckpt = 0, out / f"{name}_ckpt"
     if (ckpt / "state.json").is_file():
         dit.load_state_dict(load_file(str(ckpt / "dit.safetensors")))
         text.encoder.load_state_dict(load_file(str(ckpt / "text.safetensors")), strict=False)
@@ -1341,17 +1351,21 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
     budget = recipe.dit_seconds
     if deadline is not None and start < 100:  # a resumed run past step 100 keeps the step count it fixed
         budget = max(1.0, deadline - t0)
-        log(out, stage="dit", budget_s=budget, train_minutes=recipe.train_minutes)
+        log(out, stage=name, budget_s=budget, train_minutes=recipe.train_minutes)
     step = start
     while step < recipe.dit_steps:
         if budget and step == start + 100 < recipe.dit_steps:
             # a wall budget: fix the step count from the pace so far (before the warm-up ends, so the
             # cosine schedule is the one the run follows throughout)
             pace = (time.perf_counter() - t_pace) / 80
-            recipe.dit_steps = min(recipe.dit_steps, step + int((budget - (time.perf_counter() - t0)) / pace))
-            log(out, stage="dit", step=step, s_per_step=pace, budget_s=budget, dit_steps=recipe.dit_steps)
+            fit = int((budget - (time.perf_counter() - t0)) / pace - reserve)
+            recipe.dit_steps = min(recipe.dit_steps, max(step, step + fit))
+            log(out, stage=name, step=step, s_per_step=pace, budget_s=budget, reserve_steps=reserve,
+                dit_steps=recipe.dit_steps)
+            if step >= recipe.dit_steps:  # the budget (less the reserve) was spent by step 100
+                break
         if budget and time.perf_counter() - t0 > 1.15 * budget:
-            log(out, stage="dit", step=step, stopped="over the wall budget")
+            log(out, stage=name, step=step, stopped="over the wall budget")
             recipe.dit_steps = step
             break
         if step == start + 20:
@@ -1432,7 +1446,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
         _ema_update(ema_text, text.encoder, decay)
         if step % recipe.log_every == 0 or step == recipe.dit_steps - 1:
             extra = {"contrast": contrast.item(), "shape_gap": gap.item()} if nc else {}
-            log(out, stage="dit", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
+            log(out, stage=name, step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1), **extra)
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dit_steps:
             ckpt.mkdir(exist_ok=True)
@@ -1445,7 +1459,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any],
             (ckpt / "state.json").write_text(json.dumps({"step": step + 1, "dit_steps": recipe.dit_steps}))
         step += 1
     ema_dit.to("cpu"); ema_text.to("cpu")
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with the steps run
+    if name == "dit":
+        (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with the steps run
     text_ema = TextEncoder(tokenizer, ema_text)
     ema_dit.save_pretrained(final / "dit", safe_serialization=True)
     text_ema.save_pretrained(final)
@@ -1473,27 +1488,58 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     latent at a level of the folder's N-step sampler, half of them from its own guided estimate one level up
     (`sampler_inputs`): the inputs the DiT meets when it samples, not only noised true clips. Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
     depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
+    buckets = ft_buckets(recipe, out, world, vae)
+    dit, text = train_dit(ft_stage(recipe, init_from=str(weights), dit_depth=depth), out, world, {"buckets": buckets})
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    return dit, text
+
+
+def ft_buckets(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict[str, tuple[torch.Tensor, list[str]]]:
+    """A fine-tune's latent cache: the recipe's ``cache`` entries drawn once with each of ``ft_cache_seeds``,
+    encoded by ``vae`` (`pixel_label_latent` after the pixel-encoder stage), kept in ``out/ft_cache_<seed>``."""
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
     for seed in recipe.ft_cache_seeds:
         part = build_cache(dataclasses.replace(recipe, seed=seed), out, world, vae, pixels=recipe.pixel_latent,
                            name=f"ft_cache_{seed}")
         for latents, caps in part["buckets"].values():
             add_to_bucket(buckets, latents, caps)
-    stage = dataclasses.replace(recipe, seed=recipe.ft_seed, init_from=str(weights), dit_steps=recipe.ft_steps,
-                                dit_lr=recipe.ft_lr, dit_warmup=recipe.ft_warmup, dit_seconds=0.0,
-                                dit_depth=depth)
-    dit, text = train_dit(stage, out, world, {"buckets": buckets})
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
-    return dit, text
+    return buckets
 
 
-def _copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A frozen copy of a module (for the EMA)."""
+def ft_stage(recipe: Recipe, **changes: Any) -> Recipe:
+    """The DiT stage's recipe for a fine-tune: ``ft_steps`` at peak lr ``ft_lr`` from ``ft_seed``, no wall budget of its own."""
+    return dataclasses.replace(recipe, seed=recipe.ft_seed, dit_steps=recipe.ft_steps, dit_lr=recipe.ft_lr,
+                               dit_warmup=recipe.ft_warmup, dit_seconds=0.0, **changes)
+
+
+# A chain step (the teacher's guided estimate, then a training step) costs this many DiT steps: measured on the
+# 2-core CPU, 0.447 s against 0.316 s (bench/RESULTS.md, twenty-fifth session). A full run's DiT stage leaves
+# ft_steps of them of the hour to the chain stage; the chain stage then fits its own steps to what is left.
+CHAIN_STEP_COST = 1.45
+
+
+def chain_stage(recipe: Recipe, out: Path, world, buckets: dict[str, tuple[torch.Tensor, list[str]]],
+                cache: dict[str, Any], dit: ShapesDiT, text: TextEncoder, deadline: float | None = None
+                ) -> tuple[ShapesDiT, TextEncoder]:
+    """A full run's last stage (``ft_chain`` N > 0 and ``ft_steps`` > 0): the DiT stage's networks fine-tuned on
+    their own N-step sampler's inputs, as ``--rescore WEIGHTS --tune-dit`` does to a finished folder, the teacher
+    sampling at the recipe's one guidance candidate. Its clips are ``buckets`` (`ft_buckets` through the finished
+    autoencoder, whose encoder is the one the exported model has), in the DiT stage's (``cache``'s) latent statistics. Trained in
+    ``out/chain_final`` (resumable; logged as stage "chain"); ``recipe.ft_steps`` becomes the steps it ran (fewer if ``deadline`` came first)."""
+    stage = ft_stage(recipe)
+    tuned = train_dit(stage, out, world, {"buckets": buckets, "channel_stats": latent_stats(cache)}, deadline,
+                      init=(dit, text, recipe.guidance_candidates[0]), name="chain")
+    recipe.ft_steps = stage.dit_steps
+    return tuned
+
+
+def _copy(module: torch.nn.Module, trainable: bool = False) -> torch.nn.Module:
+    """A frozen copy of a module (for the EMA and a teacher), or with ``trainable`` one to train."""
     import copy
 
     clone = copy.deepcopy(module)
     for p in clone.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(trainable)
     return clone
 
 
@@ -1749,9 +1795,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     recipe = Recipe(seed=args.seed, **overrides)
-    for name in ("ft_distil", "ft_chain"):
-        if getattr(recipe, name) and not recipe.init_from:
-            parser.error(f"{name} reads a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set {name}=N")
+    if recipe.ft_distil and not recipe.init_from:
+        parser.error("ft_distil reads a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set ft_distil=N")
+    chain = bool(recipe.ft_chain) and not recipe.init_from  # a chain stage after the DiT's (with init_from: the DiT's own teacher)
+    if chain and (recipe.ft_steps < 1 or len(recipe.guidance_candidates) != 1):
+        parser.error(f"a full run's chain stage (ft_chain {recipe.ft_chain}) needs ft_steps >= 1 and one guidance "
+                     f"candidate, the guidance its teacher samples at; got ft_steps {recipe.ft_steps}, "
+                     f"guidance_candidates {list(recipe.guidance_candidates)}")
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         torch.empty(0, device=recipe.device)
     except (RuntimeError, AssertionError) as e:
@@ -1764,6 +1814,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     done_before = [stage for stage, marker in (("vae", "vae_final/config.json"), ("cache", "cache/index.json"),
                                                 ("dit", "dit_final/dit/config.json"),
+                                                ("ft_cache", f"ft_cache_{recipe.ft_cache_seeds[-1]}/index.json"),
+                                                ("chain", "chain_final/dit/config.json"),
                                                 ("decoder", "dec_final/config.json"),
                                                 ("pixels", "pix_final/config.json")) if (out / marker).is_file()]
     start = time.perf_counter()
@@ -1774,9 +1826,17 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.pix_steps:  # a new encoder for true frames; the cache below keeps the disc encoder's latent
         t = time.perf_counter(); finished = train_pixel_encoder(recipe, out, world, vae); seconds["pixels"] = time.perf_counter() - t
     t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
-    # with train_minutes the DiT, the last stage, gets what the stages before it left of the budget
+    if chain:  # the chain stage's clips, encoded now so that the DiT's budget already counts them
+        t = time.perf_counter(); buckets = ft_buckets(recipe, out, world, finished); seconds["ft_cache"] = time.perf_counter() - t
+    # with train_minutes the DiT gets what the stages before it left of the budget (less the chain stage's share)
     deadline = start + 60 * recipe.train_minutes if recipe.train_minutes else None
-    t = time.perf_counter(); dit, text = train_dit(recipe, out, world, cache, deadline); seconds["dit"] = time.perf_counter() - t
+    reserve = CHAIN_STEP_COST * recipe.ft_steps if chain else 0.0
+    stage = dataclasses.replace(recipe, ft_chain=0) if chain else recipe  # the chain's teacher is this stage's result
+    t = time.perf_counter(); dit, text = train_dit(stage, out, world, cache, deadline, reserve=reserve); seconds["dit"] = time.perf_counter() - t
+    recipe.dit_steps = stage.dit_steps  # the steps it ran
+    if chain:
+        t = time.perf_counter(); dit, text = chain_stage(recipe, out, world, buckets, cache, dit, text, deadline); seconds["chain"] = time.perf_counter() - t
+        (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with its steps run
     folder = export(recipe, out, world, finished, dit, text, cache, seconds, done_before)
     print(f"weights written to {folder}")
     return ship(folder) if args.ship else 0

@@ -545,8 +545,8 @@ def test_dit_fine_tune_on_the_folders_own_sampler(tiny_run, tmp_path, name):
         train.Recipe(**{name: 10, "shape_contrast": 0.5})
     with pytest.raises(ValueError, match="ft_distil and ft_chain are two fine-tunes: set one of them"):
         train.Recipe(ft_distil=10, ft_chain=10)
-    with pytest.raises(SystemExit):  # a full run has no folder whose sampler to read
-        train.main(["--out", str(tmp_path / "full"), "--set", f"{name}=10"])
+    with pytest.raises(SystemExit):  # a full run distils no folder's sampler; its chain stage needs ft_steps
+        train.main(["--out", str(tmp_path / "full"), "--set", f"{name}=10", "ft_steps=0"])
     assert not (tmp_path / "full").exists()
     out = tmp_path / "tuned"
     assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
@@ -1255,3 +1255,61 @@ def test_a_training_deadline_gives_the_dit_what_is_left(tmp_path, tiny_run):
     assert saved["dit_steps"] < 400 and saved["dit_seconds"] == 0.0 and saved["train_minutes"] == 1.0
     assert any(r.get("budget_s") == 1.0 for r in log)
     assert any(r.get("stopped") == "over the wall budget" or "dit_steps" in r for r in log)
+
+
+def test_reserve_leaves_part_of_the_deadline_to_a_later_stage(tmp_path, tiny_run):
+    """``reserve`` steps at the stage's pace are kept of the deadline: with more reserved than the hour holds
+    the DiT stops at step 100, where its step count is fixed, and the log says what was reserved."""
+    import time
+
+    from sora_nb import world
+
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    out = tmp_path / "reserve"
+    out.mkdir()
+    (out / "text_final").symlink_to(tiny_run / "text_final")
+    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 400, "dit_batch": 2, "log_every": 1})
+    cache = train.build_cache(recipe, out, world, vae)
+    train.train_dit(recipe, out, world, cache, deadline=time.perf_counter() + 3600.0, reserve=1e9)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert json.loads((out / "recipe.json").read_text())["dit_steps"] == 100
+    assert [r["dit_steps"] for r in log if "reserve_steps" in r] == [100]
+    assert [r["step"] for r in log if "loss" in r] == list(range(100))
+
+
+def test_a_full_run_with_ft_chain_ends_with_the_chain_stage(tmp_path):
+    """``ft_chain`` N and ``ft_steps`` in a full run: after the DiT stage, its networks are fine-tuned on their own
+    N-step sampler's inputs (stage "chain"), and the exported DiT is the chain stage's. Resumed, the finished stage
+    is kept. Without ft_steps or with several guidance candidates (the teacher's guidance) it is refused before
+    anything is written."""
+    from safetensors.torch import load_file
+
+    from sora_nb.backends import embedded
+
+    for bad, message in (({"ft_steps": 0}, "needs ft_steps >= 1"), ({"ft_steps": 2, "guidance_candidates": [2.0, 3.0]},
+                                                                    "one guidance candidate")):
+        with pytest.raises(SystemExit):
+            run(tmp_path, "bad", ft_chain=4, **bad)
+        assert not (tmp_path / "bad").exists(), message
+    args = dict(ft_chain=4, ft_steps=3, ft_cache_seeds=[3], ft_lr=0.001, ft_warmup=1, guidance_candidates=[2.0])
+    out = run(tmp_path, "c", **args)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("stage") == "chain" and "loss" in r] == [0, 1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in log if r.get("stage") == "chain" and "loss" in r)
+    order = [r["stage"] for r in log if "stage" in r]
+    assert order.index("chain") > max(i for i, st in enumerate(order) if st == "dit") - 1 > 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert (recipe["ft_chain"], recipe["ft_steps"], recipe["dit_steps"]) == (4, 3, FAST["dit_steps"])
+    shipped = embedded.load_folder(out / "weights").dit.state_dict()
+    chained = load_file(str(out / "chain_final" / "dit" / "diffusion_pytorch_model.safetensors"))
+    first = load_file(str(out / "dit_final" / "dit" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(v, chained[k]) for k, v in shipped.items())
+    delta = max(float((v - first[k]).abs().max()) for k, v in shipped.items())
+    assert 0 < delta < 0.05
+    assert (out / "ft_cache_3" / "index.json").is_file()
+    seconds = json.loads((out / "weights" / "scores.json").read_text())["seconds"]
+    assert seconds["chain"] > 0 and "chain" not in seconds["resumed"]
+    again = run(tmp_path, "c", **args)
+    seconds = json.loads((again / "weights" / "scores.json").read_text())["seconds"]
+    assert "chain" in seconds["resumed"] and "dit" in seconds["resumed"]
+    assert all(torch.equal(v, embedded.load_folder(again / "weights").dit.state_dict()[k]) for k, v in shipped.items())
