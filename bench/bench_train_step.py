@@ -11,9 +11,7 @@ with start-up costs removed. Two models are timed:
   mostly the loop's fixed costs (index draws, optimiser and EMA calls, one launch per operation).
   On a GPU this part does not shrink with a faster chip; on a CPU the tiny model's memory-bound
   operations still count.
-The recipe's DiT is timed twice: with the self-attention training uses on a CPU (`bf16_self_attention`: two
-bfloat16 matrix products around a float32 softmax) and with the float32 fused kernel it replaced (twenty-sixth
-session). A further row times, alone, the host work the loop no longer does per step since the cache's captions
+A third row times, alone, the host work the loop no longer does per step since the cache's captions
 are tokenised and parsed once: tokenising a batch of captions and parsing their probe targets.
 """
 
@@ -29,13 +27,6 @@ import torch
 
 from _common import parse, parser, print_table, timed
 from sora_nb import train, world
-from sora_nb.models import dit as dit_module
-
-
-def fused_fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The self-attention training used before `bf16_self_attention`: the fused kernel in float32."""
-    with torch.autocast(q.device.type, enabled=False):
-        return torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(v.dtype)
 
 
 def synthetic_cache(n: int, seed: int = 0) -> dict:
@@ -72,7 +63,6 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
-    p.add_argument("--rope", action="store_true", help="rotary positions (the course recipe's dit_rope)")
     p.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("F", "Y", "X"),
                    help="latent cells per token (the recipe's dit_patch); 1 4 4 gives a quarter of the tokens")
     args = parse(p)
@@ -81,7 +71,7 @@ def main() -> None:
                 f"got --steps {args.steps}, --warm {args.warm}, --batch {args.batch}")
     cache = synthetic_cache(max(args.clips, 1024))
     base = dict(device=args.device, dit_batch=args.batch, text_steps=0, log_every=10 ** 9, ckpt_every=10 ** 9,
-                dit_warmup=1, dit_patch=tuple(args.patch), dit_rope=args.rope)
+                dit_warmup=1, dit_patch=tuple(args.patch))
     recipes = {
         f"DiT {args.hidden} wide x {args.depth} deep": train.Recipe(**base, dit_hidden=args.hidden,
                                                                   dit_depth=args.depth, dit_heads=args.heads),
@@ -98,14 +88,6 @@ def main() -> None:
     for name, recipe in recipes.items():
         s = per_step(recipe, cache, args.warm, args.steps)
         rows.append((name, args.batch, f"{s * 1e3:.1f}", f"{args.batch / s:.0f}"))
-        if name.startswith("DiT") and args.device == "cpu":  # the same, with the float32 fused attention of before
-            kept = dit_module.bf16_self_attention
-            dit_module.bf16_self_attention = fused_fp32_attention
-            try:
-                s = per_step(recipe, cache, args.warm, args.steps)
-            finally:
-                dit_module.bf16_self_attention = kept
-            rows.append((name + ", float32 fused attention", args.batch, f"{s * 1e3:.1f}", f"{args.batch / s:.0f}"))
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, patch {tuple(args.patch)}")
     print_table(rows, header=("model", "batch", "ms per step", "clips per s"))
 

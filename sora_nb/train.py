@@ -37,7 +37,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    dropout (the empty prompt is the unconditional branch of classifier-free guidance), the probe
    loss kept on at a small weight, an EMA of the weights. The DiT's matrix products run in bfloat16
    under autocast (``bf16``; attention and the loss stay float32): on a CPU with AMX that is 1.15x
-   faster per step at equal quality after 1000 steps. ``self_condition`` (feeding the model its own
+   faster per step at equal quality after 1000 steps. ``torch.compile`` of the DiT gave no gain on this CPU
+   (``bench/bench_compile.py``: 278 against 270 ms a step, after 110 s of compiling), so it is not used; nor did
+   the self-attention's products in bfloat16 (twenty-sixth session, bench/RESULTS.md). ``self_condition`` (feeding the model its own
    previous x0 estimate) is available but off: it cost 1.15x per step and gave no measurable gain.
    ``dit_rope`` (rotary 3D positions in self-attention) is available but off: 4% lower loss at equal
    steps, no measurable change in the evaluator's scores after 1000 steps.
@@ -63,15 +65,21 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
    cache (the cache keeps the disc encoder's latent), so the DiT is the last stage and ``train_minutes``
    can give it what the others leave. The latent cache, the decoder and the DiT are unchanged by it.
-6. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
+6. ``chain`` (optional: ``ft_chain`` N > 0 and ``ft_steps`` > 0 in a full run; `chain_stage`): the DiT stage's
+   networks fine-tuned on their own N-step sampler's inputs, as ``--tune-dit`` does to a finished folder, on
+   ``ft_cache_seeds``' clips through the exported encoder (encoded before the DiT stage, which leaves
+   ``CHAIN_STEP_COST * ft_steps`` of its steps of the hour to it). It is not in the course preset: on the course
+   recipe, 5000 DiT steps then 1500 chain steps (7175 DiT steps' worth) gave every check .33 / .24 / .32 against
+   .345 / .29 / .345 for 7000 DiT steps alone (bench/RESULTS.md, twenty-sixth session).
+7. ``export``: fit the latent-to-RGB preview map, write the weights folder (safetensors + sha256
    manifest + model card) and score the result with the shapes world's evaluator.
 
 ``--preset course`` (the default of a full run) sets the shipped model's architecture: the layout latent
 with angle channels, the decoder and pixel-encoder stages, rotary positions, ``text_pretrained`` (the frozen
 all-MiniLM-L6-v2 under a stack trained with the DiT; the text stage trains the stack and probe on its states of
 ``adapt_pool`` captions, computed once) and the guidance profile, with ``train_minutes=60``: the DiT trains for
-whatever the hour leaves (its step count, fixed at its step 100 from the pace, goes into ``recipe.json``; set
-``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). ``--preset plain`` is the
+whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at its step 100 from the pace, goes into
+``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). ``--preset plain`` is the
 dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
@@ -332,7 +340,7 @@ class Recipe:
 # twenty-fifth session; a weaker model).
 PRESETS: dict[str, dict[str, Any]] = {
     "course": dict(shape_channels=True, shape_layout=True, shape_angle=True, dec_steps=1200, dec_blocks=3,
-                   dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True, dit_steps=10000,
+                   dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True,
                    text_pretrained="all-MiniLM-L6-v2", train_minutes=60.0, guidance_candidates=(2.0,),
                    sample_guidance_profile=((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))),
     "plain": {},

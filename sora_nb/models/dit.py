@@ -95,17 +95,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # (B, H, N, d)
 
 
-def bf16_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for bfloat16 (B, H, N, d) tensors as two bfloat16 matrix products around a
-    float32 softmax. On a CPU this is 2.7x faster, forward and backward, than the float32 fused kernel and
-    3x faster than the bfloat16 one (16 x 4 heads x 256 tokens x 32, 2 cores: 9.0 ms against 24.7 and 28.2;
-    bench/RESULTS.md, twenty-sixth session). Used by the DiT's self-attention when training under bfloat16
-    autocast on a CPU; sampling runs in float32 and keeps the fused kernel."""
-    with torch.autocast(q.device.type, enabled=False):
-        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, H, N, N)
-        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v  # (B, H, N, d)
-
-
 class TimestepEmbedder(nn.Module):
     """Scalar timestep -> D-vector (sinusoidal features, then an MLP)."""
 
@@ -137,14 +126,11 @@ class Attention(nn.Module):
         dtype = q.dtype
         if rope is not None:  # self-attention with rotary positions: (cos, sin) of the (N, d/2) angles
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # float32, as attention wants
-        if mask is None and dtype == torch.bfloat16 and x.device.type == "cpu":
-            y = bf16_self_attention(q.to(dtype), k.to(dtype), v)  # training under autocast on a CPU
-        else:
-            attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
-            # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster;
-            # the result goes back to the projections' dtype, so a model cast to bfloat16 still runs
-            with torch.autocast(x.device.type, enabled=False):
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(dtype)  # (B, H, N, d)
+        attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, M)
+        # attention itself in float32: on CPU its bfloat16 kernel (under autocast) is slower, not faster;
+        # the result goes back to the projections' dtype, so a model cast to bfloat16 still runs
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(dtype)  # (B, H, N, d)
         return self.out(rearrange(y, "B H N d -> B N (H d)"))  # (B, N, D)
 
 
