@@ -352,6 +352,11 @@ TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batc
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def write_recipe(out: Path, recipe: Recipe) -> None:
+    """Record the run's recipe (with the step counts it ran) in ``out/recipe.json``."""
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+
+
 def log(out: Path, **record: Any) -> None:
     """Append one JSON line to the run log and echo it."""
     record = {"time": round(time.time(), 2), **record}
@@ -1367,7 +1372,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             # cosine schedule is the one the run follows throughout)
             pace = (time.perf_counter() - t_pace) / 80
             fit = int((budget - (time.perf_counter() - t0)) / pace - reserve)
-            recipe.dit_steps = min(recipe.dit_steps, max(step, step + fit))
+            recipe.dit_steps = min(recipe.dit_steps, step + max(0, fit))
             log(out, stage=name, step=step, s_per_step=pace, budget_s=budget, reserve_steps=reserve,
                 dit_steps=recipe.dit_steps)
             if step >= recipe.dit_steps:  # the budget (less the reserve) was spent by step 100
@@ -1468,7 +1473,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
         step += 1
     ema_dit.to("cpu"); ema_text.to("cpu")
     if name == "dit":
-        (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with the steps run
+        write_recipe(out, recipe)  # with the steps run
     text_ema = TextEncoder(tokenizer, ema_text)
     ema_dit.save_pretrained(final / "dit", safe_serialization=True)
     text_ema.save_pretrained(final)
@@ -1498,7 +1503,7 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
     buckets = ft_buckets(recipe, out, world, vae)
     dit, text = train_dit(ft_stage(recipe, init_from=str(weights), dit_depth=depth), out, world, {"buckets": buckets})
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    write_recipe(out, recipe)
     return dit, text
 
 
@@ -1816,7 +1821,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"device {recipe.device!r} is not usable on this machine: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    write_recipe(out, recipe)
     from . import world
 
     seconds: dict[str, float] = {}
@@ -1844,7 +1849,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe.dit_steps = stage.dit_steps  # the steps it ran
     if chain:
         t = time.perf_counter(); dit, text = chain_stage(recipe, out, world, buckets, cache, dit, text, deadline); seconds["chain"] = time.perf_counter() - t
-        (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))  # with its steps run
+        write_recipe(out, recipe)  # with its steps run
     folder = export(recipe, out, world, finished, dit, text, cache, seconds, done_before)
     print(f"weights written to {folder}")
     return ship(folder) if args.ship else 0

@@ -1236,6 +1236,18 @@ def test_text_pretraining_of_the_adapted_encoder_learns_from_a_pool_of_frozen_st
     assert all(torch.equal(v, frozen_encoder("all-MiniLM-L6-v2").state_dict()[k]) for k, v in frozen.items())
 
 
+def dit_stage_folder(out, tiny_run, **overrides):
+    """A folder ready for the DiT stage alone: tiny_run's text stage, an 8-clip cache in its autoencoder's latent,
+    and a FAST recipe of 400 DiT steps with ``overrides``; returns (out, recipe, cache)."""
+    from sora_nb import world
+
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    out.mkdir()
+    (out / "text_final").symlink_to(tiny_run / "text_final")
+    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 400, **overrides})
+    return out, recipe, train.build_cache(recipe, out, world, vae)
+
+
 def test_a_training_deadline_gives_the_dit_what_is_left(tmp_path, tiny_run):
     """``train_minutes``: the DiT's budget is what the deadline leaves when its steps start (at least 1 s), so
     a deadline already past stops it early; recipe.json keeps the steps it ran and no dit_seconds."""
@@ -1243,12 +1255,7 @@ def test_a_training_deadline_gives_the_dit_what_is_left(tmp_path, tiny_run):
 
     from sora_nb import world
 
-    vae = train.train_vae(train.Recipe(), tiny_run, world)
-    out = tmp_path / "late"
-    out.mkdir()
-    (out / "text_final").symlink_to(tiny_run / "text_final")
-    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 400, "train_minutes": 1.0})
-    cache = train.build_cache(recipe, out, world, vae)
+    out, recipe, cache = dit_stage_folder(tmp_path / "late", tiny_run, train_minutes=1.0)
     train.train_dit(recipe, out, world, cache, deadline=time.perf_counter() - 100.0)
     saved = json.loads((out / "recipe.json").read_text())
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -1264,12 +1271,7 @@ def test_reserve_leaves_part_of_the_deadline_to_a_later_stage(tmp_path, tiny_run
 
     from sora_nb import world
 
-    vae = train.train_vae(train.Recipe(), tiny_run, world)
-    out = tmp_path / "reserve"
-    out.mkdir()
-    (out / "text_final").symlink_to(tiny_run / "text_final")
-    recipe = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 400, "dit_batch": 2, "log_every": 1})
-    cache = train.build_cache(recipe, out, world, vae)
+    out, recipe, cache = dit_stage_folder(tmp_path / "reserve", tiny_run, dit_batch=2, log_every=1)
     train.train_dit(recipe, out, world, cache, deadline=time.perf_counter() + 3600.0, reserve=1e9)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert json.loads((out / "recipe.json").read_text())["dit_steps"] == 100
