@@ -59,7 +59,10 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    depth 9 instead of 6 gave the same loss (within 2% after step 1000) and the same scores (nineteenth session).
    ``count_weights`` (equal: off) draws the cached clips by their object count (`batch_draw`): drawing two- and
    three-object clips 1.2x and 1.8x as often (weights 1/2/3) in an ``ft_chain`` fine-tune left every check within
-   noise, and those prompts did no better (twenty-third session).
+   noise, and those prompts did no better (twenty-third session). ``occluder_weight`` (1: off) draws clips with the
+   occluder bar that many times as often: 3 (a third of the rows instead of a sixth) in an ``ft_chain`` fine-tune left
+   the bar clips' ghost tracks (`bench/bench_occluder.py`) at 36 against 35 and every check within noise
+   (twenty-seventh session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
@@ -190,6 +193,7 @@ class Recipe:
     ft_chain: int = 0              # N > 0: half the rows start from the folder's own N-step sampler (`sampler_inputs`)
     count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
+    occluder_weight: float = 1.0   # and a clip with the occluder bar this many times as often (1: as any other)
     text_width: int = 128
     text_layers: int = 2
     text_pretrained: str = ""      # a full run's text encoder: "" a word-level T5 trained from scratch, else a frozen
@@ -315,6 +319,11 @@ class Recipe:
             raise ValueError(f"count_weights must be {spec.MAX_OBJECTS} finite numbers >= 0, not all 0 (the relative "
                              f"weights of clips with 1 to {spec.MAX_OBJECTS} objects), got {weights!r}")
         self.count_weights = tuple(float(w) for w in weights)
+        ow = self.occluder_weight
+        if isinstance(ow, bool) or not isinstance(ow, (int, float)) or not math.isfinite(ow) or not 0 < ow <= 100:
+            raise ValueError(f"occluder_weight must be a number in (0, 100] (how many times as often a clip with the "
+                             f"occluder bar is drawn; 1: as any other), got {ow!r}")
+        self.occluder_weight = float(ow)
         if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
             raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
@@ -927,24 +936,29 @@ def encode_rows(encoder: torch.nn.Module, rows: torch.Tensor, mask: torch.Tensor
     return encoder(input_ids=rows, attention_mask=mask).last_hidden_state
 
 
-def clip_weights(captions: Sequence[str], count_weights: Sequence[float]) -> np.ndarray:
-    """Each caption's draw weight in the DiT stage: ``count_weights[n - 1]`` for a caption of n objects."""
+def clip_weights(captions: Sequence[str], count_weights: Sequence[float], occluder_weight: float = 1.0) -> np.ndarray:
+    """Each caption's draw weight in the DiT stage: ``count_weights[n - 1]`` for a caption of n objects, times
+    ``occluder_weight`` if it asks for the occluder bar."""
     table = np.asarray(count_weights, dtype=np.float64)
-    counts = np.array([len(language.parse(c).objects) for c in captions])  # 1 .. MAX_OBJECTS
-    return table[np.clip(counts, 1, len(table)) - 1]
+    labels = [language.parse(c) for c in captions]
+    counts = np.array([len(lab.objects) for lab in labels])  # 1 .. MAX_OBJECTS
+    bar = np.array([lab.occluder for lab in labels], dtype=bool)
+    return table[np.clip(counts, 1, len(table)) - 1] * np.where(bar, float(occluder_weight), 1.0)
 
 
-def batch_draw(cache: dict[str, Any], count_weights: Sequence[float]) -> Callable[[np.random.Generator, int], tuple[str, np.ndarray]]:
+def batch_draw(cache: dict[str, Any], count_weights: Sequence[float],
+               occluder_weight: float = 1.0) -> Callable[[np.random.Generator, int], tuple[str, np.ndarray]]:
     """The DiT stage's draw of a batch: ``draw(rng, n) -> (bucket key, n clip indices)``, a bucket (one
-    latent shape) first, then n of its clips. With equal ``count_weights`` every cached clip is alike: the
-    bucket by its clip count, its clips uniformly. Otherwise a clip of k objects weighs ``count_weights[k - 1]``
-    (`clip_weights`): the bucket by its clips' summed weight, its clips by theirs."""
+    latent shape) first, then n of its clips. With equal ``count_weights`` and ``occluder_weight`` 1 every
+    cached clip is alike: the bucket by its clip count, its clips uniformly. Otherwise a clip weighs
+    `clip_weights` (``count_weights[k - 1]`` for k objects, times ``occluder_weight`` with the bar): the
+    bucket by its clips' summed weight, its clips by theirs."""
     keys = sorted(cache["buckets"])
-    if len(set(count_weights)) == 1:
+    if len(set(count_weights)) == 1 and occluder_weight == 1.0:
         clip_p = {k: None for k in keys}  # uniform within the bucket
         sums = np.array([len(cache["buckets"][k][1]) for k in keys], dtype=np.float64)
     else:
-        clip_p = {k: clip_weights(cache["buckets"][k][1], count_weights) for k in keys}
+        clip_p = {k: clip_weights(cache["buckets"][k][1], count_weights, occluder_weight) for k in keys}
         sums = np.array([clip_p[k].sum() for k in keys])
         clip_p = {k: w / w.sum() if w.sum() > 0 else None for k, w in clip_p.items()}  # a bucket of weight 0 is never drawn
     bucket_p = sums / sums.sum()
@@ -1353,7 +1367,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
         state = json.loads((ckpt / "state.json").read_text())
         start, recipe.dit_steps = state["step"], state.get("dit_steps", recipe.dit_steps)
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1, 1) for v in latent_stats(cache, recipe.latent_norm))
-    draw = batch_draw(cache, recipe.count_weights)
+    draw = batch_draw(cache, recipe.count_weights, recipe.occluder_weight)
     on_device = {k: lat.to(device) for k, (lat, _) in cache["buckets"].items()}
     # every cached caption tokenised and parsed once: the loop only indexes tensors (no per-step
     # tokenising or parsing on the host, which on a GPU costs more than the step's arithmetic)

@@ -1173,6 +1173,47 @@ def test_count_weights_set_how_often_each_object_count_is_drawn():
     np.testing.assert_allclose(seen / seen.sum(), want / want.sum(), atol=0.01)
 
 
+def _occluder_flags(cache):
+    from sora_nb.world import language
+
+    return {k: np.array([language.parse(c).occluder for c in caps]) for k, (_, caps) in cache["buckets"].items()}
+
+
+def test_occluder_weight_multiplies_the_weight_of_clips_with_the_bar():
+    cache, counts = _count_cache()
+    bar = _occluder_flags(cache)["a"]
+    assert 0 < bar.sum() < len(bar)
+    w = train.clip_weights(cache["buckets"]["a"][1], (1.0, 2.5, 7.0), occluder_weight=4.0)
+    np.testing.assert_array_equal(w, np.array([1.0, 2.5, 7.0])[counts["a"] - 1] * np.where(bar, 4.0, 1.0))
+
+
+def test_occluder_weight_sets_how_often_clips_with_the_bar_are_drawn():
+    cache, _ = _count_cache()
+    bar = _occluder_flags(cache)
+    draw = train.batch_draw(cache, (1.0, 1.0, 1.0), occluder_weight=3.0)
+    rng = np.random.default_rng(1)
+    seen = np.zeros(2)
+    for _ in range(3000):
+        key, idx = draw(rng, 16)
+        seen += np.bincount(bar[key][idx].astype(int), minlength=2)
+    n_bar = sum(int(b.sum()) for b in bar.values())
+    n_other = sum(len(b) for b in bar.values()) - n_bar
+    want = 3.0 * n_bar / (3.0 * n_bar + n_other)  # 7 of 60 clips have the bar: 0.28 of the draws, not 0.117
+    np.testing.assert_allclose(seen[1] / seen.sum(), want, atol=0.01)
+    uniform = train.batch_draw(cache, (1.0, 1.0, 1.0))
+    seen = np.zeros(2)
+    for _ in range(3000):
+        key, idx = uniform(rng, 16)
+        seen += np.bincount(bar[key][idx].astype(int), minlength=2)
+    np.testing.assert_allclose(seen[1] / seen.sum(), n_bar / (n_bar + n_other), atol=0.01)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), 101, True, "3"])
+def test_bad_occluder_weight_is_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"occluder_weight must be a number in \(0, 100\]"):
+        train.Recipe(occluder_weight=value)
+
+
 @pytest.mark.parametrize("value", [(1.0, 2.0), (1.0, 2.0, float("nan")), (0.0, 0.0, 0.0), (1.0, -1.0, 1.0),
                                    (1.0, True, 1.0), "1,2,3"])
 def test_bad_count_weights_are_refused_by_name(value):
