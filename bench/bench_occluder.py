@@ -63,6 +63,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=777, help="the world sampler's seed (default: used in no choice)")
     p.add_argument("--round-trip", action="store_true", help="also score the autoencoder's round trip of the true clips")
     args = parse(p)
+    for name in ("clips", "pool"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     clips = [c for c in world.sample(args.pool, seed=args.seed, split="train", phrasing="train")
              if c.labels.occluder][: args.clips]
     if not clips:
