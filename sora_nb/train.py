@@ -61,8 +61,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    three-object clips 1.2x and 1.8x as often (weights 1/2/3) in an ``ft_chain`` fine-tune left every check within
    noise, and those prompts did no better (twenty-third session). ``occluder_weight`` (1: off) draws clips with the
    occluder bar that many times as often: 3 (a third of the rows instead of a sixth) in an ``ft_chain`` fine-tune left
-   the bar clips' ghost tracks (`bench/bench_occluder.py`) at 36 against 35 and every check within noise
-   (twenty-seventh session).
+   the bar clips' ghost tracks (`bench/bench_occluder.py`) at 36 against 35, while the same stage without it gave 19,
+   and every check within noise (twenty-seventh session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
