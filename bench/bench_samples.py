@@ -22,7 +22,7 @@ from sora_nb import world
 from sora_nb.train import step_seed
 
 DIMS = ("colour", "shape", "motion", "count", "consistency")
-SAMPLES = {"k0": ("train", "train", 0), "hc": ("heldout", "train", 0), "hp": ("train", "heldout", 0)}
+SAMPLES = {"hc": ("heldout", "train", 0), "hp": ("train", "heldout", 0)}  # kN: train prompts at seed index N
 
 
 def sample(name: str) -> tuple[str, str, int]:
