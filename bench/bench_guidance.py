@@ -36,9 +36,7 @@ def main() -> None:
     for eta in etas:
         for g in GUIDANCE:
             start = time.perf_counter()
-            df = world.evaluate(lambda c, s: gen.generate(c, seed=s, guidance=g, eta=eta, steps=args.steps,
-                                                          trace=False).frames,
-                                n=args.clips, seed=4242, split="train")
+            df = world.evaluate(gen, n=args.clips, seed=4242, split="train", guidance=g, eta=eta, steps=args.steps)
             per_clip = (time.perf_counter() - start) / args.clips
             means = world.summarize(df)
             print(f"| {eta:g} | {g:g} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS) + f" | {per_clip:.2f} |",

@@ -53,8 +53,8 @@ def main() -> None:
         overall = []
         for name, split, phrasing, k in plan:
             t = time.perf_counter()
-            df = world.evaluate(lambda c, seed: gen.generate(c, seed=seed, guidance=args.guidance, trace=False).frames,
-                                n=args.clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing)
+            df = world.evaluate(gen, n=args.clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
+                                guidance=args.guidance)
             s = world.summarize(df)
             overall.append(float(s["overall"]))
             rows.append([folder, name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",

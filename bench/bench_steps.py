@@ -79,8 +79,8 @@ def main() -> None:
             embedded.FlowMatchEulerDiscreteScheduler = Fixed  # the backend builds its scheduler from this name
             passes = sum(2 if guidance_at(backend.guidance_profile, g, s) != 1.0 else 1 for s in sig[:-1])
             start = time.perf_counter()
-            df = world.evaluate(lambda c, s: gen.generate(c, seed=s, steps=len(sig) - 1, trace=False).frames,
-                                n=args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train")
+            df = world.evaluate(gen, n=args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train",
+                                steps=len(sig) - 1)
             per_clip = (time.perf_counter() - start) / args.clips
             means = world.summarize(df)
             rows.append([name, len(sig) - 1, passes, *(f"{means[c]:.3f}" for c in CHECKS), f"{per_clip:.2f}"])

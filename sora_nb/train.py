@@ -1616,8 +1616,8 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     guidance = info["default_guidance"]
     scores = {}
     for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout")):
-        df = world.evaluate(lambda caption, seed: gen.generate(caption, seed=seed, guidance=guidance, trace=False).frames,
-                            n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split, phrasing=phrasing)
+        df = world.evaluate(gen, n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split,
+                            phrasing=phrasing, guidance=guidance)
         summary = world.summarize(df)
         scores[f"{split}/{phrasing}"] = {k: round(float(v), 4) for k, v in dict(summary).items()
                                          if isinstance(v, (int, float, np.floating)) and not math.isnan(float(v))}
@@ -1762,8 +1762,8 @@ def choose_guidance(recipe: Recipe, out: Path, world, gen) -> tuple[float, dict[
         return float(recipe.guidance_candidates[0]), {}
     adherence = {}
     for g in recipe.guidance_candidates:
-        df = world.evaluate(lambda caption, seed: gen.generate(caption, seed=seed, guidance=g, trace=False).frames,
-                            n=recipe.guidance_clips, seed=step_seed(recipe.seed, "eval", 1), split="train")
+        df = world.evaluate(gen, n=recipe.guidance_clips, seed=step_seed(recipe.seed, "eval", 1), split="train",
+                            guidance=g)
         s = world.summarize(df)
         adherence[f"g={g:g}"] = round(float(np.nanmean([s[k] for k in ADHERENCE])), 4)
         log(out, stage="guidance", guidance=float(g), adherence=adherence[f"g={g:g}"])

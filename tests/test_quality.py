@@ -44,8 +44,7 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def scores(shipped):
-    df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, trace=False).frames,
-                        n=N, seed=2026, split="train")
+    df = world.evaluate(shipped, n=N, seed=2026, split="train")
     return world.summarize(df)
 
 
@@ -89,8 +88,7 @@ def test_guidance_raises_adherence(shipped):
     before the twenty-first session's fine-tunes; 1.96
     against 0.27 before the eighteenth session's DiT fine-tune; 1.82 at guidance 2 without the profile)."""
     def adherence(g):
-        df = world.evaluate(lambda caption, seed: shipped.generate(caption, seed=seed, guidance=g, trace=False).frames,
-                            n=16, seed=7, split="train")
+        df = world.evaluate(shipped, n=16, seed=7, split="train", guidance=g)
         s = world.summarize(df)
         return s["colour"] + s["background"]
 

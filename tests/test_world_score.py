@@ -254,6 +254,27 @@ def test_evaluate_and_summarize():
     assert (blank["overall"] == 0).all() and (blank["count"] == 0).all()
 
 
+def test_evaluate_takes_a_model_and_its_generate_keywords():
+    """A model with a ``generate`` method (a loaded sora_nb.Generator) is called with the caption, the clip's
+    seed, the sampled size and duration, trace off and the extra keywords; a function gets no keywords."""
+    calls = []
+
+    class Model:
+        def generate(self, caption, **kw):
+            calls.append((caption, kw))
+            return world.render(caption, seed=kw["seed"], duration=kw["duration"], size=(kw["width"], kw["height"]))
+
+    df = world.evaluate(Model(), n=4, seed=5, duration=1.0, size=(96, 64), guidance=2.5)
+    assert (df["overall"] == 1).all() and list(df["caption"]) == [c for c, _ in calls]
+    assert [kw["seed"] for _, kw in calls] == list(df["seed"])
+    assert all(kw == dict(seed=kw["seed"], duration=1.0, width=96, height=64, trace=False, guidance=2.5)
+               for _, kw in calls)
+    with pytest.raises(TypeError, match="guidance go to a model's generate"):
+        world.evaluate(world.oracle(), n=1, guidance=2.0)
+    with pytest.raises(TypeError, match="generate_fn must be a function"):
+        world.evaluate("not a model", n=1)
+
+
 def test_per_object_results_add_up_to_judges_shares():
     """`per_object` is `judge` object by object: its shares are judge's colour, shape, motion and consistency."""
     from sora_nb.world import analyse, evaluator, parse, sample

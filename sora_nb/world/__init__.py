@@ -87,6 +87,7 @@ squares, so their shape can be misread. About 15 ms per 16x64x64 clip.
 Benchmark a model: ``generate_fn(caption, seed) -> frames`` (or anything with ``.frames``)::
 
     df = world.evaluate(generate_fn, n=200, seed=0, split="heldout")  # pandas, one row per clip
+    df = world.evaluate(sora_nb.load(), n=200, guidance=2)            # or a model: its generate's keywords
     world.summarize(df)                                                # mean per dimension
     world.summarize(world.evaluate(world.oracle(), n=50))              # ground truth: all 1.0
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -261,16 +261,33 @@ def oracle(duration: float = 2.0, size: tuple = (64, 64), fps: int = 8) -> Calla
     return generate
 
 
-def evaluate(generate_fn: Callable, n: int = 200, seed: int = 0, split: str = "train", phrasing: str = "train",
-             duration: float = 2.0, size: tuple = (64, 64), fps: int = 8, max_objects: int = 3):
-    """Score generate_fn(caption, seed) -> frames on n sampled prompts: a pandas DataFrame.
+def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train", phrasing: str = "train",
+             duration: float = 2.0, size: tuple = (64, 64), fps: int = 8, max_objects: int = 3,
+             **generate_kwargs: Any):
+    """Score a model on n sampled prompts: a pandas DataFrame.
+
+    ``generate_fn`` is either a function ``(caption, seed) -> frames`` or a model with a ``generate``
+    method, such as a loaded :class:`sora_nb.Generator`. A model makes each clip as
+    ``model.generate(caption, seed=seed, duration=duration, width=size[0], height=size[1], trace=False,
+    **generate_kwargs)``, so ``world.evaluate(sora_nb.load(), n=200, guidance=2)`` judges the default
+    model at guidance 2 (``generate_kwargs`` go only to a model, not to a function). Either may return
+    frames (uint8 (T, H, W, 3), or float in [0, 1]) or any object with a ``.frames`` attribute.
 
     One row per clip: caption, seed, n_objects, occluder, heldout, templates and every
-    dimension of `score`. generate_fn may return frames (uint8 (T, H, W, 3), or float in
-    [0, 1]) or any object with a ``.frames`` attribute.
+    dimension of `score`.
     """
     import pandas as pd
 
+    model = getattr(generate_fn, "generate", None)
+    if callable(model):
+        kwargs = dict(duration=duration, width=size[0], height=size[1], trace=False, **generate_kwargs)
+        generate_fn = lambda caption, seed: model(caption, seed=seed, **kwargs)  # noqa: E731
+    elif not callable(generate_fn):
+        raise TypeError(f"generate_fn must be a function (caption, seed) -> frames or a model with a generate "
+                        f"method (e.g. sora_nb.load()), got {type(generate_fn).__name__}")
+    elif generate_kwargs:
+        raise TypeError(f"evaluate: {', '.join(sorted(generate_kwargs))} go to a model's generate; generate_fn is "
+                        f"a function (caption, seed) -> frames, so pass them inside it instead")
     rows = []
     for clip in sample(n, seed=seed, split=split, phrasing=phrasing, duration=duration, size=size, fps=fps,
                        max_objects=max_objects):
