@@ -191,6 +191,9 @@ class Recipe:
     ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
     ft_distil: int = 0             # N > 0: distil the folder's 2N-step sampler into N steps instead (`distil_targets`)
     ft_chain: int = 0              # N > 0: half the rows start from the folder's own N-step sampler (`sampler_inputs`)
+    ft_level_weights: tuple[tuple[float, float], ...] = ()  # ft_chain draws its grid's levels by noise level with
+                                   # these weights, [[sigma_above, weight], ...] read as a guidance profile (the first
+                                   # pair with sigma > sigma_above, else 1; `level_weights`); (): every level alike
     count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     occluder_weight: float = 1.0   # and a clip with the occluder bar this many times as often (1: as any other)
@@ -312,6 +315,13 @@ class Recipe:
         if self.ft_distil and self.ft_chain:
             raise ValueError(f"ft_distil and ft_chain are two fine-tunes: set one of them, got ft_distil {self.ft_distil}, "
                              f"ft_chain {self.ft_chain}")
+        self.ft_level_weights = embedded.check_guidance_profile(self.ft_level_weights, "ft_level_weights")
+        if self.ft_level_weights and not self.ft_chain:
+            raise ValueError("ft_level_weights weights ft_chain's noise levels: it needs ft_chain > 0")
+        if self.ft_level_weights and not float(level_weights(distil_grid(self.ft_chain, self.sample_shift)[0],
+                                                             self.ft_level_weights).sum()):
+            raise ValueError(f"ft_level_weights gives every level of the {self.ft_chain}-step grid weight 0, got "
+                             f"{[list(p) for p in self.ft_level_weights]}")
         weights = self.count_weights
         if (not isinstance(weights, (list, tuple)) or len(weights) != spec.MAX_OBJECTS
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
@@ -1221,6 +1231,14 @@ def distil_grid(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     return sigmas, shift * mid / (1.0 + (shift - 1.0) * mid)
 
 
+def level_weights(sigmas: torch.Tensor, profile: tuple[tuple[float, float], ...]) -> torch.Tensor:
+    """Draw weights of a grid's levels (all but its last, 0) by noise level: for each, the weight of the
+    first pair of ``profile`` with sigma > sigma_above, else 1 (the recipe's ``ft_level_weights``)."""
+    def weight(v: float) -> float:
+        return next((w for above, w in profile if v > above), 1.0)
+    return torch.tensor([weight(v) for v in sigmas[:-1].tolist()], dtype=torch.float64)
+
+
 def _level_guidance(levels: torch.Tensor, guidance: float, profile: tuple[tuple[float, float], ...],
                     device: torch.device) -> torch.Tensor:
     """The guidance of each noise level in ``levels`` (`embedded.guidance_at`), read on the host once and moved
@@ -1241,11 +1259,12 @@ def _guided_x0(teacher: ShapesDiT, states: torch.Tensor, masks: torch.Tensor, x:
 @torch.no_grad()
 def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
                    x0: torch.Tensor, sigmas: torch.Tensor, g: torch.Generator, guidance: float = 1.0,
-                   profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5,
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noisy latents as the stochastic (eta 1) guided sampler meets them: (x_t, sigma, level index per row).
 
-    Each row takes a level ``i`` of the sampler's grid ``sigmas`` (`distil_grid`; the last, 0, is never taken).
+    Each row takes a level ``i`` of the sampler's grid ``sigmas`` (`distil_grid`; the last, 0, is never taken),
+    every level alike, or drawn with ``weights`` (one per level but the last; `level_weights`).
     Its x_t is a clean latent noised to sigma_i: the true ``x0``, or, for a ``chain`` share of the rows with a
     level above them, the teacher's guided estimate from the level before (``guidance`` with ``profile``,
     `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and masks),
@@ -1255,7 +1274,10 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
     weight = _level_guidance(sigmas, guidance, profile, dev)
     sigmas = sigmas.to(dev)
-    i = torch.randint(len(sigmas) - 1, (n,), generator=g, device=dev)
+    if weights is None:
+        i = torch.randint(len(sigmas) - 1, (n,), generator=g, device=dev)
+    else:
+        i = torch.multinomial(weights.to(dev), n, replacement=True, generator=g)
     s = sigmas[i]
     prev = (i - 1).clamp(min=0)
     s_prev = sigmas[prev]
@@ -1352,6 +1374,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
         teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance)
         grid = distil_grid(recipe.ft_distil or recipe.ft_chain, recipe.sample_shift)
+        chain_weights = level_weights(grid[0], recipe.ft_level_weights) if recipe.ft_level_weights else None
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
     params = list(dit.parameters()) + list(text.encoder.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
@@ -1433,7 +1456,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                                                    recipe.sample_guidance_profile)
                 else:  # the target stays the clean latent: the model learns to mend its own sampler's estimates
                     xt, sigma, _ = sampler_inputs(teacher[0], cond, uncond, x0, grid[0], g, teacher[2],
-                                                  recipe.sample_guidance_profile)
+                                                  recipe.sample_guidance_profile, weights=chain_weights)
         else:
             sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
                                 torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),

@@ -529,6 +529,30 @@ def test_sampler_inputs_are_noised_clean_latents_or_the_teachers_estimate_one_le
     assert torch.equal(xt_d, xt) and torch.equal(s_d, s)
 
 
+def test_ft_level_weights_draw_the_chains_levels_by_noise_level():
+    """``ft_level_weights`` reads as a guidance profile over the grid's levels (the first pair with sigma above
+    its level, else 1); sampler_inputs draws levels in proportion, weight 0 never. Bad values are refused."""
+    sigmas, _ = train.distil_grid(5, 3.0)  # 1.0, then four levels above 0
+    weights = train.level_weights(sigmas, ((0.9, 0.0), (0.5, 3.0)))
+    assert weights.tolist() == [0.0 if v > 0.9 else 3.0 if v > 0.5 else 1.0 for v in sigmas[:-1].tolist()]
+    n = 4000
+    x0 = torch.zeros(n, 2, 1, 2, 2)
+    cond = (torch.ones(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    _, s, level = train.sampler_inputs(HalfTeacher(), cond, cond, x0, sigmas, torch.Generator().manual_seed(0), 1.0,
+                                       (), chain=0.0, weights=weights)
+    share = torch.bincount(level, minlength=len(weights)).double() / n
+    assert torch.allclose(share, weights / weights.sum(), atol=0.03) and not bool((level == 0).any())
+    assert torch.equal(sigmas[level], s)
+    recipe = train.Recipe(ft_chain=20, ft_level_weights=[[0.9, 1], [0.6, 3]])
+    assert recipe.ft_level_weights == ((0.9, 1.0), (0.6, 3.0))
+    for bad, match in ((dict(ft_level_weights=[[0.6, 3]]), "needs ft_chain > 0"),
+                       (dict(ft_chain=20, ft_level_weights=[[0.0, 0.0]]), "every level of the 20-step grid weight 0"),
+                       (dict(ft_chain=20, ft_level_weights=[[0.6, -1]]), "weight must be in"),
+                       (dict(ft_chain=20, ft_level_weights="band"), "list of \\[sigma_above, weight\\] pairs")):
+        with pytest.raises(ValueError, match=match):
+            train.Recipe(**bad)
+
+
 @pytest.mark.parametrize("name", ["ft_distil", "ft_chain"])
 def test_dit_fine_tune_on_the_folders_own_sampler(tiny_run, tmp_path, name):
     """ft_distil trains the folder's DiT on its own two-step targets, ft_chain on its own sampler's inputs: the
