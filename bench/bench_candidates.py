@@ -1,0 +1,92 @@
+"""Best of N seeds: how much picking among a prompt's clips could give, and what the model itself can pick.
+
+    .venv/bin/python bench/bench_candidates.py [--weights FOLDER] [--candidates 3] [--clips 200] [--k 0] [--threads 2]
+
+A diagnostic for the quality bars (issue 4, thirtieth session), not a speed figure. For ``--clips`` train
+prompts (evaluation seed ``step_seed(0, "eval", k)``; k 0 is the model card's sample) it draws
+``--candidates`` clips per prompt at default settings (the prompt's own seed, then seed + 1000003 j) and
+scores each with the evaluator. The first table gives the share of prompts where every check passes: for
+each candidate alone, and for the best of 2 and of N as the evaluator would pick (an oracle: the most any
+reranker can reach). The second gives what a reranker that sees only the model picks, best of 2 and of N:
+
+* ``x0 error``: the DiT's error in re-estimating the clip's latent under the prompt, noised to sigma
+  0.3 / 0.5 / 0.7 / 0.9 with fixed noise (a diffusion classifier's score; lower is picked);
+* ``prompt gain``: the same error under the empty prompt less under the prompt (higher is picked);
+* ``settled at sigma s``: how far the sampler's x0 estimate at the step nearest s lies from the final latent
+  (the trace; the least moved is picked).
+
+Picking by the evaluator would be judging with the test, so only model-internal scores are candidates for a
+sampler option.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import sora_nb
+from _common import parse, parser, print_table
+from sora_nb import world
+from sora_nb.train import step_seed
+
+LEVELS = (0.3, 0.5, 0.7, 0.9)
+SETTLED = (0.9, 0.78, 0.54)  # the 20-step grid's levels 8, 12 and 16
+
+
+@torch.no_grad()
+def x0_errors(be, z0: torch.Tensor, prompt: str) -> np.ndarray:
+    """(len(LEVELS), 2): the DiT's x0 error on ``z0`` (1, C, F, h, w) noised to each level, under the prompt and ''."""
+    (sc, mc), (su, mu) = be.encode_prompt(prompt), be.encode_prompt("")
+    n = max(sc.shape[1], su.shape[1])
+    pad = torch.nn.functional.pad
+    text = torch.cat([pad(sc, (0, 0, 0, n - sc.shape[1])), pad(su, (0, 0, 0, n - su.shape[1]))])
+    mask = torch.cat([pad(mc, (0, n - mc.shape[1])), pad(mu, (0, n - mu.shape[1]))])
+    g = torch.Generator().manual_seed(12345)
+    out = []
+    for s in LEVELS:
+        x = (1 - s) * z0 + s * torch.randn(z0.shape, generator=g)
+        x0 = be.dit.predict_x0(torch.cat([x, x]), torch.full((2,), s * 1000.0), text, mask).float()
+        out.append(((x0 - z0) ** 2).mean(dim=(1, 2, 3, 4)).tolist())
+    return np.array(out)
+
+
+def main() -> None:
+    p = parser(__doc__, repeats=1)
+    p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
+    p.add_argument("--candidates", type=int, default=3)
+    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--k", type=int, default=0, help="evaluation seed index (0: the model card's prompts)")
+    args = parse(p)
+    if args.candidates < 2 or args.clips < 1:
+        p.error(f"--candidates must be >= 2 and --clips >= 1; got {args.candidates}, {args.clips}")
+    gen = sora_nb.load(args.weights) if args.weights else sora_nb.load()
+    passed, scores = [], []  # per prompt: a list per candidate
+    for clip in world.sample(args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train"):
+        ok, sc = [], []
+        for j in range(args.candidates):
+            video = gen.generate(clip.caption, seed=clip.seed + 1_000_003 * j)
+            ok.append(world.score(video.frames, clip.caption)["overall"] == 1.0)
+            err = x0_errors(gen.backend, video.latents.transpose(0, 1)[None].float(), clip.caption)
+            x0, sigma = video.trace.x0.values.astype(np.float32), video.trace.sigma.values
+            moved = {f"settled at sigma {s:g}": -float(((x0[int(np.abs(sigma - s).argmin())] - x0[-1]) ** 2).mean())
+                     for s in SETTLED}
+            sc.append({"x0 error": -float(err[:, 0].sum()), "prompt gain": float((err[:, 1] - err[:, 0]).sum()),
+                       **moved})
+        passed.append(ok)
+        scores.append(sc)
+    ok = np.array(passed, dtype=float)  # (prompts, candidates)
+    n = args.candidates
+    print_table([*([f"candidate {j}", f"{ok[:, j].mean():.3f}"] for j in range(n)),
+                 ["best of 2 (oracle)", f"{ok[:, :2].max(1).mean():.3f}"],
+                 [f"best of {n} (oracle)", f"{ok.max(1).mean():.3f}"]], ("every check", f"{len(ok)} prompts"))
+    print()
+    rows = []
+    for name in scores[0][0]:
+        picks = [np.mean([ok[i, max(range(m), key=lambda j: scores[i][j][name])] for i in range(len(ok))])
+                 for m in (2, n)]
+        rows.append([name, f"{picks[0]:.3f}", f"{picks[1]:.3f}"])
+    print_table(rows, ("picked by the model's", "best of 2", f"best of {n}"))
+
+
+if __name__ == "__main__":
+    main()
