@@ -651,8 +651,9 @@ def test_choose_guidance_picks_the_best_adherence(tmp_path):
     from sora_nb import world
 
     class Stand:
-        def generate(self, caption, seed, guidance, trace):
-            truth = world.render(caption, seed=seed).frames
+        def generate(self, caption, seed, guidance, trace, duration, width, height):
+            assert trace is False
+            truth = world.render(caption, seed=seed, duration=duration, size=(width, height)).frames
             return SimpleNamespace(frames=truth if guidance == 2.0 else np.zeros_like(truth))
 
     recipe = train.Recipe(guidance_candidates=(1.0, 2.0, 5.0), guidance_clips=4)
