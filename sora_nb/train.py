@@ -62,7 +62,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    noise, and those prompts did no better (twenty-third session). ``occluder_weight`` (1: off) draws clips with the
    occluder bar that many times as often: 3 (a third of the rows instead of a sixth) in an ``ft_chain`` fine-tune left
    the bar clips' ghost tracks (`bench/bench_occluder.py`) at 36 against 35, while the same stage without it gave 19,
-   and every check within noise (twenty-seventh session).
+   and every check within noise (twenty-seventh session). ``ft_level_weights`` draws an ``ft_chain`` fine-tune's noise
+   levels by a profile (`level_weights`), e.g. ``[[0.9,1],[0.6,3]]``: the levels from 0.9 down to 0.6, where the
+   sampler loses the clip's content (``bench/bench_redraw.py``), three times as often.
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
@@ -87,8 +89,10 @@ dataclass's defaults. The shipped weights took 285 min of further stages on top 
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
 processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
-wall budget. ``scripts/train_gpu.py`` trains several variants side by side that way (how the shipped DiT
-was made; ``bench/RESULTS.md``).
+wall budget (``ft_seconds`` a fine-tune's). ``scripts/train_gpu.py`` trains several variants side by side that
+way (how the shipped DiT was made; ``bench/RESULTS.md``); ``scripts/tune_gpu.py`` fine-tunes the shipped DiT there
+in variants side by side, and the same ``--rescore --tune-dit`` call exports each back on a CPU from its finished
+stage alone (`finished_stage`: no cache is built again).
 
 Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
 ``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
@@ -186,6 +190,7 @@ class Recipe:
     ft_steps: int = 0              # its steps (0: none)
     ft_lr: float = 2e-4            # its peak learning rate (warm-up, then cosine to 10%)
     ft_warmup: int = 100
+    ft_seconds: float = 0.0        # > 0: its wall budget; ft_steps is cut to fit it (decided at its step 100), as dit_seconds
     ft_seed: int = 2               # seeds its batches and noise (the first DiT stage's came from ``seed``)
     ft_cache_seeds: tuple[int, ...] = (0, 1)  # its latent cache: the ``cache`` entries drawn with each of these seeds
     ft_depth: int = 0              # grow the DiT to this many blocks first (`ShapesDiT.grown`; 0: keep its depth)
@@ -236,9 +241,10 @@ class Recipe:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from None
-        seconds = self.dit_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"dit_seconds must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
+        for name in ("dit_seconds", "ft_seconds"):
+            seconds = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"{name} must be a finite number >= 0 (0: no wall budget), got {seconds!r}")
         minutes = self.train_minutes
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or not 0 <= minutes <= 10_000:
             raise ValueError(f"train_minutes must be a number in [0, 10000] (0: no budget; the DiT runs dit_steps), got {minutes!r}")
@@ -931,10 +937,11 @@ def caption_tensors(text: TextEncoder, probe: CaptionProbe, captions: Sequence[s
 def text_rows(text: TextEncoder, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
     """What the training loop feeds the text encoder for each caption: token ids ``(N, L)``, or for an
     adapted encoder its frozen part's states ``(N, L, 384)``, computed here once (the loop then runs
-    only the trained part; `encode_rows`)."""
+    only the trained part; `encode_rows`). The frozen states are computed where the encoder is (on a GPU,
+    not on the host: 60,000 captions are about 50 TFLOP through the frozen encoder)."""
     if not isinstance(text.encoder, AdaptedEncoder):
         return tokens["input_ids"]
-    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    ids, mask = tokens["input_ids"].to(text.encoder.device), tokens["attention_mask"].to(text.encoder.device)
     return torch.cat([text.encoder.source(ids[i:i + 256], mask[i:i + 256]) for i in range(0, len(ids), 256)])
 
 
@@ -1321,6 +1328,12 @@ def distil_targets(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     return xt, s, torch.where(said.view(view), c, u)
 
 
+def finished_stage(out: Path, name: str = "dit") -> bool:
+    """Whether ``out`` holds the DiT stage ``name``'s finished networks (``<name>_final``), which `train_dit`
+    then loads instead of training."""
+    return (Path(out) / f"{name}_final" / "dit" / "config.json").is_file()
+
+
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline: float | None = None,
               init: tuple[ShapesDiT, TextEncoder, float] | None = None, reserve: float = 0.0,
               name: str = "dit") -> tuple[ShapesDiT, TextEncoder]:
@@ -1332,6 +1345,11 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     guidance (a full run's chain stage, `chain_stage`). ``name``: the stage's name in the log and of its
     folders (``<name>_final``, ``<name>_ckpt``)."""
     final = out / f"{name}_final"
+    if finished_stage(out, name):
+        dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
+        if recipe.init_from:
+            init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
+        return dit.eval(), TextEncoder.from_pretrained(final).eval()
     words = caption_words(world)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed + 1)
@@ -1346,11 +1364,6 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                         patch_size=tuple(recipe.dit_patch), text_dim=text.width,
                         self_condition=recipe.self_condition, rope=recipe.dit_rope)
         probe = CaptionProbe(text.width)
-    if (final / "dit" / "config.json").is_file():
-        dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
-        if recipe.init_from:
-            init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
-        return dit.eval(), TextEncoder.from_pretrained(final).eval()
     if init is not None:  # trainable copies (the frozen pretrained encoder is not a parameter of the stack)
         dit, text = _copy(init[0], True).train(), TextEncoder(init[1].tokenizer, _copy(init[1].encoder, True).train())
         tokenizer = text.tokenizer
@@ -1538,8 +1551,12 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     latent at a level of the folder's N-step sampler, half of them from its own guided estimate one level up
     (`sampler_inputs`): the inputs the DiT meets when it samples, not only noised true clips. Resumable: the caches and the finished stage are kept in ``out``. Returns the EMA weights."""
     depth = tuned_depth(recipe, json.loads((Path(weights) / "dit" / "config.json").read_text())["depth"])
-    buckets = ft_buckets(recipe, out, world, vae)
-    dit, text = train_dit(ft_stage(recipe, init_from=str(weights), dit_depth=depth), out, world, {"buckets": buckets})
+    stage = ft_stage(recipe, init_from=str(weights), dit_depth=depth)
+    # a finished stage (trained here or elsewhere, e.g. on a GPU machine whose cache stayed there) needs no cache
+    buckets = {} if finished_stage(out) else ft_buckets(recipe, out, world, vae)
+    dit, text = train_dit(stage, out, world, {"buckets": buckets})
+    if stage.dit_steps != recipe.ft_steps:  # ft_seconds fixed the step count at step 100: record the steps it ran
+        recipe.ft_steps = stage.dit_steps
     write_recipe(out, recipe)
     return dit, text
 
@@ -1557,9 +1574,10 @@ def ft_buckets(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict[
 
 
 def ft_stage(recipe: Recipe, **changes: Any) -> Recipe:
-    """The DiT stage's recipe for a fine-tune: ``ft_steps`` at peak lr ``ft_lr`` from ``ft_seed``, no wall budget of its own."""
+    """The DiT stage's recipe for a fine-tune: ``ft_steps`` at peak lr ``ft_lr`` from ``ft_seed``, within the wall
+    budget ``ft_seconds`` if one is set (the DiT stage's own ``dit_seconds`` is not the fine-tune's)."""
     return dataclasses.replace(recipe, seed=recipe.ft_seed, dit_steps=recipe.ft_steps, dit_lr=recipe.ft_lr,
-                               dit_warmup=recipe.ft_warmup, dit_seconds=0.0, **changes)
+                               dit_warmup=recipe.ft_warmup, dit_seconds=recipe.ft_seconds, **changes)
 
 
 # A chain step (the teacher's guided estimate, then a training step) costs this many DiT steps: measured on the

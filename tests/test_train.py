@@ -349,6 +349,36 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     assert all(torch.equal(v, dit.state_dict()[k]) for k, v in new.dit.state_dict().items())
 
 
+def test_a_fine_tune_within_a_wall_budget_and_exported_on_another_machine(tiny_run, tmp_path):
+    """``ft_seconds`` cuts a fine-tune's steps to its wall budget and records the steps it ran; a finished
+    stage (``dit_final``, as a GPU machine sends it back without its cache) is exported by the same
+    --rescore --tune-dit call, without building the cache again and with the networks unchanged."""
+    import shutil
+
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    with pytest.raises(ValueError, match=r"ft_seconds must be a finite number >= 0 \(0: no wall budget\)"):
+        train.Recipe(ft_seconds=-1.0)
+    assert train.ft_stage(train.Recipe(ft_steps=5, ft_seconds=30.0, dit_seconds=7.0)).dit_seconds == 30.0
+    gpu = tmp_path / "gpu"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(gpu),
+                       "--set", "ft_steps=3", "ft_cache_seeds=[3]", "ft_seconds=1e-6"]) == 0
+    log = [json.loads(line) for line in (gpu / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("stopped") == "over the wall budget" for r in log if r["stage"] == "dit")
+    ran = json.loads((gpu / "weights" / "scores.json").read_text())["recipe"]["ft_steps"]
+    assert ran == len([r for r in log if r["stage"] == "dit" and "loss" in r]) < 3
+    here = tmp_path / "here"
+    shutil.copytree(gpu / "dit_final", here / "dit_final")  # what comes back: the finished networks only
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(here),
+                       "--set", f"ft_steps={max(ran, 1)}", "ft_cache_seeds=[3]", "ft_seconds=1e-6"]) == 0
+    assert not (here / "ft_cache_3").exists() and (gpu / "ft_cache_3" / "index.json").is_file()
+    a, b = embedded.load_folder(gpu / "weights"), embedded.load_folder(here / "weights")
+    assert all(torch.equal(v, b.dit.state_dict()[k]) for k, v in a.dit.state_dict().items())
+    assert all(torch.equal(v, b.text.encoder.state_dict()[k]) for k, v in a.text.encoder.state_dict().items())
+
+
 def test_adapt_steps_swap_in_the_adapted_text_encoder_with_or_without_a_dit_fine_tune(tiny_run, tmp_path):
     """adapt_steps > 0 with --rescore: the folder's word-level text encoder is replaced by an adapted one
     (frozen MiniLM under a small trained stack) trained to stand in for it; without --tune-dit the DiT and

