@@ -17,9 +17,12 @@ tokens are among the kept rows; its token states differ from the original's by a
 rounding (``--pack`` measures it), below the bfloat16 autocast the DiT trains under. The exported
 model reads the original encoder.
 
-    python scripts/tune_gpu.py --pack .carry/minilm                      # here
-    python scripts/tune_gpu.py --run runs/gpuft --minilm .carry/minilm --seconds 330 \\
-        --variant b128 '{"dit_batch": 128, "ft_lr": 2e-4}' --variant b512 '{"dit_batch": 512, "ft_lr": 3e-4}'
+    python scripts/tune_gpu.py --pack .carry/minilm                      # here (.carry/ is git-ignored)
+    pip download --no-deps --only-binary=:all: --python-version 3.12 -d .carry/whl diffusers==0.42.1 importlib_metadata
+    # there (the device tool, carrying .carry; the GPU image lacks diffusers):
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 scripts/tune_gpu.py --run /tmp/gpuft --minilm .carry/minilm --seconds 360 --total 480 --dest $OUT \\
+        --variant b128 '{"dit_batch": 128, "ft_lr": 2e-4}' --variant b512 '{"dit_batch": 512, "ft_lr": 3e-4, "ema_decay": 0.995}'
     # back here, each variant: tar -xf b128.tar -C runs/gpuft_b128, then the command the run printed
 """
 
