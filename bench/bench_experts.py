@@ -18,25 +18,15 @@ The cost per clip is the same number of DiT passes as either model alone.
 
 from __future__ import annotations
 
-import time
-from typing import Iterator
-
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-
 import sora_nb
 from _common import parse, parser, print_table
-from bench_samples import DIMS, sample
-from sora_nb import world
-from sora_nb.backend import StepEvent
+from bench_samples import sample, score
 from sora_nb.backends import embedded
 from sora_nb.request import Request
-from sora_nb.sampler import flow_matching_steps
-from sora_nb.train import step_seed
 
 
 class Experts(embedded.EmbeddedBackend):
-    """The high backend's model with the low backend's DiT and text stack below sigma ``switch``."""
+    """The high backend's model with the low backend's DiT and text stack at sigma ``switch`` and below."""
 
     def __init__(self, high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switch: float):
         for part in ("vae", "dit", "text"):
@@ -49,43 +39,9 @@ class Experts(embedded.EmbeddedBackend):
                          {**high.info, "name": f"experts@{switch}"})
         self.low, self.switch = low, switch
 
-    def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
-        shape = self.latent_shape(request)
-        noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)
-        conds = {"high": (self.dit, *self._conditioning(request)),
-                 "low": (self.low.dit, *self.low._conditioning(request))}
-        g = request.guidance
-        both = g not in (0.0, 1.0)
-        previous: list[torch.Tensor | None] = [None]
-        used = [g]
-
-        @torch.no_grad()
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            sigma = float(t) / 1000.0
-            dit, text, mask = conds["high" if sigma > self.switch else "low"]
-            if both:
-                used[0] = embedded.guidance_at(self.guidance_profile, g, sigma)
-            pair = both and used[0] != 1.0
-            xin = torch.cat([x, x]) if pair else x
-            prev = previous[0] if pair or previous[0] is None else previous[0][:1]
-            v = dit(xin, t.reshape(1).expand(len(xin)).float(), text if pair else text[:1],
-                    mask if pair else mask[:1], prev)
-            if dit.config.self_condition:
-                est = xin - (t.float() / 1000.0).clamp(min=1e-3) * v
-                if both and not pair:
-                    est = torch.cat([est, torch.zeros_like(est) if previous[0] is None else previous[0][1:]])
-                previous[0] = est
-            if pair:
-                vc, vu = v.chunk(2)
-                v = vu + used[0] * (vc - vu)
-            return v
-
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        for ev in flow_matching_steps(velocity, noise, scheduler, request.steps, eta=request.eta,
-                                      generator=generator):
-            yield StepEvent(step=ev.step, num_steps=ev.num_steps, timestep=ev.timestep, sigma=ev.sigma,
-                            sigma_next=ev.sigma_next, latent=ev.latent[0].transpose(0, 1),
-                            x0=ev.x0[0].transpose(0, 1), x_next=ev.x_next[0].transpose(0, 1), guidance=used[0])
+    def denoiser(self, request: Request):
+        high, low = super().denoiser(request), self.low.denoiser(request)
+        return lambda sigma: high(sigma) if sigma > self.switch else low(sigma)
 
 
 def main() -> None:
@@ -104,20 +60,9 @@ def main() -> None:
     except ValueError as e:
         p.error(str(e))
     high, low = sora_nb.load(args.high).backend, sora_nb.load(args.low).backend
-    rows = []
+    rows: list[list[str]] = []
     for switch in args.switch:
-        gen = sora_nb.Generator(Experts(high, low, switch))
-        overall = []
-        for name, split, phrasing, k in plan:
-            t = time.perf_counter()
-            df = world.evaluate(gen, n=args.clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
-                                guidance=args.guidance)
-            s = world.summarize(df)
-            overall.append(float(s["overall"]))
-            rows.append([f"{switch:g}", name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",
-                         f"{time.perf_counter() - t:.0f}"])
-            print(" | ".join(rows[-1]), flush=True)
-        rows.append([f"{switch:g}", f"mean of {len(plan)}", "", f"{sum(overall) / len(overall):.3f}", ""])
+        score(sora_nb.Generator(Experts(high, low, switch)), f"{switch:g}", plan, args.clips, args.guidance, rows)
     print(f"high: {args.high}, low: {args.low}")
     print_table(rows, ("switch sigma", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
 

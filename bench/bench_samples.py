@@ -47,21 +47,29 @@ def main() -> None:
         plan = [(s, *sample(s)) for s in args.samples]
     except ValueError as e:
         p.error(str(e))
-    rows = []
+    rows: list[list[str]] = []
     for folder in args.weights or ["shapes"]:
-        gen = sora_nb.load(folder)
-        overall = []
-        for name, split, phrasing, k in plan:
-            t = time.perf_counter()
-            df = world.evaluate(gen, n=args.clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
-                                guidance=args.guidance)
-            s = world.summarize(df)
-            overall.append(float(s["overall"]))
-            rows.append([folder, name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",
-                         f"{time.perf_counter() - t:.0f}"])
-            print(" | ".join(rows[-1]), flush=True)
-        rows.append([folder, f"mean of {len(plan)}", "", f"{sum(overall) / len(overall):.3f}", ""])
+        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows)
     print_table(rows, ("weights", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
+
+
+def score(gen: sora_nb.Generator, label: str, plan: list[tuple[str, str, str, int]], clips: int, guidance: float,
+          rows: list[list[str]]) -> float:
+    """Judge ``gen`` on each sample of ``plan`` (name, split, phrasing, seed index); append a row per sample
+    (printed as it comes) and one for the mean to ``rows``; return the mean of every check."""
+    overall = []
+    for name, split, phrasing, k in plan:
+        t = time.perf_counter()
+        df = world.evaluate(gen, n=clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
+                            guidance=guidance)
+        s = world.summarize(df)
+        overall.append(float(s["overall"]))
+        rows.append([label, name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",
+                     f"{time.perf_counter() - t:.0f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    mean = sum(overall) / len(overall)
+    rows.append([label, f"mean of {len(plan)}", "", f"{mean:.3f}", ""])
+    return mean
 
 
 if __name__ == "__main__":

@@ -422,3 +422,44 @@ def test_a_bad_guidance_profile_in_the_manifest_is_refused(weights_folder):
     (weights_folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(embedded.WeightsError, match=r"'shapes-test': guidance_profile: weight must be in \[0, 10\]"):
         embedded.load_folder(weights_folder)
+
+
+def test_a_subclass_picks_the_dit_by_noise_level_through_denoiser(gen):
+    """`EmbeddedBackend.denoiser(request)` is the one place the sampler asks which network takes a step
+    (bench/bench_experts.py switches to a second DiT below a level through it): a second DiT takes exactly
+    the steps at or below the switch, with the text states it is given, and the clip changes with it."""
+    import copy
+
+    b = gen.backend
+    kw = dict(seed=4, steps=8, guidance=2.0)
+    plain = gen.generate("a cyan star moving down", **kw)
+    other = copy.deepcopy(b.dit)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)
+    calls = []
+
+    class Switching(embedded.EmbeddedBackend):
+        def denoiser(self, request):
+            main = super().denoiser(request)
+
+            def pick(sigma):
+                dit, text, mask = main(sigma)
+                calls.append((sigma, "other" if sigma <= 0.7 else "main"))
+                return (other if sigma <= 0.7 else dit), text, mask
+            return pick
+
+    backend = Switching(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), {**b.info, "name": "switch-test"})
+    switched = sora_nb.Generator(backend).generate("a cyan star moving down", **kw)
+    sigma = plain.trace.sigma.values
+    assert [s for s, _ in calls] == pytest.approx(list(sigma), abs=1e-6)
+    assert {w for _, w in calls} == {"main", "other"}
+    above = int((sigma > 0.7).sum())
+    assert 0 < above < len(sigma)
+    # the steps above the switch are the plain model's to the bit; from the first switched step on, not
+    np.testing.assert_array_equal(switched.trace.x0.values[:above], plain.trace.x0.values[:above])
+    assert np.abs(switched.trace.x0.values[above] - plain.trace.x0.values[above]).max() > 1e-3
+    assert np.abs(switched.frames.astype(int) - plain.frames.astype(int)).mean() > 0.5
+    # the hook left as it is reproduces the plain sampler exactly
+    same = embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), dict(b.info))
+    np.testing.assert_array_equal(sora_nb.Generator(same).generate("a cyan star moving down", **kw).frames, plain.frames)

@@ -15,7 +15,7 @@ import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -177,10 +177,17 @@ class EmbeddedBackend:
         (sc, mc), (su, mu) = pad(sc, mc), pad(su, mu)
         return torch.cat([sc, su]), torch.cat([mc, mu])
 
+    def denoiser(self, request: Request) -> Callable[[float], tuple[ShapesDiT, torch.Tensor, torch.Tensor]]:
+        """The DiT and its text states and mask for a step at noise level sigma: here always the one DiT.
+
+        A subclass may pick another network by noise level (``bench/bench_experts.py`` does)."""
+        text, mask = self._conditioning(request)
+        return lambda sigma: (self.dit, text, mask)
+
     def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
         shape = self.latent_shape(request)
         noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)  # (1, C, F, h, w)
-        text, mask = self._conditioning(request)
+        denoiser = self.denoiser(request)
         g = request.guidance
         both = g not in (0.0, 1.0)
 
@@ -189,14 +196,16 @@ class EmbeddedBackend:
 
         @torch.no_grad()
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            sigma = float(t) / 1000.0
+            dit, text, mask = denoiser(sigma)
             if both:
-                used[0] = guidance_at(self.guidance_profile, g, float(t) / 1000.0)  # sigma = t / 1000
+                used[0] = guidance_at(self.guidance_profile, g, sigma)
             pair = both and used[0] != 1.0  # guidance 1 at this step (profile weight 0): the prompt's pass only
             xin = torch.cat([x, x]) if pair else x
             prev = previous[0] if pair or previous[0] is None else previous[0][:1]
-            v = self.dit(xin, t.reshape(1).expand(len(xin)).float(), text if pair else text[:1],
-                         mask if pair else mask[:1], prev)
-            if self.dit.config.self_condition:
+            v = dit(xin, t.reshape(1).expand(len(xin)).float(), text if pair else text[:1],
+                    mask if pair else mask[:1], prev)
+            if dit.config.self_condition:
                 est = xin - (t.float() / 1000.0).clamp(min=1e-3) * v  # x0 = x_t - sigma v, per branch
                 if both and not pair:  # the negative branch keeps its last estimate (zeros if it has none)
                     est = torch.cat([est, torch.zeros_like(est) if previous[0] is None else previous[0][1:]])
