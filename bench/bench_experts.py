@@ -18,32 +18,22 @@ The cost per clip is the same number of DiT passes as either model alone.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import sora_nb
 from _common import parse, parser, print_table
 from bench_samples import sample, score
 from sora_nb.backends import embedded
-from sora_nb.request import Request
 
 
-class Experts(embedded.EmbeddedBackend):
-    """The high backend's model with the low backend's DiT and text stack at sigma ``switch`` and below."""
-
-    def __init__(self, high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switch: float):
-        for part in ("vae", "dit", "text"):
-            if type(getattr(high, part)) is not type(getattr(low, part)):
-                raise ValueError(f"--high and --low must be the same architecture ({part} differs)")
-        arch = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731 (not _name_or_path)
-        if arch(high.dit.config) != arch(low.dit.config):
-            raise ValueError("--high and --low DiTs have different configs")
-        super().__init__(high.vae, high.dit, high.text, high.scheduler_config, high.latent_rgb.numpy(),
-                         {**high.info, "name": f"experts@{switch}"})
-        self.low, self.switch = low, switch
-
-    def denoiser(self, request: Request) -> Callable[[float], tuple]:
-        high, low = super().denoiser(request), self.low.denoiser(request)
-        return lambda sigma: high(sigma) if sigma > self.switch else low(sigma)
+def experts(high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switch: float) -> embedded.EmbeddedBackend:
+    """The high backend's model with the low backend's DiT and text stack at sigma ``switch`` and below (the
+    package's own low-noise expert, as a weights folder with ``low/`` loads it)."""
+    info = {k: v for k, v in high.info.items() if k != "expert_switch"} | {"name": f"experts@{switch}"}
+    if 0.0 < switch < 1.0:
+        return embedded.EmbeddedBackend(high.vae, high.dit, high.text, high.scheduler_config,
+                                        high.latent_rgb.numpy(), {**info, "expert_switch": switch},
+                                        low=(low.dit, low.text))
+    dit, text = (high.dit, high.text) if switch <= 0.0 else (low.dit, low.text)  # either DiT at every step
+    return embedded.EmbeddedBackend(high.vae, dit, text, high.scheduler_config, high.latent_rgb.numpy(), info)
 
 
 def main() -> None:
@@ -64,7 +54,7 @@ def main() -> None:
     high, low = sora_nb.load(args.high).backend, sora_nb.load(args.low).backend
     rows: list[list[str]] = []
     for switch in args.switch:
-        score(sora_nb.Generator(Experts(high, low, switch)), f"{switch:g}", plan, args.clips, args.guidance, rows)
+        score(sora_nb.Generator(experts(high, low, switch)), f"{switch:g}", plan, args.clips, args.guidance, rows)
     print(f"high: {args.high}, low: {args.low}")
     print_table(rows, ("switch sigma", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
 

@@ -59,10 +59,16 @@ def main() -> None:
         from sora_nb import world
 
         prompts = [c.caption for c in world.sample(args.repeats + 1, seed=99)]
+        low = getattr(gen.backend, "low", None)  # a low-noise expert has its own text stack: a new prompt runs both
+        stacks = [gen.backend.text] + ([low[1]] if low else [])
         with torch.no_grad():
-            gen.backend.text(prompts[:1])
+            for stack in stacks:
+                stack(prompts[:1])
             for prompt in prompts[1:]:
-                t0 = time.perf_counter(); gen.backend.text([prompt]); encode.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for stack in stacks:
+                    stack([prompt])
+                encode.append(time.perf_counter() - t0)
 
     with FlopCounterMode(display=False) as counter:
         gen.generate(PROMPT, trace=False, **kw)
@@ -76,7 +82,8 @@ def main() -> None:
         from sora_nb.backends.embedded import EmbeddedBackend
         b = gen.backend
         info = {**b.info, "guidance_profile": [[s, w or 1e-9] for s, w in profile]}
-        paired = sora_nb.Generator(EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), info))
+        paired = sora_nb.Generator(EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), info,
+                                                   b.low))
         paired.generate(PROMPT, trace=False, **kw)
         skip, both = [], []
         for _ in range(args.repeats):

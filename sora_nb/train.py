@@ -199,6 +199,8 @@ class Recipe:
     ft_level_weights: tuple[tuple[float, float], ...] = ()  # ft_chain draws its grid's levels by noise level with
                                    # these weights, [[sigma_above, weight], ...] read as a guidance profile (the first
                                    # pair with sigma > sigma_above, else 1; `level_weights`); (): every level alike
+    expert_switch: float = 0.0     # > 0 with --tune-dit: the fine-tune becomes the folder's low-noise expert, taking
+                                   # the steps at or below this sigma, the folder's DiT the rest; 0: it replaces the DiT
     count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     occluder_weight: float = 1.0   # and a clip with the occluder bar this many times as often (1: as any other)
@@ -328,6 +330,9 @@ class Recipe:
                                                              self.ft_level_weights).sum()):
             raise ValueError(f"ft_level_weights gives every level of the {self.ft_chain}-step grid weight 0, got "
                              f"{[list(p) for p in self.ft_level_weights]}")
+        switch = self.expert_switch
+        if isinstance(switch, bool) or not isinstance(switch, (int, float)) or not 0.0 <= switch < 1.0:
+            raise ValueError(f"expert_switch must be a noise level in [0, 1) (0: no low-noise expert), got {switch!r}")
         weights = self.count_weights
         if (not isinstance(weights, (list, tuple)) or len(weights) != spec.MAX_OBJECTS
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
@@ -1630,8 +1635,10 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 # -- stage 5: export and evaluate -----------------------------------------------------------------
 def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
-           cache: dict[str, Any], seconds: dict[str, float], done_before: Sequence[str] = ()) -> Path:
-    """Write the weights folder with its manifest and model card; evaluate; return the folder."""
+           cache: dict[str, Any], seconds: dict[str, float], done_before: Sequence[str] = (),
+           low: tuple[ShapesDiT, TextEncoder] | None = None) -> Path:
+    """Write the weights folder with its manifest and model card; evaluate; return the folder. ``low``: a
+    low-noise expert for the steps at or below ``recipe.expert_switch``."""
     mean, std = latent_stats(cache, recipe.latent_norm)
     vae.register_to_config(latent_mean=mean, latent_std=std)
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
@@ -1643,11 +1650,13 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
             "description": "trained on the sora_nb shapes world by sora_nb.train"}
     if recipe.sample_guidance_profile:
         info["guidance_profile"] = [list(pair) for pair in recipe.sample_guidance_profile]
+    if low is not None:
+        info["expert_switch"] = float(recipe.expert_switch)
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
     scheduler_config = embedded.default_scheduler_config(recipe.sample_shift)
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low)
     from .api import Generator
 
     t0 = time.perf_counter()
@@ -1672,7 +1681,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds, "guidance": info["default_guidance"],
                                                     "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
                                                    indent=1))
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low)
     return folder
 
 
@@ -1691,7 +1700,11 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     (1500, 2000 and 2500 steps) took the round trip's every-check share from .62 to .84.
 
     ``dit``: then fine-tune the folder's DiT and text encoder (`tune_dit`, the recipe's ``ft_steps`` > 0); the
-    autoencoder stays the same."""
+    autoencoder stays the same. With ``expert_switch`` > 0 the fine-tuned pair becomes the folder's low-noise
+    expert (the steps at or below that sigma) and the folder's own DiT keeps the steps above it (eDiff-I's
+    expert denoisers; the shipped model's second DiT, thirty-third session). A folder with an expert keeps it
+    on a plain rescore (``expert_switch`` may move its switch level); ``--tune-dit`` on it trains a new expert from
+    its main DiT, as the first was, which replaces the old one."""
     weights = Path(weights)
     if not (weights / "scores.json").is_file():
         raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
@@ -1704,6 +1717,11 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     if dit and recipe.ft_steps < 1:
         raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
     be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
+    if be.low is not None and not recipe.expert_switch:
+        raise ValueError(f"{str(weights)!r} has a low-noise expert: expert_switch must stay in (0, 1), got 0")
+    if recipe.expert_switch and not dit and be.low is None:
+        raise ValueError(f"expert_switch {recipe.expert_switch} needs a low-noise expert: make one with --tune-dit "
+                         f"(the fine-tune becomes it), or set expert_switch=0")
     if dit:
         tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
@@ -1719,11 +1737,30 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         t = time.perf_counter()
         text = adapted_text(recipe, out, be.text)
         seconds["adapt"] = time.perf_counter() - t
+    low = be.low
     if dit:
         t = time.perf_counter()
+        resumed = logged_seconds(out, "dit") if finished_stage(out) else 0.0  # an earlier call trained it
         dit_net, text = tune_dit(recipe, out, world, weights, vae)
-        seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + time.perf_counter() - t
-    return export(recipe, out, world, vae, dit_net, text, cache, seconds)
+        seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
+        if recipe.expert_switch:
+            low, dit_net, text = (dit_net, text), be.dit, be.text
+    return export(recipe, out, world, vae, dit_net, text, cache, seconds, low=low)
+
+
+def logged_seconds(out: Path, stage: str) -> float:
+    """Wall seconds from the start of ``out``'s log (less a first cache record's own build time) to its last
+    ``stage`` record: what a finished stage took in the call that trained it (0 without a log)."""
+    path = Path(out) / "log.jsonl"
+    if not path.is_file():
+        return 0.0
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ends = [r["time"] for r in records if r.get("stage") == stage]
+    if not records or not ends:
+        return 0.0
+    first = records[0]
+    start = first["time"] - (first.get("seconds", 0.0) if first.get("stage") == "cache" else 0.0)
+    return max(ends) - start
 
 
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
@@ -1763,7 +1800,11 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         "# shapes: the embedded sora_nb model", "",
         "A small Sora-like text-to-video model: a video autoencoder (4x time, 4x space), a diffusion "
         f"transformer over spacetime patches with cross-attention to {text_kind}, "
-        "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split).",
+        "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split)."
+        + (f" Two DiTs by noise level (expert denoisers, as eDiff-I's): `dit/` and `text_encoder/` take the sampler's "
+           f"steps above sigma {recipe.expert_switch:g}, `low/` (a fine-tune of them for the levels at or below "
+           f"it: the recipe's `ft_*` fields) the rest; a clip costs the same DiT passes as with one."
+           if (folder / embedded.LOW).is_dir() else ""),
         "", "## Training", "",
         f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "- wall time: " + ", ".join(
@@ -1863,6 +1904,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     recipe = Recipe(seed=args.seed, **overrides)
+    if recipe.expert_switch:
+        parser.error("expert_switch makes a fine-tune the low-noise expert: use --rescore WEIGHTS --tune-dit "
+                     "--set expert_switch=S")
     if recipe.ft_distil and not recipe.init_from:
         parser.error("ft_distil reads a finished folder's sampler: use --rescore WEIGHTS --tune-dit --set ft_distil=N")
     chain = bool(recipe.ft_chain) and not recipe.init_from  # a chain stage after the DiT's (with init_from: the DiT's own teacher)

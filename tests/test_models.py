@@ -270,7 +270,8 @@ def weights_folder(tmp_path, gen):
     return embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                                 {"name": "shapes-test", "trained": False,
                                  "default_guidance": b.limits.default_guidance, "default_eta": b.limits.default_eta,
-                                 **{k: b.info[k] for k in ("guidance_profile",) if k in b.info}})
+                                 **{k: b.info[k] for k in ("guidance_profile", "expert_switch") if k in b.info}},
+                                b.low)
 
 
 def test_save_load_round_trip(weights_folder, gen):
@@ -337,7 +338,8 @@ def test_guidance_profile_is_checked_and_maps_noise_level_to_guidance():
 
 def _with_profile(gen, profile):
     b = gen.backend
-    info = {**{k: v for k, v in b.info.items() if k != "guidance_profile"}, "name": "profile-test"}
+    info = {**{k: v for k, v in b.info.items() if k not in ("guidance_profile", "expert_switch")},
+            "name": "profile-test"}  # the main DiT alone (the shipped low-noise expert would take the last steps)
     if profile is not None:
         info["guidance_profile"] = profile
     return sora_nb.Generator(embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config,
@@ -424,42 +426,78 @@ def test_a_bad_guidance_profile_in_the_manifest_is_refused(weights_folder):
         embedded.load_folder(weights_folder)
 
 
-def test_a_subclass_picks_the_dit_by_noise_level_through_denoiser(gen):
-    """`EmbeddedBackend.denoiser(request)` is the one place the sampler asks which network takes a step
-    (bench/bench_experts.py switches to a second DiT below a level through it): a second DiT takes exactly
-    the steps at or below the switch, with the text states it is given, and the clip changes with it."""
+def _one_dit(b: embedded.EmbeddedBackend, **info) -> embedded.EmbeddedBackend:
+    """The backend's main DiT and text stack alone (no low-noise expert), with ``info`` added."""
+    base = {k: v for k, v in b.info.items() if k != "expert_switch"}
+    return embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), {**base, **info})
+
+
+def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, tmp_path):
+    """A second DiT and text stack (``low``, with ``expert_switch``): `EmbeddedBackend.denoiser` gives it every
+    step whose sigma is at or below the switch, with its own text states; the steps above are the one-DiT
+    model's to the bit; it saves to ``low/`` (no second tokenizer), loads back to the same clip, is hash-checked,
+    and a bad switch or a mismatched network is refused."""
     import copy
 
     b = gen.backend
     kw = dict(seed=4, steps=8, guidance=2.0)
-    plain = gen.generate("a cyan star moving down", **kw)
-    other = copy.deepcopy(b.dit)
+    plain_backend = _one_dit(b, name="one-dit")
+    plain = sora_nb.Generator(plain_backend).generate("a cyan star moving down", **kw)
+    other, other_text = copy.deepcopy(b.dit), copy.deepcopy(b.text)
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(0.5)
     calls = []
-
-    class Switching(embedded.EmbeddedBackend):
-        def denoiser(self, request):
-            main = super().denoiser(request)
-
-            def pick(sigma):
-                dit, text, mask = main(sigma)
-                calls.append((sigma, "other" if sigma <= 0.7 else "main"))
-                return (other if sigma <= 0.7 else dit), text, mask
-            return pick
-
-    backend = Switching(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), {**b.info, "name": "switch-test"})
-    switched = sora_nb.Generator(backend).generate("a cyan star moving down", **kw)
+    for name, net in (("main", b.dit), ("low", other)):
+        forward = net.forward
+        net.forward = (lambda f, n: lambda x, t, *a, **k: calls.append((float(t[0]) / 1000, n)) or f(x, t, *a, **k))(
+            forward, name)
+    texts = []
+    encode = other_text.forward
+    other_text.forward = lambda prompts: texts.append(list(prompts)) or encode(prompts)
+    try:
+        backend = embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                           {**plain_backend.info, "name": "experts-test", "expert_switch": 0.7},
+                                           low=(other, other_text))
+        switched = sora_nb.Generator(backend).generate("a cyan star moving down", **kw)
+    finally:
+        del b.dit.forward
     sigma = plain.trace.sigma.values
     assert [s for s, _ in calls] == pytest.approx(list(sigma), abs=1e-6)
-    assert {w for _, w in calls} == {"main", "other"}
+    assert [n for s, n in calls] == ["main" if s > 0.7 else "low" for s in sigma]
+    assert len(texts) == 2 and ["a cyan star moving down"] in texts  # its own states of the prompt and the negative
     above = int((sigma > 0.7).sum())
     assert 0 < above < len(sigma)
-    # the steps above the switch are the plain model's to the bit; from the first switched step on, not
     np.testing.assert_array_equal(switched.trace.x0.values[:above], plain.trace.x0.values[:above])
     assert np.abs(switched.trace.x0.values[above] - plain.trace.x0.values[above]).max() > 1e-3
     assert np.abs(switched.frames.astype(int) - plain.frames.astype(int)).mean() > 0.5
-    # the hook left as it is reproduces the plain sampler exactly
-    same = embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), dict(b.info))
-    np.testing.assert_array_equal(sora_nb.Generator(same).generate("a cyan star moving down", **kw).frames, plain.frames)
+    assert switched.params["model"] == "experts-test"
+
+    folder = embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                  backend.info, low=backend.low)
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert {"low/dit/diffusion_pytorch_model.safetensors", "low/text_encoder/model.safetensors"} <= set(files)
+    assert not (folder / "low" / "tokenizer").exists()
+    loaded = embedded.load_folder(folder)
+    assert loaded.expert_switch == 0.7 and loaded.describe()["expert_switch"] == 0.7
+    np.testing.assert_array_equal(sora_nb.Generator(loaded).generate("a cyan star moving down", **kw).frames,
+                                  switched.frames)
+    target = folder / "low" / "dit" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(embedded.WeightsError, match=r"low/dit/diffusion_pytorch_model.safetensors' is corrupt"):
+        embedded.load_folder(folder)
+
+    args = (b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy())
+    for switch in (0.0, 1.0, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(embedded.WeightsError, match=r"expert_switch must be a noise level in \(0, 1\)"):
+            embedded.EmbeddedBackend(*args, {**plain_backend.info, "expert_switch": switch}, low=(other, other_text))
+    with pytest.raises(embedded.WeightsError, match=r"expert_switch is 0.5 but there is no low-noise DiT"):
+        embedded.EmbeddedBackend(*args, {**plain_backend.info, "expert_switch": 0.5})
+    with pytest.raises(embedded.WeightsError, match=r"expert_switch must be a noise level"):  # a low DiT, no switch
+        embedded.EmbeddedBackend(*args, plain_backend.info, low=(other, other_text))
+    with pytest.raises(embedded.WeightsError, match="must have the main ones' architecture and config"):
+        embedded.save_folder(tmp_path / "bad", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                             {**plain_backend.info, "expert_switch": 0.5}, low=(_random_dit(), other_text))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -349,6 +349,49 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     assert all(torch.equal(v, dit.state_dict()[k]) for k, v in new.dit.state_dict().items())
 
 
+def test_a_fine_tune_becomes_the_low_noise_expert(tiny_run, tmp_path):
+    """``expert_switch`` with --tune-dit: the fine-tuned DiT and text stack are written to ``low/`` and take the
+    steps at or below the switch; the folder's own networks stay byte for byte in ``dit/`` and ``text_encoder/``;
+    the card says so; such a folder keeps its expert on a rescore, and a second fine-tune replaces it."""
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    for bad in (1.0, -0.1, "0.5"):
+        with pytest.raises(ValueError, match=r"expert_switch must be a noise level in \[0, 1\)"):
+            train.Recipe(expert_switch=bad)
+    with pytest.raises(SystemExit):  # a full run has no folder to keep
+        train.main(["--out", str(tmp_path / "full"), "--set", "expert_switch=0.5"])
+    with pytest.raises(ValueError, match=r"expert_switch 0.5 needs a low-noise expert: make one with --tune-dit"):
+        train.rescore(folder, tmp_path / "plain", world, {"expert_switch": 0.5})
+    assert not (tmp_path / "full").exists() and not (tmp_path / "plain").exists()
+    out = tmp_path / "ex"
+    assert train.main(["--rescore", str(folder), "--tune-dit", "--out", str(out),
+                       "--set", "ft_steps=2", "ft_cache_seeds=[3]", "expert_switch=0.5"]) == 0
+    before, after = (json.loads((f / "manifest.json").read_text())["files"] for f in (folder, out / "weights"))
+    for name in ("vae/diffusion_pytorch_model.safetensors", "dit/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors"):
+        assert after[name] == before[name], name
+    assert after["low/dit/diffusion_pytorch_model.safetensors"] != before["dit/diffusion_pytorch_model.safetensors"]
+    be = embedded.load_folder(out / "weights")
+    assert be.expert_switch == 0.5 and be.describe()["expert_switch"] == 0.5
+    scores = json.loads((out / "weights" / "scores.json").read_text())
+    tuned, text = train.tune_dit(train.Recipe(**scores["recipe"]), out, world, folder, be.vae)  # finished: loaded
+    assert all(torch.equal(v, be.low[0].state_dict()[k]) for k, v in tuned.state_dict().items())
+    assert all(torch.equal(v, be.low[1].encoder.state_dict()[k]) for k, v in text.encoder.state_dict().items())
+    assert "`low/` (a fine-tune of them for the levels at or below it" in (out / "weights" / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="has a low-noise expert: expert_switch must stay in"):
+        train.rescore(out / "weights", tmp_path / "again", world, {"expert_switch": 0.0})
+    assert not (tmp_path / "again").exists()
+    # a fine-tune of a folder with an expert trains a new one from its main DiT, which replaces the old one
+    train.rescore(out / "weights", tmp_path / "again", world, {"ft_steps": 2, "ft_seed": 5}, dit=True)
+    again = json.loads((tmp_path / "again" / "weights" / "manifest.json").read_text())["files"]
+    for name in ("dit/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert again[name] == before[name], name
+    assert again["low/dit/diffusion_pytorch_model.safetensors"] not in (
+        after["low/dit/diffusion_pytorch_model.safetensors"], before["dit/diffusion_pytorch_model.safetensors"])
+
+
 def test_a_fine_tune_within_a_wall_budget_and_exported_on_another_machine(tiny_run, tmp_path):
     """``ft_seconds`` cuts a fine-tune's steps to its wall budget and records the steps it ran; a finished
     stage (``dit_final``, as a GPU machine sends it back without its cache) is exported by the same

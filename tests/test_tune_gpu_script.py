@@ -86,8 +86,11 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
     shipped = embedded.load_folder(ROOT / "sora_nb" / "weights" / "shapes")
     tuned = embedded.load_folder(back / "v" / "weights")
     stage = train.ShapesDiT.from_pretrained(back / "v" / "dit_final" / "dit", use_safetensors=True, low_cpu_mem_usage=False)
-    assert all(torch.equal(v, tuned.dit.state_dict()[k]) for k, v in stage.state_dict().items())
-    assert any(not torch.equal(v, tuned.dit.state_dict()[k]) for k, v in shipped.dit.state_dict().items())
+    # the shipped folder has a low-noise expert (its recipe's expert_switch): the stage replaces it, its main DiT stays
+    assert shipped.low is not None and tuned.expert_switch == shipped.expert_switch
+    assert all(torch.equal(v, tuned.low[0].state_dict()[k]) for k, v in stage.state_dict().items())
+    assert any(not torch.equal(v, tuned.low[0].state_dict()[k]) for k, v in shipped.low[0].state_dict().items())
+    assert all(torch.equal(v, tuned.dit.state_dict()[k]) for k, v in shipped.dit.state_dict().items())
     assert all(torch.equal(v, tuned.vae.state_dict()[k]) for k, v in shipped.vae.state_dict().items())
     recipe = json.loads((back / "v" / "weights" / "scores.json").read_text())["recipe"]
     assert (recipe["ft_steps"], recipe["ft_chain"], recipe["dit_batch"]) == (ran, 20, 4)

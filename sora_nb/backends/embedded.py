@@ -29,6 +29,7 @@ from ..sampler import flow_matching_steps
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes"
 MANIFEST = "manifest.json"
+LOW = "low"  # a weights folder's optional second DiT and text stack for the low noise levels (`EmbeddedBackend`)
 FORMAT = "sora_nb/shapes"
 SIZES = ((64, 64), (96, 64))
 FPS = 8.0
@@ -81,6 +82,26 @@ def guidance_at(profile: tuple[tuple[float, float], ...], guidance: float, sigma
     return guidance
 
 
+def check_expert(info: dict[str, Any], dit: ShapesDiT, text: TextEncoder,
+                 low: tuple[ShapesDiT, TextEncoder] | None) -> tuple[tuple[ShapesDiT, TextEncoder] | None, float | None]:
+    """The low-noise expert and its switch level (``info["expert_switch"]``, in (0, 1)), or (None, None)."""
+    name = info.get("name", "?")
+    switch = info.get("expert_switch")
+    if low is None and switch is None:
+        return None, None
+    if low is None:
+        raise WeightsError(f"model {name!r}: expert_switch is {switch!r} but there is no low-noise DiT ({LOW}/)")
+    if isinstance(switch, bool) or not isinstance(switch, (int, float)) or not 0.0 < float(switch) < 1.0:
+        raise WeightsError(f"model {name!r}: expert_switch must be a noise level in (0, 1) (the low-noise DiT "
+                           f"takes the steps at or below it), got {switch!r}")
+    low_dit, low_text = low
+    arch = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731 (not _name_or_path)
+    if type(low_dit) is not type(dit) or arch(low_dit.config) != arch(dit.config) or type(low_text) is not type(text):
+        raise WeightsError(f"model {name!r}: the low-noise DiT and text encoder must have the main ones' "
+                           f"architecture and config")
+    return (low_dit.eval(), low_text.eval()), float(switch)
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -109,7 +130,10 @@ class EmbeddedBackend:
     """Backend protocol implementation for the embedded model (see :mod:`sora_nb.backend`)."""
 
     def __init__(self, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
-                 scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any]):
+                 scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
+                 low: tuple[ShapesDiT, TextEncoder] | None = None):
+        """``low``: a second DiT and text encoder (expert denoisers, as eDiff-I's) that take every step whose
+        sigma is at or below ``info["expert_switch"]``; ``dit`` and ``text`` take the steps above it."""
         self.vae, self.dit, self.text = vae.eval(), dit.eval(), text.eval()
         self.scheduler_config = dict(scheduler_config)
         self.latent_rgb = torch.as_tensor(np.asarray(latent_rgb, dtype=np.float32))  # (C+1, 3)
@@ -118,12 +142,13 @@ class EmbeddedBackend:
             self.guidance_profile = check_guidance_profile(self.info.get("guidance_profile"))
         except ValueError as err:
             raise WeightsError(f"model {self.info.get('name', '?')!r}: {err}") from err
+        self.low, self.expert_switch = check_expert(self.info, dit, text, low)
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
                              default_guidance=float(self.info.get("default_guidance", 5.0)),
                              max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)))
-        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- protocol --------------------------------------------------------------------------------
@@ -150,27 +175,28 @@ class EmbeddedBackend:
         return (cfg.latent_channels, f, request.height // cfg.spatial_factor, request.width // cfg.spatial_factor)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token states (1, L, E) and mask (1, L), cached per prompt."""
+    def encode_prompt(self, prompt: str, low: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (1, L, E) and mask (1, L), cached per prompt; ``low``: the low-noise expert's."""
+        key = (low, prompt)
         with self._lock:
-            if prompt in self._cache:
-                self._cache.move_to_end(prompt)
-                return self._cache[prompt]
-        states, mask = self.text([prompt])
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        states, mask = (self.low[1] if low else self.text)([prompt])
         with self._lock:
-            self._cache[prompt] = (states, mask)
+            self._cache[key] = (states, mask)
             while len(self._cache) > 64:
                 self._cache.popitem(last=False)
         return states, mask
 
-    def _conditioning(self, request: Request) -> tuple[torch.Tensor, torch.Tensor]:
+    def _conditioning(self, request: Request, low: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Text states for the model call: [cond], [uncond] or [cond, uncond] by guidance."""
         g = request.guidance
         if g == 1.0:
-            return self.encode_prompt(request.prompt)
+            return self.encode_prompt(request.prompt, low)
         if g == 0.0:
-            return self.encode_prompt(request.negative_prompt)
-        (sc, mc), (su, mu) = self.encode_prompt(request.prompt), self.encode_prompt(request.negative_prompt)
+            return self.encode_prompt(request.negative_prompt, low)
+        (sc, mc), (su, mu) = self.encode_prompt(request.prompt, low), self.encode_prompt(request.negative_prompt, low)
         length = max(sc.shape[1], su.shape[1])
         pad = lambda s, m: (torch.nn.functional.pad(s, (0, 0, 0, length - s.shape[1])),
                             torch.nn.functional.pad(m, (0, length - m.shape[1])))
@@ -178,11 +204,14 @@ class EmbeddedBackend:
         return torch.cat([sc, su]), torch.cat([mc, mu])
 
     def denoiser(self, request: Request) -> Callable[[float], tuple[ShapesDiT, torch.Tensor, torch.Tensor]]:
-        """The DiT and its text states and mask for a step at noise level sigma: here always the one DiT.
-
-        A subclass may pick another network by noise level (``bench/bench_experts.py`` does)."""
+        """The DiT and its text states and mask for a step at noise level sigma: the one DiT, or with a
+        low-noise expert (``low``) that one at sigma ``expert_switch`` and below."""
         text, mask = self._conditioning(request)
-        return lambda sigma: (self.dit, text, mask)
+        if self.low is None:
+            return lambda sigma: (self.dit, text, mask)
+        low_text, low_mask = self._conditioning(request, low=True)
+        switch, low_dit = self.expert_switch, self.low[0]
+        return lambda sigma: (self.dit, text, mask) if sigma > switch else (low_dit, low_text, low_mask)
 
     def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
         shape = self.latent_shape(request)
@@ -268,13 +297,20 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
 
 
 def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
-                scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any]) -> Path:
-    """Write a loadable weights folder (safetensors + configs) and its sha256 manifest."""
+                scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
+                low: tuple[ShapesDiT, TextEncoder] | None = None) -> Path:
+    """Write a loadable weights folder (safetensors + configs) and its sha256 manifest; ``low`` (with
+    ``info["expert_switch"]``): the low-noise expert, in ``low/dit`` and ``low/text_encoder`` (it shares the
+    tokenizer)."""
+    check_expert(info, dit, text, low)  # refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     dit.save_pretrained(folder / "dit", safe_serialization=True)
     text.save_pretrained(folder)
+    if low is not None:
+        low[0].save_pretrained(folder / LOW / "dit", safe_serialization=True)
+        low[1].save_pretrained(folder / LOW, tokenizer=False)
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=1))
     (folder / "latent_rgb.json").write_text(json.dumps(np.asarray(latent_rgb).tolist()))
@@ -336,6 +372,11 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
         dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
                                                    low_cpu_mem_usage=False)
         text = TextEncoder.from_pretrained(folder)
+        low = None
+        if (folder / LOW).is_dir():
+            low = (ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True, local_files_only=True,
+                                             low_cpu_mem_usage=False),
+                   TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
@@ -343,7 +384,7 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
     info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
-    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info)
+    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low)
 
 
 def load_default() -> EmbeddedBackend:

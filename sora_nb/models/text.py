@@ -216,11 +216,13 @@ class TextEncoder(torch.nn.Module):
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, E)
         return states, mask
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write ``tokenizer/`` and ``text_encoder/`` (safetensors) under ``folder``."""
+    def save_pretrained(self, folder: str | Path, tokenizer: bool = True) -> None:
+        """Write ``tokenizer/`` (unless ``tokenizer`` is false: a second encoder that shares another's) and
+        ``text_encoder/`` (safetensors) under ``folder``."""
         folder = Path(folder)
         with quiet_progress():
-            self.tokenizer.save_pretrained(folder / "tokenizer")
+            if tokenizer:
+                self.tokenizer.save_pretrained(folder / "tokenizer")
             if isinstance(self.encoder, AdaptedEncoder):
                 out = folder / "text_encoder"
                 out.mkdir(parents=True, exist_ok=True)
@@ -234,12 +236,14 @@ class TextEncoder(torch.nn.Module):
                 self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "TextEncoder":
-        """Load what ``save_pretrained`` wrote; safetensors only, no network."""
+    def from_pretrained(cls, folder: str | Path, tokenizer_folder: str | Path | None = None) -> "TextEncoder":
+        """Load what ``save_pretrained`` wrote; safetensors only, no network. ``tokenizer_folder``: where its
+        ``tokenizer/`` is, if not in ``folder`` (an encoder saved without one)."""
         folder = Path(folder)
+        vocab = Path(tokenizer_folder if tokenizer_folder is not None else folder) / "tokenizer" / "tokenizer.json"
         if (folder / "text_encoder" / "pretrained.json").is_file():
-            return cls._adapted(folder)
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"),
+            return cls._adapted(folder, vocab)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(vocab),
                                             pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                             model_max_length=MAX_TOKENS)
         with quiet_progress():
@@ -248,7 +252,7 @@ class TextEncoder(torch.nn.Module):
         return cls(tokenizer, encoder)
 
     @classmethod
-    def _adapted(cls, folder: Path) -> "TextEncoder":
+    def _adapted(cls, folder: Path, vocab: Path) -> "TextEncoder":
         """An adapted encoder's folder: its stack and projection, over the named frozen encoder."""
         meta = json.loads((folder / "text_encoder" / "pretrained.json").read_text())
         name = meta.get("name")
@@ -263,6 +267,6 @@ class TextEncoder(torch.nn.Module):
         if missing or unexpected:
             raise ValueError(f"{folder / 'text_encoder' / 'model.safetensors'} does not fit its config: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        tokenizer = wordpiece_tokenizer(folder / "tokenizer" / "tokenizer.json")
+        tokenizer = wordpiece_tokenizer(vocab)
         frozen_encoder(name)  # fails now, with the install hint, if the package is missing or altered
         return cls(tokenizer, encoder)
