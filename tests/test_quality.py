@@ -53,7 +53,9 @@ def test_shipped_weights_are_the_trained_model(shipped):
     manifest = json.loads((embedded.WEIGHTS_DIR / "manifest.json").read_text())
     assert manifest["trained"] is True
     size = sum(p.stat().st_size for p in embedded.WEIGHTS_DIR.rglob("*") if p.is_file())
-    assert size <= 30 * 2**20, size  # the budget: <= 30 MB in all
+    assert size <= 30e6, size  # the budget: <= 30 MB in all (two DiTs since the thirty-third session)
+    # the thirty-third session's low-noise expert takes the steps at or below sigma .8 (MODEL_CARD.md)
+    assert shipped.backend.expert_switch == 0.8 and shipped.backend.low is not None
     card = (embedded.WEIGHTS_DIR / "MODEL_CARD.md").read_text()
     assert "| train/train |" in card and "wall time" in card
 
