@@ -9,7 +9,8 @@ above .9) and then kept or broken in the band .9-.6. A fine-tune that trains the
 (``ft_level_weights``) keeps more of a true clip in the band but composes worse. eDiff-I (Balaji et al.
 2022) samples with several denoisers, each fine-tuned for a range of noise levels; here the ``--high``
 folder's DiT and text stack take every step whose sigma is above ``--switch`` and the ``--low`` folder's
-the rest. The autoencoder, guidance profile and sampler are the high folder's (the two must share an
+the rest (its low-noise expert's, if it has one: ``--high shapes --low shapes --switch S`` moves the shipped
+model's switch; a high folder with an expert lends its main DiT). The autoencoder, guidance profile and sampler are the high folder's (the two must share an
 autoencoder and tokenizer). Each switch level is judged on the samples of bench_samples.py (200 prompts
 each, guidance 2, the model's defaults otherwise). To measure either folder alone in the same table,
 pass ``--switch 0`` (the high folder at every step) or ``--switch 1`` (the low one).
@@ -28,11 +29,11 @@ def experts(high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switc
     """The high backend's model with the low backend's DiT and text stack at sigma ``switch`` and below (the
     package's own low-noise expert, as a weights folder with ``low/`` loads it)."""
     info = {k: v for k, v in high.info.items() if k != "expert_switch"} | {"name": f"experts@{switch}"}
+    pair = low.low or (low.dit, low.text)  # a --low folder with its own expert lends that one
     if 0.0 < switch < 1.0:
         return embedded.EmbeddedBackend(high.vae, high.dit, high.text, high.scheduler_config,
-                                        high.latent_rgb.numpy(), {**info, "expert_switch": switch},
-                                        low=(low.dit, low.text))
-    dit, text = (high.dit, high.text) if switch <= 0.0 else (low.dit, low.text)  # either DiT at every step
+                                        high.latent_rgb.numpy(), {**info, "expert_switch": switch}, low=pair)
+    dit, text = (high.dit, high.text) if switch <= 0.0 else pair  # either DiT at every step
     return embedded.EmbeddedBackend(high.vae, dit, text, high.scheduler_config, high.latent_rgb.numpy(), info)
 
 
