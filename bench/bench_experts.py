@@ -10,8 +10,8 @@ above .9) and then kept or broken in the band .9-.6. A fine-tune that trains the
 2022) samples with several denoisers, each fine-tuned for a range of noise levels; here the ``--high``
 folder's DiT and text stack take every step whose sigma is above ``--switch`` and the ``--low`` folder's
 the rest (its low-noise expert's, if it has one: ``--high shapes --low shapes --switch S`` moves the shipped
-model's switch; a high folder with an expert lends its main DiT). The autoencoder, guidance profile and sampler are the high folder's (the two must share an
-autoencoder and tokenizer). Each switch level is judged on the samples of bench_samples.py (200 prompts
+model's switch; a high folder with an expert lends its main DiT). The autoencoder, guidance profile and
+sampler are the high folder's (the two must share an autoencoder and tokenizer). Each switch level is judged on the samples of bench_samples.py (200 prompts
 each, guidance 2, the model's defaults otherwise). To measure either folder alone in the same table,
 pass ``--switch 0`` (the high folder at every step) or ``--switch 1`` (the low one).
 The cost per clip is the same number of DiT passes as either model alone.
