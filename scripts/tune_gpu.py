@@ -10,7 +10,8 @@ tar file each; back on the CPU, the same ``--rescore --tune-dit`` call that trai
 finds the finished stage and exports and scores it (``sora_nb.train.tune_dit``), without the cache.
 Since the thirty-third session the shipped folder has a low-noise expert (``low/``; its recipe's
 ``expert_switch`` .8 and ``ft_level_weights`` [[0.8, 0]]): each variant is then a new expert, trained from the
-main DiT on the levels at or below the switch as the shipped one was, and the export keeps the main DiT.
+main DiT on the levels at or below the switch as the shipped one was, and the export keeps the main DiT;
+a variant with ``"ft_expert": "high"`` (and levels above the switch) is a candidate main DiT instead.
 
 The frozen text encoder (all-MiniLM-L6-v2, 88 MB in its PyPI package) is larger than what a call can
 carry, so ``--pack`` writes a travelling copy: every tensor in float16 but the token table, of which

@@ -64,7 +64,10 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    the bar clips' ghost tracks (`bench/bench_occluder.py`) at 36 against 35, while the same stage without it gave 19,
    and every check within noise (twenty-seventh session). ``ft_level_weights`` draws an ``ft_chain`` fine-tune's noise
    levels by a profile (`level_weights`), e.g. ``[[0.9,1],[0.6,3]]``: the levels from 0.9 down to 0.6, where the
-   sampler loses the clip's content (``bench/bench_redraw.py``), three times as often.
+   sampler loses the clip's content (``bench/bench_redraw.py``), three times as often. ``expert_switch`` S > 0
+   makes such a fine-tune one of two DiTs by noise level (`rescore`): with ``ft_expert`` "low" a low-noise expert
+   (``low/``, the steps at or below S; the shipped one, thirty-third session, drew only those levels), with "high"
+   the folder's main DiT again, for the steps above S, its ``low/`` kept.
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
@@ -201,6 +204,9 @@ class Recipe:
                                    # pair with sigma > sigma_above, else 1; `level_weights`); (): every level alike
     expert_switch: float = 0.0     # > 0 with --tune-dit: the fine-tune becomes the folder's low-noise expert, taking
                                    # the steps at or below this sigma, the folder's DiT the rest; 0: it replaces the DiT
+    ft_expert: str = "low"         # with expert_switch > 0, which of the two DiTs a --tune-dit fine-tune becomes:
+                                   # "low" (a new low-noise expert from the folder's main DiT) or "high" (the main DiT
+                                   # itself, fine-tuned for the steps above the switch; the folder's low/ is kept)
     count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     occluder_weight: float = 1.0   # and a clip with the occluder bar this many times as often (1: as any other)
@@ -333,6 +339,9 @@ class Recipe:
         switch = self.expert_switch
         if isinstance(switch, bool) or not isinstance(switch, (int, float)) or not 0.0 <= switch < 1.0:
             raise ValueError(f"expert_switch must be a noise level in [0, 1) (0: no low-noise expert), got {switch!r}")
+        if self.ft_expert not in ("low", "high"):
+            raise ValueError(f"ft_expert must be 'low' (the fine-tune becomes the low-noise expert) or 'high' (it "
+                             f"becomes the main DiT, the folder's expert kept), got {self.ft_expert!r}")
         weights = self.count_weights
         if (not isinstance(weights, (list, tuple)) or len(weights) != spec.MAX_OBJECTS
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
@@ -1704,7 +1713,9 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     expert (the steps at or below that sigma) and the folder's own DiT keeps the steps above it (eDiff-I's
     expert denoisers; the shipped model's second DiT, thirty-third session). A folder with an expert keeps it
     on a plain rescore (``expert_switch`` may move its switch level); ``--tune-dit`` on it trains a new expert from
-    its main DiT, as the first was, which replaces the old one."""
+    its main DiT, as the first was, which replaces the old one; with ``ft_expert`` "high" the fine-tune replaces
+    the main DiT and its text encoder instead (a high-noise expert, trained with ``ft_level_weights`` on the levels
+    above the switch), and ``low/`` stays byte for byte."""
     weights = Path(weights)
     if not (weights / "scores.json").is_file():
         raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
@@ -1722,6 +1733,9 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     if recipe.expert_switch and not dit and be.low is None:
         raise ValueError(f"expert_switch {recipe.expert_switch} needs a low-noise expert: make one with --tune-dit "
                          f"(the fine-tune becomes it), or set expert_switch=0")
+    if dit and recipe.ft_expert == "high" and be.low is None:
+        raise ValueError(f"ft_expert 'high' fine-tunes the main DiT of a folder with a low-noise expert, for the "
+                         f"steps above its switch; {str(weights)!r} has none: make one first (ft_expert 'low')")
     if dit:
         tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
@@ -1743,7 +1757,7 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         resumed = logged_seconds(out, "dit") if finished_stage(out) else 0.0  # an earlier call trained it
         dit_net, text = tune_dit(recipe, out, world, weights, vae)
         seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
-        if recipe.expert_switch:
+        if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
     return export(recipe, out, world, vae, dit_net, text, cache, seconds, low=low)
 
@@ -1802,8 +1816,12 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         f"transformer over spacetime patches with cross-attention to {text_kind}, "
         "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split)."
         + (f" Two DiTs by noise level (expert denoisers, as eDiff-I's): `dit/` and `text_encoder/` take the sampler's "
-           f"steps above sigma {recipe.expert_switch:g}, `low/` (a fine-tune of them for the levels at or below "
-           f"it: the recipe's `ft_*` fields) the rest; a clip costs the same DiT passes as with one."
+           f"steps above sigma {recipe.expert_switch:g}, `low/` the rest, "
+           + ("`dit/` and `text_encoder/` being the last fine-tune (the recipe's `ft_*` fields, `ft_expert` \"high\"), "
+              "for the levels above it, and `low/` an earlier one for the levels at or below it"
+              if recipe.ft_expert == "high" else
+              "`low/` being a fine-tune of them for the levels at or below it (the recipe's `ft_*` fields)")
+           + "; a clip costs the same DiT passes as with one."
            if (folder / embedded.LOW).is_dir() else ""),
         "", "## Training", "",
         f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",

@@ -379,7 +379,7 @@ def test_a_fine_tune_becomes_the_low_noise_expert(tiny_run, tmp_path):
     tuned, text = train.tune_dit(train.Recipe(**scores["recipe"]), out, world, folder, be.vae)  # finished: loaded
     assert all(torch.equal(v, be.low[0].state_dict()[k]) for k, v in tuned.state_dict().items())
     assert all(torch.equal(v, be.low[1].encoder.state_dict()[k]) for k, v in text.encoder.state_dict().items())
-    assert "`low/` (a fine-tune of them for the levels at or below it" in (out / "weights" / "MODEL_CARD.md").read_text()
+    assert "`low/` being a fine-tune of them for the levels at or below it" in (out / "weights" / "MODEL_CARD.md").read_text()
     with pytest.raises(ValueError, match="has a low-noise expert: expert_switch must stay in"):
         train.rescore(out / "weights", tmp_path / "again", world, {"expert_switch": 0.0})
     assert not (tmp_path / "again").exists()
@@ -390,6 +390,40 @@ def test_a_fine_tune_becomes_the_low_noise_expert(tiny_run, tmp_path):
         assert again[name] == before[name], name
     assert again["low/dit/diffusion_pytorch_model.safetensors"] not in (
         after["low/dit/diffusion_pytorch_model.safetensors"], before["dit/diffusion_pytorch_model.safetensors"])
+
+
+def test_a_fine_tune_becomes_the_high_noise_expert(tiny_run, tmp_path):
+    """``ft_expert`` "high": a fine-tune of a folder with a low-noise expert replaces its main DiT and text encoder
+    (the steps above the switch) and keeps ``low/`` byte for byte; refused, before anything is written, for a
+    folder without an expert, and any other value is refused by the recipe."""
+    from sora_nb import world
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    with pytest.raises(ValueError, match=r"ft_expert must be 'low' .* or 'high' .*, got 'middle'"):
+        train.Recipe(ft_expert="middle")
+    with pytest.raises(ValueError, match=r"ft_expert 'high' fine-tunes the main DiT of a folder with a low-noise "
+                                         r"expert.* has none"):
+        train.rescore(folder, tmp_path / "none", world, {"ft_steps": 2, "ft_expert": "high"}, dit=True)
+    assert not (tmp_path / "none").exists()
+    ex = tmp_path / "ex"
+    train.rescore(folder, ex, world, {"ft_steps": 2, "ft_cache_seeds": [3], "expert_switch": 0.5}, dit=True)
+    hi = tmp_path / "hi"
+    assert train.main(["--rescore", str(ex / "weights"), "--tune-dit", "--out", str(hi), "--set", "ft_steps=2",
+                       "ft_seed=5", "ft_chain=4", "ft_expert=\"high\"", "ft_level_weights=[[0.5,1],[0,0]]"]) == 0
+    before, after = (json.loads((f / "manifest.json").read_text())["files"] for f in (ex / "weights", hi / "weights"))
+    for name in ("vae/diffusion_pytorch_model.safetensors", "low/dit/diffusion_pytorch_model.safetensors",
+                 "low/text_encoder/model.safetensors"):
+        assert after[name] == before[name], name
+    for name in ("dit/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert after[name] != before[name], name
+    be = embedded.load_folder(hi / "weights")
+    assert be.expert_switch == 0.5
+    tuned, _ = train.tune_dit(train.Recipe(**json.loads((hi / "weights" / "scores.json").read_text())["recipe"]),
+                              hi, world, ex / "weights", be.vae)  # finished: loaded, and it is the main DiT now
+    assert all(torch.equal(v, be.dit.state_dict()[k]) for k, v in tuned.state_dict().items())
+    card = (hi / "weights" / "MODEL_CARD.md").read_text()
+    assert "`dit/` and `text_encoder/` being the last fine-tune (the recipe's `ft_*` fields, `ft_expert` \"high\")" in card
 
 
 def test_a_fine_tune_within_a_wall_budget_and_exported_on_another_machine(tiny_run, tmp_path):
