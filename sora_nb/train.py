@@ -207,6 +207,8 @@ class Recipe:
     ft_expert: str = "low"         # with expert_switch > 0, which of the two DiTs a --tune-dit fine-tune becomes:
                                    # "low" (a new low-noise expert from the folder's main DiT) or "high" (the main DiT
                                    # itself, fine-tuned for the steps above the switch; the folder's low/ is kept)
+    ft_from: str = "main"          # which of the folder's DiTs (and text stacks) a --tune-dit fine-tune starts from:
+                                   # "main" (dit/), or "low" (its low-noise expert: a continuation of it, ft_expert "low")
     count_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # the DiT stage draws a cached clip of 1, 2, 3 objects with
                                    # these relative weights (`clip_weights`; equal: every clip alike, as before)
     occluder_weight: float = 1.0   # and a clip with the occluder bar this many times as often (1: as any other)
@@ -342,6 +344,12 @@ class Recipe:
         if self.ft_expert not in ("low", "high"):
             raise ValueError(f"ft_expert must be 'low' (the fine-tune becomes the low-noise expert) or 'high' (it "
                              f"becomes the main DiT, the folder's expert kept), got {self.ft_expert!r}")
+        if self.ft_from not in ("main", "low"):
+            raise ValueError(f"ft_from must be 'main' (the fine-tune starts from the folder's dit/) or 'low' (from its "
+                             f"low-noise expert), got {self.ft_from!r}")
+        if self.ft_from == "low" and self.ft_expert != "low":
+            raise ValueError("ft_from 'low' continues the folder's low-noise expert, which the fine-tune then replaces: "
+                             f"it needs ft_expert 'low', got {self.ft_expert!r}")
         weights = self.count_weights
         if (not isinstance(weights, (list, tuple)) or len(weights) != spec.MAX_OBJECTS
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
@@ -1060,13 +1068,17 @@ def init_stats(recipe: Recipe, cache: dict[str, Any]) -> None:
     cache["channel_stats"] = (vae["latent_mean"], vae["latent_std"])
 
 
-def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder]:
+def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEncoder, embedded.EmbeddedBackend]:
     """The DiT and text encoder of ``recipe.init_from`` to fine-tune (loaded and sha256-checked as the
-    package loads its weights), with :func:`init_stats`. A recipe with a deeper ``dit_depth`` gets the folder's
+    package loads its weights; its low-noise expert's with ``ft_from`` "low"), with :func:`init_stats`, and the
+    folder's backend. A recipe with a deeper ``dit_depth`` gets the folder's
     DiT grown to it (`ShapesDiT.grown`, computing the same at first); any other difference in the DiT's
     architecture is refused, by field."""
     backend = embedded.load_folder(recipe.init_from)
-    config = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in backend.dit.config.items()}
+    if recipe.ft_from == "low" and backend.low is None:
+        raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {recipe.init_from!r} has none")
+    dit, text = backend.low if recipe.ft_from == "low" else (backend.dit, backend.text)
+    config = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dit.config.items()}
     wanted = {"hidden_size": recipe.dit_hidden, "depth": recipe.dit_depth, "num_heads": recipe.dit_heads,
               "patch_size": list(recipe.dit_patch), "self_condition": recipe.self_condition, "rope": recipe.dit_rope}
     differ = {k: (v, config[k]) for k, v in wanted.items() if config[k] != v}
@@ -1077,7 +1089,7 @@ def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEnc
         raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
                          + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
     init_stats(recipe, cache)
-    return (backend.dit.grown(recipe.dit_depth) if grow else backend.dit), backend.text
+    return (dit.grown(recipe.dit_depth) if grow else dit), text, backend
 
 
 def caption_words(world) -> list[str]:
@@ -1281,7 +1293,9 @@ def _guided_x0(teacher: ShapesDiT, states: torch.Tensor, masks: torch.Tensor, x:
 def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
                    x0: torch.Tensor, sigmas: torch.Tensor, g: torch.Generator, guidance: float = 1.0,
                    profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5,
-                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   weights: torch.Tensor | None = None,
+                   low: tuple[ShapesDiT, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], float]
+                   | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noisy latents as the stochastic (eta 1) guided sampler meets them: (x_t, sigma, level index per row).
 
     Each row takes a level ``i`` of the sampler's grid ``sigmas`` (`distil_grid`; the last, 0, is never taken),
@@ -1289,7 +1303,9 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     Its x_t is a clean latent noised to sigma_i: the true ``x0``, or, for a ``chain`` share of the rows with a
     level above them, the teacher's guided estimate from the level before (``guidance`` with ``profile``,
     `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and masks),
-    as x_t is at sampling time, where each step keeps only its x0 estimate and draws fresh noise."""
+    as x_t is at sampling time, where each step keeps only its x0 estimate and draws fresh noise. ``low`` (a
+    low-noise expert, its prompt's and empty prompt's text states, and its switch level): the estimates from levels
+    at or below the switch are the expert's, as a folder with two DiTs samples (the rows and noise are the same)."""
     n, dev = len(x0), x0.device
     view = (-1, 1, 1, 1, 1)
     states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
@@ -1305,9 +1321,14 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     chained = (torch.rand(n, generator=g, device=dev) < chain) & (i > 0)
     before = (1 - s_prev.view(view)) * x0 + s_prev.view(view) * torch.randn(x0.shape, generator=g, device=dev)
     start = x0.clone()
-    rows = chained.nonzero()[:, 0]
-    if len(rows):
-        start[rows] = _guided_x0(teacher, states, masks, before[rows], s_prev[rows], weight[prev[rows]], rows)[0]
+    lower = torch.zeros_like(chained) if low is None else s_prev <= low[3]
+    nets = [(teacher, states, masks, chained & ~lower)]
+    if low is not None:
+        nets.append((low[0], torch.cat([low[1][0], low[2][0]]), torch.cat([low[1][1], low[2][1]]), chained & lower))
+    for net, net_states, net_masks, pick in nets:
+        rows = pick.nonzero()[:, 0]
+        if len(rows):
+            start[rows] = _guided_x0(net, net_states, net_masks, before[rows], s_prev[rows], weight[prev[rows]], rows)[0]
     xt = (1 - s.view(view)) * start + s.view(view) * torch.randn(x0.shape, generator=g, device=dev)
     return xt, s, i
 
@@ -1378,11 +1399,12 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                         patch_size=tuple(recipe.dit_patch), text_dim=text.width,
                         self_condition=recipe.self_condition, rope=recipe.dit_rope)
         probe = CaptionProbe(text.width)
+    folder = None  # init_from's backend: its networks are the teacher's
     if init is not None:  # trainable copies (the frozen pretrained encoder is not a parameter of the stack)
         dit, text = _copy(init[0], True).train(), TextEncoder(init[1].tokenizer, _copy(init[1].encoder, True).train())
         tokenizer = text.tokenizer
     elif recipe.init_from:
-        dit, text = load_init(recipe, cache)
+        dit, text, folder = load_init(recipe, cache)
         if recipe.adapt_steps and not isinstance(text.encoder, AdaptedEncoder):
             text = adapted_text(recipe, out, text)
         tokenizer = text.tokenizer
@@ -1399,7 +1421,14 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             raise ValueError(f"{kind} reads a finished folder's sampler: it needs init_from (--rescore WEIGHTS --tune-dit)")
         else:  # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
             guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
-        teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance)
+        teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance, None)
+        if folder is not None and folder.low is not None:  # a folder with two DiTs samples with both
+            if recipe.ft_distil:
+                raise ValueError("ft_distil distils a one-DiT sampler; this folder has a low-noise expert (use ft_chain)")
+            main = (dit, text.encoder) if recipe.ft_from == "main" else (folder.dit.to(device), folder.text.encoder.to(device))
+            low = (folder.low[0].to(device), folder.low[1].encoder.to(device), float(folder.expert_switch))
+            teacher = (_copy(main[0]).eval(), _copy(main[1]).eval(), guidance,
+                       (_copy(low[0]).eval(), _copy(low[1]).eval(), low[2]))
         grid = distil_grid(recipe.ft_distil or recipe.ft_chain, recipe.sample_shift)
         chain_weights = level_weights(grid[0], recipe.ft_level_weights) if recipe.ft_level_weights else None
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
@@ -1478,12 +1507,16 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
                 t_states = encode_rows(teacher[1], torch.cat([ids_c, ids_u]), torch.cat([mask_c, mask_u]))
                 cond, uncond = (t_states[:n], mask_c), (t_states[n:], mask_u)
+                low = None
+                if teacher[3] is not None:  # the folder's low-noise expert, with its own text states
+                    l_states = encode_rows(teacher[3][1], torch.cat([ids_c, ids_u]), torch.cat([mask_c, mask_u]))
+                    low = (teacher[3][0], (l_states[:n], mask_c), (l_states[n:], mask_u), teacher[3][2])
                 if recipe.ft_distil:
                     xt, sigma, x0 = distil_targets(teacher[0], cond, uncond, said_d[:, 0], x0, grid, g, teacher[2],
                                                    recipe.sample_guidance_profile)
                 else:  # the target stays the clean latent: the model learns to mend its own sampler's estimates
                     xt, sigma, _ = sampler_inputs(teacher[0], cond, uncond, x0, grid[0], g, teacher[2],
-                                                  recipe.sample_guidance_profile, weights=chain_weights)
+                                                  recipe.sample_guidance_profile, weights=chain_weights, low=low)
         else:
             sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
                                 torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),
@@ -1736,6 +1769,11 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     if dit and recipe.ft_expert == "high" and be.low is None:
         raise ValueError(f"ft_expert 'high' fine-tunes the main DiT of a folder with a low-noise expert, for the "
                          f"steps above its switch; {str(weights)!r} has none: make one first (ft_expert 'low')")
+    if dit and recipe.ft_distil and be.low is not None:
+        raise ValueError(f"ft_distil distils a one-DiT sampler; {str(weights)!r} has a low-noise expert (use ft_chain)")
+    if dit and recipe.ft_from == "low" and be.low is None:
+        raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {str(weights)!r} has none: make one "
+                         f"first (ft_from 'main')")
     if dit:
         tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}

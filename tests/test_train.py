@@ -424,6 +424,26 @@ def test_a_fine_tune_becomes_the_high_noise_expert(tiny_run, tmp_path):
     assert all(torch.equal(v, be.dit.state_dict()[k]) for k, v in tuned.state_dict().items())
     card = (hi / "weights" / "MODEL_CARD.md").read_text()
     assert "`dit/` and `text_encoder/` being the last fine-tune (the recipe's `ft_*` fields, `ft_expert` \"high\")" in card
+    # ft_from "low" continues the expert (a learning rate of ~0 leaves it as it was) and keeps the main DiT
+    with pytest.raises(ValueError, match="ft_from 'low' continues the folder's low-noise expert.*needs ft_expert 'low'"):
+        train.Recipe(ft_from="low", ft_expert="high")
+    with pytest.raises(ValueError, match=r"ft_from must be 'main' .* or 'low' .*, got 'both'"):
+        train.Recipe(ft_from="both")
+    with pytest.raises(ValueError, match=r"ft_from 'low' continues a folder's low-noise expert; .* has none"):
+        train.rescore(folder, tmp_path / "none", world, {"ft_steps": 2, "ft_from": "low"}, dit=True)
+    with pytest.raises(ValueError, match="ft_distil distils a one-DiT sampler; .* has a low-noise expert"):
+        train.rescore(ex / "weights", tmp_path / "none", world, {"ft_steps": 2, "ft_distil": 2}, dit=True)
+    assert not (tmp_path / "none").exists()
+    cont = tmp_path / "cont"
+    train.rescore(ex / "weights", cont, world, {"ft_steps": 2, "ft_chain": 4, "ft_from": "low", "ft_lr": 1e-12,
+                                                "ft_level_weights": [[0.5, 0], [0, 1]]}, dit=True)
+    old = embedded.load_folder(ex / "weights")
+    new = embedded.load_folder(cont / "weights")
+    assert json.loads((cont / "weights" / "manifest.json").read_text())["files"][
+        "dit/diffusion_pytorch_model.safetensors"] == before["dit/diffusion_pytorch_model.safetensors"]
+    new_low, old_low, main = (net.state_dict() for net in (new.low[0], old.low[0], old.dit))
+    to_old, to_main = (max(float((v - ref[k]).abs().max()) for k, v in new_low.items()) for ref in (old_low, main))
+    assert to_old < 1e-6 and to_main > 1000 * to_old  # (the tiny expert is itself only 2 steps from the main DiT)
 
 
 def test_a_fine_tune_within_a_wall_budget_and_exported_on_another_machine(tiny_run, tmp_path):
@@ -634,6 +654,36 @@ def test_sampler_inputs_are_noised_clean_latents_or_the_teachers_estimate_one_le
     xt_d, s_d, _ = train.distil_targets(HalfTeacher(), cond, uncond, said, x0, (sigmas, mids),
                                         torch.Generator().manual_seed(1), 3.0, profile, chain=1.0)
     assert torch.equal(xt_d, xt) and torch.equal(s_d, s)
+
+
+def test_sampler_inputs_take_a_low_noise_experts_estimates_at_or_below_its_switch():
+    """With a low-noise expert (a folder with two DiTs), the chained rows whose level before is at or below the
+    switch start from the expert's guided estimate, with its own text states; the rest from the main teacher's.
+    The levels, the rows and the noise are those of the one-DiT call with the same generator."""
+    sigmas, _ = train.distil_grid(5, 3.0)
+    n = 400
+    x0 = torch.full((n, 2, 1, 4, 4), 10.0)
+    cond = (torch.ones(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    uncond = (torch.zeros(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
+    profile = ((0.5, 1.0), (0.0, 0.0))
+    switch = float(sigmas[2])  # the levels before rows at 3 and 4 are the expert's
+    one = train.sampler_inputs(HalfTeacher(), cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
+                               profile, chain=1.0)
+    main, expert = HalfTeacher(), HalfTeacher()
+    low = (expert, (2 * cond[0], cond[1]), uncond, switch)  # the expert's prompt states: 2, so its estimate is 0.5 x + 2 w
+    xt, s, level = train.sampler_inputs(main, cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
+                                        profile, chain=1.0, low=low)
+    assert torch.equal(s, one[1]) and torch.equal(level, one[2])
+    s_prev = sigmas[(level - 1).clamp(min=0)]
+    lower = (level > 0) & (s_prev <= switch)
+    upper = (level > 0) & ~lower
+    assert bool(lower.any() and upper.any())
+    assert torch.equal(expert.levels[0], torch.cat([s_prev[lower]] * 2))
+    assert torch.equal(main.levels[0], torch.cat([s_prev[upper]] * 2))
+    w_prev = torch.where(s_prev > 0.5, 3.0, 1.0)
+    v = (-1, 1, 1, 1, 1)
+    want = torch.where(lower.view(v), one[0] + ((1 - s) * w_prev).view(v), one[0])  # the same noise on both
+    assert torch.allclose(xt, want, atol=1e-5)
 
 
 def test_ft_level_weights_draw_the_chains_levels_by_noise_level():
