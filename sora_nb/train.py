@@ -67,7 +67,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    sampler loses the clip's content (``bench/bench_redraw.py``), three times as often. ``expert_switch`` S > 0
    makes such a fine-tune one of two DiTs by noise level (`rescore`): with ``ft_expert`` "low" a low-noise expert
    (``low/``, the steps at or below S; the shipped one, thirty-third session, drew only those levels), with "high"
-   the folder's main DiT again, for the steps above S, its ``low/`` kept.
+   the folder's main DiT again, for the steps above S, its ``low/`` kept; ``ft_from`` "low" starts it from the
+   folder's expert instead of its main DiT (a continuation). The chain's teacher is the folder's sampler: with an
+   expert, the estimates from levels at or below S are the expert's (`sampler_inputs`' ``low``).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
