@@ -68,8 +68,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    makes such a fine-tune one of two DiTs by noise level (`rescore`): with ``ft_expert`` "low" a low-noise expert
    (``low/``, the steps at or below S; the shipped one, thirty-third session, drew only those levels), with "high"
    the folder's main DiT again, for the steps above S, its ``low/`` kept; ``ft_from`` "low" starts it from the
-   folder's expert instead of its main DiT (a continuation). The chain's teacher is the folder's sampler: with an
-   expert, the estimates from levels at or below S are the expert's (`sampler_inputs`' ``low``).
+   folder's expert instead of its main DiT (a continuation). The chain's teacher is the folder's main DiT at every
+   level (one with both DiTs, each at its own levels, made a worse expert: bench/RESULTS.md, thirty-fourth session).
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
@@ -1295,9 +1295,7 @@ def _guided_x0(teacher: ShapesDiT, states: torch.Tensor, masks: torch.Tensor, x:
 def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
                    x0: torch.Tensor, sigmas: torch.Tensor, g: torch.Generator, guidance: float = 1.0,
                    profile: tuple[tuple[float, float], ...] = (), chain: float = 0.5,
-                   weights: torch.Tensor | None = None,
-                   low: tuple[ShapesDiT, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], float]
-                   | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noisy latents as the stochastic (eta 1) guided sampler meets them: (x_t, sigma, level index per row).
 
     Each row takes a level ``i`` of the sampler's grid ``sigmas`` (`distil_grid`; the last, 0, is never taken),
@@ -1305,9 +1303,7 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     Its x_t is a clean latent noised to sigma_i: the true ``x0``, or, for a ``chain`` share of the rows with a
     level above them, the teacher's guided estimate from the level before (``guidance`` with ``profile``,
     `embedded.guidance_at`; ``cond`` and ``uncond`` are the prompt's and the empty prompt's text states and masks),
-    as x_t is at sampling time, where each step keeps only its x0 estimate and draws fresh noise. ``low`` (a
-    low-noise expert, its prompt's and empty prompt's text states, and its switch level): the estimates from levels
-    at or below the switch are the expert's, as a folder with two DiTs samples (the rows and noise are the same)."""
+    as x_t is at sampling time, where each step keeps only its x0 estimate and draws fresh noise."""
     n, dev = len(x0), x0.device
     view = (-1, 1, 1, 1, 1)
     states, masks = torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]])
@@ -1323,14 +1319,9 @@ def sampler_inputs(teacher: ShapesDiT, cond: tuple[torch.Tensor, torch.Tensor], 
     chained = (torch.rand(n, generator=g, device=dev) < chain) & (i > 0)
     before = (1 - s_prev.view(view)) * x0 + s_prev.view(view) * torch.randn(x0.shape, generator=g, device=dev)
     start = x0.clone()
-    lower = torch.zeros_like(chained) if low is None else s_prev <= low[3]
-    nets = [(teacher, states, masks, chained & ~lower)]
-    if low is not None:
-        nets.append((low[0], torch.cat([low[1][0], low[2][0]]), torch.cat([low[1][1], low[2][1]]), chained & lower))
-    for net, net_states, net_masks, pick in nets:
-        rows = pick.nonzero()[:, 0]
-        if len(rows):
-            start[rows] = _guided_x0(net, net_states, net_masks, before[rows], s_prev[rows], weight[prev[rows]], rows)[0]
+    rows = chained.nonzero()[:, 0]
+    if len(rows):
+        start[rows] = _guided_x0(teacher, states, masks, before[rows], s_prev[rows], weight[prev[rows]], rows)[0]
     xt = (1 - s.view(view)) * start + s.view(view) * torch.randn(x0.shape, generator=g, device=dev)
     return xt, s, i
 
@@ -1401,7 +1392,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                         patch_size=tuple(recipe.dit_patch), text_dim=text.width,
                         self_condition=recipe.self_condition, rope=recipe.dit_rope)
         probe = CaptionProbe(text.width)
-    folder = None  # init_from's backend: its networks are the teacher's
+    folder = None  # init_from's backend (its main DiT teaches a continuation of its expert)
     if init is not None:  # trainable copies (the frozen pretrained encoder is not a parameter of the stack)
         dit, text = _copy(init[0], True).train(), TextEncoder(init[1].tokenizer, _copy(init[1].encoder, True).train())
         tokenizer = text.tokenizer
@@ -1423,14 +1414,10 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             raise ValueError(f"{kind} reads a finished folder's sampler: it needs init_from (--rescore WEIGHTS --tune-dit)")
         else:  # the teacher samples as the folder does by default: its guidance, with the recipe's guidance profile
             guidance = float(json.loads((Path(recipe.init_from) / "manifest.json").read_text()).get("default_guidance", 1.0))
-        teacher = (_copy(dit).eval(), _copy(text.encoder).eval(), guidance, None)
-        if folder is not None and folder.low is not None:  # a folder with two DiTs samples with both
-            if recipe.ft_distil:
-                raise ValueError("ft_distil distils a one-DiT sampler; this folder has a low-noise expert (use ft_chain)")
-            main = (dit, text.encoder) if recipe.ft_from == "main" else (folder.dit.to(device), folder.text.encoder.to(device))
-            low = (folder.low[0].to(device), folder.low[1].encoder.to(device), float(folder.expert_switch))
-            teacher = (_copy(main[0]).eval(), _copy(main[1]).eval(), guidance,
-                       (_copy(low[0]).eval(), _copy(low[1]).eval(), low[2]))
+        # the folder's main DiT at every level, also for a continuation of its expert (``ft_from`` "low"): a
+        # teacher with both DiTs, each at its own levels, made a worse expert (thirty-fourth session, bench/RESULTS.md)
+        main = (folder.dit.to(device), folder.text.encoder.to(device)) if recipe.ft_from == "low" else (dit, text.encoder)
+        teacher = (_copy(main[0]).eval(), _copy(main[1]).eval(), guidance)
         grid = distil_grid(recipe.ft_distil or recipe.ft_chain, recipe.sample_shift)
         chain_weights = level_weights(grid[0], recipe.ft_level_weights) if recipe.ft_level_weights else None
     ema_dit, ema_text = _copy(dit), _copy(text.encoder)
@@ -1509,16 +1496,12 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
                 t_states = encode_rows(teacher[1], torch.cat([ids_c, ids_u]), torch.cat([mask_c, mask_u]))
                 cond, uncond = (t_states[:n], mask_c), (t_states[n:], mask_u)
-                low = None
-                if teacher[3] is not None:  # the folder's low-noise expert, with its own text states
-                    l_states = encode_rows(teacher[3][1], torch.cat([ids_c, ids_u]), torch.cat([mask_c, mask_u]))
-                    low = (teacher[3][0], (l_states[:n], mask_c), (l_states[n:], mask_u), teacher[3][2])
                 if recipe.ft_distil:
                     xt, sigma, x0 = distil_targets(teacher[0], cond, uncond, said_d[:, 0], x0, grid, g, teacher[2],
                                                    recipe.sample_guidance_profile)
                 else:  # the target stays the clean latent: the model learns to mend its own sampler's estimates
                     xt, sigma, _ = sampler_inputs(teacher[0], cond, uncond, x0, grid[0], g, teacher[2],
-                                                  recipe.sample_guidance_profile, weights=chain_weights, low=low)
+                                                  recipe.sample_guidance_profile, weights=chain_weights)
         else:
             sigma = torch.where(torch.rand(n, generator=g, device=device) < 0.5,
                                 torch.sigmoid(torch.randn(n, generator=g, device=device) + recipe.sigma_shift),

@@ -656,36 +656,6 @@ def test_sampler_inputs_are_noised_clean_latents_or_the_teachers_estimate_one_le
     assert torch.equal(xt_d, xt) and torch.equal(s_d, s)
 
 
-def test_sampler_inputs_take_a_low_noise_experts_estimates_at_or_below_its_switch():
-    """With a low-noise expert (a folder with two DiTs), the chained rows whose level before is at or below the
-    switch start from the expert's guided estimate, with its own text states; the rest from the main teacher's.
-    The levels, the rows and the noise are those of the one-DiT call with the same generator."""
-    sigmas, _ = train.distil_grid(5, 3.0)
-    n = 400
-    x0 = torch.full((n, 2, 1, 4, 4), 10.0)
-    cond = (torch.ones(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
-    uncond = (torch.zeros(n, 3, 8), torch.ones(n, 3, dtype=torch.bool))
-    profile = ((0.5, 1.0), (0.0, 0.0))
-    switch = float(sigmas[2])  # the levels before rows at 3 and 4 are the expert's
-    one = train.sampler_inputs(HalfTeacher(), cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
-                               profile, chain=1.0)
-    main, expert = HalfTeacher(), HalfTeacher()
-    low = (expert, (2 * cond[0], cond[1]), uncond, switch)  # the expert's prompt states: 2, so its estimate is 0.5 x + 2 w
-    xt, s, level = train.sampler_inputs(main, cond, uncond, x0, sigmas, torch.Generator().manual_seed(1), 3.0,
-                                        profile, chain=1.0, low=low)
-    assert torch.equal(s, one[1]) and torch.equal(level, one[2])
-    s_prev = sigmas[(level - 1).clamp(min=0)]
-    lower = (level > 0) & (s_prev <= switch)
-    upper = (level > 0) & ~lower
-    assert bool(lower.any() and upper.any())
-    assert torch.equal(expert.levels[0], torch.cat([s_prev[lower]] * 2))
-    assert torch.equal(main.levels[0], torch.cat([s_prev[upper]] * 2))
-    w_prev = torch.where(s_prev > 0.5, 3.0, 1.0)
-    v = (-1, 1, 1, 1, 1)
-    want = torch.where(lower.view(v), one[0] + ((1 - s) * w_prev).view(v), one[0])  # the same noise on both
-    assert torch.allclose(xt, want, atol=1e-5)
-
-
 def test_ft_level_weights_draw_the_chains_levels_by_noise_level():
     """``ft_level_weights`` reads as a guidance profile over the grid's levels (the first pair with sigma above
     its level, else 1); sampler_inputs draws levels in proportion, weight 0 never. Bad values are refused."""
