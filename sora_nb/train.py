@@ -1816,6 +1816,17 @@ def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[st
     return {**merged, "resumed": resumed}
 
 
+def experts_sentence(recipe: Recipe) -> str:
+    """The model card's words on a folder with two DiTs: which takes which steps, and which the ``ft_*`` fields made."""
+    made = ("`dit/` and `text_encoder/` being the last fine-tune (the recipe's `ft_*` fields, `ft_expert` \"high\"), "
+            "for the levels above it, and `low/` an earlier one for the levels at or below it"
+            if recipe.ft_expert == "high" else
+            "`low/` being a fine-tune of them for the levels at or below it (the recipe's `ft_*` fields)")
+    return (f" Two DiTs by noise level (expert denoisers, as eDiff-I's): `dit/` and `text_encoder/` take the sampler's "
+            f"steps above sigma {recipe.expert_switch:g}, `low/` the rest, {made}; a clip costs the same DiT passes as "
+            f"with one.")
+
+
 def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[str, float]], folder: Path,
                guidance: float = 5.0, sweep: dict[str, float] | None = None) -> str:
     """Markdown model card: data, recipe, wall time, hardware, scores, the quality bars."""
@@ -1838,14 +1849,7 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         "A small Sora-like text-to-video model: a video autoencoder (4x time, 4x space), a diffusion "
         f"transformer over spacetime patches with cross-attention to {text_kind}, "
         "trained with rectified flow matching on the procedural shapes world (`sora_nb.world`, train split)."
-        + (f" Two DiTs by noise level (expert denoisers, as eDiff-I's): `dit/` and `text_encoder/` take the sampler's "
-           f"steps above sigma {recipe.expert_switch:g}, `low/` the rest, "
-           + ("`dit/` and `text_encoder/` being the last fine-tune (the recipe's `ft_*` fields, `ft_expert` \"high\"), "
-              "for the levels above it, and `low/` an earlier one for the levels at or below it"
-              if recipe.ft_expert == "high" else
-              "`low/` being a fine-tune of them for the levels at or below it (the recipe's `ft_*` fields)")
-           + "; a clip costs the same DiT passes as with one."
-           if (folder / embedded.LOW).is_dir() else ""),
+        + (experts_sentence(recipe) if (folder / embedded.LOW).is_dir() else ""),
         "", "## Training", "",
         f"- hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "- wall time: " + ", ".join(
