@@ -13,7 +13,6 @@ renamed into place: a refused or failed soup leaves nothing behind. OUT must not
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -55,8 +54,9 @@ def soup(base: str | Path, out: str | Path, sources: list[str | Path], part: str
         raise ValueError(f"sources: a soup needs at least 2 weights folders, got {len(sources)}")
     if out.exists():
         raise ValueError(f"out {str(out)!r} exists; a soup is written to a new folder only")
-    for folder in (base, *sources):
-        embedded.verify_folder(folder)  # sha256 of every file, as the package loads it
+    manifest = embedded.verify_folder(base)  # sha256 of every file, as the package loads it
+    for folder in sources:
+        embedded.verify_folder(folder)
     states = {}
     for rel in PARTS[part]:
         if not (base / rel).is_file():
@@ -80,8 +80,7 @@ def soup(base: str | Path, out: str | Path, sources: list[str | Path], part: str
         shutil.copytree(base, folder)
         for rel, group in states.items():
             save_file(mean_state(group), str(folder / rel), metadata={"format": "pt"})
-        info = json.loads((folder / embedded.MANIFEST).read_text())
-        info = {k: v for k, v in info.items() if k not in ("files", "format")}
+        info = {k: v for k, v in manifest.items() if k not in ("files", "format")}  # base's, less what is rewritten
         info["description"] = (f"a soup: {base.name}'s folder with its {part} DiT and text stack the mean of "
                                f"{len(sources)} folders' ({', '.join(s.name for s in sources)})")
         embedded.write_manifest(folder, info)
