@@ -13,7 +13,9 @@ reranker can reach). The second gives what a reranker that sees only the model p
   0.3 / 0.5 / 0.7 / 0.9 with fixed noise (a diffusion classifier's score; lower is picked);
 * ``prompt gain``: the same error under the empty prompt less under the prompt (higher is picked);
 * ``settled at sigma s``: how far the sampler's x0 estimate at the step nearest s lies from the final latent
-  (the trace; the least moved is picked).
+  (the trace; the least moved is picked);
+* ``verifier`` (with ``--verifier FOLDER``, from ``scripts/train_verifier.py``): the mean over the clip's
+  latent frames of a verifier's logit for the prompt (`sora_nb.models.verifier`; the highest is picked).
 
 Picking by the evaluator would be judging with the test, so only model-internal scores are candidates for a
 sampler option.
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 import sora_nb
+from sora_nb.models.verifier import ClipVerifier
 from _common import parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import step_seed
@@ -56,10 +59,13 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=3)
     p.add_argument("--clips", type=int, default=200)
     p.add_argument("--k", type=int, default=0, help="evaluation seed index (0: the model card's prompts)")
+    p.add_argument("--verifier", default=None, help="a verifier folder (scripts/train_verifier.py) to rerank by")
     args = parse(p)
     if args.candidates < 2 or args.clips < 1:
         p.error(f"--candidates must be >= 2 and --clips >= 1; got {args.candidates}, {args.clips}")
     gen = sora_nb.load(args.weights) if args.weights else sora_nb.load()
+    verifier = (ClipVerifier.from_pretrained(args.verifier, use_safetensors=True, low_cpu_mem_usage=False).eval()
+                if args.verifier else None)
     passed, scores = [], []  # per prompt: a list per candidate
     for clip in world.sample(args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train"):
         ok, sc = [], []
@@ -72,6 +78,8 @@ def main() -> None:
                      for s in SETTLED}
             sc.append({"x0 error": -float(err[:, 0].sum()), "prompt gain": float((err[:, 1] - err[:, 0]).sum()),
                        **moved})
+            if verifier is not None:
+                sc[-1]["verifier"] = float(verifier.clip_score(video.latents[None], *gen.backend.encode_prompt(clip.caption))[0])
         passed.append(ok)
         scores.append(sc)
     ok = np.array(passed, dtype=float)  # (prompts, candidates)

@@ -1,0 +1,207 @@
+"""Train a latent-frame verifier (`sora_nb.models.verifier.ClipVerifier`) for an embedded weights folder.
+
+    .venv/bin/python scripts/train_verifier.py OUT [--weights FOLDER] [--clips 6000] [--steps 2000] [--seed 0]
+
+The world's true clips (train split, train phrasings, 2 s at 64x64, the default generation) are encoded as
+the folder's DiT was trained to draw them (the pixel encoder's latent with the label channels from the
+labels, normalised), and each caption is written again from its parsed labels with three negatives: the
+same labels with one thing changed (`negative_labels`). Every caption's token states come from the
+folder's own main text encoder. Each step shows the verifier one random latent frame per clip and asks it
+to pick the true caption among the four (cross-entropy). 300 clips are kept out and the pick accuracy on
+them (a fifth of the clips when fewer than 1500; frame 1) is printed every 100 steps.
+
+Nothing here reads the evaluator: the labels are the world's own, and at generation the verifier sees only
+the latents and the prompt's text states. OUT (a diffusers folder: config.json + safetensors) is written in
+a temporary folder beside it and renamed into place when done; OUT must not exist. The same seed and
+arguments give the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file from a checkout
+    sys.path.insert(0, str(ROOT))
+
+import sora_nb  # noqa: E402
+from sora_nb import world  # noqa: E402
+from sora_nb.backends.embedded import WeightsError  # noqa: E402
+from sora_nb.models.verifier import ClipVerifier  # noqa: E402
+from sora_nb.train import clips_to_tensor, pixel_label_latent  # noqa: E402
+from sora_nb.world import spec  # noqa: E402
+
+KINDS = ("colour", "shape", "motion", "drop", "add", "swap")
+KIND_P = (0.22, 0.22, 0.20, 0.13, 0.13, 0.10)
+NEGATIVES = 3
+HELD_OUT = 300
+SHIPPED = ROOT / "sora_nb" / "weights" / "shapes"
+
+
+def _seed(seed: int, k: int) -> int:
+    """The k-th seed of a run (clips 0, captions 1, weights 2, batches 3), apart from the training stages'."""
+    return (seed * 1_000_003 + 11 * 10_007 + k) % (2**31)
+
+
+def negative_labels(labels: spec.Labels, rng: np.random.Generator) -> tuple[str, spec.Labels] | None:
+    """(kind, labels with one thing changed), or None when the drawn change does not apply to these labels."""
+    objs = list(labels.objects)
+    kind = str(rng.choice(KINDS, p=KIND_P))
+    i = int(rng.integers(len(objs)))
+    o = objs[i]
+    if kind == "colour" and o.colour:
+        objs[i] = dataclasses.replace(o, colour=str(rng.choice([c for c in spec.COLOURS if c != o.colour])))
+    elif kind == "shape":
+        objs[i] = dataclasses.replace(o, shape=str(rng.choice([s for s in spec.SHAPES if s != o.shape])))
+    elif kind == "motion" and o.motion and not o.occluded:
+        objs[i] = dataclasses.replace(o, motion=str(rng.choice([m for m in spec.MOTIONS if m != o.motion])))
+    elif kind == "drop" and len(objs) > 1:
+        objs.pop(i)
+    elif kind == "add" and len(objs) < spec.MAX_OBJECTS:
+        objs.insert(int(rng.integers(len(objs) + 1)), spec.ObjectLabel(
+            shape=str(rng.choice(spec.SHAPES)), colour=str(rng.choice(spec.COLOURS)), motion=str(rng.choice(spec.MOTIONS))))
+    elif kind == "swap" and len(objs) > 1:
+        j = (i + 1 + int(rng.integers(len(objs) - 1))) % len(objs)
+        a, b = objs[i], objs[j]
+        if not a.colour or not b.colour or a.colour == b.colour:
+            return None
+        objs[i], objs[j] = dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)
+    else:
+        return None
+    occluder = labels.occluder and any(x.occluded for x in objs)
+    return kind, dataclasses.replace(labels, objects=objs, occluder=occluder)
+
+
+def captions_for(caption: str, rng: np.random.Generator) -> list[str]:
+    """The caption written again from its parsed labels, then NEGATIVES captions of changed labels (all in
+    train phrasings, so the true one cannot be told by its wording)."""
+    labels = world.parse(caption)
+    out = [world.caption(labels, rng, phrasing="train")]
+    while len(out) < 1 + NEGATIVES:
+        changed = negative_labels(labels, rng)
+        if changed is not None:
+            out.append(world.caption(changed[1], rng, phrasing="train"))
+    return out
+
+
+@torch.no_grad()
+def training_data(weights: str | None, clips: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(latents (n, C, F, h, w) float16 normalised, states (n, 4, L, D) float16, masks (n, 4, L), text width)."""
+    folder = Path(weights) if weights else SHIPPED
+    be = sora_nb.load(str(folder)).backend
+    scores = folder / "scores.json"  # the recipe the folder was trained with: are angle channels in its latent?
+    angle = bool(json.loads(scores.read_text())["recipe"].get("shape_angle", False)) if scores.is_file() else False
+    lats, caps, batch = [], [], []
+    for clip in world.sample(clips, seed=_seed(seed, 0), split="train", phrasing="train",
+                             duration=2.0, size=(64, 64)):
+        batch.append(clip)
+        if len(batch) == 32 or len(caps) + len(batch) == clips:
+            z = pixel_label_latent(be.vae, batch, clips_to_tensor(batch), angle)
+            lats.append(be.vae.normalize(z).half())
+            caps += [c.caption for c in batch]
+            batch = []
+    rng = np.random.default_rng(_seed(seed, 1))
+    texts = [c for cap in caps for c in captions_for(cap, rng)]
+    states, masks = [], []
+    for i in range(0, len(texts), 128):
+        s, m = be.text(texts[i:i + 128])
+        states.append(s.float()); masks.append(m)
+    length = max(s.shape[1] for s in states)
+    states = torch.cat([F.pad(s, (0, 0, 0, length - s.shape[1])) for s in states]).half()
+    masks = torch.cat([F.pad(m, (0, length - m.shape[1])) for m in masks])
+    n = len(caps)
+    return torch.cat(lats), states.reshape(n, 1 + NEGATIVES, length, -1), masks.reshape(n, 1 + NEGATIVES, length), be.text.width
+
+
+def train(out: str | Path, weights: str | None = None, clips: int = 6000, steps: int = 2000, seed: int = 0,
+          batch: int = 32, lr: float = 1e-3, log=print) -> Path:
+    """Train and write the verifier to ``out``; returns its path."""
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"out {str(out)!r} exists; the verifier is written to a new folder only")
+    if not (isinstance(clips, int) and not isinstance(clips, bool) and 64 <= clips <= 100_000):
+        raise ValueError(f"clips must be an integer in [64, 100000], got {clips!r}")
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= 1_000_000):
+        raise ValueError(f"steps must be an integer in [1, 1000000], got {steps!r}")
+    t0 = time.perf_counter()
+    z, states, masks, width = training_data(weights, clips, seed)
+    log(f"data {time.perf_counter() - t0:.0f} s: latents {tuple(z.shape)}, captions {tuple(states.shape[:3])}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(seed, 2))
+        ver = ClipVerifier(latent_channels=z.shape[1], text_dim=width)
+    opt = torch.optim.AdamW(ver.parameters(), lr=lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(_seed(seed, 3))
+    train_n, options = len(z) - min(HELD_OUT, len(z) // 5), 1 + NEGATIVES
+    held = torch.arange(train_n, len(z))
+    for step in range(steps):
+        for group in opt.param_groups:  # warm-up, then cosine to 10%
+            group["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
+        idx = torch.randint(0, train_n, (batch,), generator=g)
+        frame = torch.randint(0, z.shape[2], (batch,), generator=g)
+        frames = z[idx, :, frame].float()
+        frames = frames + torch.rand(batch, 1, 1, 1, generator=g) * 0.3 * torch.randn(frames.shape, generator=g)
+        memory = ver.encode_frames(frames).repeat_interleave(options, 0)
+        logits = ver.score(memory, states[idx].reshape(batch * options, *states.shape[2:]).float(),
+                           masks[idx].reshape(batch * options, -1))
+        loss = F.cross_entropy(logits.reshape(batch, options), torch.zeros(batch, dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"step {step} loss {loss.item():.3f} held-out pick accuracy {pick_accuracy(ver, z[held], states[held], masks[held]):.3f} "
+                f"{time.perf_counter() - t0:.0f} s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        ver.eval().save_pretrained(tmp, safe_serialization=True)
+        ClipVerifier.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)  # it loads before it is put in place
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@torch.no_grad()
+def pick_accuracy(ver: ClipVerifier, z: torch.Tensor, states: torch.Tensor, masks: torch.Tensor) -> float:
+    """Share of clips whose true caption gets the highest logit among the four, on latent frame 1."""
+    was = ver.training
+    ver.eval()
+    options = states.shape[1]
+    memory = ver.encode_frames(z[:, :, min(1, z.shape[2] - 1)].float()).repeat_interleave(options, 0)
+    logits = ver.score(memory, states.reshape(-1, *states.shape[2:]).float(), masks.reshape(len(z) * options, -1))
+    ver.train(was)
+    return float((logits.reshape(-1, options).argmax(1) == 0).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out")
+    p.add_argument("--weights", default=None, help="an embedded weights folder (default: the shipped model)")
+    p.add_argument("--clips", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        train(args.out, args.weights, args.clips, args.steps, args.seed, log=lambda s: print(s, flush=True))
+    except (ValueError, WeightsError) as e:
+        print(f"train_verifier: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

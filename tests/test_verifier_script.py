@@ -1,0 +1,119 @@
+"""The latent-frame verifier (`sora_nb.models.verifier`) and its training script (`scripts/train_verifier.py`)."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sora_nb import world
+from sora_nb.models.verifier import ClipVerifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_verifier", ROOT / "scripts" / "train_verifier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_negative_changes_exactly_the_one_thing_it_names():
+    tv = _script()
+    rng = np.random.default_rng(0)
+    kinds = collections.Counter()
+    for clip in world.sample(60, seed=5, split="train", phrasing="train"):
+        labels = world.parse(clip.caption)
+        for _ in range(6):
+            drawn = tv.negative_labels(labels, rng)
+            if drawn is None:
+                continue
+            kind, neg = drawn
+            kinds[kind] += 1
+            a, b = labels.objects, neg.objects
+            if kind in ("colour", "shape", "motion"):
+                assert len(a) == len(b)
+                diff = [(x, y) for x, y in zip(a, b) if x != y]
+                assert len(diff) == 1
+                x, y = diff[0]
+                assert getattr(x, kind) != getattr(y, kind)
+                assert [f for f in ("colour", "shape", "motion", "size", "occluded") if getattr(x, f) != getattr(y, f)] == [kind]
+            elif kind == "drop":
+                assert len(b) == len(a) - 1 and all(o in a for o in b)
+            elif kind == "add":
+                assert len(b) == len(a) + 1 and all(o in b for o in a)
+            else:  # swap: two objects trade colours, nothing else changes
+                assert len(a) == len(b)
+                diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+                assert len(diff) == 2
+                i, j = diff
+                assert (b[i].colour, b[j].colour) == (a[j].colour, a[i].colour) and a[i].colour != a[j].colour
+            assert world.caption(neg, rng, phrasing="train")  # every negative can be written as a caption
+    assert set(kinds) == set(tv.KINDS)
+
+
+def test_captions_for_gives_the_true_labels_first_then_three_changed_ones():
+    tv = _script()
+    rng = np.random.default_rng(1)
+    for clip in world.sample(20, seed=6, split="train", phrasing="train"):
+        caps = tv.captions_for(clip.caption, rng)
+        want = world.parse(clip.caption)
+        assert len(caps) == 1 + tv.NEGATIVES
+        got = world.parse(caps[0])
+        assert [(o.shape, o.colour, o.motion) for o in got.objects] == [(o.shape, o.colour, o.motion) for o in want.objects]
+        for neg in caps[1:]:
+            assert [(o.shape, o.colour, o.motion) for o in world.parse(neg).objects] != \
+                [(o.shape, o.colour, o.motion) for o in want.objects]
+
+
+def test_the_verifier_scores_frames_of_either_size_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    ver = ClipVerifier(latent_channels=16, text_dim=128).eval()
+    states, mask = torch.randn(1, 7, 128), torch.ones(1, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    for h, w in ((16, 16), (16, 24)):  # 64x64 and 96x64 clips
+        latents = torch.randn(3, 4, 16, h, w)  # (n, F, C, h, w), as Video.latents stacks them
+        scores = ver.clip_score(latents, states, mask)
+        assert scores.shape == (3,) and torch.isfinite(scores).all()
+        frame = ver(latents[1, 2:3], states, mask)  # one frame's logit; the clip's is the mean of its frames'
+        frames = ver(latents[1], states.expand(4, -1, -1), mask.expand(4, -1))
+        assert torch.allclose(frames[2:3], frame, atol=1e-5)
+        assert torch.allclose(frames.mean(), scores[1], atol=1e-5)
+    # padded text tokens do not count
+    longer = torch.cat([states, torch.randn(1, 3, 128)], 1)
+    assert torch.allclose(ver.clip_score(latents, longer, torch.nn.functional.pad(mask, (0, 3))),
+                          ver.clip_score(latents, states, mask), atol=1e-5)
+    ver.save_pretrained(tmp_path / "v", safe_serialization=True)
+    assert (tmp_path / "v" / "diffusion_pytorch_model.safetensors").is_file()
+    back = ClipVerifier.from_pretrained(tmp_path / "v", use_safetensors=True, low_cpu_mem_usage=False).eval()
+    assert torch.equal(back.clip_score(latents, states, mask), ver.clip_score(latents, states, mask))
+    with pytest.raises(ValueError, match="multiples of 2 cells"):
+        ver.clip_score(torch.randn(1, 4, 16, 15, 16), states, mask)
+    with pytest.raises(ValueError, match="at most 32"):
+        ver.clip_score(torch.randn(1, 4, 16, 34, 16), states, mask)
+
+
+def test_train_writes_a_loadable_verifier_the_same_per_seed_and_refuses_bad_arguments(tmp_path, capsys):
+    tv = _script()
+    a = tv.train(tmp_path / "a", clips=64, steps=3, seed=0, log=lambda s: None)
+    b = tv.train(tmp_path / "b", clips=64, steps=3, seed=0, log=lambda s: None)
+    name = "diffusion_pytorch_model.safetensors"
+    assert (a / name).read_bytes() == (b / name).read_bytes()
+    ver = ClipVerifier.from_pretrained(a, use_safetensors=True, low_cpu_mem_usage=False)
+    assert ver.config.latent_channels == 16 and ver.config.text_dim == 128
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary folder left
+    with pytest.raises(ValueError, match="exists"):
+        tv.train(a, clips=64, steps=1)
+    for bad in (10, 64.0, True, 10**6):
+        with pytest.raises(ValueError, match=r"clips must be an integer in \[64, 100000\]"):
+            tv.train(tmp_path / "c", clips=bad, steps=1)
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 1000000\]"):
+        tv.train(tmp_path / "c", clips=64, steps=0)
+    assert tv.main([str(a), "--clips", "64", "--steps", "1"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
