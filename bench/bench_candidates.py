@@ -1,9 +1,11 @@
 """Best of N seeds: how much picking among a prompt's clips could give, and what the model itself can pick.
 
-    .venv/bin/python bench/bench_candidates.py [--weights FOLDER] [--candidates 3] [--clips 200] [--k 0] [--threads 2]
+    .venv/bin/python bench/bench_candidates.py [--weights FOLDER] [--candidates 3] [--clips 200] [--samples k0 hc ...]
+        [--verifier FOLDER] [--verifier-only] [--threads 2]
 
-A diagnostic for the quality bars (issue 4, thirtieth session), not a speed figure. For ``--clips`` train
-prompts (evaluation seed ``step_seed(0, "eval", k)``; k 0 is the model card's sample) it draws
+A diagnostic for the quality bars (issue 4, thirtieth session), not a speed figure. For ``--clips`` prompts of
+each sample (bench_samples.py's: ``k0`` the model card's train prompts, ``hc`` / ``hp`` its held-out rows, ``kN``
+train prompts at evaluation seed ``step_seed(0, "eval", N)``; ``--k N`` is ``--samples kN``) it draws
 ``--candidates`` clips per prompt at default settings (the prompt's own seed, then seed + 1000003 j) and
 scores each with the evaluator. The first table gives the share of prompts where every check passes: for
 each candidate alone, and for the best of 2 and of N as the evaluator would pick (an oracle: the most any
@@ -14,7 +16,7 @@ reranker can reach). The second gives what a reranker that sees only the model p
 * ``prompt gain``: the same error under the empty prompt less under the prompt (higher is picked);
 * ``settled at sigma s``: how far the sampler's x0 estimate at the step nearest s lies from the final latent
   (the trace; the least moved is picked);
-* ``verifier`` (with ``--verifier FOLDER``, from ``scripts/train_verifier.py``): the mean over the clip's
+* ``verifier`` (the model's own, or ``--verifier FOLDER`` from ``scripts/train_verifier.py``): the mean over the clip's
   latent frames of a verifier's logit for the prompt (`sora_nb.models.verifier`; the highest is picked).
 
 Picking by the evaluator would be judging with the test, so only model-internal scores are candidates for a
@@ -29,6 +31,7 @@ import torch
 import sora_nb
 from sora_nb.models.verifier import ClipVerifier
 from _common import parse, parser, print_table
+from bench_samples import sample
 from sora_nb import world
 from sora_nb.train import step_seed
 
@@ -58,42 +61,65 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
     p.add_argument("--candidates", type=int, default=3)
     p.add_argument("--clips", type=int, default=200)
-    p.add_argument("--k", type=int, default=0, help="evaluation seed index (0: the model card's prompts)")
-    p.add_argument("--verifier", default=None, help="a verifier folder (scripts/train_verifier.py) to rerank by")
+    p.add_argument("--k", type=int, default=None, help="evaluation seed index of train prompts (same as --samples kK)")
+    p.add_argument("--samples", nargs="+", default=None, help="bench_samples.py's samples (k0, hc, hp, kN); default k0")
+    p.add_argument("--verifier", default=None,
+                   help="a verifier folder (scripts/train_verifier.py) to rerank by; default the model's own, if it has one")
+    p.add_argument("--verifier-only", action="store_true", help="skip the x0-error and settled rerankers (faster)")
     args = parse(p)
     if args.candidates < 2 or args.clips < 1:
         p.error(f"--candidates must be >= 2 and --clips >= 1; got {args.candidates}, {args.clips}")
+    names = args.samples or [f"k{args.k or 0}"]
+    try:
+        plan = [(name, *sample(name)) for name in names]
+    except ValueError as e:
+        p.error(str(e))
     gen = sora_nb.load(args.weights) if args.weights else sora_nb.load()
     verifier = (ClipVerifier.from_pretrained(args.verifier, use_safetensors=True, low_cpu_mem_usage=False).eval()
-                if args.verifier else None)
-    passed, scores = [], []  # per prompt: a list per candidate
-    for clip in world.sample(args.clips, seed=step_seed(0, "eval", args.k), split="train", phrasing="train"):
-        ok, sc = [], []
-        for j in range(args.candidates):
-            video = gen.generate(clip.caption, seed=clip.seed + 1_000_003 * j)
-            ok.append(world.score(video.frames, clip.caption)["overall"] == 1.0)
-            err = x0_errors(gen.backend, video.latents.transpose(0, 1)[None].float(), clip.caption)
-            x0, sigma = video.trace.x0.values.astype(np.float32), video.trace.sigma.values
-            moved = {f"settled at sigma {s:g}": -float(((x0[int(np.abs(sigma - s).argmin())] - x0[-1]) ** 2).mean())
-                     for s in SETTLED}
-            sc.append({"x0 error": -float(err[:, 0].sum()), "prompt gain": float((err[:, 1] - err[:, 0]).sum()),
-                       **moved})
-            if verifier is not None:
-                sc[-1]["verifier"] = float(verifier.clip_score(video.latents[None], *gen.backend.encode_prompt(clip.caption))[0])
-        passed.append(ok)
-        scores.append(sc)
-    ok = np.array(passed, dtype=float)  # (prompts, candidates)
+                if args.verifier else gen.backend.verifier)
+    if args.verifier_only and verifier is None:
+        p.error("--verifier-only: the model has no verifier and none was given (--verifier FOLDER)")
     n = args.candidates
-    print_table([*([f"candidate {j}", f"{ok[:, j].mean():.3f}"] for j in range(n)),
-                 ["best of 2 (oracle)", f"{ok[:, :2].max(1).mean():.3f}"],
-                 [f"best of {n} (oracle)", f"{ok.max(1).mean():.3f}"]], ("every check", f"{len(ok)} prompts"))
-    print()
-    rows = []
-    for name in scores[0][0]:
-        picks = [np.mean([ok[i, max(range(m), key=lambda j: scores[i][j][name])] for i in range(len(ok))])
-                 for m in (2, n)]
-        rows.append([name, f"{picks[0]:.3f}", f"{picks[1]:.3f}"])
-    print_table(rows, ("picked by the model's", "best of 2", f"best of {n}"))
+    summary = []
+    for name, split, phrasing, k in plan:
+        passed, scores = [], []  # per prompt: a list per candidate
+        for clip in world.sample(args.clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing):
+            ok, sc = [], []
+            for j in range(n):
+                video = gen.generate(clip.caption, seed=clip.seed + 1_000_003 * j)
+                ok.append(world.score(video.frames, clip.caption)["overall"] == 1.0)
+                sc.append({})
+                if not args.verifier_only:
+                    err = x0_errors(gen.backend, video.latents.transpose(0, 1)[None].float(), clip.caption)
+                    x0, sigma = video.trace.x0.values.astype(np.float32), video.trace.sigma.values
+                    sc[-1].update({"x0 error": -float(err[:, 0].sum()), "prompt gain": float((err[:, 1] - err[:, 0]).sum())})
+                    sc[-1].update({f"settled at sigma {s:g}": -float(((x0[int(np.abs(sigma - s).argmin())] - x0[-1]) ** 2).mean())
+                                   for s in SETTLED})
+                if verifier is not None:
+                    sc[-1]["verifier"] = float(verifier.clip_score(video.latents[None], *gen.backend.encode_prompt(clip.caption))[0])
+            passed.append(ok)
+            scores.append(sc)
+        ok = np.array(passed, dtype=float)  # (prompts, candidates)
+        print(f"sample {name} ({split} split, {phrasing} phrasings), {len(ok)} prompts, every check:")
+        print_table([*([f"candidate {j}", f"{ok[:, j].mean():.3f}"] for j in range(n)),
+                     ["best of 2 (oracle)", f"{ok[:, :2].max(1).mean():.3f}"],
+                     *([[f"best of {n} (oracle)", f"{ok.max(1).mean():.3f}"]] if n > 2 else [])],
+                    ("every check", f"{len(ok)} prompts"))
+        print()
+        rows = []
+        for key in scores[0][0]:
+            picks = [np.mean([ok[i, max(range(m), key=lambda j: scores[i][j][key])] for i in range(len(ok))])
+                     for m in (2, n)]
+            rows.append([key, f"{picks[0]:.3f}", f"{picks[1]:.3f}"][: 3 if n > 2 else 2])
+            if key == "verifier":
+                summary.append([name, f"{ok[:, 0].mean():.3f}", f"{ok[:, :2].max(1).mean():.3f}", f"{picks[0]:.3f}",
+                                f"{ok.max(1).mean():.3f}", f"{picks[1]:.3f}"][: 6 if n > 2 else 4])
+        print_table(rows, ("picked by the model's", "best of 2", f"best of {n}")[: 3 if n > 2 else 2])
+        print()
+    if summary:
+        print("the verifier's pick against candidate 0 (generate's own clip), every check:")
+        print_table(summary, ("sample", "candidate 0", "oracle best of 2", "verifier best of 2", f"oracle best of {n}",
+                              f"verifier best of {n}")[: 6 if n > 2 else 4])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ the last rows time the same clip with both passes at every step (those weights s
 The timed clips repeat one prompt, whose text states the backend caches; a row times the text encoder
 alone on new prompts (what a changed prompt adds once).
 ``--steps`` times another step count (the bar is set at 20).
+When the model has a verifier, the last rows time ``best_of(candidates=2)`` against ``generate``
+(interleaved, trace off) and the verifier's score of one clip alone.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ def main() -> None:
             t0 = time.perf_counter(); gen.generate(PROMPT, trace=False, **kw); skip.append(time.perf_counter() - t0)
             t0 = time.perf_counter(); paired.generate(PROMPT, trace=False, **kw); both.append(time.perf_counter() - t0)
 
+    best = None
+    if getattr(gen.backend, "verifier", None) is not None:  # Generator.best_of: two clips and the verifier's pick
+        gen.best_of(PROMPT, candidates=2, trace=False, **kw)
+        best, single, score = [], [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter(); gen.best_of(PROMPT, candidates=2, trace=False, **kw); best.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); gen.generate(PROMPT, trace=False, **kw); single.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); gen.backend.score_clip(video.latents, PROMPT); score.append(time.perf_counter() - t0)
+
     rows = [
         ("model", gen.name),
         ("torch threads", str(torch.get_num_threads())),
@@ -110,6 +121,13 @@ def main() -> None:
             ("guidance-off steps skip the negative pass: median s", f"{statistics.median(skip):.3f}  (min {min(skip):.3f})"),
             ("both passes at every step: median s", f"{statistics.median(both):.3f}  (min {min(both):.3f})"),
             ("skip / both (medians)", f"{statistics.median(skip) / statistics.median(both):.3f}"),
+        ]
+    if best:
+        rows += [
+            ("best_of, 2 candidates, trace off: median s", f"{statistics.median(best):.3f}  (min {min(best):.3f})"),
+            ("generate beside it, trace off: median s", f"{statistics.median(single):.3f}  (min {min(single):.3f})"),
+            ("best_of 2 / generate (medians)", f"{statistics.median(best) / statistics.median(single):.3f}"),
+            ("the verifier's score of one clip: median ms", f"{1e3 * statistics.median(score):.1f}"),
         ]
     print(f"sora_nb {sora_nb.__version__}: default generation ({PROMPT!r}, 2 s, {args.steps} steps, guidance 5), "
           f"{args.repeats} repeats")

@@ -164,6 +164,7 @@ def train(out: str | Path, weights: str | None = None, clips: int = 6000, steps:
                 f"{time.perf_counter() - t0:.0f} s")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's folder is private; the verifier is not
     try:
         ver.eval().save_pretrained(tmp, safe_serialization=True)
         ClipVerifier.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)  # it loads before it is put in place

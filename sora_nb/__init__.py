@@ -25,7 +25,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import Generator, generate, known_models, load
+from .api import Generator, best_of, generate, known_models, load
 from .backend import Limits, StepEvent
 from .controls import controls
 from .inspector import inspect, open_trace
@@ -36,5 +36,5 @@ from .video import Video
 
 __all__ = [
     "Cancelled", "DecodeError", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
-    "__version__", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params", "read_video",
+    "__version__", "best_of", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params", "read_video",
 ]

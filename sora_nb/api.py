@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -9,11 +10,13 @@ from typing import Any, Iterable
 
 from . import sampler
 from .backend import Backend
-from .request import Request
+from .request import MAX_SEED, Request
 from .trace import TraceRecorder
 from .video import Video
 
 DEFAULT_MODEL = "shapes"
+MAX_CANDIDATES = 16  # Generator.best_of
+CANDIDATE_STRIDE = 1_000_003  # candidate j's seed is seed + CANDIDATE_STRIDE * j
 _loaded: dict[str, "Generator"] = {}
 _load_lock = threading.Lock()
 
@@ -109,6 +112,35 @@ class Generator:
             if value is not None:
                 kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
+
+    def best_of(self, prompt: str, *, candidates: int = 2, seed: int | None = 0, observers: Iterable[Any] = (),
+                cancel: threading.Event | None = None, **kwargs: Any) -> Video:
+        """Generate ``candidates`` clips of one prompt and return the one the model's verifier scores highest.
+
+        Candidate j has seed ``seed + 1000003 * j`` (so candidate 0 is ``generate(prompt, seed=seed)``'s clip);
+        every other keyword is :meth:`generate`'s, and all are checked before the first clip is drawn. The
+        verifier (`sora_nb.models.verifier`, in the weights folder's ``verifier/``) reads only the final latents
+        and the prompt's text states. The clip returned is the picked candidate's, trace and all, with
+        ``params["seed"]`` its own seed, so ``generate(prompt, seed=params["seed"], ...)`` draws it again, and
+        ``params["best_of"]``: ``{"candidates", "seeds", "scores", "picked"}``. It costs ``candidates`` clips.
+        Only a model with a verifier has it (the shipped shapes model does); others raise ValueError.
+        """
+        score = getattr(self.backend, "score_clip", None)
+        if score is None or getattr(self.backend, "verifier", None) is None:
+            raise ValueError(f"best_of needs a model with a verifier; model {self.name!r} has none "
+                             "(the embedded shapes model ships one)")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 2 <= candidates <= MAX_CANDIDATES:
+            raise ValueError(f"candidates must be an integer in [2, {MAX_CANDIDATES}], got {candidates!r}")
+        first = self.request(prompt, seed=seed, **{k: v for k, v in kwargs.items() if v is not None})
+        seeds = [(first.seed + CANDIDATE_STRIDE * j) % (MAX_SEED + 1) for j in range(candidates)]
+        best, scores = None, []
+        for j, s in enumerate(seeds):
+            video = self.run(dataclasses.replace(first, seed=s), observers=observers, cancel=cancel)
+            scores.append(float(score(video.latents, first.prompt)[0]))
+            if best is None or scores[-1] > max(scores[:-1]):
+                best, picked = video, j
+        best.params["best_of"] = {"candidates": candidates, "seeds": seeds, "scores": scores, "picked": picked}
+        return best
 
     def run(self, request: Request, *, observers: Iterable[Any] = (),
             cancel: threading.Event | None = None) -> Video:
@@ -208,6 +240,12 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
 def known_models() -> list[str]:
     """Names :func:`load` understands."""
     return ["shapes", "shapes-untrained"]
+
+
+def best_of(prompt: str, **kwargs: Any) -> Video:
+    """The best of several clips by the embedded model's verifier (``load("shapes")``); see :meth:`Generator.best_of`."""
+    model = kwargs.pop("model", DEFAULT_MODEL)
+    return load(model).best_of(prompt, **kwargs)
 
 
 def generate(prompt: str, **kwargs: Any) -> Video:

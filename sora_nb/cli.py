@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=_number(int), default=None,
                      help="height in pixels, one the model supports (shapes: 64) (default: the model's)")
     gen.add_argument("--negative-prompt", default="", help="what to steer away from (default: none)")
+    gen.add_argument("--best-of", type=_number(int), default=1,
+                     help="draw this many clips (seeds seed, seed + 1000003, ...) and keep the one the model's verifier "
+                          "scores highest, in [1, 16]; needs a model with a verifier (shapes has one) (default: 1)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
@@ -74,6 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sora_nb.media import check_output_path
 
     out = check_output_path(args.output)
+    if not 1 <= args.best_of <= 16:
+        raise ValueError(f"--best-of must be an integer in [1, 16], got {args.best_of}")
     gen = sora_nb.load(args.model)
     kwargs = dict(seed=args.seed, duration=args.duration, steps=args.steps,
                   negative_prompt=args.negative_prompt, trace=False)
@@ -85,14 +90,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         kwargs["width"] = args.width
     if args.height is not None:
         kwargs["height"] = args.height
-    request = gen.request(args.prompt, **kwargs)
     start = time.perf_counter()
-    video = gen.run(request)
+    if args.best_of > 1:
+        video = gen.best_of(args.prompt, candidates=args.best_of, **kwargs)
+    else:
+        video = gen.run(gen.request(args.prompt, **kwargs))
     elapsed = time.perf_counter() - start
     path = video.save(out)
     t, h, w, _ = video.frames.shape
+    picked = video.params.get("best_of")
+    best = f", best of {picked['candidates']} by the verifier" if picked else ""
     print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
-          f"seed {video.params['seed']}, generated in {elapsed:.2f} s)")
+          f"seed {video.params['seed']}{best}, generated in {elapsed:.2f} s)")
     return 0
 
 

@@ -39,6 +39,10 @@ def test_generate_writes_the_clip(tmp_path):
     (["-o", "/nonexistent-folder/clip.mp4"], "folder '/nonexistent-folder' does not exist"),
     (["-o", "clip.avi"], "path must end in one of .mp4, .webm, .gif"),
     (["--model", "nope"], "unknown model 'nope'"),
+    (["--best-of", "0"], "--best-of must be an integer in [1, 16], got 0"),
+    (["--best-of", "17"], "--best-of must be an integer in [1, 16], got 17"),
+    (["--best-of", "2", "--model", "shapes-untrained"], "best_of needs a model with a verifier"),
+    (["--best-of", "2", "--steps", "0"], r"steps must be an integer in [1, 1000], got 0"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(tmp_path, args, message):
     r = run("generate", "a red circle", *args, cwd=tmp_path)
@@ -47,6 +51,19 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, args, message):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("sora-nb: error: ") and message in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_best_of_writes_the_verifiers_pick(tmp_path):
+    out = tmp_path / "best.mp4"
+    r = run("generate", "a green star moving up", "--seed", "5", "--steps", "3", "--best-of", "2", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "best of 2 by the verifier" in r.stdout
+    params = sora_nb.read_params(out)
+    info = params["best_of"]
+    assert info["candidates"] == 2 and info["seeds"] == [5, 5 + 1_000_003]
+    assert params["seed"] == info["seeds"][info["picked"]] and info["picked"] == int(np.argmax(info["scores"]))
+    api = sora_nb.generate("a green star moving up", seed=params["seed"], steps=3, trace=False)
+    np.testing.assert_array_equal(sora_nb.read_video(out), sora_nb.read_video(api.save(tmp_path / "api.mp4")))
 
 
 def test_empty_prompt(tmp_path):
@@ -58,6 +75,6 @@ def test_help_explains_every_option():
     r = run("generate", "--help")
     assert r.returncode == 0
     for option in ("--seed", "--duration", "--guidance", "--steps", "--width", "--height", "--negative-prompt",
-                   "--model", "--output"):
+                   "--model", "--output", "--best-of"):
         assert option in r.stdout
     assert "[0, 50]" in r.stdout and "[1, 1000]" in r.stdout

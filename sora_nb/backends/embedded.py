@@ -9,6 +9,7 @@ weights, :func:`untrained` builds the same architecture with fixed random weight
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -24,11 +25,13 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from ..backend import Limits, StepEvent
 from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_encoder, build_tokenizer
 from ..models.text import MAX_TOKENS
+from ..models.verifier import ClipVerifier
 from ..request import Request
 from ..sampler import flow_matching_steps
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes"
 MANIFEST = "manifest.json"
+VERIFIER = "verifier"  # a weights folder's optional latent-frame verifier (`Generator.best_of`)
 LOW = "low"  # a weights folder's optional second DiT and text stack for the low noise levels (`EmbeddedBackend`)
 FORMAT = "sora_nb/shapes"
 SIZES = ((64, 64), (96, 64))
@@ -102,6 +105,18 @@ def check_expert(info: dict[str, Any], dit: ShapesDiT, text: TextEncoder,
     return (low_dit.eval(), low_text.eval()), float(switch)
 
 
+def check_verifier(info: dict[str, Any], vae: VideoAutoencoder, text: TextEncoder,
+                   verifier: ClipVerifier | None) -> ClipVerifier | None:
+    """The verifier in eval mode, refused (WeightsError) if it does not read this model's latent and text states."""
+    if verifier is None:
+        return None
+    if (verifier.config.latent_channels != vae.config.latent_channels or verifier.config.text_dim != text.width):
+        raise WeightsError(f"model {info.get('name', '?')!r}: the verifier reads {verifier.config.latent_channels} latent "
+                           f"channels and {verifier.config.text_dim}-wide text states; the model has "
+                           f"{vae.config.latent_channels} and {text.width}")
+    return verifier.eval()
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -131,9 +146,11 @@ class EmbeddedBackend:
 
     def __init__(self, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
                  scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
-                 low: tuple[ShapesDiT, TextEncoder] | None = None):
+                 low: tuple[ShapesDiT, TextEncoder] | None = None, verifier: ClipVerifier | None = None):
         """``low``: a second DiT and text encoder (expert denoisers, as eDiff-I's) that take every step whose
-        sigma is at or below ``info["expert_switch"]``; ``dit`` and ``text`` take the steps above it."""
+        sigma is at or below ``info["expert_switch"]``; ``dit`` and ``text`` take the steps above it.
+        ``verifier``: a latent-frame verifier (`sora_nb.models.verifier`) reading ``text``'s states, which
+        `score_clip` (and so ``Generator.best_of``) uses."""
         self.vae, self.dit, self.text = vae.eval(), dit.eval(), text.eval()
         self.scheduler_config = dict(scheduler_config)
         self.latent_rgb = torch.as_tensor(np.asarray(latent_rgb, dtype=np.float32))  # (C+1, 3)
@@ -143,6 +160,7 @@ class EmbeddedBackend:
         except ValueError as err:
             raise WeightsError(f"model {self.info.get('name', '?')!r}: {err}") from err
         self.low, self.expert_switch = check_expert(self.info, dit, text, low)
+        self.verifier = check_verifier(self.info, vae, text, verifier)
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
@@ -150,6 +168,15 @@ class EmbeddedBackend:
                              max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)))
         self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def score_clip(self, latents: torch.Tensor, prompt: str) -> torch.Tensor:
+        """The verifier's scores (n,) of clips' latents (n, F, C, h, w), or (F, C, h, w) for one clip (a
+        ``Video.latents``), against ``prompt``: higher is a better match. Raises ValueError without a verifier."""
+        if self.verifier is None:
+            raise ValueError(f"model {self.limits.name!r} has no verifier (its weights folder has no verifier/)")
+        latents = torch.as_tensor(latents)
+        return self.verifier.clip_score(latents[None] if latents.dim() == 4 else latents, *self.encode_prompt(prompt))
 
     # -- protocol --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -298,11 +325,12 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
 
 def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
                 scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
-                low: tuple[ShapesDiT, TextEncoder] | None = None) -> Path:
+                low: tuple[ShapesDiT, TextEncoder] | None = None, verifier: ClipVerifier | None = None) -> Path:
     """Write a loadable weights folder (safetensors + configs) and its sha256 manifest; ``low`` (with
     ``info["expert_switch"]``): the low-noise expert, in ``low/dit`` and ``low/text_encoder`` (it shares the
     tokenizer)."""
     check_expert(info, dit, text, low)  # refused before anything is written
+    check_verifier(info, vae, text, verifier)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
@@ -311,6 +339,8 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     if low is not None:
         low[0].save_pretrained(folder / LOW / "dit", safe_serialization=True)
         low[1].save_pretrained(folder / LOW, tokenizer=False)
+    if verifier is not None:  # float16 on disk (half the bytes; its scores move by about 1e-3)
+        copy.deepcopy(verifier).half().save_pretrained(folder / VERIFIER, safe_serialization=True)
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=1))
     (folder / "latent_rgb.json").write_text(json.dumps(np.asarray(latent_rgb).tolist()))
@@ -377,6 +407,9 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
             low = (ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True, local_files_only=True,
                                              low_cpu_mem_usage=False),
                    TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
+        verifier = (ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True, local_files_only=True,
+                                                 low_cpu_mem_usage=False).float()  # stored in float16
+                    if (folder / VERIFIER).is_dir() else None)
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
@@ -384,7 +417,7 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
     info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
-    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low)
+    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
 
 
 def load_default() -> EmbeddedBackend:
