@@ -76,9 +76,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import sora_nb
     from sora_nb.media import check_output_path
 
+    from sora_nb.api import MAX_CANDIDATES
+
     out = check_output_path(args.output)
-    if not 1 <= args.best_of <= 16:
-        raise ValueError(f"--best-of must be an integer in [1, 16], got {args.best_of}")
+    if not 1 <= args.best_of <= MAX_CANDIDATES:
+        raise ValueError(f"--best-of must be an integer in [1, {MAX_CANDIDATES}], got {args.best_of}")
     gen = sora_nb.load(args.model)
     kwargs = dict(seed=args.seed, duration=args.duration, steps=args.steps,
                   negative_prompt=args.negative_prompt, trace=False)
