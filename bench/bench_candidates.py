@@ -8,8 +8,9 @@ each sample (bench_samples.py's: ``k0`` the model card's train prompts, ``hc`` /
 train prompts at evaluation seed ``step_seed(0, "eval", N)``; ``--k N`` is ``--samples kN``) it draws
 ``--candidates`` clips per prompt at default settings (the prompt's own seed, then seed + 1000003 j) and
 scores each with the evaluator. The first table gives the share of prompts where every check passes: for
-each candidate alone, and for the best of 2 and of N as the evaluator would pick (an oracle: the most any
-reranker can reach). The second gives what a reranker that sees only the model picks, best of 2 and of N:
+each candidate alone, and for the best of 2, 4, 8 and N (the first that many candidates; those up to N) as the
+evaluator would pick (an oracle: the most any reranker can reach). The second gives what a reranker that sees
+only the model picks, best of the same counts:
 
 * ``x0 error``: the DiT's error in re-estimating the clip's latent under the prompt, noised to sigma
   0.3 / 0.5 / 0.7 / 0.9 with fixed noise (a diffusion classifier's score; lower is picked);
@@ -100,26 +101,25 @@ def main() -> None:
             passed.append(ok)
             scores.append(sc)
         ok = np.array(passed, dtype=float)  # (prompts, candidates)
+        sizes = sorted({m for m in (2, 4, 8, n) if m <= n})  # best of m: the first m candidates
         print(f"sample {name} ({split} split, {phrasing} phrasings), {len(ok)} prompts, every check:")
         print_table([*([f"candidate {j}", f"{ok[:, j].mean():.3f}"] for j in range(n)),
-                     ["best of 2 (oracle)", f"{ok[:, :2].max(1).mean():.3f}"],
-                     *([[f"best of {n} (oracle)", f"{ok.max(1).mean():.3f}"]] if n > 2 else [])],
+                     *([f"best of {m} (oracle)", f"{ok[:, :m].max(1).mean():.3f}"] for m in sizes)],
                     ("every check", f"{len(ok)} prompts"))
         print()
         rows = []
         for key in scores[0][0]:
             picks = [np.mean([ok[i, max(range(m), key=lambda j: scores[i][j][key])] for i in range(len(ok))])
-                     for m in (2, n)]
-            rows.append([key, f"{picks[0]:.3f}", f"{picks[1]:.3f}"][: 3 if n > 2 else 2])
+                     for m in sizes]
+            rows.append([key, *(f"{x:.3f}" for x in picks)])
             if key == "verifier":
-                summary.append([name, f"{ok[:, 0].mean():.3f}", f"{ok[:, :2].max(1).mean():.3f}", f"{picks[0]:.3f}",
-                                f"{ok.max(1).mean():.3f}", f"{picks[1]:.3f}"][: 6 if n > 2 else 4])
-        print_table(rows, ("picked by the model's", "best of 2", f"best of {n}")[: 3 if n > 2 else 2])
+                summary.append([name, f"{ok[:, 0].mean():.3f}", *(f"{ok[:, :m].max(1).mean():.3f} / {x:.3f}"
+                                                                   for m, x in zip(sizes, picks))])
+        print_table(rows, ("picked by the model's", *(f"best of {m}" for m in sizes)))
         print()
     if summary:
         print("the verifier's pick against candidate 0 (generate's own clip), every check:")
-        print_table(summary, ("sample", "candidate 0", "oracle best of 2", "verifier best of 2", f"oracle best of {n}",
-                              f"verifier best of {n}")[: 6 if n > 2 else 4])
+        print_table(summary, ("sample", "candidate 0", *(f"best of {m}: oracle / verifier" for m in sizes)))
 
 
 if __name__ == "__main__":
