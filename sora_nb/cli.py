@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--best-of", type=_number(int), default=1,
                      help="draw this many clips (seeds seed, seed + 1000003, ...) and keep the one the model's verifier "
                           "scores highest, in [1, 16]; needs a model with a verifier (shapes has one) (default: 1)")
+    gen.add_argument("--accept", type=_number(float), default=None,
+                     help="with --best-of: stop at the first clip the verifier scores at least this, else keep the "
+                          "highest (shapes: 0, with --best-of 4, is the measured choice) (default: always the highest)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
@@ -81,6 +84,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = check_output_path(args.output)
     if not 1 <= args.best_of <= MAX_CANDIDATES:
         raise ValueError(f"--best-of must be an integer in [1, {MAX_CANDIDATES}], got {args.best_of}")
+    if args.accept is not None and args.best_of < 2:
+        raise ValueError(f"--accept needs --best-of 2 or more, got --best-of {args.best_of}")
     gen = sora_nb.load(args.model)
     kwargs = dict(seed=args.seed, duration=args.duration, steps=args.steps,
                   negative_prompt=args.negative_prompt, trace=False)
@@ -94,14 +99,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         kwargs["height"] = args.height
     start = time.perf_counter()
     if args.best_of > 1:
-        video = gen.best_of(args.prompt, candidates=args.best_of, **kwargs)
+        video = gen.best_of(args.prompt, candidates=args.best_of, accept=args.accept, **kwargs)
     else:
         video = gen.run(gen.request(args.prompt, **kwargs))
     elapsed = time.perf_counter() - start
     path = video.save(out)
     t, h, w, _ = video.frames.shape
     picked = video.params.get("best_of")
-    best = f", best of {picked['candidates']} by the verifier" if picked else ""
+    best = ""
+    if picked:
+        drawn = len(picked["seeds"])
+        best = (f", best of {picked['candidates']} by the verifier" if drawn == picked["candidates"] else
+                f", accepted by the verifier after {drawn} of {picked['candidates']} clips")
     print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
           f"seed {video.params['seed']}{best}, generated in {elapsed:.2f} s)")
     return 0

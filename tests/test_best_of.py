@@ -49,6 +49,37 @@ def test_best_of_returns_the_highest_scored_candidate_which_generate_draws_again
     assert g.best_of(PROMPT, candidates=3, seed=11, **kw).params["best_of"] == info
 
 
+def test_accept_stops_at_the_first_candidate_scored_at_or_above_it(gen, random_verifier):
+    g = sora_nb.Generator(_with_verifier(gen.backend, random_verifier))
+    kw = dict(steps=3, guidance=2.0, seed=11)
+    full = g.best_of(PROMPT, candidates=3, **kw).params["best_of"]
+    want, seeds = full["scores"], full["seeds"]
+    assert full["accept"] is None and len(seeds) == 3
+
+    def draw(accept):
+        started = []
+
+        class Watch:
+            def on_start(self, info):
+                started.append(info.request.seed)
+
+        video = g.best_of(PROMPT, candidates=3, accept=accept, observers=[Watch()], **kw)
+        return video, video.params["best_of"], started
+
+    # below every score: the first clip is taken, and no other is drawn
+    video, info, started = draw(min(want) - 1.0)
+    assert started == seeds[:1] and info["seeds"] == seeds[:1] and info["picked"] == 0
+    assert info["scores"] == pytest.approx(want[:1], abs=1e-6) and video.params["seed"] == seeds[0]
+    # exactly the best score: drawn up to the best, which is taken (>= accepts)
+    k = int(np.argmax(want))
+    video, info, started = draw(want[k])
+    assert started == seeds[:k + 1] and info["picked"] == k and video.params["seed"] == seeds[k]
+    # above every score: all are drawn and the highest is kept, as without accept
+    video, info, started = draw(max(want) + 1.0)
+    assert started == seeds and info["picked"] == k and info["accept"] == max(want) + 1.0
+    assert np.array_equal(video.frames, g.generate(PROMPT, **{**kw, "seed": seeds[k]}).frames)
+
+
 def test_score_clip_is_the_verifiers_mean_over_latent_frames(gen, random_verifier):
     b = _with_verifier(gen.backend, random_verifier)
     video = sora_nb.Generator(b).generate(PROMPT, seed=2, steps=3)
@@ -71,6 +102,9 @@ def test_best_of_refuses_bad_arguments_before_drawing_anything(gen, random_verif
     for bad in (1, 17, 2.0, True, "2", None):
         with pytest.raises(ValueError, match=r"candidates must be an integer in \[2, 16\]"):
             g.best_of(PROMPT, candidates=bad, observers=[Watch()])
+    for bad in (math.nan, math.inf, "2", True):
+        with pytest.raises(ValueError, match=r"accept must be a finite number \(a verifier score\) or None"):
+            g.best_of(PROMPT, accept=bad, observers=[Watch()])
     with pytest.raises(ValueError, match="guidance"):
         g.best_of(PROMPT, guidance=math.nan, observers=[Watch()])
     with pytest.raises(ValueError, match="prompt"):

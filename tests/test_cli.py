@@ -43,6 +43,8 @@ def test_generate_writes_the_clip(tmp_path):
     (["--best-of", "17"], "--best-of must be an integer in [1, 16], got 17"),
     (["--best-of", "2", "--model", "shapes-untrained"], "best_of needs a model with a verifier"),
     (["--best-of", "2", "--steps", "0"], r"steps must be an integer in [1, 1000], got 0"),
+    (["--accept", "2"], "--accept needs --best-of 2 or more, got --best-of 1"),
+    (["--best-of", "2", "--accept", "inf"], "argument --accept: expected a finite number, got 'inf'"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(tmp_path, args, message):
     r = run("generate", "a red circle", *args, cwd=tmp_path)
@@ -66,6 +68,16 @@ def test_best_of_writes_the_verifiers_pick(tmp_path):
     np.testing.assert_array_equal(sora_nb.read_video(out), sora_nb.read_video(api.save(tmp_path / "api.mp4")))
 
 
+def test_accept_stops_at_the_first_clip_the_verifier_accepts(tmp_path):
+    out = tmp_path / "first.mp4"
+    r = run("generate", "a green star moving up", "--seed", "5", "--steps", "3", "--best-of", "3",
+            "--accept=-1e9", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "accepted by the verifier after 1 of 3 clips" in r.stdout
+    info = sora_nb.read_params(out)["best_of"]
+    assert info["seeds"] == [5] and info["picked"] == 0 and info["accept"] == -1e9 and info["candidates"] == 3
+
+
 def test_empty_prompt(tmp_path):
     r = run("generate", "", cwd=tmp_path)
     assert r.returncode == 2 and "prompt must be a non-empty string" in r.stderr
@@ -75,6 +87,6 @@ def test_help_explains_every_option():
     r = run("generate", "--help")
     assert r.returncode == 0
     for option in ("--seed", "--duration", "--guidance", "--steps", "--width", "--height", "--negative-prompt",
-                   "--model", "--output", "--best-of"):
+                   "--model", "--output", "--best-of", "--accept"):
         assert option in r.stdout
     assert "[0, 50]" in r.stdout and "[1, 1000]" in r.stdout
