@@ -108,9 +108,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     picked = video.params.get("best_of")
     best = ""
     if picked:
-        drawn = len(picked["seeds"])
-        best = (f", best of {picked['candidates']} by the verifier" if drawn == picked["candidates"] else
-                f", accepted by the verifier after {drawn} of {picked['candidates']} clips")
+        drawn, accept = len(picked["seeds"]), picked.get("accept")
+        if accept is not None and picked["scores"][picked["picked"]] >= accept:
+            best = f", accepted by the verifier after {drawn} of {picked['candidates']} clips"
+        else:
+            best = f", best of {drawn} by the verifier" + ("" if accept is None else f" (none reached {accept:g})")
     print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
           f"seed {video.params['seed']}{best}, generated in {elapsed:.2f} s)")
     return 0
