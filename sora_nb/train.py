@@ -45,7 +45,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    steps, no measurable change in the evaluator's scores after 1000 steps.
    ``vae_spatial`` / ``vae_channels`` / ``dit_patch`` pick the latent grid: the default is a 4x
    autoencoder with 16 channels and (1, 2, 2) patches; an 8x autoencoder with 32 channels and one
-   cell per token gives the DiT the same 8x8-pixel tokens and the same token count.
+   cell per token gives the DiT the same 8x8-pixel tokens and the same token count. ``vae_temporal``
+   (frames per latent frame, 4) with ``dit_patch``'s frames does the same in time: ``vae_temporal=2`` and
+   (2, 2, 2) patches keep 4-frame tokens, and the latent keeps twice the frames of motion.
    Fine-tuning: ``init_from`` starts this stage from a weights folder (its DiT, text encoder and
    latent statistics; no text pre-training). ``shape_contrast`` (off) adds the shape-word contrast
    of :func:`shape_contrast_loss` (``shape_margin``; ``shape_sigma`` restricts it to noisy rows).
@@ -142,6 +144,8 @@ class Recipe:
     vae_channels: int = 16         # latent channels
     vae_hidden: int = 64           # width of the autoencoder's convolutions at latent resolution
     vae_spatial: int = 4           # spatial compression (pixels per latent cell along each axis)
+    vae_temporal: int = 4          # temporal compression (frames per latent frame); with dit_patch's frames > 1 the
+                                   # DiT's tokens still span vae_temporal * dit_patch[0] frames
     vae_smooth: float = 0.0        # weight of the latent's high-frequency penalty (roughness; off)
     shape_channels: bool = False   # the latent's last len(SHAPES) channels are each shape's coverage of the cell,
                                    # from the world's labels (a diagnostic, off; see shape_cells)
@@ -300,6 +304,15 @@ class Recipe:
             raise ValueError(f"pix_steps must be an integer >= 0 (0: no pixel-encoder stage), got {self.pix_steps!r}")
         if self.pix_steps and not self.shape_layout:
             raise ValueError("pix_steps needs shape_layout=true (without the layout the encoder already reads pixels)")
+        tf = self.vae_temporal
+        if isinstance(tf, bool) or not isinstance(tf, int) or not 1 <= tf <= 8:
+            raise ValueError(f"vae_temporal must be an integer in [1, 8] (frames per latent frame), got {tf!r}")
+        pt = self.dit_patch[0] if isinstance(self.dit_patch, (list, tuple)) and self.dit_patch else None
+        for duration, _, _, _ in self.cache:
+            frames = -(-round(duration * embedded.FPS) // tf)  # latent frames of a cached clip
+            if isinstance(pt, int) and pt >= 1 and frames % pt:
+                raise ValueError(f"dit_patch's frames ({pt}) must divide every cached clip's latent frames: a "
+                                 f"{duration:g} s clip has {frames} at vae_temporal {tf}")
         eta = self.sample_eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"sample_eta must be a number in [0, 1] (0: the deterministic sampler), got {eta!r}")
@@ -492,7 +505,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         vae = VideoAutoencoder(latent_channels=recipe.vae_channels, hidden=recipe.vae_hidden,
-                               spatial_factor=recipe.vae_spatial)
+                               spatial_factor=recipe.vae_spatial, temporal_factor=recipe.vae_temporal)
     vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     ckpt = out / "vae_ckpt"

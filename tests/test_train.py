@@ -56,6 +56,32 @@ def test_recipe_builds_an_8x_autoencoder_and_a_rotary_dit(tmp_path):
     assert wide.frames.shape == (16, 64, 96, 3) and wide.latents.shape == (4, 32, 8, 12)
 
 
+def test_recipe_builds_a_2x_temporal_autoencoder_with_two_frame_tokens(tmp_path):
+    """``vae_temporal=2`` with ``dit_patch=[2,2,2]``: twice the latent frames, the same frames per DiT token.
+    Durations whose latent frame count is odd get one more latent frame, and the decoder's extra frames
+    are trimmed."""
+    out = run(tmp_path, "t2", vae_temporal=2, dit_patch=[2, 2, 2])
+    gen = sora_nb.load(str(out / "weights"))
+    assert gen.backend.vae.config.temporal_factor == 2 and tuple(gen.backend.dit.config.patch_size) == (2, 2, 2)
+    for duration, frames, latent_frames in ((2.0, 16, 8), (1.25, 10, 6), (0.75, 6, 4)):
+        v = gen.generate("a red circle moving right", steps=2, duration=duration, trace=False)
+        assert v.frames.shape == (frames, 64, 64, 3) and v.latents.shape == (latent_frames, 16, 16, 16)
+    a = gen.generate("a red circle moving right", steps=2, duration=0.75, seed=5, trace=False)
+    b = gen.generate("a red circle moving right", steps=2, duration=0.75, seed=5, trace=False)
+    assert np.array_equal(a.frames, b.frames)
+
+
+def test_vae_temporal_is_checked_against_the_dit_patch():
+    with pytest.raises(ValueError, match=r"vae_temporal must be an integer in \[1, 8\] \(frames per latent frame\), got 0"):
+        train.Recipe(vae_temporal=0)
+    with pytest.raises(ValueError, match=r"vae_temporal must be an integer in \[1, 8\]"):
+        train.Recipe(vae_temporal=2.0)
+    with pytest.raises(ValueError, match=r"dit_patch's frames \(2\) must divide every cached clip's latent frames: "
+                                         r"a 1 s clip has 1 at vae_temporal 8"):
+        train.Recipe(vae_temporal=8, dit_patch=(2, 2, 2), cache=((1.0, 64, 64, 4),))
+    assert train.Recipe(vae_temporal=2, dit_patch=(2, 2, 2)).vae_temporal == 2
+
+
 def test_losses_are_logged_and_finite(tiny_run):
     log = [json.loads(line) for line in (tiny_run / "log.jsonl").read_text().splitlines()]
     vae = [r["loss"] for r in log if r.get("stage") == "vae"]

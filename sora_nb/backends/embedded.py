@@ -196,9 +196,10 @@ class EmbeddedBackend:
         return request.num_frames if request.num_frames is not None else self.limits.frames_for(request.duration)
 
     def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
-        """(C, F, h, w) of the latent for ``request``."""
-        cfg = self.vae.config
-        f = math.ceil(self.num_frames(request) / cfg.temporal_factor)
+        """(C, F, h, w) of the latent for ``request``: F rounded up to a whole number of the DiT's tokens
+        in time (its patch's frames; the decoder's extra frames are trimmed)."""
+        cfg, pt = self.vae.config, self.dit.config.patch_size[0]
+        f = pt * math.ceil(math.ceil(self.num_frames(request) / cfg.temporal_factor) / pt)
         return (cfg.latent_channels, f, request.height // cfg.spatial_factor, request.width // cfg.spatial_factor)
 
     @torch.no_grad()
