@@ -199,7 +199,7 @@ class EmbeddedBackend:
         """(C, F, h, w) of the latent for ``request``: F rounded up to a whole number of the DiT's tokens
         in time (its patch's frames; the decoder's extra frames are trimmed)."""
         cfg, pt = self.vae.config, self.dit.config.patch_size[0]
-        f = pt * math.ceil(math.ceil(self.num_frames(request) / cfg.temporal_factor) / pt)
+        f = pt * math.ceil(self.num_frames(request) / (cfg.temporal_factor * pt))  # tokens of tf * pt frames
         return (cfg.latent_channels, f, request.height // cfg.spatial_factor, request.width // cfg.spatial_factor)
 
     @torch.no_grad()
