@@ -72,6 +72,8 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    the folder's main DiT again, for the steps above S, its ``low/`` kept; ``ft_from`` "low" starts it from the
    folder's expert instead of its main DiT (a continuation). The chain's teacher is the folder's main DiT at every
    level (one with both DiTs, each at its own levels, made a worse expert: bench/RESULTS.md, thirty-fourth session).
+   ``motion_weight`` (0: off) adds :func:`frame_difference_loss` at that weight: the error of the change between
+   adjacent latent frames, which the plain x0 loss weighs no more than an error every frame shares.
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
@@ -187,6 +189,7 @@ class Recipe:
     dit_heads: int = 4
     dit_patch: tuple[int, int, int] = (1, 2, 2)  # latent cells per token (frames, y, x)
     loss_floor: float = 1.0        # the x0 loss is weighted 1/max(sigma, floor)^2: 1.0 = plain x0 MSE
+    motion_weight: float = 0.0     # weight of the frame-difference loss (`frame_difference_loss`; 0: off)
     latent_norm: str = "channel"   # "channel": unit variance per latent channel; "global": one scale
     self_condition: bool = False   # the DiT also reads its own previous x0 estimate (half the batches)
     dit_rope: bool = False         # rotary 3D positions in the DiT's self-attention
@@ -272,8 +275,8 @@ class Recipe:
                              f"{sorted(PRETRAINED)}, got {self.text_pretrained!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
-        for name in ("shape_contrast", "shape_margin", "shape_sigma", "dec_lr", "dec_noise", "dec_object_weight", "dec_blur",
-                     "pix_lr"):
+        for name in ("shape_contrast", "shape_margin", "shape_sigma", "motion_weight", "dec_lr", "dec_noise",
+                     "dec_object_weight", "dec_blur", "pix_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -1057,6 +1060,22 @@ def swapped_tensors(text: TextEncoder, captions: Sequence[str], seed: int, devic
     return out
 
 
+def frame_difference_loss(x0_hat: torch.Tensor, x0: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """The mean square error of the change between adjacent latent frames, (x0_hat[f+1] - x0_hat[f]) against
+    (x0[f+1] - x0[f]), each row divided by ``scale`` as the x0 loss is (``recipe.motion_weight``).
+
+    The plain x0 loss weighs an error shared by every frame (an object drawn a little off everywhere) and an
+    error that flickers from frame to frame alike; this term counts only the second: the motion drawn wrong, or
+    a frame that breaks from its neighbours. Latents are (B, C, F, h, w); a clip of one latent frame gives 0."""
+    if x0_hat.shape != x0.shape or x0.dim() != 5:
+        raise ValueError(f"x0_hat and x0 must be latents of one shape (B, C, F, h, w), got {tuple(x0_hat.shape)} "
+                         f"and {tuple(x0.shape)}")
+    if x0.shape[2] < 2:
+        return x0_hat.sum() * 0.0
+    err = (x0_hat - x0) / scale
+    return err.diff(dim=2).pow(2).mean()
+
+
 def shape_contrast_loss(x0_hat: torch.Tensor, x0_swap: torch.Tensor, x0: torch.Tensor, margin: float,
                         weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The shape-word contrast: the model's x0 estimate of a clip under its own caption must beat its
@@ -1537,6 +1556,8 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
         x0_hat = x0_all[:n]
         # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
         loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
+        if recipe.motion_weight:
+            loss = loss + recipe.motion_weight * frame_difference_loss(x0_hat, x0, s.clamp(min=recipe.loss_floor))
         if nc:
             rows = torch.from_numpy(contrast_rows).to(device) & (sigma[:nc] >= recipe.shape_sigma)
             contrast, gap = shape_contrast_loss(x0_hat[:nc], x0_all[n:], x0[:nc], recipe.shape_margin, rows)

@@ -1190,6 +1190,9 @@ def test_a_wall_budget_cuts_the_steps_and_still_saves(tmp_path, tiny_run):
                                                ("pix_steps", -1, "pix_steps must be an integer >= 0"),
                                                ("pix_blocks", 9, r"pix_blocks must be an integer in \[1, 8\]"),
                                                ("pix_lr", float("nan"), "pix_lr must be a finite number >= 0"),
+                                               ("motion_weight", -1.0, "motion_weight must be a finite number >= 0"),
+                                               ("motion_weight", float("nan"), "motion_weight must be a finite number >= 0"),
+                                               ("motion_weight", "1", "motion_weight must be a finite number >= 0"),
                                                ("train_minutes", -1.0, r"train_minutes must be a number in \[0, 10000\]"),
                                                ("train_minutes", float("nan"), r"train_minutes must be a number in \[0, 10000\]"),
                                                ("train_minutes", True, r"train_minutes must be a number in \[0, 10000\]"),
@@ -1260,6 +1263,53 @@ def test_shape_contrast_loss_is_a_hinge_on_the_relative_error_gap():
     assert float(loss) == pytest.approx(0.15 / 2, rel=1e-5) and float(gap) == pytest.approx(0.025, rel=1e-5)
     loss, _ = train.shape_contrast_loss(true, swap.detach(), x0, 0.1, torch.tensor([0, 0, 0]))
     assert float(loss) == 0.0  # no row to contrast: no loss, no NaN
+
+
+def test_frame_difference_loss_counts_only_the_error_that_changes_between_frames():
+    x0 = torch.randn(2, 3, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    assert float(train.frame_difference_loss(x0 + 0.7, x0)) < 1e-12  # an error shared by every frame: no loss
+    flicker = torch.tensor([0.0, 1.0, 0.0, 1.0]).view(1, 1, 4, 1, 1)  # the error flips sign every frame
+    x0_hat = (x0 + flicker).requires_grad_()
+    loss = train.frame_difference_loss(x0_hat, x0)
+    assert float(loss) == pytest.approx(1.0)  # every one of the 3 differences is +-1
+    loss.backward()
+    assert x0_hat.grad.abs().sum() > 0
+    scale = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1, 1)  # rows divided as the x0 loss divides them
+    assert float(train.frame_difference_loss(x0 + flicker, x0, scale)) == pytest.approx((1.0 + 0.25) / 2)
+    drift = torch.arange(4.0).view(1, 1, 4, 1, 1)  # an object drawn moving one unit a frame too fast
+    assert float(train.frame_difference_loss(x0 + drift, x0)) == pytest.approx(1.0)
+    one = torch.zeros(2, 3, 1, 2, 2, requires_grad=True)  # one latent frame: nothing to compare, 0 and a gradient
+    loss = train.frame_difference_loss(one, torch.ones(2, 3, 1, 2, 2))
+    assert float(loss) == 0.0 and torch.isfinite(loss)
+    loss.backward()
+    with pytest.raises(ValueError, match=r"x0_hat and x0 must be latents of one shape \(B, C, F, h, w\)"):
+        train.frame_difference_loss(x0[:, :, :3], x0)
+    with pytest.raises(ValueError, match="x0_hat and x0 must be latents of one shape"):
+        train.frame_difference_loss(x0[0], x0[0])
+
+
+def test_motion_weight_adds_the_frame_difference_loss_to_the_dit_stage(tmp_path, tiny_run):
+    """Same seed, batches and start: the stage with ``motion_weight`` logs a larger first loss (the plain one
+    plus a positive term) and ends at other weights."""
+    from sora_nb import world
+
+    folder = tiny_run / "weights"
+    vae = train.train_vae(train.Recipe(), tiny_run, world)
+    base = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 2, "init_from": str(folder),
+                           "dit_warmup": 1})
+    runs = {}
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"m{weight:g}"
+        out.mkdir()
+        recipe = dataclasses.replace(base, motion_weight=weight)
+        cache = train.build_cache(recipe, out, world, vae)
+        dit, _ = train.train_dit(recipe, out, world, cache)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        runs[weight] = ([r["loss"] for r in log if r.get("stage") == "dit"], dit.state_dict())
+    (plain, plain_sd), (motion, motion_sd) = runs[0.0], runs[1.0]
+    assert len(plain) == len(motion) == 2 and np.isfinite(plain + motion).all()
+    assert motion[0] > plain[0] + 1e-4  # the same batch, noise and weights at step 0: the extra term alone
+    assert any(not torch.equal(plain_sd[k], motion_sd[k]) for k in plain_sd)
 
 
 def test_a_fine_tune_starts_from_a_weights_folder_with_the_shape_contrast(tmp_path, tiny_run):
