@@ -73,7 +73,9 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    folder's expert instead of its main DiT (a continuation). The chain's teacher is the folder's main DiT at every
    level (one with both DiTs, each at its own levels, made a worse expert: bench/RESULTS.md, thirty-fourth session).
    ``motion_weight`` (0: off) adds :func:`frame_difference_loss` at that weight: the error of the change between
-   adjacent latent frames, which the plain x0 loss weighs no more than an error every frame shares.
+   adjacent latent frames, which the plain x0 loss weighs no more than an error every frame shares. At weight 1 it
+   drew more motion and worse shapes, every check level (the course recipe's 4000 DiT steps on the 4x and on the 2x
+   latent, and the shipped expert's fine-tune: bench/RESULTS.md, forty-second session), so it is off.
 5. ``pixels`` (``pix_steps`` > 0, with ``shape_layout``): the encoder alone, deepened to ``pix_blocks``,
    learns to give from a clip's true frames the latent the labels give (:func:`train_pixel_encoder`), so
    the exported autoencoder encodes any video of the world. It runs after the decoder stage and before the
