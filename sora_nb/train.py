@@ -1557,9 +1557,10 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             x0_all = dit.predict_x0(x_in, t_in * 1000.0, states, mask, x0_prev)  # (B [+ nc], C, F, h, w)
         x0_hat = x0_all[:n]
         # x0 loss weighted 1 / max(s, floor)^2: floor 1 is the plain x0 MSE, 0.05 the velocity loss
-        loss = F.mse_loss((x0_hat - x0) / s.clamp(min=recipe.loss_floor), torch.zeros_like(x0))
+        scale = s.clamp(min=recipe.loss_floor)
+        loss = F.mse_loss((x0_hat - x0) / scale, torch.zeros_like(x0))
         if recipe.motion_weight:
-            loss = loss + recipe.motion_weight * frame_difference_loss(x0_hat, x0, s.clamp(min=recipe.loss_floor))
+            loss = loss + recipe.motion_weight * frame_difference_loss(x0_hat, x0, scale)
         if nc:
             rows = torch.from_numpy(contrast_rows).to(device) & (sigma[:nc] >= recipe.shape_sigma)
             contrast, gap = shape_contrast_loss(x0_hat[:nc], x0_all[n:], x0[:nc], recipe.shape_margin, rows)

@@ -1297,13 +1297,13 @@ def test_motion_weight_adds_the_frame_difference_loss_to_the_dit_stage(tmp_path,
     vae = train.train_vae(train.Recipe(), tiny_run, world)
     base = train.Recipe(**{**FAST, "cache": ((2.0, 64, 64, 8),), "dit_steps": 2, "init_from": str(folder),
                            "dit_warmup": 1})
+    (tmp_path / "cache").mkdir()
+    cache = train.build_cache(base, tmp_path / "cache", world, vae)  # the same clips for both runs
     runs = {}
     for weight in (0.0, 1.0):
         out = tmp_path / f"m{weight:g}"
         out.mkdir()
-        recipe = dataclasses.replace(base, motion_weight=weight)
-        cache = train.build_cache(recipe, out, world, vae)
-        dit, _ = train.train_dit(recipe, out, world, cache)
+        dit, _ = train.train_dit(dataclasses.replace(base, motion_weight=weight), out, world, cache)
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
         runs[weight] = ([r["loss"] for r in log if r.get("stage") == "dit"], dit.state_dict())
     (plain, plain_sd), (motion, motion_sd) = runs[0.0], runs[1.0]
