@@ -68,7 +68,7 @@ def main() -> None:
     if args.vae:
         from sora_nb.models.vae import VideoAutoencoder
 
-        vae = VideoAutoencoder.from_pretrained(args.vae, use_safetensors=True, low_cpu_mem_usage=False).eval()
+        vae = VideoAutoencoder.from_pretrained(args.vae, use_safetensors=True, low_cpu_mem_usage=False).float().eval()
     else:
         vae = (embedded.load_folder(args.weights) if args.weights else embedded.load_default()).vae.eval()
         card = Path(args.weights or embedded.WEIGHTS_DIR) / "scores.json"

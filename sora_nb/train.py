@@ -166,6 +166,8 @@ class Recipe:
                                     # disc, with shape_layout)
     dec_blur: float = 0.0          # the decoder stage sets the decoder's input blur (VideoAutoencoder.decode_blur,
                                    # sigma in latent cells; 0: keep the autoencoder's own)
+    dec_seed: int | None = None    # the decoder stage's clips and latent noise (None: the run's seed); a second
+                                   # decoder stage on a folder (--rescore --tune-decoder) draws new clips with another
     pix_steps: int = 0             # with shape_layout: a last stage trains the encoder on the true frames to give
                                    # their layout latent, so the finished autoencoder encodes any video (0: off)
     pix_blocks: int = 3            # the pixel encoder's residual blocks (a wider view: an outline spans cells)
@@ -300,6 +302,9 @@ class Recipe:
             raise ValueError(f"dec_blur must be a finite number in [0, 4] (sigma in latent cells), got {self.dec_blur!r}")
         if isinstance(self.dec_blocks, bool) or not isinstance(self.dec_blocks, int) or not 1 <= self.dec_blocks <= 8:
             raise ValueError(f"dec_blocks must be an integer in [1, 8] (the decoder's residual blocks), got {self.dec_blocks!r}")
+        if self.dec_seed is not None and (isinstance(self.dec_seed, bool) or not isinstance(self.dec_seed, int)
+                                          or self.dec_seed < 0):
+            raise ValueError(f"dec_seed must be null (the run's seed) or an integer >= 0, got {self.dec_seed!r}")
         if isinstance(self.dec_steps, bool) or not isinstance(self.dec_steps, int) or self.dec_steps < 0:
             raise ValueError(f"dec_steps must be an integer >= 0 (0: no decoder stage), got {self.dec_steps!r}")
         if isinstance(self.pix_blocks, bool) or not isinstance(self.pix_blocks, int) or not 1 <= self.pix_blocks <= 8:
@@ -631,10 +636,11 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
     ckpt = out / "dec_ckpt"
     start = resume(ckpt, vae, opt)
+    seed = recipe.seed if recipe.dec_seed is None else recipe.dec_seed
     t0 = time.perf_counter()
     for step in range(start, recipe.dec_steps):
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
-        clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "dec", step), split="train",
+        clips = list(world.sample(recipe.vae_batch, seed=step_seed(seed, "dec", step), split="train",
                                   duration=duration, size=size))
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
@@ -642,7 +648,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
         with torch.no_grad():
             z = (pixel_label_latent(vae, clips, video, recipe.shape_angle) if pixels
                  else recipe_latent(recipe, vae, clips, video))
-            g = torch.Generator().manual_seed(step_seed(recipe.seed, "dec", step))
+            g = torch.Generator().manual_seed(step_seed(seed, "dec", step))
             z = z + recipe.dec_noise * z.std() * torch.randn(z.shape, generator=g)
         recon = vae.decode(z, video.shape[2])
         if recipe.dec_object_weight:
@@ -853,7 +859,8 @@ _WORKER: dict[str, Any] = {}  # the autoencoder a cache process encodes with
 
 def _set_worker_vae(folder: str) -> None:
     torch.set_num_threads(1)
-    _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True,
+                                                      low_cpu_mem_usage=False).float().eval()
 
 
 def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool, bool, bool]

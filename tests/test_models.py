@@ -285,6 +285,32 @@ def test_save_load_round_trip(weights_folder, gen):
     assert not list(weights_folder.rglob("*.bin")) and list(weights_folder.rglob("*.safetensors"))
 
 
+def test_the_decoder_is_stored_in_float16_and_loads_as_float32(tmp_path, weights_folder, gen):
+    """`save_vae`: the decoding tensors go to disk in float16 (the folder's 30 MB budget), the encoder in float32,
+    so a clip's latent is bit for bit the same; loaded back, every parameter is float32 and a decoded frame moves
+    by at most one uint8 level against the float32 decoder it was saved from."""
+    from safetensors.torch import load_file
+
+    state = load_file(weights_folder / "vae" / "diffusion_pytorch_model.safetensors")
+    dec = {k for k in state if k.startswith(embedded.HALF_DECODER)}
+    assert dec and any(k.startswith("dec_blocks.") for k in dec) and len(dec) < len(state)
+    assert all(state[k].dtype == (torch.float16 if k in dec else torch.float32) for k in state)
+    vae = VideoAutoencoder(decoder_blocks=2).eval()  # float32 weights, not yet rounded to float16
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    back = VideoAutoencoder.from_pretrained(embedded.save_vae(vae, tmp_path / "vae"), use_safetensors=True,
+                                            low_cpu_mem_usage=False).float().eval()
+    assert all(p.dtype == torch.float32 for p in back.parameters()) and back.config.decoder_blocks == 2
+    video = torch.rand(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(vae.encode(video), back.encode(video))
+        z = vae.encode(video)
+        a, b = (((m.decode(z, 8) + 1) * 127.5).round().clamp(0, 255) for m in (vae, back))
+    assert 0 < (a - b).abs().max() <= 1 and (a != b).float().mean() < 0.1
+    assert all(p.dtype == torch.float32 for p in sora_nb.load(str(weights_folder)).backend.vae.parameters())
+
+
 def test_corrupt_weights_are_refused(weights_folder):
     target = weights_folder / "dit" / "diffusion_pytorch_model.safetensors"
     data = bytearray(target.read_bytes())

@@ -33,6 +33,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes"
 MANIFEST = "manifest.json"
 VERIFIER = "verifier"  # a weights folder's optional latent-frame verifier (`Generator.best_of`)
 LOW = "low"  # a weights folder's optional second DiT and text stack for the low noise levels (`EmbeddedBackend`)
+HALF_DECODER = ("dec_", "refine")  # the autoencoder's decoding tensors, stored in float16 (`save_vae`)
 FORMAT = "sora_nb/shapes"
 SIZES = ((64, 64), (96, 64))
 FPS = 8.0
@@ -324,6 +325,24 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
     return EmbeddedBackend(vae, dit, text, default_scheduler_config(), rgb, info)
 
 
+def save_vae(vae: VideoAutoencoder, folder: str | Path) -> Path:
+    """Save ``vae`` as diffusers does, but with the decoding tensors (``HALF_DECODER``) in float16: the
+    encoder stays float32, so a clip's latent (what the DiT was trained on) is unchanged, and a decoded frame
+    moves by far less than one uint8 level (bench/RESULTS.md, forty-fourth session). It keeps the folder under
+    its 30 MB budget with a five-block decoder. Loaded back by ``from_pretrained(...).float()``."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    vae.save_pretrained(folder, safe_serialization=True)
+    path = folder / "diffusion_pytorch_model.safetensors"
+    state = {k: (t.half() if k.startswith(HALF_DECODER) and t.is_floating_point() else t)
+             for k, t in load_file(path).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, tmp, metadata={"format": "pt"})
+    tmp.replace(path)
+    return folder
+
+
 def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
                 scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
                 low: tuple[ShapesDiT, TextEncoder] | None = None, verifier: ClipVerifier | None = None) -> Path:
@@ -334,7 +353,7 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     check_verifier(info, vae, text, verifier)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    save_vae(vae, folder / "vae")
     dit.save_pretrained(folder / "dit", safe_serialization=True)
     text.save_pretrained(folder)
     if low is not None:
@@ -399,7 +418,7 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     manifest = verify_folder(folder)
     try:
         vae = VideoAutoencoder.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True,
-                                                   low_cpu_mem_usage=False)
+                                               low_cpu_mem_usage=False).float()  # the decoder is stored in float16
         dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
                                                    low_cpu_mem_usage=False)
         text = TextEncoder.from_pretrained(folder)
