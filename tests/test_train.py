@@ -771,7 +771,8 @@ def test_a_full_run_with_dec_steps_exports_the_tuned_decoder(tmp_path):
     tuned = train.VideoAutoencoder.from_pretrained(out / "dec_final", use_safetensors=True, low_cpu_mem_usage=False)
     shipped = embedded.load_folder(out / "weights").vae.state_dict()
     for key, value in joint.state_dict().items():
-        assert torch.equal(shipped[key], tuned.state_dict()[key]), key
+        want = tuned.state_dict()[key]  # the folder holds the decoding tensors in float16 (embedded.save_vae)
+        assert torch.equal(shipped[key], want.half().float() if key.startswith(embedded.HALF_DECODER) else want), key
         assert torch.equal(value, shipped[key]) == key.startswith("enc"), key
     assert json.loads((out / "weights" / "scores.json").read_text())["seconds"]["decoder"] > 0
 
