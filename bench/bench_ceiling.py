@@ -66,9 +66,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
     if args.vae:
-        from sora_nb.models.vae import VideoAutoencoder
-
-        vae = VideoAutoencoder.from_pretrained(args.vae, use_safetensors=True, low_cpu_mem_usage=False).float().eval()
+        vae = embedded.load_vae(args.vae).eval()
     else:
         vae = (embedded.load_folder(args.weights) if args.weights else embedded.load_default()).vae.eval()
         card = Path(args.weights or embedded.WEIGHTS_DIR) / "scores.json"

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 import sora_nb
 from _common import parse, parser, print_table
-from sora_nb.models import VideoAutoencoder
+from sora_nb.backends import embedded
 from sora_nb.train import clips_to_tensor, roughness
 from sora_nb.world import sampler as world_sampler
 
@@ -50,7 +50,7 @@ def main() -> None:
     args = parse(p)
     video = clips_to_tensor(list(world_sampler.sample(args.clips, seed=3, split="train")))  # (B, 3, T, H, W)
     named = [("shipped", sora_nb.load().backend.vae)] if not args.vae else [
-        (d, VideoAutoencoder.from_pretrained(Path(d), use_safetensors=True, low_cpu_mem_usage=False).float()) for d in args.vae]
+        (d, embedded.load_vae(Path(d))) for d in args.vae]
     rows = []
     for name, vae in named:
         vae = vae.eval()

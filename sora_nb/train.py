@@ -859,8 +859,7 @@ _WORKER: dict[str, Any] = {}  # the autoencoder a cache process encodes with
 
 def _set_worker_vae(folder: str) -> None:
     torch.set_num_threads(1)
-    _WORKER["vae"] = VideoAutoencoder.from_pretrained(folder, use_safetensors=True,
-                                                      low_cpu_mem_usage=False).float().eval()
+    _WORKER["vae"] = embedded.load_vae(folder).eval()
 
 
 def _cache_entry(job: tuple[int, tuple[float, int, int, int], int, str, bool, bool, bool, bool]

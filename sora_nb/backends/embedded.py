@@ -326,21 +326,26 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
 
 
 def save_vae(vae: VideoAutoencoder, folder: str | Path) -> Path:
-    """Save ``vae`` as diffusers does, but with the decoding tensors (``HALF_DECODER``) in float16: the
-    encoder stays float32, so a clip's latent (what the DiT was trained on) is unchanged, and a decoded frame
-    moves by far less than one uint8 level (bench/RESULTS.md, forty-fourth session). It keeps the folder under
-    its 30 MB budget with a five-block decoder. Loaded back by ``from_pretrained(...).float()``."""
-    from safetensors.torch import load_file, save_file
+    """Save ``vae`` as diffusers does (``config.json`` + ``diffusion_pytorch_model.safetensors``), but with the
+    decoding tensors (``HALF_DECODER``) in float16: the encoder stays float32, so a clip's latent (what the DiT
+    was trained on) is unchanged, and a decoded frame moves by far less than one uint8 level (bench/RESULTS.md,
+    forty-fourth session). It keeps the folder under its 30 MB budget with a five-block decoder. Read back
+    with :func:`load_vae`."""
+    from safetensors.torch import save_file
 
     folder = Path(folder)
-    vae.save_pretrained(folder, safe_serialization=True)
-    path = folder / "diffusion_pytorch_model.safetensors"
-    state = {k: (t.half() if k.startswith(HALF_DECODER) and t.is_floating_point() else t)
-             for k, t in load_file(path).items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, tmp, metadata={"format": "pt"})
-    tmp.replace(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    vae.save_config(folder)
+    state = {k: (t.half() if k.startswith(HALF_DECODER) and t.is_floating_point() else t).detach().cpu().contiguous()
+             for k, t in vae.state_dict().items()}
+    save_file(state, folder / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
     return folder
+
+
+def load_vae(folder: str | Path) -> VideoAutoencoder:
+    """An autoencoder folder (``save_vae``'s, or a training stage's float32 one), every parameter float32."""
+    return VideoAutoencoder.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                            low_cpu_mem_usage=False).float()
 
 
 def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
@@ -417,8 +422,7 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     folder = Path(folder)
     manifest = verify_folder(folder)
     try:
-        vae = VideoAutoencoder.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True,
-                                               low_cpu_mem_usage=False).float()  # the decoder is stored in float16
+        vae = load_vae(folder / "vae")
         dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
                                                    low_cpu_mem_usage=False)
         text = TextEncoder.from_pretrained(folder)
