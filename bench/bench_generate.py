@@ -11,8 +11,12 @@ the last rows time the same clip with both passes at every step (those weights s
 The timed clips repeat one prompt, whose text states the backend caches; a row times the text encoder
 alone on new prompts (what a changed prompt adds once).
 ``--steps`` times another step count (the bar is set at 20).
-When the model has a verifier, the last rows time ``best_of(candidates=2)`` against ``generate``
+When the model has a verifier, rows time ``best_of(candidates=2)`` against ``generate``
 (interleaved, trace off) and the verifier's score of one clip alone.
+When the model has a layout check (``retries``; the shipped model redraws a clip whose object count changes
+between latent frames once by default), the last rows time ``--retry-prompts`` world captions (each with its own
+seed, trace off, the model's default guidance) with the default retries against ``retries=0``, interleaved:
+median, mean and slowest clip, the share of clips redrawn, and the layout check alone.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main() -> None:
     p = parser(__doc__, repeats=5)
     p.add_argument("--weights", default="shapes", help="the model to time: a name or a weights folder")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per clip (default 20, the bar's)")
+    p.add_argument("--retry-prompts", type=int, default=40,
+                   help="world captions timed with the default retries and with none (default 40; 0: skip)")
     args = parse(p)
 
     start = time.perf_counter()
@@ -101,6 +107,19 @@ def main() -> None:
             t0 = time.perf_counter(); gen.generate(PROMPT, trace=False, **kw); single.append(time.perf_counter() - t0)
             t0 = time.perf_counter(); gen.backend.score_clip(video.latents, PROMPT); score.append(time.perf_counter() - t0)
 
+    redraw = None
+    if gen.limits.max_retries and args.retry_prompts > 0:  # layout redraws: what they cost over varied prompts
+        from sora_nb import world
+
+        clips = list(world.sample(args.retry_prompts, seed=7, split="train"))
+        plain_kw = dict(duration=2.0, steps=args.steps, trace=False)
+        redraw, once, draws, check = [], [], [], []
+        for c in clips:
+            t0 = time.perf_counter(); v = gen.generate(c.caption, seed=c.seed, **plain_kw); redraw.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); gen.generate(c.caption, seed=c.seed, retries=0, **plain_kw); once.append(time.perf_counter() - t0)
+            draws.append(len(v.params["retry"]["seeds"]))
+            t0 = time.perf_counter(); gen.backend.layout_flaws(v.latents); check.append(time.perf_counter() - t0)
+
     rows = [
         ("model", gen.name),
         ("torch threads", str(torch.get_num_threads())),
@@ -128,6 +147,16 @@ def main() -> None:
             ("generate beside it, trace off: median s", f"{statistics.median(single):.3f}  (min {min(single):.3f})"),
             ("best_of 2 / generate (medians)", f"{statistics.median(best) / statistics.median(single):.3f}"),
             ("the verifier's score of one clip: median ms", f"{1e3 * statistics.median(score):.1f}"),
+        ]
+    if redraw:
+        rows += [
+            (f"{len(redraw)} world prompts, default retries ({gen.limits.default_retries}): median / mean / max s",
+             f"{statistics.median(redraw):.3f} / {statistics.mean(redraw):.3f} / {max(redraw):.3f}"),
+            ("the same, retries=0: median / mean / max s",
+             f"{statistics.median(once):.3f} / {statistics.mean(once):.3f} / {max(once):.3f}"),
+            ("clips redrawn; mean draws per clip", f"{sum(d > 1 for d in draws) / len(draws):.1%}; {statistics.mean(draws):.2f}"),
+            ("mean time, default retries / retries=0", f"{statistics.mean(redraw) / statistics.mean(once):.3f}"),
+            ("the layout check of one clip: median ms", f"{1e3 * statistics.median(check):.2f}"),
         ]
     print(f"sora_nb {sora_nb.__version__}: default generation ({PROMPT!r}, 2 s, {args.steps} steps, guidance 5), "
           f"{args.repeats} repeats")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 import os
@@ -19,6 +20,7 @@ from .video import Video
 DEFAULT_MODEL = "shapes"
 MAX_CANDIDATES = 16  # Generator.best_of
 CANDIDATE_STRIDE = 1_000_003  # candidate j's seed is seed + CANDIDATE_STRIDE * j
+RETRY_STRIDE = 999_999_937  # a request's redraw a draws its noise with seed + RETRY_STRIDE * a (Generator.run)
 _loaded: dict[str, "Generator"] = {}
 _load_lock = threading.Lock()
 
@@ -75,6 +77,7 @@ class Generator:
         cancel: threading.Event | None = None,
         num_frames: int | None = None,
         image: Any = None,
+        retries: int | None = None,
     ) -> Video:
         """Generate a clip.
 
@@ -100,6 +103,11 @@ class Generator:
           width, height: a size the model supports (``generator.limits.sizes``; diffusers models take
             any multiple of ``generator.limits.size_multiple``); default ``limits.default_size``.
           image: the first frame, for image-to-video models (a PIL image or uint8 array).
+          retries: how many times to redraw a clip whose layout breaks between latent frames (an object
+            vanishes or splits), 0 to ``generator.limits.max_retries``, for models with a layout check (the
+            shipped shapes model: up to 8, default 1, ``limits.default_retries``; other models accept only 0).
+            A redraw takes new noise (seed ``seed + 999999937 * a``) and the draw with the fewest breaks is
+            kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the same clip.
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).
@@ -110,7 +118,8 @@ class Generator:
         kwargs: dict[str, Any] = dict(seed=seed, steps=steps,
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
         for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height),
-                            ("duration", duration), ("num_frames", num_frames), ("image", image)):
+                            ("duration", duration), ("num_frames", num_frames), ("image", image),
+                            ("retries", retries)):
             if value is not None:
                 kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
@@ -125,7 +134,8 @@ class Generator:
         and the prompt's text states. The clip returned is the picked candidate's, trace and all, with
         ``params["seed"]`` its own seed, so ``generate(prompt, seed=params["seed"], ...)`` draws it again, and
         ``params["best_of"]``: ``{"candidates", "accept", "seeds", "scores", "picked"}``. It costs ``candidates``
-        clips (fewer with ``accept``).
+        clips (fewer with ``accept``), and each candidate is a `run` of its own, so a model's layout redraws
+        (``retries``, default 1 for the shipped shapes model) apply to each; pass ``retries=0`` for exactly that many.
 
         ``accept`` (a finite verifier score, or None): stop at the first candidate scored at or above it and
         return that one; only if none is, the highest. ``seeds`` and ``scores`` then list the clips drawn.
@@ -160,7 +170,38 @@ class Generator:
 
     def run(self, request: Request, *, observers: Iterable[Any] = (),
             cancel: threading.Event | None = None) -> Video:
-        """Run an already validated :class:`Request`."""
+        """Run an already validated :class:`Request`.
+
+        For a model with a layout check (``limits.max_retries`` > 0; the backend's ``layout_flaws``), a clip
+        whose object count changes between latent frames is drawn again with new noise, up to
+        ``request.retries`` times, stopping at the first draw without a break; the draw with the fewest breaks
+        (the first of equals) is returned, its own trace and latents with it. ``params["seed"]`` stays the
+        request's seed, so the same call gives the same clip, and ``params["retry"]`` records
+        ``{"seeds", "flaws", "picked"}``: the seed each draw's noise came from, its breaks, and the one kept.
+        Observers see every draw as a run of its own (``on_start`` ... ``on_end``).
+        """
+        check = self.limits.max_retries > 0
+        seeds, flaws, best = [], [], None
+        for a in range(1 + (request.retries if check else 0)):
+            seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
+            video = self._run_once(dataclasses.replace(request, seed=seed), request, observers, cancel)
+            seeds.append(seed)
+            if not check:
+                return video
+            flaws.append(int(self.backend.layout_flaws(video.latents)))
+            if best is None or flaws[-1] < flaws[picked]:
+                best, picked = video, a
+            if flaws[-1] == 0:
+                break
+        best.params["retry"] = {"seeds": seeds, "flaws": flaws, "picked": picked}
+        if best.trace is not None and len(seeds) > 1:  # the trace is a redraw's: say which, and the call that made it
+            best.trace.attrs.update(seed=request.seed, noise_seed=seeds[picked], retry=json.dumps(best.params["retry"]))
+        self.last_latents = best.latents
+        return best
+
+    def _run_once(self, request: Request, asked: Request, observers: Iterable[Any],
+                  cancel: threading.Event | None) -> Video:
+        """One draw of ``request``; its params are ``asked``'s (the request as the user made it)."""
         from . import __version__
 
         recorder = TraceRecorder(self.backend.preview, request.record_every) if request.trace else None
@@ -173,7 +214,7 @@ class Generator:
             raise
         self.last_latents = latents.detach().cpu()
         model = self.backend.describe()
-        params = request.asdict()
+        params = asked.asdict()
         params.update(model=model.get("name", self.name), num_frames=int(frames.shape[0]),
                       fps=float(self.limits.fps), sora_nb_version=__version__,
                       model_info={k: v for k, v in model.items() if k != "name"})

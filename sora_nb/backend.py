@@ -43,6 +43,9 @@ class Limits:
                                                # suggestions); 0: only the pairs in ``sizes``
     max_side: int = 8192                       # largest width or height when size_multiple > 0
     image_input: bool = False                  # image-to-video: ``image=`` is required
+    max_retries: int = 0                       # redraws allowed when a clip's layout breaks (Request.retries);
+                                               # 0: the model has no layout check (``layout_flaws``)
+    default_retries: int = 0                   # the retries a request gets when it names none
 
     # -- frame counts ------------------------------------------------------------------------------
     @property
@@ -131,3 +134,8 @@ class Backend(Protocol):
 
     def preview(self, x0: torch.Tensor) -> np.ndarray:
         """A cheap uint8 RGB view ``(frame, py, px, 3)`` of a latent (no full decode)."""
+
+    # Optional (the embedded model with a layout latent has it; ``limits.max_retries`` > 0 says so):
+    #   layout_flaws(latents) -> int: how often a clip's final ``(frame, channel, y, x)`` latents break
+    #   from one latent frame to the next (0: not at all); `Generator.run` redraws a clip with flaws up
+    #   to ``request.retries`` times and keeps the draw with the fewest.

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--accept", type=_number(float), default=None,
                      help="with --best-of: stop at the first clip the verifier scores at least this, else keep the "
                           "highest (shapes: 0, with --best-of 4, is the measured choice) (default: always the highest)")
+    gen.add_argument("--retries", type=_number(int), default=None,
+                     help="redraw a clip whose layout breaks between latent frames (an object vanishes or splits) up "
+                          "to this many times, keeping the draw with the fewest breaks; shapes: 0 to 8; models "
+                          "without a layout check accept only 0 (default: the model's own; shapes: 1)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
@@ -97,6 +101,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         kwargs["width"] = args.width
     if args.height is not None:
         kwargs["height"] = args.height
+    if args.retries is not None:
+        kwargs["retries"] = args.retries
     start = time.perf_counter()
     if args.best_of > 1:
         video = gen.best_of(args.prompt, candidates=args.best_of, accept=args.accept, **kwargs)
@@ -113,6 +119,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             best = f", accepted by the verifier after {drawn} of {picked['candidates']} clips"
         else:
             best = f", best of {drawn} by the verifier" + ("" if accept is None else f" (none reached {accept:g})")
+    retry = video.params.get("retry")
+    if retry and len(retry["seeds"]) > 1:
+        best += f", {len(retry['seeds'])} draws for a layout that holds (kept draw {retry['picked'] + 1})"
     print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
           f"seed {video.params['seed']}{best}, generated in {elapsed:.2f} s)")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ class Request:
     record_every: int = 1       # keep every k-th step in the trace (the last step is always kept)
     num_frames: int | None = None  # video frames; build() always sets it (from duration when not given)
     image: Any = None           # first frame for image-to-video models (a PIL image), else None
+    retries: int = 0            # redraws (new noise) of a clip whose layout breaks between latent frames, for
+                                # models with a layout check (build() defaults it to limits.default_retries)
 
     @classmethod
     def build(cls, limits: "Limits", prompt: Any, **kwargs: Any) -> "Request":
@@ -72,6 +75,7 @@ class Request:
             record_every=check_int("record_every", kwargs.get("record_every", 1), 1, MAX_RECORD_EVERY),
             num_frames=num_frames,
             image=image,
+            retries=_check_retries(limits, kwargs.get("retries", limits.default_retries)),
         )
 
     def asdict(self) -> dict[str, Any]:
@@ -99,6 +103,21 @@ def _check_eta(limits: "Limits", eta: Any) -> float:
                              f"embedded models); got {value:g}")
         return value
     return check_float("eta", eta, 0.0, limits.max_eta)
+
+
+def _check_retries(limits: "Limits", retries: Any) -> int:
+    """Redraws of a clip whose layout breaks: in [0, ``limits.max_retries``]; a model without a layout
+    check (max_retries 0) accepts only 0."""
+    if limits.max_retries <= 0:
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral):
+            raise TypeError(f"retries must be the integer 0 for model {limits.name!r}, got {type(retries).__name__} "
+                            f"{retries!r}")
+        value = int(retries)
+        if value != 0:
+            raise ValueError(f"retries must be 0 for model {limits.name!r}: it has no layout check to decide a "
+                             f"redraw (the embedded shapes model has one); got {value}")
+        return value
+    return check_int("retries", retries, 0, limits.max_retries)
 
 
 def _check_size(limits: "Limits", kwargs: dict[str, Any]) -> tuple[int, int]:

@@ -246,6 +246,10 @@ class Recipe:
     sample_guidance_profile: tuple[tuple[float, float], ...] = ()  # the exported model's guidance by noise level:
                                    # [[sigma_above, weight], ...], guidance 1 + weight (g - 1) at those steps
                                    # (embedded.check_guidance_profile); () is plain guidance at every step
+    sample_retries: int = 1        # with shape_layout: the exported model's default Request.retries (redraws of a clip
+                                   # whose object count changes between latent frames; 0 to embedded.MAX_RETRIES)
+    layout_threshold: float = 0.2  # with shape_layout: the summed shape coverage that makes a latent cell an
+                                   # object's, for that layout check (the manifest's layout_check)
     guidance_candidates: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # the model's default guidance is the best
     guidance_clips: int = 48                                        # of these on this many clips
     log_every: int = 50
@@ -329,6 +333,13 @@ class Recipe:
         shift = self.sample_shift
         if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0.0 < shift <= 100.0:
             raise ValueError(f"sample_shift must be a number in (0, 100] (1: no shift), got {shift!r}")
+        retries = self.sample_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= embedded.MAX_RETRIES:
+            raise ValueError(f"sample_retries must be an integer in [0, {embedded.MAX_RETRIES}] (0: no redraws), got "
+                             f"{retries!r}")
+        lt = self.layout_threshold
+        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0.0 < lt < 1.0:
+            raise ValueError(f"layout_threshold must be a shape coverage in (0, 1), got {lt!r}")
         self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
                                                                        "sample_guidance_profile")
         for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed"),
@@ -1722,6 +1733,10 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
         info["guidance_profile"] = [list(pair) for pair in recipe.sample_guidance_profile]
     if low is not None:
         info["expert_switch"] = float(recipe.expert_switch)
+    if recipe.shape_layout:  # the shape channels are the latent's last len(SHAPES)
+        c = vae.config.latent_channels
+        info["layout_check"] = {"channels": [c - len(spec.SHAPES), c], "threshold": float(recipe.layout_threshold)}
+        info["default_retries"] = int(recipe.sample_retries)
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
@@ -1907,6 +1922,8 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         + (f" with the guidance profile {json.dumps([list(p) for p in recipe.sample_guidance_profile])} (guidance "
            "1 + weight (g - 1) at steps whose noise level is above each sigma_above)"
            if recipe.sample_guidance_profile else "")
+        + (f", up to {recipe.sample_retries} redraw(s) of a clip whose object count changes between latent frames "
+           f"(Request.retries)" if recipe.shape_layout and recipe.sample_retries else "")
         + " (the model's default, chosen as the best "
         "prompt adherence of " + (", ".join(f"{k}: {v:.3f}" for k, v in sweep.items()) if sweep else "a single candidate")
         + f" on {recipe.guidance_clips} other training prompts).", "",

@@ -44,6 +44,9 @@ def test_generate_writes_the_clip(tmp_path):
     (["--best-of", "2", "--model", "shapes-untrained"], "best_of needs a model with a verifier"),
     (["--best-of", "2", "--steps", "0"], r"steps must be an integer in [1, 1000], got 0"),
     (["--accept", "2"], "--accept needs --best-of 2 or more, got --best-of 1"),
+    (["--retries", "9"], r"retries must be an integer in [0, 8], got 9"),
+    (["--retries", "1", "--model", "shapes-untrained"], "retries must be 0 for model 'shapes-untrained'"),
+    (["--retries", "x"], "argument --retries: expected an integer, got 'x'"),
     (["--best-of", "2", "--accept", "inf"], "argument --accept: expected a finite number, got 'inf'"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(tmp_path, args, message):
@@ -68,6 +71,24 @@ def test_best_of_writes_the_verifiers_pick(tmp_path):
     np.testing.assert_array_equal(sora_nb.read_video(out), sora_nb.read_video(api.save(tmp_path / "api.mp4")))
 
 
+def test_retries_redraw_a_broken_layout_and_say_so(tmp_path):
+    prompt = "a red circle moving right and a blue square spinning and a green star moving up"
+    gen = sora_nb.load()
+    seed = next(s for s in range(20) if gen.backend.layout_flaws(gen.generate(prompt, seed=s, retries=0, trace=False).latents))
+    api = gen.generate(prompt, seed=seed, trace=False)  # the model's default: one redraw
+    out = tmp_path / "r.mp4"
+    r = run("generate", prompt, "--seed", str(seed), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"2 draws for a layout that holds (kept draw {api.params['retry']['picked'] + 1})" in r.stdout
+    params = sora_nb.read_params(out)
+    assert params["retry"] == api.params["retry"] and params["seed"] == seed and params["retries"] == 1
+    np.testing.assert_array_equal(sora_nb.read_video(out), sora_nb.read_video(api.save(tmp_path / "api.mp4")))
+    r = run("generate", prompt, "--seed", str(seed), "--retries", "0", "-o", str(tmp_path / "once.mp4"))
+    assert r.returncode == 0, r.stderr
+    assert "draws" not in r.stdout
+    assert sora_nb.read_params(tmp_path / "once.mp4")["retry"]["seeds"] == [seed]
+
+
 def test_accept_stops_at_the_first_clip_the_verifier_accepts(tmp_path):
     out = tmp_path / "first.mp4"
     r = run("generate", "a green star moving up", "--seed", "5", "--steps", "3", "--best-of", "3",
@@ -87,6 +108,6 @@ def test_help_explains_every_option():
     r = run("generate", "--help")
     assert r.returncode == 0
     for option in ("--seed", "--duration", "--guidance", "--steps", "--width", "--height", "--negative-prompt",
-                   "--model", "--output", "--best-of", "--accept"):
+                   "--model", "--output", "--best-of", "--accept", "--retries"):
         assert option in r.stdout
     assert "[0, 50]" in r.stdout and "[1, 1000]" in r.stdout

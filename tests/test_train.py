@@ -243,6 +243,9 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
     gen = sora_nb.load(str(folder))
     assert gen.limits.default_guidance == 5.0 and gen.request("a red circle").guidance == 5.0
     assert manifest["default_eta"] == 1.0 == train.Recipe().sample_eta  # the recipe's sampler, recorded
+    # the plain latent has no shape channels: no layout check, and no redraws
+    assert "layout_check" not in manifest and "default_retries" not in manifest
+    assert gen.limits.max_retries == 0 and gen.request("a red circle").retries == 0
     assert gen.limits.default_eta == 1.0 and gen.request("a red circle").eta == 1.0
     assert "sampler eta 1 and shift 6, guidance 5" in (folder / "MODEL_CARD.md").read_text()
     assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["shift"] == 6.0
@@ -283,6 +286,12 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
         train.Recipe(sample_eta=1.5)
     with pytest.raises(ValueError, match=r"sample_shift must be a number in \(0, 100\]"):
         train.Recipe(sample_shift=0)
+    with pytest.raises(ValueError, match=r"sample_retries must be an integer in \[0, 8\] \(0: no redraws\), got 9"):
+        train.Recipe(sample_retries=9)
+    with pytest.raises(ValueError, match=r"sample_retries must be an integer in \[0, 8\]"):
+        train.Recipe(sample_retries=1.5)
+    with pytest.raises(ValueError, match=r"layout_threshold must be a shape coverage in \(0, 1\), got 0"):
+        train.Recipe(layout_threshold=0)
     with pytest.raises(ValueError, match=r"sample_guidance_profile: sigma_above must strictly decrease"):
         train.Recipe(sample_guidance_profile=[[0.5, 1.0], [0.6, 0.0]])
     with pytest.raises(ValueError, match=r"rescore needs a weights folder written by sora_nb.train"):
@@ -1504,6 +1513,10 @@ def test_the_course_preset_is_the_default_and_trains_the_shipped_architecture(tm
     assert dit.rope is True and isinstance(gen.backend.text.encoder, train.AdaptedEncoder)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["guidance_profile"] == [[0.9, 4.0], [0.6, 1.0], [0.0, 0.0]]
+    # the layout latent's check (its last five channels are the shapes' coverage) and one redraw by default
+    assert manifest["layout_check"] == {"channels": [11, 16], "threshold": 0.2} and manifest["default_retries"] == 1
+    assert gen.limits.default_retries == 1 and gen.backend.layout == ((11, 16), 0.2)
+    assert "up to 1 redraw(s) of a clip whose object count changes" in (folder / "MODEL_CARD.md").read_text()
     a = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
     b = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
     assert a.frames.shape == (16, 64, 64, 3) and np.array_equal(a.frames, b.frames)

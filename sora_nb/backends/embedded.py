@@ -42,6 +42,9 @@ BASIC_WORDS = ("a an the and with on in of to , . red orange yellow green cyan b
                "circle square triangle star diamond moving left right up down still").split()
 
 
+MAX_RETRIES = 8  # Request.retries for a model with a layout check
+
+
 class WeightsError(ValueError):
     """A weights folder is missing, incomplete, tampered with or corrupt."""
 
@@ -118,6 +121,44 @@ def check_verifier(info: dict[str, Any], vae: VideoAutoencoder, text: TextEncode
     return verifier.eval()
 
 
+def check_layout(info: dict[str, Any], vae: VideoAutoencoder) -> tuple[tuple[int, int], float] | None:
+    """A layout latent's check (``info["layout_check"]``: ``{"channels": [first, end], "threshold": t}``, the raw
+    latent's shape-coverage channels and the coverage an object's cell has): ((first, end), t), or None."""
+    spec = info.get("layout_check")
+    if spec is None:
+        return None
+    name, c = info.get("name", "?"), vae.config.latent_channels
+    chans = spec.get("channels") if isinstance(spec, dict) else None
+    t = spec.get("threshold") if isinstance(spec, dict) else None
+    if (not isinstance(chans, list) or len(chans) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in chans)
+            or not 0 <= chans[0] < chans[1] <= c):
+        raise WeightsError(f"model {name!r}: layout_check channels must be [first, end] with 0 <= first < end <= {c} "
+                           f"(the latent's channels), got {spec!r}")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < float(t) < 1.0:
+        raise WeightsError(f"model {name!r}: layout_check threshold must be a coverage in (0, 1), got {spec!r}")
+    return (chans[0], chans[1]), float(t)
+
+
+def count_blobs(mask: np.ndarray) -> int:
+    """The 4-connected components of a (h, w) bool mask."""
+    seen = np.zeros_like(mask, dtype=bool)
+    h, w = mask.shape
+    count = 0
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if seen[y0, x0]:
+            continue
+        count += 1
+        seen[y0, x0] = True
+        stack = [(y0, x0)]
+        while stack:
+            y, x = stack.pop()
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+    return count
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -162,11 +203,19 @@ class EmbeddedBackend:
             raise WeightsError(f"model {self.info.get('name', '?')!r}: {err}") from err
         self.low, self.expert_switch = check_expert(self.info, dit, text, low)
         self.verifier = check_verifier(self.info, vae, text, verifier)
+        self.layout = check_layout(self.info, vae)
+        retries = self.info.get("default_retries", 0)
+        max_retries = MAX_RETRIES if self.layout else 0
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= max_retries:
+            raise WeightsError(f"model {self.info.get('name', '?')!r}: default_retries must be an integer in "
+                               f"[0, {max_retries}] ({'its layout check allows' if self.layout else 'it has no layout_check: only 0'}), "
+                               f"got {retries!r}")
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
                              default_guidance=float(self.info.get("default_guidance", 5.0)),
-                             max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)))
+                             max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)),
+                             max_retries=max_retries, default_retries=retries)
         self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -178,6 +227,26 @@ class EmbeddedBackend:
             raise ValueError(f"model {self.limits.name!r} has no verifier (its weights folder has no verifier/)")
         latents = torch.as_tensor(latents)
         return self.verifier.clip_score(latents[None] if latents.dim() == 4 else latents, *self.encode_prompt(prompt))
+
+    @torch.no_grad()
+    def layout_counts(self, latents: torch.Tensor) -> list[int]:
+        """The objects in each latent frame of a clip's ``(frame, channel, y, x)`` latents (a ``Video.latents``), as
+        the layout latent draws them: 4-connected blobs of cells whose summed shape coverage (the raw latent's
+        ``layout_check`` channels, each clamped at 0) exceeds the check's threshold. Raises ValueError without one."""
+        if self.layout is None:
+            raise ValueError(f"model {self.limits.name!r} has no layout check (its manifest has no layout_check)")
+        (first, end), threshold = self.layout
+        z = self.vae.denormalize(torch.as_tensor(latents).float().transpose(0, 1)[None])[0]  # (C, F, h, w)
+        cover = z[first:end].clamp(min=0).sum(0).cpu().numpy() > threshold  # (F, h, w)
+        return [count_blobs(frame) for frame in cover]
+
+    def layout_flaws(self, latents: torch.Tensor) -> int:
+        """How many times the object count changes from one latent frame to the next (`layout_counts`): 0 for a
+        clip whose objects persist. A clip where one does not (it vanishes, or splits in two, in a latent frame) passes
+        every check about a sixth as often as one where they do (bench/RESULTS.md, forty-fifth session), so
+        `Generator.run` redraws it (``retries``)."""
+        counts = self.layout_counts(latents)
+        return sum(a != b for a, b in zip(counts[:-1], counts[1:]))
 
     # -- protocol --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

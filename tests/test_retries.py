@@ -1,0 +1,199 @@
+"""Layout redraws (``retries``): a clip whose object count changes between latent frames is drawn again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import sora_nb
+from sora_nb.api import RETRY_STRIDE
+from sora_nb.backends import embedded
+
+PROMPT = "a red circle moving right and a blue square spinning and a green star moving up"
+
+
+def _raw_to_latents(b: embedded.EmbeddedBackend, raw: torch.Tensor) -> torch.Tensor:
+    """Raw latent (C, F, h, w) -> the normalised (F, C, h, w) a Video.latents holds."""
+    return b.vae.normalize(raw[None])[0].transpose(0, 1)
+
+
+def test_count_blobs_is_four_connected():
+    m = np.zeros((6, 6), bool)
+    m[0, 0] = m[1, 1] = True  # diagonal neighbours: two objects
+    m[3:5, 3:6] = True        # one block
+    m[5, 0] = True
+    assert embedded.count_blobs(m) == 4
+    assert embedded.count_blobs(np.zeros((4, 4), bool)) == 0
+    assert embedded.count_blobs(np.ones((16, 16), bool)) == 1
+
+
+def test_layout_counts_read_the_shape_channels_of_the_raw_latent(gen):
+    b = gen.backend
+    (first, end), threshold = b.layout
+    assert (first, end) == (11, 16) and threshold == pytest.approx(0.2)
+    C = b.vae.config.latent_channels
+    raw = torch.zeros(C, 4, 16, 16)
+    raw[first, :, 2:5, 2:5] = 0.6           # a circle's disc in every frame
+    raw[first + 3, :3, 10:13, 10:13] = 0.6  # a star's, gone from the last latent frame
+    raw[first + 1, 3, 10:13, 10:13] = 0.1   # ... where a faint square (under the threshold) is not an object
+    raw[first + 2, 1, 0, 15] = -5.0         # negative coverage counts as none
+    raw[:first] = 3.0                        # the pixel channels say nothing about the count
+    lat = _raw_to_latents(b, raw)
+    assert b.layout_counts(lat) == [2, 2, 2, 1]
+    assert b.layout_flaws(lat) == 1
+    raw[first + 3, 1, 10:13, 10:13] = 0.0    # the star also vanishes in frame 1: 2, 1, 2, 1
+    assert b.layout_flaws(_raw_to_latents(b, raw)) == 3
+    # two shapes' coverage adds up: 0.15 + 0.15 is over the threshold
+    raw = torch.zeros(C, 2, 16, 16)
+    raw[first, :, 5, 5] = raw[first + 4, :, 5, 5] = 0.15
+    assert b.layout_counts(_raw_to_latents(b, raw)) == [1, 1]
+
+
+class _Scripted:
+    """Wraps a backend; ``layout_flaws`` answers from a table by the draw's seed (what the run drew)."""
+
+    def __init__(self, backend, flaws_by_draw):
+        self._b, self.table, self.seen = backend, flaws_by_draw, []
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def layout_flaws(self, latents):
+        k = next(i for i, v in enumerate(self.drawn) if torch.equal(v, latents))
+        self.seen.append(k)
+        return self.table[k]
+
+    def denoise(self, request, generator):
+        return self._b.denoise(request, generator)
+
+    def decode(self, latents, num_frames):
+        self.drawn.append(latents.detach().cpu().clone())
+        return self._b.decode(latents, num_frames)
+
+
+def _scripted(gen, table):
+    s = _Scripted(gen.backend, table)
+    s.drawn = []
+    return sora_nb.Generator(s), s
+
+
+@pytest.mark.parametrize("table, retries, picked, draws", [
+    ([0, 5, 5], 2, 0, 1),   # no break: one draw
+    ([2, 0, 1], 2, 1, 2),   # stops at the first draw without a break
+    ([2, 1, 1], 2, 1, 3),   # none without: the fewest, the first of equals
+    ([1, 0], 0, 0, 1),      # retries 0: the first draw, whatever its breaks
+    ([3, 2, 2, 1, 0], 3, 3, 4),
+])
+def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, table, retries, picked, draws):
+    g, s = _scripted(gen, table)
+    starts = []
+
+    class Watch:
+        def on_start(self, info):
+            starts.append(info.request.seed)
+
+    v = g.generate(PROMPT, seed=5, steps=3, retries=retries, observers=[Watch()])
+    seeds = [5 + RETRY_STRIDE * a for a in range(draws)]
+    assert starts == seeds and s.seen == list(range(draws))
+    assert v.params["retry"] == {"seeds": seeds, "flaws": table[:draws], "picked": picked}
+    assert v.params["seed"] == 5 and v.params["retries"] == retries  # the call as made: it draws the same again
+    # the clip kept is that draw's own: frames, latents and trace as a plain run of its seed gives them
+    plain = gen.generate(PROMPT, seed=seeds[picked], steps=3, retries=0)
+    np.testing.assert_array_equal(v.frames, plain.frames)
+    assert torch.equal(v.latents, plain.latents) and torch.equal(g.last_latents, plain.latents)
+    np.testing.assert_array_equal(v.trace.x0.values, plain.trace.x0.values)
+    assert v.trace.attrs["seed"] == 5  # the call's seed; after a redraw the kept draw's own is in noise_seed
+    if draws > 1:
+        assert v.trace.attrs["noise_seed"] == seeds[picked] and json.loads(v.trace.attrs["retry"]) == v.params["retry"]
+    else:  # one draw: the trace is exactly the run's, as any observer records it
+        assert "noise_seed" not in v.trace.attrs and "retry" not in v.trace.attrs
+
+
+def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_clip(gen):
+    assert gen.limits.default_retries == 1 and gen.limits.max_retries == embedded.MAX_RETRIES
+    broken = []
+    for seed in range(12):  # find a seed whose first draw breaks (about one in six at default settings)
+        v = gen.generate(PROMPT, seed=seed, trace=False)
+        r = v.params["retry"]
+        assert r["seeds"][0] == seed and len(r["seeds"]) == len(r["flaws"]) <= 2
+        assert r["flaws"][r["picked"]] == min(r["flaws"]) == gen.backend.layout_flaws(v.latents)
+        assert (len(r["seeds"]) == 2) == (r["flaws"][0] > 0)
+        if r["flaws"][0]:
+            broken.append((seed, v))
+    assert broken, "no seed of 12 drew a broken layout"
+    seed, v = broken[0]
+    first = gen.generate(PROMPT, seed=seed, trace=False, retries=0)
+    assert gen.backend.layout_flaws(first.latents) == v.params["retry"]["flaws"][0] > 0
+    again = gen.generate(PROMPT, seed=seed, trace=False)
+    np.testing.assert_array_equal(again.frames, v.frames)
+    assert again.params["retry"] == v.params["retry"]
+
+
+@pytest.mark.parametrize("value, err, match", [
+    (-1, ValueError, r"retries must be an integer in \[0, 8\], got -1"),
+    (9, ValueError, r"retries must be an integer in \[0, 8\], got 9"),
+    (1.0, TypeError, r"retries must be an integer in \[0, 8\], got float"),
+    (True, TypeError, r"retries must be an integer in \[0, 8\], got bool"),
+    ("2", TypeError, r"retries must be an integer in \[0, 8\], got str"),
+])
+def test_bad_retries_are_refused_by_name_before_drawing(gen, value, err, match):
+    started = []
+
+    class Watch:
+        def on_start(self, info):
+            started.append(info)
+
+    with pytest.raises(err, match=match):
+        gen.generate("a red circle", retries=value, observers=[Watch()])
+    assert started == []
+
+
+def test_a_model_without_a_layout_check_takes_only_zero_retries():
+    g = sora_nb.load("shapes-untrained")
+    assert g.limits.max_retries == 0 and g.limits.default_retries == 0
+    with pytest.raises(ValueError, match="retries must be 0 for model 'shapes-untrained': it has no layout check"):
+        g.generate("a red circle", retries=1, steps=1)
+    with pytest.raises(TypeError, match="retries must be the integer 0 for model 'shapes-untrained'"):
+        g.generate("a red circle", retries=0.5, steps=1)
+    v = g.generate("a red circle", retries=0, steps=1, trace=False)
+    assert "retry" not in v.params and v.params["retries"] == 0
+    with pytest.raises(ValueError, match="model 'shapes-untrained' has no layout check"):
+        g.backend.layout_counts(v.latents)
+
+
+@pytest.fixture(scope="module")
+def folder_copy(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("w") / "shapes"
+    shutil.copytree(embedded.WEIGHTS_DIR, dst)
+    return dst
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"layout_check": {"channels": [11, 17], "threshold": 0.2}}, r"layout_check channels must be \[first, end\]"),
+    ({"layout_check": {"channels": [12, 11], "threshold": 0.2}}, r"layout_check channels must be \[first, end\]"),
+    ({"layout_check": {"channels": [11, 16], "threshold": 1.5}}, r"layout_check threshold must be a coverage in \(0, 1\)"),
+    ({"layout_check": [11, 16]}, r"layout_check channels must be"),
+    ({"default_retries": 9}, r"default_retries must be an integer in \[0, 8\]"),
+    ({"default_retries": -1}, r"default_retries must be an integer in \[0, 8\]"),
+    ({"layout_check": None, "default_retries": 1}, r"default_retries must be an integer in \[0, 0\] \(it has no layout_check"),
+])
+def test_a_manifest_with_a_bad_layout_check_is_refused(folder_copy, edit, match):
+    path = folder_copy / embedded.MANIFEST
+    original = path.read_text()
+    try:
+        manifest = json.loads(original)
+        for k, v in edit.items():
+            if v is None:
+                manifest.pop(k, None)
+            else:
+                manifest[k] = v
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(embedded.WeightsError, match=match):
+            embedded.load_folder(folder_copy)
+    finally:
+        path.write_text(original)
+    assert embedded.load_folder(folder_copy).limits.default_retries == 1  # the copy as shipped still loads
