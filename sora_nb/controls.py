@@ -172,10 +172,12 @@ class _RunObserver:
         self.t0 = time.perf_counter()
         self.last_push = -1.0
         self.num_steps = job.request.steps
+        self.draw = -1  # 0: the first draw; 1, 2, ...: layout redraws (Request.retries), each a run of its own
 
     def on_start(self, info: Any) -> None:
         self.t0 = time.perf_counter()
         self.num_steps = info.request.steps
+        self.draw += 1
 
     def on_step(self, event: Any) -> None:
         now = time.perf_counter()
@@ -187,7 +189,7 @@ class _RunObserver:
         self.last_push = now
         rgb = np.asarray(self.controls.generator.backend.preview(event.x0.detach().cpu()))
         eta = (now - self.t0) / k * (n - k) + self.controls._decode_estimate
-        self.controls._show_step(self.job, rgb, k, n, now - self.t0, eta)
+        self.controls._show_step(self.job, rgb, k, n, now - self.t0, eta, self.draw)
 
 
 def slug(text: str, max_len: int = 40) -> str:
@@ -568,11 +570,13 @@ class Controls:
             self._show_entry(len(self._entries) - 1)
             self.progress.value = self.progress.max
             self.progress.bar_style = "success"
-            self.progress_label.value = f"done in {job.t_done - job.t_submit:.2f} s"
+            draws = len((video.params.get("retry") or {}).get("seeds", [0]))
+            self.progress_label.value = f"done in {job.t_done - job.t_submit:.2f} s" + (
+                f" · {draws} draws (the layout broke; kept draw {video.params['retry']['picked'] + 1})" if draws > 1 else "")
             self.error = None
             self.message.value = ""
 
-    def _show_step(self, job: _Job, rgb: np.ndarray, k: int, n: int, elapsed: float, eta: float) -> None:
+    def _show_step(self, job: _Job, rgb: np.ndarray, k: int, n: int, elapsed: float, eta: float, draw: int = 0) -> None:
         """Push a preview and the progress of ``job`` (if it is still the newest)."""
         with self._apply:
             if not self._is_latest(job):
@@ -583,7 +587,8 @@ class Controls:
             with self.progress.hold_sync():
                 self.progress.max = n
                 self.progress.value = k
-            self.progress_label.value = f"step {k}/{n} · {elapsed:.2f} s · ETA {eta:.2f} s"
+            redraw = f"redraw {draw} (the layout broke) · " if draw else ""
+            self.progress_label.value = f"{redraw}step {k}/{n} · {elapsed:.2f} s · ETA {eta:.2f} s"
 
     def _encode(self, video: Video) -> bytes:
         """The clip as mp4 bytes, params in the metadata (what :meth:`Video.save` writes)."""

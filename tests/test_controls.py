@@ -6,6 +6,7 @@ loop) whose speed, failures and decode can be controlled; a few use the embedded
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import threading
@@ -216,6 +217,31 @@ def test_progressive_preview_of_every_frame_then_video():
     assert video.frames.shape == (16, 32, 32, 3)
     t = ui.timings[-1]
     assert t["first_preview"] < 0.3 and t["first_preview"] < t["finished"]
+
+
+class RedrawingBackend(FakeBackend):
+    """A FakeBackend with a layout check: the first draw of every request breaks, its redraw holds."""
+
+    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1)
+
+    def layout_flaws(self, latents: torch.Tensor) -> int:
+        return 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)
+
+
+def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
+    backend = RedrawingBackend(step_delay=0.01)
+    ui = panel(Generator(backend), steps=6, autostart=False, preview_interval=0.0)
+    labels: list[str] = []
+    ui.progress_label.observe(lambda ch: labels.append(ch["new"]), names="value")
+    ui.run()
+    video = ui.wait(30)
+    assert len(backend.requests) == 2 and backend.requests[1].seed == backend.requests[0].seed + 999_999_937
+    assert video.params["retry"] == {"seeds": [r.seed for r in backend.requests], "flaws": [1, 0], "picked": 1}
+    assert any(s.startswith("step 6/6") for s in labels)  # the first draw's steps, unlabelled
+    assert any(s.startswith("redraw 1 (the layout broke) · step 6/6") for s in labels)
+    assert ui.progress_label.value.startswith("done in") and ui.progress_label.value.endswith(
+        " · 2 draws (the layout broke; kept draw 2)")
+    np.testing.assert_array_equal(ui.preview.image(), video.trace.preview.isel(step=-1).values)
 
 
 def test_change_during_run_cancels_it_and_skips_decode():
