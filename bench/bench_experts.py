@@ -32,9 +32,11 @@ def experts(high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switc
     pair = low.low or (low.dit, low.text)  # a --low folder with its own expert lends that one
     if 0.0 < switch < 1.0:
         return embedded.EmbeddedBackend(high.vae, high.dit, high.text, high.scheduler_config,
-                                        high.latent_rgb.numpy(), {**info, "expert_switch": switch}, low=pair)
+                                        high.latent_rgb.numpy(), {**info, "expert_switch": switch}, low=pair,
+                                        verifier=high.verifier)
     dit, text = (high.dit, high.text) if switch <= 0.0 else pair  # either DiT at every step
-    return embedded.EmbeddedBackend(high.vae, dit, text, high.scheduler_config, high.latent_rgb.numpy(), info)
+    return embedded.EmbeddedBackend(high.vae, dit, text, high.scheduler_config, high.latent_rgb.numpy(), info,
+                                    verifier=high.verifier)
 
 
 def main() -> None:

@@ -13,10 +13,11 @@ alone on new prompts (what a changed prompt adds once).
 ``--steps`` times another step count (the bar is set at 20).
 When the model has a verifier, rows time ``best_of(candidates=2)`` against ``generate``
 (interleaved, trace off) and the verifier's score of one clip alone.
-When the model has a layout check (``retries``; the shipped model redraws a clip whose object count changes
-between latent frames once by default), the last rows time ``--retry-prompts`` world captions (each with its own
-seed, trace off, the model's default guidance) with the default retries against ``retries=0``, interleaved:
-median, mean and slowest clip, the share of clips redrawn, and the layout check alone.
+When the model judges its draws (``retries``; the shipped model redraws once by default a clip whose object count
+changes between latent frames or that its verifier scores under ``redraw_below``), the last rows time
+``--retry-prompts`` world captions (each with its own seed, trace off, the model's default guidance) with the default
+retries against ``retries=0``, interleaved: median, mean and slowest clip, the share of clips redrawn, and the check
+(``judge_draw``) alone.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def main() -> None:
         b = gen.backend
         info = {**b.info, "guidance_profile": [[s, w or 1e-9] for s, w in profile]}
         paired = sora_nb.Generator(EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), info,
-                                                   b.low))
+                                                   b.low, b.verifier))
         paired.generate(PROMPT, trace=False, **kw)
         skip, both = [], []
         for _ in range(args.repeats):
@@ -118,7 +119,7 @@ def main() -> None:
             t0 = time.perf_counter(); v = gen.generate(c.caption, seed=c.seed, **plain_kw); redraw.append(time.perf_counter() - t0)
             t0 = time.perf_counter(); gen.generate(c.caption, seed=c.seed, retries=0, **plain_kw); once.append(time.perf_counter() - t0)
             draws.append(len(v.params["retry"]["seeds"]))
-            t0 = time.perf_counter(); gen.backend.layout_flaws(v.latents); check.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); gen.backend.judge_draw(v.latents, c.caption); check.append(time.perf_counter() - t0)
 
     rows = [
         ("model", gen.name),
@@ -156,7 +157,7 @@ def main() -> None:
              f"{statistics.median(once):.3f} / {statistics.mean(once):.3f} / {max(once):.3f}"),
             ("clips redrawn; mean draws per clip", f"{sum(d > 1 for d in draws) / len(draws):.1%}; {statistics.mean(draws):.2f}"),
             ("mean time, default retries / retries=0", f"{statistics.mean(redraw) / statistics.mean(once):.3f}"),
-            ("the layout check of one clip: median ms", f"{1e3 * statistics.median(check):.2f}"),
+            ("the model's check of one draw (judge_draw): median ms", f"{1e3 * statistics.median(check):.2f}"),
         ]
     print(f"sora_nb {sora_nb.__version__}: default generation ({PROMPT!r}, 2 s, {args.steps} steps, guidance 5), "
           f"{args.repeats} repeats")

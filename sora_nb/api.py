@@ -172,28 +172,35 @@ class Generator:
             cancel: threading.Event | None = None) -> Video:
         """Run an already validated :class:`Request`.
 
-        For a model with a layout check (``limits.max_retries`` > 0; the backend's ``layout_flaws``), a clip
-        whose object count changes between latent frames is drawn again with new noise, up to
-        ``request.retries`` times, stopping at the first draw without a break; the draw with the fewest breaks
-        (the first of equals) is returned, its own trace and latents with it. ``params["seed"]`` stays the
-        request's seed, so the same call gives the same clip, and ``params["retry"]`` records
-        ``{"seeds", "flaws", "picked"}``: the seed each draw's noise came from, its breaks, and the one kept.
-        Observers see every draw as a run of its own (``on_start`` ... ``on_end``).
+        For a model that judges its draws (``limits.max_retries`` > 0; the backend's ``judge_draw(latents,
+        prompt) -> (breaks, score, ok)``), a draw that is not ok (the shipped shapes model: its object count
+        changes between latent frames, or its verifier scores it under the manifest's ``redraw_below``) is drawn
+        again with new noise, up to ``request.retries`` times, stopping at the first ok draw; the draw with the
+        fewest breaks, then the highest score (the first of equals), is returned, its own trace and latents with
+        it. ``params["seed"]`` stays the request's seed, so the same call gives the same clip, and
+        ``params["retry"]`` records ``{"seeds", "flaws", "picked"}`` (and ``"scores"`` when the backend scores
+        draws): the seed each draw's noise came from, its breaks (and score), and the one kept. Observers see
+        every draw as a run of its own (``on_start`` ... ``on_end``).
         """
-        check = self.limits.max_retries > 0
-        seeds, flaws, best = [], [], None
-        for a in range(1 + (request.retries if check else 0)):
+        judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
+        seeds, flaws, scores, best = [], [], [], None
+        for a in range(1 + (request.retries if judge is not None else 0)):
             seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
             video = self._run_once(dataclasses.replace(request, seed=seed), request, observers, cancel)
             seeds.append(seed)
-            if not check:
+            if judge is None:
                 return video
-            flaws.append(int(self.backend.layout_flaws(video.latents)))
-            if best is None or flaws[-1] < flaws[picked]:
-                best, picked = video, a
-            if flaws[-1] == 0:
+            breaks, score, ok = judge(video.latents, request.prompt)
+            flaws.append(int(breaks))
+            scores.append(score)
+            key = (flaws[-1], 0.0 if score is None else -float(score))  # fewest breaks, then the highest score
+            if best is None or key < best_key:
+                best, picked, best_key = video, a, key
+            if ok:
                 break
         best.params["retry"] = {"seeds": seeds, "flaws": flaws, "picked": picked}
+        if any(v is not None for v in scores):
+            best.params["retry"]["scores"] = scores
         if best.trace is not None and len(seeds) > 1:  # the trace is a redraw's: say which, and the call that made it
             best.trace.attrs.update(seed=request.seed, noise_seed=seeds[picked], retry=json.dumps(best.params["retry"]))
         self.last_latents = best.latents

@@ -44,7 +44,7 @@ class Limits:
     max_side: int = 8192                       # largest width or height when size_multiple > 0
     image_input: bool = False                  # image-to-video: ``image=`` is required
     max_retries: int = 0                       # redraws allowed when a clip's layout breaks (Request.retries);
-                                               # 0: the model has no layout check (``layout_flaws``)
+                                               # 0: the model does not judge its draws (``judge_draw``)
     default_retries: int = 0                   # the retries a request gets when it names none
 
     # -- frame counts ------------------------------------------------------------------------------
@@ -136,6 +136,7 @@ class Backend(Protocol):
         """A cheap uint8 RGB view ``(frame, py, px, 3)`` of a latent (no full decode)."""
 
     # Optional (the embedded model with a layout latent has it; ``limits.max_retries`` > 0 says so):
-    #   layout_flaws(latents) -> int: how often a clip's final ``(frame, channel, y, x)`` latents break
-    #   from one latent frame to the next (0: not at all); `Generator.run` redraws a clip with flaws up
-    #   to ``request.retries`` times and keeps the draw with the fewest.
+    #   judge_draw(latents, prompt) -> (breaks, score, ok): one draw's final ``(frame, channel, y, x)`` latents
+    #   judged by the model itself: how often its layout breaks from one latent frame to the next, a score (higher
+    #   is better, or None) and whether it is good enough; `Generator.run` redraws a draw that is not ok up to
+    #   ``request.retries`` times and keeps the one with the fewest breaks, then the highest score.

@@ -66,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --best-of: stop at the first clip the verifier scores at least this, else keep the "
                           "highest (shapes: 0, with --best-of 4, is the measured choice) (default: always the highest)")
     gen.add_argument("--retries", type=_number(int), default=None,
-                     help="redraw a clip whose layout breaks between latent frames (an object vanishes or splits) up "
-                          "to this many times, keeping the draw with the fewest breaks; shapes: 0 to 8; models "
-                          "without a layout check accept only 0 (default: the model's own; shapes: 1)")
+                     help="redraw a clip that fails the model's own check (shapes: its layout breaks between latent frames, an "
+                          "object vanishing or splitting, or its verifier scores it under the manifest's redraw_below) "
+                          "up to this many times, keeping the best draw; shapes: 0 to 8; models without a check "
+                          "accept only 0 (default: the model's own; shapes: 1)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
@@ -121,7 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             best = f", best of {drawn} by the verifier" + ("" if accept is None else f" (none reached {accept:g})")
     retry = video.params.get("retry")
     if retry and len(retry["seeds"]) > 1:
-        best += f", {len(retry['seeds'])} draws for a layout that holds (kept draw {retry['picked'] + 1})"
+        best += f", {len(retry['seeds'])} draws by the model's check (kept draw {retry['picked'] + 1})"
     print(f"wrote {path} ({t} frames {w}x{h} @ {video.fps:g} fps, model {video.params['model']}, "
           f"seed {video.params['seed']}{best}, generated in {elapsed:.2f} s)")
     return 0

@@ -572,7 +572,7 @@ class Controls:
             self.progress.bar_style = "success"
             draws = len((video.params.get("retry") or {}).get("seeds", [0]))
             self.progress_label.value = f"done in {job.t_done - job.t_submit:.2f} s" + (
-                f" · {draws} draws (the layout broke; kept draw {video.params['retry']['picked'] + 1})" if draws > 1 else "")
+                f" · {draws} draws (the model's check redrew it; kept draw {video.params['retry']['picked'] + 1})" if draws > 1 else "")
             self.error = None
             self.message.value = ""
 
@@ -587,7 +587,7 @@ class Controls:
             with self.progress.hold_sync():
                 self.progress.max = n
                 self.progress.value = k
-            redraw = f"redraw {draw} (the layout broke) · " if draw else ""
+            redraw = f"redraw {draw} (the model's check failed) · " if draw else ""
             self.progress_label.value = f"{redraw}step {k}/{n} · {elapsed:.2f} s · ETA {eta:.2f} s"
 
     def _encode(self, video: Video) -> bytes:

@@ -126,7 +126,7 @@ def test_observers_see_every_step_in_order(gen):
         def on_end(self, latents, cancelled):
             seen.append(("end", cancelled, tuple(latents.shape)))
 
-    gen.generate("a red circle", steps=5, observers=[Obs()], trace=False)
+    gen.generate("a red circle", steps=5, observers=[Obs()], trace=False, retries=0)  # one draw (redraws: test_retries)
     assert seen[0] == ("start", 16)
     assert [s[1] for s in seen[1:-1]] == [0, 1, 2, 3, 4]
     sigmas = [s[2] for s in seen[1:-1]]

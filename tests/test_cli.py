@@ -79,7 +79,7 @@ def test_retries_redraw_a_broken_layout_and_say_so(tmp_path):
     out = tmp_path / "r.mp4"
     r = run("generate", prompt, "--seed", str(seed), "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert f"2 draws for a layout that holds (kept draw {api.params['retry']['picked'] + 1})" in r.stdout
+    assert f"2 draws by the model's check (kept draw {api.params['retry']['picked'] + 1})" in r.stdout
     params = sora_nb.read_params(out)
     assert params["retry"] == api.params["retry"] and params["seed"] == seed and params["retries"] == 1
     np.testing.assert_array_equal(sora_nb.read_video(out), sora_nb.read_video(api.save(tmp_path / "api.mp4")))

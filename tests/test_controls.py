@@ -224,8 +224,9 @@ class RedrawingBackend(FakeBackend):
 
     limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1)
 
-    def layout_flaws(self, latents: torch.Tensor) -> int:
-        return 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)
+    def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
+        breaks = 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)
+        return breaks, None, breaks == 0
 
 
 def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
@@ -238,9 +239,9 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     assert len(backend.requests) == 2 and backend.requests[1].seed == backend.requests[0].seed + 999_999_937
     assert video.params["retry"] == {"seeds": [r.seed for r in backend.requests], "flaws": [1, 0], "picked": 1}
     assert any(s.startswith("step 6/6") for s in labels)  # the first draw's steps, unlabelled
-    assert any(s.startswith("redraw 1 (the layout broke) · step 6/6") for s in labels)
+    assert any(s.startswith("redraw 1 (the model's check failed) · step 6/6") for s in labels)
     assert ui.progress_label.value.startswith("done in") and ui.progress_label.value.endswith(
-        " · 2 draws (the layout broke; kept draw 2)")
+        " · 2 draws (the model's check redrew it; kept draw 2)")
     np.testing.assert_array_equal(ui.preview.image(), video.trace.preview.isel(step=-1).values)
 
 

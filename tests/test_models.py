@@ -369,7 +369,7 @@ def _with_profile(gen, profile):
     if profile is not None:
         info["guidance_profile"] = profile
     return sora_nb.Generator(embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config,
-                                                      b.latent_rgb.numpy(), info))
+                                                      b.latent_rgb.numpy(), info, verifier=b.verifier))
 
 
 def test_guidance_profile_sets_each_steps_guidance(gen):
@@ -455,7 +455,8 @@ def test_a_bad_guidance_profile_in_the_manifest_is_refused(weights_folder):
 def _one_dit(b: embedded.EmbeddedBackend, **info) -> embedded.EmbeddedBackend:
     """The backend's main DiT and text stack alone (no low-noise expert), with ``info`` added."""
     base = {k: v for k, v in b.info.items() if k != "expert_switch"}
-    return embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), {**base, **info})
+    return embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), {**base, **info},
+                                    verifier=b.verifier)
 
 
 def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, tmp_path):
@@ -466,7 +467,7 @@ def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, 
     import copy
 
     b = gen.backend
-    kw = dict(seed=4, steps=8, guidance=2.0)
+    kw = dict(seed=4, steps=8, guidance=2.0, retries=0)  # one draw: the steps are the point here
     plain_backend = _one_dit(b, name="one-dit")
     plain = sora_nb.Generator(plain_backend).generate("a cyan star moving down", **kw)
     other, other_text = copy.deepcopy(b.dit), copy.deepcopy(b.text)
@@ -484,7 +485,7 @@ def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, 
     try:
         backend = embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                                            {**plain_backend.info, "name": "experts-test", "expert_switch": 0.7},
-                                           low=(other, other_text))
+                                           low=(other, other_text), verifier=plain_backend.verifier)
         switched = sora_nb.Generator(backend).generate("a cyan star moving down", **kw)
     finally:
         del b.dit.forward
@@ -500,7 +501,7 @@ def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, 
     assert switched.params["model"] == "experts-test"
 
     folder = embedded.save_folder(tmp_path / "w", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
-                                  backend.info, low=backend.low)
+                                  backend.info, low=backend.low, verifier=backend.verifier)
     files = json.loads((folder / "manifest.json").read_text())["files"]
     assert {"low/dit/diffusion_pytorch_model.safetensors", "low/text_encoder/model.safetensors"} <= set(files)
     assert not (folder / "low" / "tokenizer").exists()

@@ -62,10 +62,10 @@ class _Scripted:
     def __getattr__(self, name):
         return getattr(self._b, name)
 
-    def layout_flaws(self, latents):
+    def judge_draw(self, latents, prompt):
         k = next(i for i, v in enumerate(self.drawn) if torch.equal(v, latents))
         self.seen.append(k)
-        return self.table[k]
+        return self.table[k], None, self.table[k] == 0
 
     def denoise(self, request, generator):
         return self._b.denoise(request, generator)
@@ -115,13 +115,20 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
 
 def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_clip(gen):
     assert gen.limits.default_retries == 1 and gen.limits.max_retries == embedded.MAX_RETRIES
+    floor = gen.backend.redraw_below
+    assert floor == -8.0 and gen.backend.verifier is not None
     broken = []
-    for seed in range(12):  # find a seed whose first draw breaks (about one in six at default settings)
+    for seed in range(12):  # find a seed whose first draw breaks (about half of them, for this three-object prompt)
         v = gen.generate(PROMPT, seed=seed, trace=False)
         r = v.params["retry"]
-        assert r["seeds"][0] == seed and len(r["seeds"]) == len(r["flaws"]) <= 2
+        assert r["seeds"][0] == seed and len(r["seeds"]) == len(r["flaws"]) == len(r["scores"]) <= 2
         assert r["flaws"][r["picked"]] == min(r["flaws"]) == gen.backend.layout_flaws(v.latents)
-        assert (len(r["seeds"]) == 2) == (r["flaws"][0] > 0)
+        assert r["scores"][r["picked"]] == pytest.approx(float(gen.backend.score_clip(v.latents, PROMPT)[0]), abs=1e-5)
+        assert (len(r["seeds"]) == 2) == (r["flaws"][0] > 0 or r["scores"][0] < floor)
+        if len(r["seeds"]) == 2:  # the kept draw: fewer breaks, or as many and a higher score
+            other = 1 - r["picked"]
+            assert (r["flaws"][r["picked"]], -r["scores"][r["picked"]]) < (r["flaws"][other], -r["scores"][other]) or (
+                r["picked"] == 0 and (r["flaws"][0], r["scores"][0]) == (r["flaws"][1], r["scores"][1]))
         if r["flaws"][0]:
             broken.append((seed, v))
     assert broken, "no seed of 12 drew a broken layout"
@@ -179,7 +186,9 @@ def folder_copy(tmp_path_factory):
     ({"layout_check": [11, 16]}, r"layout_check channels must be"),
     ({"default_retries": 9}, r"default_retries must be an integer in \[0, 8\]"),
     ({"default_retries": -1}, r"default_retries must be an integer in \[0, 8\]"),
-    ({"layout_check": None, "default_retries": 1}, r"default_retries must be an integer in \[0, 0\] \(it has no layout_check"),
+    ({"layout_check": None, "redraw_below": None, "default_retries": 1},
+     r"default_retries must be an integer in \[0, 0\] \(it has no layout_check"),
+    ({"layout_check": None}, r"redraw_below needs a layout_check and a verifier/ in the folder \(has no layout_check"),
 ])
 def test_a_manifest_with_a_bad_layout_check_is_refused(folder_copy, edit, match):
     path = folder_copy / embedded.MANIFEST
@@ -197,3 +206,45 @@ def test_a_manifest_with_a_bad_layout_check_is_refused(folder_copy, edit, match)
     finally:
         path.write_text(original)
     assert embedded.load_folder(folder_copy).limits.default_retries == 1  # the copy as shipped still loads
+
+
+def _with_floor(b: embedded.EmbeddedBackend, floor) -> embedded.EmbeddedBackend:
+    return embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                    {**b.info, "name": "floor-test", "redraw_below": floor}, b.low, b.verifier)
+
+
+def test_a_draw_the_verifier_scores_under_redraw_below_is_drawn_again(gen):
+    kw = dict(steps=4, trace=False)
+    never = sora_nb.Generator(_with_floor(gen.backend, -1e9))   # the floor never bites: the layout alone decides
+    always = sora_nb.Generator(_with_floor(gen.backend, 1e9))   # no draw is ever good enough
+    a = never.generate("a red circle moving right", seed=3, retries=2, **kw).params["retry"]
+    assert a["flaws"][-1] == 0 and len(a["seeds"]) == len(a["flaws"])  # stopped at the first unbroken draw
+    b = always.generate("a red circle moving right", seed=3, retries=2, **kw)
+    r = b.params["retry"]
+    assert len(r["seeds"]) == 3 and r["seeds"][:len(a["seeds"])] == a["seeds"]  # the same draws, then more
+    best = min(range(3), key=lambda j: (r["flaws"][j], -r["scores"][j]))
+    assert r["picked"] == best and r["scores"][best] == pytest.approx(
+        float(gen.backend.score_clip(b.latents, "a red circle moving right")[0]), abs=1e-5)
+    assert r["flaws"] == [gen.backend.layout_flaws(gen.generate("a red circle moving right", seed=s, retries=0,
+                                                                 **kw).latents) for s in r["seeds"]]
+
+
+@pytest.mark.parametrize("info, match", [
+    ({"redraw_below": float("nan")}, "redraw_below must be a finite verifier score"),
+    ({"redraw_below": "low"}, "redraw_below must be a finite verifier score"),
+    ({"redraw_below": -8.0, "layout_check": None}, "redraw_below needs a layout_check and a verifier"),
+])
+def test_a_bad_redraw_below_is_refused(gen, info, match):
+    b = gen.backend
+    meta = {**b.info, "name": "floor-test"}
+    for k, v in info.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    meta.pop("default_retries", None)
+    with pytest.raises(embedded.WeightsError, match=match):
+        embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), meta, b.low, b.verifier)
+    with pytest.raises(embedded.WeightsError, match="redraw_below needs a layout_check and a verifier"):
+        embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                 {**b.info, "name": "floor-test", "redraw_below": -8.0}, b.low, None)

@@ -9,7 +9,8 @@ added or two colours swapped), so a higher logit means the frame matches the cap
 A clip's score is the mean of its frames' logits (`ClipVerifier.clip_score`): a frame where an
 object's shape or colour flips, or a ghost appears, pulls it down. Picking the best of a prompt's
 candidate clips by this score is measured in ``bench/bench_candidates.py --verifier``; it reads
-only the latents and the model's text states, never the evaluator.
+only the latents and the model's text states, never the evaluator. `Generator.best_of` picks by it, and
+`generate` redraws a draw it scores under the manifest's ``redraw_below`` (`EmbeddedBackend.judge_draw`).
 """
 
 from __future__ import annotations
