@@ -103,11 +103,13 @@ class Generator:
           width, height: a size the model supports (``generator.limits.sizes``; diffusers models take
             any multiple of ``generator.limits.size_multiple``); default ``limits.default_size``.
           image: the first frame, for image-to-video models (a PIL image or uint8 array).
-          retries: how many times to redraw a clip whose layout breaks between latent frames (an object
-            vanishes or splits), 0 to ``generator.limits.max_retries``, for models with a layout check (the
-            shipped shapes model: up to 8, default 1, ``limits.default_retries``; other models accept only 0).
-            A redraw takes new noise (seed ``seed + 999999937 * a``) and the draw with the fewest breaks is
-            kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the same clip.
+          retries: how many times to redraw a clip that fails the model's own check, 0 to
+            ``generator.limits.max_retries``, for models that judge their draws (the shipped shapes model: its
+            layout breaks between latent frames, an object vanishing or splitting, or its verifier scores it under
+            the manifest's ``redraw_below``; up to 8, default 1, ``limits.default_retries``; other models accept
+            only 0). A redraw takes new noise (seed ``seed + 999999937 * a``) and the draw with the fewest breaks,
+            then the highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still
+            gives the same clip.
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).

@@ -43,7 +43,7 @@ class Limits:
                                                # suggestions); 0: only the pairs in ``sizes``
     max_side: int = 8192                       # largest width or height when size_multiple > 0
     image_input: bool = False                  # image-to-video: ``image=`` is required
-    max_retries: int = 0                       # redraws allowed when a clip's layout breaks (Request.retries);
+    max_retries: int = 0                       # redraws allowed of a draw that fails the model's check (Request.retries);
                                                # 0: the model does not judge its draws (``judge_draw``)
     default_retries: int = 0                   # the retries a request gets when it names none
 

@@ -43,8 +43,8 @@ class Request:
     record_every: int = 1       # keep every k-th step in the trace (the last step is always kept)
     num_frames: int | None = None  # video frames; build() always sets it (from duration when not given)
     image: Any = None           # first frame for image-to-video models (a PIL image), else None
-    retries: int = 0            # redraws (new noise) of a clip whose layout breaks between latent frames, for
-                                # models with a layout check (build() defaults it to limits.default_retries)
+    retries: int = 0            # redraws (new noise) of a draw that fails the model's own check (backend
+                                # judge_draw), for models that have one (build() defaults it to limits.default_retries)
 
     @classmethod
     def build(cls, limits: "Limits", prompt: Any, **kwargs: Any) -> "Request":

@@ -155,7 +155,9 @@ def check_redraw_below(info: dict[str, Any], layout: Any, verifier: ClipVerifier
 
 
 def count_blobs(mask: np.ndarray) -> int:
-    """The 4-connected components of a (h, w) bool mask."""
+    """The 4-connected components of a (h, w) bool mask (a 16x16 latent frame: a plain flood fill; the world's
+    `vision.label_components` is 8-connected, which would join two objects touching only at a corner, and the
+    check was measured with 4)."""
     seen = np.zeros_like(mask, dtype=bool)
     h, w = mask.shape
     count = 0
