@@ -107,8 +107,8 @@ class Generator:
             ``generator.limits.max_retries``, for models that judge their draws (the shipped shapes model: its
             layout breaks between latent frames, an object vanishing or splitting, or its verifier scores it under
             the manifest's ``redraw_below``; up to 8, default 1, ``limits.default_retries``; other models accept
-            only 0). A redraw takes new noise (seed ``seed + 999999937 * a``) and the draw with the fewest breaks,
-            then the highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still
+            only 0). A redraw takes new noise (seed ``seed + 999999937 * a``) and ``limits.redraw_steps(steps)``
+            steps (shapes: 12 of 20), and the draw with the fewest breaks, then the highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still
             gives the same clip.
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
@@ -179,17 +179,21 @@ class Generator:
         changes between latent frames, or its verifier scores it under the manifest's ``redraw_below``) is drawn
         again with new noise, up to ``request.retries`` times, stopping at the first ok draw; the draw with the
         fewest breaks, then the highest score (the first of equals), is returned, its own trace and latents with
-        it. ``params["seed"]`` stays the request's seed, so the same call gives the same clip, and
-        ``params["retry"]`` records ``{"seeds", "flaws", "picked"}`` (and ``"scores"`` when the backend scores
-        draws): the seed each draw's noise came from, its breaks (and score), and the one kept. Observers see
-        every draw as a run of its own (``on_start`` ... ``on_end``).
+        it. A redraw takes ``limits.redraw_steps(request.steps)`` steps (the shipped model: 12 of 20, so that a
+        redrawn clip costs 1.6 clips, not 2). ``params["seed"]`` and ``params["steps"]`` stay the request's, so
+        the same call gives the same clip, and ``params["retry"]`` records ``{"seeds", "steps", "flaws",
+        "picked"}`` (and ``"scores"`` when the backend scores draws): the seed each draw's noise came from, its
+        steps, its breaks (and score), and the one kept. Observers see every draw as a run of its own
+        (``on_start`` ... ``on_end``, with that draw's request).
         """
         judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
-        seeds, flaws, scores, best = [], [], [], None
+        seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):
             seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
-            video = self._run_once(dataclasses.replace(request, seed=seed), request, observers, cancel)
+            n = request.steps if a == 0 else self.limits.redraw_steps(request.steps)
+            video = self._run_once(dataclasses.replace(request, seed=seed, steps=n), request, observers, cancel)
             seeds.append(seed)
+            steps.append(n)
             if judge is None:
                 return video
             breaks, score, ok = judge(video.latents, request.prompt)
@@ -200,7 +204,7 @@ class Generator:
                 best, picked, best_key = video, a, key
             if ok:
                 break
-        best.params["retry"] = {"seeds": seeds, "flaws": flaws, "picked": picked}
+        best.params["retry"] = {"seeds": seeds, "steps": steps, "flaws": flaws, "picked": picked}
         if any(v is not None for v in scores):
             best.params["retry"]["scores"] = scores
         if best.trace is not None and len(seeds) > 1:  # the trace is a redraw's: say which, and the call that made it

@@ -46,6 +46,12 @@ class Limits:
     max_retries: int = 0                       # redraws allowed of a draw that fails the model's check (Request.retries);
                                                # 0: the model does not judge its draws (``judge_draw``)
     default_retries: int = 0                   # the retries a request gets when it names none
+    redraw_share: float = 1.0                  # a redraw's steps as a share of the request's (`redraw_steps`)
+
+    def redraw_steps(self, steps: int) -> int:
+        """The denoising steps of a redraw (`Generator.run`) of a request for ``steps``: ``redraw_share`` of them,
+        rounded, at least 1."""
+        return max(1, round(steps * self.redraw_share))
 
     # -- frame counts ------------------------------------------------------------------------------
     @property

@@ -222,7 +222,7 @@ def test_progressive_preview_of_every_frame_then_video():
 class RedrawingBackend(FakeBackend):
     """A FakeBackend with a layout check: the first draw of every request breaks, its redraw holds."""
 
-    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1)
+    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1, redraw_share=0.5)
 
     def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
         breaks = 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)
@@ -237,9 +237,12 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     ui.run()
     video = ui.wait(30)
     assert len(backend.requests) == 2 and backend.requests[1].seed == backend.requests[0].seed + 999_999_937
-    assert video.params["retry"] == {"seeds": [r.seed for r in backend.requests], "flaws": [1, 0], "picked": 1}
+    assert video.params["retry"] == {"seeds": [r.seed for r in backend.requests], "steps": [6, 3], "flaws": [1, 0],
+                                     "picked": 1}
+    assert [r.steps for r in backend.requests] == [6, 3] and video.params["steps"] == 6  # the redraw takes half
     assert any(s.startswith("step 6/6") for s in labels)  # the first draw's steps, unlabelled
-    assert any(s.startswith("redraw 1 (the model's check failed) · step 6/6") for s in labels)
+    assert any(s.startswith("redraw 1 (the model's check failed) · step 3/3") for s in labels)
+    assert not any(s.startswith("redraw 1 (the model's check failed) · step 4/") for s in labels)
     assert ui.progress_label.value.startswith("done in") and ui.progress_label.value.endswith(
         " · 2 draws (the model's check redrew it; kept draw 2)")
     np.testing.assert_array_equal(ui.preview.image(), video.trace.preview.isel(step=-1).values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -94,15 +95,18 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
 
     class Watch:
         def on_start(self, info):
-            starts.append(info.request.seed)
+            starts.append((info.request.seed, info.request.steps))
 
-    v = g.generate(PROMPT, seed=5, steps=3, retries=retries, observers=[Watch()])
+    v = g.generate(PROMPT, seed=5, steps=5, retries=retries, observers=[Watch()])
     seeds = [5 + RETRY_STRIDE * a for a in range(draws)]
-    assert starts == seeds and s.seen == list(range(draws))
-    assert v.params["retry"] == {"seeds": seeds, "flaws": table[:draws], "picked": picked}
-    assert v.params["seed"] == 5 and v.params["retries"] == retries  # the call as made: it draws the same again
-    # the clip kept is that draw's own: frames, latents and trace as a plain run of its seed gives them
-    plain = gen.generate(PROMPT, seed=seeds[picked], steps=3, retries=0)
+    steps = [5] + [3] * (draws - 1)  # a redraw takes the manifest's redraw_share (0.6) of the steps: 3 of 5
+    assert starts == list(zip(seeds, steps)) and s.seen == list(range(draws))
+    assert v.params["retry"] == {"seeds": seeds, "steps": steps, "flaws": table[:draws], "picked": picked}
+    # the call as made: it draws the same again
+    assert v.params["seed"] == 5 and v.params["steps"] == 5 and v.params["retries"] == retries
+    assert len(v.trace.step) == steps[picked]  # the kept draw's own trace, one entry per step it took
+    # the clip kept is that draw's own: frames, latents and trace as a plain run of its seed and steps gives them
+    plain = gen.generate(PROMPT, seed=seeds[picked], steps=steps[picked], retries=0)
     np.testing.assert_array_equal(v.frames, plain.frames)
     assert torch.equal(v.latents, plain.latents) and torch.equal(g.last_latents, plain.latents)
     np.testing.assert_array_equal(v.trace.x0.values, plain.trace.x0.values)
@@ -115,6 +119,7 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
 
 def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_clip(gen):
     assert gen.limits.default_retries == 1 and gen.limits.max_retries == embedded.MAX_RETRIES
+    assert gen.limits.redraw_share == 0.6 and gen.limits.redraw_steps(20) == 12  # a redrawn clip costs 1.6 clips
     floor = gen.backend.redraw_below
     assert floor == -8.0 and gen.backend.verifier is not None
     broken = []
@@ -122,6 +127,7 @@ def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_c
         v = gen.generate(PROMPT, seed=seed, trace=False)
         r = v.params["retry"]
         assert r["seeds"][0] == seed and len(r["seeds"]) == len(r["flaws"]) == len(r["scores"]) <= 2
+        assert r["steps"] == [20, 12][:len(r["seeds"])] and v.params["steps"] == 20
         assert r["flaws"][r["picked"]] == min(r["flaws"]) == gen.backend.layout_flaws(v.latents)
         assert r["scores"][r["picked"]] == pytest.approx(float(gen.backend.score_clip(v.latents, PROMPT)[0]), abs=1e-5)
         assert (len(r["seeds"]) == 2) == (r["flaws"][0] > 0 or r["scores"][0] < floor)
@@ -186,9 +192,15 @@ def folder_copy(tmp_path_factory):
     ({"layout_check": [11, 16]}, r"layout_check channels must be"),
     ({"default_retries": 9}, r"default_retries must be an integer in \[0, 8\]"),
     ({"default_retries": -1}, r"default_retries must be an integer in \[0, 8\]"),
-    ({"layout_check": None, "redraw_below": None, "default_retries": 1},
+    ({"layout_check": None, "redraw_below": None, "redraw_share": None, "default_retries": 1},
      r"default_retries must be an integer in \[0, 0\] \(it has no layout_check"),
     ({"layout_check": None}, r"redraw_below needs a layout_check and a verifier/ in the folder \(has no layout_check"),
+    ({"redraw_share": 0}, r"redraw_share must be a share of the steps in \(0, 1\], got 0"),
+    ({"redraw_share": 1.5}, r"redraw_share must be a share of the steps in \(0, 1\], got 1.5"),
+    ({"redraw_share": "0.6"}, r"redraw_share must be a share of the steps in \(0, 1\], got '0.6'"),
+    ({"redraw_share": True}, r"redraw_share must be a share of the steps in \(0, 1\], got True"),
+    ({"layout_check": None, "redraw_below": None, "default_retries": None},
+     r"redraw_share needs a layout_check \(a model without one never redraws\)"),
 ])
 def test_a_manifest_with_a_bad_layout_check_is_refused(folder_copy, edit, match):
     path = folder_copy / embedded.MANIFEST
@@ -225,8 +237,9 @@ def test_a_draw_the_verifier_scores_under_redraw_below_is_drawn_again(gen):
     best = min(range(3), key=lambda j: (r["flaws"][j], -r["scores"][j]))
     assert r["picked"] == best and r["scores"][best] == pytest.approx(
         float(gen.backend.score_clip(b.latents, "a red circle moving right")[0]), abs=1e-5)
-    assert r["flaws"] == [gen.backend.layout_flaws(gen.generate("a red circle moving right", seed=s, retries=0,
-                                                                 **kw).latents) for s in r["seeds"]]
+    assert r["steps"] == [4, 2, 2]  # round(0.6 * 4)
+    assert r["flaws"] == [gen.backend.layout_flaws(gen.generate("a red circle moving right", seed=s, retries=0, steps=n,
+                                                                 trace=False).latents) for s, n in zip(r["seeds"], r["steps"])]
 
 
 @pytest.mark.parametrize("info, match", [
@@ -248,3 +261,25 @@ def test_a_bad_redraw_below_is_refused(gen, info, match):
     with pytest.raises(embedded.WeightsError, match="redraw_below needs a layout_check and a verifier"):
         embedded.EmbeddedBackend(b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                                  {**b.info, "name": "floor-test", "redraw_below": -8.0}, b.low, None)
+
+
+def test_redraw_steps_rounds_the_share_and_takes_at_least_one_step(gen):
+    limits = gen.limits
+    assert [limits.redraw_steps(n) for n in (1, 2, 3, 4, 5, 20, 40, 50)] == [1, 1, 2, 2, 3, 12, 24, 30]
+    full = dataclasses.replace(limits, redraw_share=1.0)
+    assert [full.redraw_steps(n) for n in (1, 7, 20)] == [1, 7, 20]
+
+
+def test_save_folder_refuses_a_bad_redraw_share_before_writing(gen, tmp_path):
+    b = gen.backend
+    for share, match in ((0.0, r"redraw_share must be a share of the steps in \(0, 1\]"),
+                         (2, r"redraw_share must be a share of the steps in \(0, 1\]")):
+        with pytest.raises(embedded.WeightsError, match=match):
+            embedded.save_folder(tmp_path / "x", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
+                                 {**b.info, "redraw_share": share}, b.low, b.verifier)
+        assert not (tmp_path / "x").exists()
+    plain = {k: v for k, v in b.info.items() if k not in ("layout_check", "redraw_below", "default_retries")}
+    with pytest.raises(embedded.WeightsError, match="redraw_share needs a layout_check"):
+        embedded.save_folder(tmp_path / "x", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), plain,
+                             b.low, b.verifier)
+    assert not (tmp_path / "x").exists()

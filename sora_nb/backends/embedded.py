@@ -154,6 +154,18 @@ def check_redraw_below(info: dict[str, Any], layout: Any, verifier: ClipVerifier
     return float(floor)
 
 
+def check_redraw_share(info: dict[str, Any], layout: Any) -> float:
+    """``info["redraw_share"]``: a redraw's denoising steps as a share of the request's, in (0, 1] (1 when absent);
+    a share under 1 needs the layout check (only a model that judges its draws redraws them)."""
+    share = info.get("redraw_share", 1.0)
+    name = info.get("name", "?")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+        raise WeightsError(f"model {name!r}: redraw_share must be a share of the steps in (0, 1], got {share!r}")
+    if share != 1.0 and layout is None:
+        raise WeightsError(f"model {name!r}: redraw_share needs a layout_check (a model without one never redraws)")
+    return float(share)
+
+
 def count_blobs(mask: np.ndarray) -> int:
     """The 4-connected components of a (h, w) bool mask (a 16x16 latent frame: a plain flood fill; the world's
     `vision.label_components` is 8-connected, which would join two objects touching only at a corner, and the
@@ -222,6 +234,7 @@ class EmbeddedBackend:
         self.verifier = check_verifier(self.info, vae, text, verifier)
         self.layout = check_layout(self.info, vae)
         self.redraw_below = check_redraw_below(self.info, self.layout, self.verifier)
+        redraw_share = check_redraw_share(self.info, self.layout)
         retries = self.info.get("default_retries", 0)
         max_retries = MAX_RETRIES if self.layout else 0
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= max_retries:
@@ -233,7 +246,7 @@ class EmbeddedBackend:
                              temporal_factor=vae.config.temporal_factor,
                              default_guidance=float(self.info.get("default_guidance", 5.0)),
                              max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)),
-                             max_retries=max_retries, default_retries=retries)
+                             max_retries=max_retries, default_retries=retries, redraw_share=redraw_share)
         self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -455,6 +468,7 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     check_expert(info, dit, text, low)  # refused before anything is written
     check_verifier(info, vae, text, verifier)
     check_redraw_below(info, check_layout(info, vae), verifier)
+    check_redraw_share(info, check_layout(info, vae))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_vae(vae, folder / "vae")
