@@ -623,8 +623,9 @@ class Controls:
                               + html.escape(f"{p['prompt']} · seed {p['seed']} · guidance {p['guidance']:g} · "
                                             f"{p['steps']} steps · {p['duration']:g} s · {p['width']}×{p['height']}")
                               + "</span>")
-        self.preview.show(entry.preview, run=self._generation, step=p["steps"],
-                          label=f"x0 at step {p['steps']}/{p['steps']}")
+        retry = p.get("retry") or {}
+        drawn = retry["steps"][retry["picked"]] if "steps" in retry else p["steps"]  # a kept redraw's own steps
+        self.preview.show(entry.preview, run=self._generation, step=drawn, label=f"x0 at step {drawn}/{drawn}")
         self.history_strip.set_items(
             [e.thumb for e in self._entries],
             [f"s{e.video.params['seed']} g{e.video.params['guidance']:g}" for e in self._entries],

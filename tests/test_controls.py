@@ -246,6 +246,7 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     assert ui.progress_label.value.startswith("done in") and ui.progress_label.value.endswith(
         " · 2 draws (the model's check redrew it; kept draw 2)")
     np.testing.assert_array_equal(ui.preview.image(), video.trace.preview.isel(step=-1).values)
+    assert (ui.preview.step, ui.preview.label) == (3, "x0 at step 3/3")  # the kept redraw's own last step
 
 
 def test_change_during_run_cancels_it_and_skips_decode():
