@@ -467,8 +467,9 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     tokenizer)."""
     check_expert(info, dit, text, low)  # refused before anything is written
     check_verifier(info, vae, text, verifier)
-    check_redraw_below(info, check_layout(info, vae), verifier)
-    check_redraw_share(info, check_layout(info, vae))
+    layout = check_layout(info, vae)
+    check_redraw_below(info, layout, verifier)
+    check_redraw_share(info, layout)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_vae(vae, folder / "vae")
