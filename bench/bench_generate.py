@@ -13,11 +13,11 @@ alone on new prompts (what a changed prompt adds once).
 ``--steps`` times another step count (the bar is set at 20).
 When the model has a verifier, rows time ``best_of(candidates=2)`` against ``generate``
 (interleaved, trace off) and the verifier's score of one clip alone.
-When the model judges its draws (``retries``; the shipped model redraws once by default a clip whose object count
-changes between latent frames or that its verifier scores under ``redraw_below``), the last rows time
+When the model judges its draws (``retries``; the shipped model redraws up to twice by default a clip whose object
+count changes between latent frames or that its verifier scores under ``redraw_below``), the last rows time
 ``--retry-prompts`` world captions (each with its own seed, trace off, the model's default guidance) with the default
-retries against ``retries=0``, interleaved: median, mean and slowest clip, the share of clips redrawn, the redrawn
-clips' time (a redraw takes ``limits.redraw_steps`` of the steps), and the check (``judge_draw``) alone.
+retries against ``retries=0``, interleaved: median, mean and slowest clip, the share of clips redrawn, the time of clips
+drawn twice and three times (redraw a takes ``limits.redraw_steps(steps, a)`` steps), and the check (``judge_draw``) alone.
 """
 
 from __future__ import annotations
@@ -156,12 +156,13 @@ def main() -> None:
             ("the same, retries=0: median / mean / max s",
              f"{statistics.median(once):.3f} / {statistics.mean(once):.3f} / {max(once):.3f}"),
             ("clips redrawn; mean draws per clip", f"{sum(d > 1 for d in draws) / len(draws):.1%}; {statistics.mean(draws):.2f}"),
-            *([(f"redrawn clips (a redraw in {gen.limits.redraw_steps(args.steps)} of {args.steps} steps): median / max s, "
-                "and / the same prompt's retries=0",
-                f"{statistics.median(t for t, d in zip(redraw, draws) if d > 1):.3f} / "
-                f"{max(t for t, d in zip(redraw, draws) if d > 1):.3f}; "
-                f"{statistics.median(t / o for t, o, d in zip(redraw, once, draws) if d > 1):.2f}x")]
-              if any(d > 1 for d in draws) else []),
+            *[(f"clips drawn {n} times ({sum(d == n for d in draws)}; redraws in "
+               f"{', '.join(str(gen.limits.redraw_steps(args.steps, a)) for a in range(1, n))} of {args.steps} steps): "
+               "median / max s, and / the same prompt's retries=0",
+               f"{statistics.median(t for t, d in zip(redraw, draws) if d == n):.3f} / "
+               f"{max(t for t, d in zip(redraw, draws) if d == n):.3f}; "
+               f"{statistics.median(t / o for t, o, d in zip(redraw, once, draws) if d == n):.2f}x")
+              for n in sorted(set(draws)) if n > 1],
             ("mean time, default retries / retries=0", f"{statistics.mean(redraw) / statistics.mean(once):.3f}"),
             ("the model's check of one draw (judge_draw): median ms", f"{1e3 * statistics.median(check):.2f}"),
         ]

@@ -106,9 +106,10 @@ class Generator:
           retries: how many times to redraw a clip that fails the model's own check, 0 to
             ``generator.limits.max_retries``, for models that judge their draws (the shipped shapes model: its
             layout breaks between latent frames, an object vanishing or splitting, or its verifier scores it under
-            the manifest's ``redraw_below``; up to 8, default 1, ``limits.default_retries``; other models accept
-            only 0). A redraw takes new noise (seed ``seed + 999999937 * a``) and ``limits.redraw_steps(steps)``
-            steps (shapes: 12 of 20), and the draw with the fewest breaks, then the highest score, is kept;
+            the manifest's ``redraw_below``; up to 8, default 2, ``limits.default_retries``; other models accept
+            only 0). Redraw a takes new noise (seed ``seed + 999999937 * a``) and ``limits.redraw_steps(steps, a)``
+            steps (shapes: 12 of 20 for the first, 8 for later ones), and the draw with the fewest breaks, then the
+            highest score, is kept;
             ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the same clip.
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
@@ -179,8 +180,8 @@ class Generator:
         changes between latent frames, or its verifier scores it under the manifest's ``redraw_below``) is drawn
         again with new noise, up to ``request.retries`` times, stopping at the first ok draw; the draw with the
         fewest breaks, then the highest score (the first of equals), is returned, its own trace and latents with
-        it. A redraw takes ``limits.redraw_steps(request.steps)`` steps (the shipped model: 12 of 20, so that a
-        redrawn clip costs 1.6 clips, not 2). ``params["seed"]`` and ``params["steps"]`` stay the request's, so
+        it. Redraw a takes ``limits.redraw_steps(request.steps, a)`` steps (the shipped model: 12 of 20, then 8,
+        so that a clip redrawn twice costs 2 clips, not 3). ``params["seed"]`` and ``params["steps"]`` stay the request's, so
         the same call gives the same clip, and ``params["retry"]`` records ``{"seeds", "steps", "flaws",
         "picked"}`` (and ``"scores"`` when the backend scores draws): the seed each draw's noise came from, its
         steps, its breaks (and score), and the one kept. Observers see every draw as a run of its own
@@ -190,7 +191,7 @@ class Generator:
         seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):
             seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
-            n = request.steps if a == 0 else self.limits.redraw_steps(request.steps)
+            n = request.steps if a == 0 else self.limits.redraw_steps(request.steps, a)
             video = self._run_once(dataclasses.replace(request, seed=seed, steps=n), request, observers, cancel)
             seeds.append(seed)
             steps.append(n)

@@ -46,12 +46,16 @@ class Limits:
     max_retries: int = 0                       # redraws allowed of a draw that fails the model's check (Request.retries);
                                                # 0: the model does not judge its draws (``judge_draw``)
     default_retries: int = 0                   # the retries a request gets when it names none
-    redraw_share: float = 1.0                  # a redraw's steps as a share of the request's (`redraw_steps`)
+    redraw_share: tuple[float, ...] = (1.0,)  # each redraw's steps as a share of the request's, the first
+                                               # redraw's first; the last share repeats (`redraw_steps`)
 
-    def redraw_steps(self, steps: int) -> int:
-        """The denoising steps of a redraw (`Generator.run`) of a request for ``steps``: ``redraw_share`` of them,
-        rounded, at least 1."""
-        return max(1, round(steps * self.redraw_share))
+    def redraw_steps(self, steps: int, redraw: int = 1) -> int:
+        """The denoising steps of redraw ``redraw`` (1: the first; `Generator.run`) of a request for ``steps``:
+        ``redraw_share[redraw - 1]`` of them (the last share for later redraws), rounded, at least 1."""
+        if isinstance(redraw, bool) or not isinstance(redraw, int) or redraw < 1:
+            raise ValueError(f"redraw must be an integer >= 1 (1: the first redraw), got {redraw!r}")
+        share = self.redraw_share[min(redraw, len(self.redraw_share)) - 1]
+        return max(1, round(steps * share))
 
     # -- frame counts ------------------------------------------------------------------------------
     @property

@@ -246,12 +246,13 @@ class Recipe:
     sample_guidance_profile: tuple[tuple[float, float], ...] = ()  # the exported model's guidance by noise level:
                                    # [[sigma_above, weight], ...], guidance 1 + weight (g - 1) at those steps
                                    # (embedded.check_guidance_profile); () is plain guidance at every step
-    sample_retries: int = 1        # with shape_layout: the exported model's default Request.retries (redraws of a clip
+    sample_retries: int = 2        # with shape_layout: the exported model's default Request.retries (redraws of a clip
                                    # whose object count changes between latent frames; 0 to embedded.MAX_RETRIES)
     layout_threshold: float = 0.2  # with shape_layout: the summed shape coverage that makes a latent cell an
                                    # object's, for that layout check (the manifest's layout_check)
-    sample_redraw_share: float = 0.6  # with shape_layout: a redraw's steps as a share of the request's (the
-                                   # manifest's redraw_share; 12 of 20 scored as 20 did on the shipped model)
+    sample_redraw_share: tuple[float, ...] = (0.6, 0.4)  # with shape_layout: each redraw's steps as a share of the
+                                   # request's, the last repeating (the manifest's redraw_share; on the shipped model
+                                   # a first redraw in 12 of 20 scored as one in 20, a second in 8 as one in 12)
     guidance_candidates: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # the model's default guidance is the best
     guidance_clips: int = 48                                        # of these on this many clips
     log_every: int = 50
@@ -342,10 +343,7 @@ class Recipe:
         lt = self.layout_threshold
         if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0.0 < lt < 1.0:
             raise ValueError(f"layout_threshold must be a shape coverage in (0, 1), got {lt!r}")
-        share = self.sample_redraw_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
-            raise ValueError(f"sample_redraw_share must be a share of the steps in (0, 1] (1: a redraw takes every "
-                             f"step), got {share!r}")
+        self.sample_redraw_share = embedded.parse_redraw_share(self.sample_redraw_share, "sample_redraw_share")
         self.sample_guidance_profile = embedded.check_guidance_profile(self.sample_guidance_profile,
                                                                        "sample_guidance_profile")
         for name, what in (("ft_steps", "0: no DiT fine-tune"), ("ft_warmup", "steps"), ("ft_seed", "a seed"),
@@ -1743,7 +1741,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
         c = vae.config.latent_channels
         info["layout_check"] = {"channels": [c - len(spec.SHAPES), c], "threshold": float(recipe.layout_threshold)}
         info["default_retries"] = int(recipe.sample_retries)
-        info["redraw_share"] = float(recipe.sample_redraw_share)
+        info["redraw_share"] = list(embedded.parse_redraw_share(recipe.sample_redraw_share, "sample_redraw_share"))
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
@@ -1930,7 +1928,7 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
            "1 + weight (g - 1) at steps whose noise level is above each sigma_above)"
            if recipe.sample_guidance_profile else "")
         + (f", up to {recipe.sample_retries} redraw(s) of a clip whose object count changes between latent frames "
-           f"(Request.retries), each with {recipe.sample_redraw_share:g} of the steps"
+           f"(Request.retries), with {' then '.join(f'{x:g}' for x in recipe.sample_redraw_share)} of the steps"
            if recipe.shape_layout and recipe.sample_retries else "")
         + " (the model's default, chosen as the best "
         "prompt adherence of " + (", ".join(f"{k}: {v:.3f}" for k, v in sweep.items()) if sweep else "a single candidate")

@@ -222,7 +222,7 @@ def test_progressive_preview_of_every_frame_then_video():
 class RedrawingBackend(FakeBackend):
     """A FakeBackend with a layout check: the first draw of every request breaks, its redraw holds."""
 
-    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1, redraw_share=0.5)
+    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1, redraw_share=(0.5,))
 
     def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
         breaks = 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)

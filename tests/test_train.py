@@ -245,7 +245,7 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
     assert manifest["default_eta"] == 1.0 == train.Recipe().sample_eta  # the recipe's sampler, recorded
     # the plain latent has no shape channels: no layout check, and no redraws
     assert "layout_check" not in manifest and "default_retries" not in manifest and "redraw_share" not in manifest
-    assert gen.limits.max_retries == 0 and gen.limits.redraw_share == 1.0 and gen.request("a red circle").retries == 0
+    assert gen.limits.max_retries == 0 and gen.limits.redraw_share == (1.0,) and gen.request("a red circle").retries == 0
     assert gen.limits.default_eta == 1.0 and gen.request("a red circle").eta == 1.0
     assert "sampler eta 1 and shift 6, guidance 5" in (folder / "MODEL_CARD.md").read_text()
     assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["shift"] == 6.0
@@ -292,9 +292,13 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
         train.Recipe(sample_retries=1.5)
     with pytest.raises(ValueError, match=r"layout_threshold must be a shape coverage in \(0, 1\), got 0"):
         train.Recipe(layout_threshold=0)
-    for bad in (0, 1.5, float("nan"), True, "0.6"):
-        with pytest.raises(ValueError, match=r"sample_redraw_share must be a share of the steps in \(0, 1\]"):
+    for bad in (0, 1.5, float("nan"), True, "0.6", [], [0.6, 0], [0.6, "0.4"], [0.5] * 9):
+        with pytest.raises(ValueError, match=r"sample_redraw_share must be a share of the steps in \(0, 1\], or a list "
+                                             r"of 1 to 8 such shares \(one per redraw, the last repeating\), got "):
             train.Recipe(sample_redraw_share=bad)
+    assert train.Recipe(sample_redraw_share=0.5).sample_redraw_share == (0.5,)  # one share for every redraw
+    assert train.Recipe(sample_redraw_share=[1, 0.25]).sample_redraw_share == (1.0, 0.25)
+    assert train.Recipe().sample_redraw_share == (0.6, 0.4) and train.Recipe().sample_retries == 2
     with pytest.raises(ValueError, match=r"sample_guidance_profile: sigma_above must strictly decrease"):
         train.Recipe(sample_guidance_profile=[[0.5, 1.0], [0.6, 0.0]])
     with pytest.raises(ValueError, match=r"rescore needs a weights folder written by sora_nb.train"):
@@ -1516,12 +1520,13 @@ def test_the_course_preset_is_the_default_and_trains_the_shipped_architecture(tm
     assert dit.rope is True and isinstance(gen.backend.text.encoder, train.AdaptedEncoder)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["guidance_profile"] == [[0.9, 4.0], [0.6, 1.0], [0.0, 0.0]]
-    # the layout latent's check (its last five channels are the shapes' coverage) and one redraw by default
-    assert manifest["layout_check"] == {"channels": [11, 16], "threshold": 0.2} and manifest["default_retries"] == 1
-    assert manifest["redraw_share"] == 0.6 and gen.limits.redraw_share == 0.6 and gen.limits.redraw_steps(20) == 12
-    assert gen.limits.default_retries == 1 and gen.backend.layout == ((11, 16), 0.2)
-    assert "up to 1 redraw(s) of a clip whose object count changes between latent frames (Request.retries), each " \
-        "with 0.6 of the steps" in (folder / "MODEL_CARD.md").read_text()
+    # the layout latent's check (its last five channels are the shapes' coverage) and two redraws by default
+    assert manifest["layout_check"] == {"channels": [11, 16], "threshold": 0.2} and manifest["default_retries"] == 2
+    assert manifest["redraw_share"] == [0.6, 0.4] and gen.limits.redraw_share == (0.6, 0.4)
+    assert [gen.limits.redraw_steps(20, a) for a in (1, 2, 3)] == [12, 8, 8]
+    assert gen.limits.default_retries == 2 and gen.backend.layout == ((11, 16), 0.2)
+    assert "up to 2 redraw(s) of a clip whose object count changes between latent frames (Request.retries), with " \
+        "0.6 then 0.4 of the steps" in (folder / "MODEL_CARD.md").read_text()
     a = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
     b = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
     assert a.frames.shape == (16, 64, 64, 3) and np.array_equal(a.frames, b.frames)

@@ -154,16 +154,29 @@ def check_redraw_below(info: dict[str, Any], layout: Any, verifier: ClipVerifier
     return float(floor)
 
 
-def check_redraw_share(info: dict[str, Any], layout: Any) -> float:
-    """``info["redraw_share"]``: a redraw's denoising steps as a share of the request's, in (0, 1] (1 when absent);
-    a share under 1 needs the layout check (only a model that judges its draws redraws them)."""
+def parse_redraw_share(share: Any, field: str) -> tuple[float, ...]:
+    """A redraw share as a tuple: a number in (0, 1] (every redraw takes that share of the request's steps) or a
+    list of 1 to MAX_RETRIES of them (redraw a takes the a-th; the last repeats). Raises ValueError naming ``field``."""
+    values = list(share) if isinstance(share, (list, tuple)) else [share]
+    if not 1 <= len(values) <= MAX_RETRIES or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0 for v in values):
+        raise ValueError(f"{field} must be a share of the steps in (0, 1], or a list of 1 to {MAX_RETRIES} such "
+                         f"shares (one per redraw, the last repeating), got {share!r}")
+    return tuple(float(v) for v in values)
+
+
+def check_redraw_share(info: dict[str, Any], layout: Any) -> tuple[float, ...]:
+    """``info["redraw_share"]``: each redraw's denoising steps as a share of the request's (`parse_redraw_share`;
+    1 when absent); a share under 1 needs the layout check (only a model that judges its draws redraws them)."""
     share = info.get("redraw_share", 1.0)
     name = info.get("name", "?")
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
-        raise WeightsError(f"model {name!r}: redraw_share must be a share of the steps in (0, 1], got {share!r}")
-    if share != 1.0 and layout is None:
+    try:
+        shares = parse_redraw_share(share, "redraw_share")
+    except ValueError as err:
+        raise WeightsError(f"model {name!r}: {err}") from None
+    if shares != (1.0,) and layout is None:
         raise WeightsError(f"model {name!r}: redraw_share needs a layout_check (a model without one never redraws)")
-    return float(share)
+    return shares
 
 
 def count_blobs(mask: np.ndarray) -> int:
