@@ -249,6 +249,34 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     assert (ui.preview.step, ui.preview.label) == (3, "x0 at step 3/3")  # the kept redraw's own last step
 
 
+class TwiceRedrawingBackend(FakeBackend):
+    """A FakeBackend whose first two draws of a request break: two redraws, the second in its own (last) share."""
+
+    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw-2", max_retries=2, default_retries=2,
+                                 redraw_share=(0.5, 0.34))
+
+    def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
+        breaks = 0 if len(self.requests) % 3 == 0 else 1  # the third draw of this run holds
+        return breaks, None, breaks == 0
+
+
+def test_a_second_redraw_shows_its_own_steps():
+    backend = TwiceRedrawingBackend(step_delay=0.01)
+    ui = panel(Generator(backend), steps=6, autostart=False, preview_interval=0.0)
+    labels: list[str] = []
+    ui.progress_label.observe(lambda ch: labels.append(ch["new"]), names="value")
+    ui.run()
+    video = ui.wait(30)
+    assert [r.steps for r in backend.requests] == [6, 3, 2] and video.params["steps"] == 6  # 0.5, then 0.34 of 6
+    assert [r.seed for r in backend.requests] == [backend.requests[0].seed + 999_999_937 * a for a in range(3)]
+    assert video.params["retry"]["flaws"] == [1, 1, 0] and video.params["retry"]["picked"] == 2
+    assert any(s.startswith("redraw 1 (the model's check failed) · step 3/3") for s in labels)
+    assert any(s.startswith("redraw 2 (the model's check failed) · step 2/2") for s in labels)
+    assert not any(s.startswith("redraw 2 (the model's check failed) · step 3/") for s in labels)
+    assert ui.progress_label.value.endswith(" · 3 draws (the model's check redrew it; kept draw 3)")
+    assert (ui.preview.step, ui.preview.label) == (2, "x0 at step 2/2")  # the kept second redraw's own last step
+
+
 def test_change_during_run_cancels_it_and_skips_decode():
     g, backend = fake(step_delay=0.03)
     ui = panel(g, steps=20, guidance=2.0)
