@@ -109,8 +109,8 @@ class Generator:
             the manifest's ``redraw_below``; up to 8, default 2, ``limits.default_retries``; other models accept
             only 0). Redraw a takes new noise (seed ``seed + 999999937 * a``) and ``limits.redraw_steps(steps, a)``
             steps (shapes: 12 of 20 for the first, 8 for later ones), and the draw with the fewest breaks, then the
-            highest score, is kept;
-            ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the same clip.
+            highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the
+            same clip.
           negative_prompt: what to steer away from (the unconditional branch of guidance).
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).

@@ -1741,7 +1741,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
         c = vae.config.latent_channels
         info["layout_check"] = {"channels": [c - len(spec.SHAPES), c], "threshold": float(recipe.layout_threshold)}
         info["default_retries"] = int(recipe.sample_retries)
-        info["redraw_share"] = list(embedded.parse_redraw_share(recipe.sample_redraw_share, "sample_redraw_share"))
+        info["redraw_share"] = list(recipe.sample_redraw_share)  # a tuple since Recipe's checks
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)

@@ -220,22 +220,28 @@ def test_progressive_preview_of_every_frame_then_video():
 
 
 class RedrawingBackend(FakeBackend):
-    """A FakeBackend with a layout check: the first draw of every request breaks, its redraw holds."""
+    """A FakeBackend with a layout check: every draw of a run breaks but its ``draws``-th (its first redraw here)."""
 
     limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw", max_retries=2, default_retries=1, redraw_share=(0.5,))
+    draws = 2
 
     def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
-        breaks = 1 if len(self.requests) % 2 else 0  # odd: the first draw of this run (requests has one per draw)
+        breaks = 0 if len(self.requests) % self.draws == 0 else 1  # requests has one per draw
         return breaks, None, breaks == 0
 
 
-def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
-    backend = RedrawingBackend(step_delay=0.01)
+def _run_redrawing(backend: RedrawingBackend) -> tuple[Any, Any, list[str]]:
+    """One 6-step run of ``backend`` in the controls: (ui, video, every progress label shown)."""
     ui = panel(Generator(backend), steps=6, autostart=False, preview_interval=0.0)
     labels: list[str] = []
     ui.progress_label.observe(lambda ch: labels.append(ch["new"]), names="value")
     ui.run()
-    video = ui.wait(30)
+    return ui, ui.wait(30), labels
+
+
+def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
+    backend = RedrawingBackend(step_delay=0.01)
+    ui, video, labels = _run_redrawing(backend)
     assert len(backend.requests) == 2 and backend.requests[1].seed == backend.requests[0].seed + 999_999_937
     assert video.params["retry"] == {"seeds": [r.seed for r in backend.requests], "steps": [6, 3], "flaws": [1, 0],
                                      "picked": 1}
@@ -249,24 +255,17 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     assert (ui.preview.step, ui.preview.label) == (3, "x0 at step 3/3")  # the kept redraw's own last step
 
 
-class TwiceRedrawingBackend(FakeBackend):
-    """A FakeBackend whose first two draws of a request break: two redraws, the second in its own (last) share."""
+class TwiceRedrawingBackend(RedrawingBackend):
+    """The first two draws of a run break: two redraws, the second in its own (last) share."""
 
-    limits = dataclasses.replace(FakeBackend.limits, name="fake-redraw-2", max_retries=2, default_retries=2,
+    limits = dataclasses.replace(RedrawingBackend.limits, name="fake-redraw-2", default_retries=2,
                                  redraw_share=(0.5, 0.34))
-
-    def judge_draw(self, latents: torch.Tensor, prompt: str) -> tuple[int, None, bool]:
-        breaks = 0 if len(self.requests) % 3 == 0 else 1  # the third draw of this run holds
-        return breaks, None, breaks == 0
+    draws = 3
 
 
 def test_a_second_redraw_shows_its_own_steps():
     backend = TwiceRedrawingBackend(step_delay=0.01)
-    ui = panel(Generator(backend), steps=6, autostart=False, preview_interval=0.0)
-    labels: list[str] = []
-    ui.progress_label.observe(lambda ch: labels.append(ch["new"]), names="value")
-    ui.run()
-    video = ui.wait(30)
+    ui, video, labels = _run_redrawing(backend)
     assert [r.steps for r in backend.requests] == [6, 3, 2] and video.params["steps"] == 6  # 0.5, then 0.34 of 6
     assert [r.seed for r in backend.requests] == [backend.requests[0].seed + 999_999_937 * a for a in range(3)]
     assert video.params["retry"]["flaws"] == [1, 1, 0] and video.params["retry"]["picked"] == 2
