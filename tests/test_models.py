@@ -171,6 +171,26 @@ def test_rope_scores_depend_on_relative_offsets_only():
     torch.testing.assert_close(rotate(q, (3, 5, 6)).norm(), q.norm())
 
 
+def test_rotate_pairs_is_the_written_out_rotation_bit_for_bit():
+    """The complex-multiply rotation gives exactly (x1 cos - x2 sin, x1 sin + x2 cos) per channel pair, for a
+    permuted view as attention passes it and for bfloat16 input (result float32), and carries gradients."""
+    from sora_nb.models.dit import apply_rope, rope_3d, rotate_pairs
+    g = torch.Generator().manual_seed(1)
+    angles = rope_3d(3, 4, 5, head_dim=32)  # (60, 16)
+    cos, sin = angles.cos(), angles.sin()
+    base = torch.randn(2, 60, 4 * 32, generator=g)
+    for x in (base.view(2, 60, 4, 32).permute(0, 2, 1, 3), base.view(2, 60, 4, 32).permute(0, 2, 1, 3).bfloat16()):
+        x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
+        expected = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # (2, 4, 60, 32)
+        got = rotate_pairs(x, torch.complex(cos, sin))
+        assert got.dtype == torch.float32 and got.shape == (2, 4, 60, 32)
+        assert torch.equal(got, expected)
+        assert torch.equal(apply_rope(x, cos, sin), expected)
+    leaf = base.clone().requires_grad_(True)
+    rotate_pairs(leaf.view(2, 60, 4, 32).permute(0, 2, 1, 3), torch.complex(cos, sin)).square().sum().backward()
+    torch.testing.assert_close(leaf.grad, 2 * base)  # a rotation keeps the norm, so d|Rx|^2/dx = 2x
+
+
 @pytest.mark.parametrize("prediction", ["sample", "velocity"])
 def test_velocity_and_x0_agree_for_both_parametrisations(prediction):
     """forward (velocity) and predict_x0 describe the same prediction: x0 = x_t - sigma * v."""
