@@ -23,6 +23,53 @@ def test_autoencoder_shapes(frames, height, width, spatial, channels):
     assert out.min() >= -1 and out.max() <= 1
 
 
+def test_conv3d_infers_on_onednn_and_trains_as_torch_does():
+    """The autoencoder's Conv3d is nn.Conv3d's parameters and state dict; with gradients off it computes the same
+    convolution on oneDNN (to float rounding, not torch's slow batch-1 kernel), and with them on it is nn.Conv3d."""
+    from torch.profiler import profile
+    from sora_nb.models.vae import Conv3d
+    torch.manual_seed(0)
+    ours, ref = Conv3d(8, 6, 3, padding=1), torch.nn.Conv3d(8, 6, 3, padding=1)
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ["weight", "bias"]
+    x = torch.randn(1, 8, 4, 16, 16)
+    with torch.no_grad(), profile() as prof:
+        fast, slow = ours(x), ref(x)
+    kernels = {e.key for e in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" in kernels  # ref: torch's choice
+    assert fast.shape == slow.shape == (1, 6, 4, 16, 16)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    assert fast.abs().mean() > 0.1  # a real convolution's output, not zeros
+    ours(x).square().sum().backward()  # training: torch's own kernel, so gradients are exactly nn.Conv3d's
+    ref(x).square().sum().backward()
+    assert torch.equal(ours.weight.grad, ref.weight.grad) and torch.equal(ours.bias.grad, ref.bias.grad)
+    with torch.no_grad():  # other dtypes and string padding keep torch's path
+        assert Conv3d(8, 6, 3, padding="same")(x).shape == (1, 6, 4, 16, 16)
+        assert ours.double()(x.double()).dtype == torch.float64
+
+
+def test_grid_positions_are_computed_once_and_serve_training_after_inference():
+    """A grid's sin-cos embedding and rotations are kept per grid (every step of a clip asks for the same one);
+    kept tensors made during inference_mode still serve a training step's autograd afterwards."""
+    from sora_nb.models.dit import grid_positions, rope_3d, sincos_3d
+    with torch.inference_mode():
+        pos, rot = grid_positions(2, 3, 5, 64, 16, True)
+    assert pos is grid_positions(2, 3, 5, 64, 16, True)[0]
+    assert torch.equal(pos, sincos_3d(2, 3, 5, 64))
+    angles = rope_3d(2, 3, 5, 16)
+    assert torch.equal(rot, torch.complex(angles.cos(), angles.sin())) and rot.shape == (30, 8)
+    assert grid_positions(2, 3, 5, 64, 16, False)[1] is None
+    dit = _random_dit(depth=1, rope=True)
+    x, t = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0])
+    text, mask = torch.randn(1, 4, 128), torch.ones(1, 4, dtype=torch.long)
+    with torch.inference_mode():
+        dit(x, t, text, mask)
+    dit.train()
+    dit(x, t, text, mask).square().mean().backward()
+    grad = dit.blocks[0].attn.q.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_autoencoder_pca_init_reconstructs_smooth_video():
     """The PCA-initialised linear path alone reconstructs a smooth clip closely."""
     t = torch.linspace(0, 1, 16)[:, None, None]

@@ -23,6 +23,7 @@ conditioned on
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import torch
@@ -100,6 +101,20 @@ def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     written out, about eight times faster on a CPU); the result is float32 (B, H, N, d)."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, H, N, d/2) complex
     return torch.view_as_real(pairs * rotation).flatten(-2)  # (B, H, N, d)
+
+
+@functools.lru_cache(maxsize=16)
+def grid_positions(frames: int, height: int, width: int, dim: int, head_dim: int,
+                   rope: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A token grid's sin-cos embedding (F*h*w, dim) and, with ``rope``, its rotations cos + i sin
+    (F*h*w, head_dim/2), complex; None without. Computed once per grid and kept (every denoising step of a
+    clip asks for the same one): read them, never write to them."""
+    with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable later by training's autograd
+        pos = sincos_3d(frames, height, width, dim)  # (N, D)
+        if not rope:
+            return pos, None
+        angles = rope_3d(frames, height, width, head_dim)  # (N, d/2)
+        return pos, torch.complex(angles.cos(), angles.sin())  # (N, d/2) complex
 
 
 class TimestepEmbedder(nn.Module):
@@ -282,15 +297,14 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         if self.config.self_condition:  # the previous estimate rides along as extra input channels
             x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], dim=1)  # (B, 2C, F, h, w)
         tokens = rearrange(x, "B C (F pt) (h ph) (w pw) -> B (F h w) (C pt ph pw)", pt=pt, ph=ph, pw=pw)  # (B, N, P)
-        pos = sincos_3d(gf, gh, gw, self.config.hidden_size).to(x.device, x.dtype)  # (N, D)
-        tokens = self.x_embed(tokens) + pos[None]  # (B, N, D)
+        pos, rope = grid_positions(gf, gh, gw, self.config.hidden_size,
+                                   self.config.hidden_size // self.config.num_heads, self.config.rope)
+        tokens = self.x_embed(tokens) + pos.to(x.device, x.dtype)[None]  # (B, N, D)
         mask = text_mask.to(text.dtype)[..., None]  # (B, L, 1)
         pooled = (text * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, E)
         c = self.t_embed(timestep) + self.text_pool(pooled)  # (B, D)
-        rope = None
-        if self.config.rope:  # the rotations once per call, shared by every block
-            angles = rope_3d(gf, gh, gw, self.config.hidden_size // self.config.num_heads).to(x.device)  # (N, d/2)
-            rope = torch.complex(angles.cos(), angles.sin())  # (N, d/2) complex: cos + i sin
+        if rope is not None:  # the rotations (N, d/2), shared by every block
+            rope = rope.to(x.device)
         for block in self.blocks:
             tokens = block(tokens, c, text, text_mask, rope)  # (B, N, D)
         out = self.final(tokens, c)  # (B, N, P)
