@@ -23,13 +23,19 @@ def test_autoencoder_shapes(frames, height, width, spatial, channels):
     assert out.min() >= -1 and out.max() <= 1
 
 
-def test_conv3d_infers_on_onednn_and_trains_as_torch_does():
-    """The autoencoder's Conv3d is nn.Conv3d's parameters and state dict; with gradients off it computes the same
-    convolution on oneDNN (to float rounding, not torch's slow batch-1 kernel), and with them on it is nn.Conv3d."""
+def test_decoder_convolutions_infer_on_onednn_and_train_as_torch_does():
+    """The decoder's OneDNNConv3d is nn.Conv3d's parameters and state dict; with gradients off it computes the same
+    convolution on oneDNN (to float rounding, not torch's slow batch-1 kernel), and with them on it is nn.Conv3d.
+    The encoder keeps nn.Conv3d, so latents are torch's own."""
     from torch.profiler import profile
-    from sora_nb.models.vae import Conv3d
+    from sora_nb.models.vae import OneDNNConv3d
+    vae = VideoAutoencoder(decoder_blocks=2, encoder_blocks=2)
+    decoding = [m for n, m in vae.named_modules() if isinstance(m, torch.nn.Conv3d) and n.startswith("dec")]
+    encoding = [m for n, m in vae.named_modules() if isinstance(m, torch.nn.Conv3d) and n.startswith("enc")]
+    assert len(decoding) == 7 and all(type(m) is OneDNNConv3d for m in decoding)
+    assert len(encoding) == 7 and all(type(m) is torch.nn.Conv3d for m in encoding)
     torch.manual_seed(0)
-    ours, ref = Conv3d(8, 6, 3, padding=1), torch.nn.Conv3d(8, 6, 3, padding=1)
+    ours, ref = OneDNNConv3d(8, 6, 3, padding=1), torch.nn.Conv3d(8, 6, 3, padding=1)
     ref.load_state_dict(ours.state_dict())
     assert list(ours.state_dict()) == list(ref.state_dict()) == ["weight", "bias"]
     x = torch.randn(1, 8, 4, 16, 16)
@@ -44,7 +50,7 @@ def test_conv3d_infers_on_onednn_and_trains_as_torch_does():
     ref(x).square().sum().backward()
     assert torch.equal(ours.weight.grad, ref.weight.grad) and torch.equal(ours.bias.grad, ref.bias.grad)
     with torch.no_grad():  # other dtypes and string padding keep torch's path
-        assert Conv3d(8, 6, 3, padding="same")(x).shape == (1, 6, 4, 16, 16)
+        assert OneDNNConv3d(8, 6, 3, padding="same")(x).shape == (1, 6, 4, 16, 16)
         assert ours.double()(x.double()).dtype == torch.float64
 
 

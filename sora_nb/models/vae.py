@@ -24,13 +24,14 @@ from einops import rearrange
 from torch import nn
 
 
-class Conv3d(nn.Conv3d):
+class OneDNNConv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters, same state dict) that infers on oneDNN on a CPU.
 
     For one small clip (batch 1, as ``generate`` decodes) torch's heuristic picks its reference kernel,
     ``slow_conv3d``, which decodes a default clip about twice as slowly (bench/RESULTS.md, forty-eighth session).
     The result is the same convolution to float rounding: decoded uint8 frames moved by at most one level, and
-    no verdict of 400 clips changed. Training (gradients on) keeps torch's own choice.
+    no verdict of 400 clips changed. Training (gradients on) keeps torch's own choice. Only the decoder uses it:
+    the encoder, whose latents training caches with gradients on, stays bit for bit torch's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,10 +46,10 @@ class Conv3d(nn.Conv3d):
 class ResBlock3d(nn.Module):
     """Two 3x3x3 convolutions with a residual connection."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, conv: type[nn.Conv3d] = nn.Conv3d):
         super().__init__()
-        self.conv1 = Conv3d(channels, channels, 3, padding=1)
-        self.conv2 = Conv3d(channels, channels, 3, padding=1)
+        self.conv1 = conv(channels, channels, 3, padding=1)
+        self.conv2 = conv(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))  # (B, c, F, h, w)
@@ -86,16 +87,16 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         cell = 3 * temporal_factor * spatial_factor * spatial_factor
-        self.enc_linear = Conv3d(cell, latent_channels, 1)
-        self.dec_linear = Conv3d(latent_channels, cell, 1)
-        self.enc_in = Conv3d(cell, hidden, 1)
+        self.enc_linear = nn.Conv3d(cell, latent_channels, 1)
+        self.dec_linear = OneDNNConv3d(latent_channels, cell, 1)
+        self.enc_in = nn.Conv3d(cell, hidden, 1)
         self.enc_block = ResBlock3d(hidden)
         self.enc_blocks = nn.ModuleList(ResBlock3d(hidden) for _ in range(encoder_blocks - 1))  # more depth (none by default)
-        self.enc_out = Conv3d(hidden, latent_channels, 1)
-        self.dec_in = Conv3d(latent_channels, hidden, 3, padding=1)
-        self.dec_block1 = ResBlock3d(hidden)
-        self.dec_blocks = nn.ModuleList(ResBlock3d(hidden) for _ in range(decoder_blocks - 1))  # more depth (none by default)
-        self.dec_out = Conv3d(hidden, cell, 1)
+        self.enc_out = nn.Conv3d(hidden, latent_channels, 1)
+        self.dec_in = OneDNNConv3d(latent_channels, hidden, 3, padding=1)
+        self.dec_block1 = ResBlock3d(hidden, OneDNNConv3d)
+        self.dec_blocks = nn.ModuleList(ResBlock3d(hidden, OneDNNConv3d) for _ in range(decoder_blocks - 1))  # more depth (none by default)
+        self.dec_out = OneDNNConv3d(hidden, cell, 1)
         self.refine1 = nn.Conv2d(3, refine, 3, padding=1)
         self.refine2 = nn.Conv2d(refine, 3, 3, padding=1)
         for layer in (self.enc_out, self.dec_out, self.refine2, *(b.conv2 for b in (*self.enc_blocks, *self.dec_blocks))):  # residual branches start at zero
