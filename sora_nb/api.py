@@ -25,6 +25,16 @@ _loaded: dict[str, "Generator"] = {}
 _load_lock = threading.Lock()
 
 
+@dataclasses.dataclass
+class _Draw:
+    """A draw that `Generator.run` has not decoded yet: a redraw decodes only the draw it keeps."""
+
+    latents: Any          # (frame, channel, y, x) on the CPU, as Video.latents
+    device_latents: Any   # the same on the model's device, for the decoder
+    params: dict
+    trace: Any
+
+
 class Generator:
     """A loaded model. ``generate`` takes the same keywords whatever the backend."""
 
@@ -185,18 +195,19 @@ class Generator:
         the same call gives the same clip, and ``params["retry"]`` records ``{"seeds", "steps", "flaws",
         "picked"}`` (and ``"scores"`` when the backend scores draws): the seed each draw's noise came from, its
         steps, its breaks (and score), and the one kept. Observers see every draw as a run of its own
-        (``on_start`` ... ``on_end``, with that draw's request).
+        (``on_start`` ... ``on_end``, with that draw's request); only the kept draw is decoded, after the last.
         """
         judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
         seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):
             seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
             n = request.steps if a == 0 else self.limits.redraw_steps(request.steps, a)
-            video = self._run_once(dataclasses.replace(request, seed=seed, steps=n), request, observers, cancel)
+            draw = dataclasses.replace(request, seed=seed, steps=n)
+            if judge is None:
+                return self._run_once(draw, request, observers, cancel)
+            video = self._run_once(draw, request, observers, cancel, decode=False)  # only the kept draw is decoded
             seeds.append(seed)
             steps.append(n)
-            if judge is None:
-                return video
             breaks, score, ok = judge(video.latents, request.prompt)
             flaws.append(int(breaks))
             scores.append(score)
@@ -205,6 +216,7 @@ class Generator:
                 best, picked, best_key = video, a, key
             if ok:
                 break
+        best = self._decoded(best)
         best.params["retry"] = {"seeds": seeds, "steps": steps, "flaws": flaws, "picked": picked}
         if any(v is not None for v in scores):
             best.params["retry"]["scores"] = scores
@@ -214,14 +226,15 @@ class Generator:
         return best
 
     def _run_once(self, request: Request, asked: Request, observers: Iterable[Any],
-                  cancel: threading.Event | None) -> Video:
-        """One draw of ``request``; its params are ``asked``'s (the request as the user made it)."""
+                  cancel: threading.Event | None, decode: bool = True) -> Video | _Draw:
+        """One draw of ``request``; its params are ``asked``'s (the request as the user made it). With
+        ``decode=False`` it is a :class:`_Draw` (everything but the frames) for `_decoded` to finish."""
         from . import __version__
 
         recorder = TraceRecorder(self.backend.preview, request.record_every) if request.trace else None
         all_observers = ([recorder] if recorder else []) + list(observers)
         try:
-            latents, frames = sampler.run(self.backend, request, observers=all_observers, cancel=cancel)
+            latents, frames = sampler.run(self.backend, request, observers=all_observers, cancel=cancel, decode=decode)
         except sampler.DecodeError as err:
             self.last_latents = err.latents
             err.trace = recorder.dataset if recorder else None
@@ -229,11 +242,25 @@ class Generator:
         self.last_latents = latents.detach().cpu()
         model = self.backend.describe()
         params = asked.asdict()
-        params.update(model=model.get("name", self.name), num_frames=int(frames.shape[0]),
+        num_frames = self.backend.num_frames(request) if frames is None else int(frames.shape[0])
+        params.update(model=model.get("name", self.name), num_frames=num_frames,
                       fps=float(self.limits.fps), sora_nb_version=__version__,
                       model_info={k: v for k, v in model.items() if k != "name"})
-        return Video(frames=frames, fps=float(self.limits.fps), params=params,
-                     trace=recorder.dataset if recorder else None, latents=self.last_latents)
+        trace = recorder.dataset if recorder else None
+        if frames is None:
+            return _Draw(latents=self.last_latents, device_latents=latents, params=params, trace=trace)
+        return Video(frames=frames, fps=float(self.limits.fps), params=params, trace=trace, latents=self.last_latents)
+
+    def _decoded(self, draw: _Draw) -> Video:
+        """The Video of an undecoded draw: its latents decoded (a failure is a DecodeError that keeps them)."""
+        self.last_latents = draw.latents
+        try:
+            frames = sampler.decode_latents(self.backend, draw.device_latents, draw.params["num_frames"])
+        except sampler.DecodeError as err:
+            err.trace = draw.trace
+            raise
+        return Video(frames=frames, fps=float(self.limits.fps), params=draw.params, trace=draw.trace,
+                     latents=draw.latents)
 
     def decode(self, latents: Any, num_frames: int) -> Any:
         """Decode ``(frame, channel, y, x)`` latents (``video.latents``, ``generator.last_latents`` or a

@@ -120,10 +120,13 @@ def run(
     *,
     observers: Iterable[Any] = (),
     cancel: threading.Event | None = None,
-) -> tuple[torch.Tensor, np.ndarray]:
+    decode: bool = True,
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """Run every step of ``request`` on ``backend``; return the final latents and decoded frames.
 
-    Raises :class:`Cancelled` (without decoding) when ``cancel`` is set between two steps.
+    With ``decode=False`` the frames are None and the caller decodes later with :func:`decode_latents`
+    (`Generator.run` decodes only the draw it keeps). Raises :class:`Cancelled` (without decoding) when
+    ``cancel`` is set between two steps.
     """
     observers = list(observers)
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
@@ -145,13 +148,19 @@ def run(
             close()
     assert latents is not None, "backend.denoise yielded no step"
     try:
-        frames = backend.decode(latents, num_frames)
-    except Exception as err:  # keep the latents: the steps are the expensive part
-        kept = latents.detach().cpu()
+        frames = decode_latents(backend, latents, num_frames) if decode else None
+    finally:
         _notify(observers, "on_end", latents, False)
+    return latents, frames
+
+
+def decode_latents(backend: Backend, latents: torch.Tensor, num_frames: int) -> np.ndarray:
+    """``backend.decode(latents, num_frames)``; a failure is raised as :class:`DecodeError`, which keeps the
+    latents (on the CPU) so that they can be decoded again."""
+    try:
+        return backend.decode(latents, num_frames)
+    except Exception as err:  # keep the latents: the steps are the expensive part
         raise DecodeError(f"decoding the latents failed ({type(err).__name__}: {err}); the latents are kept in "
                           "this error's .latents (and generator.last_latents): decode them again with "
                           "generator.decode(err.latents, err.num_frames) after freeing memory or with tiled "
-                          "decoding (sora_nb.load(..., vae_tiling=True))", kept, num_frames) from err
-    _notify(observers, "on_end", latents, False)
-    return latents, frames
+                          "decoding (sora_nb.load(..., vae_tiling=True))", latents.detach().cpu(), num_frames) from err

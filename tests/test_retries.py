@@ -55,10 +55,11 @@ def test_layout_counts_read_the_shape_channels_of_the_raw_latent(gen):
 
 
 class _Scripted:
-    """Wraps a backend; ``layout_flaws`` answers from a table by the draw's seed (what the run drew)."""
+    """Wraps a backend; ``judge_draw`` answers from a table by the draw (the order of the final latents its
+    ``denoise`` gave), and ``decoded`` keeps every latent the run decoded."""
 
     def __init__(self, backend, flaws_by_draw):
-        self._b, self.table, self.seen = backend, flaws_by_draw, []
+        self._b, self.table, self.seen, self.drawn, self.decoded = backend, flaws_by_draw, [], [], []
 
     def __getattr__(self, name):
         return getattr(self._b, name)
@@ -69,16 +70,18 @@ class _Scripted:
         return self.table[k], None, self.table[k] == 0
 
     def denoise(self, request, generator):
-        return self._b.denoise(request, generator)
+        for event in self._b.denoise(request, generator):
+            last = event
+            yield event
+        self.drawn.append(last.x_next.detach().cpu().clone())
 
     def decode(self, latents, num_frames):
-        self.drawn.append(latents.detach().cpu().clone())
+        self.decoded.append(latents.detach().cpu().clone())
         return self._b.decode(latents, num_frames)
 
 
 def _scripted(gen, table):
     s = _Scripted(gen.backend, table)
-    s.drawn = []
     return sora_nb.Generator(s), s
 
 
@@ -101,6 +104,8 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
     seeds = [5 + RETRY_STRIDE * a for a in range(draws)]
     steps = [5, 3, 2, 2, 2][:draws]  # redraw a takes the manifest's a-th redraw_share (0.6, then 0.4) of the steps
     assert starts == list(zip(seeds, steps)) and s.seen == list(range(draws))
+    assert len(s.drawn) == draws and len(s.decoded) == 1  # only the kept draw is decoded
+    assert torch.equal(s.decoded[0], s.drawn[picked])
     assert v.params["retry"] == {"seeds": seeds, "steps": steps, "flaws": table[:draws], "picked": picked}
     # the call as made: it draws the same again
     assert v.params["seed"] == 5 and v.params["steps"] == 5 and v.params["retries"] == retries
@@ -115,6 +120,26 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
         assert v.trace.attrs["noise_seed"] == seeds[picked] and json.loads(v.trace.attrs["retry"]) == v.params["retry"]
     else:  # one draw: the trace is exactly the run's, as any observer records it
         assert "noise_seed" not in v.trace.attrs and "retry" not in v.trace.attrs
+
+
+def test_a_failed_decode_after_redraws_keeps_the_kept_draws_latents_and_trace(gen):
+    """The kept draw is decoded after the last redraw; if that fails (out of memory, say), the DecodeError holds
+    that draw's latents and trace, and decoding them again gives the clip a plain run of its seed gives."""
+    g, s = _scripted(gen, [2, 0, 1])
+
+    def fail(latents, num_frames):
+        s.decoded.append(latents)
+        raise MemoryError("no room to decode")
+
+    s.decode = fail
+    with pytest.raises(sora_nb.DecodeError, match=r"decoding the latents failed \(MemoryError: no room") as info:
+        g.generate(PROMPT, seed=5, steps=5, retries=2)
+    err = info.value
+    assert len(s.drawn) == 2 and len(s.decoded) == 1  # two draws, one decode: the second, kept draw's
+    assert torch.equal(err.latents, s.drawn[1]) and torch.equal(g.last_latents, s.drawn[1])
+    assert err.trace is not None and len(err.trace.step) == 3  # the redraw's own trace (3 of 5 steps)
+    plain = gen.generate(PROMPT, seed=5 + RETRY_STRIDE, steps=3, retries=0)
+    np.testing.assert_array_equal(gen.decode(err.latents, err.num_frames), plain.frames)
 
 
 def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_clip(gen):
