@@ -13,11 +13,11 @@ alone on new prompts (what a changed prompt adds once).
 ``--steps`` times another step count (the bar is set at 20).
 When the model has a verifier, rows time ``best_of(candidates=2)`` against ``generate``
 (interleaved, trace off) and the verifier's score of one clip alone.
-When the model judges its draws (``retries``; the shipped model redraws up to twice by default a clip whose object
+When the model judges its draws (``retries``; the shipped model redraws up to three times by default a clip whose object
 count changes between latent frames or that its verifier scores under ``redraw_below``), the last rows time
 ``--retry-prompts`` world captions (each with its own seed, trace off, the model's default guidance) with the default
 retries against ``retries=0``, interleaved: median, mean and slowest clip, the share of clips redrawn, the time of clips
-drawn twice and three times (redraw a takes ``limits.redraw_steps(steps, a)`` steps), and the check (``judge_draw``) alone.
+drawn two, three or more times (redraw a takes ``limits.redraw_steps(steps, a)`` steps), and the check (``judge_draw``) alone.
 """
 
 from __future__ import annotations

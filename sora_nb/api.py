@@ -116,7 +116,7 @@ class Generator:
           retries: how many times to redraw a clip that fails the model's own check, 0 to
             ``generator.limits.max_retries``, for models that judge their draws (the shipped shapes model: its
             layout breaks between latent frames, an object vanishing or splitting, or its verifier scores it under
-            the manifest's ``redraw_below``; up to 8, default 2, ``limits.default_retries``; other models accept
+            the manifest's ``redraw_below``; up to 8, default 3, ``limits.default_retries``; other models accept
             only 0). Redraw a takes new noise (seed ``seed + 999999937 * a``) and ``limits.redraw_steps(steps, a)``
             steps (shapes: 12 of 20 for the first, 8 for later ones), and the draw with the fewest breaks, then the
             highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the
@@ -148,7 +148,7 @@ class Generator:
         ``params["seed"]`` its own seed, so ``generate(prompt, seed=params["seed"], ...)`` draws it again, and
         ``params["best_of"]``: ``{"candidates", "accept", "seeds", "scores", "picked"}``. It costs ``candidates``
         clips (fewer with ``accept``), and each candidate is a `run` of its own, so a model's layout redraws
-        (``retries``, default 1 for the shipped shapes model) apply to each; pass ``retries=0`` for exactly that many.
+        (``retries``, default 3 for the shipped shapes model) apply to each; pass ``retries=0`` for exactly that many.
 
         ``accept`` (a finite verifier score, or None): stop at the first candidate scored at or above it and
         return that one; only if none is, the highest. ``seeds`` and ``scores`` then list the clips drawn.

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "object vanishing or splitting, or its verifier scores it under the manifest's redraw_below) "
                           "up to this many times, each redraw in the model's share of the steps (shapes: 12 of 20, then 8), "
                           "keeping the best draw; shapes: 0 to 8; models without a check "
-                          "accept only 0 (default: the model's own; shapes: 2)")
+                          "accept only 0 (default: the model's own; shapes: 3)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")

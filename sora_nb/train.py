@@ -246,7 +246,7 @@ class Recipe:
     sample_guidance_profile: tuple[tuple[float, float], ...] = ()  # the exported model's guidance by noise level:
                                    # [[sigma_above, weight], ...], guidance 1 + weight (g - 1) at those steps
                                    # (embedded.check_guidance_profile); () is plain guidance at every step
-    sample_retries: int = 2        # with shape_layout: the exported model's default Request.retries (redraws of a clip
+    sample_retries: int = 3        # with shape_layout: the exported model's default Request.retries (redraws of a clip
                                    # whose object count changes between latent frames; 0 to embedded.MAX_RETRIES)
     layout_threshold: float = 0.2  # with shape_layout: the summed shape coverage that makes a latent cell an
                                    # object's, for that layout check (the manifest's layout_check)

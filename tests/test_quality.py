@@ -14,7 +14,7 @@ measured at 1.0, keeps a margin of 0.15). The sample below measured colour 0.964
 0.682, 0.531; the decoder before: 0.927, 0.755, 0.807, 0.781, 0.651, 0.531; without the profile: 0.932, 0.776,
 0.766, 0.875, 0.682, 0.594; with the forty-fourth session's five-block decoder, on the thirty-third session's two DiTs: 0.979, 0.964,
 0.948, 0.938, 0.964, 0.875; with the forty-fifth session's redraw of a draw that fails the model's own check,
-default since: 0.990, 0.974, 0.958, 0.969, 0.974, 0.906; the same with the forty-seventh session's second redraw). The shape floor rose from 0.57 to 0.70 with the seventeenth session's decoder; the
+default since: 0.990, 0.974, 0.958, 0.969, 0.974, 0.906; the same with the forty-seventh session's second redraw and the forty-eighth's third). The shape floor rose from 0.57 to 0.70 with the seventeenth session's decoder; the
 motion, consistency and overall floors from 0.40, 0.38 and 0.06 to 0.58, 0.48 and 0.20 with the eighteenth
 session's DiT fine-tune; all six (colour 0.75 to 0.82, shape 0.70 to 0.80, motion 0.58 to 0.70, count 0.53 to 0.66,
 consistency 0.48 to 0.61, overall 0.20 to 0.31) with the twenty-first session's. The shape and consistency floors (0.80, 0.61) are far above what the model shipped before 2026-12-02 (DiT b on the plain latent) scored on

@@ -298,7 +298,7 @@ def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
             train.Recipe(sample_redraw_share=bad)
     assert train.Recipe(sample_redraw_share=0.5).sample_redraw_share == (0.5,)  # one share for every redraw
     assert train.Recipe(sample_redraw_share=[1, 0.25]).sample_redraw_share == (1.0, 0.25)
-    assert train.Recipe().sample_redraw_share == (0.6, 0.4) and train.Recipe().sample_retries == 2
+    assert train.Recipe().sample_redraw_share == (0.6, 0.4) and train.Recipe().sample_retries == 3
     with pytest.raises(ValueError, match=r"sample_guidance_profile: sigma_above must strictly decrease"):
         train.Recipe(sample_guidance_profile=[[0.5, 1.0], [0.6, 0.0]])
     with pytest.raises(ValueError, match=r"rescore needs a weights folder written by sora_nb.train"):
@@ -1520,12 +1520,12 @@ def test_the_course_preset_is_the_default_and_trains_the_shipped_architecture(tm
     assert dit.rope is True and isinstance(gen.backend.text.encoder, train.AdaptedEncoder)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["guidance_profile"] == [[0.9, 4.0], [0.6, 1.0], [0.0, 0.0]]
-    # the layout latent's check (its last five channels are the shapes' coverage) and two redraws by default
-    assert manifest["layout_check"] == {"channels": [11, 16], "threshold": 0.2} and manifest["default_retries"] == 2
+    # the layout latent's check (its last five channels are the shapes' coverage) and three redraws by default
+    assert manifest["layout_check"] == {"channels": [11, 16], "threshold": 0.2} and manifest["default_retries"] == 3
     assert manifest["redraw_share"] == [0.6, 0.4] and gen.limits.redraw_share == (0.6, 0.4)
     assert [gen.limits.redraw_steps(20, a) for a in (1, 2, 3)] == [12, 8, 8]
-    assert gen.limits.default_retries == 2 and gen.backend.layout == ((11, 16), 0.2)
-    assert "up to 2 redraw(s) of a clip whose object count changes between latent frames (Request.retries), with " \
+    assert gen.limits.default_retries == 3 and gen.backend.layout == ((11, 16), 0.2)
+    assert "up to 3 redraw(s) of a clip whose object count changes between latent frames (Request.retries), with " \
         "0.6 then 0.4 of the steps" in (folder / "MODEL_CARD.md").read_text()
     a = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
     b = gen.generate("a violet disk moving left", seed=4, steps=3, trace=False)
