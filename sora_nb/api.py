@@ -27,12 +27,14 @@ _load_lock = threading.Lock()
 
 @dataclasses.dataclass
 class _Draw:
-    """A draw that `Generator.run` has not decoded yet: a redraw decodes only the draw it keeps."""
+    """One draw of a `Generator.run`, its frames None until `Generator._decoded` decodes them (a redraw decodes
+    only the draw it keeps)."""
 
     latents: Any          # (frame, channel, y, x) on the CPU, as Video.latents
     device_latents: Any   # the same on the model's device, for the decoder
     params: dict
     trace: Any
+    frames: Any = None    # uint8 (T, H, W, 3) once decoded
 
 
 class Generator:
@@ -202,18 +204,18 @@ class Generator:
         for a in range(1 + (request.retries if judge is not None else 0)):
             seed = (request.seed + RETRY_STRIDE * a) % (MAX_SEED + 1)
             n = request.steps if a == 0 else self.limits.redraw_steps(request.steps, a)
-            draw = dataclasses.replace(request, seed=seed, steps=n)
+            this = dataclasses.replace(request, seed=seed, steps=n)
             if judge is None:
-                return self._run_once(draw, request, observers, cancel)
-            video = self._run_once(draw, request, observers, cancel, decode=False)  # only the kept draw is decoded
+                return self._decoded(self._run_once(this, request, observers, cancel))
+            draw = self._run_once(this, request, observers, cancel, decode=False)  # only the kept draw is decoded
             seeds.append(seed)
             steps.append(n)
-            breaks, score, ok = judge(video.latents, request.prompt)
+            breaks, score, ok = judge(draw.latents, request.prompt)
             flaws.append(int(breaks))
             scores.append(score)
             key = (flaws[-1], 0.0 if score is None else -float(score))  # fewest breaks, then the highest score
             if best is None or key < best_key:
-                best, picked, best_key = video, a, key
+                best, picked, best_key = draw, a, key
             if ok:
                 break
         best = self._decoded(best)
@@ -222,13 +224,12 @@ class Generator:
             best.params["retry"]["scores"] = scores
         if best.trace is not None and len(seeds) > 1:  # the trace is a redraw's: say which, and the call that made it
             best.trace.attrs.update(seed=request.seed, noise_seed=seeds[picked], retry=json.dumps(best.params["retry"]))
-        self.last_latents = best.latents
         return best
 
     def _run_once(self, request: Request, asked: Request, observers: Iterable[Any],
-                  cancel: threading.Event | None, decode: bool = True) -> Video | _Draw:
+                  cancel: threading.Event | None, decode: bool = True) -> _Draw:
         """One draw of ``request``; its params are ``asked``'s (the request as the user made it). With
-        ``decode=False`` it is a :class:`_Draw` (everything but the frames) for `_decoded` to finish."""
+        ``decode=False`` its frames are None, for `_decoded` to decode."""
         from . import __version__
 
         recorder = TraceRecorder(self.backend.preview, request.record_every) if request.trace else None
@@ -246,19 +247,20 @@ class Generator:
         params.update(model=model.get("name", self.name), num_frames=num_frames,
                       fps=float(self.limits.fps), sora_nb_version=__version__,
                       model_info={k: v for k, v in model.items() if k != "name"})
-        trace = recorder.dataset if recorder else None
-        if frames is None:
-            return _Draw(latents=self.last_latents, device_latents=latents, params=params, trace=trace)
-        return Video(frames=frames, fps=float(self.limits.fps), params=params, trace=trace, latents=self.last_latents)
+        return _Draw(latents=self.last_latents, device_latents=latents, params=params,
+                     trace=recorder.dataset if recorder else None, frames=frames)
 
     def _decoded(self, draw: _Draw) -> Video:
-        """The Video of an undecoded draw: its latents decoded (a failure is a DecodeError that keeps them)."""
+        """The draw's Video, decoding its latents first if `_run_once` did not (a failure is a DecodeError that
+        keeps them)."""
         self.last_latents = draw.latents
-        try:
-            frames = sampler.decode_latents(self.backend, draw.device_latents, draw.params["num_frames"])
-        except sampler.DecodeError as err:
-            err.trace = draw.trace
-            raise
+        frames = draw.frames
+        if frames is None:
+            try:
+                frames = sampler.decode_latents(self.backend, draw.device_latents, draw.params["num_frames"])
+            except sampler.DecodeError as err:
+                err.trace = draw.trace
+                raise
         return Video(frames=frames, fps=float(self.limits.fps), params=draw.params, trace=draw.trace,
                      latents=draw.latents)
 
