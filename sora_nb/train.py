@@ -36,8 +36,10 @@ The recipe, in stages, each resumable from its checkpoint in ``--out``:
    steps). Noise levels half logit-normal (shifted toward noise) and half uniform, 10% caption
    dropout (the empty prompt is the unconditional branch of classifier-free guidance), the probe
    loss kept on at a small weight, an EMA of the weights. The DiT's matrix products run in bfloat16
-   under autocast (``bf16``; attention and the loss stay float32): on a CPU with AMX that is 1.15x
-   faster per step at equal quality after 1000 steps. ``torch.compile`` of the DiT gave no gain on this CPU
+   under autocast (``bf16``; attention and the loss stay float32) where the device multiplies bfloat16
+   natively (``bf16="auto"``, the default; `native_bf16`): on a CPU with AMX that is 1.15x faster per
+   step at equal quality after 1000 steps, while on a CPU that emulates bfloat16 a step takes about twice
+   as long as in float32 (1.08 against 0.50 s, forty-ninth session), so there it stays float32. ``torch.compile`` of the DiT gave no gain on this CPU
    (``bench/bench_compile.py``: 278 against 270 ms a step, after 110 s of compiling), so it is not used; nor did
    the self-attention's products in bfloat16 (twenty-sixth session, bench/RESULTS.md). ``self_condition`` (feeding the model its own
    previous x0 estimate) is available but off: it cost 1.15x per step and gave no measurable gain.
@@ -136,6 +138,21 @@ from .models.text import PRETRAINED
 from .world import canvas, language, sampler as world_sampler, spec
 
 
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively, so that the DiT's autocast (``Recipe.bf16``) pays:
+    a CUDA GPU that supports bfloat16, or a CPU with AVX512-BF16 or AMX (a step 1.15x faster than float32 on
+    AMX). Elsewhere oneDNN emulates bfloat16 and a step is slower: on the forty-ninth session's 2-core AVX-512 CPU
+    without either, 1.08 s against 0.50 s in float32 (bench/RESULTS.md)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if kind != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
+
+
 @dataclasses.dataclass
 class Recipe:
     """Every knob of a training run (all saved in the model card)."""
@@ -197,7 +214,8 @@ class Recipe:
     latent_norm: str = "channel"   # "channel": unit variance per latent channel; "global": one scale
     self_condition: bool = False   # the DiT also reads its own previous x0 estimate (half the batches)
     dit_rope: bool = False         # rotary 3D positions in the DiT's self-attention
-    bf16: bool = True              # the DiT's matrix products in bfloat16 (autocast; attention stays float32)
+    bf16: bool | str = "auto"      # the DiT's matrix products in bfloat16 (autocast; attention stays float32); "auto":
+                                   # where the device multiplies bfloat16 natively (`native_bf16`), resolved at once
     shape_contrast: float = 0.0    # weight of the shape-word contrast (0: off; see shape_contrast_loss)
     shape_margin: float = 0.1      # the relative error gap the contrast asks of a caption with a wrong shape word
     shape_sigma: float = 0.0       # the contrast counts only rows at noise levels >= this (where outlines form)
@@ -284,6 +302,11 @@ class Recipe:
         if not isinstance(self.text_pretrained, str) or (self.text_pretrained and self.text_pretrained not in PRETRAINED):
             raise ValueError(f"text_pretrained must be \"\" (a word-level encoder trained from scratch) or one of "
                              f"{sorted(PRETRAINED)}, got {self.text_pretrained!r}")
+        if self.bf16 == "auto":  # resolved here, so recipe.json records what the run did
+            self.bf16 = native_bf16(self.device)
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16 must be true, false or \"auto\" (true where the device multiplies bfloat16 "
+                             f"natively), got {self.bf16!r}")
         if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) or self.cache_workers < 1:
             raise ValueError(f"cache_workers must be an integer >= 1, got {self.cache_workers!r}")
         for name in ("shape_contrast", "shape_margin", "shape_sigma", "motion_weight", "dec_lr", "dec_noise",

@@ -1636,3 +1636,25 @@ def test_a_full_run_with_ft_chain_ends_with_the_chain_stage(tmp_path):
     seconds = json.loads((again / "weights" / "scores.json").read_text())["seconds"]
     assert "chain" in seconds["resumed"] and "dit" in seconds["resumed"]
     assert all(torch.equal(v, embedded.load_folder(again / "weights").dit.state_dict()[k]) for k, v in shipped.items())
+
+
+def test_bf16_auto_takes_bfloat16_only_where_the_device_multiplies_it_natively(monkeypatch, tmp_path):
+    """``bf16="auto"`` (the default) resolves at once to whether the device multiplies bfloat16 natively (a CPU with
+    AVX512-BF16 or AMX, or a CUDA GPU that supports it; elsewhere oneDNN emulates it, twice as slowly as float32),
+    so recipe.json records what the run did; true and false are kept; anything else is refused, naming the field."""
+    assert train.Recipe.__dataclass_fields__["bf16"].default == "auto"
+    for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert train.native_bf16("cpu") is want
+        recipe = train.Recipe()
+        assert recipe.bf16 is want
+        assert train.Recipe(bf16=True).bf16 is True and train.Recipe(bf16=False).bf16 is False
+        train.write_recipe(tmp_path, recipe)
+        assert json.loads((tmp_path / "recipe.json").read_text())["bf16"] is want
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.native_bf16("cuda") is False and train.native_bf16("meta") is False
+    for bad in ("yes", 1, None, "AUTO"):
+        with pytest.raises(ValueError, match=r'bf16 must be true, false or "auto" \(true where the device multiplies '
+                                             r'bfloat16 natively\), got '):
+            train.Recipe(bf16=bad)
