@@ -13,6 +13,11 @@ with start-up costs removed. Two models are timed:
   operations still count.
 A third row times, alone, the host work the loop no longer does per step since the cache's captions
 are tokenised and parsed once: tokenising a batch of captions and parsing their probe targets.
+
+``--bf16 both`` (the default) times each model with the DiT's bfloat16 autocast on and off (``Recipe.bf16``);
+the header says what ``bf16="auto"`` picks here (`train.native_bf16`). Forty-ninth session, 2 cores of an
+AVX-512 CPU without AVX512-BF16 or AMX, ``--batch 16 --hidden 128 --heads 4`` (the course DiT's step): bfloat16
+is slower than float32 there, so "auto" keeps float32 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
     p.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("F", "Y", "X"),
                    help="latent cells per token (the recipe's dit_patch); 1 4 4 gives a quarter of the tokens")
+    p.add_argument("--bf16", choices=("auto", "true", "false", "both"), default="both",
+                   help="the DiT's bfloat16 autocast (Recipe.bf16): both times each model with it on and off")
     args = parse(p)
     if args.steps < 5 or args.warm < 1 or args.batch < 1:
         p.error(f"--steps must be >= 5 (the figure is a difference of two runs), --warm and --batch >= 1; "
@@ -85,10 +92,15 @@ def main() -> None:
         captions = cache["buckets"]["16x4x16x16"][1][:n]
         best = min(timed(lambda: (text.tokenize(captions), probe.targets(captions)), 5))
         rows.append(("per-batch tokenising + probe targets (removed)", n, f"{best * 1e3:.1f}", "-"))
+    modes = {"auto": ["auto"], "true": [True], "false": [False], "both": [True, False]}[args.bf16]
     for name, recipe in recipes.items():
-        s = per_step(recipe, cache, args.warm, args.steps)
-        rows.append((name, args.batch, f"{s * 1e3:.1f}", f"{args.batch / s:.0f}"))
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, patch {tuple(args.patch)}")
+        for bf16 in modes:
+            run = dataclasses.replace(recipe, bf16=bf16)
+            s = per_step(run, cache, args.warm, args.steps)
+            rows.append((f"{name}, {'bfloat16 autocast' if run.bf16 else 'float32'}", args.batch, f"{s * 1e3:.1f}",
+                         f"{args.batch / s:.0f}"))
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, patch {tuple(args.patch)}, "
+          f'bf16="auto" picks {"bfloat16" if train.native_bf16(args.device) else "float32"} here')
     print_table(rows, header=("model", "batch", "ms per step", "clips per s"))
 
 
