@@ -1888,7 +1888,9 @@ def logged_seconds(out: Path, stage: str) -> float:
 
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
     """Wall seconds per stage, kept in ``out/timing.json`` across runs: a stage an earlier run finished
-    (``done_before``) keeps that run's figure; those are listed under ``"resumed"``."""
+    (``done_before``) keeps that run's figure; those are listed under ``"resumed"``. A full run writes it after
+    every stage (`main`), so a run interrupted before its export still leaves its finished stages' figures; the
+    earlier run's figures of stages this call has not reached yet are kept too."""
     path = out / "timing.json"
     prior = json.loads(path.read_text()).get("seconds", {}) if path.is_file() else {}
     merged, resumed = {}, []
@@ -1898,6 +1900,7 @@ def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[st
             resumed.append(stage)
         else:
             merged[stage] = value
+    merged.update({stage: prior[stage] for stage in done_before if stage in prior and stage not in merged})
     path.write_text(json.dumps({"seconds": merged, "resumed": resumed}, indent=1))
     return {**merged, "resumed": resumed}
 
@@ -2065,23 +2068,32 @@ def main(argv: list[str] | None = None) -> int:
                                                 ("decoder", "dec_final/config.json"),
                                                 ("pixels", "pix_final/config.json")) if (out / marker).is_file()]
     start = time.perf_counter()
-    t = time.perf_counter(); vae = train_vae(recipe, out, world); seconds["vae"] = time.perf_counter() - t
+
+    def timed(stage: str, run: Callable[[], Any]) -> Any:
+        """Run one stage; its wall seconds go into ``seconds`` and, at once, into ``out/timing.json``."""
+        t = time.perf_counter()
+        result = run()
+        seconds[stage] = time.perf_counter() - t
+        stage_seconds(out, seconds, done_before)
+        return result
+
+    vae = timed("vae", lambda: train_vae(recipe, out, world))
     if recipe.dec_steps:
-        t = time.perf_counter(); vae = tune_decoder(recipe, out, world, vae); seconds["decoder"] = time.perf_counter() - t
+        vae = timed("decoder", lambda: tune_decoder(recipe, out, world, vae))
     finished = vae
     if recipe.pix_steps:  # a new encoder for true frames; the cache below keeps the disc encoder's latent
-        t = time.perf_counter(); finished = train_pixel_encoder(recipe, out, world, vae); seconds["pixels"] = time.perf_counter() - t
-    t = time.perf_counter(); cache = build_cache(recipe, out, world, vae); seconds["cache"] = time.perf_counter() - t
+        finished = timed("pixels", lambda: train_pixel_encoder(recipe, out, world, vae))
+    cache = timed("cache", lambda: build_cache(recipe, out, world, vae))
     if chain:  # the chain stage's clips, encoded now so that the DiT's budget already counts them
-        t = time.perf_counter(); buckets = ft_buckets(recipe, out, world, finished); seconds["ft_cache"] = time.perf_counter() - t
+        buckets = timed("ft_cache", lambda: ft_buckets(recipe, out, world, finished))
     # with train_minutes the DiT gets what the stages before it left of the budget (less the chain stage's share)
     deadline = start + 60 * recipe.train_minutes if recipe.train_minutes else None
     reserve = CHAIN_STEP_COST * recipe.ft_steps if chain else 0.0
     stage = dataclasses.replace(recipe, ft_chain=0) if chain else recipe  # the chain's teacher is this stage's result
-    t = time.perf_counter(); dit, text = train_dit(stage, out, world, cache, deadline, reserve=reserve); seconds["dit"] = time.perf_counter() - t
+    dit, text = timed("dit", lambda: train_dit(stage, out, world, cache, deadline, reserve=reserve))
     recipe.dit_steps = stage.dit_steps  # the steps it ran
     if chain:
-        t = time.perf_counter(); dit, text = chain_stage(recipe, out, world, buckets, cache, dit, text, deadline); seconds["chain"] = time.perf_counter() - t
+        dit, text = timed("chain", lambda: chain_stage(recipe, out, world, buckets, cache, dit, text, deadline))
         write_recipe(out, recipe)  # with its steps run
     folder = export(recipe, out, world, finished, dit, text, cache, seconds, done_before)
     print(f"weights written to {folder}")

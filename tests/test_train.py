@@ -120,7 +120,12 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path, tiny_run):
     finally:
         t._ema_update = original
     assert json.loads((out / "dit_ckpt" / "state.json").read_text())["step"] == 3
+    first = json.loads((out / "timing.json").read_text())["seconds"]  # written after each finished stage
+    assert set(first) == {"vae", "cache"} and all(v > 0 for v in first.values())
     assert train.main(args) == 0
+    seconds = json.loads((out / "weights" / "scores.json").read_text())["seconds"]
+    assert seconds["resumed"] == ["vae", "cache"] and {k: seconds[k] for k in first} == first  # not the reload's
+    assert seconds["dit"] > 0 and "dit" not in seconds["resumed"]
     a = json.loads((tiny_run / "weights" / "manifest.json").read_text())["files"]
     b = json.loads((out / "weights" / "manifest.json").read_text())["files"]
     for name in ("dit/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
@@ -233,6 +238,11 @@ def test_stage_seconds_keep_the_figures_of_resumed_stages(tmp_path):
     assert first["resumed"] == []
     again = train.stage_seconds(tmp_path, {"vae": 0.01, "cache": 1.5, "dit": 2.0, "eval": 90.0}, ["vae", "cache", "dit"])
     assert again == {"vae": 300.0, "cache": 60.0, "dit": 900.0, "eval": 90.0, "resumed": ["vae", "cache", "dit"]}
+    (tmp_path / "b").mkdir()
+    train.stage_seconds(tmp_path / "b", {"vae": 300.0, "cache": 60.0}, [])  # a run stopped during its DiT stage
+    mid = train.stage_seconds(tmp_path / "b", {"vae": 0.01}, ["vae", "cache"])  # resumed: the autoencoder reloaded
+    assert mid == {"vae": 300.0, "cache": 60.0, "resumed": ["vae"]}  # the cache's figure is kept until it is reached
+    assert train.stage_seconds(tmp_path / "b", {"vae": 0.01, "cache": 0.5}, ["vae", "cache"])["cache"] == 60.0
 
 
 def test_default_guidance_comes_from_the_weights(tiny_run):
