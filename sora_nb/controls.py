@@ -222,7 +222,7 @@ class Controls:
 
         self.video: Video | None = None          # the latest finished clip shown
         self._entries: list[_Entry] = []
-        self.timings: list[dict[str, float]] = []  # per finished run, seconds from the change
+        self.timings: list[dict[str, float]] = []  # per finished run: seconds from the change, its steps and draws
         self.stats = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0, "stale": 0, "invalid": 0}
         self.error: str | None = None            # the message shown for the last failure, else None
         self.inspector: Any = None
@@ -562,15 +562,16 @@ class Controls:
                 self._entries.append(entry)
                 del self._entries[:-self.history_size]
                 self.stats["finished"] += 1
+                draws = len((video.params.get("retry") or {}).get("seeds", [0]))   # 1 + the model's redraws
                 self.timings.append({
                     "first_preview": (job.t_first_preview or job.t_done) - job.t_change,
                     "finished": job.t_done - job.t_change,
                     "queued": job.t_submit - job.t_change,
-                    "steps": job.request.steps})
+                    "steps": job.request.steps,
+                    "draws": draws})
             self._show_entry(len(self._entries) - 1)
             self.progress.value = self.progress.max
             self.progress.bar_style = "success"
-            draws = len((video.params.get("retry") or {}).get("seeds", [0]))
             self.progress_label.value = f"done in {job.t_done - job.t_submit:.2f} s" + (
                 f" · {draws} draws (the model's check redrew it; kept draw {video.params['retry']['picked'] + 1})" if draws > 1 else "")
             self.error = None

@@ -153,7 +153,7 @@ def test_embedded_params_equal_controls_and_follow_changes(gen):
     assert [v.params["seed"] for v in ui.history] == [7, 7, 8]
     assert len(ui.player.value) > 1000 and ui.player.value == ui._entries[-1].mp4
     t = ui.timings[-1]
-    assert 0 < t["first_preview"] < t["finished"] < 30
+    assert 0 < t["first_preview"] < t["finished"] < 30 and t["steps"] == 2 and 1 <= t["draws"] <= 4
 
 
 def test_controls_entry_point_uses_embedded_by_default(gen):
@@ -251,6 +251,7 @@ def test_a_layout_redraw_shows_in_the_progress_and_the_kept_draw_is_shown():
     assert not any(s.startswith("redraw 1 (the model's check failed) · step 4/") for s in labels)
     assert ui.progress_label.value.startswith("done in") and ui.progress_label.value.endswith(
         " · 2 draws (the model's check redrew it; kept draw 2)")
+    assert ui.timings[-1]["draws"] == 2 and ui.timings[-1]["steps"] == 6
     np.testing.assert_array_equal(ui.preview.image(), video.trace.preview.isel(step=-1).values)
     assert (ui.preview.step, ui.preview.label) == (3, "x0 at step 3/3")  # the kept redraw's own last step
 

@@ -1,9 +1,9 @@
 """The live controls panel in a real JupyterLab, in headless Chromium, with the embedded model.
 
 The notebook shows ``sora_nb.controls(...)`` and waits for its first clip. The test then drags the
-guidance slider's handle with the mouse (a real pointer drag on the noUiSlider), and watches the page:
-the x0 preview of every frame updates, then the ``<video>`` element gets a new ``src`` (a new blob of
-the new clip) that the browser decodes. Page-side timestamps (``performance.now()`` at pointer
+guidance slider's handle with the mouse (a real pointer drag on the noUiSlider, from 5 to about 7), and
+watches the page: the x0 preview of every frame updates, then the ``<video>`` element gets a new ``src``
+(a new blob of the new clip) that the browser decodes. Page-side timestamps (``performance.now()`` at pointer
 release, at the preview widget's first new step, at the video's ``src`` change) give the latency
 from slider release to first preview and to finished clip, as the user sees it; the kernel's own
 numbers come back through a file the notebook writes. Finally a click on the first history
@@ -27,6 +27,11 @@ pytestmark = pytest.mark.browser
 STRICT = os.environ.get("SORA_NB_STRICT_LATENCY", "") == "1"
 MAX_FIRST_PREVIEW_S = 0.3 if STRICT else 1.5
 MAX_FINISHED_S = 1.5 if STRICT else 6.0
+# The drag's target, inside the model's guidance curve (0 to 10). For this prompt and seed the shipped
+# model's layout check keeps its first draw at guidance 5 to 8 (one sampler run, 0.45 s alone); far up
+# the slider (12 to 15.5) it redraws three times, four runs, and the bounds above are for one. The
+# kernel's record says how many draws the clip took, and the test checks it was one.
+TARGET_GUIDANCE = 7.0
 
 NOTEBOOK = [
     "import json, os\n"
@@ -106,16 +111,20 @@ def test_guidance_slider_regenerates_and_video_changes(lab, page):
     handle = slider.locator(".noUi-handle")
     box = handle.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    track = slider.locator(".noUi-base").bounding_box()
+    top = float(handle.get_attribute("aria-valuemax"))    # the model's max_guidance
+    assert abs(x - (track["x"] + track["width"] * 5.0 / top)) < 2   # the handle sits at guidance 5
+    target_x = track["x"] + track["width"] * TARGET_GUIDANCE / top
     page.mouse.move(x, y)
     page.mouse.down()
-    for dx in range(8, 40, 8):                            # a drag, not a jump
-        page.mouse.move(x + dx, y)
+    for k in range(1, 5):                                 # a drag in four moves, not a jump
+        page.mouse.move(x + (target_x - x) * k / 4, y)
         page.wait_for_timeout(15)
     page.mouse.up()
     page.wait_for_function("() => window.__soraControls.src !== null", timeout=60_000)
     rec = page.evaluate("() => window.__soraControls")
     readout = float(slider.locator(".widget-readout").inner_text())
-    assert readout > 5.0                                   # the slider moved right
+    assert 5.0 < readout and abs(readout - TARGET_GUIDANCE) <= 1.0   # the slider moved right, to about the target
 
     data = wait_played(page, lab, lambda d: d["guidance"] != 5.0)
     assert data["guidance"] == data["slider"] == readout   # the clip was made with the slider's value
@@ -136,11 +145,12 @@ def test_guidance_slider_regenerates_and_video_changes(lab, page):
               "first_preview_step": rec["previewStep"],
               "kernel_change_to_first_preview_s": data["timing"]["first_preview"],
               "kernel_change_to_finished_s": data["timing"]["finished"],
-              "steps": data["timing"]["steps"], "guidance": readout,
+              "steps": data["timing"]["steps"], "draws": data["timing"]["draws"], "guidance": readout,
               "goals_s": {"first_preview": 0.3, "finished": 1.5}}
     save_json("controls_latency", timing)
     print(f"controls latency: {timing}")
     assert rec["previewStep"] >= 1 and rec["preview"] < rec["src"]
+    assert data["timing"]["draws"] == 1, timing   # one run of the sampler: what the latency goals are for
     assert first_preview_s <= MAX_FIRST_PREVIEW_S, timing
     assert finished_s <= MAX_FINISHED_S, timing
 
