@@ -10,6 +10,9 @@ combinations and held-out phrasings rows, and ``kN`` 200 more train prompts at `
 (k 1 is the guidance choice's sample and is not used). For each folder it prints colour / shape / motion
 / count / consistency (every check) per sample and the mean of every check over the samples. One sample
 of 200 clips has a standard deviation of about .035 on every check; a mean of seven about .013.
+A second table judges the issue's quality bars on the pooled clips (`world.against_bars`): the train-prompt
+samples' five checks, and the held-out samples' every check against .85, each with its 95% interval and a
+verdict (holds, missed, or above / below the bar within noise).
 """
 
 from __future__ import annotations
@@ -48,21 +51,48 @@ def main() -> None:
     except ValueError as e:
         p.error(str(e))
     rows: list[list[str]] = []
+    bars: list[list[str]] = []
     for folder in args.weights or ["shapes"]:
-        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows)
+        frames = {}
+        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows, frames)
+        bars += bar_rows(folder, plan, frames)
     print_table(rows, ("weights", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
+    print()
+    print_table(bars, ("weights", "pooled samples (clips)", "check", "mean [95% interval]", "bar", "verdict"))
+
+
+def bar_rows(label: str, plan: list[tuple[str, str, str, int]], frames: dict) -> list[list[str]]:
+    """The quality bars judged on the pooled clips: the train-prompt samples' five checks (`world.BARS`), and the
+    held-out samples' every check (`world.HELDOUT_BAR`), each with its 95% interval (`world.against_bars`)."""
+    import pandas as pd
+
+    out = []
+    groups = (([n for n, split, phrasing, _ in plan if (split, phrasing) == ("train", "train")], None),
+              ([n for n, split, phrasing, _ in plan if (split, phrasing) != ("train", "train")],
+               {"overall": world.HELDOUT_BAR}))
+    for names, bars in groups:
+        if not names:
+            continue
+        df = pd.concat([frames[n] for n in names], ignore_index=True)
+        for check, r in world.against_bars(df, bars).iterrows():
+            out.append([label, f"{' '.join(names)} ({len(df)})", "every check" if check == "overall" else check,
+                        f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]", f"{r['bar']:.2f}", r["verdict"]])
+    return out
 
 
 def score(gen: sora_nb.Generator, label: str, plan: list[tuple[str, str, str, int]], clips: int, guidance: float,
-          rows: list[list[str]]) -> float:
+          rows: list[list[str]], frames: dict | None = None) -> float:
     """Judge ``gen`` on each sample of ``plan`` (name, split, phrasing, seed index); append a row per sample
-    (printed as it comes) and one for the mean to ``rows``; return the mean of every check."""
+    (printed as it comes) and one for the mean to ``rows``, and each sample's per-clip rows to ``frames`` (by
+    name); return the mean of every check."""
     overall = []
     for name, split, phrasing, k in plan:
         t = time.perf_counter()
         df = world.evaluate(gen, n=clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
                             guidance=guidance)
         s = world.summarize(df)
+        if frames is not None:
+            frames[name] = df
         overall.append(float(s["overall"]))
         rows.append([label, name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",
                      f"{time.perf_counter() - t:.0f}"])

@@ -297,3 +297,51 @@ def test_per_object_results_add_up_to_judges_shares():
             else:
                 assert np.isnan(want_share)
     assert failed > 0  # the blanked clips give the comparison objects that fail
+
+
+def test_against_bars_gives_each_bar_an_interval_and_a_verdict():
+    import pandas as pd
+
+    n = 400
+    df = pd.DataFrame({
+        "colour": np.ones(n),                                        # every clip right: a zero-width interval
+        "shape": np.r_[np.ones(380), np.zeros(20)],                  # .95 over 400 clips: clearly above .90
+        "motion": np.r_[np.ones(362), np.zeros(38)],                 # .905: above .90, within noise
+        "count": np.r_[np.ones(356), np.zeros(44)],                  # .89: below .90, within noise
+        "consistency": np.r_[np.full(200, 0.5), np.full(200, np.nan)],   # asked in 200 clips, all .5: missed
+        "overall": np.r_[np.ones(300), np.zeros(100)]})
+    t = world.against_bars(df)
+    assert list(t.index) == ["colour", "shape", "motion", "count", "consistency"]
+    assert list(t.columns) == ["mean", "low", "high", "n", "bar", "verdict"]
+    assert t.loc["colour", "mean"] == t.loc["colour", "low"] == t.loc["colour", "high"] == 1.0
+    assert list(t["verdict"]) == ["holds", "holds", "above, within noise", "below, within noise", "missed"]
+    assert t.loc["consistency", "n"] == 200 and t.loc["consistency", "mean"] == 0.5   # NaN (not asked) skipped
+    sd = np.r_[np.ones(362), np.zeros(38)].std(ddof=1)
+    assert np.isclose(t.loc["motion", "high"] - t.loc["motion", "mean"], 1.96 * sd / np.sqrt(n))
+    assert list(t["bar"]) == [world.BARS[c] for c in t.index]
+    wide = world.against_bars(df, bars={"motion": 0.9}, z=3.0)          # a wider interval, another verdict
+    assert wide.loc["motion", "low"] < t.loc["motion", "low"] and wide.loc["motion", "verdict"] == "above, within noise"
+    held = world.against_bars(df, bars={"overall": world.HELDOUT_BAR})
+    assert held.loc["overall", "verdict"] == "missed" and held.loc["overall", "mean"] == 0.75
+    assert world.against_bars(df.assign(size=np.nan), bars={"size": 0.9}).loc["size", "verdict"] == "not asked"
+    few = world.against_bars(pd.DataFrame({"colour": [1.0, 0.0, 1.0]}), bars={"colour": 0.95}).loc["colour"]
+    assert few["high"] == 1.0 and 0 < few["low"] < few["mean"] and few["verdict"] == "below, within noise"  # cut to [0, 1]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(bars={}), ValueError, "bars must name at least one check"),
+    (dict(bars={"colours": 0.9}), ValueError, "unknown check 'colours'"),
+    (dict(bars={"colour": 1.5}), ValueError, r"bars\['colour'\] must be a number in \[0, 1\], got 1.5"),
+    (dict(bars={"colour": "high"}), ValueError, r"bars\['colour'\] must be a number in \[0, 1\]"),
+    (dict(z=0), ValueError, "z must be a finite number > 0"),
+    (dict(z=float("nan")), ValueError, "z must be a finite number > 0"),
+    (dict(bars={"size": 0.9}), ValueError, "df has no column 'size'"),
+])
+def test_against_bars_refuses_bad_input(kwargs, error, match):
+    import pandas as pd
+
+    df = pd.DataFrame({c: [1.0, 0.0] for c in world.BARS})
+    with pytest.raises(error, match=match):
+        world.against_bars(df, **kwargs)
+    with pytest.raises(TypeError, match="df must be a pandas DataFrame"):
+        world.against_bars([{"colour": 1.0}])

@@ -89,12 +89,13 @@ Benchmark a model: ``generate_fn(caption, seed) -> frames`` (or anything with ``
     df = world.evaluate(generate_fn, n=200, seed=0, split="heldout")  # pandas, one row per clip
     df = world.evaluate(sora_nb.load(), n=200, guidance=2)            # or a model: its generate's keywords
     world.summarize(df)                                                # mean per dimension
+    world.against_bars(df)                                             # each bar: mean, 95% interval, verdict
     world.summarize(world.evaluate(world.oracle(), n=50))              # ground truth: all 1.0
 """
 
 from __future__ import annotations
 
-from .evaluator import DIMENSIONS, evaluate, judge, oracle, score, summarize
+from .evaluator import BARS, DIMENSIONS, HELDOUT_BAR, against_bars, evaluate, judge, oracle, score, summarize
 from .language import (HELDOUT_TEMPLATES, PHRASINGS, TEMPLATES, TRAIN_TEMPLATES, caption, parse, tokenize,
                        vocabulary)
 from .canvas import render
@@ -105,8 +106,8 @@ from .spec import (BACKGROUNDS, COLOURS, HELDOUT_COLOUR_SHAPE, HELDOUT_SHAPE_MOT
 from .vision import Scene, Track, analyse
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "DIMENSIONS", "HELDOUT_COLOUR_SHAPE", "HELDOUT_SHAPE_MOTION", "HELDOUT_TEMPLATES",
+    "BARS", "BACKGROUNDS", "COLOURS", "DIMENSIONS", "HELDOUT_BAR", "HELDOUT_COLOUR_SHAPE", "HELDOUT_SHAPE_MOTION", "HELDOUT_TEMPLATES",
     "MOTIONS", "PHRASINGS", "SHAPES", "SIZES", "SPLITS", "TEMPLATES", "TRAIN_TEMPLATES", "Clip", "Labels",
-    "ObjectLabel", "Scene", "Track", "analyse", "caption", "evaluate", "judge", "oracle", "parse", "render",
+    "ObjectLabel", "Scene", "Track", "against_bars", "analyse", "caption", "evaluate", "judge", "oracle", "parse", "render",
     "grid_html", "sample", "score", "show", "strip", "summarize", "tokenize", "vocabulary",
 ]

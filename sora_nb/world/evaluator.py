@@ -311,3 +311,54 @@ def summarize(df, by: Optional[str] = None):
     out = df.groupby(by)[dims].mean()
     out["n"] = df.groupby(by).size()
     return out
+
+
+# Issue 4's quality bars for the embedded model: each check's share over the clips of train prompts. The held-out
+# rows' bar is on every check at once (``{"overall": HELDOUT_BAR}``).
+BARS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90, "consistency": 0.95}
+HELDOUT_BAR = 0.85
+
+
+def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
+    """Each barred check's mean over the clips of ``df`` (``evaluate``'s rows, NaN skipped as in `summarize`)
+    with a normal-approximation interval, mean ± z·sd/√n over the n clips that were asked it (z 1.96: 95%;
+    cut to [0, 1]), against its bar. A pandas DataFrame indexed by check: mean, low, high, n, bar and verdict:
+
+    - "holds": the whole interval is at or above the bar;
+    - "missed": the whole interval is below it;
+    - "above, within noise" / "below, within noise": the mean is on that side, but the interval holds the bar,
+      so this many clips cannot tell (one sample of 200 clips has a half-width of about .03-.06).
+
+    ``bars`` maps checks to bars in [0, 1] (default `BARS`; the held-out rows: ``{"overall": HELDOUT_BAR}``).
+    """
+    import pandas as pd
+
+    bars = dict(BARS if bars is None else bars)
+    if not bars:
+        raise ValueError("bars must name at least one check, e.g. {'colour': 0.95}")
+    for check, bar in bars.items():
+        if check not in (*DIMENSIONS, "overall"):
+            raise ValueError(f"bars: unknown check {check!r}; the checks are {', '.join((*DIMENSIONS, 'overall'))}")
+        if isinstance(bar, bool) or not isinstance(bar, (int, float)) or not 0.0 <= float(bar) <= 1.0:
+            raise ValueError(f"bars[{check!r}] must be a number in [0, 1], got {bar!r}")
+    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
+        raise ValueError(f"z must be a finite number > 0 (1.96 for a 95% interval), got {z!r}")
+    if not hasattr(df, "columns"):
+        raise TypeError(f"df must be a pandas DataFrame of evaluate()'s rows, got {type(df).__name__}")
+    missing = [c for c in bars if c not in df.columns]
+    if missing:
+        raise ValueError(f"df has no column {', '.join(map(repr, missing))}: pass evaluate()'s rows")
+    rows = {}
+    for check, bar in bars.items():
+        values = df[check].dropna().to_numpy(dtype=float)
+        n = len(values)
+        if n == 0:
+            rows[check] = dict(mean=math.nan, low=math.nan, high=math.nan, n=0, bar=float(bar), verdict="not asked")
+            continue
+        mean = float(values.mean())
+        half = z * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+        low, high = max(0.0, mean - half), min(1.0, mean + half)   # a share: the interval stays in [0, 1]
+        verdict = ("holds" if low >= bar else "missed" if high < bar
+                   else "above, within noise" if mean >= bar else "below, within noise")
+        rows[check] = dict(mean=mean, low=low, high=high, n=n, bar=float(bar), verdict=verdict)
+    return pd.DataFrame.from_dict(rows, orient="index")[["mean", "low", "high", "n", "bar", "verdict"]]
