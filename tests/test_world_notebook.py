@@ -34,3 +34,7 @@ def test_shapes_world_notebook(tmp_path):
     truth = float(re.search(r"overall on ground truth: ([0-9.]+)", text).group(1))
     noise = float(re.search(r"overall on noise: ([0-9.]+)", text).group(1))
     assert truth >= 0.98 and noise <= 0.1
+    # the bars table: 40 perfect clips hold the .90 bars but cannot show .95; reversed clips miss motion
+    bars = re.search(r"ground truth\s+colour\s+1\.0+\s+0\.912\s+1\.0+\s+40\s+0\.95\s+above, within noise", text)
+    assert bars and re.search(r"time-reversed colour.*\n(?:.*\n)*?\s+motion\s+0\.158\s+0\.057\s+0\.37\d*\s+20\s+0\.90?\s+missed",
+                              text)

@@ -313,19 +313,30 @@ def test_against_bars_gives_each_bar_an_interval_and_a_verdict():
     t = world.against_bars(df)
     assert list(t.index) == ["colour", "shape", "motion", "count", "consistency"]
     assert list(t.columns) == ["mean", "low", "high", "n", "bar", "verdict"]
-    assert t.loc["colour", "mean"] == t.loc["colour", "low"] == t.loc["colour", "high"] == 1.0
+    # all 400 right: the mean is 1, but the interval has width (Wilson: 1 - z^2 / (n + z^2) at its low end)
+    assert t.loc["colour", "mean"] == t.loc["colour", "high"] == 1.0
+    assert np.isclose(t.loc["colour", "low"], 400 / (400 + 1.96 ** 2)) and t.loc["colour", "low"] > 0.95
     assert list(t["verdict"]) == ["holds", "holds", "above, within noise", "below, within noise", "missed"]
     assert t.loc["consistency", "n"] == 200 and t.loc["consistency", "mean"] == 0.5   # NaN (not asked) skipped
-    sd = np.r_[np.ones(362), np.zeros(38)].std(ddof=1)
-    assert np.isclose(t.loc["motion", "high"] - t.loc["motion", "mean"], 1.96 * sd / np.sqrt(n))
+    lo, hi = t.loc["motion", "low"], t.loc["motion", "high"]                  # Wilson's interval for 362 of 400
+    p, z = 362 / 400, 1.96
+    centre = (p + z * z / 800) / (1 + z * z / 400)
+    assert np.isclose((lo + hi) / 2, centre) and centre < p                  # pulled towards 1/2
+    assert np.isclose(hi - lo, 2 * z / (1 + z * z / 400) * np.sqrt(p * (1 - p) / 400 + z * z / 640000))
+    assert np.isclose(hi - lo, 2 * z * np.sqrt(p * (1 - p) / 400), rtol=0.02)  # near the normal one at this n
     assert list(t["bar"]) == [world.BARS[c] for c in t.index]
     wide = world.against_bars(df, bars={"motion": 0.9}, z=3.0)          # a wider interval, another verdict
     assert wide.loc["motion", "low"] < t.loc["motion", "low"] and wide.loc["motion", "verdict"] == "above, within noise"
     held = world.against_bars(df, bars={"overall": world.HELDOUT_BAR})
     assert held.loc["overall", "verdict"] == "missed" and held.loc["overall", "mean"] == 0.75
     assert world.against_bars(df.assign(size=np.nan), bars={"size": 0.9}).loc["size", "verdict"] == "not asked"
-    few = world.against_bars(pd.DataFrame({"colour": [1.0, 0.0, 1.0]}), bars={"colour": 0.95}).loc["colour"]
-    assert few["high"] == 1.0 and 0 < few["low"] < few["mean"] and few["verdict"] == "below, within noise"  # cut to [0, 1]
+    few = world.against_bars(pd.DataFrame({"colour": [1.0] * 20}), bars={"colour": 0.95}).loc["colour"]
+    assert few["mean"] == few["high"] == 1.0 and round(few["low"], 3) == 0.839   # 20 of 20 cannot show .95
+    assert few["verdict"] == "above, within noise"
+    lo, hi = world.evaluator.wilson(0.0, 20)
+    assert lo == 0.0 and round(hi, 3) == 0.161
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        world.evaluator.wilson(0.5, 0)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

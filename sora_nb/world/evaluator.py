@@ -321,8 +321,11 @@ HELDOUT_BAR = 0.85
 
 def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
     """Each barred check's mean over the clips of ``df`` (``evaluate``'s rows, NaN skipped as in `summarize`)
-    with a normal-approximation interval, mean ± z·sd/√n over the n clips that were asked it (z 1.96: 95%;
-    cut to [0, 1]), against its bar. A pandas DataFrame indexed by check: mean, low, high, n, bar and verdict:
+    with a Wilson score interval for a share p over the n clips that were asked it (z 1.96: 95%), against its
+    bar. Wilson's interval needs only p and n, stays inside [0, 1] and has width at p = 0 or 1 (20 of 20 clips
+    right gives [.839, 1], not [1, 1]). A check scored as a share of a clip's objects varies at most p(1 - p)
+    from clip to clip, so for it the interval is conservative. A pandas DataFrame indexed by check: mean, low,
+    high, n, bar and verdict:
 
     - "holds": the whole interval is at or above the bar;
     - "missed": the whole interval is below it;
@@ -356,9 +359,18 @@ def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
             rows[check] = dict(mean=math.nan, low=math.nan, high=math.nan, n=0, bar=float(bar), verdict="not asked")
             continue
         mean = float(values.mean())
-        half = z * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
-        low, high = max(0.0, mean - half), min(1.0, mean + half)   # a share: the interval stays in [0, 1]
+        low, high = wilson(mean, n, z)
         verdict = ("holds" if low >= bar else "missed" if high < bar
                    else "above, within noise" if mean >= bar else "below, within noise")
         rows[check] = dict(mean=mean, low=low, high=high, n=n, bar=float(bar), verdict=verdict)
     return pd.DataFrame.from_dict(rows, orient="index")[["mean", "low", "high", "n", "bar", "verdict"]]
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share ``p`` observed over ``n`` trials (z 1.96: 95%)."""
+    if n <= 0:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z / d * math.sqrt(max(0.0, p * (1 - p)) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
