@@ -53,15 +53,15 @@ def main() -> None:
     rows: list[list[str]] = []
     bars: list[list[str]] = []
     for folder in args.weights or ["shapes"]:
-        frames = {}
-        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows, frames)
-        bars += bar_rows(folder, plan, frames)
+        per_clip = {}
+        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows, per_clip)
+        bars += bar_rows(folder, plan, per_clip)
     print_table(rows, ("weights", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
     print()
     print_table(bars, ("weights", "pooled samples (clips)", "check", "mean [95% interval]", "bar", "verdict"))
 
 
-def bar_rows(label: str, plan: list[tuple[str, str, str, int]], frames: dict) -> list[list[str]]:
+def bar_rows(label: str, plan: list[tuple[str, str, str, int]], per_clip: dict) -> list[list[str]]:
     """The quality bars judged on the pooled clips: the train-prompt samples' five checks (`world.BARS`), and the
     held-out samples' every check (`world.HELDOUT_BAR`), each with its 95% interval (`world.against_bars`)."""
     import pandas as pd
@@ -73,7 +73,7 @@ def bar_rows(label: str, plan: list[tuple[str, str, str, int]], frames: dict) ->
     for names, bars in groups:
         if not names:
             continue
-        df = pd.concat([frames[n] for n in names], ignore_index=True)
+        df = pd.concat([per_clip[n] for n in names], ignore_index=True)
         for check, r in world.against_bars(df, bars).iterrows():
             out.append([label, f"{' '.join(names)} ({len(df)})", "every check" if check == "overall" else check,
                         f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]", f"{r['bar']:.2f}", r["verdict"]])
@@ -81,9 +81,9 @@ def bar_rows(label: str, plan: list[tuple[str, str, str, int]], frames: dict) ->
 
 
 def score(gen: sora_nb.Generator, label: str, plan: list[tuple[str, str, str, int]], clips: int, guidance: float,
-          rows: list[list[str]], frames: dict | None = None) -> float:
+          rows: list[list[str]], per_clip: dict | None = None) -> float:
     """Judge ``gen`` on each sample of ``plan`` (name, split, phrasing, seed index); append a row per sample
-    (printed as it comes) and one for the mean to ``rows``, and each sample's per-clip rows to ``frames`` (by
+    (printed as it comes) and one for the mean to ``rows``, and each sample's per-clip rows to ``per_clip`` (by
     name); return the mean of every check."""
     overall = []
     for name, split, phrasing, k in plan:
@@ -91,8 +91,8 @@ def score(gen: sora_nb.Generator, label: str, plan: list[tuple[str, str, str, in
         df = world.evaluate(gen, n=clips, seed=step_seed(0, "eval", k), split=split, phrasing=phrasing,
                             guidance=guidance)
         s = world.summarize(df)
-        if frames is not None:
-            frames[name] = df
+        if per_clip is not None:
+            per_clip[name] = df
         overall.append(float(s["overall"]))
         rows.append([label, name, " / ".join(f"{s[d]:.3f}" for d in DIMS), f"{s['overall']:.3f}",
                      f"{time.perf_counter() - t:.0f}"])

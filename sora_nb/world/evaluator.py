@@ -330,7 +330,7 @@ def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
     - "holds": the whole interval is at or above the bar;
     - "missed": the whole interval is below it;
     - "above, within noise" / "below, within noise": the mean is on that side, but the interval holds the bar,
-      so this many clips cannot tell (one sample of 200 clips has a half-width of about .02-.05).
+      so this many clips cannot tell (one sample of 200 clips has a half-width of about .03-.05).
 
     ``bars`` maps checks to bars in [0, 1] (default `BARS`; the held-out rows: ``{"overall": HELDOUT_BAR}``).
     """
