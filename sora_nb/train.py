@@ -97,8 +97,14 @@ with angle channels, the decoder and pixel-encoder stages, rotary positions, ``t
 all-MiniLM-L6-v2 under a stack trained with the DiT; the text stage trains the stack and probe on its states of
 ``adapt_pool`` captions, computed once) and the guidance profile, with ``train_minutes=60``: the DiT trains for
 whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at its step 100 from the pace, goes into
-``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). ``--preset plain`` is the
-dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
+``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). Every
+``REFIT_EVERY`` steps after that it is fitted again, downward only, at the mean pace since step 20: the pace
+drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over the hour
+without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .15, ``pix_share`` .07,
+`PartBudget`): one whose pace at its step 25 would overrun its share runs the steps that fit instead, and
+``recipe.json`` records them too. On the forty-ninth session's host, which had no AMX, those stages took 36 of
+the 60 minutes and left the DiT 2620 of its 7000 steps; a host fast enough (the twenty-fifth session's, with AMX:
+5, 12 and 6% of the hour) runs their counts unchanged. ``--preset plain`` is the dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
 processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
@@ -188,6 +194,12 @@ class Recipe:
                                    # their layout latent, so the finished autoencoder encodes any video (0: off)
     pix_blocks: int = 3            # the pixel encoder's residual blocks (a wider view: an outline spans cells)
     pix_lr: float = 1e-3
+    # with train_minutes: the most of the hour each fixed-step stage may take; at its step 25 a stage whose pace
+    # would overrun its share cuts its step count to fit (`PartBudget`), so a slow machine leaves the DiT its
+    # share (0: no cap). A fast machine runs the counts above unchanged.
+    vae_share: float = 0.0
+    dec_share: float = 0.0
+    pix_share: float = 0.0
     # latent cache: (duration s, width, height, clips)
     cache: tuple[tuple[float, int, int, int], ...] = ((2.0, 64, 64, 6000), (1.0, 64, 64, 1000),
                                                       (2.0, 96, 64, 1000), (4.0, 64, 64, 500))
@@ -295,6 +307,11 @@ class Recipe:
         minutes = self.train_minutes
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or not 0 <= minutes <= 10_000:
             raise ValueError(f"train_minutes must be a number in [0, 10000] (0: no budget; the DiT runs dit_steps), got {minutes!r}")
+        for name in ("vae_share", "dec_share", "pix_share"):
+            share = getattr(self, name)
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+                raise ValueError(f"{name} must be a number in [0, 1): the most of train_minutes its stage may take "
+                                 f"(0: no cap), got {share!r}")
         if minutes and self.dit_seconds:
             raise ValueError(f"train_minutes and dit_seconds are two budgets: set one of them, got train_minutes {minutes!r}, "
                              f"dit_seconds {self.dit_seconds!r}")
@@ -450,6 +467,7 @@ class Recipe:
 PRESETS: dict[str, dict[str, Any]] = {
     "course": dict(shape_channels=True, shape_layout=True, shape_angle=True, dec_steps=1200, dec_blocks=3,
                    dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True,
+                   vae_share=0.10, dec_share=0.15, pix_share=0.07,
                    text_pretrained="all-MiniLM-L6-v2", train_minutes=60.0, guidance_candidates=(2.0,),
                    sample_guidance_profile=((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))),
     "plain": {},
@@ -518,21 +536,65 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
-def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Load a stage's checkpoint (model and optimizer) if there is one; the step to start from."""
+def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recipe: Recipe | None = None,
+           field: str = "") -> int:
+    """Load a stage's checkpoint (model and optimizer) if there is one; the step to start from. With
+    ``recipe`` and ``field``, the stage's step count as its checkpoint recorded it (a `PartBudget` may have cut
+    it) goes back into ``recipe.<field>``, so the resumed stage follows the same schedule."""
     if not (ckpt / "state.json").is_file():
         return 0
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     load_optimizer(opt, ckpt / "optim")
-    return json.loads((ckpt / "state.json").read_text())["step"]
+    state = json.loads((ckpt / "state.json").read_text())
+    if recipe is not None and "steps" in state:
+        setattr(recipe, field, state["steps"])
+    return state["step"]
 
 
-def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
-    """Save a stage's model and optimizer, to resume at ``step`` (safetensors and JSON, no pickle)."""
+def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, steps: int | None = None) -> None:
+    """Save a stage's model and optimizer, to resume at ``step`` (safetensors and JSON, no pickle); ``steps``:
+    the stage's step count, recorded for `resume`."""
     ckpt.mkdir(exist_ok=True)
     save_file(model.state_dict(), str(ckpt / "model.safetensors"))
     save_optimizer(opt, ckpt / "optim")
-    (ckpt / "state.json").write_text(json.dumps({"step": step}))
+    (ckpt / "state.json").write_text(json.dumps({"step": step} if steps is None else {"step": step, "steps": steps}))
+
+
+class PartBudget:
+    """A fixed-step stage's share of a full run's hour (``train_minutes`` times ``share``). The stage calls it
+    at every step; over its steps ``start + 5`` to ``start + 25`` it times the pace, and at ``start + 25``, if
+    the steps left would overrun what the share leaves, it cuts ``recipe.<field>`` (the stage's step count,
+    which its cosine schedule reads) to fit, and logs it. Before that every step's learning rate is the
+    warm-up's, which does not depend on the count, so the whole stage follows one schedule. The pace is
+    the machine's, so the count is too, as the DiT's is under a budget: ``recipe.json`` records the counts
+    run, and setting them with ``train_minutes=0`` reruns the same steps anywhere. A resumed stage keeps
+    the count its checkpoint recorded (`resume`) and is not cut again."""
+
+    PACE = (5, 25)
+
+    def __init__(self, recipe: Recipe, out: Path, stage: str, field: str, share: float, start: int,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.recipe, self.out, self.stage, self.field, self.clock = recipe, out, stage, field, clock
+        self.start = start
+        self.seconds = 60.0 * recipe.train_minutes * share if recipe.train_minutes and share and start == 0 else 0.0
+        self.t0 = clock()
+        self.t_pace = 0.0
+
+    def __call__(self, step: int) -> None:
+        if not self.seconds:
+            return
+        first, fix = self.PACE
+        if step == self.start + first:
+            self.t_pace = self.clock()
+        elif step == self.start + fix:
+            now = self.clock()
+            pace = (now - self.t_pace) / (fix - first)
+            steps = getattr(self.recipe, self.field)
+            fit = step + int((self.seconds - (now - self.t0)) / max(pace, 1e-9))
+            if fit < steps:
+                setattr(self.recipe, self.field, max(step + 1, fit))
+                log(self.out, stage=self.stage, step=step, s_per_step=pace, budget_s=self.seconds,
+                    **{self.field: getattr(self.recipe, self.field), "cut_from": steps})
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -548,7 +610,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     """Train (or resume) the video autoencoder; returns it in eval mode."""
     final = out / "vae_final"
     if (final / "config.json").is_file():
-        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+        return finished_part(final, recipe, "vae_steps")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         vae = VideoAutoencoder(latent_channels=recipe.vae_channels, hidden=recipe.vae_hidden,
@@ -556,9 +618,12 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     ckpt = out / "vae_ckpt"
-    start = resume(ckpt, vae, opt)
+    start = resume(ckpt, vae, opt, recipe, "vae_steps")
     t0 = time.perf_counter()
-    for step in range(start, recipe.vae_steps):
+    budget = PartBudget(recipe, out, "vae", "vae_steps", recipe.vae_share, start)
+    step = start - 1
+    while (step := step + 1) < recipe.vae_steps:
+        budget(step)
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
         clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "vae", step), split="train",
                                   duration=duration, size=size))
@@ -581,10 +646,8 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
             psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
             log(out, stage="vae", step=step, loss=loss.item(), psnr=psnr, s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.vae_steps:
-            checkpoint(ckpt, vae, opt, step + 1)
-    vae.save_pretrained(final, safe_serialization=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return vae.eval()
+            checkpoint(ckpt, vae, opt, step + 1, recipe.vae_steps)
+    return finish_part(vae, final, ckpt, recipe.vae_steps)
 
 
 def shape_cells(clips: list, vae: VideoAutoencoder, maps: np.ndarray | None = None) -> torch.Tensor:
@@ -663,7 +726,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     eval mode."""
     final = out / "dec_final"
     if (final / "config.json").is_file():
-        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+        return finished_part(final, recipe, "dec_steps")
     vae = deepen_decoder(vae, recipe.dec_blocks).train()
     if recipe.dec_blur:
         vae.register_to_config(decode_blur=float(recipe.dec_blur))
@@ -672,16 +735,20 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     decoder = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
     ckpt = out / "dec_ckpt"
-    start = resume(ckpt, vae, opt)
+    start = resume(ckpt, vae, opt, recipe, "dec_steps")
     seed = recipe.seed if recipe.dec_seed is None else recipe.dec_seed
     t0 = time.perf_counter()
-    for step in range(start, recipe.dec_steps):
+    warmup = min(50, recipe.dec_steps // 10)  # from the count before any cut: the schedule's start is one
+    budget = PartBudget(recipe, out, "decoder", "dec_steps", recipe.dec_share, start)
+    step = start - 1
+    while (step := step + 1) < recipe.dec_steps:
+        budget(step)
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
         clips = list(world.sample(recipe.vae_batch, seed=step_seed(seed, "dec", step), split="train",
                                   duration=duration, size=size))
         video = clips_to_tensor(clips)
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, min(50, recipe.dec_steps // 10))
+            group["lr"] = cosine_lr(step, recipe.dec_steps, recipe.dec_lr, warmup)
         with torch.no_grad():
             z = (pixel_label_latent(vae, clips, video, recipe.shape_angle) if pixels
                  else recipe_latent(recipe, vae, clips, video))
@@ -699,8 +766,8 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
             log(out, stage="decoder", step=step, loss=loss.item(), psnr=psnr,
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dec_steps:
-            checkpoint(ckpt, vae, opt, step + 1)
-    return finish_part(vae, final, ckpt)
+            checkpoint(ckpt, vae, opt, step + 1, recipe.dec_steps)
+    return finish_part(vae, final, ckpt, recipe.dec_steps)
 
 
 def optimise(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
@@ -711,12 +778,23 @@ def optimise(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> No
     opt.step()
 
 
-def finish_part(vae: VideoAutoencoder, final: Path, ckpt: Path) -> VideoAutoencoder:
-    """End a part-of-the-autoencoder stage: everything trainable again, saved to ``final``, checkpoint gone."""
+def finish_part(vae: VideoAutoencoder, final: Path, ckpt: Path, steps: int) -> VideoAutoencoder:
+    """End an autoencoder stage: everything trainable again, saved to ``final`` with the ``steps`` it ran
+    (``steps.json``, read back by `finished_part`), checkpoint gone."""
     vae.requires_grad_(True)
     vae.save_pretrained(final, safe_serialization=True)
+    (final / "steps.json").write_text(json.dumps({"steps": steps}))
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
+
+
+def finished_part(final: Path, recipe: Recipe, field: str) -> VideoAutoencoder:
+    """A finished autoencoder stage's result, reloaded by a resumed run; the steps it ran (a `PartBudget` may
+    have cut them) go back into ``recipe.<field>``, so the run's ``recipe.json`` records them."""
+    steps = final / "steps.json"
+    if steps.is_file():
+        setattr(recipe, field, json.loads(steps.read_text())["steps"])
+    return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
 def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> VideoAutoencoder:
@@ -731,7 +809,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     the new encoder, in eval mode."""
     final = out / "pix_final"
     if (final / "config.json").is_file():
-        return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
+        return finished_part(final, recipe, "pix_steps")
     teacher = _copy(vae).eval()
     vae = deepen_encoder(vae, recipe.pix_blocks).train()
     for name, p in vae.named_parameters():
@@ -739,18 +817,22 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     encoder = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(encoder, lr=recipe.pix_lr, weight_decay=0.0)
     ckpt = out / "pix_ckpt"
-    start = resume(ckpt, vae, opt)
+    start = resume(ckpt, vae, opt, recipe, "pix_steps")
     with torch.no_grad():  # one fixed weight per channel: a batch without some shape has no variance in its channel
         probe = list(world.sample(16, seed=step_seed(recipe.seed, "pix", 10 ** 6), split="train"))
         var = channel_scales(training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle),
                              recipe.shape_angle)
     t0 = time.perf_counter()
-    for step in range(start, recipe.pix_steps):
+    warmup = min(50, recipe.pix_steps // 10)  # from the count before any cut: the schedule's start is one
+    budget = PartBudget(recipe, out, "pixels", "pix_steps", recipe.pix_share, start)
+    step = start - 1
+    while (step := step + 1) < recipe.pix_steps:
+        budget(step)
         duration, size = VAE_SIZES[step % len(VAE_SIZES)]
         clips = list(world.sample(recipe.vae_batch, seed=step_seed(recipe.seed, "pix", step), split="train",
                                   duration=duration, size=size))
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, recipe.pix_steps, recipe.pix_lr, min(50, recipe.pix_steps // 10))
+            group["lr"] = cosine_lr(step, recipe.pix_steps, recipe.pix_lr, warmup)
         with torch.no_grad():
             target = training_latent(teacher, clips, True, True, shape_angle=recipe.shape_angle)  # (B, C, F, h, w)
         z = vae.encode(clips_to_tensor(clips))
@@ -760,8 +842,8 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
             log(out, stage="pixels", step=step, loss=loss.item(), class_accuracy=class_accuracy(z.detach(), target),
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.pix_steps:
-            checkpoint(ckpt, vae, opt, step + 1)
-    return finish_part(vae, final, ckpt)
+            checkpoint(ckpt, vae, opt, step + 1, recipe.pix_steps)
+    return finish_part(vae, final, ckpt, recipe.pix_steps)
 
 
 def channel_scales(want: torch.Tensor, shape_angle: bool = False) -> torch.Tensor:
@@ -1439,6 +1521,9 @@ def finished_stage(out: Path, name: str = "dit") -> bool:
     return (Path(out) / f"{name}_final" / "dit" / "config.json").is_file()
 
 
+REFIT_EVERY = 250  # a budgeted DiT stage checks its pace again every this many steps after step 100 (`train_dit`)
+
+
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline: float | None = None,
               init: tuple[ShapesDiT, TextEncoder, float] | None = None, reserve: float = 0.0,
               name: str = "dit") -> tuple[ShapesDiT, TextEncoder]:
@@ -1536,6 +1621,16 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                 dit_steps=recipe.dit_steps)
             if step >= recipe.dit_steps:  # the budget (less the reserve) was spent by step 100
                 break
+        elif budget and step > start + 100 and (step - start) % REFIT_EVERY == 0:
+            # the pace drifts (the course run's from 0.57 s at step 100 to 0.63 s, forty-ninth and fifty-first
+            # sessions): refit at the mean pace since step 20, downward only, so the stage ends within its budget
+            # with its schedule finished, not cut off by the guard below with its learning rate still high
+            pace = (time.perf_counter() - t_pace) / (step - start - 20)
+            fit = step + int((budget - (time.perf_counter() - t0)) / pace - reserve)
+            if fit < recipe.dit_steps:
+                log(out, stage=name, step=step, s_per_step=pace, budget_s=budget, reserve_steps=reserve,
+                    dit_steps=max(step + 1, fit), refit_from=recipe.dit_steps)
+                recipe.dit_steps = max(step + 1, fit)
         if budget and time.perf_counter() - t0 > 1.15 * budget:
             log(out, stage=name, step=step, stopped="over the wall budget")
             recipe.dit_steps = step
@@ -1852,7 +1947,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     vae = be.vae
     if decoder:
         t = time.perf_counter()
-        vae = tune_decoder(recipe, out, world, vae, pixels=recipe.pixel_latent)
+        # a full run's hour (train_minutes, dec_share) is not this stage's: it runs the dec_steps asked for
+        vae = tune_decoder(dataclasses.replace(recipe, dec_share=0.0), out, world, vae, pixels=recipe.pixel_latent)
         seconds["decoder"] = time.perf_counter() - t
     dit_net, text = be.dit, be.text
     if recipe.adapt_steps and not dit and not isinstance(text.encoder, AdaptedEncoder):  # (with dit: in train_dit)

@@ -1668,3 +1668,121 @@ def test_bf16_auto_takes_bfloat16_only_where_the_device_multiplies_it_natively(m
         with pytest.raises(ValueError, match=r'bf16 must be true, false or "auto" \(true where the device multiplies '
                                              r'bfloat16 natively\), got '):
             train.Recipe(bf16=bad)
+
+
+class _Clock:
+    """A fake clock for `train.PartBudget`: ``pace`` seconds a step, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _drive(budget, clock, steps_field, recipe, pace, first=0):
+    """Call ``budget`` at each step from ``first`` while the recipe's count allows, ``pace`` s a step."""
+    step = first
+    while step < getattr(recipe, steps_field):
+        budget(step)
+        clock.t += pace
+        step += 1
+    return step
+
+
+def test_a_part_budget_cuts_a_slow_stage_to_its_share_and_leaves_a_fast_one(tmp_path):
+    """``vae_share`` etc.: at step 25 a stage that would overrun its share of ``train_minutes`` cuts its step count
+    to fit at the pace of steps 5-25 and logs it; a fast stage, a stage with no share, or one with no hour keeps
+    its count."""
+    recipe = train.Recipe(vae_steps=600, train_minutes=60.0, vae_share=0.1)  # 360 s for the autoencoder
+    clock = _Clock()
+    budget = train.PartBudget(recipe, tmp_path, "vae", "vae_steps", recipe.vae_share, 0, clock=clock)
+    ran = _drive(budget, clock, "vae_steps", recipe, pace=1.0)
+    assert recipe.vae_steps == ran == 25 + int((360.0 - 25.0) / 1.0) == 360
+    cut = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert cut == [{**cut[0], "stage": "vae", "step": 25, "s_per_step": 1.0, "budget_s": 360.0, "vae_steps": 360,
+                    "cut_from": 600}]
+    for share, minutes, pace in ((0.1, 60.0, 0.5), (0.0, 60.0, 1.0), (0.1, 0.0, 1.0)):  # 600 steps fit; no share; no hour
+        recipe = train.Recipe(dec_steps=600, train_minutes=minutes, dec_share=share)
+        clock = _Clock()
+        budget = train.PartBudget(recipe, tmp_path / "x", "decoder", "dec_steps", share, 0, clock=clock)
+        assert _drive(budget, clock, "dec_steps", recipe, pace) == 600 and recipe.dec_steps == 600
+    # a share already spent by step 25 still runs step 25: the count never falls below what has run
+    recipe = train.Recipe(pix_steps=1500, pix_share=0.01, train_minutes=1.0, shape_layout=True, shape_channels=True)
+    clock = _Clock()
+    budget = train.PartBudget(recipe, tmp_path, "pixels", "pix_steps", recipe.pix_share, 0, clock=clock)
+    assert _drive(budget, clock, "pix_steps", recipe, pace=1.0) == recipe.pix_steps == 26
+
+
+def test_a_resumed_stage_is_not_cut_again_and_keeps_the_count_it_recorded(tmp_path):
+    """A checkpoint records the stage's (cut) step count and `resume` puts it back in the recipe; a budget built for
+    a resumed stage never cuts; a finished stage's ``steps.json`` puts its count back (`finished_part`)."""
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    train.checkpoint(tmp_path / "ckpt", model, opt, 250, steps=360)
+    recipe = train.Recipe(vae_steps=600)
+    assert train.resume(tmp_path / "ckpt", model, opt, recipe, "vae_steps") == 250 and recipe.vae_steps == 360
+    train.checkpoint(tmp_path / "old", model, opt, 250)  # a checkpoint from before the budgets: the count stays
+    recipe = train.Recipe(vae_steps=600)
+    assert train.resume(tmp_path / "old", model, opt, recipe, "vae_steps") == 250 and recipe.vae_steps == 600
+    recipe = train.Recipe(vae_steps=600, train_minutes=60.0, vae_share=0.1)
+    clock = _Clock()
+    budget = train.PartBudget(recipe, tmp_path, "vae", "vae_steps", 0.1, 250, clock=clock)
+    assert budget.seconds == 0.0 and _drive(budget, clock, "vae_steps", recipe, 5.0, first=250) == 600
+
+
+def test_the_autoencoder_stage_under_a_budget_runs_the_cut_count_and_records_it(tmp_path):
+    """The autoencoder stage itself: a share far too small for its 60 steps cuts it at step 25 to 26 steps; its
+    ``vae_final/steps.json`` says so, and a resumed run reloads the stage with that count in its recipe."""
+    from sora_nb import world
+
+    recipe = train.Recipe(**{**FAST, "vae_steps": 60, "log_every": 100, "train_minutes": 0.001, "vae_share": 0.5})
+    train.train_vae(recipe, tmp_path, world)
+    assert recipe.vae_steps == 26
+    assert json.loads((tmp_path / "vae_final" / "steps.json").read_text()) == {"steps": 26}
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["stage"] == "vae"] == [0, 25, 25]  # the first step, the cut, the last
+    assert [r.get("cut_from") for r in log] == [None, 60, None]
+    again = train.Recipe(**{**FAST, "vae_steps": 60})
+    train.train_vae(again, tmp_path, world)
+    assert again.vae_steps == 26
+
+
+@pytest.mark.parametrize("field", ["vae_share", "dec_share", "pix_share"])
+def test_a_bad_stage_share_is_refused_by_name(field):
+    for bad in (-0.1, 1.0, float("nan"), True, "0.1", None):
+        with pytest.raises(ValueError, match=rf"{field} must be a number in \[0, 1\): the most of train_minutes"):
+            train.Recipe(**{field: bad})
+    assert train.PRESETS["course"][field] > 0 and getattr(train.Recipe(), field) == 0.0
+
+
+def test_a_budgeted_dit_refits_its_steps_when_its_pace_slows(tmp_path, tiny_run, monkeypatch):
+    """Under a wall budget the DiT fixes its step count at step 100 and then, every ``REFIT_EVERY`` steps, fits it
+    again at the mean pace since step 20, downward only, so a stage whose pace drifts ends within the budget with
+    its schedule run to the end (not stopped by the 1.15x guard, where its first count, 395, would have taken it).
+    A fake clock: 10 ms a step, then 20 ms from step 150."""
+    import time
+    import types
+
+    from sora_nb import world
+
+    class Clock:  # the train module's perf_counter, advanced by each budget check (one call per step)
+        calls, t = 0, 0.0
+
+        def __call__(self):
+            self.calls += 1
+            self.t += 0.01 if self.calls < 150 else 0.02
+            return self.t
+
+    out, recipe, cache = dit_stage_folder(tmp_path / "slow", tiny_run, dit_seconds=4.0, dit_steps=1000, log_every=10_000,
+                                          ckpt_every=10_000)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=Clock(), time=time.time))
+    train.train_dit(recipe, out, world, cache)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    fixed = [r for r in log if "dit_steps" in r and "refit_from" not in r]
+    refits = [r for r in log if "refit_from" in r]
+    assert len(fixed) == 1 and fixed[0]["step"] == 100 and 350 <= fixed[0]["dit_steps"] <= 420, fixed
+    assert refits and refits[0]["step"] == train.REFIT_EVERY and refits[0]["refit_from"] == fixed[0]["dit_steps"], refits
+    assert refits[-1]["dit_steps"] < fixed[0]["dit_steps"] and recipe.dit_steps == refits[-1]["dit_steps"]
+    assert not any("stopped" in r for r in log)  # it ended on its (refitted) count, not at the guard
+    assert json.loads((out / "recipe.json").read_text())["dit_steps"] == recipe.dit_steps
