@@ -98,9 +98,9 @@ all-MiniLM-L6-v2 under a stack trained with the DiT; the text stage trains the s
 ``adapt_pool`` captions, computed once) and the guidance profile, with ``train_minutes=60``: the DiT trains for
 whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at its step 100 from the pace, goes into
 ``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). Every
-``REFIT_EVERY`` steps after that it is fitted again, downward only, at the mean pace since step 20: the pace
-drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over the hour
-without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .15, ``pix_share`` .07,
+``REFIT_EVERY`` steps after that it is fitted again (never above ``dit_steps``) at the mean pace since step 20:
+the pace drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over
+the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .15, ``pix_share`` .07,
 `PartBudget`): one whose pace at its step 25 would overrun its share runs the steps that fit instead, and
 ``recipe.json`` records them too. On the forty-ninth session's host, which had no AMX, those stages took 36 of
 the 60 minutes and left the DiT 2620 of its 7000 steps; a host fast enough (the twenty-fifth session's, with AMX:
@@ -1609,7 +1609,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     if deadline is not None and start < 100:  # a resumed run past step 100 keeps the step count it fixed
         budget = max(1.0, deadline - t0)
         log(out, stage=name, budget_s=budget, train_minutes=recipe.train_minutes)
-    step = start
+    step, asked = start, recipe.dit_steps  # a budget fits the count to the pace, never above the count asked for
     while step < recipe.dit_steps:
         if budget and step == start + 100 < recipe.dit_steps:
             # a wall budget: fix the step count from the pace so far (before the warm-up ends, so the
@@ -1622,15 +1622,16 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             if step >= recipe.dit_steps:  # the budget (less the reserve) was spent by step 100
                 break
         elif budget and step > start + 100 and (step - start) % REFIT_EVERY == 0:
-            # the pace drifts (the course run's from 0.57 s at step 100 to 0.63 s, forty-ninth and fifty-first
-            # sessions): refit at the mean pace since step 20, downward only, so the stage ends within its budget
-            # with its schedule finished, not cut off by the guard below with its learning rate still high
+            # the pace drifts (the fifty-first session's course run: 0.57 s a step at step 100, 0.65 by step
+            # 1000, 0.59 over the run, which ended 64 s over its budget): fit the count again at the mean pace
+            # since step 20, up to the count asked for, so the stage ends within its budget with its schedule
+            # finished, not cut off by the guard below with its learning rate still high
             pace = (time.perf_counter() - t_pace) / (step - start - 20)
-            fit = step + int((budget - (time.perf_counter() - t0)) / pace - reserve)
-            if fit < recipe.dit_steps:
+            fit = max(step + 1, min(asked, step + int((budget - (time.perf_counter() - t0)) / pace - reserve)))
+            if fit != recipe.dit_steps:
                 log(out, stage=name, step=step, s_per_step=pace, budget_s=budget, reserve_steps=reserve,
-                    dit_steps=max(step + 1, fit), refit_from=recipe.dit_steps)
-                recipe.dit_steps = max(step + 1, fit)
+                    dit_steps=fit, refit_from=recipe.dit_steps)
+                recipe.dit_steps = fit
         if budget and time.perf_counter() - t0 > 1.15 * budget:
             log(out, stage=name, step=step, stopped="over the wall budget")
             recipe.dit_steps = step
