@@ -100,11 +100,12 @@ whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at it
 ``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). Every
 ``REFIT_EVERY`` steps after that it is fitted again (never above ``dit_steps``) at the mean pace since step 20:
 the pace drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over
-the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .15, ``pix_share`` .07,
+the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .20, ``pix_share`` .05,
 `PartBudget`): one whose pace at its step 25 would overrun its share runs the steps that fit instead, and
 ``recipe.json`` records them too. On the forty-ninth session's host, which had no AMX, those stages took 36 of
-the 60 minutes and left the DiT 2620 of its 7000 steps; a host fast enough (the twenty-fifth session's, with AMX:
-5, 12 and 6% of the hour) runs their counts unchanged. ``--preset plain`` is the dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
+the 60 minutes and left the DiT 2620 of its 7000 steps. The decoder's share is the largest because it bounds
+every clip (cut from 1200 to 964 steps, its round trip passed every check in .570 of train prompts against .635);
+the pixel encoder's is the smallest because generation never uses it (fifty-first session, bench/RESULTS.md). ``--preset plain`` is the dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
 processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
@@ -467,7 +468,7 @@ class Recipe:
 PRESETS: dict[str, dict[str, Any]] = {
     "course": dict(shape_channels=True, shape_layout=True, shape_angle=True, dec_steps=1200, dec_blocks=3,
                    dec_lr=1e-3, dec_object_weight=4.0, dec_blur=1.0, pix_steps=1500, dit_rope=True,
-                   vae_share=0.10, dec_share=0.15, pix_share=0.07,
+                   vae_share=0.10, dec_share=0.20, pix_share=0.05,
                    text_pretrained="all-MiniLM-L6-v2", train_minutes=60.0, guidance_candidates=(2.0,),
                    sample_guidance_profile=((0.9, 4.0), (0.6, 1.0), (0.0, 0.0))),
     "plain": {},
