@@ -100,12 +100,14 @@ whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at it
 ``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). Every
 ``REFIT_EVERY`` steps after that it is fitted again (never above ``dit_steps``) at the mean pace since step 20:
 the pace drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over
-the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10, ``dec_share`` .20, ``pix_share`` .05,
-`PartBudget`): one whose pace at its step 25 would overrun its share runs the steps that fit instead, and
-``recipe.json`` records them too. On the forty-ninth session's host, which had no AMX, those stages took 36 of
-the 60 minutes and left the DiT 2620 of its 7000 steps. The decoder's share is the largest because it bounds
-every clip (cut from 1200 to 964 steps, its round trip passed every check in .570 of train prompts against .635);
-the pixel encoder's is the smallest because generation never uses it (fifty-first session, bench/RESULTS.md). ``--preset plain`` is the dataclass's defaults. The shipped weights took 285 min of further stages on top (their model card).
+the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10,
+``dec_share`` .20, ``pix_share`` .05; `PartBudget`): one whose pace at its step 25 would overrun its share runs
+the steps that fit instead, and ``recipe.json`` records them too. On the forty-ninth session's host, which had
+no AMX, those stages took 36 of the 60 minutes and left the DiT 2620 of its 7000 steps. The decoder's share is
+the largest because it bounds every clip (cut from 1200 to 964 steps, its round trip passed every check in .570
+of train prompts against .635); the pixel encoder's is the smallest because generation never uses it
+(fifty-first session, bench/RESULTS.md). ``--preset plain`` is the dataclass's defaults. The shipped weights
+took 285 min of further stages on top (their model card).
 
 On a GPU: ``--set device='"cuda"'`` encodes the cache and trains the DiT there (``cache_workers``
 processes encode the cache's entries in parallel), and ``dit_seconds`` fits the DiT's step count to a
@@ -739,7 +741,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     start = resume(ckpt, vae, opt, recipe, "dec_steps")
     seed = recipe.seed if recipe.dec_seed is None else recipe.dec_seed
     t0 = time.perf_counter()
-    warmup = min(50, recipe.dec_steps // 10)  # from the count before any cut: the schedule's start is one
+    warmup = min(50, recipe.dec_steps // 10)  # fixed before any cut (at step 25, inside it): one schedule
     budget = PartBudget(recipe, out, "decoder", "dec_steps", recipe.dec_share, start)
     step = start - 1
     while (step := step + 1) < recipe.dec_steps:
@@ -824,7 +826,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
         var = channel_scales(training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle),
                              recipe.shape_angle)
     t0 = time.perf_counter()
-    warmup = min(50, recipe.pix_steps // 10)  # from the count before any cut: the schedule's start is one
+    warmup = min(50, recipe.pix_steps // 10)  # fixed before any cut (at step 25, inside it): one schedule
     budget = PartBudget(recipe, out, "pixels", "pix_steps", recipe.pix_share, start)
     step = start - 1
     while (step := step + 1) < recipe.pix_steps:
