@@ -100,7 +100,8 @@ whatever the hour leaves, up to ``dit_steps`` (7000; its step count, fixed at it
 ``recipe.json``; set ``dit_steps`` to it and ``train_minutes=0`` to rerun the same steps on any machine). Every
 ``REFIT_EVERY`` steps after that it is fitted again (never above ``dit_steps``) at the mean pace since step 20:
 the pace drifts (0.57 s a step at step 100, 0.59 over the fifty-first session's run, which ended 1.1 min over
-the hour without this). The fixed-step stages before it each have a share of the hour (``vae_share`` .10,
+the hour without this; the fifty-second session's, refitting from 3900 to 3668 steps, trained 60.1 min in
+all). The fixed-step stages before it each have a share of the hour (``vae_share`` .10,
 ``dec_share`` .20, ``pix_share`` .05; `PartBudget`): one whose pace at its step 25 would overrun its share runs
 the steps that fit instead, and ``recipe.json`` records them too. On the forty-ninth session's host, which had
 no AMX, those stages took 36 of the 60 minutes and left the DiT 2620 of its 7000 steps. The decoder's share is
