@@ -1,0 +1,82 @@
+"""Packaging: the wheel carries every module and every shipped weights file, and setuptools has nothing to ignore.
+
+setuptools treats each folder under ``sora_nb/`` (with or without ``__init__.py``) as an importable package. One
+that ``pyproject.toml``'s ``packages`` leaves out makes it warn that the package "would be ignored", and its files
+are shipped as package data only until setuptools stops doing that: the embedded model would then be missing from
+a user's ``pip install``.
+"""
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "sora_nb"
+
+
+def _config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _folders() -> set[str]:
+    """The dotted name of every folder under sora_nb/ that holds a file (caches aside)."""
+    names = set()
+    for path in PACKAGE.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            names.add(".".join(path.parent.relative_to(ROOT).parts))
+    return names
+
+
+def _shipped_files() -> list[str]:
+    """Every file of the embedded model's weights folder, as a path inside the wheel."""
+    return sorted(str(p.relative_to(ROOT)) for p in (PACKAGE / "weights").rglob("*") if p.is_file())
+
+
+def test_every_folder_under_the_package_is_listed():
+    listed = set(_config()["packages"])
+    missing = sorted(_folders() - listed)
+    assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
+    # and every listed package exists (a renamed folder is not left behind in the list)
+    dirs = _config().get("package-dir", {})
+    for name in listed:
+        folder = ROOT / dirs[name] if name in dirs else ROOT.joinpath(*name.split("."))
+        assert folder.is_dir(), f"pyproject.toml lists {name}, but {folder} is not a folder"
+
+
+def test_the_weights_globs_cover_every_shipped_file():
+    globs = _config()["package-data"]["sora_nb"]
+    covered = {str(p.relative_to(ROOT)) for g in globs for p in PACKAGE.glob(g) if p.is_file()}
+    files = _shipped_files()
+    assert len(files) >= 10 and any(f.endswith("manifest.json") for f in files)
+    assert sorted(set(files) - covered) == []
+
+
+def test_the_wheel_ships_the_model_and_setuptools_ignores_nothing(tmp_path):
+    # the source tree is copied without build outputs, so the wheel is built from what git would give a user
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    paths = [p for p in tracked.decode().split("\0") if p and (ROOT / p).is_file()]
+    if not paths:
+        pytest.skip("not a git checkout")
+    for rel in paths:
+        dest = src / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((ROOT / rel).read_bytes())
+    out = tmp_path / "wheel"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                            "--no-index", "-w", str(out)], capture_output=True, text=True, timeout=300)
+    log = build.stdout + build.stderr
+    assert build.returncode == 0, log[-3000:]
+    assert "would be ignored" not in log and "BuildBackendWarning" not in log, log[-3000:]
+    (wheel,) = out.glob("sora_nb-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        shipped = [f for f in _shipped_files() if f in set(paths)]
+        assert shipped and sorted(set(shipped) - names) == []
+        for f in shipped:  # byte for byte: the manifest's sha256 checks them at load
+            assert z.read(f) == (ROOT / f).read_bytes(), f
+    assert {"sora_nb/__init__.py", "sora_nb/models/__init__.py", "sora_nb/_frontend/README.md"} <= names
