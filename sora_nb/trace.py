@@ -53,9 +53,11 @@ netCDF has no float16 type, so ``trace.to_netcdf(path)`` fails. ``trace.sora.to_
 xarray accessor registered by this module) stores each float16 variable as float32 (every float16
 value is exactly representable, so nothing is lost) with the attribute
 ``sora_nb_dtype = "float16"``; :func:`open_trace` restores float16 and drops the attribute, so
-``xr.testing.assert_identical(trace, open_trace(path))`` holds. Zarr stores float16 natively:
-``trace.to_zarr(path)`` (or ``trace.sora.to_zarr``) and :func:`open_trace` (or ``xr.open_zarr``)
-round trip identically too.
+``xr.testing.assert_identical(trace, open_trace(path))`` holds. Zarr stores float16 natively, so
+``trace.to_zarr(path)`` and ``xr.open_zarr`` round trip identically too; but zarr v3 has no stable encoding of
+the ``rgb`` coordinate's fixed-width text and warns that such a store may not be readable by a later zarr.
+``trace.sora.to_zarr(path)`` writes that text as variable-length strings, marked the same way, and
+:func:`open_trace` gives back the identical trace.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from .sampler import RunInfo
 logger = logging.getLogger(__name__)
 
 MB = 2**20
-DTYPE_ATTR = "sora_nb_dtype"       # marks a variable stored wider than it is (float16 as float32)
+DTYPE_ATTR = "sora_nb_dtype"       # marks a variable stored as another dtype (float16 as float32, <U1 as str)
 ON_LIMIT = ("thin", "raise")
 
 
@@ -460,6 +462,16 @@ def decode_trace(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def encode_text_for_zarr(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width text variables as variable-length strings (object dtype), marked ``sora_nb_dtype``."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            out[name] = var.astype(object)
+            out[name].attrs = {**var.attrs, DTYPE_ATTR: var.dtype.str}
+    return out
+
+
 def _is_zarr(path: Path) -> bool:
     """Zarr stores are folders (or ``*.zarr``); anything else is read as netCDF."""
     return path.is_dir() or path.suffix == ".zarr"
@@ -488,8 +500,12 @@ class TraceAccessor:
         encode_for_netcdf(self._ds).to_netcdf(path, **kwargs)
 
     def to_zarr(self, path: str | os.PathLike, **kwargs: Any) -> Any:
-        """Write zarr (float16 kept as is); read back with :func:`open_trace`."""
-        return self._ds.to_zarr(path, **kwargs)
+        """Write zarr (float16 kept as is); read back with :func:`open_trace`.
+
+        Fixed-width text (the ``rgb`` coordinate's ``<U1``) has no stable zarr v3 encoding: zarr warns that a
+        store holding it may be unreadable by a later zarr. It is written as variable-length strings, marked
+        with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it."""
+        return encode_text_for_zarr(self._ds).to_zarr(path, **kwargs)
 
     @property
     def megabytes(self) -> float:
