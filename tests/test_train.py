@@ -1316,7 +1316,7 @@ def test_shape_contrast_loss_is_a_hinge_on_the_relative_error_gap():
     swap = torch.stack([torch.ones(2, 1, 2, 2), torch.full((2, 1, 2, 2), 1.05 ** 0.5),
                         torch.full((2, 1, 2, 2), 2.0)]).requires_grad_()  # errors 1, 1.05, 4: gaps 0, 0.05, 3
     loss, gap = train.shape_contrast_loss(true, swap, x0, 0.1, torch.tensor([1, 1, 1]))
-    assert float(loss) == pytest.approx(0.05, rel=1e-5) and float(gap) == pytest.approx(3.05 / 3, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.05, rel=1e-5) and float(gap.detach()) == pytest.approx(3.05 / 3, rel=1e-5)
     loss.backward()
     assert (swap.grad[:2] < 0).all() and (swap.grad[2] == 0).all()  # it pushes the wrong caption's error up, to the margin
     loss, gap = train.shape_contrast_loss(true, swap.detach(), x0, 0.1, torch.tensor([1, 1, 0]))
