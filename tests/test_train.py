@@ -1331,7 +1331,7 @@ def test_frame_difference_loss_counts_only_the_error_that_changes_between_frames
     flicker = torch.tensor([0.0, 1.0, 0.0, 1.0]).view(1, 1, 4, 1, 1)  # the error flips sign every frame
     x0_hat = (x0 + flicker).requires_grad_()
     loss = train.frame_difference_loss(x0_hat, x0)
-    assert float(loss) == pytest.approx(1.0)  # every one of the 3 differences is +-1
+    assert float(loss.detach()) == pytest.approx(1.0)  # every one of the 3 differences is +-1
     loss.backward()
     assert x0_hat.grad.abs().sum() > 0
     scale = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1, 1)  # rows divided as the x0 loss divides them
