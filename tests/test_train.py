@@ -1340,7 +1340,7 @@ def test_frame_difference_loss_counts_only_the_error_that_changes_between_frames
     assert float(train.frame_difference_loss(x0 + drift, x0)) == pytest.approx(1.0)
     one = torch.zeros(2, 3, 1, 2, 2, requires_grad=True)  # one latent frame: nothing to compare, 0 and a gradient
     loss = train.frame_difference_loss(one, torch.ones(2, 3, 1, 2, 2))
-    assert float(loss) == 0.0 and torch.isfinite(loss)
+    assert float(loss.detach()) == 0.0 and torch.isfinite(loss)
     loss.backward()
     with pytest.raises(ValueError, match=r"x0_hat and x0 must be latents of one shape \(B, C, F, h, w\)"):
         train.frame_difference_loss(x0[:, :, :3], x0)
