@@ -441,14 +441,20 @@ class TraceRecorder:
 
 
 # -- saving and loading ------------------------------------------------------------------------------
-def encode_for_netcdf(ds: xr.Dataset) -> xr.Dataset:
-    """A copy of ``ds`` netCDF can store: float16 variables widened to float32, marked ``sora_nb_dtype``."""
+def _stored_as(ds: xr.Dataset, match: Callable[[np.dtype], bool], dtype: Any) -> xr.Dataset:
+    """A copy of ``ds`` with each variable whose dtype ``match``es cast to ``dtype``, its own dtype kept in the
+    ``sora_nb_dtype`` attribute ("float16", "<U1") for :func:`decode_trace`."""
     out = ds.copy()
     for name, var in ds.variables.items():
-        if var.dtype == np.float16:
-            out[name] = var.astype(np.float32)
-            out[name].attrs = {**var.attrs, DTYPE_ATTR: "float16"}
+        if match(var.dtype):
+            out[name] = var.astype(dtype)
+            out[name].attrs = {**var.attrs, DTYPE_ATTR: str(var.dtype)}
     return out
+
+
+def encode_for_netcdf(ds: xr.Dataset) -> xr.Dataset:
+    """A copy of ``ds`` netCDF can store: float16 variables widened to float32, marked ``sora_nb_dtype``."""
+    return _stored_as(ds, lambda dtype: dtype == np.float16, np.float32)
 
 
 def decode_trace(ds: xr.Dataset) -> xr.Dataset:
@@ -464,12 +470,7 @@ def decode_trace(ds: xr.Dataset) -> xr.Dataset:
 
 def encode_text_for_zarr(ds: xr.Dataset) -> xr.Dataset:
     """Fixed-width text variables as variable-length strings (object dtype), marked ``sora_nb_dtype``."""
-    out = ds.copy()
-    for name, var in ds.variables.items():
-        if var.dtype.kind == "U":
-            out[name] = var.astype(object)
-            out[name].attrs = {**var.attrs, DTYPE_ATTR: var.dtype.str}
-    return out
+    return _stored_as(ds, lambda dtype: dtype.kind == "U", object)
 
 
 def _is_zarr(path: Path) -> bool:

@@ -37,11 +37,12 @@ def _shipped_files() -> list[str]:
 
 
 def test_every_folder_under_the_package_is_listed():
-    listed = set(_config()["packages"])
+    config = _config()
+    listed = set(config["packages"])
     missing = sorted(_folders() - listed)
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
     # and every listed package exists (a renamed folder is not left behind in the list)
-    dirs = _config().get("package-dir", {})
+    dirs = config.get("package-dir", {})
     for name in listed:
         folder = ROOT / dirs[name] if name in dirs else ROOT.joinpath(*name.split("."))
         assert folder.is_dir(), f"pyproject.toml lists {name}, but {folder} is not a folder"
@@ -75,7 +76,7 @@ def test_the_wheel_ships_the_model_and_setuptools_ignores_nothing(tmp_path):
     (wheel,) = out.glob("sora_nb-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-        shipped = [f for f in _shipped_files() if f in set(paths)]
+        shipped = sorted(set(_shipped_files()) & set(paths))
         assert shipped and sorted(set(shipped) - names) == []
         for f in shipped:  # byte for byte: the manifest's sha256 checks them at load
             assert z.read(f) == (ROOT / f).read_bytes(), f
