@@ -49,9 +49,31 @@ def test_generate_writes_the_clip(tmp_path):
     (["--retries", "x"], "argument --retries: expected an integer, got 'x'"),
     (["--best-of", "2", "--accept", "inf"], "argument --accept: expected a finite number, got 'inf'"),
 ])
-def test_bad_input_exits_nonzero_with_one_line(tmp_path, args, message):
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys, args, message):
+    """In this process (`cli.main`, as the console script calls it; a loaded model is cached, so each case costs
+    no import and no load); the next test runs two of these cases through a real ``sora-nb`` process."""
+    from sora_nb import cli
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli.main(["generate", "a red circle", *args])
+    except SystemExit as exit_:  # argparse's own errors exit
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("sora-nb: error: ") and message in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "abc"], "argument --seed: expected an integer, got 'abc'"),  # refused by argparse
+    (["--duration", "-1"], "duration must be > 0 and <= 4 seconds, got -1"),  # refused against the model's limits
+])
+def test_bad_input_exits_nonzero_with_one_line_from_the_console(tmp_path, args, message):
     r = run("generate", "a red circle", *args, cwd=tmp_path)
-    assert r.returncode == 2
+    assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("sora-nb: error: ") and message in lines[0]

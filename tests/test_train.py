@@ -1777,7 +1777,7 @@ def test_a_budgeted_dit_refits_its_steps_when_its_pace_drifts(tmp_path, tiny_run
             return self.t
 
     budget = 4.0 if before < after else 8.0
-    out, recipe, cache = dit_stage_folder(tmp_path / "drift", tiny_run, dit_seconds=budget, dit_steps=1000,
+    out, recipe, cache = dit_stage_folder(tmp_path / "drift", tiny_run, dit_seconds=budget, dit_steps=1000, dit_batch=1,
                                           log_every=10_000, ckpt_every=10_000)
     clock = Clock()
     monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=clock, time=time.time))
