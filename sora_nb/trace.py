@@ -458,7 +458,8 @@ def encode_for_netcdf(ds: xr.Dataset) -> xr.Dataset:
 
 
 def decode_trace(ds: xr.Dataset) -> xr.Dataset:
-    """Undo :func:`encode_for_netcdf`: variables marked ``sora_nb_dtype`` get their dtype back."""
+    """Undo :func:`encode_for_netcdf` and :func:`encode_text_for_zarr`: variables marked ``sora_nb_dtype`` get their
+    dtype back."""
     out = ds.copy()
     for name, var in ds.variables.items():
         if DTYPE_ATTR in var.attrs:

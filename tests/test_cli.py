@@ -14,6 +14,14 @@ def run(*args, cwd=None):
                           timeout=300)
 
 
+def assert_refused(code, out, err, message, folder):
+    """A refused command: exit status 2, nothing on stdout, one stderr line naming the problem, nothing written."""
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sora-nb: error: ") and message in lines[0]
+    assert list(folder.iterdir()) == []
+
 def test_generate_writes_the_clip(tmp_path):
     out = tmp_path / "clip.mp4"
     r = run("generate", "a red circle moving right", "--seed", "3", "--duration", "1", "--guidance", "4",
@@ -60,11 +68,7 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys, ar
     except SystemExit as exit_:  # argparse's own errors exit
         code = exit_.code
     captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("sora-nb: error: ") and message in lines[0]
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert_refused(code, captured.out, captured.err, message, tmp_path)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -73,11 +77,7 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys, ar
 ])
 def test_bad_input_exits_nonzero_with_one_line_from_the_console(tmp_path, args, message):
     r = run("generate", "a red circle", *args, cwd=tmp_path)
-    assert r.returncode == 2 and r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("sora-nb: error: ") and message in lines[0]
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert_refused(r.returncode, r.stdout, r.stderr, message, tmp_path)
 
 
 def test_best_of_writes_the_verifiers_pick(tmp_path):
