@@ -9,7 +9,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from typing import Any, Sequence
+
+
+def shown(value: float) -> str:
+    """``value`` as short as ``:g`` writes it, unless that rounds it: ``50.0000001`` must not read as ``50``."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` holds a character that is not a space, a control or a format character (e.g. a
+    zero-width space): a prompt of only such characters says nothing to a text encoder."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def check_str(name: str, value: Any, *, allow_empty: bool = False, max_len: int = 1000) -> str:
@@ -17,8 +30,9 @@ def check_str(name: str, value: Any, *, allow_empty: bool = False, max_len: int 
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
     stripped = value.strip()
-    if not stripped and not allow_empty:
-        raise ValueError(f"{name} must be a non-empty string (1 to {max_len} characters), got {value!r}")
+    if not allow_empty and not visible(stripped):
+        raise ValueError(f"{name} must be a non-empty string (1 to {max_len} characters, at least one of them "
+                         f"visible), got {value!r}")
     if len(stripped) > max_len:
         raise ValueError(f"{name} must be at most {max_len} characters, got {len(stripped)}")
     return stripped
@@ -37,14 +51,14 @@ def check_int(name: str, value: Any, lo: int, hi: int) -> int:
 def check_float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> float:
     """A finite real number in ``[lo, hi]`` (or ``(lo, hi]`` when ``lo_open``)."""
     unit_s = f" {unit}" if unit else ""
-    span = f"{'>' if lo_open else '>='} {lo:g} and <= {hi:g}{unit_s}"
+    span = f"{'>' if lo_open else '>='} {shown(lo)} and <= {shown(hi)}{unit_s}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number {span}, got {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number {span}, got {value}")
     if value < lo or value > hi or (lo_open and value == lo):
-        raise ValueError(f"{name} must be {span}, got {value:g}")
+        raise ValueError(f"{name} must be {span}, got {shown(value)}")
     return value
 
 
@@ -60,3 +74,24 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value
+
+
+OBSERVER_METHODS = ("on_start", "on_step", "on_end")
+
+
+def check_run_options(observers: Any, cancel: Any) -> tuple[list[Any], Any]:
+    """``observers``: an iterable of objects with at least one of ``on_start``/``on_step``/``on_end`` (None: none);
+    ``cancel``: None or an event with ``is_set()`` (a ``threading.Event``). Checked before any step runs."""
+    if observers is None:
+        observers = []
+    elif isinstance(observers, (str, bytes)) or not hasattr(observers, "__iter__"):
+        raise TypeError(f"observers must be a list of observers (objects with {', '.join(OBSERVER_METHODS)}), "
+                        f"got {type(observers).__name__}")
+    observers = list(observers)
+    for i, obs in enumerate(observers):
+        if not any(callable(getattr(obs, m, None)) for m in OBSERVER_METHODS):
+            raise TypeError(f"observers[{i}] must have a method {', '.join(OBSERVER_METHODS[:-1])} or "
+                            f"{OBSERVER_METHODS[-1]}, got {type(obs).__name__}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError(f"cancel must be a threading.Event or None, got {type(cancel).__name__}")
+    return observers, cancel

@@ -13,12 +13,15 @@ from typing import Any, Iterable
 
 from . import sampler
 from .backend import Backend
+from ._checks import check_int, check_run_options
 from .request import MAX_SEED, Request
 from .trace import TraceRecorder
 from .video import Video
 
 DEFAULT_MODEL = "shapes"
 MAX_CANDIDATES = 16  # Generator.best_of
+# `generate`'s keywords whose None means "the model's default" (the others refuse None, as `Request` does)
+DEFAULT_WHEN_NONE = frozenset({"guidance", "eta", "width", "height", "duration", "num_frames", "image", "retries"})
 CANDIDATE_STRIDE = 1_000_003  # candidate j's seed is seed + CANDIDATE_STRIDE * j
 RETRY_STRIDE = 999_999_937  # a request's redraw a draws its noise with seed + RETRY_STRIDE * a (Generator.run)
 _loaded: dict[str, "Generator"] = {}
@@ -134,7 +137,7 @@ class Generator:
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
         for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height),
                             ("duration", duration), ("num_frames", num_frames), ("image", image),
-                            ("retries", retries)):
+                            ("retries", retries)):  # DEFAULT_WHEN_NONE
             if value is not None:
                 kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
@@ -163,12 +166,17 @@ class Generator:
         if score is None or getattr(self.backend, "verifier", None) is None:
             raise ValueError(f"best_of needs a model with a verifier; model {self.name!r} has none "
                              "(the embedded shapes model ships one)")
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 2 <= candidates <= MAX_CANDIDATES:
-            raise ValueError(f"candidates must be an integer in [2, {MAX_CANDIDATES}], got {candidates!r}")
-        if accept is not None and (isinstance(accept, bool) or not isinstance(accept, numbers.Real)
-                                   or not math.isfinite(accept)):
-            raise ValueError(f"accept must be a finite number (a verifier score) or None, got {accept!r}")
-        first = self.request(prompt, seed=seed, **{k: v for k, v in kwargs.items() if v is not None})
+        candidates = check_int("candidates", candidates, 2, MAX_CANDIDATES)
+        if accept is not None:
+            if isinstance(accept, bool) or not isinstance(accept, numbers.Real):
+                raise TypeError(f"accept must be a finite number (a verifier score) or None, "
+                                f"got {type(accept).__name__} {accept!r}")
+            if not math.isfinite(accept):
+                raise ValueError(f"accept must be a finite number (a verifier score) or None, got {accept!r}")
+        observers, cancel = check_run_options(observers, cancel)
+        # None means "the model's default" for the keywords whose `generate` default is None, as there
+        first = self.request(prompt, seed=seed, **{k: v for k, v in kwargs.items()
+                                                   if v is not None or k not in DEFAULT_WHEN_NONE})
         seeds = [(first.seed + CANDIDATE_STRIDE * j) % (MAX_SEED + 1) for j in range(candidates)]
         best, scores = None, []
         for j, s in enumerate(seeds):
@@ -199,6 +207,7 @@ class Generator:
         steps, its breaks (and score), and the one kept. Observers see every draw as a run of its own
         (``on_start`` ... ``on_end``, with that draw's request); only the kept draw is decoded, after the last.
         """
+        observers, cancel = check_run_options(observers, cancel)
         judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
         seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_float
+
 VIDEO_FORMATS = {".mp4": "h264", ".webm": "vp9", ".gif": "gif"}
+MAX_FPS = 240.0
 
 
 class FFmpegNotFoundError(RuntimeError):
@@ -57,6 +61,40 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise ValueError(f"path: folder {str(p.parent)!r} does not exist (create it first)")
     if p.is_dir():
         raise ValueError(f"path {str(p)!r} is a folder, not a file name")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"path: folder {str(p.parent)!r} is not writable (choose another folder)")
+    return p
+
+
+def file_mode(target: Path) -> int:
+    """The mode a written clip gets: the replaced file's, else what ``open`` would give (0o666 less the umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # Linux names the umask here; reading it this way leaves it alone for other threads
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def check_fps(fps: Any) -> float:
+    """Frames per second of a clip: a number in (0, 240]."""
+    return check_float("fps", fps, 0.0, MAX_FPS, lo_open=True)
+
+
+def check_input_path(path: Any) -> Path:
+    """A video file to read: an existing file. Raises TypeError/ValueError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"path {str(p)!r} is not a readable video: " + ("it is a folder" if p.is_dir() else "no such file"))
     return p
 
 
@@ -73,43 +111,60 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
     """Write ``frames`` to ``path`` (mp4/webm/gif by extension) atomically; return the path."""
     import mediapy
 
-    target = check_output_path(path)
+    given = check_output_path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given  # write through a link, keep the link
     frames = check_frames(frames)
-    if not (np.isfinite(fps) and 0 < fps <= 240):
-        raise ValueError(f"fps must be > 0 and <= 240, got {fps}")
+    fps = check_fps(fps)
     ffmpeg_exe()
     suffix = target.suffix.lower()
     args: list[str] = []
     if params is not None and suffix != ".gif":
         args = ["-metadata", "comment=" + json.dumps(params, sort_keys=True, default=str)]
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    mode = file_mode(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    except OSError as err:  # name the file asked for, not the temporary one
+        raise type(err)(err.errno, f"cannot write {str(given)!r}: {err.strerror}") from err
     os.close(fd)
     try:
         kwargs: dict[str, Any] = {"fps": fps, "codec": VIDEO_FORMATS[suffix], "ffmpeg_args": args}
         if suffix == ".mp4":
             kwargs["crf"] = 18  # near-lossless: small clips, faithful colours
         mediapy.write_video(tmp, frames, **kwargs)
+        os.chmod(tmp, mode)  # mkstemp makes it private (0o600); the clip gets a normal file's mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+    return given
+
+
+def ffmpeg_reason(text: str) -> str:
+    """ffmpeg's last "what: why" line from its output, without its banner or ``[demuxer @ 0x...]`` tags."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line.strip()) for line in text.splitlines() if line.strip()]
+    said = [line for line in lines if ": " in line and not line.startswith("ffmpeg version")]
+    return (said or lines or ["ffmpeg gave no reason"])[-1][:200]
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """Frames of a video file as uint8 (T, H, W, 3)."""
     import mediapy
 
+    path = check_input_path(path)
     ffmpeg_exe()
-    return np.asarray(mediapy.read_video(str(path)))
+    try:
+        return np.asarray(mediapy.read_video(str(path)))
+    except RuntimeError as err:
+        raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(str(err))}") from err
 
 
 def read_params(path: str | os.PathLike) -> dict[str, Any]:
     """The generation parameters stored in a clip written by :func:`write_video` ({} if none)."""
+    path = check_input_path(path)
     out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise ValueError(f"path {str(path)!r} is not a readable video: {out.stderr.strip()[:200]}")
+        raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(out.stderr)}")
     lines = out.stdout.replace("\\\n", "\n").splitlines()
     for i, line in enumerate(lines):
         if line.lower().startswith("comment="):

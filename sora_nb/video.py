@@ -37,6 +37,9 @@ class Video:
 
     def __post_init__(self) -> None:
         self.frames = media.check_frames(self.frames)
+        self.fps = media.check_fps(self.fps)
+        if not isinstance(self.params, dict):
+            raise TypeError(f"params must be a dict (prompt, seed, ...), got {type(self.params).__name__}")
 
     @property
     def num_frames(self) -> int:

@@ -46,8 +46,9 @@ def test_best_of_returns_the_highest_scored_candidate_which_generate_draws_again
     assert best.params["seed"] == info["seeds"][info["picked"]]
     assert np.array_equal(best.frames, again.frames)
     assert np.array_equal(best.trace.x0.values, again.trace.x0.values)
-    # the same call gives the same pick
-    assert g.best_of(PROMPT, candidates=3, seed=11, **kw).params["best_of"] == info
+    # the same call gives the same pick, with the count as a NumPy integer too
+    again = g.best_of(PROMPT, candidates=np.int64(3), seed=11, **kw).params["best_of"]
+    assert again == info and type(again["candidates"]) is int
 
 
 def test_accept_stops_at_the_first_candidate_scored_at_or_above_it(gen, random_verifier):
@@ -100,12 +101,17 @@ def test_best_of_refuses_bad_arguments_before_drawing_anything(gen, random_verif
         def on_start(self, info):
             started.append(info)
 
-    for bad in (1, 17, 2.0, True, "2", None):
-        with pytest.raises(ValueError, match=r"candidates must be an integer in \[2, 16\]"):
+    for bad, error in ((1, ValueError), (17, ValueError), (np.int64(17), ValueError),
+                       (2.0, TypeError), (True, TypeError), ("2", TypeError), (None, TypeError)):
+        with pytest.raises(error, match=r"candidates must be an integer in \[2, 16\]"):
             g.best_of(PROMPT, candidates=bad, observers=[Watch()])
-    for bad in (math.nan, math.inf, "2", True):
-        with pytest.raises(ValueError, match=r"accept must be a finite number \(a verifier score\) or None"):
+    for bad, error in ((math.nan, ValueError), (math.inf, ValueError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(error, match=r"accept must be a finite number \(a verifier score\) or None"):
             g.best_of(PROMPT, accept=bad, observers=[Watch()])
+    with pytest.raises(TypeError, match=r"steps must be an integer in \[1, 1000\], got NoneType"):
+        g.best_of(PROMPT, steps=None, observers=[Watch()])  # as generate: None is the default only where it is there
+    with pytest.raises(TypeError, match="cancel must be a threading.Event"):
+        g.best_of(PROMPT, cancel="stop", observers=[Watch()])
     with pytest.raises(ValueError, match="guidance"):
         g.best_of(PROMPT, guidance=math.nan, observers=[Watch()])
     with pytest.raises(ValueError, match="prompt"):

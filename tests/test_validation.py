@@ -14,6 +14,9 @@ BAD = [
     (dict(prompt=""), ValueError, "prompt must be a non-empty string"),
     (dict(prompt="   "), ValueError, "prompt must be a non-empty string"),
     (dict(prompt="x" * 1001), ValueError, "prompt must be at most 400 characters"),
+    # nothing a text encoder can read: control and zero-width characters tokenize as the empty prompt
+    (dict(prompt="\x00\x01\x02"), ValueError, r"prompt must be a non-empty string \(1 to 400 characters, at least one of them visible\)"),
+    (dict(prompt="\u200b\u200b"), ValueError, r"prompt must be a non-empty string .*visible"),
     # 60 words and the text encoder's [CLS] and [SEP]
     (dict(prompt=" ".join(["red"] * 60)), ValueError, r"prompt is too long for model .*: 62 tokens, at most 48 \(about 46 words\)"),
     (dict(negative_prompt=5), TypeError, "negative_prompt must be a string"),
@@ -26,6 +29,12 @@ BAD = [
     (dict(guidance=math.inf), ValueError, r"guidance must be a finite number"),
     (dict(guidance=-0.5), ValueError, r"guidance must be >= 0 and <= 50, got -0.5"),
     (dict(guidance=True), TypeError, "guidance must be a number"),
+    # a value just past a limit is shown as given, not rounded onto the limit
+    (dict(guidance=50.0000001), ValueError, r"guidance must be >= 0 and <= 50, got 50.0000001$"),
+    (dict(duration=4.0000001), ValueError, r"duration must be > 0 and <= 4 seconds, got 4.0000001$"),
+    (dict(cancel="x"), TypeError, r"cancel must be a threading.Event or None, got str"),
+    (dict(observers=5), TypeError, r"observers must be a list of observers \(objects with on_start, on_step, on_end\), got int"),
+    (dict(observers=[object()]), TypeError, r"observers\[0\] must have a method on_start, on_step or on_end, got object"),
     (dict(steps=0), ValueError, r"steps must be an integer in \[1, 1000\], got 0"),
     (dict(steps=10**9), ValueError, r"steps must be an integer in \[1, 1000\]"),
     (dict(steps=2.5), TypeError, r"steps must be an integer in \[1, 1000\]"),
@@ -83,3 +92,43 @@ def test_eta_other_than_0_is_refused_where_the_model_has_no_stochastic_sampler(g
         sora_nb.Request.build(limits, "a red circle", eta=0.5)
     with pytest.raises(ValueError, match=r"eta must be >= 0 and <= 1, got 2"):
         sora_nb.Request.build(limits, "a red circle", eta=2)
+
+
+def test_visible_prompts_in_any_script_are_accepted(gen):
+    """The visible-character rule refuses only what says nothing: letters of any script and emoji pass."""
+    for prompt in ("un cercle rouge", "赤い円", "🔴 moving right", "\u200ba red circle"):
+        assert gen.request(prompt).prompt == prompt.strip()
+
+
+def test_observers_none_means_none_and_a_generator_of_observers_sees_every_draw(gen):
+    """``observers=None`` is no observers. An iterator of observers is read once, so each draw of a
+    redrawn clip still reaches it (it used to be used up by the first draw)."""
+    v = gen.generate("a red circle", steps=2, trace=False, retries=0, observers=None)
+    assert v.frames.shape == (16, 64, 64, 3)
+    starts = []
+
+    class Watch:
+        def on_start(self, info):
+            starts.append(info.request.steps)
+
+    # a clip the model redraws: a 2-step draw of two objects often fails its check
+    for seed in range(20):
+        starts.clear()
+        v = gen.generate("a red circle and a blue square", seed=seed, steps=2, trace=False, retries=2,
+                         observers=(w for w in [Watch()]))
+        if len(v.params["retry"]["seeds"]) > 1:
+            break
+    assert len(v.params["retry"]["seeds"]) > 1, "no redrawn clip in 20 seeds"
+    assert len(starts) == len(v.params["retry"]["seeds"])
+
+
+def test_a_video_is_checked_when_made(gen):
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"fps must be > 0 and <= 240, got 0"):
+        sora_nb.Video(frames, fps=0, params={})
+    with pytest.raises(ValueError, match=r"fps must be a finite number > 0 and <= 240"):
+        sora_nb.Video(frames, fps=float("nan"), params={})
+    with pytest.raises(TypeError, match=r"params must be a dict \(prompt, seed, ...\), got NoneType"):
+        sora_nb.Video(frames, fps=8, params=None)
+    v = sora_nb.Video(frames, fps=np.float32(8), params={})
+    assert v.fps == 8.0 and type(v.fps) is float and v.duration == 0.5

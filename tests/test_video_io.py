@@ -96,3 +96,71 @@ def test_show_displays_html(video, monkeypatch):
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     video.show()
     assert "<video" in shown[0].data
+
+
+def test_a_saved_clip_gets_a_normal_files_mode_and_keeps_a_replaced_files_mode(tmp_path):
+    """mkstemp makes its file private (0o600); the clip renamed from it must not stay so."""
+    video = smooth_clip()
+    old = os.umask(0o022)
+    try:
+        fresh = video.save(tmp_path / "fresh.gif")
+        shared = tmp_path / "shared.gif"
+        shared.write_bytes(b"old clip")
+        shared.chmod(0o664)
+        video.save(shared)
+    finally:
+        os.umask(old)
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    assert shared.stat().st_mode & 0o777 == 0o664 and shared.read_bytes() != b"old clip"
+
+
+def test_saving_through_a_link_writes_its_target_and_keeps_the_link(tmp_path):
+    video = smooth_clip()
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "clip.gif"
+    target.write_bytes(b"old clip")
+    link = tmp_path / "clip.gif"
+    link.symlink_to(target)
+    assert video.save(link) == link
+    assert link.is_symlink() and target.read_bytes()[:3] == b"GIF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "real"]
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["clip.gif"]
+
+
+def test_a_folder_that_refuses_the_write_names_the_clip_and_keeps_the_old_one(tmp_path, monkeypatch):
+    video = smooth_clip()
+    target = tmp_path / "clip.gif"
+    target.write_bytes(b"old clip")
+    # a folder the user may not write to (root may write anywhere, so the check is faked here)
+    real_access = os.access
+    monkeypatch.setattr(media.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    with pytest.raises(ValueError, match=r"path: folder .* is not writable \(choose another folder\)"):
+        video.save(target)
+    monkeypatch.setattr(media.os, "access", real_access)
+
+    # one that refuses only when the file is made (e.g. a read-only mount, which os.access may not see)
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(kwargs["dir"], ".clip.x9.gif"))
+
+    monkeypatch.setattr(media.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=r"cannot write '.*clip\.gif': Permission denied") as err:
+        video.save(target)
+    assert ".clip.x9" not in str(err.value)  # the message names the clip asked for, not the temporary file
+    assert target.read_bytes() == b"old clip" and [p.name for p in tmp_path.iterdir()] == ["clip.gif"]
+
+
+def test_reading_a_missing_or_broken_video_is_a_clear_error(tmp_path):
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got NoneType"):
+        sora_nb.read_params(None)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        sora_nb.read_video(3)
+    for read in (sora_nb.read_params, sora_nb.read_video):
+        with pytest.raises(ValueError, match=r"path '.*nothing.mp4' is not a readable video: no such file"):
+            read(tmp_path / "nothing.mp4")
+        with pytest.raises(ValueError, match=r"is not a readable video: it is a folder"):
+            read(tmp_path)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match=r"path '.*junk.mp4' is not a readable video: .*Invalid data"):
+        sora_nb.read_video(tmp_path / "junk.mp4")
+    with pytest.raises(ValueError, match=r"path '.*junk.mp4' is not a readable video"):
+        sora_nb.read_params(tmp_path / "junk.mp4")
