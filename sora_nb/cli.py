@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
     sub.add_parser("models", help="list the model names sora-nb knows")
-    train = sub.add_parser("train", help="train the embedded model from the shapes world (see --help)",
-                           add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    # `sora-nb train ...` goes to sora_nb.train's own parser before this one parses (see main); listed here for --help
+    sub.add_parser("train", help="train the embedded model from the shapes world (sora-nb train --help)",
+                   add_help=False)
     return parser
 
 
@@ -131,14 +131,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sora-nb`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # every later argument is the trainer's own, options included (--out, --help)
+        from sora_nb.train import main as train_main
+
+        return train_main(argv[1:], prog="sora-nb train")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
             return cmd_generate(args)
-        if args.command == "train":
-            from sora_nb.train import main as train_main
-
-            return train_main(args.train_args)
         if args.command == "models":
             import sora_nb
 
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         print(f"sora-nb: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:  # e.g. ffmpeg missing
+    except (RuntimeError, OSError) as err:  # e.g. ffmpeg missing, a disk full or a folder refused at write time
         print(f"sora-nb: error: {err}", file=sys.stderr)
         return 1
     return 2

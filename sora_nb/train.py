@@ -1,4 +1,4 @@
-"""Train the embedded model from the shapes world: ``python -m sora_nb.train`` (or ``sora-nb-train``).
+"""Train the embedded model from the shapes world: ``python -m sora_nb.train`` (or ``sora-nb train``).
 
 The recipe, in stages, each resumable from its checkpoint in ``--out``:
 
@@ -2103,9 +2103,9 @@ def bars_held(scores: dict[str, dict[str, float]]) -> bool:
     return all(scores.get(split, {}).get(dim, -1.0) >= need for split, dim, need in QUALITY_BARS)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m sora_nb.train", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -> int:
+    """Command line entry point (``prog``: the name its usage and errors give)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/shapes", help="run folder (checkpoints, log, weights)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run of the preset (tests, notebooks)")
@@ -2127,9 +2127,18 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {} if args.rescore else dict(PRESETS[preset])
     if args.tiny:
         overrides.update(TINY, **({} if args.rescore else TINY_PRESET[preset]))
+    known = {f.name for f in dataclasses.fields(Recipe)}
     for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
+        key, eq, value = item.partition("=")
+        if not eq:
+            parser.error(f"--set takes KEY=VALUE with KEY a recipe field, got {item!r}")
+        if key not in known:
+            parser.error(f"--set {item}: unknown field {key!r}; the recipe's fields are sora_nb.train.Recipe's "
+                         f"(docs/TRAINING.md)")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            parser.error(f"--set {key}=VALUE: VALUE must be JSON (e.g. 0.5, true, [1, 2, 2], '\"text\"'), got {value!r}")
     if args.rescore:
         from . import world
 
@@ -2140,7 +2149,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tune-decoder goes with --rescore WEIGHTS (a full run has the decoder stage when dec_steps > 0)")
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
-    recipe = Recipe(seed=args.seed, **overrides)
+    try:
+        recipe = Recipe(seed=args.seed, **overrides)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
     if recipe.expert_switch:
         parser.error("expert_switch makes a fine-tune the low-noise expert: use --rescore WEIGHTS --tune-dit "
                      "--set expert_switch=S")

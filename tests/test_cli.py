@@ -135,3 +135,58 @@ def test_help_explains_every_option():
                    "--model", "--output", "--best-of", "--accept", "--retries"):
         assert option in r.stdout
     assert "[0, 50]" in r.stdout and "[1, 1000]" in r.stdout
+
+
+def main_in_process(*argv):
+    """``cli.main(argv)``'s exit status (argparse's own errors exit by SystemExit)."""
+    from sora_nb import cli
+
+    try:
+        return cli.main(list(argv))
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def test_train_passes_every_later_argument_to_the_trainer(monkeypatch, capsys):
+    """`sora-nb train --out runs/tiny --tiny` (the README's commands): options after `train` are the trainer's."""
+    from sora_nb import train
+
+    seen = []
+    monkeypatch.setattr(train, "main", lambda argv, prog: seen.append((argv, prog)) or 0)
+    assert main_in_process("train", "--out", "runs/tiny", "--tiny") == 0
+    assert main_in_process("train", "--out", "runs/plain", "--preset", "plain", "--set", "dit_steps=10") == 0
+    assert seen == [(["--out", "runs/tiny", "--tiny"], "sora-nb train"),
+                    (["--out", "runs/plain", "--preset", "plain", "--set", "dit_steps=10"], "sora-nb train")]
+
+
+def test_train_help_and_bad_train_options_come_from_the_trainer(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main_in_process("train", "--help") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sora-nb train") and "--out" in out and "--tiny" in out and "--set" in out
+    for args, message in ((["--set", "dit_steps"], "--set takes KEY=VALUE with KEY a recipe field, got 'dit_steps'"),
+                          (["--set", "dit_stepz=3"], "--set dit_stepz=3: unknown field 'dit_stepz'"),
+                          (["--set", "dit_steps=ten"], "--set dit_steps=VALUE: VALUE must be JSON"),
+                          (["--bogus"], "unrecognized arguments: --bogus")):
+        assert main_in_process("train", *args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: sora-nb train") and f"sora-nb train: error: {message}" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing trained, no run folder made
+    assert "train" in run("--help").stdout
+
+
+def test_a_write_refused_after_generating_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """A folder that passes the checks but refuses the file (a read-only mount, a full disk) fails at the write,
+    after the clip was made: one stderr line naming the clip, status 1, no traceback, nothing left behind."""
+    from sora_nb import media
+
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".clip.tmp.mp4"))
+
+    monkeypatch.setattr(media.tempfile, "mkstemp", refuse)
+    code = main_in_process("generate", "a red circle", "--steps", "2", "--retries", "0", "-o", str(tmp_path / "clip.mp4"))
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 1 and captured.out == "" and len(lines) == 1, captured.err
+    assert lines[0] == f"sora-nb: error: [Errno 13] cannot write '{tmp_path / 'clip.mp4'}': Permission denied"
+    assert list(tmp_path.iterdir()) == []
