@@ -400,6 +400,33 @@ def test_truncated_weights_are_refused(weights_folder):
         embedded.load_folder(weights_folder)
 
 
+@pytest.mark.parametrize("rel", ["text_encoder/model.safetensors", "dit/diffusion_pytorch_model.safetensors"])
+def test_a_truncated_file_whose_hash_was_updated_is_refused_as_weights(weights_folder, rel):
+    """Past the hash check (the manifest edited to match), a broken file is still a WeightsError naming the
+    folder, for the text encoder (loaded by transformers) as for the DiT (diffusers), not a library's error."""
+    target = weights_folder / rel
+    target.write_bytes(target.read_bytes()[:100])
+    manifest = json.loads((weights_folder / "manifest.json").read_text())
+    manifest["files"][rel] = embedded.sha256(target)
+    (weights_folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(embedded.WeightsError, match=r"weights folder .* could not be loaded"):
+        embedded.load_folder(weights_folder)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("default_guidance", float("nan"), r"default_guidance must be a finite number >= 0 and <= 50"),
+    ("default_guidance", 60.0, r"default_guidance must be >= 0 and <= 50, got 60"),
+    ("default_eta", "1", r"default_eta must be a number >= 0 and <= 1"),
+])
+def test_a_bad_default_in_the_manifest_is_refused_at_load(weights_folder, key, value, match):
+    """A hand-edited default fails when the folder loads, naming the field, not in every later generate."""
+    manifest = json.loads((weights_folder / "manifest.json").read_text())
+    manifest[key] = value
+    (weights_folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(embedded.WeightsError, match=r"'shapes-test': the manifest's " + match):
+        embedded.load_folder(weights_folder)
+
+
 def test_missing_or_extra_files_are_refused(weights_folder):
     (weights_folder / "dit" / "extra.bin").write_bytes(b"pickle would go here")
     with pytest.raises(embedded.WeightsError, match="files not in manifest.json: extra.bin"):

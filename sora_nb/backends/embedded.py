@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from safetensors import SafetensorError
 
+from .._checks import check_float
 from ..backend import Limits, StepEvent
 from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_encoder, build_tokenizer
 from ..models.text import MAX_TOKENS
@@ -254,11 +256,17 @@ class EmbeddedBackend:
             raise WeightsError(f"model {self.info.get('name', '?')!r}: default_retries must be an integer in "
                                f"[0, {max_retries}] ({'its layout check allows' if self.layout else 'it has no layout_check: only 0'}), "
                                f"got {retries!r}")
+        defaults = {}
+        for key, fallback, hi in (("default_guidance", 5.0, Limits.max_guidance), ("default_eta", 0.0, 1.0)):
+            try:  # a hand-edited manifest fails here, at load, not in every later generate
+                defaults[key] = check_float(key, self.info.get(key, fallback), 0.0, hi)
+            except (TypeError, ValueError) as err:
+                raise WeightsError(f"model {self.info.get('name', '?')!r}: the manifest's {err}") from err
         self.limits = Limits(name=self.info["name"], fps=FPS, max_duration=MAX_DURATION, sizes=SIZES,
                              default_size=SIZES[0], max_prompt_chars=400,
                              temporal_factor=vae.config.temporal_factor,
-                             default_guidance=float(self.info.get("default_guidance", 5.0)),
-                             max_eta=1.0, default_eta=float(self.info.get("default_eta", 0.0)),
+                             default_guidance=defaults["default_guidance"],
+                             max_eta=1.0, default_eta=defaults["default_eta"],
                              max_retries=max_retries, default_retries=retries, redraw_share=redraw_share)
         self._cache: OrderedDict[tuple[bool, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
@@ -563,7 +571,7 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
                     if (folder / VERIFIER).is_dir() else None)
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
         raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
