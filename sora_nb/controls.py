@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import html
 import logging
+import os
 import re
 import secrets
 import tempfile
@@ -62,6 +63,7 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
+from ._checks import check_bool, check_float, check_int
 from .api import Generator, load
 from .frontend import read_module
 from .request import Request
@@ -75,6 +77,7 @@ __all__ = ["Controls", "controls", "ClipPreview", "HistoryStrip", "slug"]
 CONTROL_NAMES = ("prompt", "negative_prompt", "seed", "duration", "guidance", "eta", "steps", "size")
 TYPED = ("prompt", "negative_prompt")     # debounced: they change on every keystroke
 MAX_SLIDER_STEPS = 50
+MAX_HISTORY = 1000                         # clips the history keeps at most (each holds its frames and trace)
 SEED_DRAW = 2**31                          # the dice draws in [0, 2**31), like Request for seed=None
 PREVIEW_WIDTH = 480                        # CSS px the whole-clip preview aims at
 PLAYER_WIDTH = 256                         # CSS px of the player
@@ -208,17 +211,15 @@ class Controls:
     def __init__(self, generator: Any = None, *, debounce: float = 0.3, preview_interval: float = 0.05,
                  save_dir: str | Path = ".", history_size: int = 32, autostart: bool = True,
                  trace: bool = True, **initial: Any):
+        self.debounce = check_float("debounce", debounce, 0.0, 60.0, unit="seconds")
+        self.preview_interval = check_float("preview_interval", preview_interval, 0.0, 60.0, unit="seconds")
+        self.history_size = check_int("history_size", history_size, 1, MAX_HISTORY)
+        if not isinstance(save_dir, (str, os.PathLike)):
+            raise TypeError(f"save_dir must be a folder path (str or os.PathLike), got {type(save_dir).__name__}")
+        self.save_dir = Path(save_dir).expanduser()
+        self.trace = check_bool("trace", trace)
+        check_bool("autostart", autostart)
         self.generator: Generator = load() if generator is None else load(generator)
-        for name, value in (("debounce", debounce), ("preview_interval", preview_interval)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
-                raise ValueError(f"{name} must be a number of seconds in [0, 60], got {value!r}")
-        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
-            raise ValueError(f"history_size must be an integer >= 1, got {history_size!r}")
-        self.debounce = float(debounce)
-        self.preview_interval = float(preview_interval)
-        self.save_dir = Path(save_dir)
-        self.history_size = history_size
-        self.trace = bool(trace)
 
         self.video: Video | None = None          # the latest finished clip shown
         self._entries: list[_Entry] = []
@@ -267,6 +268,8 @@ class Controls:
         if "width" in values or "height" in values:
             w0, h0 = values.get("size", self.size.value if hasattr(self, "size") else self.generator.limits.default_size)
             values["size"] = (values.pop("width", w0), values.pop("height", h0))
+        if "seed" in values and values["seed"] is None:  # as generate(seed=None): a fresh seed, shown in the box
+            values["seed"] = secrets.randbelow(SEED_DRAW)
         if "size" in values:
             size = values["size"]
             if not (isinstance(size, (tuple, list)) and len(size) == 2):

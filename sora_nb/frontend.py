@@ -14,8 +14,29 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ._checks import check_float, check_int
 
 COMMON = "_common.js"  # helpers shared by every module (anywidget takes one module string)
+MAX_SCALE = 64         # CSS pixels per image pixel a player may use
+MAX_FPS = 240.0        # play speed, frames (or steps) per second
+
+
+def check_scale(value: object) -> int:
+    """A player's ``scale``: an integer in [1, MAX_SCALE]."""
+    return check_int("scale", value, 1, MAX_SCALE)
+
+
+def check_fps(value: object) -> float:
+    """A player's ``fps``: a number in (0, MAX_FPS]."""
+    return check_float("fps", value, 0.0, MAX_FPS, lo_open=True, unit="per second")
+
+
+def as_trait(check, value: object):
+    """``check(value)`` for a trait's validator: its message, as the ``TraitError`` an assignment raises."""
+    try:
+        return check(value)
+    except (TypeError, ValueError) as err:
+        raise traitlets.TraitError(str(err)) from None
 
 
 def _read(name: str) -> str:
@@ -41,8 +62,16 @@ class Filmstrip(anywidget.AnyWidget):
     scale = traitlets.Int(4).tag(sync=True)
 
     def __init__(self, frames: np.ndarray, fps: float = 8.0, *, scale: int = 4, **kwargs):
-        super().__init__(fps=float(fps), scale=int(scale), **kwargs)
+        super().__init__(fps=check_fps(fps), scale=check_scale(scale), **kwargs)
         self.set_frames(frames)
+
+    @traitlets.validate("fps")
+    def _valid_fps(self, proposal):
+        return as_trait(check_fps, proposal["value"])
+
+    @traitlets.validate("scale")
+    def _valid_scale(self, proposal):
+        return as_trait(check_scale, proposal["value"])
 
     def set_frames(self, frames: np.ndarray) -> None:
         """Send new frames (uint8 ``(T, H, W, 3)``) to the browser in one binary message."""

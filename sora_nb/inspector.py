@@ -44,7 +44,7 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from .frontend import read_module
+from .frontend import as_trait, check_fps, check_scale, read_module
 from .trace import MB, open_trace
 
 __all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "channel_heatmap", "channel_vmax",
@@ -289,8 +289,19 @@ class Inspector(anywidget.AnyWidget):
     scale = traitlets.Int(16).tag(sync=True)        # CSS pixels per image pixel in the main view
     fps = traitlets.Float(4.0).tag(sync=True)       # play speed, steps or frames per second
 
+    @traitlets.validate("fps")
+    def _valid_fps(self, proposal):
+        return as_trait(check_fps, proposal["value"])
+
+    @traitlets.validate("scale")
+    def _valid_scale(self, proposal):
+        return as_trait(check_scale, proposal["value"])
+
     def __init__(self, trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
                  scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0, **kwargs: Any):
+        if scale is not None:
+            check_scale(scale)
+        check_fps(fps)  # both before the views are built
         a = as_trace(trace, "video_or_trace")
         b = as_trace(compare, "compare") if compare is not None else None
         if view not in VIEWS:
@@ -306,7 +317,7 @@ class Inspector(anywidget.AnyWidget):
         self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
         if scale is None:
             scale = max(1, round(256 / max(a.sizes["py"], a.sizes["px"])))
-        super().__init__(view=view, scale=int(scale), fps=float(fps), **kwargs)
+        super().__init__(view=view, scale=check_scale(scale), fps=check_fps(fps), **kwargs)
         keys = self._label_keys(a, b)
         with self.hold_sync():
             self.a_views = self._panels["a"].views

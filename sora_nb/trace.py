@@ -67,6 +67,7 @@ import dataclasses
 import logging
 import math
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -481,13 +482,32 @@ def _is_zarr(path: Path) -> bool:
 
 def open_trace(path: str | os.PathLike) -> xr.Dataset:
     """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded."""
-    path = Path(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no trace at {str(path)!r}")
     opener = xr.open_zarr if _is_zarr(path) else xr.open_dataset
-    with opener(path) as ds:
-        loaded = ds.load()
+    try:
+        with opener(path) as ds:
+            loaded = ds.load()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"path {str(path)!r} is not a trace written by trace.sora.to_netcdf or to_zarr: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from err
     return decode_trace(loaded)
+
+
+def _trace_target(path: Any, *, store: bool = False) -> Path:
+    """Where a trace is written: a path in an existing folder (a folder itself only for a zarr ``store``).
+    Raises TypeError/ValueError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    target = Path(path).expanduser()
+    if not target.parent.is_dir():
+        raise ValueError(f"path: folder {str(target.parent)!r} does not exist (create it first)")
+    if target.is_dir() and not store:
+        raise ValueError(f"path {str(target)!r} is a folder, not a file name")
+    return target
 
 
 @xr.register_dataset_accessor("sora")
@@ -498,8 +518,27 @@ class TraceAccessor:
         self._ds = ds
 
     def to_netcdf(self, path: str | os.PathLike, **kwargs: Any) -> None:
-        """Write netCDF, float16 stored as marked float32; read back with :func:`open_trace`."""
-        encode_for_netcdf(self._ds).to_netcdf(path, **kwargs)
+        """Write netCDF, float16 stored as marked float32; read back with :func:`open_trace`.
+
+        Atomic (as ``Video.save``): written beside ``path`` and renamed over it when complete, so a failed write
+        leaves no half-written file and an older file at ``path`` intact; ``mode="a"`` appends in place."""
+        target = _trace_target(path)
+        ds = encode_for_netcdf(self._ds)
+        if kwargs.get("mode", "w") != "w":
+            ds.to_netcdf(target, **kwargs)
+            return
+        from .media import file_mode
+
+        mode = file_mode(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".nc", dir=target.parent)
+        os.close(fd)
+        try:
+            ds.to_netcdf(tmp, **kwargs)
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def to_zarr(self, path: str | os.PathLike, **kwargs: Any) -> Any:
         """Write zarr (float16 kept as is); read back with :func:`open_trace`.
@@ -507,7 +546,7 @@ class TraceAccessor:
         Fixed-width text (the ``rgb`` coordinate's ``<U1``) has no stable zarr v3 encoding: zarr warns that a
         store holding it may be unreadable by a later zarr. It is written as variable-length strings, marked
         with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it."""
-        return encode_text_for_zarr(self._ds).to_zarr(path, **kwargs)
+        return encode_text_for_zarr(self._ds).to_zarr(_trace_target(path, store=True), **kwargs)
 
     @property
     def megabytes(self) -> float:

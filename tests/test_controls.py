@@ -491,7 +491,32 @@ def test_arguments_are_checked():
         Controls(g, sed=3)
     with pytest.raises(ValueError, match="debounce"):
         Controls(g, debounce=-1)
+    for kwargs, error, match in ((dict(debounce="0.3"), TypeError, r"debounce must be a number >= 0 and <= 60 seconds"),
+                                 (dict(preview_interval=float("nan")), ValueError, r"preview_interval must be a finite number"),
+                                 (dict(history_size=0), ValueError, r"history_size must be an integer in \[1, 1000\], got 0"),
+                                 (dict(history_size=2.0), TypeError, r"history_size must be an integer in \[1, 1000\]"),
+                                 (dict(save_dir=5), TypeError, r"save_dir must be a folder path \(str or os.PathLike\), got int"),
+                                 (dict(trace="no"), TypeError, r"trace must be True or False, got str 'no'"),
+                                 (dict(autostart=1), TypeError, r"autostart must be True or False, got int 1")):
+        with pytest.raises(error, match=match):
+            Controls(g, **kwargs)
+    ok = panel(g, autostart=False, history_size=np.int64(3), debounce=np.float32(0.1))
+    assert ok.history_size == 3 and type(ok.history_size) is int and ok.debounce == pytest.approx(0.1)
     ui = panel(g, autostart=False, steps=200, duration=0.125)   # valid API values outside the default range
     assert ui.steps.value == 200 and ui.duration.value == 0.125
     with pytest.raises(IndexError, match="history has 0 clips"):
         ui.restore(0)
+
+
+def test_seed_none_draws_a_fresh_seed_and_shows_it():
+    """As ``generate(seed=None)``: a new seed, shown in the box before the run, and the one the clip used."""
+    g, _ = fake()
+    seeds = set()
+    for _ in range(3):
+        ui = panel(g, seed=None)
+        ui.wait()
+        assert ui.video.params["seed"] == ui.seed.value
+        seeds.add(ui.seed.value)
+    assert len(seeds) == 3 and 0 not in seeds  # it used to be 0 every time
+    ui.set(seed=None)
+    wait_for(lambda: ui.video is not None and ui.video.params["seed"] == ui.seed.value and ui.seed.value not in seeds)

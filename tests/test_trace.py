@@ -120,6 +120,39 @@ def test_open_trace_missing_file(tmp_path):
         open_trace(tmp_path / "nothing.nc")
 
 
+def test_open_trace_of_something_else_is_a_clear_error(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"not a trace")
+    with pytest.raises(ValueError, match=r"path '.*clip.mp4' is not a trace written by trace.sora.to_netcdf or to_zarr"):
+        open_trace(tmp_path / "clip.mp4")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got NoneType"):
+        open_trace(None)
+
+
+def test_netcdf_writes_are_atomic_and_checked(video, tmp_path, monkeypatch):
+    """A failed write leaves no half-written file and an older trace intact; a bad path names the folder."""
+    path = tmp_path / "t.nc"
+    video.trace.sora.to_netcdf(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"path: folder '.*missing' does not exist \(create it first\)"):
+        video.trace.sora.to_netcdf(tmp_path / "missing" / "t.nc")
+    with pytest.raises(ValueError, match=r"is a folder, not a file name"):
+        video.trace.sora.to_netcdf(tmp_path)
+    with pytest.raises(ValueError, match=r"path: folder '.*missing' does not exist"):
+        video.trace.sora.to_zarr(tmp_path / "missing" / "t.zarr")
+
+    def crash(self, target, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", crash)
+    with pytest.raises(OSError, match="disk full"):
+        video.trace.sora.to_netcdf(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["t.nc"]
+    monkeypatch.undo()
+    xr.testing.assert_identical(video.trace, open_trace(path))
+
+
 # -- memory bounds ------------------------------------------------------------------------------------
 def data_bytes(ds):
     """Bytes of the data variables (what estimate_trace_bytes counts)."""

@@ -273,6 +273,12 @@ def test_evaluate_takes_a_model_and_its_generate_keywords():
         world.evaluate(world.oracle(), n=1, guidance=2.0)
     with pytest.raises(TypeError, match="generate_fn must be a function"):
         world.evaluate("not a model", n=1)
+    for kw, hint in ((dict(width=96), r"evaluate sets width itself; pass size=\(width, height\) instead"),
+                     (dict(height=64, guidance=2), r"evaluate sets height itself; pass size=\(width, height\)"),
+                     (dict(trace=True), r"evaluate sets trace itself; pass nothing: evaluate keeps no trace")):
+        with pytest.raises(TypeError, match=hint):
+            world.evaluate(Model(), n=1, **kw)
+    assert len(calls) == 4  # refused before any clip
 
 
 def test_per_object_results_add_up_to_judges_shares():
@@ -325,7 +331,7 @@ def test_against_bars_gives_each_bar_an_interval_and_a_verdict():
     assert np.isclose(hi - lo, 2 * z / (1 + z * z / 400) * np.sqrt(p * (1 - p) / 400 + z * z / 640000))
     assert np.isclose(hi - lo, 2 * z * np.sqrt(p * (1 - p) / 400), rtol=0.02)  # near the normal one at this n
     assert list(t["bar"]) == [world.BARS[c] for c in t.index]
-    wide = world.against_bars(df, bars={"motion": 0.9}, z=3.0)          # a wider interval, another verdict
+    wide = world.against_bars(df, bars={"motion": np.float32(0.9)}, z=np.float64(3.0))  # a wider interval, another verdict
     assert wide.loc["motion", "low"] < t.loc["motion", "low"] and wide.loc["motion", "verdict"] == "above, within noise"
     held = world.against_bars(df, bars={"overall": world.HELDOUT_BAR})
     assert held.loc["overall", "verdict"] == "missed" and held.loc["overall", "mean"] == 0.75

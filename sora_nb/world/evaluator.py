@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -280,6 +281,11 @@ def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train"
 
     model = getattr(generate_fn, "generate", None)
     if callable(model):
+        taken = {"width": "size=(width, height)", "height": "size=(width, height)",
+                 "trace": "nothing: evaluate keeps no trace"}
+        clash = sorted(set(generate_kwargs) & set(taken))
+        if clash:
+            raise TypeError(f"evaluate sets {', '.join(clash)} itself; pass {taken[clash[0]]} instead")
         kwargs = dict(duration=duration, width=size[0], height=size[1], trace=False, **generate_kwargs)
         generate_fn = lambda caption, seed: model(caption, seed=seed, **kwargs)  # noqa: E731
     elif not callable(generate_fn):
@@ -342,9 +348,9 @@ def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
     for check, bar in bars.items():
         if check not in (*DIMENSIONS, "overall"):
             raise ValueError(f"bars: unknown check {check!r}; the checks are {', '.join((*DIMENSIONS, 'overall'))}")
-        if isinstance(bar, bool) or not isinstance(bar, (int, float)) or not 0.0 <= float(bar) <= 1.0:
+        if isinstance(bar, bool) or not isinstance(bar, numbers.Real) or not 0.0 <= float(bar) <= 1.0:
             raise ValueError(f"bars[{check!r}] must be a number in [0, 1], got {bar!r}")
-    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
+    if isinstance(z, bool) or not isinstance(z, numbers.Real) or not math.isfinite(z) or z <= 0:
         raise ValueError(f"z must be a finite number > 0 (1.96 for a 95% interval), got {z!r}")
     if not hasattr(df, "columns"):
         raise TypeError(f"df must be a pandas DataFrame of evaluate()'s rows, got {type(df).__name__}")
