@@ -172,6 +172,8 @@ def test_train_help_and_bad_train_options_come_from_the_trainer(tmp_path, monkey
         err = capsys.readouterr().err
         assert err.startswith("usage: sora-nb train") and f"sora-nb train: error: {message}" in err, err
     assert list(tmp_path.iterdir()) == []  # nothing trained, no run folder made
+    r = run("train", "--help")  # the console script: its arguments come from sys.argv
+    assert r.returncode == 0 and r.stdout.startswith("usage: sora-nb train") and "--tiny" in r.stdout
     assert "train" in run("--help").stdout
 
 
