@@ -51,7 +51,20 @@ def read_module(name: str) -> str:
     return _read(COMMON) + "\n" + _read(name)
 
 
-class Filmstrip(anywidget.AnyWidget):
+class Player:
+    """Mixed into a widget with ``fps`` and ``scale`` traits: a value assigned later is checked as the
+    constructor checks it (a ``TraitError`` with that message)."""
+
+    @traitlets.validate("fps")
+    def _valid_fps(self, proposal):
+        return as_trait(check_fps, proposal["value"])
+
+    @traitlets.validate("scale")
+    def _valid_scale(self, proposal):
+        return as_trait(check_scale, proposal["value"])
+
+
+class Filmstrip(Player, anywidget.AnyWidget):
     """A clip played and scrubbed in the browser. ``index`` is the frame shown (synced both ways)."""
 
     _esm = read_module("filmstrip.js")
@@ -64,14 +77,6 @@ class Filmstrip(anywidget.AnyWidget):
     def __init__(self, frames: np.ndarray, fps: float = 8.0, *, scale: int = 4, **kwargs):
         super().__init__(fps=check_fps(fps), scale=check_scale(scale), **kwargs)
         self.set_frames(frames)
-
-    @traitlets.validate("fps")
-    def _valid_fps(self, proposal):
-        return as_trait(check_fps, proposal["value"])
-
-    @traitlets.validate("scale")
-    def _valid_scale(self, proposal):
-        return as_trait(check_scale, proposal["value"])
 
     def set_frames(self, frames: np.ndarray) -> None:
         """Send new frames (uint8 ``(T, H, W, 3)``) to the browser in one binary message."""

@@ -44,7 +44,7 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from .frontend import as_trait, check_fps, check_scale, read_module
+from .frontend import Player, check_fps, check_scale, read_module
 from .trace import MB, open_trace
 
 __all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "channel_heatmap", "channel_vmax",
@@ -271,7 +271,7 @@ class _Panel:
 
 
 # -- the widget --------------------------------------------------------------------------------------
-class Inspector(anywidget.AnyWidget):
+class Inspector(Player, anywidget.AnyWidget):
     """The inspector widget (make one with :func:`inspect`). ``step`` is an index into the trace's
     ``step`` dimension (``trace.step[step]`` is the denoising step), ``frame`` a latent frame."""
 
@@ -288,14 +288,6 @@ class Inspector(anywidget.AnyWidget):
     heat_channel = traitlets.Int(0).tag(sync=True)  # the channel the heat stacks show
     scale = traitlets.Int(16).tag(sync=True)        # CSS pixels per image pixel in the main view
     fps = traitlets.Float(4.0).tag(sync=True)       # play speed, steps or frames per second
-
-    @traitlets.validate("fps")
-    def _valid_fps(self, proposal):
-        return as_trait(check_fps, proposal["value"])
-
-    @traitlets.validate("scale")
-    def _valid_scale(self, proposal):
-        return as_trait(check_scale, proposal["value"])
 
     def __init__(self, trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
                  scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0, **kwargs: Any):
