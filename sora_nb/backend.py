@@ -31,6 +31,7 @@ class Limits:
     sizes: tuple[tuple[int, int], ...]         # supported (width, height) pairs
     default_size: tuple[int, int]
     max_steps: int = 1000
+    min_steps: int = 1                         # fewest denoising steps (Mochi's schedule needs 2)
     max_guidance: float = 50.0
     default_guidance: float = 5.0              # the guidance a request gets when it names none
     max_eta: float = 0.0                       # sampler noise per step (see Request.eta); 0: deterministic only
@@ -55,7 +56,7 @@ class Limits:
         if isinstance(redraw, bool) or not isinstance(redraw, int) or redraw < 1:
             raise ValueError(f"redraw must be an integer >= 1 (1: the first redraw), got {redraw!r}")
         share = self.redraw_share[min(redraw, len(self.redraw_share)) - 1]
-        return max(1, round(steps * share))
+        return max(self.min_steps, round(steps * share))
 
     # -- frame counts ------------------------------------------------------------------------------
     @property

@@ -301,7 +301,7 @@ class Controls:
                                  description="eta (noise)", continuous_update=False, style=style,
                                  readout_format=".1f", layout=slider, disabled=lim.max_eta <= 0.0,
                                  tooltip="fresh noise per sampler step: 0 deterministic, 1 re-noise every step")
-        self.steps = W.IntSlider(value=v["steps"], min=1, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
+        self.steps = W.IntSlider(value=v["steps"], min=lim.min_steps, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
                                  description="steps", continuous_update=False, style=style,
                                  layout=slider)
         sizes = [(f"{w}×{h}", (int(w), int(h))) for w, h in lim.sizes]

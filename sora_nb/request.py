@@ -67,7 +67,7 @@ class Request:
             seed=check_int("seed", seed, 0, MAX_SEED),
             duration=duration,
             guidance=check_float("guidance", kwargs.get("guidance", limits.default_guidance), 0.0, limits.max_guidance),
-            steps=check_int("steps", kwargs.get("steps", 20), 1, limits.max_steps),
+            steps=check_int("steps", kwargs.get("steps", 20), limits.min_steps, limits.max_steps),
             eta=_check_eta(limits, kwargs.get("eta", limits.default_eta)),
             width=width,
             height=height,

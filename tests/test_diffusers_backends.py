@@ -266,6 +266,101 @@ def test_load_a_saved_pipeline_folder(tmp_path):
     assert again is gen  # cached per name and options
 
 
+def test_a_pipeline_folder_with_pickle_weights_is_refused(tmp_path):
+    """Weights load from safetensors only: a folder saved with .bin files is refused before torch.load runs."""
+    tiny_pipeline("ltx").save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert list((tmp_path / "bin" / "transformer").glob("*.bin"))
+    loads = []
+    real_load = torch.load
+    torch.load = lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    try:
+        with pytest.raises(ValueError, match=r"sora_nb loads safetensors weights only, never pickle.*"
+                                             r"safe_serialization=True"):
+            sora_nb.load(tmp_path / "bin", default_size=(32, 32), call_kwargs={"max_sequence_length": 16})
+    finally:
+        torch.load = real_load
+    assert loads == []
+
+
+@pytest.mark.parametrize("options,error,match", [
+    (dict(device="gpu"), ValueError, r"device must be a torch device or a name such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'"),
+    (dict(device=torch.device("meta"), dtype="int8"), ValueError, r"dtype must be a floating-point torch dtype or one of bfloat16"),
+    (dict(dtype=torch.int8), ValueError, r"dtype must be a floating-point torch dtype"),
+    (dict(fps=-1), ValueError, r"fps must be > 0 and <= 240, got -1"),
+    (dict(fps="abc"), TypeError, r"fps must be a number > 0 and <= 240"),
+    (dict(max_frames=0), ValueError, r"max_frames must be an integer in \[1, 10000\], got 0"),
+    (dict(default_size=(32,)), TypeError, r"default_size must be a \(width, height\) pair of integers"),
+    (dict(default_size="32x32"), TypeError, r"default_size must be a \(width, height\) pair of integers"),
+    (dict(default_size=(8192, 32)), ValueError, r"default_size width must be an integer in \[1, 4096\], got 8192"),
+    (dict(default_size=(32, 32), sizes=[(33, 33)]), ValueError, r"sizes must be multiples of 16 for this Wan pipeline, got 33x33"),
+    (dict(call_kwargs=[1]), TypeError, r"call_kwargs must be a dict of extra pipeline arguments, got list"),
+    (dict(call_kwargs={"bogus": 1}), TypeError, r"call_kwargs: WanPipeline takes no bogus"),
+    (dict(vae_tiling="no"), TypeError, r"vae_tiling must be True or False, got str 'no'"),
+    (dict(memory_check=None), TypeError, r"memory_check must be True or False"),
+    (dict(foo=1), TypeError, r"unknown option\(s\) foo for a diffusers model; its options are device, dtype, offload"),
+])
+def test_bad_load_options_are_refused_and_leave_the_pipeline_as_it_was(options, error, match):
+    """Every option is checked before the pipeline is cast, moved or changed (it used to be cast to the asked
+    dtype, or get VAE tiling, and only then be refused)."""
+    pipe = tiny_pipeline("wan")
+    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    options = {"default_size": (32, 32), "dtype": "float16", "vae_tiling": True, **options}
+    with pytest.raises(error, match=match):
+        sora_nb.load(pipe, **options)
+    after = pipe.transformer.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert not getattr(pipe.vae, "use_tiling", False) and "prepare_latents" not in vars(pipe)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path, monkeypatch):
+    tiny_pipeline("ltx").save_pretrained(tmp_path / "ltx")
+    from diffusers import DiffusionPipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    read = []
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: read.append(a)))
+    for options, match in ((dict(device="cuda"), r"device 'cuda' is not available: this torch sees no CUDA GPU"),
+                           (dict(offload="model"), r"device 'cuda' is not available"),
+                           (dict(offload="bogus"), r"offload must be None, 'model' or 'sequential', got 'bogus'")):
+        with pytest.raises(ValueError, match=match):
+            sora_nb.load(tmp_path / "ltx", default_size=(32, 32), **options)
+    assert read == []  # refused before a weight was read
+
+
+def test_mochi_needs_two_steps():
+    gen = load_tiny("mochi")
+    assert gen.limits.min_steps == 2 and load_tiny("wan").limits.min_steps == 1
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[2, 1000\], got 1"):
+        gen.generate(PROMPT, num_frames=FRAMES["mochi"], steps=1)
+    assert gen.generate(PROMPT, num_frames=FRAMES["mochi"], steps=2, trace=False).frames.shape[0] == FRAMES["mochi"]
+
+
+def test_two_generators_over_one_pipeline_take_turns():
+    """A run patches its pipeline for the call, so runs of one pipeline object wait for each other, whichever
+    Generator makes them (e.g. a script's and a live panel's): both clips come out as if made alone."""
+    pipe = tiny_pipeline("wan")
+    from sora_nb.testing import tiny_options
+
+    g1 = sora_nb.load(pipe, **tiny_options("wan"))
+    g2 = sora_nb.load(pipe, **{**tiny_options("wan"), "name": "the same pipeline again"})
+    assert g1 is not g2 and g1.backend._call_lock is g2.backend._call_lock
+    out = {}
+
+    def draw(gen, steps):
+        try:
+            out[steps] = gen.generate(PROMPT, num_frames=5, steps=steps, seed=1, trace=False).frames
+        except Exception as err:  # noqa: BLE001 - the assertion below names it
+            out[steps] = err
+
+    threads = [threading.Thread(target=draw, args=(g, n)) for g, n in ((g1, 6), (g2, 9))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(isinstance(v, np.ndarray) for v in out.values()), out
+    for gen, steps in ((g1, 6), (g2, 9)):
+        np.testing.assert_array_equal(out[steps], gen.generate(PROMPT, num_frames=5, steps=steps, seed=1, trace=False).frames)
+    assert "prepare_latents" not in vars(pipe)
+
+
 def test_image_to_video(gens):
     gen = gens("ltx-i2v")
     assert gen.limits.image_input

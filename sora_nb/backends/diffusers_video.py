@@ -110,12 +110,14 @@ import math
 import queue
 import re
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_float, check_int, check_str
 from ..backend import Limits, StepEvent
 from ..latent_formats import FORMATS, latent_to_rgb
 from ..request import Request
@@ -183,6 +185,20 @@ def _noise_levels(scheduler: Any, timesteps: list[float]) -> list[float]:
 
 
 # -- the run -----------------------------------------------------------------------------------------
+_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def pipeline_lock(pipe: Any) -> threading.Lock:
+    """The lock of one pipeline object, shared by every backend over it: a run patches the pipeline (its
+    ``prepare_latents``, its scheduler's state) for the length of a call, so two calls at once would clash."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(pipe)
+        if lock is None:
+            lock = _LOCKS[pipe] = threading.Lock()
+        return lock
+
+
 @contextlib.contextmanager
 def _patched(obj: Any, name: str, replacement: Any) -> Iterator[None]:
     """Set the instance attribute ``obj.name`` for the block, then restore what was there."""
@@ -317,6 +333,7 @@ class DiffusersVideoBackend:
     """
 
     family: Family
+    min_steps = 1  # fewest denoising steps the family's schedule can make
 
     def __init__(self, pipe: Any, *, name: str | None = None, source: str = "object", fps: float | None = None,
                  max_frames: int | None = None, default_size: tuple[int, int] | None = None,
@@ -328,7 +345,7 @@ class DiffusersVideoBackend:
         self.call_kwargs = _check_call_kwargs(pipe, call_kwargs)
         self.offload, self.vae_tiling, self.memory_check = offload, bool(vae_tiling), bool(memory_check)
         self.source = source
-        self._call_lock = threading.Lock()
+        self._call_lock = pipeline_lock(pipe)  # one call at a time per pipeline, whichever Generator asks
         self.limits = self._limits(name or _default_name(pipe, self.family), fps, max_frames, default_size, sizes)
 
     @property
@@ -438,12 +455,16 @@ class DiffusersVideoBackend:
         t, s, _pt, p = self.factors()
         multiple = s * p
         fam_fps, fam_max, fam_sizes = self.family_values()
-        fps = float(fps or fam_fps)
-        max_frames = int(max_frames or fam_max)
+        fps = float(fam_fps if fps is None else fps)
+        max_frames = int(fam_max if max_frames is None else max_frames)
         max_frames = 1 + (max_frames - 1) // t * t
         if sizes is None:
             sizes = tuple(sz for sz in fam_sizes if sz[0] % multiple == 0 and sz[1] % multiple == 0)
         sizes = tuple((int(w), int(h)) for w, h in sizes)
+        odd = [f"{w}x{h}" for w, h in sizes if w % multiple or h % multiple]
+        if odd:
+            raise ValueError(f"sizes must be multiples of {multiple} for this {self.family.label} pipeline, "
+                             f"got {', '.join(odd)}")
         if default_size is None:
             if not sizes:
                 raise ValueError(f"no suggested size of {self.family.label} is a multiple of {multiple} for this "
@@ -457,7 +478,7 @@ class DiffusersVideoBackend:
             sizes = (default_size, *sizes)
         return Limits(name=name, fps=fps, max_duration=max_frames / fps, sizes=sizes, default_size=default_size,
                       max_prompt_chars=4000, temporal_factor=t, family=self.family.label, frame_step=t,
-                      size_multiple=multiple, max_side=4096, image_input=self.image_input,
+                      size_multiple=multiple, max_side=MAX_SIDE, min_steps=self.min_steps, image_input=self.image_input,
                       default_guidance=self.pipeline_guidance())
 
     def pipeline_guidance(self) -> float:
@@ -589,6 +610,7 @@ class MochiBackend(DiffusersVideoBackend):
     """Mochi: ``(B, C, F, h, w)`` latents normalised by ``latents_mean``/``latents_std``; 6x temporal VAE."""
 
     family = Family("mochi", "Mochi", "mochi", 30.0, 163, ((848, 480), (480, 848)), ("MochiPipeline",))
+    min_steps = 2  # its linear-quadratic schedule divides by steps - 1
 
     def factors(self) -> tuple[int, int, int, int]:
         pipe = self.pipe
@@ -734,14 +756,82 @@ def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any] | None) -> dict[st
     return call_kwargs
 
 
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+          "float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "fp64": torch.float64}
+BACKEND_OPTIONS = ("name", "fps", "max_frames", "default_size", "sizes", "call_kwargs", "memory_check")
+MAX_FRAMES = 10_000
+MAX_SIDE = 4096
+
+
 def _torch_dtype(dtype: Any) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
+    """A floating-point torch dtype, from itself or its name."""
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in DTYPES:
+        dtype = DTYPES[dtype.replace("torch.", "")]
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
-    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-             "float32": torch.float32, "fp32": torch.float32}
-    if isinstance(dtype, str) and dtype.replace("torch.", "") in names:
-        return names[dtype.replace("torch.", "")]
-    raise ValueError(f"dtype must be a torch dtype or one of {', '.join(names)}, got {dtype!r}")
+    raise ValueError(f"dtype must be a floating-point torch dtype or one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _torch_device(device: Any) -> torch.device:
+    """A torch device this machine has, from itself or its name ("cpu", "cuda", "cuda:1", "mps")."""
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device or a name such as 'cpu', 'cuda' or 'cuda:1', "
+                         f"got {device!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(dev)!r} is not available: this torch sees no CUDA GPU "
+                             "(torch.cuda.is_available() is False); use device='cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(dev)!r} is not available: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(dev)!r} is not available on this machine; use device='cpu'")
+    return dev
+
+
+def _size_pair(name: str, value: Any) -> tuple[int, int]:
+    """A (width, height) pair of integers in [1, MAX_SIDE]."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (width, height) pair of integers, got {value!r}")
+    return check_int(f"{name} width", value[0], 1, MAX_SIDE), check_int(f"{name} height", value[1], 1, MAX_SIDE)
+
+
+def check_load_options(device: Any, dtype: Any, offload: Any, vae_tiling: Any,
+                       options: dict[str, Any]) -> tuple[torch.device | None, torch.dtype | None, dict[str, Any]]:
+    """Every loading option, checked before any weight is read or the user's pipeline is touched: the device
+    and dtype as torch objects, and the backend's options with their values checked."""
+    unknown = sorted(set(options) - set(BACKEND_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for a diffusers model; its options are device, "
+                        f"dtype, offload, vae_tiling, {', '.join(BACKEND_OPTIONS)}")
+    if offload not in OFFLOAD:
+        raise ValueError(f"offload must be None, 'model' or 'sequential', got {offload!r}")
+    check_bool("vae_tiling", vae_tiling)
+    out = dict(options)
+    if "memory_check" in out:
+        check_bool("memory_check", out["memory_check"])
+    if out.get("name") is not None:
+        out["name"] = check_str("name", out["name"], max_len=200)
+    if out.get("fps") is not None:
+        out["fps"] = check_float("fps", out["fps"], 0.0, 240.0, lo_open=True)
+    if out.get("max_frames") is not None:
+        out["max_frames"] = check_int("max_frames", out["max_frames"], 1, MAX_FRAMES)
+    if out.get("default_size") is not None:
+        out["default_size"] = _size_pair("default_size", out["default_size"])
+    if out.get("sizes") is not None:
+        sizes = out["sizes"]
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"sizes must be a list of (width, height) pairs, got {type(sizes).__name__}")
+        out["sizes"] = tuple(_size_pair(f"sizes[{i}]", sz) for i, sz in enumerate(sizes))
+    if out.get("call_kwargs") is not None and not isinstance(out["call_kwargs"], dict):
+        raise TypeError(f"call_kwargs must be a dict of extra pipeline arguments, got {type(out['call_kwargs']).__name__}")
+    device = None if device is None else _torch_device(device)
+    if offload is not None:  # offloading streams weights to an accelerator
+        _torch_device(device if device is not None else "cuda")
+    return device, None if dtype is None else _torch_dtype(dtype), out
 
 
 def is_pipeline(obj: Any) -> bool:
@@ -764,13 +854,16 @@ def looks_like_repo_id(text: str) -> bool:
 
 
 def from_pipeline(pipe: Any, *, device: Any = None, dtype: Any = None, offload: str | None = None,
-                  vae_tiling: bool = False, **options: Any) -> DiffusersVideoBackend:
-    """Wrap a pipeline object (moved to ``device`` / cast to ``dtype`` / offloaded only when asked)."""
+                  vae_tiling: bool = False, source: str = "object", **options: Any) -> DiffusersVideoBackend:
+    """Wrap a pipeline object (moved to ``device`` / cast to ``dtype`` / offloaded only when asked).
+
+    Every option is checked, and the backend built (which checks the sizes against the pipeline), before the
+    pipeline is moved, cast or changed: a refused option leaves the user's pipeline as it was."""
     cls = backend_class(type(pipe).__name__)
-    if offload not in OFFLOAD:
-        raise ValueError(f"offload must be None, 'model' or 'sequential', got {offload!r}")
+    device, dtype, options = check_load_options(device, dtype, offload, vae_tiling, options)
+    backend = cls(pipe, offload=offload, vae_tiling=vae_tiling, source=source, **options)
     if dtype is not None:
-        pipe.to(dtype=_torch_dtype(dtype))
+        pipe.to(dtype=dtype)
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device or "cuda")
     elif offload == "sequential":
@@ -780,7 +873,7 @@ def from_pipeline(pipe: Any, *, device: Any = None, dtype: Any = None, offload: 
     if vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)  # sora_nb shows its own progress
-    return cls(pipe, offload=offload, vae_tiling=vae_tiling, **options)
+    return backend
 
 
 def _class_name(model: str) -> str:
@@ -801,21 +894,30 @@ def _class_name(model: str) -> str:
 
 def from_pretrained(model: str, *, device: Any = None, dtype: Any = None, offload: str | None = None,
                     vae_tiling: bool = False, **options: Any) -> DiffusersVideoBackend:
-    """Load a repo id or a saved pipeline folder (``DiffusionPipeline.from_pretrained``)."""
+    """Load a repo id or a saved pipeline folder (``DiffusionPipeline.from_pretrained``), safetensors weights only.
+
+    The options are checked before any weight is read; a folder or repo whose weights are only pickle files
+    (``.bin``, ``.pt``) is refused."""
     from diffusers import DiffusionPipeline
 
     backend_class(_class_name(model))  # unsupported families fail before downloading weights
-    cuda = torch.cuda.is_available()
-    device = device or ("cuda" if cuda else "cpu")
-    dtype = _torch_dtype(dtype) if dtype is not None else (torch.bfloat16 if str(device).startswith("cuda")
-                                                          else torch.float32)
+    device, dtype, options = check_load_options(device, dtype, offload, vae_tiling, options)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     local = Path(model).expanduser().is_dir()
     from diffusers.utils import deprecation_utils
 
     # newer diffusers call it dtype and warn on torch_dtype; older ones know only torch_dtype
     dtype_kw = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
-    pipe = DiffusionPipeline.from_pretrained(str(Path(model).expanduser()) if local else model, local_files_only=local,
-                                             **{dtype_kw: dtype})
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(Path(model).expanduser()) if local else model,
+                                                 local_files_only=local, use_safetensors=True, **{dtype_kw: dtype})
+    except (OSError, ValueError) as err:
+        if "safetensors" not in str(err).lower():
+            raise
+        raise ValueError(f"{model!r}: sora_nb loads safetensors weights only, never pickle, and a component "
+                         f"of this pipeline has none ({str(err).splitlines()[0][:200]}); save it with "
+                         "pipe.save_pretrained(folder, safe_serialization=True)") from err
     options.setdefault("name", model)
     return from_pipeline(pipe, device=device, offload=offload, vae_tiling=vae_tiling,
                          source="folder" if local else "hub", **options)
