@@ -312,6 +312,16 @@ def test_bad_load_options_are_refused_and_leave_the_pipeline_as_it_was(options, 
     assert not getattr(pipe.vae, "use_tiling", False) and "prepare_latents" not in vars(pipe)
 
 
+def test_a_broken_model_index_is_named(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model_index.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"model_index.json' is not a readable model_index.json"):
+        sora_nb.load(tmp_path / "m")
+    (tmp_path / "m" / "model_index.json").write_text('{"scheduler": ["diffusers", "X"]}')
+    with pytest.raises(ValueError, match=r"model_index.json' names no pipeline class \(its _class_name is None\)"):
+        sora_nb.load(tmp_path / "m")
+
+
 def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path, monkeypatch):
     tiny_pipeline("ltx").save_pretrained(tmp_path / "ltx")
     from diffusers import DiffusionPipeline

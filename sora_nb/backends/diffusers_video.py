@@ -889,7 +889,14 @@ def _class_name(model: str) -> str:
             raise ValueError(f"could not read {MODEL_INDEX} of {model!r} from the Hugging Face Hub "
                              f"({type(err).__name__}: {err}); check the repo id, or download it first when offline "
                              "(HF_HUB_OFFLINE=1)") from err
-    return str(json.loads(path.read_text()).get("_class_name", ""))
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable {MODEL_INDEX}: {err}") from err
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{str(path)!r} names no pipeline class (its _class_name is {name!r})")
+    return name
 
 
 def from_pretrained(model: str, *, device: Any = None, dtype: Any = None, offload: str | None = None,
