@@ -127,9 +127,11 @@ Checkpoints hold tensors in safetensors and everything else in JSON: no pickle a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -142,6 +144,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
+from ._checks import check_bool, check_choice, check_float, check_int
 from .backends import embedded
 from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted
 from .models.text import PRETRAINED
@@ -160,6 +163,38 @@ def native_bf16(device: str) -> bool:
         return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(check()) for check in checks if check is not None)
+
+
+# Each simple field's kind and range, checked first in `Recipe.__post_init__` (the rules between fields follow).
+# ("int", lo, hi), ("float", lo, hi, lo_open), ("bool",), ("choice", options)
+RECIPE_RANGES: dict[str, tuple] = {
+    "seed": ("int", 0, 2**63 - 1),
+    "vae_steps": ("int", 0, 10_000_000), "vae_batch": ("int", 1, 4096), "vae_lr": ("float", 0.0, 10.0, True),
+    "vae_channels": ("int", 1, 1024), "vae_hidden": ("int", 1, 4096), "vae_spatial": ("int", 1, 64),
+    "vae_smooth": ("float", 0.0, 1e6, False),
+    "text_steps": ("int", 0, 10_000_000), "text_batch": ("int", 1, 65536), "text_lr": ("float", 0.0, 10.0, True),
+    "probe_weight": ("float", 0.0, 1e6, False), "text_width": ("int", 1, 8192), "text_layers": ("int", 1, 64),
+    "dit_steps": ("int", 0, 10_000_000), "dit_batch": ("int", 1, 65536), "dit_lr": ("float", 0.0, 10.0, True),
+    "dit_warmup": ("int", 0, 10_000_000), "caption_dropout": ("float", 0.0, 1.0, False),
+    "sigma_shift": ("float", -10.0, 10.0, False), "ema_decay": ("float", 0.0, 0.999999, False),
+    "dit_hidden": ("int", 1, 8192), "dit_depth": ("int", 1, 128), "dit_heads": ("int", 1, 128),
+    "loss_floor": ("float", 0.0, 100.0, True), "latent_norm": ("choice", ("channel", "global")),
+    "self_condition": ("bool",), "dit_rope": ("bool",),
+    "eval_clips": ("int", 1, 100_000), "guidance_clips": ("int", 1, 100_000),
+    "log_every": ("int", 1, 10_000_000), "ckpt_every": ("int", 1, 10_000_000),
+}
+
+
+def _int_tuple(name: str, value: Any, length: int, what: str) -> tuple[int, ...]:
+    """``length`` integers >= 1 (a list from JSON, or a tuple)."""
+    if (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != length
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in value)):
+        raise ValueError(f"{name} must be {length} integers in [1, 64] ({what}), got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+class RefusedInput(ValueError):
+    """A command-line input refused before any work (``main`` reports it as a usage error, exit status 2)."""
 
 
 @dataclasses.dataclass
@@ -299,7 +334,45 @@ class Recipe:
         return self.shape_layout and self.pix_steps > 0
 
     def __post_init__(self) -> None:
-        """Refuse the GPU-run knobs' bad values before any stage starts (the others fail in torch)."""
+        """Refuse bad values before any stage starts: each field's kind and range (`RECIPE_RANGES`), then the
+        rules between fields."""
+        for name, rule in RECIPE_RANGES.items():
+            value = getattr(self, name)
+            if rule[0] == "int":
+                check_int(name, value, rule[1], rule[2])
+                setattr(self, name, int(value))
+            elif rule[0] == "float":
+                setattr(self, name, check_float(name, value, rule[1], rule[2], lo_open=rule[3]))
+            elif rule[0] == "bool":
+                check_bool(name, value)
+            else:  # "choice"
+                check_choice(name, value, rule[1])
+        self.dit_patch = _int_tuple("dit_patch", self.dit_patch, 3, "(frames, y, x) latent cells per token")
+        if self.dit_hidden % self.dit_heads:
+            raise ValueError(f"dit_hidden must be a multiple of dit_heads ({self.dit_heads}), got {self.dit_hidden}")
+        candidates = self.guidance_candidates
+        if (isinstance(candidates, (str, bytes)) or not isinstance(candidates, (list, tuple)) or not candidates):
+            raise ValueError(f"guidance_candidates must be a non-empty list of guidance scales in [0, 50], got {candidates!r}")
+        self.guidance_candidates = tuple(check_float("guidance_candidates[]", g, 0.0, 50.0) for g in candidates)
+        cache = self.cache
+        if isinstance(cache, (str, bytes)) or not isinstance(cache, (list, tuple)) or not cache:
+            raise ValueError(f"cache must be a non-empty list of [duration s, width, height, clips], got {cache!r}")
+        entries = []
+        for i, entry in enumerate(cache):
+            if isinstance(entry, (str, bytes)) or not isinstance(entry, (list, tuple)) or len(entry) != 4:
+                raise ValueError(f"cache[{i}] must be [duration s, width, height, clips], got {entry!r}")
+            duration = check_float(f"cache[{i}] duration", entry[0], 0.0, embedded.MAX_DURATION, lo_open=True,
+                                   unit="seconds")
+            size = (check_int(f"cache[{i}] width", entry[1], 1, 4096), check_int(f"cache[{i}] height", entry[2], 1, 4096))
+            if size not in embedded.SIZES:
+                raise ValueError(f"cache[{i}] width x height must be one of "
+                                 f"{', '.join(f'{w}x{h}' for w, h in embedded.SIZES)}, got {size[0]}x{size[1]}")
+            for side, cells in zip(size, (self.dit_patch[2], self.dit_patch[1])):  # width: x cells, height: y cells
+                if side % self.vae_spatial or (side // self.vae_spatial) % cells:
+                    raise ValueError(f"cache[{i}]: a side of {side} pixels must be whole latent cells (vae_spatial "
+                                     f"{self.vae_spatial}) and whole tokens (dit_patch {list(self.dit_patch)})")
+            entries.append((duration, *size, check_int(f"cache[{i}] clips", entry[3], 1, 10_000_000)))
+        self.cache = tuple(entries)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -485,7 +558,7 @@ TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batc
 # -- helpers -----------------------------------------------------------------------------------
 def write_recipe(out: Path, recipe: Recipe) -> None:
     """Record the run's recipe (with the step counts it ran) in ``out/recipe.json``."""
-    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
+    write_text_atomic(out / "recipe.json", json.dumps(dataclasses.asdict(recipe), indent=1))
 
 
 def log(out: Path, **record: Any) -> None:
@@ -540,6 +613,67 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
+COMPLETE = ".complete"  # written last into a folder `atomic_folder` fills, before it is renamed into place
+
+
+def _siblings(target: Path) -> tuple[Path, Path]:
+    return target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Write a run's folder (a checkpoint, a finished stage) whole or not at all.
+
+    The block fills a fresh ``<target>.partial``; when it ends without error the folder replaces ``target``
+    (an older ``target`` is kept as ``<target>.old`` until the new one is in place). A run killed at any moment
+    leaves ``target`` as it was, or the new one, never a mix: `recover_folders` finishes a swap a kill cut
+    short when the run starts again."""
+    recover_folder(target)
+    partial, old = _siblings(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:  # an error or Ctrl-C in the block: the old folder stays, the new one goes
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / COMPLETE).write_text("")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(partial, target)
+    (target / COMPLETE).unlink()
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(target: Path) -> None:
+    """Finish or undo an `atomic_folder` swap a kill cut short: a complete ``.partial`` becomes ``target`` if it is
+    missing, else the ``.old`` one comes back; incomplete leftovers go."""
+    partial, old = _siblings(target)
+    if not target.exists():
+        if (partial / COMPLETE).is_file():
+            os.replace(partial, target)
+        elif old.is_dir():
+            os.replace(old, target)
+    (target / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folders(out: Path) -> None:
+    """`recover_folder` for every folder of a run that a kill left mid-swap."""
+    if out.is_dir():
+        for leftover in sorted(out.glob("*.partial")) + sorted(out.glob("*.old")):
+            recover_folder(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)``, but a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recipe: Recipe | None = None,
            field: str = "") -> int:
     """Load a stage's checkpoint (model and optimizer) if there is one; the step to start from. With
@@ -557,11 +691,11 @@ def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recip
 
 def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, steps: int | None = None) -> None:
     """Save a stage's model and optimizer, to resume at ``step`` (safetensors and JSON, no pickle); ``steps``:
-    the stage's step count, recorded for `resume`."""
-    ckpt.mkdir(exist_ok=True)
-    save_file(model.state_dict(), str(ckpt / "model.safetensors"))
-    save_optimizer(opt, ckpt / "optim")
-    (ckpt / "state.json").write_text(json.dumps({"step": step} if steps is None else {"step": step, "steps": steps}))
+    the stage's step count, recorded for `resume`. Whole or not at all (`atomic_folder`)."""
+    with atomic_folder(ckpt) as folder:
+        save_file(model.state_dict(), str(folder / "model.safetensors"))
+        save_optimizer(opt, folder / "optim")
+        (folder / "state.json").write_text(json.dumps({"step": step} if steps is None else {"step": step, "steps": steps}))
 
 
 class PartBudget:
@@ -786,8 +920,9 @@ def finish_part(vae: VideoAutoencoder, final: Path, ckpt: Path, steps: int) -> V
     """End an autoencoder stage: everything trainable again, saved to ``final`` with the ``steps`` it ran
     (``steps.json``, read back by `finished_part`), checkpoint gone."""
     vae.requires_grad_(True)
-    vae.save_pretrained(final, safe_serialization=True)
-    (final / "steps.json").write_text(json.dumps({"steps": steps}))
+    with atomic_folder(final) as folder:
+        vae.save_pretrained(folder, safe_serialization=True)
+        (folder / "steps.json").write_text(json.dumps({"steps": steps}))
     shutil.rmtree(ckpt, ignore_errors=True)
     return vae.eval()
 
@@ -962,8 +1097,8 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
     mean, std = float(allz.mean()), float(allz.std())
     for key, (latents, caps) in buckets.items():
         save_file({"latents": latents.contiguous()}, str(path / f"{key}.safetensors"))
-    (path / "index.json").write_text(json.dumps({"buckets": {k: v[1] for k, v in buckets.items()},
-                                                 "mean": mean, "std": std}))
+    write_text_atomic(path / "index.json", json.dumps({"buckets": {k: v[1] for k, v in buckets.items()},
+                                                      "mean": mean, "std": std}))  # last: it marks the cache done
     return {"buckets": buckets, "mean": mean, "std": std}
 
 
@@ -1307,9 +1442,9 @@ def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe
         if step % (recipe.log_every * 4) == 0 or step == recipe.text_steps - 1:
             log(out, stage="text", step=step, loss=loss.item(), accuracy=acc,
                 s_per_step=(time.perf_counter() - t0) / (step + 1))
-    final.mkdir(parents=True, exist_ok=True)
-    save_file(_dedup(text.encoder.state_dict()), str(final / "text.safetensors"))
-    save_file(probe.state_dict(), str(final / "probe.safetensors"))
+    with atomic_folder(final) as folder:
+        save_file(_dedup(text.encoder.state_dict()), str(folder / "text.safetensors"))
+        save_file(probe.state_dict(), str(folder / "probe.safetensors"))
 
 
 def token_alignment(teacher: TextEncoder, student: TextEncoder, captions: Sequence[str]
@@ -1387,8 +1522,8 @@ def adapt_text(recipe: Recipe, out: Path, teacher: TextEncoder, text: TextEncode
         opt.step()
         if step % (recipe.log_every * 4) == 0 or step == recipe.adapt_steps - 1:
             log(out, stage="adapt", step=step, loss=loss.item(), s_per_step=(time.perf_counter() - t0) / (step + 1))
-    final.mkdir(parents=True, exist_ok=True)
-    save_file(_dedup(text.encoder.state_dict()), str(final / "text.safetensors"))
+    with atomic_folder(final) as folder:
+        save_file(_dedup(text.encoder.state_dict()), str(folder / "text.safetensors"))
 
 
 # -- stage 4: the diffusion transformer -----------------------------------------------------------
@@ -1724,21 +1859,22 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
             log(out, stage=name, step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1), **extra)
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dit_steps:
-            ckpt.mkdir(exist_ok=True)
-            save_file(dit.state_dict(), str(ckpt / "dit.safetensors"))
-            save_file(_dedup(text.encoder.state_dict()), str(ckpt / "text.safetensors"))
-            save_file(ema_dit.state_dict(), str(ckpt / "ema_dit.safetensors"))
-            save_file(_dedup(ema_text.state_dict()), str(ckpt / "ema_text.safetensors"))
-            save_file(probe.state_dict(), str(ckpt / "probe.safetensors"))
-            save_optimizer(opt, ckpt / "optim")
-            (ckpt / "state.json").write_text(json.dumps({"step": step + 1, "dit_steps": recipe.dit_steps}))
+            with atomic_folder(ckpt) as folder:  # whole or not at all: a kill mid-write keeps the last one
+                save_file(dit.state_dict(), str(folder / "dit.safetensors"))
+                save_file(_dedup(text.encoder.state_dict()), str(folder / "text.safetensors"))
+                save_file(ema_dit.state_dict(), str(folder / "ema_dit.safetensors"))
+                save_file(_dedup(ema_text.state_dict()), str(folder / "ema_text.safetensors"))
+                save_file(probe.state_dict(), str(folder / "probe.safetensors"))
+                save_optimizer(opt, folder / "optim")
+                (folder / "state.json").write_text(json.dumps({"step": step + 1, "dit_steps": recipe.dit_steps}))
         step += 1
     ema_dit.to("cpu"); ema_text.to("cpu")
     if name == "dit":
         write_recipe(out, recipe)  # with the steps run
     text_ema = TextEncoder(tokenizer, ema_text)
-    ema_dit.save_pretrained(final / "dit", safe_serialization=True)
-    text_ema.save_pretrained(final)
+    with atomic_folder(final) as folder:
+        ema_dit.save_pretrained(folder / "dit", safe_serialization=True)
+        text_ema.save_pretrained(folder)
     shutil.rmtree(ckpt, ignore_errors=True)
     return ema_dit.eval(), text_ema.eval()
 
@@ -1897,6 +2033,43 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     return folder
 
 
+def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decoder: bool, dit: bool
+                   ) -> tuple[dict[str, Any], "Recipe", embedded.EmbeddedBackend]:
+    """`rescore`'s checks, before any work: the folder's prior scores, its recipe with ``overrides``, and the
+    folder loaded (sha256-checked). Raises `RefusedInput` naming what is wrong."""
+    weights = Path(weights)
+    try:
+        if not (weights / "scores.json").is_file():
+            raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
+                             f"holding its recipe); {str(weights)!r} has none")
+        prior = json.loads((weights / "scores.json").read_text())
+        fields = {f.name for f in dataclasses.fields(Recipe)}
+        recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
+        if decoder and recipe.dec_steps < 1:
+            raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
+        if dit and recipe.ft_steps < 1:
+            raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
+        be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
+        if be.low is not None and not recipe.expert_switch:
+            raise ValueError(f"{str(weights)!r} has a low-noise expert: expert_switch must stay in (0, 1), got 0")
+        if recipe.expert_switch and not dit and be.low is None:
+            raise ValueError(f"expert_switch {recipe.expert_switch} needs a low-noise expert: make one with --tune-dit "
+                             f"(the fine-tune becomes it), or set expert_switch=0")
+        if dit and recipe.ft_expert == "high" and be.low is None:
+            raise ValueError(f"ft_expert 'high' fine-tunes the main DiT of a folder with a low-noise expert, for the "
+                             f"steps above its switch; {str(weights)!r} has none: make one first (ft_expert 'low')")
+        if dit and recipe.ft_distil and be.low is not None:
+            raise ValueError(f"ft_distil distils a one-DiT sampler; {str(weights)!r} has a low-noise expert (use ft_chain)")
+        if dit and recipe.ft_from == "low" and be.low is None:
+            raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {str(weights)!r} has none: make one "
+                             f"first (ft_from 'main')")
+        if dit:
+            tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
+    except (TypeError, ValueError) as err:
+        raise RefusedInput(str(err)) from err
+    return prior, recipe, be
+
+
 def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | None = None,
             decoder: bool = False, dit: bool = False) -> Path:
     """Export a trained weights folder again, unchanged networks, with its recorded recipe updated by
@@ -1919,33 +2092,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     its main DiT, as the first was, which replaces the old one; with ``ft_expert`` "high" the fine-tune replaces
     the main DiT and its text encoder instead (a high-noise expert, trained with ``ft_level_weights`` on the levels
     above the switch), and ``low/`` stays byte for byte."""
+    prior, recipe, be = rescore_inputs(weights, overrides, decoder, dit)
     weights = Path(weights)
-    if not (weights / "scores.json").is_file():
-        raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
-                         f"holding its recipe); {str(weights)!r} has none")
-    prior = json.loads((weights / "scores.json").read_text())
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
-    if decoder and recipe.dec_steps < 1:
-        raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
-    if dit and recipe.ft_steps < 1:
-        raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
-    be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
-    if be.low is not None and not recipe.expert_switch:
-        raise ValueError(f"{str(weights)!r} has a low-noise expert: expert_switch must stay in (0, 1), got 0")
-    if recipe.expert_switch and not dit and be.low is None:
-        raise ValueError(f"expert_switch {recipe.expert_switch} needs a low-noise expert: make one with --tune-dit "
-                         f"(the fine-tune becomes it), or set expert_switch=0")
-    if dit and recipe.ft_expert == "high" and be.low is None:
-        raise ValueError(f"ft_expert 'high' fine-tunes the main DiT of a folder with a low-noise expert, for the "
-                         f"steps above its switch; {str(weights)!r} has none: make one first (ft_expert 'low')")
-    if dit and recipe.ft_distil and be.low is not None:
-        raise ValueError(f"ft_distil distils a one-DiT sampler; {str(weights)!r} has a low-noise expert (use ft_chain)")
-    if dit and recipe.ft_from == "low" and be.low is None:
-        raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {str(weights)!r} has none: make one "
-                         f"first (ft_from 'main')")
-    if dit:
-        tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     out.mkdir(parents=True, exist_ok=True)
@@ -2001,7 +2149,7 @@ def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[st
         else:
             merged[stage] = value
     merged.update({stage: prior[stage] for stage in done_before if stage in prior and stage not in merged})
-    path.write_text(json.dumps({"seconds": merged, "resumed": resumed}, indent=1))
+    write_text_atomic(path, json.dumps({"seconds": merged, "resumed": resumed}, indent=1))
     return {**merged, "resumed": resumed}
 
 
@@ -2103,6 +2251,44 @@ def bars_held(scores: dict[str, dict[str, float]]) -> bool:
     return all(scores.get(split, {}).get(dim, -1.0) >= need for split, dim, need in QUALITY_BARS)
 
 
+# Fields a run rewrites as it goes (a stage's share of the hour cuts its steps, the DiT refits its count): a resumed
+# run's recipe.json may hold other values than its command line gives, and the checkpoints say which apply.
+RUN_WRITTEN = frozenset({"vae_steps", "dec_steps", "pix_steps", "dit_steps", "ft_steps"})
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out``: a folder, or a path one can be made at, that can be written (nothing is made here: a command
+    refused later leaves no folder behind). Raises `RefusedInput`."""
+    if out.exists() and not out.is_dir():
+        raise RefusedInput(f"--out must be a folder (made if missing), got a file: {str(out)!r}")
+    base = out.absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise RefusedInput(f"--out {str(out)!r} cannot be made: {str(base)!r} is a file")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RefusedInput(f"--out {str(out)!r}: {str(base)!r} is not writable")
+
+
+def check_same_recipe(out: Path, recipe: Recipe) -> None:
+    """A folder that holds a run's progress resumes only the same recipe (seed included): a run resumed with
+    other options would mix two recipes' networks and record the wrong one. Raises `RefusedInput` naming the
+    fields that differ. `RUN_WRITTEN` fields are the run's own to change."""
+    recorded = out / "recipe.json"
+    if not recorded.is_file() or not any(p.is_dir() for p in out.iterdir()):
+        return  # nothing trained there yet
+    try:
+        before = json.loads(recorded.read_text())
+    except ValueError:
+        return  # a recipe.json cut short: written before any stage, so nothing depends on it
+    now = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    differ = [k for k in sorted(now) if k not in RUN_WRITTEN and k in before and before[k] != now[k]]
+    if differ:
+        shown = ", ".join(f"{k} {before[k]!r} there, {now[k]!r} now" for k in differ[:4])
+        raise RefusedInput(f"--out {str(out)!r} holds a run of another recipe ({shown}"
+                           f"{', ...' if len(differ) > 4 else ''}): resume it with the same options, or choose a new --out")
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -> int:
     """Command line entry point (``prog``: the name its usage and errors give)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -2139,10 +2325,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
             overrides[key] = json.loads(value)
         except ValueError:
             parser.error(f"--set {key}=VALUE: VALUE must be JSON (e.g. 0.5, true, [1, 2, 2], '\"text\"'), got {value!r}")
+    out = Path(args.out).expanduser()
+    try:
+        check_out_folder(out)
+        if args.ship:
+            check_shippable()
+        if args.rescore:
+            rescore_inputs(args.rescore, overrides, args.tune_decoder, args.tune_dit)
+    except RefusedInput as err:
+        parser.error(str(err))
+    recover_folders(out)  # a swap a kill cut short is finished (or undone) before anything reads the folder
     if args.rescore:
         from . import world
 
-        folder = rescore(args.rescore, Path(args.out), world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
+        folder = rescore(args.rescore, out, world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
         print(f"weights written to {folder}")
         return ship(folder) if args.ship else 0
     if args.tune_decoder:
@@ -2167,8 +2363,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
         torch.empty(0, device=recipe.device)
     except (RuntimeError, AssertionError) as e:
         raise SystemExit(f"device {recipe.device!r} is not usable on this machine: {e}") from None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        check_same_recipe(out, recipe)
+        out.mkdir(parents=True, exist_ok=True)
+    except RefusedInput as err:
+        parser.error(str(err))
+    except OSError as err:
+        parser.error(f"--out {str(out)!r}: the folder cannot be made ({err.strerror})")
     write_recipe(out, recipe)
     from . import world
 
@@ -2212,12 +2413,25 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
     return ship(folder) if args.ship else 0
 
 
-def ship(folder: Path) -> int:
-    """Copy a weights folder into the package (``sora_nb/weights/shapes``)."""
-    if embedded.WEIGHTS_DIR.exists():
-        shutil.rmtree(embedded.WEIGHTS_DIR)
-    shutil.copytree(folder, embedded.WEIGHTS_DIR)
-    print(f"shipped to {embedded.WEIGHTS_DIR}")
+def check_shippable(target: Path | None = None) -> None:
+    """``--ship``'s checks, before any training: the package's weights folder (or ``target``) can be replaced."""
+    target = Path(embedded.WEIGHTS_DIR if target is None else target)
+    parent = target.parent
+    for path in (parent, target) if target.exists() else (parent,):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise RefusedInput(f"--ship replaces {str(target)!r}, but {str(path)!r} is not writable (install sora_nb "
+                               "editable, `pip install -e .`, in a folder you may write, or drop --ship)")
+
+
+def ship(folder: Path, target: Path | None = None) -> int:
+    """Copy a weights folder into the package (``sora_nb/weights/shapes``, or ``target``), whole or not at all:
+    the copy is made beside it and swapped in (`atomic_folder`), so a copy that fails leaves the shipped
+    weights as they were."""
+    target = Path(embedded.WEIGHTS_DIR if target is None else target)
+    check_shippable(target)
+    with atomic_folder(target) as partial:
+        shutil.copytree(folder, partial, dirs_exist_ok=True)
+    print(f"shipped to {target}")
     return 0
 
 

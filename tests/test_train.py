@@ -208,9 +208,17 @@ def probe_reads_before_and_after(recipe, out, text, probe):
     return before, after
 
 
-def test_text_pretraining_learns_to_read_captions(tmp_path):
-    """A few hundred caption-only steps: the probe reads attributes far better than at the start."""
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, and as before after it (a later run's floats depend on the count)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_text_pretraining_learns_to_read_captions(tmp_path, one_thread):
+    """A few hundred caption-only steps: the probe reads attributes far better than at the start."""
     recipe = train.Recipe(text_steps=300, text_batch=32, log_every=10)
     text, probe = fresh_text_and_probe(64)
     before, after = probe_reads_before_and_after(recipe, tmp_path, text, probe)
@@ -1548,10 +1556,9 @@ def test_the_course_preset_is_the_default_and_trains_the_shipped_architecture(tm
         train.main(["--rescore", str(folder), "--preset", "course", "--out", str(tmp_path / "r")])
 
 
-def test_text_pretraining_of_the_adapted_encoder_learns_from_a_pool_of_frozen_states(tmp_path):
+def test_text_pretraining_of_the_adapted_encoder_learns_from_a_pool_of_frozen_states(tmp_path, one_thread):
     """From scratch with ``text_pretrained``: the stack and probe train on the frozen encoder's states of
     ``adapt_pool`` captions, computed once; only the stack changes and the probe reads captions outside the pool."""
-    torch.set_num_threads(1)
     recipe = train.Recipe(text_steps=200, text_batch=32, adapt_pool=256, log_every=10, text_pretrained="all-MiniLM-L6-v2")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -1795,3 +1802,159 @@ def test_a_budgeted_dit_refits_its_steps_when_its_pace_drifts(tmp_path, tiny_run
     assert budget * 0.95 <= clock.t <= budget * 1.05, clock.t
     assert not any("stopped" in r for r in log)  # it ended on its refitted count, not at the guard
     assert json.loads((out / "recipe.json").read_text())["dit_steps"] == recipe.dit_steps
+
+
+# -- resumable and checked: a kill at any moment, another recipe, bad values, --ship ------------------------
+def test_an_atomic_folder_is_whole_or_absent_and_recovers_from_a_kill(tmp_path):
+    target = tmp_path / "ckpt"
+    with train.atomic_folder(target) as folder:
+        (folder / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        with train.atomic_folder(target) as folder:
+            (folder / "a.txt").write_text("two, half")
+            raise RuntimeError("disk full")
+    assert (target / "a.txt").read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    # what a SIGKILL leaves, at each moment of a swap, and what the next run makes of it
+    partial, old = tmp_path / "ckpt.partial", tmp_path / "ckpt.old"
+    partial.mkdir()
+    (partial / "a.txt").write_text("three, half")  # killed while writing: no completion mark
+    train.recover_folders(tmp_path)
+    assert (target / "a.txt").read_text() == "one" and not partial.exists()
+    target.rename(old)  # killed between the two renames: the old one aside, the new one complete
+    partial.mkdir()
+    (partial / "a.txt").write_text("four")
+    (partial / train.COMPLETE).write_text("")
+    train.recover_folders(tmp_path)
+    assert (target / "a.txt").read_text() == "four" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    target.rename(old)  # the same, but killed before the new one was complete: the old one comes back
+    partial.mkdir()
+    train.recover_folders(tmp_path)
+    assert (target / "a.txt").read_text() == "four" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one(tmp_path, monkeypatch):
+    """The DiT's checkpoint at step 4 is cut off after its networks were written and before its state: the
+    resumed run starts from step 2's (not step 4's networks with step 2's state, as it did) and ends with the
+    weights of the same run uninterrupted (made here, just before: floats in this process can drift by 1e-7
+    over the test session, so not the module's tiny run)."""
+    settings = ["--seed", "3", "--preset", "plain", "--set"] + [f"{k}={json.dumps(v)}" for k, v in {**FAST, "ckpt_every": 2}.items()]
+    whole, out = tmp_path / "whole", tmp_path / "k"
+    assert train.main(["--out", str(whole), *settings]) == 0
+    args = ["--out", str(out), *settings]
+    real = train.save_optimizer
+    calls = []
+
+    class Killed(BaseException):
+        pass
+
+    def dying(opt, path):
+        calls.append(path.parent.name)
+        if calls.count("dit_ckpt.partial") == 2:  # the DiT's second checkpoint, its networks already written
+            assert (path.parent / "dit.safetensors").is_file()
+            raise Killed
+        real(opt, path)
+
+    monkeypatch.setattr(train, "save_optimizer", dying)
+    with pytest.raises(Killed):
+        train.main(args)
+    monkeypatch.setattr(train, "save_optimizer", real)
+    assert json.loads((out / "dit_ckpt" / "state.json").read_text())["step"] == 2
+    assert not (out / "dit_ckpt.partial").exists()
+    assert train.main(args) == 0
+    a = json.loads((whole / "weights" / "manifest.json").read_text())["files"]
+    b = json.loads((out / "weights" / "manifest.json").read_text())["files"]
+    assert a.keys() == b.keys()
+    differ = sorted(k for k in a if a[k] != b[k])
+    assert differ == ["MODEL_CARD.md", "scores.json"], differ  # their wall times; every network and config alike
+
+
+def test_a_run_folder_resumes_only_its_own_recipe(tmp_path, tiny_run, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    args = ["--out", str(out), "--preset", "plain", "--set"] + [f"{k}={json.dumps(v)}" for k, v in FAST.items()]
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--seed", "7", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another recipe (seed 3 there, 7 now): resume it with the same options, or choose a new --out" in err
+    with pytest.raises(SystemExit):
+        train.main(["--seed", "3", *args[:-len(FAST)], *[f"{k}={json.dumps(v)}" for k, v in {**FAST, "dit_lr": 1e-3}.items()]])
+    assert "dit_lr 0.0006 there, 0.001 now" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert json.loads((out / "recipe.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "dit_steps=-5"], "dit_steps must be an integer in [0, 10000000], got -5"),
+    (["--set", 'dit_lr="x"'], "dit_lr must be a number > 0 and <= 10, got str 'x'"),
+    (["--set", "dit_batch=0"], "dit_batch must be an integer in [1, 65536], got 0"),
+    (["--set", "ema_decay=2"], "ema_decay must be >= 0 and <= 0.999999, got 2"),
+    (["--set", 'latent_norm="foo"'], "latent_norm must be one of 'channel', 'global'; got 'foo'"),
+    (["--set", "guidance_candidates=[]"], "guidance_candidates must be a non-empty list of guidance scales in [0, 50]"),
+    (["--set", "cache=[[2,64,64,-1]]"], "cache[0] clips must be an integer in [1, 10000000], got -1"),
+    (["--set", "dit_patch=[1,3,3]"], "cache[0]: a side of 64 pixels must be whole latent cells (vae_spatial 4) and whole tokens"),
+    (["--set", "dit_hidden=130"], "dit_hidden must be a multiple of dit_heads (4), got 130"),
+    (["--seed", str(10**23)], "seed must be an integer in [0, 9223372036854775807]"),
+    (["--rescore", "nowhere"], "rescore needs a weights folder written by sora_nb.train's export"),
+])
+def test_bad_training_input_is_refused_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--out", "run", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and message in err[-1], err
+    assert list(tmp_path.iterdir()) == []  # no run folder, no recipe.json
+
+
+def test_out_must_be_a_folder_that_can_be_made(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, message in ((tmp_path / "file", "--out must be a folder (made if missing), got a file"),
+                         (tmp_path / "file" / "sub", "cannot be made: '" + str(tmp_path / "file") + "' is a file")):
+        with pytest.raises(SystemExit):
+            train.main(["--out", str(out), "--tiny"])
+        assert message in capsys.readouterr().err
+
+
+def test_ship_is_checked_first_and_swaps_the_weights_in_whole(tmp_path, tiny_run, monkeypatch, capsys):
+    import shutil
+
+    target = tmp_path / "pkg" / "shapes"
+    shutil.copytree(tiny_run / "weights", target)
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    real_copy = shutil.copytree
+    depth = []
+
+    def failing(src, dst, *args, **kw):  # the whole copy made, then the disk fills: a file is missing
+        if depth:  # copytree's own recursion
+            return real_copy(src, dst, *args, **kw)
+        depth.append(1)
+        real_copy(src, dst, *args, **kw)
+        next(Path(dst).rglob("*.safetensors")).unlink()
+        raise OSError(28, "No space left on device")
+
+    from pathlib import Path
+    monkeypatch.setattr(train.shutil, "copytree", failing)
+    with pytest.raises(OSError, match="No space left"):
+        train.ship(tiny_run / "weights", target)
+    monkeypatch.setattr(train.shutil, "copytree", real_copy)
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["shapes"]
+    assert train.ship(tiny_run / "weights", target) == 0 and sora_nb.load(str(target)).name
+    # an unwritable package is refused before training (root writes anywhere: the check is faked)
+    package, real_access = train.embedded.WEIGHTS_DIR, train.os.access
+    monkeypatch.setattr(train.os, "access", lambda path, mode: Path(path) not in (package, package.parent)
+                        and real_access(path, mode))
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "r"), "--tiny", "--ship"])
+    assert "--ship replaces" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_the_exported_scheduler_config_and_configs_hold_nothing_of_the_machine(tiny_run):
+    assert train.embedded.default_scheduler_config(6.0)["_use_default_values"] == sorted(
+        train.embedded.default_scheduler_config(6.0)["_use_default_values"])
+    for config in (tiny_run / "weights").rglob("config.json"):
+        assert "_name_or_path" not in json.loads(config.read_text()), config

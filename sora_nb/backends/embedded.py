@@ -439,7 +439,10 @@ def build(words: list[str] | None = None, *, vae_kwargs: dict | None = None, dit
 def default_scheduler_config(shift: float = 1.0) -> dict[str, Any]:
     """Flow matching with diffusers' Euler scheduler; ``shift`` > 1 spends more of the steps at high noise
     (sigma -> shift * sigma / (1 + (shift - 1) * sigma), as SD3 and Wan do)."""
-    return dict(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=float(shift)).config)
+    config = dict(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=float(shift)).config)
+    if "_use_default_values" in config:  # diffusers builds it from a set: its order follows the string hash seed
+        config["_use_default_values"] = sorted(config["_use_default_values"])
+    return config
 
 
 def untrained(seed: int = 0) -> EmbeddedBackend:
@@ -504,6 +507,11 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=1))
     (folder / "latent_rgb.json").write_text(json.dumps(np.asarray(latent_rgb).tolist()))
+    for config in folder.rglob("config.json"):  # where a network was loaded from: a path of this machine, which
+        data = json.loads(config.read_text())   # would make the same recipe's folders differ from run to run
+        if isinstance(data, dict) and "_name_or_path" in data:
+            data.pop("_name_or_path")
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return write_manifest(folder, info)
 
 
