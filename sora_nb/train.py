@@ -119,9 +119,11 @@ stage alone (`finished_stage`: no cache is built again).
 
 Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
 ``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
-Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout.
+Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout; a resumed stage first logs
+``{"stage": "resume", "of": <stage>, "step": <its checkpoint's step>}``.
 
-Checkpoints hold tensors in safetensors and everything else in JSON: no pickle anywhere.
+Checkpoints hold tensors in safetensors and everything else in JSON: no pickle anywhere. Each checkpoint and
+finished stage is written whole (`atomic_folder`), so a run killed at any moment resumes from the last whole one.
 """
 
 from __future__ import annotations
@@ -679,6 +681,7 @@ def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recip
     """Load a stage's checkpoint (model and optimizer) if there is one; the step to start from. With
     ``recipe`` and ``field``, the stage's step count as its checkpoint recorded it (a `PartBudget` may have cut
     it) goes back into ``recipe.<field>``, so the resumed stage follows the same schedule."""
+    recover_folder(ckpt)
     if not (ckpt / "state.json").is_file():
         return 0
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
@@ -686,6 +689,7 @@ def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recip
     state = json.loads((ckpt / "state.json").read_text())
     if recipe is not None and "steps" in state:
         setattr(recipe, field, state["steps"])
+    log(ckpt.parent, stage="resume", of=ckpt.name.removesuffix("_ckpt"), step=state["step"])
     return state["step"]
 
 
@@ -1726,6 +1730,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     opt = torch.optim.AdamW(params, lr=recipe.dit_lr, weight_decay=0.01, betas=(0.9, 0.99),
                             fused=device.type == "cuda")  # one kernel per step on a GPU, not one per tensor
     start, ckpt = 0, out / f"{name}_ckpt"
+    recover_folder(ckpt)
     if (ckpt / "state.json").is_file():
         dit.load_state_dict(load_file(str(ckpt / "dit.safetensors")))
         text.encoder.load_state_dict(load_file(str(ckpt / "text.safetensors")), strict=False)
@@ -1735,6 +1740,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
         load_optimizer(opt, ckpt / "optim")
         state = json.loads((ckpt / "state.json").read_text())
         start, recipe.dit_steps = state["step"], state.get("dit_steps", recipe.dit_steps)
+        log(out, stage="resume", of=name, step=start)  # the log's later steps follow this checkpoint, not the lines above
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1, 1) for v in latent_stats(cache, recipe.latent_norm))
     draw = batch_draw(cache, recipe.count_weights, recipe.occluder_weight)
     on_device = {k: lat.to(device) for k, (lat, _) in cache["buckets"].items()}

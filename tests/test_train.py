@@ -1862,6 +1862,8 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one
     assert json.loads((out / "dit_ckpt" / "state.json").read_text())["step"] == 2
     assert not (out / "dit_ckpt.partial").exists()
     assert train.main(args) == 0
+    resumes = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["stage"] == "resume"]
+    assert [(r["of"], r["step"]) for r in resumes] == [("dit", 2)]  # the log says where the steps that follow start
     a = json.loads((whole / "weights" / "manifest.json").read_text())["files"]
     b = json.loads((out / "weights" / "manifest.json").read_text())["files"]
     assert a.keys() == b.keys()
