@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import unicodedata
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -60,6 +62,13 @@ def check_float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = 
     if value < lo or value > hi or (lo_open and value == lo):
         raise ValueError(f"{name} must be {span}, got {shown(value)}")
     return value
+
+
+def check_path(name: str, value: Any) -> Path:
+    """A file-system path (``str`` or ``os.PathLike``), ``~`` expanded."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
+    return Path(value).expanduser()
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:

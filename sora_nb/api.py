@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import numbers
@@ -20,8 +21,6 @@ from .video import Video
 
 DEFAULT_MODEL = "shapes"
 MAX_CANDIDATES = 16  # Generator.best_of
-# `generate`'s keywords whose None means "the model's default" (the others refuse None, as `Request` does)
-DEFAULT_WHEN_NONE = frozenset({"guidance", "eta", "width", "height", "duration", "num_frames", "image", "retries"})
 CANDIDATE_STRIDE = 1_000_003  # candidate j's seed is seed + CANDIDATE_STRIDE * j
 RETRY_STRIDE = 999_999_937  # a request's redraw a draws its noise with seed + RETRY_STRIDE * a (Generator.run)
 _loaded: dict[str, "Generator"] = {}
@@ -137,7 +136,7 @@ class Generator:
                                       negative_prompt=negative_prompt, trace=trace, record_every=record_every)
         for name, value in (("guidance", guidance), ("eta", eta), ("width", width), ("height", height),
                             ("duration", duration), ("num_frames", num_frames), ("image", image),
-                            ("retries", retries)):  # DEFAULT_WHEN_NONE
+                            ("retries", retries)):
             if value is not None:
                 kwargs[name] = value
         return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
@@ -277,6 +276,12 @@ class Generator:
         """Decode ``(frame, channel, y, x)`` latents (``video.latents``, ``generator.last_latents`` or a
         :class:`sora_nb.sampler.DecodeError`'s) into uint8 frames ``(T, H, W, 3)``."""
         return self.backend.decode(latents, num_frames)
+
+
+# `generate`'s keywords whose None means "the model's default" (the others refuse None, as `Request` does); best_of
+# passes its keywords on the same way
+DEFAULT_WHEN_NONE = frozenset(name for name, p in inspect.signature(Generator.generate).parameters.items()
+                              if p.default is None)
 
 
 def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, offload: str | None = None,

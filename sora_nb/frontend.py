@@ -14,11 +14,11 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._checks import check_float, check_int
+from ._checks import check_int
+from .media import check_fps as clip_fps
 
 COMMON = "_common.js"  # helpers shared by every module (anywidget takes one module string)
 MAX_SCALE = 64         # CSS pixels per image pixel a player may use
-MAX_FPS = 240.0        # play speed, frames (or steps) per second
 
 
 def check_scale(value: object) -> int:
@@ -27,8 +27,8 @@ def check_scale(value: object) -> int:
 
 
 def check_fps(value: object) -> float:
-    """A player's ``fps``: a number in (0, MAX_FPS]."""
-    return check_float("fps", value, 0.0, MAX_FPS, lo_open=True, unit="per second")
+    """A player's ``fps`` (frames or steps per second): a clip's range, `media.check_fps`."""
+    return clip_fps(value, unit="per second")
 
 
 def as_trait(check, value: object):

@@ -291,9 +291,8 @@ class Inspector(Player, anywidget.AnyWidget):
 
     def __init__(self, trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
                  scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0, **kwargs: Any):
-        if scale is not None:
-            check_scale(scale)
-        check_fps(fps)  # both before the views are built
+        scale = None if scale is None else check_scale(scale)
+        fps = check_fps(fps)  # both before the views are built
         a = as_trace(trace, "video_or_trace")
         b = as_trace(compare, "compare") if compare is not None else None
         if view not in VIEWS:
@@ -309,7 +308,7 @@ class Inspector(Player, anywidget.AnyWidget):
         self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
         if scale is None:
             scale = max(1, round(256 / max(a.sizes["py"], a.sizes["px"])))
-        super().__init__(view=view, scale=check_scale(scale), fps=check_fps(fps), **kwargs)
+        super().__init__(view=view, scale=scale, fps=fps, **kwargs)
         keys = self._label_keys(a, b)
         with self.hold_sync():
             self.a_views = self._panels["a"].views

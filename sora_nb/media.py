@@ -13,13 +13,13 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._checks import check_float
+from ._checks import check_float, check_path
+from ._files import atomic_file
 
 VIDEO_FORMATS = {".mp4": "h264", ".webm": "vp9", ".gif": "gif"}
 MAX_FPS = 240.0
@@ -52,9 +52,7 @@ def ffmpeg_exe() -> str:
 
 def check_output_path(path: str | os.PathLike) -> Path:
     """A writable video path: known extension, existing folder. Raises ValueError/TypeError."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    p = Path(path).expanduser()
+    p = check_path("path", path)
     if p.suffix.lower() not in VIDEO_FORMATS:
         raise ValueError(f"path must end in one of {', '.join(VIDEO_FORMATS)}; got {str(p)!r}")
     if not p.parent.is_dir():
@@ -66,33 +64,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def file_mode(target: Path) -> int:
-    """The mode a written clip gets: the replaced file's, else what ``open`` would give (0o666 less the umask)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        pass
-    try:  # Linux names the umask here; reading it this way leaves it alone for other threads
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def check_fps(fps: Any) -> float:
-    """Frames per second of a clip: a number in (0, 240]."""
-    return check_float("fps", fps, 0.0, MAX_FPS, lo_open=True)
+def check_fps(fps: Any, unit: str = "") -> float:
+    """Frames per second of a clip (or a player's speed, with its ``unit``): a number in (0, 240]."""
+    return check_float("fps", fps, 0.0, MAX_FPS, lo_open=True, unit=unit)
 
 
 def check_input_path(path: Any) -> Path:
     """A video file to read: an existing file. Raises TypeError/ValueError."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    p = Path(path).expanduser()
+    p = check_path("path", path)
     if not p.is_file():
         raise ValueError(f"path {str(p)!r} is not a readable video: " + ("it is a folder" if p.is_dir() else "no such file"))
     return p
@@ -120,22 +99,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
     args: list[str] = []
     if params is not None and suffix != ".gif":
         args = ["-metadata", "comment=" + json.dumps(params, sort_keys=True, default=str)]
-    mode = file_mode(target)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    except OSError as err:  # name the file asked for, not the temporary one
-        raise type(err)(err.errno, f"cannot write {str(given)!r}: {err.strerror}") from err
-    os.close(fd)
-    try:
-        kwargs: dict[str, Any] = {"fps": fps, "codec": VIDEO_FORMATS[suffix], "ffmpeg_args": args}
-        if suffix == ".mp4":
-            kwargs["crf"] = 18  # near-lossless: small clips, faithful colours
+    kwargs: dict[str, Any] = {"fps": fps, "codec": VIDEO_FORMATS[suffix], "ffmpeg_args": args}
+    if suffix == ".mp4":
+        kwargs["crf"] = 18  # near-lossless: small clips, faithful colours
+    with atomic_file(target, suffix=suffix, name=given) as tmp:
         mediapy.write_video(tmp, frames, **kwargs)
-        os.chmod(tmp, mode)  # mkstemp makes it private (0o600); the clip gets a normal file's mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return given
 
 

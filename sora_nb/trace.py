@@ -67,7 +67,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -76,6 +75,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ._checks import check_path
+from ._files import atomic_file
 from .backend import StepEvent
 from .sampler import RunInfo
 
@@ -482,9 +483,7 @@ def _is_zarr(path: Path) -> bool:
 
 def open_trace(path: str | os.PathLike) -> xr.Dataset:
     """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path).expanduser()
+    path = check_path("path", path)
     if not path.exists():
         raise FileNotFoundError(f"no trace at {str(path)!r}")
     opener = xr.open_zarr if _is_zarr(path) else xr.open_dataset
@@ -500,9 +499,7 @@ def open_trace(path: str | os.PathLike) -> xr.Dataset:
 def _trace_target(path: Any, *, store: bool = False) -> Path:
     """Where a trace is written: a path in an existing folder (a folder itself only for a zarr ``store``).
     Raises TypeError/ValueError."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    target = Path(path).expanduser()
+    target = check_path("path", path)
     if not target.parent.is_dir():
         raise ValueError(f"path: folder {str(target.parent)!r} does not exist (create it first)")
     if target.is_dir() and not store:
@@ -527,18 +524,8 @@ class TraceAccessor:
         if kwargs.get("mode", "w") != "w":
             ds.to_netcdf(target, **kwargs)
             return
-        from .media import file_mode
-
-        mode = file_mode(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".nc", dir=target.parent)
-        os.close(fd)
-        try:
+        with atomic_file(target, suffix=target.suffix or ".nc") as tmp:
             ds.to_netcdf(tmp, **kwargs)
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def to_zarr(self, path: str | os.PathLike, **kwargs: Any) -> Any:
         """Write zarr (float16 kept as is); read back with :func:`open_trace`.

@@ -147,6 +147,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
 from ._checks import check_bool, check_choice, check_float, check_int
+from ._files import atomic_file
 from .backends import embedded
 from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted
 from .models.text import PRETRAINED
@@ -671,9 +672,8 @@ def recover_folders(out: Path) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """``path.write_text(text)``, but a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recipe: Recipe | None = None,
@@ -2336,15 +2336,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
         check_out_folder(out)
         if args.ship:
             check_shippable()
-        if args.rescore:
-            rescore_inputs(args.rescore, overrides, args.tune_decoder, args.tune_dit)
     except RefusedInput as err:
         parser.error(str(err))
     recover_folders(out)  # a swap a kill cut short is finished (or undone) before anything reads the folder
     if args.rescore:
         from . import world
 
-        folder = rescore(args.rescore, out, world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
+        try:  # rescore checks its inputs (`rescore_inputs`) before any work
+            folder = rescore(args.rescore, out, world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
+        except RefusedInput as err:
+            parser.error(str(err))
         print(f"weights written to {folder}")
         return ship(folder) if args.ship else 0
     if args.tune_decoder:

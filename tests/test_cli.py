@@ -1,6 +1,7 @@
 """The sora-nb command line."""
 
 import subprocess
+import tempfile
 import sys
 
 import numpy as np
@@ -180,12 +181,11 @@ def test_train_help_and_bad_train_options_come_from_the_trainer(tmp_path, monkey
 def test_a_write_refused_after_generating_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     """A folder that passes the checks but refuses the file (a read-only mount, a full disk) fails at the write,
     after the clip was made: one stderr line naming the clip, status 1, no traceback, nothing left behind."""
-    from sora_nb import media
 
     def refuse(**kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / ".clip.tmp.mp4"))
 
-    monkeypatch.setattr(media.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     code = main_in_process("generate", "a red circle", "--steps", "2", "--retries", "0", "-o", str(tmp_path / "clip.mp4"))
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()

@@ -1,6 +1,7 @@
 """Saving, reading back, atomic writes and ffmpeg errors."""
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -142,7 +143,7 @@ def test_a_folder_that_refuses_the_write_names_the_clip_and_keeps_the_old_one(tm
     def refuse(**kwargs):
         raise PermissionError(13, "Permission denied", os.path.join(kwargs["dir"], ".clip.x9.gif"))
 
-    monkeypatch.setattr(media.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError, match=r"cannot write '.*clip\.gif': Permission denied") as err:
         video.save(target)
     assert ".clip.x9" not in str(err.value)  # the message names the clip asked for, not the temporary file

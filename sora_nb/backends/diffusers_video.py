@@ -117,9 +117,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .._checks import check_bool, check_float, check_int, check_str
+from .._checks import check_bool, check_int, check_str
 from ..backend import Limits, StepEvent
 from ..latent_formats import FORMATS, latent_to_rgb
+from ..media import check_fps
 from ..request import Request
 
 MODEL_INDEX = "model_index.json"
@@ -816,7 +817,7 @@ def check_load_options(device: Any, dtype: Any, offload: Any, vae_tiling: Any,
     if out.get("name") is not None:
         out["name"] = check_str("name", out["name"], max_len=200)
     if out.get("fps") is not None:
-        out["fps"] = check_float("fps", out["fps"], 0.0, 240.0, lo_open=True)
+        out["fps"] = check_fps(out["fps"])
     if out.get("max_frames") is not None:
         out["max_frames"] = check_int("max_frames", out["max_frames"], 1, MAX_FRAMES)
     if out.get("default_size") is not None:

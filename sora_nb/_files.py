@@ -1,0 +1,50 @@
+"""Files written whole: a temporary file beside the target, renamed over it only when complete, so a failed or
+killed write leaves no half-written file and an older file of that name as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def file_mode(target: Path) -> int:
+    """The mode a written file gets: the replaced file's, else what ``open`` would give (0o666 less the umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # Linux names the umask here; reading it this way leaves it alone for other threads
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, *, suffix: str | None = None, name: Path | None = None) -> Iterator[Path]:
+    """A temporary path beside ``target`` (ending in ``suffix``, default target's) for the block to write.
+
+    When the block ends without error the file gets a normal file's mode (`file_mode`; ``mkstemp`` makes it
+    private) and replaces ``target``; on an error or Ctrl-C it is removed. A folder that refuses the file raises
+    its ``OSError`` naming ``name`` (default ``target``), the file asked for, not the temporary one."""
+    mode = file_mode(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix if suffix is None else suffix,
+                                   dir=target.parent)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write {str(name or target)!r}: {err.strerror}") from err
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
