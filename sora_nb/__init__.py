@@ -9,6 +9,7 @@ Generate a clip with the embedded default model (runs on a laptop CPU)::
     video.trace            # xarray.Dataset: every denoising step of every frame
     video                  # at the end of a cell: plays
     video.save("clip.mp4")
+    sora_nb.reproduce("clip.mp4")   # the same clip again, from the params the file records
 
 Load a model explicitly and reuse it::
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import Generator, best_of, generate, known_models, load
+from .api import Generator, best_of, generate, known_models, load, reproduce
 from .backend import Limits, StepEvent
 from .controls import controls
 from .inspector import inspect, open_trace
@@ -36,5 +37,6 @@ from .video import Video
 
 __all__ = [
     "Cancelled", "DecodeError", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",
-    "__version__", "best_of", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params", "read_video",
+    "__version__", "best_of", "controls", "generate", "inspect", "known_models", "load", "open_trace", "read_params",
+    "read_video", "reproduce",
 ]

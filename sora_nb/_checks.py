@@ -28,7 +28,8 @@ def visible(text: str) -> bool:
 
 
 def check_str(name: str, value: Any, *, allow_empty: bool = False, max_len: int = 1000) -> str:
-    """A string, stripped; empty allowed only when asked; at most ``max_len`` characters."""
+    """A string, stripped; empty allowed only when asked; at most ``max_len`` characters; no control characters
+    but tab, newline and carriage return."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
     stripped = value.strip()
@@ -37,6 +38,10 @@ def check_str(name: str, value: Any, *, allow_empty: bool = False, max_len: int 
                          f"visible), got {value!r}")
     if len(stripped) > max_len:
         raise ValueError(f"{name} must be at most {max_len} characters, got {len(stripped)}")
+    for i, ch in enumerate(stripped):  # a NUL, an escape, ...: never meant, and netCDF drops a NUL from the trace
+        if ch not in "\t\n\r" and unicodedata.category(ch) == "Cc":
+            raise ValueError(f"{name} must not hold control characters (tabs and newlines are allowed); got "
+                             f"U+{ord(ch):04X} at position {i}")
     return stripped
 
 

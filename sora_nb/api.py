@@ -23,7 +23,7 @@ DEFAULT_MODEL = "shapes"
 MAX_CANDIDATES = 16  # Generator.best_of
 CANDIDATE_STRIDE = 1_000_003  # candidate j's seed is seed + CANDIDATE_STRIDE * j
 RETRY_STRIDE = 999_999_937  # a request's redraw a draws its noise with seed + RETRY_STRIDE * a (Generator.run)
-_loaded: dict[str, "Generator"] = {}
+_loaded: dict[Any, "Generator"] = {}
 _load_lock = threading.Lock()
 
 
@@ -230,8 +230,11 @@ class Generator:
         best.params["retry"] = {"seeds": seeds, "steps": steps, "flaws": flaws, "picked": picked}
         if any(v is not None for v in scores):
             best.params["retry"]["scores"] = scores
-        if best.trace is not None and len(seeds) > 1:  # the trace is a redraw's: say which, and the call that made it
-            best.trace.attrs.update(seed=request.seed, noise_seed=seeds[picked], retry=json.dumps(best.params["retry"]))
+        # the trace is a redraw's: its attrs are the call's, as params are (the same call draws it again), and
+        # noise_seed / noise_steps say which draw it holds
+        if best.trace is not None and len(seeds) > 1:
+            best.trace.attrs.update(seed=request.seed, steps=request.steps, noise_seed=seeds[picked],
+                                    noise_steps=steps[picked], retry=json.dumps(best.params["retry"]))
         return best
 
     def _run_once(self, request: Request, asked: Request, observers: Iterable[Any],
@@ -324,7 +327,15 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         given = ", ".join(k for k, v in pipeline_options.items() if v not in (None, False))
         raise TypeError(f"the embedded model takes no loading options (got {given}); they are for diffusers "
                         "pipelines")
-    key = model if embedded_name else repr((model, sorted((k, repr(v)) for k, v in pipeline_options.items())))
+    if embedded_name and model not in ("shapes", "shapes-untrained"):
+        # a folder is cached under its path and its manifest (every file's sha256): weights trained again into
+        # the same folder load anew instead of returning the model loaded before
+        folder = Path(model).expanduser().resolve()
+        key = ("folder", str(folder), embedded.manifest_digest(folder))
+    elif embedded_name:
+        key = ("name", model)
+    else:
+        key = ("pipeline", model, repr(sorted((k, repr(v)) for k, v in pipeline_options.items())))
     with _load_lock:
         if key in _loaded:
             return _loaded[key]
@@ -347,6 +358,9 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         else:
             raise ValueError(f"unknown model {model!r}: use one of {', '.join(known_models())}, a path to a "
                              "weights folder or diffusers pipeline folder, or a diffusers repo id (owner/name)")
+        if key[0] == "folder":  # the folder's model loaded before from weights since replaced is not kept
+            for old in [k for k in _loaded if k[:2] == key[:2]]:
+                del _loaded[old]
         _loaded[key] = gen
         return gen
 
@@ -364,5 +378,102 @@ def best_of(prompt: str, **kwargs: Any) -> Video:
 
 def generate(prompt: str, **kwargs: Any) -> Video:
     """Generate a clip with the embedded default model (``load("shapes")``); see :meth:`Generator.generate`."""
+    recorded = sorted(set(kwargs) & (RECORDED_ONLY - {"model"}))
+    if recorded:  # e.g. generate(**video.params)
+        raise TypeError(f"{', '.join(recorded)} {'is' if len(recorded) == 1 else 'are'} recorded in a clip's params, "
+                        "not parameters of generate: sora_nb.reproduce(video) (or a params dict, or a saved clip's "
+                        "path) makes the clip again")
     model = kwargs.pop("model", DEFAULT_MODEL)
     return load(model).generate(prompt, **kwargs)
+
+
+# what a clip's params record besides its request's fields: which model made it, and how
+RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of"})
+REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
+# model_info fields that must agree between the clip and the model that draws it again (those the model records)
+SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "x0", "dtype")
+
+
+def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | None = None,
+              observers: Iterable[Any] = (), cancel: threading.Event | None = None) -> Video:
+    """Make a clip again from what it records: a :class:`Video`, its ``params`` dict, or the path of a clip saved
+    as mp4 or webm (whose metadata hold its params; :func:`sora_nb.read_params`).
+
+    The model is ``model`` when given (anything :func:`load` takes, or a :class:`Generator`); else the one the clip
+    names: its weights folder (``params["model_info"]["folder"]``, for weights loaded from a folder other than
+    the shipped ones), else ``params["model"]`` (``"shapes"``, a diffusers repo id or folder, loaded in the
+    recorded ``dtype``). Before anything is drawn, the model's ``model_info`` is compared with the clip's (the
+    weights' sha256 for embedded models; the pipeline, scheduler, x0 rule and dtype for diffusers ones) and its
+    name with ``params["model"]``: other weights under the same name are refused, naming both, instead of
+    drawing another clip. A clip made from an image (image-to-video) needs that ``image`` again; its sha256 is
+    checked. ``trace`` (default: as recorded) and ``observers``/``cancel`` are :meth:`Generator.generate`'s.
+
+    The clip returned has the same frames on the same machine (same torch build and threads). A clip picked by
+    ``best_of`` is drawn again from its own seed (``params["seed"]``), so its params have no ``best_of`` entry;
+    one that was redrawn (``retries``) redraws the same way."""
+    from .media import read_params
+    from .request import describe_image
+
+    if isinstance(clip, Video):
+        params = clip.params
+    elif isinstance(clip, dict):
+        params = clip
+    elif isinstance(clip, (str, os.PathLike)):
+        params = read_params(clip)
+    else:
+        raise TypeError(f"clip must be a Video, its params dict or the path of a saved mp4/webm clip, got "
+                        f"{type(clip).__name__}")
+    if not isinstance(params.get("prompt"), str) or not isinstance(params.get("model"), str):
+        raise ValueError("clip's params must hold at least 'prompt' and 'model' (a Video's params, as "
+                         f"sora_nb.generate records them); got keys {', '.join(sorted(map(str, params))) or 'none'}")
+    unknown = sorted(set(params) - REQUEST_FIELDS - RECORDED_ONLY)
+    if unknown:
+        raise ValueError(f"clip's params hold keys this sora_nb ({_version()}) does not know: {', '.join(unknown)} "
+                         f"(written by sora_nb {params.get('sora_nb_version', '?')})")
+    info = params.get("model_info") or {}
+    if not isinstance(info, dict):
+        raise TypeError(f"clip's params['model_info'] must be a dict, got {type(info).__name__}")
+    if model is None:
+        if info.get("source") == "object":
+            raise ValueError(f"clip was made by a diffusers pipeline object ({params['model']!r}), which cannot be "
+                             "loaded by name: pass model= that pipeline (or a Generator over it)")
+        if info.get("folder"):
+            if not Path(info["folder"]).is_dir():
+                raise ValueError(f"clip was made by the weights in folder {info['folder']!r}, which is not there "
+                                 "any more: pass model= the folder (or a Generator) with those weights")
+            gen = load(info["folder"])
+        elif "pipeline" in info and info.get("dtype"):
+            gen = load(params["model"], dtype=info["dtype"])
+        else:
+            gen = load(params["model"])
+    else:
+        gen = load(model)
+    loaded = gen.backend.describe()
+    differ = [(key, loaded.get(key), info.get(key)) for key in SAME_MODEL_FIELDS
+              if key in info and loaded.get(key) != info.get(key)]
+    if gen.name != params["model"]:
+        differ.insert(0, ("name", gen.name, params["model"]))
+    if differ:
+        said = "; ".join(f"{key} {now!r}, the clip's {then!r}" for key, now, then in differ)
+        where = info.get("folder") or params["model"]
+        raise ValueError(f"model {gen.name!r} is not the model that made this clip ({said}): pass model= the weights "
+                         f"that made it ({where!r})")
+    fields = {k: v for k, v in params.items() if k in REQUEST_FIELDS and k != "image"}
+    if trace is not None:
+        fields["trace"] = trace
+    recorded_image = params.get("image")
+    if recorded_image is not None and image is None:
+        raise ValueError(f"clip was made from an image ({recorded_image}): pass image= that image")
+    if image is not None:
+        fields["image"] = image
+    request = gen.request(params["prompt"], **{k: v for k, v in fields.items() if k != "prompt"})
+    if image is not None and recorded_image != describe_image(request.image):
+        raise ValueError(f"image is not the one that made this clip: {describe_image(request.image)}, the clip's "
+                         f"{recorded_image or 'none (a text-to-video clip)'}")
+    return gen.run(request, observers=observers, cancel=cancel)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

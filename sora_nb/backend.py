@@ -89,6 +89,17 @@ class Limits:
         out = [c for c in dict.fromkeys((lo, hi)) if 1 <= c <= self.max_frames]
         return out or [self.max_frames]
 
+    def latent_frame_start(self, k: int) -> int:
+        """The first video frame that latent frame ``k`` holds. A causal video autoencoder (frame counts
+        ``frame_step * k + 1``: Wan, LTX-Video, CogVideoX, HunyuanVideo, Mochi) keeps video frame 0 alone in
+        latent frame 0 and then ``temporal_factor`` frames per latent frame, so latent frame k >= 1 starts at
+        ``(k - 1) * temporal_factor + 1``; otherwise (the embedded model) latent frame k holds frames
+        ``k * temporal_factor`` onwards."""
+        t = max(1, self.temporal_factor)
+        if self.frame_step > 1:
+            return 0 if k <= 0 else (k - 1) * t + 1
+        return k * t
+
     def frames_for(self, duration: float) -> int:
         """Frames for ``duration`` seconds: ``round(duration * fps)``, moved to the nearest valid count."""
         n = max(1, round(duration * self.fps))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from .backend import Backend, StepEvent
+from .backend import Backend, Limits, StepEvent
 from .request import Request
 
 
@@ -53,6 +53,7 @@ class RunInfo:
     num_frames: int                 # video frames that will be decoded
     fps: float
     model: dict[str, Any]           # backend.describe()
+    limits: Limits | None = None    # the model's limits (frame rules: which video frames a latent frame holds)
 
 
 class Observer(Protocol):
@@ -131,7 +132,8 @@ def run(
     observers = list(observers)
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
     num_frames = backend.num_frames(request)
-    info = RunInfo(request=request, num_frames=num_frames, fps=backend.limits.fps, model=backend.describe())
+    info = RunInfo(request=request, num_frames=num_frames, fps=backend.limits.fps, model=backend.describe(),
+                   limits=backend.limits)
     _notify(observers, "on_start", info)
     latents = None
     steps = backend.denoise(request, generator)

@@ -9,7 +9,8 @@ is always kept), as float16 on the CPU, and builds::
     latent  (step, frame, channel, y, x) float16   x_t fed to the model at that step
     x0      (step, frame, channel, y, x) float16   the model's prediction of the clean latent
     preview (step, frame, py, px, rgb)   uint8     RGB view of x0
-    attrs: prompt, seed, guidance, steps, model, fps, sora_nb_version, ...  (netCDF-safe)
+    attrs: prompt, seed, guidance, steps, model, fps, sora_nb_version, ...  (netCDF-safe); weights_sha256
+           and model_folder where the model records them; after a redraw noise_seed, noise_steps, retry
 
 ``frame`` indexes latent frames (video time); ``step`` indexes diffusion time. ``trace=False`` builds
 no recorder at all, so it records nothing and costs nothing.
@@ -410,7 +411,10 @@ class TraceRecorder:
         rows = self._rows
         latent = np.stack([r["latent"] for r in rows])  # (S, F, C, y, x)
         n_frames = latent.shape[1]
-        factor = info.num_frames / n_frames if n_frames else 1.0
+        if info.limits is not None:
+            starts = np.array([info.limits.latent_frame_start(k) for k in range(n_frames)], dtype=np.float64)
+        else:  # a RunInfo made by hand, without the model's limits: the frames spread evenly
+            starts = np.arange(n_frames) * (info.num_frames / n_frames if n_frames else 1.0)
         ds = xr.Dataset(
             data_vars={
                 "latent": (("step", "frame", "channel", "y", "x"), latent,
@@ -429,12 +433,15 @@ class TraceRecorder:
                 "guidance": ("step", np.array([r["guidance"] for r in rows], dtype=np.float32),
                              {"long_name": "classifier-free guidance used at that step"}),
                 "frame": ("frame", np.arange(n_frames, dtype=np.int64), {"long_name": "latent frame"}),
-                "time": ("frame", (np.arange(n_frames) * factor / info.fps).astype(np.float32),
+                "time": ("frame", (starts / info.fps).astype(np.float32),
                          {"long_name": "video time of the latent frame's first video frame", "units": "s"}),
                 "rgb": ("rgb", np.array(["r", "g", "b"])),
             },
         )
         attrs = dict(info.request.asdict())
+        # which weights: their hash and folder where the model records them (params["model_info"] holds the rest)
+        attrs.update({attr: info.model[key] for key, attr in (("weights_sha256", "weights_sha256"), ("folder", "model_folder"))
+                      if info.model.get(key)})
         attrs.update(model=info.model.get("name", ""), fps=float(info.fps), num_frames=info.num_frames,
                      sora_nb_version=__version__, cancelled=cancelled, record_every=plan.record_every,
                      requested_record_every=plan.requested_record_every, trace_downsample=plan.downsample)

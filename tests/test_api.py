@@ -57,6 +57,83 @@ def test_params_reproduce_the_video(gen):
     np.testing.assert_array_equal(again.frames, v.frames)
 
 
+def test_reproduce_a_video_its_params_and_a_saved_clip(gen, tmp_path):
+    """sora_nb.reproduce makes a clip again from a Video, its params or the mp4 that records them: same frames,
+    redraws, eta, size and negative prompt included; generate(**params) points to it."""
+    v = gen.generate("a yellow triangle moving left", seed=3, steps=4, guidance=2.5, duration=1.0, eta=0.5,
+                     width=96, negative_prompt="blue", retries=2)
+    path = v.save(tmp_path / "clip.mp4")
+    for clip in (v, v.params, path, str(path)):
+        again = sora_nb.reproduce(clip)
+        np.testing.assert_array_equal(again.frames, v.frames)
+        assert again.params == v.params
+    assert sora_nb.reproduce(v, trace=False).trace is None and v.trace is not None
+    picked = gen.best_of("a green square moving up", candidates=2, seed=1, steps=3, duration=0.5)
+    again = sora_nb.reproduce(picked)  # drawn again from the picked candidate's own seed
+    np.testing.assert_array_equal(again.frames, picked.frames)
+    assert "best_of" in picked.params and "best_of" not in again.params
+    with pytest.raises(TypeError, match="fps, model_info, .* recorded in a clip's params.*sora_nb.reproduce"):
+        sora_nb.generate(**v.params)
+    with pytest.raises(TypeError, match="clip must be a Video, its params dict or the path"):
+        sora_nb.reproduce(5)
+    with pytest.raises(ValueError, match="must hold at least 'prompt' and 'model'"):
+        sora_nb.reproduce({"seed": 1})
+    with pytest.raises(ValueError, match="does not know: colour"):
+        sora_nb.reproduce({**v.params, "colour": "red"})
+    with pytest.raises(ValueError, match="not the model that made this clip .*name 'shapes-untrained', the clip's 'shapes'"):
+        sora_nb.reproduce(v, model="shapes-untrained")
+
+
+def _other_weights(folder, shift):
+    """A copy of the shipped weights folder with another sampler shift: other weights, still named "shapes",
+    as every `sora-nb train` export is."""
+    import json
+    import shutil
+
+    from sora_nb.backends import embedded
+
+    if not folder.exists():
+        shutil.copytree(embedded.WEIGHTS_DIR, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "shift": shift}))
+    manifest = json.loads((folder / embedded.MANIFEST).read_text())
+    embedded.write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "format")})
+    return folder
+
+
+def test_reproduce_finds_the_weights_folder_and_refuses_other_weights(gen, tmp_path):
+    """A clip made from a weights folder records the folder; reproduce loads it and refuses the shipped model,
+    which has the same name and other weights (it used to draw another clip without a word)."""
+    mine = sora_nb.load(_other_weights(tmp_path / "w", 3.0))
+    v = mine.generate("a red circle moving right", seed=0, steps=3, duration=0.5, retries=0)
+    assert v.params["model"] == "shapes" and v.params["model_info"]["folder"] == str((tmp_path / "w").resolve())
+    assert v.trace.attrs["model_folder"] == v.params["model_info"]["folder"]
+    assert v.trace.attrs["weights_sha256"] == v.params["model_info"]["weights_sha256"]
+    assert "folder" not in gen.generate("a red circle", steps=2, trace=False).params["model_info"]  # shipped: by name
+    shipped = gen.generate("a red circle moving right", seed=0, steps=3, duration=0.5, retries=0, trace=False)
+    assert not np.array_equal(shipped.frames, v.frames)
+    np.testing.assert_array_equal(sora_nb.reproduce(v).frames, v.frames)
+    with pytest.raises(ValueError, match=f"not the model that made this clip \\(weights_sha256 "
+                                         f"'{gen.backend.describe()['weights_sha256']}', the clip's "
+                                         f"'{v.params['model_info']['weights_sha256']}'\\)"):
+        sora_nb.reproduce(v, model="shapes")
+    (tmp_path / "w").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match="weights in folder .* not there any more: pass model="):
+        sora_nb.reproduce(v)
+    np.testing.assert_array_equal(sora_nb.reproduce(v, model=tmp_path / "moved").frames, v.frames)
+
+
+def test_load_reads_a_folder_again_when_its_weights_change(tmp_path):
+    """load caches a folder's model under its manifest: weights written again into the folder (a second training
+    run, say) load anew instead of returning the model loaded before."""
+    first = sora_nb.load(_other_weights(tmp_path / "w", 3.0))
+    assert sora_nb.load(tmp_path / "w") is first and sora_nb.load(str(tmp_path / "w") + "/") is first
+    second = sora_nb.load(_other_weights(tmp_path / "w", 4.0))
+    assert second is not first
+    assert second.backend.describe()["weights_sha256"] != first.backend.describe()["weights_sha256"]
+    assert second.backend.scheduler_config["shift"] == 4.0 and sora_nb.load(tmp_path / "w") is second
+
+
 def test_seed_none_records_the_seed_used(gen):
     v = gen.generate("a pink circle", seed=None, steps=2, trace=False)
     seed = v.params["seed"]

@@ -72,6 +72,9 @@ def test_frames_trace_shapes_and_params(gens, name):
     assert p["model"] == gen.name and p["num_frames"] == n and p["model_info"]["family"] == gen.backend.family.key
     assert p["duration"] == pytest.approx(n / gen.limits.fps) and v.fps == gen.limits.fps
     assert v.trace.attrs["model"] == gen.name
+    # latent frame 0 holds video frame 0 alone, latent frame k >= 1 frames (k - 1) * t + 1 onwards
+    t = gen.limits.temporal_factor
+    np.testing.assert_allclose(v.trace.time.values * v.fps, [0] + [(k - 1) * t + 1 for k in range(1, f)], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -384,6 +387,16 @@ def test_image_to_video(gens):
     assert np.array_equal(lat[0, 0], lat[-1, 0]) and np.allclose(x0[:, 0], lat[:, 0], atol=1e-3)
     other = gen.generate(PROMPT, image=np.full((32, 32, 3), 200, np.uint8), num_frames=9, steps=3, guidance=1.0)
     assert not np.array_equal(v.trace.latent.values[0, 0], other.trace.latent.values[0, 0])
+    # reproduce: a pipeline object is not loaded by name, and the clip needs its image again, the same one
+    with pytest.raises(ValueError, match="pipeline object .* pass model= that pipeline"):
+        sora_nb.reproduce(v)
+    with pytest.raises(ValueError, match="clip was made from an image \\(image 32x32 sha256:.*pass image="):
+        sora_nb.reproduce(v, model=gen)
+    with pytest.raises(ValueError, match="image is not the one that made this clip"):
+        sora_nb.reproduce(v, model=gen, image=np.full((32, 32, 3), 200, np.uint8))
+    np.testing.assert_array_equal(sora_nb.reproduce(v.params, model=gen, image=image).frames, v.frames)
+    with pytest.raises(ValueError, match="not the model that made this clip .*pipeline 'LTXPipeline', the clip's 'LTXImageToVideoPipeline'"):
+        sora_nb.reproduce(v, model=gens("ltx"), image=image)
     with pytest.raises(ValueError, match="image is required"):
         gen.generate(PROMPT, num_frames=9)
     with pytest.raises(ValueError, match="image is only accepted by image-to-video models"):

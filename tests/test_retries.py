@@ -115,11 +115,13 @@ def test_run_redraws_until_the_layout_holds_and_keeps_the_fewest_breaks(gen, tab
     np.testing.assert_array_equal(v.frames, plain.frames)
     assert torch.equal(v.latents, plain.latents) and torch.equal(g.last_latents, plain.latents)
     np.testing.assert_array_equal(v.trace.x0.values, plain.trace.x0.values)
-    assert v.trace.attrs["seed"] == 5  # the call's seed; after a redraw the kept draw's own is in noise_seed
+    # the call's seed and steps, as in params; after a redraw the kept draw's own are noise_seed and noise_steps
+    assert v.trace.attrs["seed"] == 5 and v.trace.attrs["steps"] == 5
     if draws > 1:
-        assert v.trace.attrs["noise_seed"] == seeds[picked] and json.loads(v.trace.attrs["retry"]) == v.params["retry"]
+        assert v.trace.attrs["noise_seed"] == seeds[picked] and v.trace.attrs["noise_steps"] == steps[picked]
+        assert json.loads(v.trace.attrs["retry"]) == v.params["retry"]
     else:  # one draw: the trace is exactly the run's, as any observer records it
-        assert "noise_seed" not in v.trace.attrs and "retry" not in v.trace.attrs
+        assert not {"noise_seed", "noise_steps", "retry"} & set(v.trace.attrs)
 
 
 def test_a_failed_decode_after_redraws_keeps_the_kept_draws_latents_and_trace(gen):

@@ -32,7 +32,7 @@ def test_schema(gen, video):
     assert ds.timestep.dims == ("step",) and ds.sigma.dims == ("step",)
     assert ds.step.dtype == np.int64 and ds.sigma.dtype == np.float32 and ds.timestep.dtype == np.float32
     assert np.all(np.diff(ds.sigma.values) < 0) and ds.sigma.values[0] == pytest.approx(1.0)
-    np.testing.assert_allclose(ds.time.values, np.arange(f) * (video.num_frames / f) / video.fps)
+    np.testing.assert_allclose(ds.time.values, np.arange(f) * 4 / video.fps)  # latent frame k: video frames 4k..
     assert ds.time.attrs["units"] == "s" and ds.frame.dims == ("frame",)
     for key in ("prompt", "seed", "guidance", "steps", "model", "fps", "sora_nb_version"):
         assert key in ds.attrs
@@ -40,6 +40,33 @@ def test_schema(gen, video):
     assert ds.attrs["record_every"] == 1 and ds.attrs["requested_record_every"] == 1
     assert ds.attrs["trace_downsample"] == 1
     assert all(isinstance(v, (str, int, float, np.integer, np.floating)) for v in ds.attrs.values())
+
+
+@pytest.mark.parametrize("duration, times", [(1.25, [0.0, 0.5, 1.0]), (0.125, [0.0]),
+                                             (3.875, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])])
+def test_time_is_the_start_of_each_latent_frames_video_frames(gen, duration, times):
+    """The embedded autoencoder packs video frames 4k..4k+3 into latent frame k whatever the clip's length
+    (a short last group is padded), so latent frame k starts at 4k / fps: 10 frames are 0, .5, 1 s, not
+    0, .42, .83 s (frames spread evenly over the latent frames, as the trace once had it)."""
+    v = gen.generate("a red circle moving right", seed=0, steps=2, duration=duration, retries=0)
+    assert v.trace.sizes["frame"] == len(times) and v.num_frames == round(duration * 8)
+    np.testing.assert_allclose(v.trace.time.values, times)
+    # each start is a video frame the clip has, and the last latent frame's start is its last group's first frame
+    assert v.trace.time.values[-1] * v.fps == 4 * ((v.num_frames - 1) // 4)
+
+
+def test_latent_frame_start_follows_the_frame_rule():
+    from sora_nb.backend import Limits
+
+    embedded = Limits(name="e", fps=8.0, max_duration=4.0, sizes=((64, 64),), default_size=(64, 64), temporal_factor=4)
+    causal = Limits(name="c", fps=16.0, max_duration=5.0, sizes=((64, 64),), default_size=(64, 64), temporal_factor=4,
+                    frame_step=4)
+    mochi = Limits(name="m", fps=30.0, max_duration=5.0, sizes=((64, 64),), default_size=(64, 64), temporal_factor=6,
+                   frame_step=6)
+    assert [embedded.latent_frame_start(k) for k in range(4)] == [0, 4, 8, 12]
+    # a causal autoencoder keeps frame 0 alone, then 4 (or 6) frames per latent frame: 1-4, 5-8, ...
+    assert [causal.latent_frame_start(k) for k in range(4)] == [0, 1, 5, 9]
+    assert [mochi.latent_frame_start(k) for k in range(3)] == [0, 1, 7]
 
 
 def test_step0_latent_is_the_initial_noise(gen):
@@ -96,6 +123,17 @@ def test_netcdf_round_trip_is_identical(video, tmp_path):
     assert back.latent.dtype == np.float16 and back.x0.dtype == np.float16 and back.preview.dtype == np.uint8
     assert "sora_nb_dtype" not in back.latent.attrs
     assert "sora_nb_dtype" not in video.trace.latent.attrs  # saving did not touch the original
+
+
+def test_netcdf_keeps_every_character_a_prompt_may_hold(gen, tmp_path):
+    """Tabs, newlines, quotes and any script survive the netCDF round trip (control characters that would not,
+    a NUL, are refused with the prompt)."""
+    prompt = 'a red "circle"\tmoving\r\nright, 赤い円 🔴'
+    v = gen.generate(prompt, seed=1, steps=2, duration=0.5, retries=0, negative_prompt="blue\nsquare")
+    v.trace.sora.to_netcdf(tmp_path / "t.nc")
+    back = open_trace(tmp_path / "t.nc")
+    assert back.attrs["prompt"] == prompt and back.attrs["negative_prompt"] == "blue\nsquare"
+    xr.testing.assert_identical(v.trace, back)
 
 
 def test_zarr_round_trip(video, tmp_path):

@@ -17,6 +17,10 @@ BAD = [
     # nothing a text encoder can read: control and zero-width characters tokenize as the empty prompt
     (dict(prompt="\x00\x01\x02"), ValueError, r"prompt must be a non-empty string \(1 to 400 characters, at least one of them visible\)"),
     (dict(prompt="\u200b\u200b"), ValueError, r"prompt must be a non-empty string .*visible"),
+    # a control character inside a prompt (netCDF traces dropped a NUL, so the saved trace named another prompt)
+    (dict(prompt="a red circle\x00 moving"), ValueError,
+     r"prompt must not hold control characters \(tabs and newlines are allowed\); got U\+0000 at position 12"),
+    (dict(negative_prompt="blue\x1b[31m"), ValueError, r"negative_prompt must not hold control characters .*U\+001B at position 4"),
     # 60 words and the text encoder's [CLS] and [SEP]
     (dict(prompt=" ".join(["red"] * 60)), ValueError, r"prompt is too long for model .*: 62 tokens, at most 48 \(about 46 words\)"),
     (dict(negative_prompt=5), TypeError, "negative_prompt must be a string"),
@@ -96,7 +100,7 @@ def test_eta_other_than_0_is_refused_where_the_model_has_no_stochastic_sampler(g
 
 def test_visible_prompts_in_any_script_are_accepted(gen):
     """The visible-character rule refuses only what says nothing: letters of any script and emoji pass."""
-    for prompt in ("un cercle rouge", "赤い円", "🔴 moving right", "\u200ba red circle"):
+    for prompt in ("un cercle rouge", "赤い円", "🔴 moving right", "\u200ba red circle", "a red circle\n\tmoving\r\nright"):
         assert gen.request(prompt).prompt == prompt.strip()
 
 

@@ -230,6 +230,8 @@ def fit_latent_rgb(vae: VideoAutoencoder, latents: torch.Tensor, video: torch.Te
 class EmbeddedBackend:
     """Backend protocol implementation for the embedded model (see :mod:`sora_nb.backend`)."""
 
+    folder = ""  # the weights folder's absolute path, when loaded from one other than the shipped weights
+
     def __init__(self, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
                  scheduler_config: dict[str, Any], latent_rgb: np.ndarray, info: dict[str, Any],
                  low: tuple[ShapesDiT, TextEncoder] | None = None, verifier: ClipVerifier | None = None):
@@ -313,7 +315,10 @@ class EmbeddedBackend:
 
     # -- protocol --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        return dict(self.info)
+        """The manifest's description of the model, its weights' hash (``weights_sha256``) and, for weights
+        loaded from a folder other than the shipped one, that ``folder`` (absolute): ``params["model_info"]``,
+        where `sora_nb.reproduce` finds the weights that made a clip (the shipped ones by ``params["model"]``)."""
+        return {**self.info, **({"folder": self.folder} if self.folder else {})}
 
     def check(self, request: Request) -> None:
         """Model-specific checks beyond :class:`Request` (prompt length in tokens)."""
@@ -560,8 +565,18 @@ def verify_folder(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_folder(folder: str | Path) -> EmbeddedBackend:
-    """Load a weights folder written by :func:`save_folder` (hash-checked, safetensors only)."""
+def manifest_digest(folder: str | Path) -> str:
+    """The sha256 of a weights folder's manifest file (it lists every file's sha256), "" if it cannot be read:
+    `sora_nb.load` caches a folder's model under it, so weights written again into the folder load again."""
+    try:
+        return hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend:
+    """Load a weights folder written by :func:`save_folder` (hash-checked, safetensors only). Its absolute path
+    is recorded in the clips' ``params["model_info"]["folder"]`` unless it is the ``shipped`` weights."""
     folder = Path(folder)
     manifest = verify_folder(folder)
     try:
@@ -584,11 +599,13 @@ def load_folder(folder: str | Path) -> EmbeddedBackend:
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
     info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
-    return EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
+    backend = EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
+    backend.folder = "" if shipped else str(folder.resolve())
+    return backend
 
 
 def load_default() -> EmbeddedBackend:
     """The shipped weights if the package has them, else the untrained placeholder."""
     if (WEIGHTS_DIR / MANIFEST).is_file():
-        return load_folder(WEIGHTS_DIR)
+        return load_folder(WEIGHTS_DIR, shipped=True)
     return untrained()
