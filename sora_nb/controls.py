@@ -22,7 +22,9 @@ the browser. A change
    prompt); sliders, the size menu and the seed box send a value when released or committed, so they
    start at once (a drag is one change, not hundreds, and release-to-preview stays short);
 3. validates the values with ``generator.request(...)``, the same check as the API, so the panel
-   rejects exactly what ``generate`` rejects, with the same message (shown in ``ui.message``);
+   rejects exactly what ``generate`` rejects, with the same message (shown in ``ui.message``; a slider or
+   the size menu set from code refuses such a value at once, as ``traitlets.TraitError`` with that message,
+   and a valid value outside a slider's range widens the range instead of being clamped);
 4. hands the request to one background worker thread, so the kernel stays free: other cells run
    while the clip is made.
 
@@ -39,7 +41,7 @@ when it finished its decode in the meantime.
 
 The buttons: the dice (a shuffle icon) draws a new seed and puts it in the seed box *before* the run
 (the seed shown is the seed used); Stop cancels; Run generates again; Inspect opens :func:`sora_nb.inspect` on the clip;
-Save writes ``<save_dir>/<prompt-slug>_seed<seed>.mp4``. A bad value, or a backend that raises,
+Save writes ``<save_dir>/<prompt-slug>_seed<seed>.mp4`` (``_2``, ``_3``, ... rather than replace an earlier save). A bad value, or a backend that raises,
 shows a message and leaves the panel working: the next change runs again.
 """
 
@@ -63,7 +65,7 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
-from ._checks import check_bool, check_float, check_int
+from ._checks import check_bool, check_float, check_int, check_path
 from .api import Generator, load
 from .frontend import read_module
 from .request import Request
@@ -81,6 +83,59 @@ MAX_HISTORY = 1000                         # clips the history keeps at most (ea
 SEED_DRAW = 2**31                          # the dice draws in [0, 2**31), like Request for seed=None
 PREVIEW_WIDTH = 480                        # CSS px the whole-clip preview aims at
 PLAYER_WIDTH = 256                         # CSS px of the player
+
+
+# -- checked control widgets ----------------------------------------------------------------------------
+class _Checked:
+    """A slider whose value set from code is checked as ``generate`` checks that keyword (``check``), and widens
+    the slider's range when it is valid but outside it; ipywidgets' own sliders clamp silently, so
+    ``ui.steps.value = 200`` made a 50-step clip and ``ui.guidance.value = 500`` a guidance-50 one. A value
+    ``generate`` refuses raises ``traitlets.TraitError`` with its message and leaves the slider as it was."""
+
+    def __init__(self, *, check: Any, **kwargs: Any):
+        self._check = check
+        super().__init__(**kwargs)
+
+    @traitlets.validate("value")
+    def _validate_value(self, proposal: Any) -> Any:
+        try:
+            value = self._check(proposal["value"])
+        except (TypeError, ValueError) as err:
+            raise traitlets.TraitError(str(err)) from None
+        if value > self.max:
+            self.max = value
+        if value < self.min:
+            self.min = value
+        return value
+
+
+class CheckedFloatSlider(_Checked, W.FloatSlider):
+    """A FloatSlider that checks a value set from code instead of clamping it (see :class:`_Checked`)."""
+
+
+class CheckedIntSlider(_Checked, W.IntSlider):
+    """An IntSlider that checks a value set from code instead of clamping it (see :class:`_Checked`)."""
+
+
+class SizeMenu(W.Dropdown):
+    """The size menu: ``(width, height)`` pairs. A pair not in the menu set from code is refused by name (use
+    ``ui.set(width=..., height=...)``, which adds any size the model accepts); ipywidgets' own message for it was
+    a garbled string-formatting error."""
+
+    @traitlets.validate("value")
+    def _validate_value(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is not None and value not in self._options_values:
+            listed = ", ".join(f"{w}x{h}" for w, h in self._options_values)
+            raise traitlets.TraitError(f"size {value!r} is not in the menu ({listed}); ui.set(width=..., "
+                                       "height=...) adds any size the model accepts")
+        return value
+
+
+def size_label(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
 
 
 # -- browser-side widgets ------------------------------------------------------------------------------
@@ -237,6 +292,7 @@ class Controls:
         self._timer: threading.Timer | None = None
         self._timer_token = 0
         self._submitting = 0                     # changes between their timer and the queue
+        self._epoch = 0                          # every change, Stop and restore: a submit older than it is dropped
         self._t_change = 0.0
         self._quiet = 0
         self._closed = False
@@ -252,7 +308,8 @@ class Controls:
         """Initial control values: the API defaults, overridden by ``initial``, validated like the API."""
         values = self._normalise(initial)
         lim = self.generator.limits
-        merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0, "duration": 2.0,
+        merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0,
+                  "duration": min(2.0, lim.max_duration),
                   "guidance": lim.default_guidance, "eta": lim.default_eta, "steps": 20,
                   "size": tuple(lim.default_size), **values}
         self.generator.request(merged["prompt"], **self._request_kwargs(merged))  # raises like generate()
@@ -265,6 +322,12 @@ class Controls:
         if unknown:
             raise TypeError(f"unknown control(s): {', '.join(sorted(unknown))}; the controls are "
                             f"{', '.join(CONTROL_NAMES)} (or width and height)")
+        lim = self.generator.limits
+        defaults = {"duration": min(2.0, lim.max_duration), "guidance": lim.default_guidance, "eta": lim.default_eta,
+                    "width": lim.default_size[0], "height": lim.default_size[1], "size": tuple(lim.default_size)}
+        for name, default in defaults.items():  # as generate(duration=None, ...): the model's default
+            if name in values and values[name] is None:
+                values[name] = default
         if "width" in values or "height" in values:
             w0, h0 = values.get("size", self.size.value if hasattr(self, "size") else self.generator.limits.default_size)
             values["size"] = (values.pop("width", w0), values.pop("height", h0))
@@ -291,21 +354,29 @@ class Controls:
                              layout=W.Layout(width="44px"))
         fps = float(lim.fps)
         dur_step = max(0.25, 1.0 / fps)
-        self.duration = W.FloatSlider(value=v["duration"], min=min(dur_step, v["duration"]), max=lim.max_duration,
+        self.duration = CheckedFloatSlider(check=lambda x: check_float("duration", x, 0.0, lim.max_duration, lo_open=True,
+                                                                  unit="seconds"),
+                                      value=v["duration"], min=min(dur_step, v["duration"]), max=lim.max_duration,
                                       step=dur_step, description="duration (s)", continuous_update=False,
                                       style=style, readout_format=".2f", layout=slider)
-        self.guidance = W.FloatSlider(value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
+        self.guidance = CheckedFloatSlider(check=lambda x: check_float("guidance", x, 0.0, lim.max_guidance),
+                                      value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
                                       description="guidance", continuous_update=False, style=style,
                                       readout_format=".1f", layout=slider)
-        self.eta = W.FloatSlider(value=v["eta"], min=0.0, max=lim.max_eta, step=0.1,  # v["eta"] <= max_eta: checked
+        self.eta = CheckedFloatSlider(check=lambda x: check_float("eta", x, 0.0, lim.max_eta),  # v["eta"]: checked
+                                 value=v["eta"], min=0.0, max=lim.max_eta, step=0.1,
                                  description="eta (noise)", continuous_update=False, style=style,
                                  readout_format=".1f", layout=slider, disabled=lim.max_eta <= 0.0,
                                  tooltip="fresh noise per sampler step: 0 deterministic, 1 re-noise every step")
-        self.steps = W.IntSlider(value=v["steps"], min=lim.min_steps, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
+        self.steps = CheckedIntSlider(check=lambda x: check_int("steps", x, lim.min_steps, lim.max_steps),
+                                 value=v["steps"], min=lim.min_steps, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
                                  description="steps", continuous_update=False, style=style,
                                  layout=slider)
-        sizes = [(f"{w}×{h}", (int(w), int(h))) for w, h in lim.sizes]
-        self.size = W.Dropdown(options=sizes, value=tuple(v["size"]), description="size (w×h)", style=style,
+        sizes = [(int(w), int(h)) for w, h in lim.sizes]
+        if tuple(v["size"]) not in sizes:  # a size the model accepts beyond its suggestions (diffusers: any multiple)
+            sizes.append(tuple(v["size"]))
+        self.size = SizeMenu(options=[(size_label(sz), sz) for sz in sizes], value=tuple(v["size"]),
+                             description="size (w×h)", style=style,
                                layout=W.Layout(width="260px"))
         self.run_button = W.Button(description="Run", icon="play", tooltip="generate again")
         self.stop_button = W.Button(description="Stop", icon="stop", tooltip="cancel the run in flight")
@@ -406,19 +477,28 @@ class Controls:
         """Set several controls at once (``prompt``, ``seed``, ``guidance``, ``size`` or ``width``/``height``,
         ...) and start one generation. Values are validated like ``generate``: ValueError/TypeError."""
         values = self._normalise(values)
-        merged = {n: getattr(self, n).value for n in CONTROL_NAMES} | values
+        before = {n: getattr(self, n).value for n in CONTROL_NAMES}
+        merged = before | values
         self.generator.request(merged["prompt"], **self._request_kwargs(merged))
         with self._silenced():
-            for name, value in values.items():
-                self._assign(getattr(self, name), value)
+            try:
+                for name, value in values.items():
+                    self._assign(getattr(self, name), value)
+            except Exception:  # all or nothing: the controls show what they showed
+                for name in values:
+                    self._assign(getattr(self, name), before[name])
+                raise
         self._schedule(0.0)
 
     @staticmethod
     def _assign(widget: W.ValueWidget, value: Any) -> None:
-        """``widget.value = value``, widening a slider's range when a valid value lies outside it."""
-        if isinstance(widget, (W.FloatSlider, W.IntSlider)):
-            widget.max = max(widget.max, value)
-            widget.min = min(widget.min, value)
+        """``widget.value = value`` for a value already checked: a slider widens its range to it (see
+        :class:`_Checked`), the size menu adds a size it lacks (callers hold `_silenced`: adding an option
+        moves the menu to its first entry on the way)."""
+        if isinstance(widget, SizeMenu):
+            value = (int(value[0]), int(value[1]))
+            if value not in widget._options_values:
+                widget.options = [*widget.options, (size_label(value), value)]
         widget.value = value
 
     # -- scheduling ------------------------------------------------------------------------------------
@@ -434,6 +514,7 @@ class Controls:
         with self._cond:
             if self._closed:
                 return
+            self._epoch += 1
             self._t_change = now
             self._cancel_locked("superseded")
             if self._timer is not None:
@@ -461,7 +542,9 @@ class Controls:
     def _submit_counted(self, t_change: float) -> None:
         """:meth:`_submit`, for a caller that counted itself in ``_submitting`` (so ``wait`` waits for it)."""
         try:
-            self._submit(t_change)
+            with self._cond:
+                epoch = self._epoch
+            self._submit(t_change, epoch)
         finally:
             with self._cond:
                 self._submitting -= 1
@@ -475,21 +558,25 @@ class Controls:
             self._current.cancel.set()
         self._cond.notify_all()
 
-    def _submit(self, t_change: float) -> None:
-        """Validate the current values and queue them for the worker (or show why not)."""
+    def _submit(self, t_change: float, epoch: int | None = None) -> None:
+        """Validate the current values and queue them for the worker (or show why not). ``epoch``: the change
+        count when this submit began; if a change, Stop or restore came while it validated, it is dropped (the
+        later one has its own submit, or asked for none), so it cannot replace what they show."""
         values = self.values
         prompt = values.pop("prompt")
         try:
             request = self.generator.request(prompt, trace=self.trace, **values)
         except (ValueError, TypeError) as err:
-            with self._cond:
+            with self._apply, self._cond:
+                if epoch is not None and epoch != self._epoch:
+                    return
                 self._generation += 1          # whatever still runs is for older values
                 self._cancel_locked("superseded")
                 self.stats["invalid"] += 1
-            self._show_error(str(err))
+                self._show_error(str(err))
             return
         with self._cond:
-            if self._closed:
+            if self._closed or (epoch is not None and epoch != self._epoch):
                 return
             self._generation += 1
             self._cancel_locked("superseded")
@@ -558,6 +645,10 @@ class Controls:
             with self._cond:
                 if not self._is_latest(job):
                     self.stats["stale"] += 1
+                    if job.reason == "stop" and job.generation == self._generation:  # Stop came during the decode
+                        self.progress_label.value = f"stopped after step {job.steps_done}/{job.request.steps}"
+                        self._show_message(f"Stopped while the clip was decoded (step {job.steps_done} of "
+                                           f"{job.request.steps}); it was dropped.")
                     return
                 job.t_done = time.perf_counter()
                 self._decode_estimate = decode
@@ -666,6 +757,7 @@ class Controls:
     def stop(self) -> None:
         """Cancel the waiting change and the run in flight (the Stop button); nothing is decoded."""
         with self._cond:
+            self._epoch += 1
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -681,6 +773,7 @@ class Controls:
         index = int(index) % n
         with self._apply:
             with self._cond:
+                self._epoch += 1
                 self._generation += 1    # anything in flight is for other values now
                 if self._timer is not None:
                     self._timer.cancel()
@@ -711,7 +804,7 @@ class Controls:
             return None
         try:
             widget = make_inspector(self.video)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, traitlets.TraitError) as err:
             self._show_error(f"cannot inspect this clip: {err}")
             return None
         self.inspector = widget
@@ -720,12 +813,23 @@ class Controls:
         return widget
 
     def save(self, path: str | Path | None = None) -> Path | None:
-        """Write the clip shown as mp4 with its params (default ``<save_dir>/<slug>_seed<seed>.mp4``)."""
+        """Write the clip shown as mp4 with its params. A ``path`` given is written (replacing a file there); the
+        default name, ``<save_dir>/<slug>_seed<seed>.mp4``, takes a number (``_2``, ``_3``, ...) rather than
+        replace an earlier save, since two clips of one prompt and seed differ in guidance, steps, ..."""
+        if path is not None:
+            path = check_path("path", path)
         if self.video is None:
             self._show_error("nothing to save yet: no clip has finished")
             return None
         p = self.video.params
-        target = Path(path) if path is not None else self.save_dir / f"{slug(p['prompt'])}_seed{p['seed']}.mp4"
+        if path is not None:
+            target = path
+        else:
+            stem = f"{slug(p['prompt'])}_seed{p['seed']}"
+            target, n = self.save_dir / f"{stem}.mp4", 1
+            while target.exists():
+                n += 1
+                target = self.save_dir / f"{stem}_{n}.mp4"
         try:
             written = self.video.save(target)
         except (ValueError, TypeError, OSError, RuntimeError) as err:
@@ -735,7 +839,10 @@ class Controls:
         return written
 
     def wait(self, timeout: float | None = 60.0) -> Video | None:
-        """Block until nothing waits or runs; return ``video``. TimeoutError after ``timeout`` seconds."""
+        """Block until nothing waits or runs; return ``video``. TimeoutError after ``timeout`` seconds (None:
+        no limit)."""
+        if timeout is not None:
+            timeout = check_float("timeout", timeout, 0.0, 1e9, unit="seconds")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._busy_locked():

@@ -81,12 +81,18 @@ class Filmstrip(Player, anywidget.AnyWidget):
     def set_frames(self, frames: np.ndarray) -> None:
         """Send new frames (uint8 ``(T, H, W, 3)``) to the browser in one binary message."""
         frames = np.ascontiguousarray(frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 of shape (T, H, W, 3); got {frames.dtype} {frames.shape}")
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+            raise ValueError(f"frames must be uint8 of shape (T, H, W, 3) with T, H and W at least 1 (the browser "
+                             f"draws each frame as an image); got {frames.dtype} {frames.shape}")
         with self.hold_sync():
             self.frames = frames.tobytes()
             self.shape = list(frames.shape[:3])
             self.index = min(self.index, frames.shape[0] - 1)
+
+    @traitlets.validate("index")
+    def _valid_index(self, proposal):
+        t = self.shape[0]
+        return as_trait(lambda v: check_int("index", v, 0, max(0, t - 1)), proposal["value"])
 
     def frame(self) -> np.ndarray:
         """The frame currently shown, as an array (what the browser draws)."""

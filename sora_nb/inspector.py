@@ -37,6 +37,7 @@ to rounding when the preview is linear (the embedded model, and every family in
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any
 
 import anywidget
@@ -44,7 +45,8 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from .frontend import Player, check_fps, check_scale, read_module
+from ._checks import check_float
+from .frontend import MAX_SCALE, Player, check_fps, check_scale, read_module
 from .trace import MB, open_trace
 
 __all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "channel_heatmap", "channel_vmax",
@@ -106,9 +108,12 @@ def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
     c = trace.sizes["channel"]
     x = trace.x0.values.astype(np.float32).transpose(0, 1, 3, 4, 2).reshape(-1, c)  # (N, C)
     y = _sample_preview_at_latent(trace).reshape(-1, 3)                              # (N, 3)
-    ok = np.all((y > 0) & (y < 255), axis=1)
-    if ok.sum() < c + 1:  # almost everything saturated: use what there is
-        ok = np.ones(len(y), dtype=bool)
+    ok = np.all((y > 0) & (y < 255), axis=1) & np.all(np.isfinite(x), axis=1)  # an inf in x0 would void the fit
+    if ok.sum() < c + 1:  # almost everything saturated: use what there is (finite)
+        ok = np.all(np.isfinite(x), axis=1)
+    if ok.sum() < c + 1:
+        raise ValueError(f"trace's x0 has {int(ok.sum())} finite pixels, fewer than the {c + 1} the latent -> RGB map "
+                         "needs: the run diverged")
     idx = np.flatnonzero(ok)
     idx = idx[:: max(1, len(idx) // MAX_FIT_PIXELS)]
     a = np.concatenate([x[idx], np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
@@ -292,7 +297,8 @@ class Inspector(Player, anywidget.AnyWidget):
     def __init__(self, trace: Any, compare: Any = None, *, view: str = "x0", channel: int = 0,
                  scale: int | None = None, fps: float = 4.0, max_payload_mb: float = 64.0, **kwargs: Any):
         scale = None if scale is None else check_scale(scale)
-        fps = check_fps(fps)  # both before the views are built
+        fps = check_fps(fps)  # these before the views are built
+        max_payload_mb = check_float("max_payload_mb", max_payload_mb, 0.0, 1e6, lo_open=True, unit="MB")
         a = as_trace(trace, "video_or_trace")
         b = as_trace(compare, "compare") if compare is not None else None
         if view not in VIEWS:
@@ -307,7 +313,7 @@ class Inspector(Player, anywidget.AnyWidget):
         scale_of_change = max(delta_vmax(t) for t in traces)  # one colour scale, so panels compare
         self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
         if scale is None:
-            scale = max(1, round(256 / max(a.sizes["py"], a.sizes["px"])))
+            scale = min(MAX_SCALE, max(1, round(256 / max(a.sizes["py"], a.sizes["px"]))))
         super().__init__(view=view, scale=scale, fps=fps, **kwargs)
         keys = self._label_keys(a, b)
         with self.hold_sync():
@@ -372,10 +378,13 @@ class Inspector(Player, anywidget.AnyWidget):
 
     @staticmethod
     def _in_range(name: str, value: int, n: int) -> int:
-        """``value`` if ``0 <= value < n``; TraitError naming the range otherwise."""
+        """``value`` if an integer with ``0 <= value < n``; TraitError naming the range otherwise."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise traitlets.TraitError(f"{name} must be an integer index in [0, {n - 1}], got "
+                                       f"{type(value).__name__} {value!r}")
         if not 0 <= value < n:
             raise traitlets.TraitError(f"{name} must be an index in [0, {n - 1}], got {value}")
-        return value
+        return int(value)
 
     @traitlets.observe("channel")
     def _on_channel(self, change: dict) -> None:

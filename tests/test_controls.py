@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import torch
+import traitlets
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import sora_nb
@@ -464,6 +465,18 @@ def test_save_writes_mp4_with_params(tmp_path):
         {k: video.params[k] for k in ("prompt", "seed", "guidance", "steps")}
     assert str(path) in ui.message.value
     assert slug("") == "clip" and slug("Ünïcode / stuff") == "n-code-stuff"
+    # the same prompt and seed at another guidance: the default name takes a number, the first save stays
+    ui.guidance.value = 7.0
+    ui.wait(30)
+    second = ui.save()
+    assert second == tmp_path / "a-red-circle-moving-right_seed12_2.mp4"
+    assert sora_nb.read_params(path)["guidance"] == video.params["guidance"] != 7.0
+    assert sora_nb.read_params(second)["guidance"] == 7.0
+    assert ui.save(path) == path and sora_nb.read_params(path)["guidance"] == 7.0  # a path given is written
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        ui.save(5)
+    with pytest.raises(TypeError, match="timeout must be a number >= 0"):
+        ui.wait("5")
 
 
 def test_inspect_opens_the_inspector_on_the_current_video():
@@ -506,6 +519,135 @@ def test_arguments_are_checked():
     assert ui.steps.value == 200 and ui.duration.value == 0.125
     with pytest.raises(IndexError, match="history has 0 clips"):
         ui.restore(0)
+
+
+def test_sliders_set_from_code_are_checked_not_clamped():
+    """ipywidgets' sliders clamp a value set from code to their range: ``ui.steps.value = 200`` made a 50-step
+    clip and ``ui.guidance.value = 500`` a guidance-50 one, without a word. A valid value now widens the range;
+    one ``generate`` refuses raises its message and changes nothing."""
+    g, _ = fake()
+    ui = panel(g, seed=3)
+    ui.wait(30)
+    ui.steps.value = 200
+    assert ui.steps.value == 200 and ui.steps.max == 200
+    assert ui.wait(30).params["steps"] == 200
+    ui.duration.value = 0.125
+    assert ui.duration.value == 0.125 and ui.duration.min == 0.125
+    assert ui.wait(30).params["duration"] == 0.125
+    for name, bad, match in (("guidance", 500.0, r"guidance must be >= 0 and <= 50, got 500$"),
+                             ("guidance", float("nan"), r"guidance must be a finite number"),
+                             ("steps", 5000, r"steps must be an integer in \[1, 1000\], got 5000"),
+                             ("duration", 0.0, r"duration must be > 0 and <= 4 seconds, got 0"),
+                             ("eta", 0.5, r"eta must be >= 0 and <= 0, got 0.5")):
+        before = getattr(ui, name).value
+        with pytest.raises(traitlets.TraitError, match=match):
+            setattr(getattr(ui, name), "value", bad)
+        assert getattr(ui, name).value == before
+    assert not ui.busy and len(ui.history) == 3 and ui.error is None
+
+
+def test_none_means_the_models_default_as_in_generate():
+    """``duration=None`` (and guidance, eta, width, height) is the model's default, as ``generate`` has it; it
+    failed with a bare TypeError, after ``set`` had already changed the seed box."""
+    g, _ = fake()
+    ui = panel(g, autostart=False, duration=None, guidance=None, width=None)
+    assert ui.duration.value == 2.0 and ui.guidance.value == g.limits.default_guidance
+    assert ui.size.value == g.limits.default_size
+    ui.set(seed=5, duration=0.5)
+    ui.wait(30)
+    ui.set(seed=6, duration=None)
+    video = ui.wait(30)
+    assert ui.seed.value == 6 and video.params["duration"] == 2.0 and video.params["seed"] == 6
+
+
+def test_set_is_all_or_nothing(monkeypatch):
+    """A value that fails while it is shown puts back the ones already shown: no half-set panel."""
+    g, _ = fake()
+    ui = panel(g, autostart=False, seed=1, guidance=2.0)
+    assign = Controls._assign
+
+    def failing(widget, value):
+        if widget is ui.guidance:
+            raise RuntimeError("the front end went away")
+        assign(widget, value)
+
+    monkeypatch.setattr(Controls, "_assign", staticmethod(failing))
+    with pytest.raises(RuntimeError, match="went away"):
+        ui.set(seed=7, prompt="a blue square", guidance=3.0)
+    monkeypatch.setattr(Controls, "_assign", staticmethod(assign))
+    assert ui.seed.value == 1 and ui.prompt.value == "a red circle moving right" and ui.guidance.value == 2.0
+    assert not ui.busy and not ui.history
+
+
+class AnySizeBackend(FakeBackend):
+    """As a diffusers pipeline: any width and height that is a multiple of 16, a few sizes suggested."""
+
+    limits = dataclasses.replace(FakeBackend.limits, sizes=((32, 32),), default_size=(32, 32), size_multiple=16,
+                                 max_side=256)
+
+
+def test_a_model_that_takes_any_multiple_gets_that_size_in_the_menu():
+    """The size menu listed only the suggested sizes, so Controls(width=48, height=32) on a diffusers model failed
+    with a garbled message, and ui.set(width=...) did after applying the values before it."""
+    g = Generator(AnySizeBackend())
+    ui = panel(g, width=48, height=32, seed=2)
+    assert ui.size.value == (48, 32) and (48, 32) in ui.size._options_values
+    assert ui.wait(30).frames.shape[1:3] == (32, 48)
+    ui.set(seed=3, width=64, height=16)
+    video = ui.wait(30)
+    assert ui.size.value == (64, 16) and (video.params["width"], video.params["height"]) == (64, 16)
+    assert video.params["seed"] == 3 and len(ui.history) == 2
+    with pytest.raises(ValueError, match=r"width must be a multiple of 16"):
+        ui.set(seed=4, width=50)
+    assert ui.seed.value == 3 and ui.size.value == (64, 16)
+    with pytest.raises(traitlets.TraitError, match=r"size \(80, 16\) is not in the menu .*ui.set\(width"):
+        ui.size.value = (80, 16)
+    ui.restore(0)  # a restored clip's size is put back in the menu
+    assert ui.size.value == (48, 32) and not ui.busy
+
+
+@pytest.mark.parametrize("action", ["stop", "restore"])
+def test_a_change_still_being_checked_loses_to_stop_and_restore(action):
+    """A change is checked (generator.request) before it is queued. Stop or a restore that came while it was
+    checked used to lose to it: the change was queued after them and its clip replaced the restored one."""
+    g, backend = fake()
+    ui = panel(g, seed=1)
+    first = ui.wait(30)
+    entered, release = threading.Event(), threading.Event()
+    request = g.request
+
+    def slow_request(prompt, **kwargs):
+        if kwargs.get("seed") == 2:
+            entered.set()
+            release.wait(10)
+        return request(prompt, **kwargs)
+
+    g.request = slow_request
+    changer = threading.Thread(target=lambda: setattr(ui.seed, "value", 2))
+    changer.start()
+    assert entered.wait(10)
+    if action == "stop":
+        ui.stop()
+    else:
+        ui.restore(0)
+    release.set()
+    changer.join(10)
+    ui.wait(30)
+    assert ui.video is first and len(ui.history) == 1 and len(backend.requests) == 1
+    assert ui.seed.value == (2 if action == "stop" else 1)
+
+
+def test_stop_during_the_decode_says_the_clip_was_dropped():
+    g, backend = fake(decode_delay=0.5)
+    ui = panel(g, seed=1, steps=2)
+    first = ui.wait(30)
+    backend.decoding.clear()
+    ui.seed.value = 2
+    assert backend.decoding.wait(10)
+    ui.stop()
+    ui.wait(30)
+    assert ui.video is first and "Stopped while the clip was decoded" in ui.message.value
+    assert ui.progress_label.value == "stopped after step 2/2"
 
 
 def test_seed_none_draws_a_fresh_seed_and_shows_it():

@@ -22,6 +22,13 @@ def test_filmstrip_sends_frames_as_bytes(video):
     assert fs.shape == [3, 64, 64] and fs.index == 2
     with pytest.raises(ValueError, match="frames must be uint8"):
         fs.set_frames(np.zeros((2, 4, 4), np.uint8))
+    for empty in ((0, 4, 4, 3), (2, 0, 4, 3), (2, 4, 0, 3)):  # the browser cannot draw an empty image
+        with pytest.raises(ValueError, match=r"with T, H and W at least 1"):
+            fs.set_frames(np.zeros(empty, np.uint8))
+    for bad in (3, -1):  # three frames: 0..2 (-1 gave a frame the browser does not draw, 3 an IndexError later)
+        with pytest.raises(traitlets.TraitError, match=r"index must be an integer in \[0, 2\], got " + str(bad)):
+            fs.index = bad
+    assert fs.index == 2 and fs.shape == [3, 64, 64]
 
 
 def test_filmstrip_refuses_a_bad_scale_or_speed(video):

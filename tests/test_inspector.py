@@ -170,6 +170,33 @@ def test_errors_are_clear(toy, toy5):
         with pytest.raises(traitlets.TraitError, match=name):  # set later, as the step is (a float scale: traitlets' own)
             setattr(w, name, bad)
     assert w.scale == 16 and w.fps == 4.0  # a refused value changes nothing
+    for kwargs, error, match in ((dict(channel=1.5), traitlets.TraitError, r"channel must be an integer index in \[0, \d+\], got float"),
+                                 (dict(channel="1"), traitlets.TraitError, r"channel must be an integer index .*got str '1'"),
+                                 (dict(max_payload_mb="64"), TypeError, r"max_payload_mb must be a number > 0"),
+                                 (dict(max_payload_mb=float("nan")), ValueError, r"max_payload_mb must be a finite number")):
+        with pytest.raises(error, match=match):  # nan used to turn the payload limit off
+            sora_nb.inspect(toy5, **kwargs)
+    with pytest.raises(traitlets.TraitError, match=r"step must be an integer index in \[0, 7\], got float 1.5"):
+        w.image(step=1.5)
+
+
+def test_a_tiny_preview_gets_a_scale_a_player_may_use(toy5):
+    """The default scale aims at 256 CSS pixels; for a preview of 2 x 2 pixels that was 128, past the players'
+    limit of 64, so inspect() refused a scale its caller never passed (and the panel's Inspect button failed)."""
+    small = toy5.trace.isel(py=slice(0, 2), px=slice(0, 2), y=slice(0, 2), x=slice(0, 2))
+    w = sora_nb.inspect(small)
+    assert w.scale == 64 and w.image().shape == (2, 2, 3)
+
+
+def test_an_infinite_value_in_x0_leaves_the_rgb_map_as_it_was(toy5):
+    """fit_rgb_map drops non-finite samples: one inf in x0 made the whole x_t view one flat colour."""
+    clean = fit_rgb_map(toy5.trace)
+    broken = toy5.trace.copy(deep=True)
+    broken.x0.values[0, 0, 0, 0, 0] = np.inf
+    np.testing.assert_allclose(fit_rgb_map(broken), clean, atol=1e-3)
+    broken.x0.values[:] = np.nan
+    with pytest.raises(ValueError, match=r"x0 has 0 finite pixels, fewer than the 5 .*: the run diverged"):
+        fit_rgb_map(broken)
 
 
 def test_front_end_module():
