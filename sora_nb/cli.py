@@ -1,4 +1,5 @@
-"""Command line: ``sora-nb generate "a red circle moving right" --seed 0 --duration 2 -o clip.mp4``.
+"""Command line: ``sora-nb generate "a red circle moving right" --seed 0 --duration 2 -o clip.mp4``, and
+``sora-nb reproduce clip.mp4 -o again.mp4``.
 
 Bad input exits with status 2 and one line on stderr naming the parameter and its allowed range.
 """
@@ -9,6 +10,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 
@@ -73,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "accept only 0 (default: the model's own; shapes: 3)")
     gen.add_argument("--model", default="shapes",
                      help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
+    again = sub.add_parser("reproduce", help="make a saved clip again from the params its file records",
+                           description="Read the params an mp4 or webm written by sora-nb records, load the model "
+                                       "that made it (refusing other weights under its name), draw it again and "
+                                       "write it. Same machine, same frames.")
+    again.add_argument("clip", help="an mp4 or webm written by sora-nb (or Video.save)")
+    again.add_argument("-o", "--output", required=True,
+                       help="output file; .mp4, .webm or .gif; its folder must exist")
+    again.add_argument("--model", default=None,
+                       help="the model or weights folder to draw it with (default: the one the clip records)")
     sub.add_parser("models", help="list the model names sora-nb knows")
     # `sora-nb train ...` goes to sora_nb.train's own parser before this one parses (see main); listed here for --help
     sub.add_parser("train", help="train the embedded model from the shapes world (sora-nb train --help)",
@@ -129,6 +140,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Check the output, draw the clip again, write it atomically, say whether the frames match the file's."""
+    import numpy as np
+
+    import sora_nb
+    from sora_nb.media import check_output_path
+
+    out = check_output_path(args.output)
+    start = time.perf_counter()
+    video = sora_nb.reproduce(args.clip, model=args.model, trace=False)
+    elapsed = time.perf_counter() - start
+    path = video.save(out)
+    t, h, w, _ = video.frames.shape
+    same = ""
+    if path.suffix.lower() == Path(args.clip).suffix.lower():  # one codec: equal frames encode equally
+        same = (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), sora_nb.read_video(args.clip))
+                else ", frames DIFFER from the clip's (another machine or torch build?)")
+    print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "
+          f"generated in {elapsed:.2f} s{same})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sora-nb`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -140,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
         if args.command == "models":
             import sora_nb
 

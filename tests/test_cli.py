@@ -81,6 +81,33 @@ def test_bad_input_exits_nonzero_with_one_line_from_the_console(tmp_path, args, 
     assert_refused(r.returncode, r.stdout, r.stderr, message, tmp_path)
 
 
+def test_reproduce_writes_the_same_clip_again(tmp_path, monkeypatch, capsys):
+    """`sora-nb reproduce clip.mp4 -o again.mp4` reads the params the clip records and draws it again: the same
+    frames. Bad input is refused in one line, with nothing written."""
+    from sora_nb import cli
+
+    clip = tmp_path / "clip.mp4"
+    sora_nb.generate("a blue square moving up", seed=5, duration=1.0, steps=3, eta=0.5, trace=False).save(clip)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", str(clip), "-o", "again.mp4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote again.mp4 (8 frames 64x64, model shapes, seed 5") and \
+        out.rstrip().endswith("the same frames as the clip's)")
+    np.testing.assert_array_equal(sora_nb.read_video(tmp_path / "again.mp4"), sora_nb.read_video(clip))
+    assert sora_nb.read_params(tmp_path / "again.mp4") == sora_nb.read_params(clip)
+    (tmp_path / "again.mp4").unlink()
+    for args, message in ((["missing.mp4", "-o", "x.mp4"], "missing.mp4"),
+                          ([str(clip), "-o", "x.avi"], "path must end in one of .mp4, .webm, .gif"),
+                          ([str(clip), "-o", "x.mp4", "--model", "shapes-untrained"],
+                           "model 'shapes-untrained' is not the model that made this clip")):
+        code = cli.main(["reproduce", *args])
+        captured = capsys.readouterr()
+        assert code in (1, 2) and captured.out == "", (args, captured)
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sora-nb: error: ") and message in lines[0], lines
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
 def test_best_of_writes_the_verifiers_pick(tmp_path):
     out = tmp_path / "best.mp4"
     r = run("generate", "a green star moving up", "--seed", "5", "--steps", "3", "--best-of", "2", "-o", str(out))
