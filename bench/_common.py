@@ -9,11 +9,24 @@ from typing import Callable, Sequence
 import torch
 
 
-def parser(doc: str, *, repeats: int) -> argparse.ArgumentParser:
-    """An argument parser with ``--repeats`` and ``--threads`` (the script adds its own options)."""
+def count(text: str) -> int:
+    """argparse type of a count (clips, steps, repeats, threads, ...): an integer >= 1, else a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:
+    """An argument parser with ``--threads`` and, for a script that times repeated calls, ``--repeats`` (the
+    script adds its own options)."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=repeats)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    if repeats is not None:
+        p.add_argument("--repeats", type=count, default=repeats, help=f"timed calls after a warm-up (default {repeats})")
+    p.add_argument("--threads", type=count, default=None, help="torch threads (default: torch's choice)")
     return p
 
 

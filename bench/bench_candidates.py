@@ -32,7 +32,7 @@ import torch
 
 import sora_nb
 from sora_nb.models.verifier import ClipVerifier
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from bench_samples import sample
 from sora_nb import world
 from sora_nb.api import CANDIDATE_STRIDE
@@ -70,10 +70,10 @@ def accepted(scores: list[dict], m: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
-    p.add_argument("--candidates", type=int, default=3)
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--candidates", type=count, default=3)
+    p.add_argument("--clips", type=count, default=200)
     p.add_argument("--k", type=int, default=None, help="evaluation seed index of train prompts (same as --samples kK)")
     p.add_argument("--samples", nargs="+", default=None, help="bench_samples.py's samples (k0, hc, hp, kN); default k0")
     p.add_argument("--verifier", default=None,

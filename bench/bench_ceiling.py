@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
 from sora_nb.train import step_seed, training_latent
@@ -55,14 +55,14 @@ def round_trip(vae, clip, shape_channels: bool = False, shape_layout: bool = Fal
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
     p.add_argument("--vae", default=None, help="an autoencoder folder (a run's vae_final or dec_final) instead")
     p.add_argument("--shape-channels", action="store_true", help="with --vae: trained with shape_channels")
     p.add_argument("--shape-layout", action="store_true", help="with --vae: trained with shape_layout")
     p.add_argument("--shape-angle", action="store_true", help="with --vae: trained with shape_angle")
     p.add_argument("--generated", action="store_true", help="also the model's own clips of the held-out combinations")
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=count, default=200)
     p.add_argument("--seed", type=int, default=step_seed(0, "eval", 0), help="default: the model card's")
     args = parse(p)
     if args.vae:

@@ -1,7 +1,10 @@
 """Do the generated latent frames hang together? Frame-to-frame coherence of the DiT's clips.
 
-    .venv/bin/python bench/bench_coherence.py --weights runs/layout1/weights [--weights ...]
-        [--reference runs/layout1/cache/16x4x16x16.safetensors] [--clips 40] [--threads 2]
+    .venv/bin/python bench/bench_coherence.py --weights shapes [--weights FOLDER ...]
+        [--reference RUN/cache/16x4x16x16.safetensors] [--clips 40] [--threads 2]
+
+(``--weights`` takes a model name or a weights folder, e.g. ``runs/layout1/weights`` from the training run
+in bench/RESULTS.md's thirteenth session, and ``--reference`` a latent cache of such a run.)
 
 A diagnostic for the quality bars (issue 4, fourteenth session), not a speed figure. For each 2 s
 clip (the model card's train/train prompts and seeds, the model's default settings) it takes the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 
 
 def coherence(x: torch.Tensor) -> np.ndarray:
@@ -46,10 +49,10 @@ def summary(name: str, values: list) -> tuple:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", action="append", required=True, help="a weights folder (repeatable)")
     p.add_argument("--reference", default=None, help="a cache file of 4-frame latents to score as real clips")
-    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--clips", type=count, default=40)
     args = parse(p)
     if args.clips < 2:
         p.error(f"--clips must be >= 2, got {args.clips}")

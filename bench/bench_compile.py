@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb.models.dit import ShapesDiT
 
 
@@ -53,8 +53,8 @@ def time_steps(compiled: bool, mode: str, steps: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
-    p.add_argument("--steps", type=int, default=30)
+    p = parser(__doc__)
+    p.add_argument("--steps", type=count, default=30)
     p.add_argument("--mode", default="default", help="torch.compile mode (default, reduce-overhead, max-autotune)")
     args = parse(p)
     if args.steps < 1:

@@ -24,7 +24,7 @@ import time
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb.controls import Controls
 
 PROMPT = "a red circle moving right"
@@ -40,7 +40,7 @@ def row(name: str, values: list[float], goal: float | None) -> tuple[str, str, s
 
 def main() -> None:
     cli = parser(__doc__, repeats=10)
-    cli.add_argument("--steps", type=int, default=20)
+    cli.add_argument("--steps", type=count, default=20)
     args = parse(cli)
 
     gen = sora_nb.load("shapes")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb.train import clips_to_tensor
 from sora_nb.world import sampler as world_sampler
 
@@ -28,9 +28,9 @@ LEVELS = (0.9, 0.6, 0.4, 0.2, 0.1)
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default="shapes")
-    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--clips", type=count, default=24)
     args = parse(p)
     backend = sora_nb.load(args.weights).backend
     vae, dit = backend.vae, backend.dit

@@ -20,7 +20,7 @@ The cost per clip is the same number of DiT passes as either model alone.
 from __future__ import annotations
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from bench_samples import sample, score
 from sora_nb.backends import embedded
 
@@ -40,12 +40,12 @@ def experts(high: embedded.EmbeddedBackend, low: embedded.EmbeddedBackend, switc
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--high", required=True, help="weights folder for the steps above --switch")
     p.add_argument("--low", required=True, help="weights folder for the steps at or below --switch")
     p.add_argument("--switch", type=float, nargs="+", default=[0.9])
     p.add_argument("--samples", nargs="+", default=["k0", "hc", "hp", "k3", "k2", "k4", "k5"])
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=count, default=200)
     p.add_argument("--guidance", type=float, default=2.0)
     args = parse(p)
     if any(not 0.0 <= s <= 1.0 for s in args.switch):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sora_nb
-from _common import parse, parser, print_table, timed
+from _common import count, parse, parser, print_table, timed
 
 PROMPT = "a red circle moving right"
 
@@ -44,8 +44,8 @@ def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
 def main() -> None:
     p = parser(__doc__, repeats=5)
     p.add_argument("--weights", default="shapes", help="the model to time: a name or a weights folder")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps per clip (default 20, the bar's)")
-    p.add_argument("--retry-prompts", type=int, default=40,
+    p.add_argument("--steps", type=count, default=20, help="denoising steps per clip (default 20, the bar's)")
+    p.add_argument("--retry-prompts", type=count, default=40,
                    help="world captions timed with the default retries and with none (default 40; 0: skip)")
     args = parse(p)
 

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import sora_nb
+from _common import count
 from sora_nb import world
 
 GUIDANCE = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0)
@@ -22,8 +23,8 @@ COLUMNS = ("colour", "shape", "motion", "count", "consistency", "smoothness", "o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--clips", type=count, default=50)
+    parser.add_argument("--steps", type=count, default=20)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--eta", type=float, nargs="*", default=None,
                         help="sampler noise per step, one sweep each (default: the model's own)")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb.backends import embedded
 from sora_nb.train import clips_to_tensor, roughness
 from sora_nb.world import sampler as world_sampler
@@ -44,9 +44,9 @@ def high_frequency_share(a: torch.Tensor) -> float:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--vae", nargs="*", default=[], help="folders of saved autoencoders (default: the shipped one)")
-    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--clips", type=count, default=64)
     args = parse(p)
     video = clips_to_tensor(list(world_sampler.sample(args.clips, seed=3, split="train")))  # (B, 3, T, H, W)
     named = [("shipped", sora_nb.load().backend.vae)] if not args.vae else [

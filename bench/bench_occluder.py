@@ -1,6 +1,6 @@
 """Clips with the occluder bar: every check, and ghost tracks at the bar's edges, generated against the round trip.
 
-    .venv/bin/python bench/bench_occluder.py [--weights FOLDER ...] [--clips 200] [--pool 1200] [--seed 777]
+    .venv/bin/python bench/bench_occluder.py [--weights FOLDER [--weights FOLDER ...]] [--clips 200] [--pool 1200] [--seed 777]
         [--round-trip] [--threads 2]
 
 A diagnostic for the quality bars (issue 4, twenty-seventh session), not a speed figure. It takes the
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.world import evaluator
 
@@ -56,10 +56,10 @@ def score_clips(frames_of, clips) -> list[str]:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", action="append", default=None, help="a weights folder (repeatable; default: the shipped model)")
-    p.add_argument("--clips", type=int, default=200, help="at most this many prompts with the bar")
-    p.add_argument("--pool", type=int, default=1200, help="train prompts to take them from")
+    p.add_argument("--clips", type=count, default=200, help="at most this many prompts with the bar")
+    p.add_argument("--pool", type=count, default=1200, help="train prompts to take them from")
     p.add_argument("--seed", type=int, default=777, help="the world sampler's seed (default: used in no choice)")
     p.add_argument("--round-trip", action="store_true", help="also score the autoencoder's round trip of the true clips")
     args = parse(p)

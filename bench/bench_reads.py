@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import clips_to_tensor
 from sora_nb.world import spec
@@ -66,10 +66,10 @@ def errors(backend, z: torch.Tensor, prompts: list[str], draws: int, seed: int) 
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default="shapes")
-    p.add_argument("--clips", type=int, default=32)
-    p.add_argument("--draws", type=int, default=2)
+    p.add_argument("--clips", type=count, default=32)
+    p.add_argument("--draws", type=count, default=2)
     args = parse(p)
     if args.clips < 1 or args.draws < 1:
         raise SystemExit(f"--clips and --draws must be >= 1; got --clips {args.clips}, --draws {args.draws}")

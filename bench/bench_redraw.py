@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import train, world
 from sora_nb.backends import embedded
 from sora_nb.train import step_seed
@@ -67,10 +67,10 @@ def redraw(be: embedded.EmbeddedBackend, z: torch.Tensor, captions: list[str], l
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default="", help="weights folder (default the shipped)")
     p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.3, 0.6, 0.75, 0.9, 1.0])
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=count, default=200)
     args = parse(p)
     if args.clips < 1:
         p.error(f"--clips must be >= 1; got {args.clips}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import step_seed
 
@@ -38,10 +38,10 @@ def sample(name: str) -> tuple[str, str, int]:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", action="append", default=[], help="weights folder (repeatable; default the shipped)")
     p.add_argument("--samples", nargs="+", default=["k0", "hc", "hp", "k3", "k2", "k4", "k5"])
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=count, default=200)
     p.add_argument("--guidance", type=float, default=2.0)
     args = parse(p)
     if args.clips < 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.world import evaluator
 from sora_nb.world.language import parse as parse_caption
@@ -59,11 +59,11 @@ def consistency_parts(gen, guidance, clips: int) -> collections.Counter:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default="shapes")
     p.add_argument("--guidance", type=float, default=None, help="default: the model's own")
-    p.add_argument("--per-shape", type=int, default=8)
-    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--per-shape", type=count, default=8)
+    p.add_argument("--clips", type=count, default=64)
     args = parse(p)
     gen = sora_nb.load(args.weights)
     guidance = gen.limits.default_guidance if args.guidance is None else args.guidance

@@ -62,7 +62,7 @@ def read(weights: str, guidance: float) -> None:
 
 
 def main() -> int:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", required=True, help="a weights folder trained with shape_channels=true")
     p.add_argument("--guidance", type=float, default=1.5)
     args = parse(p)

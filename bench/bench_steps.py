@@ -21,7 +21,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.backends import embedded
 from sora_nb.backends.embedded import guidance_at
@@ -59,9 +59,9 @@ class Fixed(FlowMatchEulerDiscreteScheduler):
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=count, default=200)
     p.add_argument("--k", type=int, default=3, help="evaluation seed index (0: the model card's prompts)")
     p.add_argument("--cut", type=float, default=0.6, help="the noise level A and B split at")
     p.add_argument("--schedules", nargs="+", default=["20", "40", "A", "B"])

@@ -22,7 +22,7 @@ import time
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import PROBE_FIELDS, CaptionProbe
 
@@ -35,11 +35,11 @@ def captions(n: int, seed: int, split: str = "train", phrasing: str = "train") -
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--weights", default=None, help="a weights folder (default: the shipped model)")
-    p.add_argument("--captions", type=int, default=6000)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--captions", type=count, default=6000)
+    p.add_argument("--steps", type=count, default=1500)
+    p.add_argument("--test", type=count, default=1000)
     args = parse(p)
     text = (sora_nb.load(args.weights) if args.weights else sora_nb.load()).backend.text
 

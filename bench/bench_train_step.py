@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import parse, parser, print_table, timed
+from _common import count, parse, parser, print_table, timed
 from sora_nb import train, world
 
 
@@ -59,15 +59,15 @@ def per_step(recipe: train.Recipe, cache: dict, warm: int, steps: int) -> float:
 
 
 def main() -> None:
-    p = parser(__doc__, repeats=1)
+    p = parser(__doc__)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--hidden", type=int, default=192)
-    p.add_argument("--depth", type=int, default=6)
-    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--batch", type=count, default=128)
+    p.add_argument("--hidden", type=count, default=192)
+    p.add_argument("--depth", type=count, default=6)
+    p.add_argument("--heads", type=count, default=6)
     p.add_argument("--warm", type=int, default=5)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--clips", type=int, default=2000, help="synthetic cache size (at least 1024)")
+    p.add_argument("--steps", type=count, default=10)
+    p.add_argument("--clips", type=count, default=2000, help="synthetic cache size (at least 1024)")
     p.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("F", "Y", "X"),
                    help="latent cells per token (the recipe's dit_patch); 1 4 4 gives a quarter of the tokens")
     p.add_argument("--bf16", choices=("auto", "true", "false", "both"), default="both",

@@ -13,6 +13,7 @@ import argparse
 import os
 import time
 
+from _common import count
 from sora_nb import world
 from sora_nb.world import vision
 
@@ -27,7 +28,7 @@ def timed(fn):
 def main() -> None:
     """Run the measurements and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200, help="clips per measurement (default 200)")
+    ap.add_argument("--n", type=count, default=200, help="clips per measurement (default 200)")
     n = ap.parse_args().n
     rows = []  # (measurement, wall figure, CPU figure, note)
 

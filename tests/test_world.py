@@ -69,6 +69,36 @@ def test_render_rejects_bad_arguments(kwargs, match):
         world.render("a red circle moving right", **kwargs)
 
 
+def test_labels_summaries_and_helpers_check_their_inputs():
+    """Complete labels are checked as a caption's are (they skipped the check: a bare KeyError, or a clip with
+    no object in it); summarize, against_bars, sample, caption and strip name a bad argument."""
+    from sora_nb.world.spec import Labels, ObjectLabel as O
+
+    for labels, match in ((Labels([O("square", "magenta", "right", "small", (0.3, 0.5))], "dark"), "colour must be one of"),
+                          (Labels([O("square", "white", "right", "small", (0.3, 0.5))], "light"), "contrast"),
+                          (Labels([O("circle", "red", "right", "large", (1.5, 0.5))], "dark"), r"start must be \(x, y\) fractions")):
+        with pytest.raises(ValueError, match=match):
+            world.render(labels)
+    df = world.evaluate(world.oracle(), n=2, seed=0)
+    with pytest.raises(TypeError, match="df must be a pandas DataFrame"):
+        world.summarize([{"colour": 1.0}])
+    with pytest.raises(ValueError, match="by must be one of df's columns"):
+        world.summarize(df, by="nope")
+    with pytest.raises(TypeError, match="bars must be a dict"):
+        world.against_bars(df, bars="colour")
+    with pytest.raises(ValueError, match=r"df\['colour'\] must hold shares in \[0, 1\]"):
+        world.against_bars(df.assign(colour=3.0))
+    assert len(list(world.sample(2, max_objects=np.int64(2)))) == 2
+    with pytest.raises(TypeError, match="n must be an int >= 0, got str"):
+        world.sample("2")
+    with pytest.raises(ValueError, match="rng must be a numpy Generator, a seed"):
+        world.caption(world.parse("a red circle moving right"), -1)
+    frames = world.render("a red circle moving right").frames
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        world.strip(frames, n=0)
+    assert world.strip(frames, n=3).shape == (64, 3 * 66 - 2, 3)
+
+
 def test_render_rejects_bad_types_and_impossible_scenes():
     with pytest.raises(TypeError, match="size"):
         world.render("a red circle moving right", size=64)

@@ -29,7 +29,7 @@ The world:
 * backgrounds: dark, light (never with a white object), navy, gradient;
 * occluder: one small object moving left or right passes behind a grey bar and comes out
   the other side ("... passing behind a grey bar"), to test object permanence;
-* durations 1 to 4 s, fps 4 to 30, any (width, height) from 32 to 256 px (64x64 and 96x64
+* durations 1 to 4 s, fps 6 to 30, any (width, height) from 40 to 256 px (64x64 and 96x64
   are the tested ones). Objects never overlap or leave the frame; when several do not fit,
   sizes the caption leaves open shrink to "small" (so crowded clips are mostly small objects),
   and `render` raises ValueError if even that fails.

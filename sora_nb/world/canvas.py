@@ -416,6 +416,7 @@ def render(caption, seed: int = 0, duration: float = 2.0, size: tuple = (64, 64)
 
     n_frames, w, h = spec.check_render_args(duration, size, fps, seed)
     if isinstance(caption, Labels):
+        spec.check_labels(caption)  # labels with every field set skip `complete`, which checks the rest
         clip = render_labels(caption, "", int(seed), n_frames, (w, h), fps)
         return dataclasses.replace(clip, caption=make_caption(clip.labels, np.random.default_rng(seed)))
     if not isinstance(caption, str):

@@ -309,6 +309,10 @@ def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train"
 
 def summarize(df, by: Optional[str] = None):
     """Mean of every dimension (NaN, i.e. not asked, skipped): a pandas Series, or a DataFrame by group."""
+    if not hasattr(df, "columns"):
+        raise TypeError(f"df must be a pandas DataFrame of evaluate()'s rows, got {type(df).__name__}")
+    if by is not None and by not in df.columns:
+        raise ValueError(f"by must be one of df's columns ({', '.join(map(str, df.columns))}), got {by!r}")
     dims = [c for c in (*DIMENSIONS, "overall") if c in df.columns]
     if by is None:
         out = df[dims].mean(skipna=True)
@@ -342,6 +346,9 @@ def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
     """
     import pandas as pd
 
+    if bars is not None and not isinstance(bars, dict):
+        raise TypeError(f"bars must be a dict of checks to bars in [0, 1], e.g. {{'colour': 0.95}}, got "
+                        f"{type(bars).__name__} {bars!r}")
     bars = dict(BARS if bars is None else bars)
     if not bars:
         raise ValueError("bars must name at least one check, e.g. {'colour': 0.95}")
@@ -360,6 +367,9 @@ def against_bars(df, bars: Optional[dict] = None, z: float = 1.96):
     rows = {}
     for check, bar in bars.items():
         values = df[check].dropna().to_numpy(dtype=float)
+        if ((values < 0) | (values > 1)).any():
+            raise ValueError(f"df[{check!r}] must hold shares in [0, 1] (evaluate()'s scores), got values from "
+                             f"{values.min():g} to {values.max():g}")
         n = len(values)
         if n == 0:
             rows[check] = dict(mean=math.nan, low=math.nan, high=math.nan, n=0, bar=float(bar), verdict="not asked")

@@ -174,7 +174,10 @@ def caption_with_templates(labels: Labels, rng: Union[np.random.Generator, int, 
                            mention_background: Optional[bool] = None) -> tuple:
     """Like `caption`, and also return the template name used for each object."""
     _check_phrasing(phrasing)
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    if not isinstance(rng, np.random.Generator):
+        if rng is not None and (isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0):
+            raise ValueError(f"rng must be a numpy Generator, a seed (an int >= 0) or None, got {rng!r}")
+        rng = np.random.default_rng(rng)
     if template is not None and template not in TEMPLATES:
         raise ValueError(f"template must be one of {', '.join(TEMPLATES)}; got {template!r}")
     pool = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES, "any": tuple(TEMPLATES)}[phrasing]

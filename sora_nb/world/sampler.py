@@ -85,13 +85,15 @@ def sample(n: int, seed: int = 0, split: str = "train", phrasing: str = "train",
     the module docstring). phrasing picks caption templates: "train", "heldout" or "any".
     Each clip can be re-rendered with ``render(clip.caption, seed=clip.seed, ...)``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int >= 0, got {type(n).__name__} {n!r}")
+    if n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if phrasing not in PHRASINGS:
         raise ValueError(f"phrasing must be one of {', '.join(PHRASINGS)}; got {phrasing!r}")
-    if isinstance(max_objects, bool) or not isinstance(max_objects, int) or not 1 <= max_objects <= spec.MAX_OBJECTS:
+    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) or not 1 <= max_objects <= spec.MAX_OBJECTS:
         raise ValueError(f"max_objects must be an int in [1, {spec.MAX_OBJECTS}], got {max_objects!r}")
     spec.check_render_args(duration, size, fps, seed)
     return _stream(n, seed, split, phrasing, duration, tuple(size), fps, max_objects)

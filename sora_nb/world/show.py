@@ -51,6 +51,12 @@ def show(clips, fps: int = 8, scale: int = 2):
 def strip(frames: np.ndarray, n: int = 4, gap: int = 2) -> np.ndarray:
     """n evenly spaced frames side by side as one (H, n * (W + gap) - gap, 3) image."""
     frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an int >= 1 (frames shown), got {n!r}")
+    if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+        raise ValueError(f"gap must be an int >= 0 (pixels between frames), got {gap!r}")
     idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
     h, w = frames.shape[1:3]
     out = np.full((h, n * (w + gap) - gap, 3), 255, np.uint8)

@@ -557,7 +557,8 @@ def analyse(frames) -> Scene:
 
 
 def as_frames(frames) -> np.ndarray:
-    """uint8 (T, H, W, 3) from an array (uint8, or float in [0, 1]) or anything with .frames."""
+    """uint8 (T, H, W, 3) from an array (uint8 or integers in [0, 255]; floats in [0, 1], clipped, or, when any
+    exceeds 1.5, in [0, 255]; NaN and infinite values are refused) or anything with .frames."""
     frames = getattr(frames, "frames", frames)
     if hasattr(frames, "detach"):  # a torch tensor
         frames = frames.detach().cpu().numpy()
@@ -565,8 +566,16 @@ def as_frames(frames) -> np.ndarray:
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 2:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= 2, got shape {arr.shape}")
     if arr.dtype != np.uint8:
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"frames must be uint8 in [0, 255] or floats in [0, 1], got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.integer):  # integers are 0..255, as uint8
+            return np.clip(arr, 0, 255).astype(np.uint8)
         arr = arr.astype(np.float32)
-        if arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise ValueError(f"frames must be finite: {bad} value{' is' if bad == 1 else 's are'} NaN or infinite")
+        # floats in [0, 1], a slight overshoot (a decoder's) clipped, or else in [0, 255]: one pixel at 1.001 used
+        # to move the whole clip to the 0..255 scale, where it reads as black
+        scale = 255.0 if arr.max() <= 1.5 else 1.0
+        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
     return arr
