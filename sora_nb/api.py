@@ -391,7 +391,7 @@ def generate(prompt: str, **kwargs: Any) -> Video:
 RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of"})
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
-SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "x0", "dtype")
+SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "x0", "dtype", "call_kwargs")
 
 
 def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | None = None,
@@ -401,10 +401,11 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
 
     The model is ``model`` when given (anything :func:`load` takes, or a :class:`Generator`); else the one the clip
     names: its weights folder (``params["model_info"]["folder"]``, for weights loaded from a folder other than
-    the shipped ones), else ``params["model"]`` (``"shapes"``, a diffusers repo id or folder, loaded in the
-    recorded ``dtype``). Before anything is drawn, the model's ``model_info`` is compared with the clip's (the
-    weights' sha256 for embedded models; the pipeline, scheduler, x0 rule and dtype for diffusers ones) and its
-    name with ``params["model"]``: other weights under the same name are refused, naming both, instead of
+    the shipped ones), else ``params["model"]`` (``"shapes"``, a diffusers repo id or folder, loaded with the
+    recorded ``dtype``, ``fps`` and ``call_kwargs``). Before anything is drawn, the model's ``model_info`` is
+    compared with the clip's (the weights' sha256 for embedded models; the pipeline, scheduler, x0 rule, dtype and
+    call_kwargs for diffusers ones), its fps and its name with ``params["model"]``: a model that would draw
+    another clip under the same name is refused, naming what differs, instead of
     drawing another clip. A clip made from an image (image-to-video) needs that ``image`` again; its sha256 is
     checked. ``trace`` (default: as recorded) and ``observers``/``cancel`` are :meth:`Generator.generate`'s.
 
@@ -442,8 +443,11 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
                 raise ValueError(f"clip was made by the weights in folder {info['folder']!r}, which is not there "
                                  "any more: pass model= the folder (or a Generator) with those weights")
             gen = load(info["folder"])
-        elif "pipeline" in info and info.get("dtype"):
-            gen = load(params["model"], dtype=info["dtype"])
+        elif "pipeline" in info and info.get("dtype"):  # a diffusers pipeline, with the options that shape a clip
+            options = {"dtype": info["dtype"], **({"fps": params["fps"]} if "fps" in params else {})}
+            if isinstance(info.get("call_kwargs"), dict):
+                options["call_kwargs"] = info["call_kwargs"]
+            gen = load(params["model"], **options)
         else:
             gen = load(params["model"])
     else:
@@ -453,6 +457,8 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
               if key in info and loaded.get(key) != info.get(key)]
     if gen.name != params["model"]:
         differ.insert(0, ("name", gen.name, params["model"]))
+    if "fps" in params and float(gen.limits.fps) != params["fps"]:
+        differ.append(("fps", float(gen.limits.fps), params["fps"]))
     if differ:
         said = "; ".join(f"{key} {now!r}, the clip's {then!r}" for key, now, then in differ)
         where = info.get("folder") or params["model"]

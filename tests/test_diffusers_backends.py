@@ -267,6 +267,16 @@ def test_load_a_saved_pipeline_folder(tmp_path):
     assert v.frames.shape == (9, 32, 32, 3)
     again = sora_nb.load(str(tmp_path / "ltx"), default_size=(32, 32), call_kwargs={"max_sequence_length": 16})
     assert again is gen  # cached per name and options
+    # reproduce loads the folder the clip names, with the options that shape a clip (dtype, fps, call_kwargs)
+    assert v.params["model_info"]["call_kwargs"] == {"max_sequence_length": 16}
+    np.testing.assert_array_equal(sora_nb.reproduce(v).frames, v.frames)
+    plain = sora_nb.load(tmp_path / "ltx", default_size=(32, 32))  # without the clip's call_kwargs
+    with pytest.raises(ValueError, match=r"not the model that made this clip \(call_kwargs None, the clip's "
+                                         r"\{'max_sequence_length': 16\}\)"):
+        sora_nb.reproduce(v, model=plain)
+    with pytest.raises(ValueError, match=r"fps 12.0, the clip's 25.0"):
+        sora_nb.reproduce(v, model=sora_nb.load(tmp_path / "ltx", default_size=(32, 32), fps=12,
+                                                call_kwargs={"max_sequence_length": 16}))
 
 
 def test_a_pipeline_folder_with_pickle_weights_is_refused(tmp_path):

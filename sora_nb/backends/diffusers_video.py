@@ -388,7 +388,8 @@ class DiffusersVideoBackend:
         return {"name": self.limits.name, "family": self.family.key, "pipeline": type(pipe).__name__,
                 "scheduler": type(pipe.scheduler).__name__, "x0": self.method,
                 "dtype": str(transformer.dtype).replace("torch.", ""), "device": str(pipe._execution_device),
-                "offload": self.offload or "", "vae_tiling": self.vae_tiling, "source": self.source}
+                "offload": self.offload or "", "vae_tiling": self.vae_tiling, "source": self.source,
+                **({"call_kwargs": _recordable(self.call_kwargs)} if self.call_kwargs else {})}
 
     def check(self, request: Request) -> None:
         """Before a run: the memory estimate against free CUDA memory (see :func:`check_memory`)."""
@@ -742,6 +743,18 @@ def _transformer(pipe: Any) -> Any:
 def _default_name(pipe: Any, family: Family) -> str:
     path = getattr(pipe, "name_or_path", None)
     return str(path) if path else f"{family.key} ({type(pipe).__name__})"
+
+
+def _recordable(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as params can hold them (JSON): each value as is when JSON takes it, else its repr."""
+    out = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+            out[str(key)] = value
+        except (TypeError, ValueError):
+            out[str(key)] = repr(value)
+    return out
 
 
 def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any] | None) -> dict[str, Any]:
