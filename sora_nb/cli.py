@@ -158,7 +158,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         same = (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), sora_nb.read_video(args.clip))
                 else ", frames DIFFER from the clip's (another machine or torch build?)")
     print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "
-          f"generated in {elapsed:.2f} s{same})")
+          f"made again in {elapsed:.2f} s, the model's load included{same})")
     return 0
 
 
