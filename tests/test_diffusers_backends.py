@@ -348,6 +348,16 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path, monkeyp
         with pytest.raises(ValueError, match=match):
             sora_nb.load(tmp_path / "ltx", default_size=(32, 32), **options)
     assert read == []  # refused before a weight was read
+    # offloading needs accelerate: said before the download (diffusers raised after it, at enable_*_offload)
+    import importlib.util
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "accelerate" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"offload='model' needs the accelerate package: pip install accelerate"):
+        sora_nb.load(tmp_path / "ltx", default_size=(32, 32), offload="model")
+    assert read == []
 
 
 def test_mochi_needs_two_steps():

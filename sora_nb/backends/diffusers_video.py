@@ -104,6 +104,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import json
 import math
@@ -843,8 +844,11 @@ def check_load_options(device: Any, dtype: Any, offload: Any, vae_tiling: Any,
     if out.get("call_kwargs") is not None and not isinstance(out["call_kwargs"], dict):
         raise TypeError(f"call_kwargs must be a dict of extra pipeline arguments, got {type(out['call_kwargs']).__name__}")
     device = None if device is None else _torch_device(device)
-    if offload is not None:  # offloading streams weights to an accelerator
+    if offload is not None:  # offloading streams weights to an accelerator, through accelerate's hooks
         _torch_device(device if device is not None else "cuda")
+        if importlib.util.find_spec("accelerate") is None:  # diffusers says so only after every weight is read
+            raise ImportError(f"offload={offload!r} needs the accelerate package: pip install accelerate (or "
+                              "pip install 'sora_nb[gpu]')")
     return device, None if dtype is None else _torch_dtype(dtype), out
 
 
