@@ -1985,9 +1985,11 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 # -- stage 5: export and evaluate -----------------------------------------------------------------
 def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
            cache: dict[str, Any], seconds: dict[str, float], done_before: Sequence[str] = (),
-           low: tuple[ShapesDiT, TextEncoder] | None = None) -> Path:
+           low: tuple[ShapesDiT, TextEncoder] | None = None, verifier: Any = None,
+           redraw_below: float | None = None) -> Path:
     """Write the weights folder with its manifest and model card; evaluate; return the folder. ``low``: a
-    low-noise expert for the steps at or below ``recipe.expert_switch``."""
+    low-noise expert for the steps at or below ``recipe.expert_switch``. ``verifier`` (a `ClipVerifier` reading
+    ``text``'s states) and its ``redraw_below`` floor: a rescored folder's own, kept (`rescore`)."""
     mean, std = latent_stats(cache, recipe.latent_norm)
     vae.register_to_config(latent_mean=mean, latent_std=std)
     clips = list(world.sample(16, seed=step_seed(recipe.seed, "cache", 0), split="train"))
@@ -2006,11 +2008,13 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
         info["layout_check"] = {"channels": [c - len(spec.SHAPES), c], "threshold": float(recipe.layout_threshold)}
         info["default_retries"] = int(recipe.sample_retries)
         info["redraw_share"] = list(recipe.sample_redraw_share)  # a tuple since Recipe's checks
+        if verifier is not None and redraw_below is not None:
+            info["redraw_below"] = float(redraw_below)
     folder = out / "weights"
     if folder.exists():
         shutil.rmtree(folder)
     scheduler_config = embedded.default_scheduler_config(recipe.sample_shift)
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
     from .api import Generator
 
     t0 = time.perf_counter()
@@ -2035,7 +2039,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds, "guidance": info["default_guidance"],
                                                     "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
                                                    indent=1))
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low)
+    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
     return folder
 
 
@@ -2053,9 +2057,16 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
         if decoder and recipe.dec_steps < 1:
             raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
+        try:  # an absent accelerator fails now, not after the caches' minutes
+            torch.empty(0, device=recipe.device)
+        except (RuntimeError, AssertionError) as e:
+            raise ValueError(f"device {recipe.device!r} is not usable on this machine: {e}") from None
         if dit and recipe.ft_steps < 1:
             raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
         be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
+        if decoder and recipe.dec_blocks < be.vae.config.decoder_blocks:
+            raise ValueError(f"dec_blocks must be >= the folder's decoder's {be.vae.config.decoder_blocks} blocks (a "
+                             f"decoder is deepened, never cut), got {recipe.dec_blocks}")
         if be.low is not None and not recipe.expert_switch:
             raise ValueError(f"{str(weights)!r} has a low-noise expert: expert_switch must stay in (0, 1), got 0")
         if recipe.expert_switch and not dit and be.low is None:
@@ -2122,7 +2133,11 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
         if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
-    return export(recipe, out, world, vae, dit_net, text, cache, seconds, low=low)
+    # the folder's verifier reads its main text encoder's states: kept (with its redraw floor) while that encoder is
+    # the same and the latent's channels are (a plain rescore, a decoder stage, a low-noise expert's fine-tune)
+    keep = be.verifier is not None and text is be.text
+    return export(recipe, out, world, vae, dit_net, text, cache, seconds, low=low,
+                  verifier=be.verifier if keep else None, redraw_below=be.redraw_below if keep else None)
 
 
 def logged_seconds(out: Path, stage: str) -> float:
@@ -2299,7 +2314,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
     """Command line entry point (``prog``: the name its usage and errors give)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/shapes", help="run folder (checkpoints, log, weights)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="the run's seed (default 0; a rescore keeps its folder's)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run of the preset (tests, notebooks)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a full run's recipe before --set: course (the "
                         "default: the shipped architecture in an hour's training) or plain (the dataclass defaults)")
@@ -2327,6 +2342,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
         if key not in known:
             parser.error(f"--set {item}: unknown field {key!r}; the recipe's fields are sora_nb.train.Recipe's "
                          f"(docs/TRAINING.md)")
+        if key == "seed":
+            parser.error("--set seed=N: the run's seed is --seed N")
         try:
             overrides[key] = json.loads(value)
         except ValueError:
@@ -2342,6 +2359,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
     if args.rescore:
         from . import world
 
+        if args.seed is not None:
+            parser.error("--seed goes with a full run; a rescore keeps its folder's recorded seed")
         try:  # rescore checks its inputs (`rescore_inputs`) before any work
             folder = rescore(args.rescore, out, world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
         except RefusedInput as err:
@@ -2353,7 +2372,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
     if args.tune_dit:
         parser.error("--tune-dit goes with --rescore WEIGHTS (a full run trains its DiT; init_from starts it from a folder)")
     try:
-        recipe = Recipe(seed=args.seed, **overrides)
+        recipe = Recipe(seed=0 if args.seed is None else args.seed, **overrides)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     if recipe.expert_switch:

@@ -269,6 +269,60 @@ def test_default_guidance_comes_from_the_weights(tiny_run):
     assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["shift"] == 6.0
 
 
+def test_rescore_keeps_the_folders_verifier_and_its_redraw_floor(tiny_run, tmp_path):
+    """A rescore exported the networks but not verifier/ nor the manifest's redraw_below, so a rescore of the
+    shipped folder was scored (and exported) without its verifier's redraws or best_of."""
+    import shutil
+
+    from sora_nb.backends import embedded
+    from sora_nb.models.verifier import ClipVerifier
+
+    folder = tmp_path / "wv"
+    shutil.copytree(tiny_run / "weights", folder)
+    be = embedded.load_folder(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        verifier = ClipVerifier(latent_channels=be.vae.config.latent_channels, text_dim=be.text.width)
+    info = {k: v for k, v in be.info.items() if k != "weights_sha256"}
+    if "layout_check" in info:
+        info["redraw_below"] = -8.0
+    embedded.save_folder(folder, be.vae, be.dit, be.text, be.scheduler_config, be.latent_rgb.numpy(), info, be.low,
+                         verifier)
+    assert train.main(["--rescore", str(folder), "--set", "sample_shift=3", "--out", str(tmp_path / "re")]) == 0
+    before = json.loads((folder / "manifest.json").read_text())
+    after = json.loads((tmp_path / "re" / "weights" / "manifest.json").read_text())
+    kept = [f for f in before["files"] if f.startswith("verifier/")]
+    assert kept and all(after["files"].get(f) == before["files"][f] for f in kept)
+    assert after.get("redraw_below") == info.get("redraw_below")
+    assert sora_nb.load(tmp_path / "re" / "weights").backend.verifier is not None
+
+
+def test_seed_and_rescore_inputs_are_usage_errors(tiny_run, tmp_path, capsys, monkeypatch):
+    """`--set seed=N` failed with "got multiple values for keyword argument 'seed'"; `--seed` was silently ignored
+    by a rescore; a rescore's decoder cut below the folder's blocks, or a device the machine lacks, failed with a
+    traceback after work had begun. Each is now one usage line, and nothing is written."""
+    from sora_nb.backends import embedded
+
+    folder = tiny_run / "weights"
+    shipped = embedded.WEIGHTS_DIR  # its decoder has 5 blocks
+    blocks = sora_nb.load("shapes").backend.vae.config.decoder_blocks
+    assert blocks == 5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, message in ((["--out", str(tmp_path / "a"), "--set", "seed=3"], "--set seed=N: the run's seed is --seed N"),
+                          (["--rescore", str(folder), "--seed", "3", "--out", str(tmp_path / "b")],
+                           "--seed goes with a full run; a rescore keeps its folder's recorded seed"),
+                          (["--rescore", str(shipped), "--tune-decoder", "--set", "dec_steps=2", f"dec_blocks={blocks - 1}",
+                            "--out", str(tmp_path / "c")], f"dec_blocks must be >= the folder's decoder's {blocks} blocks"),
+                          (["--rescore", str(folder), "--tune-dit", "--set", "ft_steps=2", 'device="cuda"',
+                            "--out", str(tmp_path / "d")], "device 'cuda' is not usable on this machine")):
+        with pytest.raises(SystemExit) as exit_:
+            train.main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1], (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_rescore_keeps_the_networks_and_changes_the_sampler(tiny_run, tmp_path):
     """--rescore: the same networks (byte for byte), scored again under a changed sampler setting."""
     folder = tiny_run / "weights"
