@@ -114,17 +114,44 @@ def main() -> int:
     parser.add_argument("--worker", nargs=2, metavar=("FOLDER", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export:
+        for path in (args.base / "vae_final", args.export / "recipe.json", args.export / "dit_final",
+                     args.export.parent / "shared" / "latent_stats.json"):
+            if not path.exists():
+                parser.error(f"--export {args.export}: {path} is missing (a variant folder of a finished GPU run, "
+                             f"beside its shared/, and --base with vae_final/)")
         export_variant(args.base, args.export)
         return 0
     if args.worker:
         train_variant(Path(args.worker[0]), json.loads(args.worker[1]))
         return 0
     t0 = time.perf_counter()
-    common = json.loads(args.set)
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be > 0 (the wall budget), got {args.seconds:g}")
+    for path in (args.base / "vae_final", args.base / "text_final"):
+        if not path.is_dir():
+            parser.error(f"--base {args.base}: {path} is missing (the shipped autoencoder and text encoder)")
+
+    def parsed(option: str, text: str) -> dict:
+        """A JSON object of Recipe fields, checked now, before the cache's minutes."""
+        try:
+            value = json.loads(text)
+        except ValueError:
+            parser.error(f"{option}: expected a JSON object of recipe fields, got {text!r}")
+        if not isinstance(value, dict):
+            parser.error(f"{option}: expected a JSON object of recipe fields, got {text!r}")
+        return value
+
+    common = parsed("--set", args.set)
+    variants = [(name, parsed(f"--variant {name}", text)) for name, text in (args.variant or [("a", "{}")])]
+    for name, overrides in variants:
+        try:
+            recipe_for({**common, **overrides})
+        except (TypeError, ValueError) as err:
+            parser.error(f"--variant {name}: {err}")
     shared = args.out / "shared"
     build_shared(args.base, shared, common)
     procs = {}
-    for name, overrides in args.variant or [("a", "{}")]:
+    for name, overrides in variants:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
         for sub in ("vae_final", "cache"):
@@ -133,7 +160,7 @@ def main() -> int:
         if not (folder / "text_final").exists():
             shutil.copytree(args.base / "text_final", folder / "text_final")
         budget = max(60.0, args.seconds - (time.perf_counter() - t0) - 45)  # 45 s: start-up and saving
-        fields = {**common, **json.loads(overrides), "dit_seconds": budget}
+        fields = {**common, **overrides, "dit_seconds": budget}
         with open(folder / "stdout.log", "w") as log:  # the child keeps its own handle
             procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", str(folder), json.dumps(fields)],
                                            stdout=log, stderr=subprocess.STDOUT)

@@ -193,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=6000)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (an integer >= 1)")
     args = p.parse_args(argv)
+    for name in ("clips", "steps", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be an integer >= 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     try:
         train(args.out, args.weights, args.clips, args.steps, args.seed, log=lambda s: print(s, flush=True))

@@ -279,8 +279,24 @@ def main() -> int:
     elif args.pack:
         pack(args.pack)
     elif args.run:
-        run(args.run, args.minilm, args.seconds, [(n, json.loads(v)) for n, v in args.variant] or [("b128", {})],
-            args.workers, args.dest, args.device, args.cache, args.total)
+        if args.seconds <= 0 or args.total < 0:
+            parser.error(f"--seconds must be > 0 and --total >= 0, got {args.seconds:g} and {args.total:g}")
+        if args.workers < 1:
+            parser.error(f"--workers must be an integer >= 1, got {args.workers}")
+        if not args.minilm.exists():
+            parser.error(f"--minilm {args.minilm}: missing (write it with --pack DIR first)")
+        variants = []
+        for name, text in args.variant or [("b128", "{}")]:
+            try:
+                fields = json.loads(text)
+                if not isinstance(fields, dict):
+                    raise ValueError("not a JSON object")
+                # checked now, not in a child after the cache's minutes
+                shipped_recipe(recipe_overrides(args.seconds, args.workers, fields, args.device, args.cache))
+            except (TypeError, ValueError) as err:
+                parser.error(f"--variant {name}: {err} (a JSON object of recipe fields, got {text!r})")
+            variants.append((name, fields))
+        run(args.run, args.minilm, args.seconds, variants, args.workers, args.dest, args.device, args.cache, args.total)
     else:
         parser.error("give --pack DIR or --run ROOT")
     return 0

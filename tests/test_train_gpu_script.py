@@ -66,3 +66,24 @@ def test_gpu_script_trains_a_variant_and_exports_it_on_the_cpu(tmp_path):
     video = sora_nb.load(str(folder)).generate("a red circle moving right", seed=1, steps=3)
     assert video.frames.shape == (16, 64, 64, 3) and video.frames.dtype == np.uint8
     assert video.trace["x0"].shape == (3, 4, 16, 32, 32)  # (steps, latent frames, channels, 64/2, 64/2)
+
+
+def test_bad_arguments_are_usage_errors_before_any_work(tmp_path):
+    """Bad JSON, a variant's bad field, a missing --base or --export folder and a budget <= 0 are one usage line
+    (exit 2) before the cache is built; they were tracebacks, some only after the cache's minutes."""
+    base = tmp_path / "base"
+    (base / "vae_final").mkdir(parents=True)
+    (base / "text_final").mkdir()
+    out = tmp_path / "gpu"
+    for args, message in ((["--set", "{bad"], "--set: expected a JSON object of recipe fields"),
+                          (["--variant", "a", '{"dit_lr": -1}'], "--variant a: dit_lr must be"),
+                          (["--variant", "a", "[1]"], "--variant a: expected a JSON object"),
+                          (["--seconds", "-5"], "--seconds must be > 0"),
+                          (["--base", tmp_path / "none"], "vae_final is missing"),
+                          (["--export", tmp_path / "none"], "is missing (a variant folder of a finished GPU run")):
+        full = ["--base", base, "--out", out, *args] if "--base" not in args else ["--out", out, *args]
+        done = subprocess.run([sys.executable, str(SCRIPT), *map(str, full)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
+        assert message in done.stderr, (args, done.stderr[-500:])
+    assert not out.exists()

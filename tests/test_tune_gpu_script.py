@@ -94,3 +94,21 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
     assert all(torch.equal(v, tuned.vae.state_dict()[k]) for k, v in shipped.vae.state_dict().items())
     recipe = json.loads((back / "v" / "weights" / "scores.json").read_text())["recipe"]
     assert (recipe["ft_steps"], recipe["ft_chain"], recipe["dit_batch"]) == (ran, 20, 4)
+
+
+def test_bad_arguments_are_usage_errors_before_the_cache(tmp_path):
+    """A variant's bad JSON or field, --workers 0, a budget <= 0 and a missing packed encoder are one usage line
+    (exit 2) before anything is built; they were tracebacks, a bad field only in a child after the cache."""
+    minilm = tmp_path / "minilm"
+    minilm.mkdir()
+    root = tmp_path / "run"
+    for args, message in ((["--minilm", tmp_path / "none"], "--minilm"),
+                          (["--minilm", minilm, "--variant", "x", "{bad"], "--variant x:"),
+                          (["--minilm", minilm, "--variant", "x", '{"ft_lr": -1}'], "--variant x: ft_lr must be"),
+                          (["--minilm", minilm, "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+                          (["--minilm", minilm, "--seconds", "-5"], "--seconds must be > 0")):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--run", str(root), *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
+        assert message in done.stderr, (args, done.stderr[-500:])
+    assert not root.exists()

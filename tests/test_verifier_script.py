@@ -116,4 +116,7 @@ def test_train_writes_a_loadable_verifier_the_same_per_seed_and_refuses_bad_argu
         tv.train(tmp_path / "c", clips=64, steps=0)
     assert tv.main([str(a), "--clips", "64", "--steps", "1"]) == 2
     assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # was torch's RuntimeError traceback
+        tv.main([str(tmp_path / "c"), "--threads", "0"])
+    assert exit_.value.code == 2 and "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
