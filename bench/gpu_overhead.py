@@ -128,7 +128,8 @@ def main() -> None:
     def sora_denoise():
         """The sampler's loop with the trace recorder, without the decode."""
         rec = TraceRecorder(gen.backend.preview)
-        rec.on_start(RunInfo(request=request, num_frames=frames, fps=gen.limits.fps, model=gen.backend.describe()))
+        rec.on_start(RunInfo(request=request, num_frames=frames, fps=gen.limits.fps, model=gen.backend.describe(),
+                             limits=gen.limits))
         ev = None
         for ev in gen.backend.denoise(request, torch.Generator().manual_seed(0)):
             rec.on_step(ev)

@@ -412,6 +412,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     The clip returned has the same frames on the same machine (same torch build and threads). A clip picked by
     ``best_of`` is drawn again from its own seed (``params["seed"]``), so its params have no ``best_of`` entry;
     one that was redrawn (``retries``) redraws the same way."""
+    from . import __version__
     from .media import read_params
     from .request import describe_image
 
@@ -429,7 +430,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
                          f"sora_nb.generate records them); got keys {', '.join(sorted(map(str, params))) or 'none'}")
     unknown = sorted(set(params) - REQUEST_FIELDS - RECORDED_ONLY)
     if unknown:
-        raise ValueError(f"clip's params hold keys this sora_nb ({_version()}) does not know: {', '.join(unknown)} "
+        raise ValueError(f"clip's params hold keys this sora_nb ({__version__}) does not know: {', '.join(unknown)} "
                          f"(written by sora_nb {params.get('sora_nb_version', '?')})")
     info = params.get("model_info") or {}
     if not isinstance(info, dict):
@@ -477,9 +478,3 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
         raise ValueError(f"image is not the one that made this clip: {describe_image(request.image)}, the clip's "
                          f"{recorded_image or 'none (a text-to-video clip)'}")
     return gen.run(request, observers=observers, cancel=cancel)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

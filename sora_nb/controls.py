@@ -290,9 +290,8 @@ class Controls:
         self._pending: _Job | None = None
         self._current: _Job | None = None
         self._timer: threading.Timer | None = None
-        self._timer_token = 0
         self._submitting = 0                     # changes between their timer and the queue
-        self._epoch = 0                          # every change, Stop and restore: a submit older than it is dropped
+        self._epoch = 0                          # every change, Stop and restore: an older timer or submit is dropped
         self._t_change = 0.0
         self._quiet = 0
         self._closed = False
@@ -307,13 +306,17 @@ class Controls:
     def _initial_values(self, initial: dict[str, Any]) -> dict[str, Any]:
         """Initial control values: the API defaults, overridden by ``initial``, validated like the API."""
         values = self._normalise(initial)
-        lim = self.generator.limits
-        merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0,
-                  "duration": min(2.0, lim.max_duration),
-                  "guidance": lim.default_guidance, "eta": lim.default_eta, "steps": 20,
-                  "size": tuple(lim.default_size), **values}
+        defaults = self._model_defaults()
+        merged = {"prompt": "a red circle moving right", "negative_prompt": "", "seed": 0, "steps": 20,
+                  **{k: defaults[k] for k in ("duration", "guidance", "eta", "size")}, **values}
         self.generator.request(merged["prompt"], **self._request_kwargs(merged))  # raises like generate()
         return merged
+
+    def _model_defaults(self) -> dict[str, Any]:
+        """The values ``generate`` takes for a keyword given as None (and the panel starts from)."""
+        lim = self.generator.limits
+        return {"duration": min(2.0, lim.max_duration), "guidance": lim.default_guidance, "eta": lim.default_eta,
+                "width": lim.default_size[0], "height": lim.default_size[1], "size": tuple(lim.default_size)}
 
     def _normalise(self, values: dict[str, Any]) -> dict[str, Any]:
         """Map keyword values onto control names (``width``/``height`` -> ``size``); TypeError if unknown."""
@@ -322,10 +325,7 @@ class Controls:
         if unknown:
             raise TypeError(f"unknown control(s): {', '.join(sorted(unknown))}; the controls are "
                             f"{', '.join(CONTROL_NAMES)} (or width and height)")
-        lim = self.generator.limits
-        defaults = {"duration": min(2.0, lim.max_duration), "guidance": lim.default_guidance, "eta": lim.default_eta,
-                    "width": lim.default_size[0], "height": lim.default_size[1], "size": tuple(lim.default_size)}
-        for name, default in defaults.items():  # as generate(duration=None, ...): the model's default
+        for name, default in self._model_defaults().items():  # as generate(duration=None, ...): the model's default
             if name in values and values[name] is None:
                 values[name] = default
         if "width" in values or "height" in values:
@@ -520,9 +520,8 @@ class Controls:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._timer_token += 1
             if delay > 0:
-                token = self._timer_token
+                token = self._epoch
                 self._timer = threading.Timer(delay, self._fire, args=(token,))
                 self._timer.daemon = True
                 self._timer.start()
@@ -532,7 +531,7 @@ class Controls:
 
     def _fire(self, token: int) -> None:
         with self._cond:
-            if token != self._timer_token or self._timer is None:
+            if token != self._epoch or self._timer is None:
                 return  # superseded by a later change
             self._timer = None
             self._submitting += 1
@@ -761,7 +760,6 @@ class Controls:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-                self._timer_token += 1
             self._cancel_locked("stop")
 
     def restore(self, index: int) -> Video:
@@ -778,7 +776,6 @@ class Controls:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-                    self._timer_token += 1
                 self._cancel_locked("superseded")
             entry = self._entries[index]
             p = entry.video.params

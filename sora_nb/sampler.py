@@ -53,7 +53,7 @@ class RunInfo:
     num_frames: int                 # video frames that will be decoded
     fps: float
     model: dict[str, Any]           # backend.describe()
-    limits: Limits | None = None    # the model's limits (frame rules: which video frames a latent frame holds)
+    limits: Limits                  # the model's (frame rules: which video frames a latent frame holds)
 
 
 class Observer(Protocol):

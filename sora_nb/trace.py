@@ -411,10 +411,7 @@ class TraceRecorder:
         rows = self._rows
         latent = np.stack([r["latent"] for r in rows])  # (S, F, C, y, x)
         n_frames = latent.shape[1]
-        if info.limits is not None:
-            starts = np.array([info.limits.latent_frame_start(k) for k in range(n_frames)], dtype=np.float64)
-        else:  # a RunInfo made by hand, without the model's limits: the frames spread evenly
-            starts = np.arange(n_frames) * (info.num_frames / n_frames if n_frames else 1.0)
+        starts = np.array([info.limits.latent_frame_start(k) for k in range(n_frames)], dtype=np.float64)
         ds = xr.Dataset(
             data_vars={
                 "latent": (("step", "frame", "channel", "y", "x"), latent,

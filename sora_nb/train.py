@@ -2043,6 +2043,14 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     return folder
 
 
+def check_device(device: str) -> None:
+    """ValueError naming ``device`` if torch cannot place a tensor on it (no CUDA here, say)."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device {device!r} is not usable on this machine: {e}") from None
+
+
 def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decoder: bool, dit: bool
                    ) -> tuple[dict[str, Any], "Recipe", embedded.EmbeddedBackend]:
     """`rescore`'s checks, before any work: the folder's prior scores, its recipe with ``overrides``, and the
@@ -2057,10 +2065,7 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
         if decoder and recipe.dec_steps < 1:
             raise ValueError(f"the decoder stage needs dec_steps >= 1 (e.g. --set dec_steps=900), got {recipe.dec_steps}")
-        try:  # an absent accelerator fails now, not after the caches' minutes
-            torch.empty(0, device=recipe.device)
-        except (RuntimeError, AssertionError) as e:
-            raise ValueError(f"device {recipe.device!r} is not usable on this machine: {e}") from None
+        check_device(recipe.device)  # an absent accelerator fails now, not after the caches' minutes
         if dit and recipe.ft_steps < 1:
             raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
         be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
@@ -2386,9 +2391,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
                      f"candidate, the guidance its teacher samples at; got ft_steps {recipe.ft_steps}, "
                      f"guidance_candidates {list(recipe.guidance_candidates)}")
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
-        torch.empty(0, device=recipe.device)
-    except (RuntimeError, AssertionError) as e:
-        raise SystemExit(f"device {recipe.device!r} is not usable on this machine: {e}") from None
+        check_device(recipe.device)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     try:
         check_same_recipe(out, recipe)
         out.mkdir(parents=True, exist_ok=True)
