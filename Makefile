@@ -6,20 +6,33 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SPEC := $(VENV)/.torch-spec
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lab bench browser-deps clean
+.PHONY: install demo test lab bench browser-deps clean FORCE
 
 install: $(STAMP)
 
-# torch first, pinned (a CPU wheel here); an open range would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# torch first, pinned, and a CPU build: PyPI's Linux torch is a CUDA build of several GB. The CPU wheel is taken
+# from pip's find-links when the machine keeps one there (this project's machines do), else from PyTorch's CPU
+# index (TORCH_INDEX), else, with a warning, from PyPI. Changing TORCH_SPEC reinstalls (the spec is recorded in
+# $(SPEC)); a venv that lost its pip (a failed `python -m venv`) is made again.
+$(SPEC): FORCE
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } || { \
+	  echo "could not create $(VENV) with $(PYTHON) -m venv (on Debian or Ubuntu: apt install python3-venv)"; exit 1; }
+	@echo "$(TORCH_SPEC)" | cmp -s - $@ || echo "$(TORCH_SPEC)" > $@
+
+$(STAMP): pyproject.toml $(SPEC)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-deps --no-index "$(TORCH_SPEC)" 2>/dev/null \
+	  || $(PY) -m pip install -q --no-deps --timeout 30 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)" \
+	  || { echo "warning: no CPU build of $(TORCH_SPEC) found locally or at $(TORCH_INDEX); taking PyPI's"; \
+	       $(PY) -m pip install -q --no-deps "$(TORCH_SPEC)"; }
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sora_nb)" >/dev/null

@@ -42,8 +42,12 @@ def as_trait(check, value: object):
 def _read(name: str) -> str:
     try:
         return resources.files("sora_nb._frontend").joinpath(name).read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):  # running from a source checkout, not installed
-        return (Path(__file__).resolve().parent.parent / "widgets" / name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        source = Path(__file__).resolve().parent.parent / "widgets" / name  # a source checkout, not installed
+        if source.is_file():
+            return source.read_text(encoding="utf-8")
+        raise FileNotFoundError(f"the widget module {name!r} is missing from the installed package "
+                                f"(sora_nb/_frontend/{name}); reinstall sora_nb") from None
 
 
 def read_module(name: str) -> str:

@@ -6,13 +6,20 @@ are shipped as package data only until setuptools stops doing that: the embedded
 a user's ``pip install``.
 """
 
+import hashlib
+import json
+import os
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sora_nb"
@@ -81,3 +88,27 @@ def test_the_wheel_ships_the_model_and_setuptools_ignores_nothing(tmp_path):
         for f in shipped:  # byte for byte: the manifest's sha256 checks them at load
             assert z.read(f) == (ROOT / f).read_bytes(), f
     assert {"sora_nb/__init__.py", "sora_nb/models/__init__.py", "sora_nb/_frontend/README.md"} <= names
+    # every front-end module of widgets/ ships as sora_nb/_frontend/<name>
+    modules = sorted(p.name for p in (ROOT / "widgets").iterdir() if p.suffix in (".js", ".css"))
+    assert "_common.js" in modules and sorted(f"sora_nb/_frontend/{m}" for m in modules if
+                                              f"sora_nb/_frontend/{m}" not in names) == []
+    # installed from the wheel alone (no source tree beside it), the package imports, finds its widget modules
+    # and its weights, and declares its console script
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target",
+                              str(site), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, (install.stdout + install.stderr)[-3000:]
+    probe = ("import sys, sora_nb\n"
+             "from sora_nb.frontend import read_module\n"
+             f"assert sora_nb.__file__.startswith({str(site)!r}), sora_nb.__file__\n"
+             f"for m in {[m for m in modules if m.endswith('.js') and m != '_common.js']!r}:\n"
+             "    assert 'export default' in read_module(m), m\n"
+             "gen = sora_nb.load('shapes')\n"
+             "print(gen.backend.describe()['weights_sha256'])\n")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    files = json.loads((PACKAGE / "weights" / "shapes" / "manifest.json").read_text())["files"]
+    assert run.stdout.split()[-1] == hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    (entry_points,) = site.glob("sora_nb-*.dist-info/entry_points.txt")
+    assert "sora-nb = sora_nb.cli:main" in entry_points.read_text()
