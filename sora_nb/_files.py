@@ -36,7 +36,8 @@ def atomic_file(target: Path, *, suffix: str | None = None, name: Path | None = 
     its ``OSError`` naming ``name`` (default ``target``), the file asked for, not the temporary one."""
     mode = file_mode(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix if suffix is None else suffix,
+        stem = target.stem.encode()[:180].decode(errors="ignore")  # a name near the 255-byte limit still fits
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=target.suffix if suffix is None else suffix,
                                    dir=target.parent)
     except OSError as err:
         raise type(err)(err.errno, f"cannot write {str(name or target)!r}: {err.strerror}") from err

@@ -422,6 +422,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
         params = clip
     elif isinstance(clip, (str, os.PathLike)):
         params = read_params(clip)
+        if not params:
+            raise ValueError(f"clip {os.fspath(clip)!r} carries no sora_nb params: reproduce reads an mp4 or webm "
+                             "written by sora_nb (a .gif carries none)")
     else:
         raise TypeError(f"clip must be a Video, its params dict or the path of a saved mp4/webm clip, got "
                         f"{type(clip).__name__}")
@@ -440,6 +443,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
             raise ValueError(f"clip was made by a diffusers pipeline object ({params['model']!r}), which cannot be "
                              "loaded by name: pass model= that pipeline (or a Generator over it)")
         if info.get("folder"):
+            if not isinstance(info["folder"], str):
+                raise TypeError(f"clip's params['model_info']['folder'] must be a str (a weights folder), got "
+                                f"{type(info['folder']).__name__}")
             if not Path(info["folder"]).is_dir():
                 raise ValueError(f"clip was made by the weights in folder {info['folder']!r}, which is not there "
                                  "any more: pass model= the folder (or a Generator) with those weights")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,14 +38,18 @@ def _number(kind: type):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sora-nb`` argument parser."""
+    from sora_nb import __version__
+
     parser = _Parser(prog="sora-nb", description="Explore text-to-video diffusion transformers.")
+    parser.add_argument("--version", action="version", version=f"sora-nb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     gen = sub.add_parser("generate", help="generate a clip and write it to a video file",
                          description="Generate a clip from a prompt and write it (mp4/webm/gif by extension). "
                                      "The mp4 and webm carry every parameter as JSON metadata.")
     gen.add_argument("prompt", help='what to draw, e.g. "a red circle moving right" (1 to 400 characters)')
     gen.add_argument("-o", "--output", default="clip.mp4",
-                     help="output file; .mp4, .webm or .gif; its folder must exist (default: clip.mp4)")
+                     help="output file; .mp4, .webm or .gif; its folder must exist; a file of that name is replaced once "
+                          "the new one is complete (default: clip.mp4)")
     gen.add_argument("--seed", type=_number(int), default=0,
                      help="integer seed in [0, 2^63-1]; same seed and options give the same clip (default: 0)")
     gen.add_argument("--duration", type=_number(float), default=2.0,
@@ -81,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "write it. Same machine, same frames.")
     again.add_argument("clip", help="an mp4 or webm written by sora-nb (or Video.save)")
     again.add_argument("-o", "--output", required=True,
-                       help="output file; .mp4, .webm or .gif; its folder must exist")
+                       help="output file; .mp4, .webm or .gif; its folder must exist; not the clip itself; a "
+                            "file of that name is replaced once the new one is complete")
     again.add_argument("--model", default=None,
                        help="the model or weights folder to draw it with (default: the one the clip records)")
     sub.add_parser("models", help="list the model names sora-nb knows")
@@ -94,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Validate everything first, generate, write atomically, print where."""
     import sora_nb
-    from sora_nb.media import check_output_path
-
     from sora_nb.api import MAX_CANDIDATES
+    from sora_nb.media import check_output_path, ffmpeg_exe
 
     out = check_output_path(args.output)
+    ffmpeg_exe()  # before the model runs, not after
     if not 1 <= args.best_of <= MAX_CANDIDATES:
         raise ValueError(f"--best-of must be an integer in [1, {MAX_CANDIDATES}], got {args.best_of}")
     if args.accept is not None and args.best_of < 2:
@@ -145,18 +151,26 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     import numpy as np
 
     import sora_nb
-    from sora_nb.media import check_output_path
+    from sora_nb.media import check_input_path, check_output_path, ffmpeg_exe
 
+    clip = check_input_path(args.clip)
     out = check_output_path(args.output)
+    if out.exists() and os.path.samefile(out, clip):
+        raise ValueError(f"--output {str(out)!r} is the clip itself: write the new clip to another name, so the "
+                         "two can be compared")
+    ffmpeg_exe()
     start = time.perf_counter()
-    video = sora_nb.reproduce(args.clip, model=args.model, trace=False)
+    video = sora_nb.reproduce(clip, model=args.model, trace=False)
     elapsed = time.perf_counter() - start
-    path = video.save(out)
-    t, h, w, _ = video.frames.shape
     same = ""
-    if path.suffix.lower() == Path(args.clip).suffix.lower():  # one codec: equal frames encode equally
-        same = (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), sora_nb.read_video(args.clip))
+    if out.suffix.lower() == clip.suffix.lower():  # one codec: equal frames encode equally
+        before = sora_nb.read_video(clip)
+        path = video.save(out)
+        same = (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), before)
                 else ", frames DIFFER from the clip's (another machine or torch build?)")
+    else:
+        path = video.save(out)
+    t, h, w, _ = video.frames.shape
     print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "
           f"made again in {elapsed:.2f} s, the model's load included{same})")
     return 0

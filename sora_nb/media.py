@@ -22,7 +22,11 @@ from ._checks import check_float, check_path
 from ._files import atomic_file
 
 VIDEO_FORMATS = {".mp4": "h264", ".webm": "vp9", ".gif": "gif"}
+MIN_FPS = 0.1        # ffmpeg's mp4 muxer fails below ~1e-5 fps and webm reads back as 0 fps
 MAX_FPS = 240.0
+MAX_GIF_FPS = 50.0   # GIF stores delays in hundredths of a second and browsers slow delays under 2/100 s
+MAX_PARAMS_BYTES = 64 * 1024  # the JSON of params in a file's metadata (ffmpeg takes it on its command line)
+MAX_HTML_MB = 16.0   # inline clips larger than this are not embedded in a notebook (filmstrip() or save())
 
 
 class FFmpegNotFoundError(RuntimeError):
@@ -59,14 +63,17 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise ValueError(f"path: folder {str(p.parent)!r} does not exist (create it first)")
     if p.is_dir():
         raise ValueError(f"path {str(p)!r} is a folder, not a file name")
+    if p.is_symlink() and Path(os.path.realpath(p)).suffix.lower() != p.suffix.lower():
+        raise ValueError(f"path {str(p)!r} is a link to {os.path.realpath(p)!r}, which does not end in "
+                         f"{p.suffix}: write to the file itself or to another name")
     if not os.access(p.parent, os.W_OK | os.X_OK):
         raise ValueError(f"path: folder {str(p.parent)!r} is not writable (choose another folder)")
     return p
 
 
 def check_fps(fps: Any, unit: str = "") -> float:
-    """Frames per second of a clip (or a player's speed, with its ``unit``): a number in (0, 240]."""
-    return check_float("fps", fps, 0.0, MAX_FPS, lo_open=True, unit=unit)
+    """Frames per second of a clip (or a player's speed, with its ``unit``): a number in [0.1, 240]."""
+    return check_float("fps", fps, MIN_FPS, MAX_FPS, unit=unit)
 
 
 def check_input_path(path: Any) -> Path:
@@ -80,9 +87,39 @@ def check_input_path(path: Any) -> Path:
 def check_frames(frames: Any) -> np.ndarray:
     """uint8 frames of shape (T, H, W, 3)."""
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"frames must be uint8 of shape (T, H, W, 3) with T >= 1; got {frames.dtype} {frames.shape}")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
+        raise ValueError(f"frames must be uint8 of shape (T, H, W, 3) with T, H, W >= 1; "
+                         f"got {frames.dtype} {frames.shape}")
     return frames
+
+
+def _json_value(value: Any) -> Any:
+    """``json.dumps``'s fallback for params: numpy scalars and arrays as numbers and lists, paths as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"params hold a {type(value).__name__}, which a video file's metadata cannot carry (JSON: "
+                    "str, number, bool, None, list, dict)")
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """The JSON a video file carries for ``params``; ValueError/TypeError naming what cannot be written."""
+    try:
+        text = json.dumps(params, sort_keys=True, default=_json_value)
+    except TypeError as err:
+        raise TypeError(f"params: {err}") from None
+    if len(text.encode()) > MAX_PARAMS_BYTES:
+        raise ValueError(f"params must be at most {MAX_PARAMS_BYTES // 1024} KiB as JSON to go in a video file's "
+                         f"metadata; got {len(text.encode()) / 1024:.0f} KiB")
+    return text
+
+
+def _ffmpeg_path(path: Path) -> str:
+    """``path`` as ffmpeg should see it: absolute, so a name such as ``run:1.mp4`` is not read as a protocol."""
+    return os.path.abspath(path)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
@@ -94,16 +131,25 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
     target = Path(os.path.realpath(given)) if given.is_symlink() else given  # write through a link, keep the link
     frames = check_frames(frames)
     fps = check_fps(fps)
-    ffmpeg_exe()
     suffix = target.suffix.lower()
+    if suffix == ".gif" and fps > MAX_GIF_FPS:
+        raise ValueError(f"fps must be <= {MAX_GIF_FPS:g} for a .gif (it stores delays in hundredths of a second); "
+                         f"got {fps:g}: save an mp4 or webm")
+    if suffix != ".gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+        raise ValueError(f"frames must have an even width and height for {suffix} (browsers play only 4:2:0 "
+                         f"video); got {frames.shape[2]}x{frames.shape[1]}: crop them or save a .gif")
     args: list[str] = []
     if params is not None and suffix != ".gif":
-        args = ["-metadata", "comment=" + json.dumps(params, sort_keys=True, default=str)]
+        args = ["-metadata", "comment=" + params_json(params)]
+    ffmpeg_exe()
     kwargs: dict[str, Any] = {"fps": fps, "codec": VIDEO_FORMATS[suffix], "ffmpeg_args": args}
     if suffix == ".mp4":
         kwargs["crf"] = 18  # near-lossless: small clips, faithful colours
     with atomic_file(target, suffix=suffix, name=given) as tmp:
-        mediapy.write_video(tmp, frames, **kwargs)
+        try:
+            mediapy.write_video(_ffmpeg_path(tmp), frames, **kwargs)
+        except RuntimeError as err:
+            raise RuntimeError(f"cannot write {str(given)!r}: ffmpeg said {ffmpeg_reason(str(err))}") from None
     return given
 
 
@@ -121,15 +167,16 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     path = check_input_path(path)
     ffmpeg_exe()
     try:
-        return np.asarray(mediapy.read_video(str(path)))
+        return np.asarray(mediapy.read_video(_ffmpeg_path(path)))
     except RuntimeError as err:
         raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(str(err))}") from err
 
 
 def read_params(path: str | os.PathLike) -> dict[str, Any]:
-    """The generation parameters stored in a clip written by :func:`write_video` ({} if none)."""
+    """The generation parameters stored in a clip written by :func:`write_video`: {} if it has no comment
+    metadata (e.g. a .gif); ValueError if its comment is not a JSON object (another program's, or edited)."""
     path = check_input_path(path)
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", _ffmpeg_path(path), "-f", "ffmetadata", "-"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(out.stderr)}")
@@ -138,16 +185,39 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
         if line.lower().startswith("comment="):
             text = "\n".join([line.split("=", 1)[1]] + lines[i + 1:])
             try:
-                return json.JSONDecoder().raw_decode(text.replace("\\=", "=").replace("\\;", ";")
-                                                     .replace("\\#", "#").replace("\\\\", "\\"))[0]
-            except ValueError:
-                return {}
+                params = json.JSONDecoder().raw_decode(text.replace("\\=", "=").replace("\\;", ";")
+                                                       .replace("\\#", "#").replace("\\\\", "\\"))[0]
+            except (ValueError, RecursionError):
+                params = None
+            if not isinstance(params, dict):
+                raise ValueError(f"path {str(path)!r}: its comment metadata is not sora_nb params (a JSON object "
+                                 "written by sora_nb)")
+            return params
     return {}
 
 
 def video_html(frames: np.ndarray, fps: float, *, height: int = 256, title: str | None = None) -> str:
-    """An HTML ``<video>`` element (inline mp4) that plays and loops ``frames``, scaled to ``height``."""
+    """An HTML ``<video>`` element (inline mp4) that plays and loops ``frames``, scaled to ``height`` pixels
+    (an integer in [1, 4096]); ``title`` is plain text (escaped here). An odd width or height is padded by one
+    edge pixel for the browser; a clip whose HTML would pass ``MAX_HTML_MB`` is refused (ValueError)."""
+    import html
+
     import mediapy
 
+    from ._checks import check_int
+
+    frames = check_frames(frames)
+    fps = check_fps(fps)
+    height = check_int("height", height, 1, 4096)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:  # H.264 4:2:0, the only kind browsers play, needs even sides
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     ffmpeg_exe()
-    return mediapy.show_video(check_frames(frames), fps=fps, height=height, title=title, return_html=True)
+    page = mediapy.show_video(frames, fps=fps, height=height, title=None if title is None else html.escape(title),
+                              return_html=True)
+    if len(page) > MAX_HTML_MB * 1e6:
+        raise ValueError(f"the clip is {len(page) / 1e6:.1f} MB as inline HTML, over the {MAX_HTML_MB:g} MB a "
+                         "notebook output should hold: play it with video.filmstrip() or save() it")
+    return page

@@ -58,12 +58,17 @@ class Video:
                 f"guidance={p.get('guidance')}, steps={p.get('steps')}, model={p.get('model')!r})")
 
     def to_html(self, *, height: int = 256) -> str:
-        """HTML that plays the clip in a loop, with its prompt and seed as a caption."""
-        caption = html.escape(f"{self.params.get('prompt', '')} · seed {self.params.get('seed')}")
+        """HTML that plays the clip in a loop, ``height`` pixels high (an integer in [1, 4096]), with its prompt
+        and seed as a caption. A clip whose HTML would pass ``media.MAX_HTML_MB`` is refused: use
+        :meth:`filmstrip` or :meth:`save`."""
+        caption = f"{self.params.get('prompt', '')} · seed {self.params.get('seed')}"
         return media.video_html(self.frames, self.fps, height=height, title=caption)
 
     def _repr_html_(self) -> str:
-        return self.to_html()
+        try:
+            return self.to_html()
+        except (media.FFmpegNotFoundError, ValueError) as err:  # a note in the output, not a traceback
+            return f"<pre>{html.escape(repr(self))}\n(not shown: {html.escape(str(err))})</pre>"
 
     def show(self, *, height: int = 256) -> None:
         """Display the clip in a notebook."""
@@ -78,5 +83,8 @@ class Video:
         return Filmstrip(self.frames, self.fps, scale=scale)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write an mp4 / webm / gif (by extension) atomically; mp4 and webm carry ``params``."""
+        """Write an mp4 / webm / gif (by extension) atomically; mp4 and webm carry ``params``.
+
+        An existing file of that name is replaced (keeping its mode) only once the new one is complete; a failed
+        write leaves it as it was. mp4 and webm need an even width and height; a .gif at most 50 fps."""
         return media.write_video(path, self.frames, self.fps, params=self.params)

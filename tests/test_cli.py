@@ -108,6 +108,47 @@ def test_reproduce_writes_the_same_clip_again(tmp_path, monkeypatch, capsys):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
+def test_reproduce_refuses_to_write_over_the_clip_it_compares_with(tmp_path, monkeypatch, capsys):
+    """``-o`` naming the clip itself (or a link to it) used to overwrite it, then compare the new file with itself:
+    "the same frames" whatever was drawn."""
+    from sora_nb import cli
+
+    clip = tmp_path / "clip.mp4"
+    sora_nb.generate("a blue square moving up", seed=5, duration=1.0, steps=2, trace=False).save(clip)
+    (tmp_path / "link.mp4").symlink_to(clip)
+    before = clip.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for out in ("clip.mp4", str(clip), "link.mp4"):
+        assert cli.main(["reproduce", "clip.mp4", "-o", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sora-nb: error: --output '{out}' is the clip itself") and err.count("\n") == 1
+    assert clip.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "link.mp4"]
+
+
+def test_a_missing_ffmpeg_is_refused_before_the_model_runs(tmp_path, monkeypatch, capsys):
+    from sora_nb import cli
+
+    clip = tmp_path / "clip.mp4"
+    sora_nb.generate("a blue square moving up", seed=5, duration=1.0, steps=2, trace=False).save(clip)
+    monkeypatch.setenv("SORA_NB_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    ran = []
+    monkeypatch.setattr(sora_nb, "load", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(sora_nb, "reproduce", lambda *a, **k: ran.append(a))
+    for args in (["generate", "a red circle", "-o", str(tmp_path / "x.mp4")],
+                 ["reproduce", str(clip), "-o", str(tmp_path / "x.mp4")]):
+        assert cli.main(args) == 1
+        assert capsys.readouterr().err.startswith("sora-nb: error: ffmpeg not found at")
+    assert ran == [] and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_version(capsys):
+    from sora_nb import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"sora-nb {sora_nb.__version__}\n"
+
+
 def test_best_of_writes_the_verifiers_pick(tmp_path):
     out = tmp_path / "best.mp4"
     r = run("generate", "a green star moving up", "--seed", "5", "--steps", "3", "--best-of", "2", "-o", str(out))

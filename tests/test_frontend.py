@@ -34,12 +34,12 @@ def test_filmstrip_sends_frames_as_bytes(video):
 def test_filmstrip_refuses_a_bad_scale_or_speed(video):
     for kwargs, error, match in ((dict(scale=0), ValueError, r"scale must be an integer in \[1, 64\], got 0"),
                                  (dict(scale=2.7), TypeError, r"scale must be an integer in \[1, 64\], got float 2.7"),
-                                 (dict(fps=float("nan")), ValueError, r"fps must be a finite number > 0")):
+                                 (dict(fps=float("nan")), ValueError, r"fps must be a finite number >= 0.1")):
         with pytest.raises(error, match=match):
             Filmstrip(video.frames, **kwargs)
     with pytest.raises(ValueError, match=r"scale must be an integer in \[1, 64\], got -2"):
         video.filmstrip(scale=-2)
     fs = video.filmstrip(scale=np.int64(3))
-    with pytest.raises(traitlets.TraitError, match=r"fps must be > 0 and <= 240 per second, got 0"):
+    with pytest.raises(traitlets.TraitError, match=r"fps must be >= 0.1 and <= 240 per second, got 0"):
         fs.fps = 0
     assert fs.scale == 3 and type(fs.scale) is int and fs.fps == 8.0

@@ -161,8 +161,8 @@ def test_errors_are_clear(toy, toy5):
         w.view = "noise"
     with pytest.raises(ValueError, match="panel must be one of 'a'"):
         w.image("b")
-    for name, bad, error, match in (("fps", float("nan"), ValueError, r"fps must be a finite number > 0 and <= 240"),
-                                    ("fps", -1, ValueError, r"fps must be > 0 and <= 240 per second, got -1"),
+    for name, bad, error, match in (("fps", float("nan"), ValueError, r"fps must be a finite number >= 0.1 and <= 240"),
+                                    ("fps", -1, ValueError, r"fps must be >= 0.1 and <= 240 per second, got -1"),
                                     ("scale", -3, ValueError, r"scale must be an integer in \[1, 64\], got -3"),
                                     ("scale", 2.5, TypeError, r"scale must be an integer in \[1, 64\], got float")):
         with pytest.raises(error, match=match):

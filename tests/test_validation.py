@@ -128,9 +128,9 @@ def test_observers_none_means_none_and_a_generator_of_observers_sees_every_draw(
 
 def test_a_video_is_checked_when_made(gen):
     frames = np.zeros((4, 8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"fps must be > 0 and <= 240, got 0"):
+    with pytest.raises(ValueError, match=r"fps must be >= 0.1 and <= 240, got 0"):
         sora_nb.Video(frames, fps=0, params={})
-    with pytest.raises(ValueError, match=r"fps must be a finite number > 0 and <= 240"):
+    with pytest.raises(ValueError, match=r"fps must be a finite number >= 0.1 and <= 240"):
         sora_nb.Video(frames, fps=float("nan"), params={})
     with pytest.raises(TypeError, match=r"params must be a dict \(prompt, seed, ...\), got NoneType"):
         sora_nb.Video(frames, fps=8, params=None)

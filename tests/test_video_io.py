@@ -165,3 +165,127 @@ def test_reading_a_missing_or_broken_video_is_a_clear_error(tmp_path):
         sora_nb.read_video(tmp_path / "junk.mp4")
     with pytest.raises(ValueError, match=r"path '.*junk.mp4' is not a readable video"):
         sora_nb.read_params(tmp_path / "junk.mp4")
+
+
+def _with_comment(src, dest, comment):
+    """A copy of the clip ``src`` whose comment metadata is ``comment`` (another program's, or edited by hand)."""
+    import subprocess
+
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-c", "copy", "-metadata",
+                    f"comment={comment}", str(dest)], check=True)
+    return dest
+
+
+def test_names_ffmpeg_would_read_as_a_protocol_save_and_read_back(video, tmp_path, monkeypatch):
+    """``run:1.mp4`` or ``file:z.mp4`` is a plain file name; ffmpeg reads ``word:`` as a protocol unless the path
+    is absolute (``file:z.mp4`` opened ``z.mp4``, another file)."""
+    monkeypatch.chdir(tmp_path)
+    smooth_clip().save("z.mp4")  # the file ``file:z.mp4`` would have been read as
+    for name in ("run:1.mp4", "file:z.mp4", "2024-05-01T12:30.webm"):
+        path = video.save(name)
+        assert str(path) == name
+        assert sora_nb.read_params(name) == video.params
+        np.testing.assert_array_equal(sora_nb.read_video(name).shape, video.frames.shape)
+        assert np.abs(sora_nb.read_video(name).astype(int) - video.frames.astype(int)).mean() < 4, name
+
+
+def test_a_comment_that_is_not_params_is_refused_by_name(video, tmp_path):
+    clip = video.save(tmp_path / "clip.mp4")
+    for comment in ("[1, 2, 3]", "42", "null", "{not json", "Made with another tool", "[" * 5000):
+        bad = _with_comment(clip, tmp_path / "bad.mp4", comment)
+        for read in (sora_nb.read_params, sora_nb.reproduce):
+            with pytest.raises(ValueError, match=r"bad\.mp4'.*comment metadata is not sora_nb params"):
+                read(bad)
+    gif = video.save(tmp_path / "clip.gif")
+    assert sora_nb.read_params(gif) == {}
+    with pytest.raises(ValueError, match=r"clip.gif' carries no sora_nb params: .*mp4 or webm.*a \.gif carries none"):
+        sora_nb.reproduce(gif)
+    params = {**video.params, "model_info": {**video.params["model_info"], "folder": 5}}
+    with pytest.raises(TypeError, match=r"params\['model_info'\]\['folder'\] must be a str"):
+        sora_nb.reproduce(params)
+
+
+def test_a_link_to_a_file_of_another_kind_is_refused(video, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    (tmp_path / "clip.mp4").symlink_to(target)
+    with pytest.raises(ValueError, match=r"clip\.mp4' is a link to '.*notes\.txt', which does not end in \.mp4"):
+        video.save(tmp_path / "clip.mp4")
+    assert target.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.txt"]
+
+
+def test_frames_fps_and_sizes_the_files_cannot_carry_are_refused(tmp_path):
+    frames = smooth_clip().frames
+    with pytest.raises(ValueError, match=r"T, H, W >= 1; got uint8 \(16, 0, 64, 3\)"):
+        sora_nb.Video(frames=frames[:, :0], fps=8.0, params={})
+    for fps in (0.0, 0.05, 241.0):
+        with pytest.raises(ValueError, match=r"fps must be >= 0.1 and <= 240"):
+            sora_nb.Video(frames=frames, fps=fps, params={})
+    odd = sora_nb.Video(frames=frames[:, :63, :61], fps=8.0, params={"prompt": "odd"})
+    for ext in ("mp4", "webm"):
+        with pytest.raises(ValueError, match=rf"even width and height for \.{ext} .*got 61x63: crop them or save a \.gif"):
+            odd.save(tmp_path / f"odd.{ext}")
+    assert sora_nb.read_video(odd.save(tmp_path / "odd.gif")).shape == (16, 63, 61, 3)
+    assert "<video" in odd.to_html()  # padded by one pixel for the browser, not refused
+    fast = sora_nb.Video(frames=frames, fps=60.0, params={})
+    with pytest.raises(ValueError, match=r"fps must be <= 50 for a \.gif .*got 60: save an mp4 or webm"):
+        fast.save(tmp_path / "fast.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.gif"]
+
+
+def test_params_a_file_cannot_carry_are_refused_and_numpy_numbers_are_numbers(tmp_path):
+    clip = smooth_clip()
+    clip.params.update(seed=np.int64(3), guidance=np.float32(2.5), shape=np.array([1, 2]))
+    path = clip.save(tmp_path / "np.mp4")
+    back = sora_nb.read_params(path)
+    assert back["seed"] == 3 and isinstance(back["seed"], int) and back["guidance"] == 2.5 and back["shape"] == [1, 2]
+    path.unlink()
+    clip.params["tensor"] = object()
+    with pytest.raises(TypeError, match="params hold a object, which a video file's metadata cannot carry"):
+        clip.save(tmp_path / "obj.mp4")
+    clip.params["tensor"] = "x" * 70_000
+    with pytest.raises(ValueError, match=r"params must be at most 64 KiB as JSON .*got 68 KiB"):
+        clip.save(tmp_path / "big.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ffmpeg_failure_names_the_clip_not_the_temporary_file(tmp_path, monkeypatch):
+    import mediapy
+
+    def fail(path, frames, **kwargs):
+        raise RuntimeError(f"Error writing '{path}':\nffmpeg version 7\n[libx264 @ 0x55] broken: no space left")
+
+    monkeypatch.setattr(mediapy, "write_video", fail)
+    with pytest.raises(RuntimeError) as err:
+        smooth_clip().save(tmp_path / "clip.mp4")
+    assert str(err.value) == f"cannot write '{tmp_path / 'clip.mp4'}': ffmpeg said broken: no space left"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_near_the_length_limit_saves(tmp_path):
+    name = "c" * (255 - len(".gif")) + ".gif"
+    assert smooth_clip().save(tmp_path / name).name == name
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_html_checks_its_height_escapes_its_title_and_caps_its_size(monkeypatch):
+    clip = smooth_clip()
+    for height, error in ((-1, ValueError), (0, ValueError), (5000, ValueError), (2.5, TypeError),
+                          ("256", TypeError), (True, TypeError)):
+        with pytest.raises(error, match=r"height must be an integer .*4096"):
+            clip.to_html(height=height)
+    page = media.video_html(clip.frames, 8.0, title="</video><script>alert(1)</script>")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    clip.params["prompt"] = "a <b>bold</b> square"
+    assert "a &lt;b&gt;bold&lt;/b&gt; square" in clip.to_html() and "<b>" not in clip.to_html()
+    monkeypatch.setattr(media, "MAX_HTML_MB", 0.001)
+    with pytest.raises(ValueError, match=r"MB as inline HTML, over the 0.001 MB .*filmstrip\(\) or save\(\)"):
+        clip.to_html()
+    note = clip._repr_html_()  # what a notebook shows: a note, not a traceback
+    assert note.startswith("<pre>Video(16 frames 64x64") and "not shown: the clip is" in note
+
+
+def test_a_missing_ffmpeg_shows_a_note_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("SORA_NB_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    note = smooth_clip()._repr_html_()
+    assert note.startswith("<pre>Video(") and "not shown: ffmpeg not found at" in note
