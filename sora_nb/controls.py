@@ -47,6 +47,7 @@ shows a message and leaves the panel working: the next change runs again.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import html
@@ -57,6 +58,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -296,6 +298,7 @@ class Controls:
         self._quiet = 0
         self._closed = False
         self._worker: threading.Thread | None = None
+        _LIVE.add(self)
 
         values = self._initial_values(initial)
         self._build_widgets(values)
@@ -851,6 +854,11 @@ class Controls:
 
     def close(self) -> None:
         """Stop the worker and close the widgets."""
+        self._stop_worker()
+        self.root.close()
+
+    def _stop_worker(self) -> None:
+        """Refuse new runs, cancel the one in flight and wait (up to 10 s) for the worker to end."""
         with self._cond:
             self._closed = True
             if self._timer is not None:
@@ -859,7 +867,17 @@ class Controls:
             self._cancel_locked("stop")
         if self._worker is not None:
             self._worker.join(timeout=10)
-        self.root.close()
+
+
+# Panels whose worker may be running. At exit each is stopped first: a daemon worker still inside torch while
+# the interpreter finalizes aborted the process ("terminate called without an active exception", status 134).
+_LIVE: "weakref.WeakSet[Controls]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_panels() -> None:
+    for ui in list(_LIVE):
+        ui._stop_worker()
 
 
 def controls(generator: Any = None, **initial: Any) -> Controls:

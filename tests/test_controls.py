@@ -662,3 +662,20 @@ def test_seed_none_draws_a_fresh_seed_and_shows_it():
     assert len(seeds) == 3 and 0 not in seeds  # it used to be 0 every time
     ui.set(seed=None)
     wait_for(lambda: ui.video is not None and ui.video.params["seed"] == ui.seed.value and ui.seed.value not in seeds)
+
+
+def test_a_panel_running_at_exit_is_stopped_before_the_interpreter_ends():
+    """A script (or a kernel shut down) that ended with a run in flight sometimes aborted in torch (status 134):
+    the exit hook cancels the run without decoding and joins the worker."""
+    from sora_nb.controls import _LIVE, _stop_live_panels
+
+    g, backend = fake(step_delay=0.03)
+    ui = panel(g, steps=200)
+    wait_for(lambda: backend.steps_run >= 3)
+    assert ui in set(_LIVE) and ui._worker.is_alive()
+    _stop_live_panels()
+    assert not ui._worker.is_alive() and backend.decodes == 0 and backend.steps_run < 200
+    ran = backend.steps_run
+    ui.seed.value = 7  # a closed panel starts nothing more
+    time.sleep(0.3)
+    assert backend.steps_run == ran and len(backend.requests) == 1
