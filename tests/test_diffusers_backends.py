@@ -394,6 +394,44 @@ def test_two_generators_over_one_pipeline_take_turns():
     assert "prepare_latents" not in vars(pipe)
 
 
+def test_decodes_from_many_threads_take_turns_and_a_nested_call_is_refused():
+    """The VAE keeps per-call state while it decodes (Wan's caches its causal frames): decodes from four threads at
+    once gave 6 frames of 9, or other pixels, before they took the pipeline's lock. A generate or decode asked for
+    from inside a run on the same thread (an observer) would wait forever for that run: it is refused."""
+    gen = load_tiny("wan")
+    clip = gen.generate(PROMPT, num_frames=9, steps=2, seed=1, trace=False)
+    ref = gen.decode(clip.latents, 9)
+    assert ref.shape == (9, 32, 32, 3)
+    same = []
+
+    def decode():
+        for _ in range(3):
+            same.append(np.array_equal(gen.decode(clip.latents, 9), ref))
+
+    threads = [threading.Thread(target=decode) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join(120) for t in threads]
+    assert same == [True] * 12
+
+    class Nested:
+        def __init__(self, call):
+            self.call, self.error = call, None
+
+        def on_step(self, event):
+            if self.error is None:
+                try:
+                    self.call()
+                except RuntimeError as err:
+                    self.error = err
+
+    for call in (lambda: gen.generate(PROMPT, num_frames=5, steps=2, seed=2, trace=False),
+                 lambda: gen.decode(clip.latents, 9)):
+        nested = Nested(call)
+        out = gen.generate(PROMPT, num_frames=9, steps=2, seed=1, trace=False, observers=[nested])
+        assert "this pipeline is running a call for this thread" in str(nested.error)
+        np.testing.assert_array_equal(out.frames, clip.frames)  # the outer run went on as if alone
+
+
 def test_image_to_video(gens):
     gen = gens("ltx-i2v")
     assert gen.limits.image_input

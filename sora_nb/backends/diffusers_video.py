@@ -187,17 +187,43 @@ def _noise_levels(scheduler: Any, timesteps: list[float]) -> list[float]:
 
 
 # -- the run -----------------------------------------------------------------------------------------
-_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+class PipelineLock:
+    """One call at a time on a pipeline: a run (the pipeline call, in a worker thread) or a decode. It knows the
+    caller thread it is held for, so a run or decode asked for from inside a run on the same thread (an observer
+    calling ``generate``) is refused rather than waiting forever for the run that waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.caller: int | None = None
+
+    def check(self, caller: int) -> None:
+        """RuntimeError if ``caller`` (a thread ident) is the thread whose run holds the pipeline now."""
+        if self.caller == caller:
+            raise RuntimeError("this pipeline is running a call for this thread (an observer or cancel check "
+                               "calling generate or decode?): run or decode it after that call ends")
+
+    @contextlib.contextmanager
+    def held(self, caller: int) -> Iterator[None]:
+        with self._lock:
+            self.caller = caller
+            try:
+                yield
+            finally:
+                self.caller = None
+
+
+_LOCKS: "weakref.WeakKeyDictionary[Any, PipelineLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def pipeline_lock(pipe: Any) -> threading.Lock:
+def pipeline_lock(pipe: Any) -> PipelineLock:
     """The lock of one pipeline object, shared by every backend over it: a run patches the pipeline (its
-    ``prepare_latents``, its scheduler's state) for the length of a call, so two calls at once would clash."""
+    ``prepare_latents``, its scheduler's state) for the length of a call, and the VAE keeps per-call state while
+    it decodes (and offload hooks move modules), so two calls or decodes at once would clash."""
     with _LOCKS_GUARD:
         lock = _LOCKS.get(pipe)
         if lock is None:
-            lock = _LOCKS[pipe] = threading.Lock()
+            lock = _LOCKS[pipe] = PipelineLock()
         return lock
 
 
@@ -234,6 +260,8 @@ class _PipelineRun:
         self.cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
 
     def events(self) -> Iterator[StepEvent]:
+        self.caller = threading.get_ident()
+        self.backend._call_lock.check(self.caller)
         worker = threading.Thread(target=self._work, name="sora_nb.diffusers", daemon=True)
         worker.start()
         try:
@@ -255,7 +283,7 @@ class _PipelineRun:
         try:
             if self.cuda_device is not None:
                 torch.cuda.set_device(self.cuda_device)
-            with self.backend._call_lock:
+            with self.backend._call_lock.held(self.caller):
                 self._call()
             self.steps_q.put(("done", None))
         except BaseException as err:  # handed to the caller, who re-raises it
@@ -435,10 +463,13 @@ class DiffusersVideoBackend:
     def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
         pipe = self.pipe
         z = self.to_vae(torch.as_tensor(latents), num_frames).to(pipe._execution_device, torch.float32)
-        try:
-            video = self.vae_decode(z)  # (1, 3, T, H, W)
-        finally:
-            pipe.maybe_free_model_hooks()  # with offload: put the VAE back on the CPU
+        caller = threading.get_ident()
+        self._call_lock.check(caller)
+        with self._call_lock.held(caller):  # the VAE keeps per-call state: one decode (or run) at a time
+            try:
+                video = self.vae_decode(z)  # (1, 3, T, H, W)
+            finally:
+                pipe.maybe_free_model_hooks()  # with offload: put the VAE back on the CPU
         video = video[0, :, :num_frames].float().permute(1, 2, 3, 0)  # (T, H, W, 3)
         return ((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
