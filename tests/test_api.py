@@ -47,6 +47,13 @@ def test_global_rng_untouched(gen):
     torch.manual_seed(123)
     gen.generate("a red circle", seed=5, steps=2, trace=False)
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+    # nor by loading weights (modules are built with random weights before the files' replace them), so a
+    # script's draws do not depend on whether the model was already cached
+    from sora_nb.backends.embedded import WEIGHTS_DIR, load_folder
+
+    torch.manual_seed(123)
+    load_folder(WEIGHTS_DIR, shipped=True)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
 
 
 def test_params_reproduce_the_video(gen):

@@ -579,23 +579,25 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
     is recorded in the clips' ``params["model_info"]["folder"]`` unless it is the ``shipped`` weights."""
     folder = Path(folder)
     manifest = verify_folder(folder)
-    try:
-        vae = load_vae(folder / "vae")
-        dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
-                                                   low_cpu_mem_usage=False)
-        text = TextEncoder.from_pretrained(folder)
-        low = None
-        if (folder / LOW).is_dir():
-            low = (ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True, local_files_only=True,
-                                             low_cpu_mem_usage=False),
-                   TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
-        verifier = (ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True, local_files_only=True,
-                                                 low_cpu_mem_usage=False).float()  # stored in float16
-                    if (folder / VERIFIER).is_dir() else None)
-        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
-        raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
+    # modules are built with random weights before the file's replace them: the user's global RNG is left as it was
+    with torch.random.fork_rng(devices=[]):
+        try:
+            vae = load_vae(folder / "vae")
+            dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
+                                            low_cpu_mem_usage=False)
+            text = TextEncoder.from_pretrained(folder)
+            low = None
+            if (folder / LOW).is_dir():
+                low = (ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True, local_files_only=True,
+                                                 low_cpu_mem_usage=False),
+                       TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
+            verifier = (ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True, local_files_only=True,
+                                                     low_cpu_mem_usage=False).float()  # stored in float16
+                        if (folder / VERIFIER).is_dir() else None)
+            scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+            latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+            raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
     info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
