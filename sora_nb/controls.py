@@ -423,6 +423,8 @@ class Controls:
             W.HTML("<b>history</b> (click to restore)"), self.history_strip,
             self.inspector_box,
         ])
+        # the panel closed by code that holds only its root (ui.root.close()) starts nothing more
+        self.root.observe(lambda change: change["new"] is None and self._stop_worker(), names="comm")
         self.root.add_class("sora-nb-controls")
 
     # -- display ---------------------------------------------------------------------------------------
@@ -583,7 +585,7 @@ class Controls:
             self._generation += 1
             self._cancel_locked("superseded")
             self._pending = _Job(self._generation, request, threading.Event(), t_change, time.perf_counter())
-            if self._worker is None or not self._worker.is_alive():
+            if self._worker is None:  # (a worker sets None, under this lock, as it ends)
                 self._worker = threading.Thread(target=self._work, name="sora_nb.controls", daemon=True)
                 self._worker.start()
             self._cond.notify_all()
@@ -593,12 +595,12 @@ class Controls:
 
     # -- the worker ------------------------------------------------------------------------------------
     def _work(self) -> None:
-        """Run queued jobs one at a time, forever; never dies on an error."""
+        """Run queued jobs one at a time; never dies on an error. It ends when nothing is queued (the next change
+        starts another), so a panel the user dropped holds no thread and no thread holds it."""
         while True:
             with self._cond:
-                while self._pending is None and not self._closed:
-                    self._cond.wait()
-                if self._closed:
+                if self._pending is None or self._closed:
+                    self._worker = None
                     return
                 job, self._pending = self._pending, None
                 self._current = job
@@ -865,8 +867,9 @@ class Controls:
                 self._timer.cancel()
                 self._timer = None
             self._cancel_locked("stop")
-        if self._worker is not None:
-            self._worker.join(timeout=10)
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout=10)
 
 
 # Panels whose worker may be running. At exit each is stopped first: a daemon worker still inside torch while

@@ -432,7 +432,6 @@ def test_failing_backend_shows_the_error_and_the_panel_keeps_working():
     assert ui.error == "generation failed: RuntimeError: denoiser exploded"
     assert "denoiser exploded" in ui.message.value and ui.progress.bar_style == "danger"
     assert ui.video.params["guidance"] == 2.0 and ui.stats["failed"] == 1
-    assert ui._worker.is_alive()
     ui.guidance.value = 4.0
     video = ui.wait(30)
     assert video.params["guidance"] == 4.0 and ui.error is None
@@ -672,10 +671,28 @@ def test_a_panel_running_at_exit_is_stopped_before_the_interpreter_ends():
     g, backend = fake(step_delay=0.03)
     ui = panel(g, steps=200)
     wait_for(lambda: backend.steps_run >= 3)
-    assert ui in set(_LIVE) and ui._worker.is_alive()
+    worker = ui._worker
+    assert ui in set(_LIVE) and worker.is_alive()
     _stop_live_panels()
-    assert not ui._worker.is_alive() and backend.decodes == 0 and backend.steps_run < 200
+    assert not worker.is_alive() and backend.decodes == 0 and backend.steps_run < 200
     ran = backend.steps_run
     ui.seed.value = 7  # a closed panel starts nothing more
     time.sleep(0.3)
     assert backend.steps_run == ran and len(backend.requests) == 1
+
+
+def test_an_idle_panel_holds_no_thread_and_closing_its_root_stops_it():
+    """The worker waited for jobs forever, holding its panel: every re-run of a ``ui = controls()`` cell left a
+    thread and the panel's history behind. It now ends when nothing is queued; the next change starts another."""
+    g, backend = fake(step_delay=0.01)
+    ui = panel(g)
+    ui.wait(30)
+    wait_for(lambda: ui._worker is None)
+    assert not [t for t in threading.enumerate() if t.name == "sora_nb.controls"]
+    ui.seed.value = 3
+    assert ui.wait(30).params["seed"] == 3 and len(backend.requests) == 2
+    wait_for(lambda: ui._worker is None)
+    ui.root.close()  # closed by code that holds only the root: nothing more starts
+    ui.seed.value = 4
+    time.sleep(0.3)
+    assert len(backend.requests) == 2 and ui.video.params["seed"] == 3
