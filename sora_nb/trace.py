@@ -31,7 +31,7 @@ recorded step (:func:`estimate_trace_bytes`). Before recording anything the reco
    :class:`TraceThinned` warning; with ``on_limit="raise"``, or when even the first and last steps
    alone do not fit, it refuses with :class:`TraceTooLarge` before the first step is recorded.
 
-Set these process-wide with :func:`set_trace_options` or for a block with :func:`trace_options`::
+Set these process-wide with :func:`set_trace_options` or for a block (in its thread) with :func:`trace_options`::
 
     with sora_nb.trace.trace_options(max_mb=50, on_limit="raise"):
         video = gen.generate("a red circle moving right", steps=50)
@@ -64,6 +64,7 @@ the ``rgb`` coordinate's fixed-width text and warns that such a store may not be
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
@@ -133,11 +134,17 @@ def _default_options() -> TraceOptions:
 
 
 _options = _default_options()
+# a trace_options block's options: per thread (and asyncio task), so overlapping blocks in two threads neither see
+# nor undo each other's (a process-wide swap left one thread's options behind for good)
+_block_options: contextvars.ContextVar[TraceOptions | None] = contextvars.ContextVar("sora_nb_trace_options",
+                                                                                      default=None)
 
 
 def get_trace_options() -> TraceOptions:
-    """The process-wide options new recorders start from."""
-    return _options
+    """The options new recorders start from: the innermost :func:`trace_options` block's in this thread, else the
+    process-wide ones."""
+    block = _block_options.get()
+    return _options if block is None else block
 
 
 def set_trace_options(**changes: Any) -> TraceOptions:
@@ -150,13 +157,14 @@ def set_trace_options(**changes: Any) -> TraceOptions:
 
 @contextlib.contextmanager
 def trace_options(**changes: Any) -> Iterator[TraceOptions]:
-    """``with trace_options(max_mb=50): ...``: options for the block, restored after (process-wide)."""
-    global _options
-    old = set_trace_options(**changes)
+    """``with trace_options(max_mb=50): ...``: options for the block, in this thread only (other threads, a live
+    panel's worker among them, keep theirs); restored after."""
+    options = dataclasses.replace(get_trace_options(), **changes)
+    token = _block_options.set(options)
     try:
-        yield _options
+        yield options
     finally:
-        _options = old
+        _block_options.reset(token)
 
 
 # -- planning ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The trace recorded by the sampler loop: schema, values, saving, and the memory bounds."""
 
+import time
 import warnings
 
 import numpy as np
@@ -220,6 +221,44 @@ def test_thinning_past_the_limit_is_said_aloud(gen):
     per_step = full // 12
     assert len(recorded_steps(12, k - 1)) * per_step > limit_mb * 2**20
     assert trace_mod.get_trace_options().max_mb == TraceOptions().max_mb  # restored after the block
+
+
+def test_trace_option_blocks_in_two_threads_keep_to_their_thread():
+    """Blocks that overlap in two threads: each sees its own options, and both leave the defaults behind (the
+    process-wide swap restored one thread's options over the other's, for good)."""
+    import threading
+
+    default = trace_mod.get_trace_options()
+    a_in, b_in, b_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with trace_options(max_mb=5):
+            a_in.set()
+            b_in.wait(10)
+            seen["a"] = trace_mod.get_trace_options().max_mb
+        b_out.wait(10)
+
+    def b():
+        a_in.wait(10)
+        with trace_options(max_mb=7, on_limit="raise"):
+            b_in.set()
+            seen["b"] = (trace_mod.get_trace_options().max_mb, trace_mod.get_trace_options().on_limit)
+            time.sleep(0.1)  # a's block ends first
+        b_out.set()
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    [t.start() for t in threads]
+    [t.join(20) for t in threads]
+    assert seen == {"a": 5.0, "b": (7.0, "raise")}
+    assert trace_mod.get_trace_options() == default
+    with trace_options(max_mb=3):
+        with trace_options(on_limit="raise"):
+            assert (trace_mod.get_trace_options().max_mb, trace_mod.get_trace_options().on_limit) == (3.0, "raise")
+        assert trace_mod.get_trace_options().on_limit == default.on_limit
+    with pytest.raises(ValueError, match="max_mb"), trace_options(max_mb=-1):
+        pass
+    assert trace_mod.get_trace_options() == default
 
 
 def test_refusal_happens_before_the_first_step(gen):
