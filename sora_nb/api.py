@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -44,7 +45,17 @@ class Generator:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self.last_latents = None   # final latents of the latest finished run, kept even if its decode failed
+        self._local = threading.local()
+
+    @property
+    def last_latents(self) -> Any:
+        """Final latents of this thread's latest finished run, kept even if its decode failed (per thread, so a
+        live panel's runs or another thread's never replace the ones a failed decode left here)."""
+        return getattr(self._local, "latents", None)
+
+    @last_latents.setter
+    def last_latents(self, value: Any) -> None:
+        self._local.latents = value
 
     @property
     def name(self) -> str:
@@ -257,7 +268,7 @@ class Generator:
         num_frames = self.backend.num_frames(request) if frames is None else int(frames.shape[0])
         params.update(model=model.get("name", self.name), num_frames=num_frames,
                       fps=float(self.limits.fps), sora_nb_version=__version__,
-                      model_info={k: v for k, v in model.items() if k != "name"})
+                      model_info={k: v for k, v in model.items() if k != "name"}, runtime=runtime())
         return _Draw(latents=self.last_latents, device_latents=latents, params=params,
                      trace=recorder.dataset if recorder else None, frames=frames)
 
@@ -388,7 +399,15 @@ def generate(prompt: str, **kwargs: Any) -> Video:
 
 
 # what a clip's params record besides its request's fields: which model made it, and how
-RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of"})
+RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of", "runtime"})
+
+
+def runtime() -> dict[str, Any]:
+    """What besides the model and the params shapes a clip's pixels: torch's build and its CPU thread count (a
+    float32 sum in another order can move a pixel by a level)."""
+    import torch
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
 SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "x0", "dtype", "call_kwargs")
@@ -409,7 +428,8 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     drawing another clip. A clip made from an image (image-to-video) needs that ``image`` again; its sha256 is
     checked. ``trace`` (default: as recorded) and ``observers``/``cancel`` are :meth:`Generator.generate`'s.
 
-    The clip returned has the same frames on the same machine (same torch build and threads). A clip picked by
+    The clip returned has the same frames on the same machine with the same torch build and CPU thread count,
+    which the clip records (``params["runtime"]``; a RuntimeWarning says when they differ). A clip picked by
     ``best_of`` is drawn again from its own seed (``params["seed"]``), so its params have no ``best_of`` entry;
     one that was redrawn (``retries``) redraws the same way."""
     from . import __version__
@@ -483,4 +503,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     if image is not None and recorded_image != describe_image(request.image):
         raise ValueError(f"image is not the one that made this clip: {describe_image(request.image)}, the clip's "
                          f"{recorded_image or 'none (a text-to-video clip)'}")
+    made, now = params.get("runtime"), runtime()
+    if isinstance(made, dict) and made and made != now:
+        warnings.warn(f"this clip was made with torch {made.get('torch')} on {made.get('threads')} CPU threads and "
+                      f"this process has torch {now['torch']} on {now['threads']}: its pixels may differ by a level "
+                      "or so (torch.set_num_threads to match)", RuntimeWarning, stacklevel=2)
     return gen.run(request, observers=observers, cancel=cancel)

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -160,7 +161,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                          "two can be compared")
     ffmpeg_exe()
     start = time.perf_counter()
-    video = sora_nb.reproduce(clip, model=args.model, trace=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", RuntimeWarning)
+        video = sora_nb.reproduce(clip, model=args.model, trace=False)
+    for warning in said:
+        print(f"sora-nb: note: {warning.message}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     same = ""
     if out.suffix.lower() == clip.suffix.lower():  # one codec: equal frames encode equally

@@ -2,6 +2,7 @@
 
 import math
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -89,6 +90,14 @@ def test_reproduce_a_video_its_params_and_a_saved_clip(gen, tmp_path):
         sora_nb.reproduce({**v.params, "colour": "red"})
     with pytest.raises(ValueError, match="not the model that made this clip .*name 'shapes-untrained', the clip's 'shapes'"):
         sora_nb.reproduce(v, model="shapes-untrained")
+    # the clip records what else shapes its pixels, and reproduce says when this process differs
+    assert v.params["runtime"] == {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sora_nb.reproduce(v, trace=False)  # the same runtime: no warning
+    other = {**v.params, "runtime": {"torch": "2.0.0", "threads": 99}}
+    with pytest.warns(RuntimeWarning, match=r"made with torch 2\.0\.0 on 99 CPU threads and this process has torch "):
+        assert sora_nb.reproduce(other, trace=False).params["runtime"] == v.params["runtime"]
 
 
 def _other_weights(folder, shift):

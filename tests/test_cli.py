@@ -260,3 +260,16 @@ def test_a_write_refused_after_generating_is_one_line_and_exit_1(tmp_path, monke
     assert code == 1 and captured.out == "" and len(lines) == 1, captured.err
     assert lines[0] == f"sora-nb: error: [Errno 13] cannot write '{tmp_path / 'clip.mp4'}': Permission denied"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_notes_a_clip_made_with_another_torch_or_thread_count(tmp_path, monkeypatch, capsys):
+    from sora_nb import cli
+
+    v = sora_nb.generate("a blue square moving up", seed=5, duration=1.0, steps=2, trace=False)
+    clip = sora_nb.Video(frames=v.frames, fps=v.fps, params={**v.params, "runtime": {"torch": "2.0.0", "threads": 99}})
+    clip.save(tmp_path / "clip.mp4")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", "clip.mp4", "-o", "again.mp4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("sora-nb: note: this clip was made with torch 2.0.0 on 99 CPU threads")
+    assert captured.err.count("\n") == 1 and "the same frames as the clip's" in captured.out
