@@ -7,7 +7,8 @@ interleaved (on, off, on, off, ...) so drift in the machine's load hits both ali
 (medians; the goal is <= 1.05), also in CPU seconds, which other work on a shared machine
 disturbs far less than wall time; the trace's size; the memory estimate made before the run against
 the trace actually built; what the recorder does at a small limit (thinning, said aloud, and the
-refusal with ``on_limit="raise"``); spatial downsampling; the netCDF round trip; and the time to
+refusal with ``on_limit="raise"``); the memory a long traced run adds (RSS, sampled at every
+step and after the trace is built) against the trace's size; spatial downsampling; the netCDF round trip; and the time to
 build the inspector's payload (every view of every step, sent to the browser once).
 """
 
@@ -34,6 +35,14 @@ MB = 2**20
 def data_bytes(ds) -> int:
     """Bytes of the trace's data variables (what the estimate counts)."""
     return sum(ds[v].nbytes for v in ("latent", "x0", "preview"))
+
+
+def rss_mb() -> float:
+    """This process's resident memory, MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def seconds(fn) -> float:
@@ -77,6 +86,23 @@ def main() -> None:
     rows += [("trace size, default clip (MB)", f"{actual / MB:.3f}  (Dataset.nbytes {video.trace.nbytes / MB:.3f})"),
              ("estimate before the run (MB)", f"{plan.nbytes / MB:.3f}  ({'exact' if plan.nbytes == actual else 'off'})"),
              ("plan", str(plan))]
+
+    # -- memory of a long traced run ----------------------------------------------------------------
+    long = dict(seed=0, duration=4.0, width=96, height=64, steps=400, retries=0, guidance=2.0)
+    gen.generate(PROMPT, trace=False, **long)  # the untraced run's own allocations first
+    base = rss_mb()
+    seen = [base]
+
+    class Peak:  # RSS at every step (the recorder's arrays fill) and after the Dataset is built
+        def on_step(self, event):
+            seen.append(rss_mb())
+
+    traced = gen.generate(PROMPT, observers=[Peak()], **long)
+    seen.append(rss_mb())
+    size = data_bytes(traced.trace) / MB
+    rows.append(("long traced run (4 s, 96x64, 400 steps): RSS growth / trace size",
+                 f"{max(seen) - base:.0f} MiB / {size:.0f} MiB = {(max(seen) - base) / size:.2f}"))
+    del traced
 
     # -- limits ----------------------------------------------------------------------------------
     limit = actual / 4 / MB

@@ -328,7 +328,8 @@ class TraceRecorder:
         self.plan: TracePlan | None = None
         self._info: RunInfo | None = None
         self._keep: set[int] = set()
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[dict[str, Any]] = []    # the kept steps' scalars (step, timestep, sigma, guidance)
+        self._arrays: dict[str, np.ndarray] = {}  # latent, x0, preview: one array each, sized by the plan
         self._pinned: dict[str, torch.Tensor] = {}
         self._copied: Any = None  # CUDA event after the last non-blocking copy
 
@@ -336,6 +337,7 @@ class TraceRecorder:
     def on_start(self, info: RunInfo) -> None:
         self._info = info
         self._rows = []
+        self._arrays = {}
         self._pinned = {}
         self._copied = None
         self.plan = None
@@ -354,9 +356,10 @@ class TraceRecorder:
         if event.latent.is_cuda:
             self._copy_cuda(event, len(self._rows))
         else:
-            row["latent"] = _pool_latent(event.latent.detach(), d).to("cpu", torch.float16).numpy()
-            row["x0"] = _pool_latent(event.x0.detach(), d).to("cpu", torch.float16).numpy()
-            row["preview"] = self._preview_of(event.x0)
+            self._store(len(self._rows), {
+                "latent": _pool_latent(event.latent.detach(), d).to("cpu", torch.float16).numpy(),
+                "x0": _pool_latent(event.x0.detach(), d).to("cpu", torch.float16).numpy(),
+                "preview": self._preview_of(event.x0)})
         self._rows.append(row)
 
     def on_end(self, latents: torch.Tensor, cancelled: bool) -> None:
@@ -366,6 +369,15 @@ class TraceRecorder:
             self.dataset = self._build(cancelled)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _store(self, slot: int, values: dict[str, np.ndarray]) -> None:
+        """Write one kept step's arrays into the trace's arrays, made at the first one for every kept step: the
+        peak is the trace itself, not a list of steps plus their stacked copy."""
+        if not self._arrays:
+            n = len(self.plan.steps)
+            self._arrays = {name: np.empty((n, *np.shape(v)), dtype=np.asarray(v).dtype) for name, v in values.items()}
+        for name, value in values.items():
+            self._arrays[name][slot] = value
+
     def _set_plan(self, latent_shape: tuple[int, ...], preview_shape: tuple[int, ...]) -> None:
         """Plan the trace, say so (log; warn when thinned), and remember the steps to keep."""
         info = self._info
@@ -403,11 +415,10 @@ class TraceRecorder:
     def _collect_cuda(self) -> None:
         """Wait for the last copy, then fill the rows (and previews, from the host copies)."""
         self._copied.synchronize()
-        for i, row in enumerate(self._rows):
-            row["latent"] = self._pinned["latent"][i].numpy().copy()
-            row["x0"] = self._pinned["x0"][i].numpy().copy()
-            x0 = self._pinned["x0"][i].float()
-            row["preview"] = np.asarray(self.preview(x0))  # already at the downsampled size
+        for i in range(len(self._rows)):
+            x0 = self._pinned["x0"][i]
+            self._store(i, {"latent": self._pinned["latent"][i].numpy(), "x0": x0.numpy(),
+                            "preview": np.asarray(self.preview(x0.float()))})  # already at the downsampled size
         self._pinned = {}
 
     def _build(self, cancelled: bool) -> xr.Dataset:
@@ -417,16 +428,19 @@ class TraceRecorder:
         info, plan = self._info, self.plan
         assert info is not None and plan is not None
         rows = self._rows
-        latent = np.stack([r["latent"] for r in rows])  # (S, F, C, y, x)
+        n = len(rows)  # fewer than planned when cancelled: a copy, so the unused rows are freed
+        arrays = {name: a if n == len(a) else a[:n].copy() for name, a in self._arrays.items()}
+        self._arrays = {}
+        latent = arrays["latent"]  # (S, F, C, y, x)
         n_frames = latent.shape[1]
         starts = np.array([info.limits.latent_frame_start(k) for k in range(n_frames)], dtype=np.float64)
         ds = xr.Dataset(
             data_vars={
                 "latent": (("step", "frame", "channel", "y", "x"), latent,
                            {"long_name": "x_t, the latent fed to the model"}),
-                "x0": (("step", "frame", "channel", "y", "x"), np.stack([r["x0"] for r in rows]),
+                "x0": (("step", "frame", "channel", "y", "x"), arrays["x0"],
                        {"long_name": "predicted clean latent x0"}),
-                "preview": (("step", "frame", "py", "px", "rgb"), np.stack([r["preview"] for r in rows]),
+                "preview": (("step", "frame", "py", "px", "rgb"), arrays["preview"],
                             {"long_name": "RGB preview of x0"}),
             },
             coords={
