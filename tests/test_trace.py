@@ -319,3 +319,29 @@ def test_backends_without_latent_shape_are_planned_at_the_first_step(gen, video)
     expected.attrs["trace"] = 0  # the only difference: this run asked for trace=False
     xr.testing.assert_identical(recorder.dataset, expected)
 
+
+
+def test_a_cancelled_run_keeps_the_steps_it_recorded(gen):
+    """The recorder's arrays are sized for every planned step; a run cancelled after two steps gives a trace of
+    those two, equal to the first two of the same run left to finish."""
+    import threading
+
+    from sora_nb.trace import TraceRecorder
+
+    full = gen.generate("a red circle", seed=4, steps=10, retries=0)
+    cancel = threading.Event()
+    recorder = TraceRecorder(gen.backend.preview)
+
+    class StopAfterTwo:
+        def on_step(self, event):
+            if event.step == 1:
+                cancel.set()
+
+    with pytest.raises(sora_nb.Cancelled):
+        gen.generate("a red circle", seed=4, steps=10, retries=0, trace=False, observers=[recorder, StopAfterTwo()],
+                     cancel=cancel)
+    ds = recorder.dataset
+    assert ds.attrs["cancelled"] and list(ds.step.values) == [0, 1]
+    for name in ("latent", "x0", "preview"):
+        np.testing.assert_array_equal(ds[name].values, full.trace[name].values[:2])
+        assert ds[name].values.base is None or ds[name].values.base.shape[0] == 2  # the 8 unused steps freed
