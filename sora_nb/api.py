@@ -398,6 +398,22 @@ def generate(prompt: str, **kwargs: Any) -> Video:
     return load(model).generate(prompt, **kwargs)
 
 
+def _as_method(function: Any, method: Any) -> None:
+    """Give the module-level ``function`` the keywords, defaults and docs of the Generator ``method`` it calls
+    (plus ``model=``), so ``help()`` and a notebook's tooltip show them rather than ``**kwargs``."""
+    sig = inspect.signature(method)
+    params = [p for p in sig.parameters.values() if p.name != "self"]
+    model = inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_MODEL)
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    function.__signature__ = sig.replace(parameters=[*params[:at], model, *params[at:]])
+    function.__doc__ = (f"{function.__doc__}\n\n``model``: anything :func:`load` takes (default ``{DEFAULT_MODEL!r}``). "
+                        f"The rest, from :meth:`Generator.{method.__name__}`:\n\n{inspect.getdoc(method)}")
+
+
+_as_method(generate, Generator.generate)
+_as_method(best_of, Generator.best_of)
+
+
 # what a clip's params record besides its request's fields: which model made it, and how
 RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of", "runtime"})
 

@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "keeping the best draw; shapes: 0 to 8; models without a check "
                           "accept only 0 (default: the model's own; shapes: 3)")
     gen.add_argument("--model", default="shapes",
-                     help="model name (shapes, shapes-untrained) or weights folder (default: shapes)")
+                     help="shapes, shapes-untrained, a weights folder from sora-nb train, or a diffusers video "
+                          "pipeline: a Hub repo id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers; needs the network or "
+                          "its cache) or a local pipeline folder (default: shapes)")
     again = sub.add_parser("reproduce", help="make a saved clip again from the params its file records",
                            description="Read the params an mp4 or webm written by sora-nb records, load the model "
                                        "that made it (refusing other weights under its name), draw it again and "
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "file of that name is replaced once the new one is complete")
     again.add_argument("--model", default=None,
                        help="the model or weights folder to draw it with (default: the one the clip records)")
-    sub.add_parser("models", help="list the model names sora-nb knows")
+    sub.add_parser("models", help="list the model names sora-nb knows (--model also takes weights folders and "
+                                  "diffusers pipelines)")
     # `sora-nb train ...` goes to sora_nb.train's own parser before this one parses (see main); listed here for --help
     sub.add_parser("train", help="train the embedded model from the shapes world (sora-nb train --help)",
                    add_help=False)

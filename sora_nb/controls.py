@@ -886,7 +886,7 @@ def _stop_live_panels() -> None:
 def controls(generator: Any = None, **initial: Any) -> Controls:
     """The live panel for ``generator`` (a :func:`sora_nb.load` result or model name; default the embedded
     model). ``initial`` sets the first values (``prompt``, ``negative_prompt``, ``seed``, ``duration``,
-    ``guidance``, ``steps``, ``width``/``height``) and options (``debounce=0.3`` seconds after the last
+    ``guidance``, ``eta``, ``steps``, ``size`` as ``(width, height)`` or ``width``/``height``) and options (``debounce=0.3`` seconds after the last
     keystroke, ``preview_interval=0.05``, ``save_dir="."``, ``history_size=32``, ``autostart=True``).
     The first clip starts at once; ``ui.wait()`` blocks until it is done."""
     return Controls(generator, **initial)

@@ -46,7 +46,7 @@ import traitlets
 import xarray as xr
 
 from ._checks import check_float
-from .frontend import MAX_SCALE, Player, check_fps, check_scale, read_module
+from .frontend import MAX_SCALE, Player, as_trait, check_fps, check_scale, read_module
 from .trace import MB, open_trace
 
 __all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "channel_heatmap", "channel_vmax",
@@ -276,6 +276,15 @@ class _Panel:
 
 
 # -- the widget --------------------------------------------------------------------------------------
+def _index(name: str, value: Any, n: int) -> int:
+    """``value`` if an integer with ``0 <= value < n``; TypeError/ValueError naming the range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer index in [0, {n - 1}], got {type(value).__name__} {value!r}")
+    if not 0 <= value < n:
+        raise ValueError(f"{name} must be an index in [0, {n - 1}], got {value}")
+    return int(value)
+
+
 class Inspector(Player, anywidget.AnyWidget):
     """The inspector widget (make one with :func:`inspect`). ``step`` is an index into the trace's
     ``step`` dimension (``trace.step[step]`` is the denoising step), ``frame`` a latent frame."""
@@ -309,6 +318,7 @@ class Inspector(Player, anywidget.AnyWidget):
                     raise ValueError(f"compare must have as many recorded {dim}s as the first trace: "
                                      f"{b.sizes[dim]} vs {a.sizes[dim]}")
         traces = [a] if b is None else [a, b]
+        channel = _index("channel", channel, min(t.sizes["channel"] for t in traces))  # ValueError/TypeError here
         self._check_payload(traces, max_payload_mb)
         scale_of_change = max(delta_vmax(t) for t in traces)  # one colour scale, so panels compare
         self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
@@ -321,7 +331,6 @@ class Inspector(Player, anywidget.AnyWidget):
             self.b_views = self._panels["b"].views if b is not None else b""
             self.meta = {"a": self._panels["a"].meta(_label(a, keys)),
                          "b": self._panels["b"].meta(_label(b, keys)) if b is not None else None}
-            channel = self._in_range("channel", channel, self._num_channels)
             self._send_heat(channel)
             self.channel = channel
 
@@ -378,13 +387,9 @@ class Inspector(Player, anywidget.AnyWidget):
 
     @staticmethod
     def _in_range(name: str, value: int, n: int) -> int:
-        """``value`` if an integer with ``0 <= value < n``; TraitError naming the range otherwise."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise traitlets.TraitError(f"{name} must be an integer index in [0, {n - 1}], got "
-                                       f"{type(value).__name__} {value!r}")
-        if not 0 <= value < n:
-            raise traitlets.TraitError(f"{name} must be an index in [0, {n - 1}], got {value}")
-        return int(value)
+        """``value`` if an integer with ``0 <= value < n``; TraitError naming the range otherwise (a trait set
+        after construction)."""
+        return as_trait(lambda v: _index(name, v, n), value)
 
     @traitlets.observe("channel")
     def _on_channel(self, change: dict) -> None:
@@ -407,8 +412,8 @@ class Inspector(Player, anywidget.AnyWidget):
             raise ValueError(f"panel must be one of {', '.join(map(repr, self._panels))}, got {panel!r}")
         p = self._panels[panel]
         view = self.view if view is None else view
-        step = self.step if step is None else self._in_range("step", step, self.num_steps)
-        frame = self.frame if frame is None else self._in_range("frame", frame, self.num_frames)
+        step = self.step if step is None else _index("step", step, self.num_steps)
+        frame = self.frame if frame is None else _index("frame", frame, self.num_frames)
         s, f, h, w = p.shape
         if view == "channel":
             buf, base = (self.a_heat if panel == "a" else self.b_heat), 0

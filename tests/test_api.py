@@ -293,3 +293,19 @@ def test_eta_is_the_models_default_recorded_and_reproducible(gen):
     c = gen.generate("a green star spinning", seed=7, steps=4, eta=0.0)
     d = gen.generate("a green star spinning", seed=7, steps=4, eta=1.0)
     np.testing.assert_array_equal(c.trace["latent"].isel(step=0).values, d.trace["latent"].isel(step=0).values)
+
+
+def test_the_module_functions_show_the_generators_keywords():
+    """help(sora_nb.generate) showed (prompt, **kwargs): its keywords, defaults and docs are Generator.generate's,
+    plus model=."""
+    import inspect
+
+    for function, method in ((sora_nb.generate, sora_nb.Generator.generate),
+                             (sora_nb.best_of, sora_nb.Generator.best_of)):
+        shown = inspect.signature(function).parameters
+        own = {k: v for k, v in inspect.signature(method).parameters.items() if k != "self"}
+        assert shown["model"].default == "shapes" and shown["model"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert {k: v for k, v in shown.items() if k != "model"} == own
+        assert inspect.getdoc(method) in function.__doc__
+    assert inspect.signature(sora_nb.generate).parameters["guidance"].default is None
+    assert "guidance: classifier-free guidance scale" in sora_nb.generate.__doc__

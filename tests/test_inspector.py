@@ -170,14 +170,17 @@ def test_errors_are_clear(toy, toy5):
         with pytest.raises(traitlets.TraitError, match=name):  # set later, as the step is (a float scale: traitlets' own)
             setattr(w, name, bad)
     assert w.scale == 16 and w.fps == 4.0  # a refused value changes nothing
-    for kwargs, error, match in ((dict(channel=1.5), traitlets.TraitError, r"channel must be an integer index in \[0, \d+\], got float"),
-                                 (dict(channel="1"), traitlets.TraitError, r"channel must be an integer index .*got str '1'"),
+    for kwargs, error, match in ((dict(channel=1.5), TypeError, r"channel must be an integer index in \[0, \d+\], got float"),
+                                 (dict(channel="1"), TypeError, r"channel must be an integer index .*got str '1'"),
+                                 (dict(channel=16), ValueError, r"channel must be an index in \[0, \d+\], got 16"),
                                  (dict(max_payload_mb="64"), TypeError, r"max_payload_mb must be a number > 0"),
                                  (dict(max_payload_mb=float("nan")), ValueError, r"max_payload_mb must be a finite number")):
         with pytest.raises(error, match=match):  # nan used to turn the payload limit off
             sora_nb.inspect(toy5, **kwargs)
-    with pytest.raises(traitlets.TraitError, match=r"step must be an integer index in \[0, 7\], got float 1.5"):
+    with pytest.raises(TypeError, match=r"step must be an integer index in \[0, 7\], got float 1.5"):
         w.image(step=1.5)
+    with pytest.raises(ValueError, match=r"frame must be an index in \[0, \d+\], got -1"):
+        w.image(frame=-1)
 
 
 def test_a_tiny_preview_gets_a_scale_a_player_may_use(toy5):
