@@ -2034,7 +2034,7 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
     if not bars_held(scores):
         info["description"] += " (below the quality bars: see MODEL_CARD.md)"
     seconds = stage_seconds(out, seconds, done_before)
-    card = model_card(recipe, seconds, scores, folder, info["default_guidance"], sweep)
+    card = model_card(recipe, seconds, scores, folder, info["default_guidance"], sweep, info.get("redraw_below"))
     (folder / "MODEL_CARD.md").write_text(card)
     (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds, "guidance": info["default_guidance"],
                                                     "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
@@ -2191,7 +2191,8 @@ def experts_sentence(recipe: Recipe) -> str:
 
 
 def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[str, float]], folder: Path,
-               guidance: float = 5.0, sweep: dict[str, float] | None = None) -> str:
+               guidance: float = 5.0, sweep: dict[str, float] | None = None,
+               redraw_below: float | None = None) -> str:
     """Markdown model card: data, recipe, wall time, hardware, scores, the quality bars."""
     import platform
 
@@ -2227,8 +2228,9 @@ def model_card(recipe: Recipe, seconds: dict[str, Any], scores: dict[str, dict[s
         + (f" with the guidance profile {json.dumps([list(p) for p in recipe.sample_guidance_profile])} (guidance "
            "1 + weight (g - 1) at steps whose noise level is above each sigma_above)"
            if recipe.sample_guidance_profile else "")
-        + (f", up to {recipe.sample_retries} redraw(s) of a clip whose object count changes between latent frames "
-           f"(Request.retries), with {' then '.join(f'{x:g}' for x in recipe.sample_redraw_share)} of the steps"
+        + (f", up to {recipe.sample_retries} redraw(s) of a clip whose object count changes between latent frames"
+           + ("" if redraw_below is None else f" or whose verifier score is below {redraw_below:g}")
+           + f" (Request.retries), with {' then '.join(f'{x:g}' for x in recipe.sample_redraw_share)} of the steps"
            if recipe.shape_layout and recipe.sample_retries else "")
         + " (the model's default, chosen as the best "
         "prompt adherence of " + (", ".join(f"{k}: {v:.3f}" for k, v in sweep.items()) if sweep else "a single candidate")

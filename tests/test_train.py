@@ -239,6 +239,12 @@ def test_model_card_reports_every_bar_and_the_guidance_choice(tmp_path):
     assert "vae 5.0 min (by an earlier run in this folder; resumed)" in card and "training (all but eval) 25.0 min" in card
     assert not train.bars_held(scores)
     assert train.bars_held({k: {d: 1.0 for d in v} for k, v in scores.items()})
+    # a folder with a verifier says it redraws low-scoring draws too
+    recipe = train.Recipe(shape_channels=True, shape_layout=True, sample_retries=3)
+    plain = train.model_card(recipe, {"vae": 1.0}, scores, tmp_path)
+    judged = train.model_card(recipe, {"vae": 1.0}, scores, tmp_path, redraw_below=-8.0)
+    assert "changes between latent frames (Request.retries)" in plain and "verifier" not in plain.split("## Scores")[1]
+    assert "changes between latent frames or whose verifier score is below -8 (Request.retries)" in judged
 
 
 def test_stage_seconds_keep_the_figures_of_resumed_stages(tmp_path):
