@@ -1,6 +1,7 @@
 """The embedded model's networks and weights folder: shapes, save/load, tamper checks."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -429,7 +430,7 @@ def test_a_bad_default_in_the_manifest_is_refused_at_load(weights_folder, key, v
 
 def test_missing_or_extra_files_are_refused(weights_folder):
     (weights_folder / "dit" / "extra.bin").write_bytes(b"pickle would go here")
-    with pytest.raises(embedded.WeightsError, match="files not in manifest.json: extra.bin"):
+    with pytest.raises(embedded.WeightsError, match="files not in manifest.json: dit/extra.bin"):
         embedded.load_folder(weights_folder)
     (weights_folder / "dit" / "extra.bin").unlink()
     (weights_folder / "latent_rgb.json").unlink()
@@ -444,6 +445,68 @@ def test_bad_manifest_is_refused(weights_folder):
     (weights_folder / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(embedded.WeightsError, match="not a sora_nb/shapes manifest"):
         embedded.load_folder(weights_folder)
+
+
+def test_a_manifest_of_another_shape_or_with_paths_outside_is_refused(weights_folder):
+    good = json.loads((weights_folder / "manifest.json").read_text())
+    for manifest, match in (([1, 2], "not a sora_nb/shapes manifest"), (None, "not a sora_nb/shapes manifest"),
+                            ({**good, "files": {}}, "not a sora_nb/shapes manifest"),
+                            ({**good, "files": {**good["files"], "../outside.txt": "0" * 64}}, r"lists '\.\./outside.txt'"),
+                            ({**good, "files": {**good["files"], "/etc/hostname": "0" * 64}}, r"lists '/etc/hostname'"),
+                            ({**good, "files": {**good["files"], "latent_rgb.json": 5}}, r"lists 'latent_rgb.json': each "
+                                                                                         r"entry must be a file inside")):
+        (weights_folder / "manifest.json").write_text(json.dumps(manifest))
+        assert embedded.is_weights_folder(weights_folder) is (isinstance(manifest, dict))
+        with pytest.raises(embedded.WeightsError, match=match):
+            embedded.load_folder(weights_folder)
+
+
+def _rehash(folder):
+    info = {k: v for k, v in json.loads((folder / "manifest.json").read_text()).items() if k not in ("files", "format")}
+    embedded.write_manifest(folder, info)
+
+
+def test_an_index_file_or_a_linked_folder_cannot_swap_in_unhashed_weights(weights_folder, tmp_path):
+    """diffusers prefers a ``*.safetensors.index.json`` to the hashed file: one with an empty weight map loaded a
+    DiT of uninitialised memory (black clips), one naming a ``.dat`` shard unpickled it, both with no error. Every
+    unlisted file is now refused, whatever its name, and so is a linked folder (whose files rglob did not see)."""
+    index = weights_folder / "dit" / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {}}))
+    with pytest.raises(embedded.WeightsError, match=r"holds files not in manifest.json: "
+                                                    r"dit/diffusion_pytorch_model.safetensors.index.json"):
+        embedded.load_folder(weights_folder)
+    index.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    (weights_folder / "scheduler").rename(elsewhere)
+    (weights_folder / "scheduler").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(embedded.WeightsError, match=r"holds a linked folder .*scheduler.*copy its files in instead"):
+        embedded.load_folder(weights_folder)
+
+
+def test_a_weights_file_missing_tensors_is_refused_even_with_its_hash(weights_folder):
+    """An export that wrote half a DiT and hashed it loaded: diffusers left the missing half at its random start."""
+    from safetensors.torch import load_file, save_file
+
+    target = weights_folder / "dit" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(target))
+    dropped = sorted(state)[::2]
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(target), metadata={"format": "pt"})
+    _rehash(weights_folder)
+    with pytest.raises(embedded.WeightsError, match=r"dit/diffusion_pytorch_model.safetensors' does not fit its "
+                                                    r"config: missing \["):
+        embedded.load_folder(weights_folder)
+
+
+def test_shipped_weights_without_their_manifest_are_an_error_not_the_untrained_model(tmp_path, monkeypatch):
+    folder = tmp_path / "shapes"
+    shutil.copytree(embedded.WEIGHTS_DIR, folder)
+    (folder / "manifest.json").unlink()
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", folder)
+    with pytest.raises(embedded.WeightsError, match=r"has lost its manifest.json, so its files cannot be checked: "
+                                                    r"reinstall sora_nb"):
+        embedded.load_default()
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", tmp_path / "none")  # no weights at all: the placeholder
+    assert embedded.load_default().describe()["name"] == "shapes-untrained"
 
 
 def test_guidance_profile_is_checked_and_maps_noise_level_to_guidance():

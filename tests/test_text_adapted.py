@@ -112,6 +112,15 @@ def test_a_missing_or_altered_package_is_refused_with_the_install_command(monkey
     monkeypatch.setitem(T.PRETRAINED, NAME, {**T.PRETRAINED[NAME], "sha256": "1" * 64})
     with pytest.raises(OSError, match=r"is not the all-MiniLM-L6-v2 this model was trained with .* reinstall"):
         T.frozen_encoder(NAME)
+    # its architecture and tokenizer are pinned too: a package whose config.json was changed (another layer
+    # count, the genuine weights) loaded and drew other clips
+    monkeypatch.undo()
+    monkeypatch.setattr(T, "_FROZEN", {})
+    for file, load in (("config.json", T.frozen_encoder), ("tokenizer.json", T.pretrained_tokenizer)):
+        monkeypatch.setitem(T.PRETRAINED, NAME, {**T.PRETRAINED[NAME], "files": {**T.PRETRAINED[NAME]["files"],
+                                                                                  file: "2" * 64}})
+        with pytest.raises(OSError, match=rf"{file} is not the all-MiniLM-L6-v2 this model was trained with"):
+            load(NAME)
     with pytest.raises(ValueError, match="unknown pretrained text encoder 'bert-large'"):
         T.pretrained_folder("bert-large")
 

