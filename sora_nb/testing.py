@@ -27,6 +27,7 @@ FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan", "mochi")
 TINY_OPTIONS: dict[str, dict[str, Any]] = {
     "wan": dict(default_size=(32, 32), call_kwargs={"max_sequence_length": 16}),
     "wan-i2v": dict(default_size=(32, 32), call_kwargs={"max_sequence_length": 16}),
+    "wan-ti2v": dict(default_size=(32, 32), call_kwargs={"max_sequence_length": 16}),
     "ltx": dict(default_size=(32, 32), call_kwargs={"max_sequence_length": 16}),
     "ltx-i2v": dict(default_size=(32, 32), call_kwargs={"max_sequence_length": 16}),
     "cogvideox": dict(default_size=(16, 16), call_kwargs={"max_sequence_length": 16}),
@@ -53,8 +54,10 @@ def _t5(umt5: bool = False) -> Any:
     return UMT5EncoderModel(UMT5Config(**kw)) if umt5 else T5EncoderModel(T5Config(**kw))
 
 
-def tiny_wan(*, i2v: bool = False) -> Any:
-    """WanPipeline (or a Wan 2.2-style WanImageToVideoPipeline without image encoder): 32x32, 4k+1 frames."""
+def tiny_wan(*, i2v: bool = False, expand_timesteps: bool = False) -> Any:
+    """WanPipeline (or a WanImageToVideoPipeline without image encoder: Wan 2.1-style, the image's latent and
+    mask as extra input channels, or with ``expand_timesteps`` Wan 2.2 TI2V-style, the image's latent in the first
+    latent frame): 32x32, 4k+1 frames."""
     from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline,
                            WanTransformer3DModel)
 
@@ -66,13 +69,14 @@ def tiny_wan(*, i2v: bool = False) -> Any:
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-        in_channels=36 if i2v else 16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        in_channels=36 if i2v and not expand_timesteps else 16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     parts = dict(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                  tokenizer=tokenizer())
     if i2v:
-        return WanImageToVideoPipeline(**parts, image_encoder=None, image_processor=None, transformer_2=None)
+        return WanImageToVideoPipeline(**parts, image_encoder=None, image_processor=None, transformer_2=None,
+                                       expand_timesteps=expand_timesteps)
     return WanPipeline(**parts, transformer_2=None)
 
 
@@ -186,6 +190,7 @@ def tiny_mochi() -> Any:
 BUILDERS: dict[str, Callable[[], Any]] = {
     "wan": tiny_wan,
     "wan-i2v": lambda: tiny_wan(i2v=True),
+    "wan-ti2v": lambda: tiny_wan(i2v=True, expand_timesteps=True),
     "ltx": tiny_ltx,
     "ltx-i2v": lambda: tiny_ltx(i2v=True),
     "cogvideox": tiny_cogvideox,
@@ -197,7 +202,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
 
 
 def tiny_pipeline(name: str) -> Any:
-    """A tiny pipeline by name (``BUILDERS``: wan, wan-i2v, ltx, ltx-i2v, cogvideox, cogvideox-dpm,
+    """A tiny pipeline by name (``BUILDERS``: wan, wan-i2v, wan-ti2v, ltx, ltx-i2v, cogvideox, cogvideox-dpm,
     cogvideox-i2v, hunyuan, mochi) in float32 on the CPU, in eval mode (as ``from_pretrained`` leaves
     them), progress bar off; the caller's RNG state is untouched."""
     if name not in BUILDERS:

@@ -480,6 +480,25 @@ def test_wan_image_to_video_loads():
     assert v.frames.shape == (5, 32, 32, 3)
 
 
+def test_wan_22_image_to_video_draws_the_pipelines_frames():
+    """Wan 2.2's image-to-video (expand_timesteps, the TI2V 5B) keeps the image's latent in the first latent frame
+    and blends it in before decoding: sora_nb decoded the raw latents, so the clip did not start from the image."""
+    from PIL import Image
+
+    gen = load_tiny("wan-ti2v")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for guidance in (1.0, 3.0):
+        v = gen.generate(PROMPT, image=image, seed=1, guidance=guidance, steps=3, num_frames=5)
+        request = gen.request(PROMPT, image=image, seed=1, guidance=guidance, steps=3, num_frames=5)
+        bare = gen.backend.pipe(**{**gen.backend.call_arguments(request), "image": Image.fromarray(image)},
+                                generator=torch.Generator().manual_seed(1), output_type="np", return_dict=False)[0][0]
+        assert v.frames.shape == bare.shape == (5, 32, 32, 3)
+        assert np.abs(v.frames.astype(int) - np.round(bare * 255).astype(int)).max() <= 1
+        # the model sees the image's latent in latent frame 0 at every step: the trace shows it there
+        x0 = v.trace.x0.values.astype(np.float32)
+        np.testing.assert_allclose(x0[:, 0], np.broadcast_to(x0[-1:, 0], x0[:, 0].shape), atol=2e-3)
+
+
 def test_memory_estimate_and_refusal(gens):
     gen = gens("wan")
     backend = gen.backend

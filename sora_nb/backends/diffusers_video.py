@@ -255,6 +255,7 @@ class _PipelineRun:
         self.stop = threading.Event()
         self.x: torch.Tensor | None = None       # latent fed to the model at the current step (pipeline layout)
         self.returned_x0: torch.Tensor | None = None
+        self.prepared: Any = None                # what prepare_latents returned (an image's conditioning, say)
         self.schedule: tuple[list[float], list[float]] | None = None
         # the CUDA device is per thread: the worker uses the caller's
         self.cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
@@ -300,6 +301,7 @@ class _PipelineRun:
         def prepare_and_keep(*args: Any, **kw: Any) -> Any:
             out = prepare(*args, **kw)
             self.x = out[0] if isinstance(out, tuple) else out
+            self.prepared = out
             return out
 
         with contextlib.ExitStack() as stack:
@@ -347,10 +349,11 @@ class _PipelineRun:
             x0 = self.pipe.scheduler.model_outputs[-1]
         else:
             x0 = self.returned_x0
+        dims, seen = self.dims, self.backend.as_seen
         layout = self.backend.to_fcyx
         return StepEvent(step=i, num_steps=len(timesteps), timestep=timesteps[i], sigma=sigmas[i],
-                         sigma_next=sigmas[i + 1], latent=layout(x, self.dims), x0=layout(x0, self.dims),
-                         x_next=layout(x_next, self.dims))
+                         sigma_next=sigmas[i + 1], latent=layout(seen(x, self.prepared), dims),
+                         x0=layout(seen(x0, self.prepared), dims), x_next=layout(seen(x_next, self.prepared), dims))
 
 
 # -- the backend ---------------------------------------------------------------------------------------
@@ -401,6 +404,11 @@ class DiffusersVideoBackend:
     def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
         """Pipeline-layout latents (batch of one) to ``(frame, channel, y, x)``."""
         return latents[0].transpose(0, 1)  # (B, C, F, h, w) -> (F, C, h, w)
+
+    def as_seen(self, latents: torch.Tensor, prepared: Any) -> torch.Tensor:
+        """Pipeline-layout latents as the model sees them and the pipeline decodes them (``prepared``: what its
+        ``prepare_latents`` returned). The same latents for most pipelines."""
+        return latents
 
     def to_vae(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``(frame, channel, y, x)`` to the VAE's ``(1, channel, frame, y, x)``."""
@@ -542,6 +550,14 @@ class WanBackend(DiffusersVideoBackend):
         if self.latent_channels() == 48:  # Wan 2.2 TI2V 5B: 24 fps, up to 121 frames, 1280x704
             return 24.0, 121, ((1280, 704), (704, 1280))
         return super().family_values()
+
+    def as_seen(self, latents: torch.Tensor, prepared: Any) -> torch.Tensor:
+        # Wan 2.2's image-to-video (expand_timesteps, the TI2V 5B) keeps the image's latent in the first latent
+        # frame: the transformer sees it there at every step, and the pipeline blends it in before decoding
+        if getattr(self.pipe.config, "expand_timesteps", False) and isinstance(prepared, tuple) and len(prepared) == 3:
+            _latents, condition, first_frame_mask = prepared
+            return ((1 - first_frame_mask) * condition + first_frame_mask * latents).to(latents.dtype)
+        return latents
 
     def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
