@@ -554,3 +554,25 @@ def test_embedded_model_takes_num_frames(gen):
         gen.generate(PROMPT, num_frames=8, duration=2.0)
     with pytest.raises(ValueError, match=r"num_frames must be an integer in \[1, 32\]"):
         gen.generate(PROMPT, num_frames=40)
+
+
+def test_a_stochastic_scheduler_the_pipeline_cannot_seed_is_refused():
+    """DPM-Solver's sde-dpmsolver++ draws noise at every step; Wan (like LTX, Hunyuan and Mochi) does not pass the
+    run's generator to scheduler.step, so that noise came from the global RNG: the same seed gave other clips."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = tiny_pipeline("wan")
+    pipe.scheduler = DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", use_flow_sigmas=True,
+                                                 prediction_type="flow_prediction", flow_shift=3.0)
+    from sora_nb.testing import tiny_options
+
+    with pytest.raises(ValueError, match=r"algorithm_type='sde-dpmsolver\+\+' draws noise at every step, and "
+                                         r"WanPipeline does not pass it the run's generator"):
+        sora_nb.load(pipe, **tiny_options("wan"))
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    gen = sora_nb.load(pipe, **tiny_options("wan"))
+    a, b = (gen.generate(PROMPT, num_frames=5, steps=2, seed=1, trace=False) for _ in range(2))
+    assert np.array_equal(a.frames, b.frames)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="sde-dpmsolver++")
+    with pytest.raises(ValueError, match="does not pass it the run's generator"):  # swapped in after load
+        gen.generate(PROMPT, num_frames=5, steps=2, seed=1, trace=False)

@@ -171,6 +171,16 @@ def x0_method(scheduler: Any) -> str:
                      "schedulers")
 
 
+def check_seeded(pipe: Any) -> None:
+    """ValueError for a stochastic scheduler whose noise the pipeline would draw from torch's global RNG: only
+    CogVideoX's pipelines pass their ``generator`` to ``scheduler.step``, so elsewhere a seed would not fix the clip."""
+    cfg = pipe.scheduler.config
+    if str(cfg.get("algorithm_type", "")).startswith("sde") and not type(pipe).__name__.startswith("CogVideoX"):
+        raise ValueError(f"scheduler {type(pipe.scheduler).__name__} with algorithm_type={cfg['algorithm_type']!r} "
+                         f"draws noise at every step, and {type(pipe).__name__} does not pass it the run's generator: "
+                         "the same seed would give another clip each time; use algorithm_type='dpmsolver++'")
+
+
 def _noise_levels(scheduler: Any, timesteps: list[float]) -> list[float]:
     """Noise level of the latent before each step, plus the final one (length steps + 1)."""
     cfg = scheduler.config
@@ -250,6 +260,7 @@ class _PipelineRun:
         self.pipe = backend.pipe
         self.dims = backend.latent_dims(request)
         self.method = x0_method(self.pipe.scheduler)
+        check_seeded(self.pipe)  # (a scheduler swapped in after load)
         self.steps_q: queue.SimpleQueue = queue.SimpleQueue()   # worker -> caller: ("step"|"done"|"error", x)
         self.replies: queue.SimpleQueue = queue.SimpleQueue()   # caller -> worker: "go" | "stop"
         self.stop = threading.Event()
@@ -375,6 +386,7 @@ class DiffusersVideoBackend:
         self.pipe = pipe
         self.image_input = type(pipe).__name__ in self.family.i2v_pipelines
         x0_method(pipe.scheduler)  # refuse schedulers we cannot read x0 from, now rather than at the first run
+        check_seeded(pipe)
         self.call_kwargs = _check_call_kwargs(pipe, call_kwargs)
         self.offload, self.vae_tiling, self.memory_check = offload, bool(vae_tiling), bool(memory_check)
         self.source = source
