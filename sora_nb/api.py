@@ -347,6 +347,9 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         key = ("name", model)
     else:
         key = ("pipeline", model, repr(sorted((k, repr(v)) for k, v in pipeline_options.items())))
+        if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():  # saved again: load anew
+            folder = Path(model).expanduser().resolve()
+            key = ("pipeline folder", str(folder), diffusers_video.folder_fingerprint(folder), key[2])
     with _load_lock:
         if key in _loaded:
             return _loaded[key]
@@ -369,8 +372,8 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         else:
             raise ValueError(f"unknown model {model!r}: use one of {', '.join(known_models())}, a path to a "
                              "weights folder or diffusers pipeline folder, or a diffusers repo id (owner/name)")
-        if key[0] == "folder":  # the folder's model loaded before from weights since replaced is not kept
-            for old in [k for k in _loaded if k[:2] == key[:2]]:
+        if key[0] in ("folder", "pipeline folder"):  # the folder's model loaded before from weights since
+            for old in [k for k in _loaded if k[:2] == key[:2]]:  # replaced is not kept
                 del _loaded[old]
         _loaded[key] = gen
         return gen
@@ -426,7 +429,8 @@ def runtime() -> dict[str, Any]:
     return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
-SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "x0", "dtype", "call_kwargs")
+SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "scheduler_config", "x0", "dtype",
+                     "call_kwargs")
 
 
 def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | None = None,
@@ -478,7 +482,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
         if info.get("source") == "object":
             raise ValueError(f"clip was made by a diffusers pipeline object ({params['model']!r}), which cannot be "
                              "loaded by name: pass model= that pipeline (or a Generator over it)")
-        if info.get("folder"):
+        if info.get("folder") and "pipeline" not in info:
             if not isinstance(info["folder"], str):
                 raise TypeError(f"clip's params['model_info']['folder'] must be a str (a weights folder), got "
                                 f"{type(info['folder']).__name__}")
@@ -490,9 +494,19 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
             options = {"dtype": info["dtype"], **({"fps": params["fps"]} if "fps" in params else {})}
             if isinstance(info.get("call_kwargs"), dict):
                 options["call_kwargs"] = info["call_kwargs"]
-            gen = load(params["model"], **options)
+            folder = info.get("folder")
+            if isinstance(folder, str) and folder and Path(folder).is_dir():  # a saved pipeline folder: its
+                options["name"] = params["model"]  # absolute path, whatever the working folder is now
+                gen = load(folder, **options)
+            else:
+                gen = load(params["model"], **options)
         else:
             gen = load(params["model"])
+    elif "pipeline" in info and not isinstance(model, (str, os.PathLike, Generator)):
+        # a pipeline object: with the options the clip records (the object's own name when it was given one)
+        options = {k: v for k, v in (("call_kwargs", info.get("call_kwargs")), ("fps", params.get("fps")))
+                   if v is not None}
+        gen = load(model, name=params["model"], **options)
     else:
         gen = load(model)
     loaded = gen.backend.describe()

@@ -576,3 +576,39 @@ def test_a_stochastic_scheduler_the_pipeline_cannot_seed_is_refused():
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="sde-dpmsolver++")
     with pytest.raises(ValueError, match="does not pass it the run's generator"):  # swapped in after load
         gen.generate(PROMPT, num_frames=5, steps=2, seed=1, trace=False)
+
+
+def test_a_pipeline_folders_clip_records_enough_to_be_made_again(tmp_path, monkeypatch):
+    """A folder's clip recorded the path as given (relative: from another working folder reproduce asked the Hub),
+    only the scheduler's class (a changed shift went unnoticed), and load() returned the cached pipeline after the
+    folder was saved again with other weights. A pipeline object's clip could not be made again with that object."""
+    import copy
+
+    from sora_nb.testing import tiny_options
+
+    tiny_pipeline("ltx").save_pretrained(tmp_path / "ltx")
+    monkeypatch.chdir(tmp_path)
+    gen = sora_nb.load("ltx", **tiny_options("ltx"))
+    kw = dict(num_frames=9, steps=2, seed=1, trace=False)
+    v = gen.generate(PROMPT, **kw)
+    info = v.params["model_info"]
+    assert info["folder"] == str((tmp_path / "ltx").resolve()) and v.params["model"] == "ltx"
+    assert info["scheduler_config"]["shift"] == gen.backend.pipe.scheduler.config.shift
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(sora_nb.reproduce(v).frames, v.frames)
+    changed = copy.deepcopy(v.params)
+    changed["model_info"]["scheduler_config"]["shift"] = 9.0
+    with pytest.raises(ValueError, match=r"not the model that made this clip \(scheduler_config "):
+        sora_nb.reproduce(changed)
+    other = tiny_pipeline("ltx")
+    with torch.no_grad():
+        for p in other.transformer.parameters():
+            p.add_(0.05)
+    other.save_pretrained(tmp_path / "ltx")  # other weights into the same folder: loaded anew
+    again = sora_nb.load(tmp_path / "ltx", **tiny_options("ltx"))
+    assert not np.array_equal(again.generate(PROMPT, **kw).frames, v.frames)
+    assert again is sora_nb.load(tmp_path / "ltx", **tiny_options("ltx"))  # and cached while unchanged
+    pipe = tiny_pipeline("ltx")
+    clip = sora_nb.load(pipe, **tiny_options("ltx")).generate(PROMPT, **kw)
+    np.testing.assert_array_equal(sora_nb.reproduce(clip, model=pipe).frames, clip.frames)

@@ -108,6 +108,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import queue
 import re
 import threading
@@ -390,6 +391,7 @@ class DiffusersVideoBackend:
         self.call_kwargs = _check_call_kwargs(pipe, call_kwargs)
         self.offload, self.vae_tiling, self.memory_check = offload, bool(vae_tiling), bool(memory_check)
         self.source = source
+        self.folder = ""  # the absolute path of a local pipeline folder it was loaded from
         self._call_lock = pipeline_lock(pipe)  # one call at a time per pipeline, whichever Generator asks
         self.limits = self._limits(name or _default_name(pipe, self.family), fps, max_frames, default_size, sizes)
 
@@ -438,6 +440,10 @@ class DiffusersVideoBackend:
                 "scheduler": type(pipe.scheduler).__name__, "x0": self.method,
                 "dtype": str(transformer.dtype).replace("torch.", ""), "device": str(pipe._execution_device),
                 "offload": self.offload or "", "vae_tiling": self.vae_tiling, "source": self.source,
+                # the scheduler's settings shape the clip as much as its class (Wan's docs change its shift)
+                "scheduler_config": _recordable({k: v for k, v in pipe.scheduler.config.items()
+                                                 if not k.startswith("_")}),
+                **({"folder": self.folder} if self.folder else {}),
                 **({"call_kwargs": _recordable(self.call_kwargs)} if self.call_kwargs else {})}
 
     def check(self, request: Request) -> None:
@@ -810,8 +816,7 @@ def _recordable(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in values.items():
         try:
-            json.dumps(value)
-            out[str(key)] = value
+            out[str(key)] = json.loads(json.dumps(value))  # as a file gives it back: tuples as lists
         except (TypeError, ValueError):
             out[str(key)] = repr(value)
     return out
@@ -1003,5 +1008,23 @@ def from_pretrained(model: str, *, device: Any = None, dtype: Any = None, offloa
                          f"of this pipeline has none ({str(err).splitlines()[0][:200]}); save it with "
                          "pipe.save_pretrained(folder, safe_serialization=True)") from err
     options.setdefault("name", model)
-    return from_pipeline(pipe, device=device, offload=offload, vae_tiling=vae_tiling,
-                         source="folder" if local else "hub", **options)
+    backend = from_pipeline(pipe, device=device, offload=offload, vae_tiling=vae_tiling,
+                            source="folder" if local else "hub", **options)
+    if local:
+        backend.folder = str(Path(model).expanduser().resolve())
+    return backend
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """Every file's path, size and modification time in a pipeline folder, hashed: `sora_nb.load` caches a folder's
+    pipeline under it, so weights saved again into the folder load anew (hashing gigabytes of weights would not
+    do for a cache key)."""
+    import hashlib
+
+    parts = []
+    for root, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            st = os.stat(path)
+            parts.append(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
