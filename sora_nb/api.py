@@ -332,6 +332,9 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
     if not isinstance(model, str):
         raise TypeError(f"model must be a model name ({', '.join(known_models())}), a folder path, a diffusers "
                         f"repo id or a diffusers pipeline object, got {type(model).__name__}")
+    if not model.strip():
+        raise ValueError(f"model must be a model name ({', '.join(known_models())}), a folder path or a diffusers "
+                         "repo id, got an empty string")
     embedded_name = model in ("shapes", "shapes-untrained") or (
         Path(model).expanduser().is_dir() and embedded.is_weights_folder(Path(model).expanduser()))
     if embedded_name and any(v not in (None, False) for v in pipeline_options.values()):

@@ -241,6 +241,9 @@ def test_load_accepts_generator_and_rejects_unknown(gen, tmp_path):
         sora_nb.load("nope")
     with pytest.raises(TypeError, match="model must be"):
         sora_nb.load(3)
+    for empty in ("", "  "):  # not the working folder
+        with pytest.raises(ValueError, match="model must be a model name .*got an empty string"):
+            sora_nb.load(empty)
     with pytest.raises(ValueError, match="not a sora_nb weights folder"):
         sora_nb.load(str(tmp_path))
 
