@@ -136,6 +136,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -2010,37 +2011,38 @@ def export(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, dit: ShapesD
         info["redraw_share"] = list(recipe.sample_redraw_share)  # a tuple since Recipe's checks
         if verifier is not None and redraw_below is not None:
             info["redraw_below"] = float(redraw_below)
-    folder = out / "weights"
-    if folder.exists():
-        shutil.rmtree(folder)
-    scheduler_config = embedded.default_scheduler_config(recipe.sample_shift)
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
-    from .api import Generator
+    # written whole or not at all (`atomic_folder`): the run's earlier weights stay until the new ones are complete,
+    # evaluated and carded; a kill during the evaluation's minutes left a folder that loaded with no card
+    with atomic_folder(out / "weights") as folder:
+        scheduler_config = embedded.default_scheduler_config(recipe.sample_shift)
+        embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
+        from .api import Generator
 
-    t0 = time.perf_counter()
-    gen = Generator(embedded.load_folder(folder))
-    # the chosen guidance goes into the manifest by the last save_folder below; until then pass it explicitly
-    info["default_guidance"], sweep = choose_guidance(recipe, out, world, gen)
-    guidance = info["default_guidance"]
-    scores = {}
-    for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout")):
-        df = world.evaluate(gen, n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split,
-                            phrasing=phrasing, guidance=guidance)
-        summary = world.summarize(df)
-        scores[f"{split}/{phrasing}"] = {k: round(float(v), 4) for k, v in dict(summary).items()
-                                         if isinstance(v, (int, float, np.floating)) and not math.isnan(float(v))}
-        log(out, stage="eval", split=split, phrasing=phrasing, **scores[f"{split}/{phrasing}"])
-    seconds["eval"] = time.perf_counter() - t0
-    if not bars_held(scores):
-        info["description"] += " (below the quality bars: see MODEL_CARD.md)"
-    seconds = stage_seconds(out, seconds, done_before)
-    card = model_card(recipe, seconds, scores, folder, info["default_guidance"], sweep, info.get("redraw_below"))
-    (folder / "MODEL_CARD.md").write_text(card)
-    (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds, "guidance": info["default_guidance"],
-                                                    "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
-                                                   indent=1))
-    embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
-    return folder
+        t0 = time.perf_counter()
+        gen = Generator(embedded.load_folder(folder))
+        # the chosen guidance goes into the manifest by the last save_folder below; until then pass it explicitly
+        info["default_guidance"], sweep = choose_guidance(recipe, out, world, gen)
+        guidance = info["default_guidance"]
+        scores = {}
+        for split, phrasing in (("train", "train"), ("heldout", "train"), ("train", "heldout")):
+            df = world.evaluate(gen, n=recipe.eval_clips, seed=step_seed(recipe.seed, "eval", 0), split=split,
+                                phrasing=phrasing, guidance=guidance)
+            summary = world.summarize(df)
+            scores[f"{split}/{phrasing}"] = {k: round(float(v), 4) for k, v in dict(summary).items()
+                                             if isinstance(v, (int, float, np.floating)) and not math.isnan(float(v))}
+            log(out, stage="eval", split=split, phrasing=phrasing, **scores[f"{split}/{phrasing}"])
+        seconds["eval"] = time.perf_counter() - t0
+        if not bars_held(scores):
+            info["description"] += " (below the quality bars: see MODEL_CARD.md)"
+        seconds = stage_seconds(out, seconds, done_before)
+        card = model_card(recipe, seconds, scores, folder, info["default_guidance"], sweep, info.get("redraw_below"))
+        (folder / "MODEL_CARD.md").write_text(card)
+        (folder / "scores.json").write_text(json.dumps({"scores": scores, "seconds": seconds,
+                                                        "guidance": info["default_guidance"],
+                                                        "guidance_sweep": sweep, "recipe": dataclasses.asdict(recipe)},
+                                                       indent=1))
+        embedded.save_folder(folder, vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
+    return out / "weights"
 
 
 def check_device(device: str) -> None:
@@ -2116,6 +2118,10 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     above the switch), and ``low/`` stays byte for byte."""
     prior, recipe, be = rescore_inputs(weights, overrides, decoder, dit)
     weights = Path(weights)
+    lock_run(out)
+    claim_rescore(out, {"rescore": str(weights.resolve()), "weights_sha256": embedded.manifest_digest(weights),
+                        "overrides": json.loads(json.dumps(overrides or {})), "tune_decoder": bool(decoder),
+                        "tune_dit": bool(dit)})
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     out.mkdir(parents=True, exist_ok=True)
@@ -2286,7 +2292,12 @@ RUN_WRITTEN = frozenset({"vae_steps", "dec_steps", "pix_steps", "dit_steps", "ft
 
 def check_out_folder(out: Path) -> None:
     """``--out``: a folder, or a path one can be made at, that can be written (nothing is made here: a command
-    refused later leaves no folder behind). Raises `RefusedInput`."""
+    refused later leaves no folder behind). An existing folder must be empty or a run's (a folder of the user's
+    own files is not one to write a run into: the export replaces ``weights/`` and a kill's leftovers,
+    ``*.partial`` and ``*.old``, are cleaned up). Raises `RefusedInput`."""
+    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()) and not is_run_folder(out):
+        raise RefusedInput(f"--out {str(out)!r} holds files that are not a sora-nb train run's (no "
+                           f"{', '.join(RUN_MARKS)} or stage folder): choose a new or empty folder")
     if out.exists() and not out.is_dir():
         raise RefusedInput(f"--out must be a folder (made if missing), got a file: {str(out)!r}")
     base = out.absolute()
@@ -2296,6 +2307,57 @@ def check_out_folder(out: Path) -> None:
         raise RefusedInput(f"--out {str(out)!r} cannot be made: {str(base)!r} is a file")
     if not os.access(base, os.W_OK | os.X_OK):
         raise RefusedInput(f"--out {str(out)!r}: {str(base)!r} is not writable")
+
+
+RUN_MARKS = ("recipe.json", "rescore.json", "log.jsonl")  # files only a run writes into its --out
+
+
+def is_run_folder(out: Path) -> bool:
+    """Whether ``out`` holds a ``sora-nb train`` run: a full run's recipe, a rescore's record, a log, or a stage's
+    folder (``dit_final`` as a GPU machine sends it back, a ``*_ckpt``, a ``cache``)."""
+    return (any((out / name).is_file() for name in RUN_MARKS)
+            or any(p.is_dir() and re.fullmatch(r"\w+_(final|ckpt)|cache|ft_cache_\d+", p.name) for p in out.iterdir()))
+
+
+_HELD: dict[str, int] = {}  # the run folders this process holds locked (their lock files' descriptors)
+
+
+def lock_run(out: Path) -> None:
+    """Make ``out``, finish a swap a kill cut short there (`recover_folders`), and hold an exclusive lock on
+    ``out/.lock`` (until `main` returns; a direct caller keeps it): two commands writing into one folder mixed their
+    seeds' checkpoints and recorded a recipe neither ran. RefusedInput when another process holds it."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    if key not in _HELD:
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RefusedInput(f"--out {str(out)!r} is in use by another sora-nb train: wait for it to end, or "
+                               "choose another --out") from None
+        _HELD[key] = fd
+    recover_folders(out)
+
+
+def claim_rescore(out: Path, spec: dict[str, Any]) -> None:
+    """A rescore's ``--out`` holds one rescore: the same command resumes it, another is refused (it would reuse the
+    first's finished stages and record options that never ran). Writes ``out/rescore.json``."""
+    record = out / "rescore.json"
+    if (out / "recipe.json").is_file():
+        raise RefusedInput(f"--out {str(out)!r} holds a full run; write the rescore into another folder")
+    if record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = None
+        if before is not None and before != spec:
+            differ = [k for k in sorted(set(spec) | set(before or {})) if (before or {}).get(k) != spec.get(k)]
+            raise RefusedInput(f"--out {str(out)!r} holds another rescore ({', '.join(differ)} differ): resume it with "
+                               "the same command, or choose a new --out")
+    write_text_atomic(record, json.dumps(spec, indent=1, sort_keys=True))
 
 
 def check_same_recipe(out: Path, recipe: Recipe) -> None:
@@ -2318,7 +2380,20 @@ def check_same_recipe(out: Path, recipe: Recipe) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -> int:
-    """Command line entry point (``prog``: the name its usage and errors give)."""
+    """Command line entry point (``prog``: the name its usage and errors give). Ctrl-C stops a run in one line
+    (the same command resumes it), and the run's lock on its ``--out`` is released when it returns."""
+    held = set(_HELD)
+    try:
+        return _main(argv, prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped; run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        for key in set(_HELD) - held:
+            os.close(_HELD.pop(key))
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0] + " With no options it trains "
                                      "the course recipe into runs/shapes: about an hour on 2 CPU cores (Ctrl-C "
                                      "stops it; the same command resumes). --tiny is a seconds-long smoke run.")
@@ -2358,6 +2433,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
             overrides[key] = json.loads(value)
         except ValueError:
             parser.error(f"--set {key}=VALUE: VALUE must be JSON (e.g. 0.5, true, [1, 2, 2], '\"text\"'), got {value!r}")
+    if not args.out.strip():  # (Path("") is the working folder)
+        parser.error("--out must name a folder, got an empty string")
     out = Path(args.out).expanduser()
     try:
         check_out_folder(out)
@@ -2365,7 +2442,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
             check_shippable()
     except RefusedInput as err:
         parser.error(str(err))
-    recover_folders(out)  # a swap a kill cut short is finished (or undone) before anything reads the folder
     if args.rescore:
         from . import world
 
@@ -2401,7 +2477,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
         raise SystemExit(str(err)) from None
     try:
         check_same_recipe(out, recipe)
-        out.mkdir(parents=True, exist_ok=True)
+        lock_run(out)  # (and a swap a kill cut short is finished before anything reads the folder)
     except RefusedInput as err:
         parser.error(str(err))
     except OSError as err:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import sora_nb
 from sora_nb import train
+from sora_nb.backends import embedded
 
 FAST = dict(train.TINY, vae_steps=6, dit_steps=6, eval_clips=2, log_every=1, ckpt_every=3,
             cache=((2.0, 64, 64, 16),), vae_batch=2, dit_batch=4)
@@ -2020,3 +2022,81 @@ def test_the_exported_scheduler_config_and_configs_hold_nothing_of_the_machine(t
         train.embedded.default_scheduler_config(6.0)["_use_default_values"])
     for config in (tiny_run / "weights").rglob("config.json"):
         assert "_name_or_path" not in json.loads(config.read_text()), config
+
+
+def _refused(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1]
+
+
+def test_a_folder_of_the_users_own_files_is_never_a_run_folder(tmp_path, capsys):
+    """Any command, even one refused for its --set, ran recover_folders on --out first: a user's photos.old and
+    thesis.partial were deleted and drafts.old renamed. A run into such a folder then replaced its weights/."""
+    user = tmp_path / "project"
+    for rel in ("photos.old/b.jpg", "thesis.partial/ch1.tex", "drafts.old/d.txt", "weights/best.ckpt"):
+        (user / rel).parent.mkdir(parents=True, exist_ok=True)
+        (user / rel).write_text(rel)
+    before = sorted(str(p.relative_to(user)) for p in user.rglob("*"))
+    for extra in (["--set", "dit_steps=-5"], ["--tiny"]):
+        line = _refused(["--out", str(user), *extra], capsys)
+        assert "holds files that are not a sora-nb train run's" in line and "choose a new or empty folder" in line
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before
+    assert all((user / rel).read_text() == rel for rel in ("photos.old/b.jpg", "thesis.partial/ch1.tex"))
+    assert "--out must name a folder, got an empty string" in _refused(["--out", "", "--tiny"], capsys)
+
+
+def test_a_folder_another_command_is_training_into_is_refused(tmp_path, capsys):
+    """Two commands into one --out mixed their seeds' checkpoints; the second now waits for nothing: refused."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what another process's run holds
+        args = ["--out", str(out), "--seed", "3", "--preset", "plain", "--set"] + [f"{k}={json.dumps(v)}"
+                                                                                  for k, v in FAST.items()]
+        assert "is in use by another sora-nb train" in _refused(args, capsys)
+    finally:
+        os.close(fd)
+    assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_an_export_that_fails_keeps_the_earlier_weights(tiny_run, tmp_path, monkeypatch):
+    """The export removed weights/ first and evaluated for minutes: a kill left a folder that loaded with no card
+    (and the default guidance of another recipe). It now writes weights.partial and swaps it in when complete."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in (out / "weights").rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "choose_guidance", interrupted)
+    args = ["--rescore", str(out / "weights"), "--out", str(out / "again")]
+    assert train.main(args) == 130  # Ctrl-C: one line, the same command resumes
+    shutil.copytree(out / "weights", out / "again" / "weights")  # an earlier export of this rescore
+    assert train.main(args) == 130
+    after = {str(p.relative_to(out)): p.read_bytes() for p in (out / "weights").rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in (out / "again").iterdir() if p.name.startswith("weights")) == ["weights"]
+    embedded.verify_folder(out / "again" / "weights")
+
+
+def test_a_rescore_folder_holds_one_rescore(tiny_run, tmp_path, capsys):
+    """A second rescore with other options into the same --out reused the first's finished stages and recorded
+    options that never ran; a rescore into a full run's folder recorded a fine-tune that never ran."""
+    folder = tiny_run / "weights"
+    out = tmp_path / "r"
+    assert train.main(["--rescore", str(folder), "--out", str(out), "--set", "sample_eta=0.5"]) == 0
+    assert json.loads((out / "rescore.json").read_text())["overrides"] == {"sample_eta": 0.5}
+    line = _refused(["--rescore", str(folder), "--out", str(out), "--set", "sample_eta=0.2"], capsys)
+    assert "holds another rescore (overrides differ): resume it with the same command" in line
+    assert json.loads((out / "rescore.json").read_text())["overrides"] == {"sample_eta": 0.5}
+    assert "holds a full run; write the rescore into another folder" in _refused(
+        ["--rescore", str(folder), "--out", str(tiny_run)], capsys)
