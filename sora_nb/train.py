@@ -568,10 +568,26 @@ def write_recipe(out: Path, recipe: Recipe) -> None:
 def log(out: Path, **record: Any) -> None:
     """Append one JSON line to the run log and echo it."""
     record = {"time": round(time.time(), 2), **record}
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = out / "log.jsonl"
+    with open(path, "a+b") as f:  # a line a kill cut short is ended first, so this record stays its own line
+        f.seek(0, os.SEEK_END)
+        cut = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+        f.write((b"\n" if cut else b"") + (json.dumps(record) + "\n").encode())
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                    if k != "time"), flush=True)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """A run log's records (one JSON object a line), skipping a line a kill cut short."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("time"), (int, float)):
+            records.append(record)
+    return records
 
 
 def clips_to_tensor(clips: list) -> torch.Tensor:
@@ -2157,7 +2173,7 @@ def logged_seconds(out: Path, stage: str) -> float:
     path = Path(out) / "log.jsonl"
     if not path.is_file():
         return 0.0
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_log(path)
     ends = [r["time"] for r in records if r.get("stage") == stage]
     if not records or not ends:
         return 0.0

@@ -691,3 +691,17 @@ def test_a_low_noise_expert_takes_exactly_the_steps_at_or_below_its_switch(gen, 
         embedded.save_folder(tmp_path / "bad", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(),
                              {**plain_backend.info, "expert_switch": 0.5}, low=(_random_dit(), other_text))
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+def test_the_models_identity_is_what_it_loads_not_its_card(weights_folder):
+    """Two runs with the same seed train the same networks but write other wall times into their cards: their
+    clips' weights_sha256 differed, so reproduce refused the twin. The card and scores no longer count."""
+    first = embedded.load_folder(weights_folder).describe()["weights_sha256"]
+    (weights_folder / "MODEL_CARD.md").write_text("another run's wall times")
+    (weights_folder / "scores.json").write_text("{}")
+    _rehash(weights_folder)
+    assert embedded.load_folder(weights_folder).describe()["weights_sha256"] == first
+    rgb = json.loads((weights_folder / "latent_rgb.json").read_text())
+    rgb[0][0] += 0.5
+    (weights_folder / "latent_rgb.json").write_text(json.dumps(rgb))
+    _rehash(weights_folder)
+    assert embedded.load_folder(weights_folder).describe()["weights_sha256"] != first

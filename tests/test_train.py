@@ -2100,3 +2100,15 @@ def test_a_rescore_folder_holds_one_rescore(tiny_run, tmp_path, capsys):
     assert json.loads((out / "rescore.json").read_text())["overrides"] == {"sample_eta": 0.5}
     assert "holds a full run; write the rescore into another folder" in _refused(
         ["--rescore", str(folder), "--out", str(tiny_run)], capsys)
+
+
+def test_a_log_line_a_kill_cut_short_is_skipped_and_ended(tmp_path):
+    path = tmp_path / "log.jsonl"
+    train.log(tmp_path, stage="dit", step=1)
+    with open(path, "a") as f:
+        f.write('{"time": 5, "stage": "dit", "st')  # killed mid-write
+    train.log(tmp_path, stage="dit", step=2)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith('"st') and json.loads(lines[2])["step"] == 2
+    assert [r["step"] for r in train.read_log(path)] == [1, 2]
+    assert train.logged_seconds(tmp_path, "dit") >= 0.0

@@ -596,6 +596,16 @@ def _complete(module: Any, folder: Path) -> Any:
     return module
 
 
+DOCUMENTS = ("MODEL_CARD.md", "scores.json")  # a folder's own account of itself: hashed, but not what draws
+
+
+def weights_digest(manifest: dict[str, Any]) -> str:
+    """The model's identity in clips' params (``weights_sha256``): the sha256 of every file the loader reads, so
+    two runs with the same seed (the same networks, other wall times in their cards) are the same model."""
+    files = {k: v for k, v in manifest["files"].items() if k not in DOCUMENTS}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def manifest_digest(folder: str | Path) -> str:
     """The sha256 of a weights folder's manifest file (it lists every file's sha256), "" if it cannot be read:
     `sora_nb.load` caches a folder's model under it, so weights written again into the folder load again."""
@@ -635,7 +645,7 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
             raise WeightsError(f"weights folder {str(folder)!r} could not be loaded: {err}") from err
     info = {k: v for k, v in manifest.items() if k not in {"files", "format"}}
     info.setdefault("name", "shapes")
-    info["weights_sha256"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    info["weights_sha256"] = weights_digest(manifest)
     backend = EmbeddedBackend(vae, dit, text, scheduler_config, latent_rgb, info, low, verifier)
     backend.folder = "" if shipped else str(folder.resolve())
     return backend
