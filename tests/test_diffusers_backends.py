@@ -612,3 +612,16 @@ def test_a_pipeline_folders_clip_records_enough_to_be_made_again(tmp_path, monke
     pipe = tiny_pipeline("ltx")
     clip = sora_nb.load(pipe, **tiny_options("ltx")).generate(PROMPT, **kw)
     np.testing.assert_array_equal(sora_nb.reproduce(clip, model=pipe).frames, clip.frames)
+
+
+def test_a_saved_wan_pipeline_loads(tmp_path):
+    """diffusers loads Wan's transformer (it keeps some modules in float32) only with accelerate, which was an
+    optional extra: every Wan folder or repo failed with "low_cpu_mem_usage cannot be False"."""
+    from sora_nb.testing import tiny_options
+
+    pipe = tiny_pipeline("wan")
+    pipe.save_pretrained(tmp_path / "wan")
+    gen = sora_nb.load(tmp_path / "wan", **tiny_options("wan"))
+    kw = dict(num_frames=5, steps=2, seed=1, trace=False)
+    np.testing.assert_array_equal(gen.generate(PROMPT, **kw).frames,
+                                  sora_nb.load(pipe, **tiny_options("wan")).generate(PROMPT, **kw).frames)
