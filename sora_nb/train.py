@@ -570,8 +570,10 @@ def log(out: Path, **record: Any) -> None:
     record = {"time": round(time.time(), 2), **record}
     path = out / "log.jsonl"
     with open(path, "a+b") as f:  # a line a kill cut short is ended first, so this record stays its own line
-        f.seek(0, os.SEEK_END)
-        cut = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+        cut = False
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
         f.write((b"\n" if cut else b"") + (json.dumps(record) + "\n").encode())
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                    if k != "time"), flush=True)

@@ -2108,7 +2108,8 @@ def test_a_log_line_a_kill_cut_short_is_skipped_and_ended(tmp_path):
     with open(path, "a") as f:
         f.write('{"time": 5, "stage": "dit", "st')  # killed mid-write
     train.log(tmp_path, stage="dit", step=2)
+    train.log(tmp_path, stage="dit", step=3)  # after a whole line: no empty line between
     lines = path.read_text().splitlines()
-    assert len(lines) == 3 and lines[1].endswith('"st') and json.loads(lines[2])["step"] == 2
-    assert [r["step"] for r in train.read_log(path)] == [1, 2]
+    assert len(lines) == 4 and lines[1].endswith('"st') and [json.loads(lines[i])["step"] for i in (0, 2, 3)] == [1, 2, 3]
+    assert [r["step"] for r in train.read_log(path)] == [1, 2, 3]
     assert train.logged_seconds(tmp_path, "dit") >= 0.0
