@@ -2362,10 +2362,9 @@ def lock_run(out: Path) -> None:
 
 def claim_rescore(out: Path, spec: dict[str, Any]) -> None:
     """A rescore's ``--out`` holds one rescore: the same command resumes it, another is refused (it would reuse the
-    first's finished stages and record options that never ran). Writes ``out/rescore.json``."""
+    first's finished stages and record options that never ran). Writes ``out/rescore.json``. (A folder that a GPU
+    machine's fine-tune came back in, ``dit_final`` with its ``recipe.json``, takes its first rescore.)"""
     record = out / "rescore.json"
-    if (out / "recipe.json").is_file():
-        raise RefusedInput(f"--out {str(out)!r} holds a full run; write the rescore into another folder")
     if record.is_file():
         try:
             before = json.loads(record.read_text())
