@@ -2080,7 +2080,15 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         if not (weights / "scores.json").is_file():
             raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
                              f"holding its recipe); {str(weights)!r} has none")
-        prior = json.loads((weights / "scores.json").read_text())
+        embedded.verify_folder(weights)  # the files first (scores.json is one of them), then what they say
+        try:
+            prior = json.loads((weights / "scores.json").read_text())
+        except ValueError as err:
+            raise ValueError(f"{str(weights / 'scores.json')!r} is not JSON ({err})") from None
+        if not isinstance(prior, dict) or not isinstance(prior.get("recipe"), dict) or \
+                not isinstance(prior.get("seconds"), dict):
+            raise ValueError(f"{str(weights / 'scores.json')!r} holds no recipe (a JSON object with 'recipe' and "
+                             "'seconds', as sora_nb.train's export writes it)")
         fields = {f.name for f in dataclasses.fields(Recipe)}
         recipe = Recipe(**{**{k: v for k, v in prior["recipe"].items() if k in fields}, **(overrides or {})})
         if decoder and recipe.dec_steps < 1:
@@ -2491,7 +2499,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         check_device(recipe.device)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        parser.error(str(err))  # a usage error like every other refused input (exit status 2)
     try:
         check_same_recipe(out, recipe)
         lock_run(out)  # (and a swap a kill cut short is finished before anything reads the folder)

@@ -1358,8 +1358,9 @@ def test_shape_channels_need_more_latent_channels_than_shapes():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_an_absent_accelerator_stops_the_run_before_any_stage(tmp_path):
     out = tmp_path / "nogpu"
-    with pytest.raises(SystemExit, match="device 'cuda' is not usable on this machine"):
+    with pytest.raises(SystemExit) as exit_:  # a usage error: status 2, one line with the command's name
         train.main(["--out", str(out), "--tiny", "--set", 'device="cuda"'])
+    assert exit_.value.code == 2
     assert not out.exists()  # nothing written
 
 
@@ -2111,3 +2112,18 @@ def test_a_log_line_a_kill_cut_short_is_skipped_and_ended(tmp_path):
     assert len(lines) == 4 and lines[1].endswith('"st') and [json.loads(lines[i])["step"] for i in (0, 2, 3)] == [1, 2, 3]
     assert [r["step"] for r in train.read_log(path)] == [1, 2, 3]
     assert train.logged_seconds(tmp_path, "dit") >= 0.0
+
+
+def test_a_rescore_folders_scores_are_checked_before_they_are_read(tiny_run, tmp_path, capsys):
+    """A scores.json without its recipe ended a rescore in a KeyError traceback, read before the folder's hashes."""
+    import shutil
+
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_run / "weights", folder)
+    (folder / "scores.json").write_text("{}")
+    assert "scores.json' is corrupt or was modified" in _refused(["--rescore", str(folder), "--out",
+                                                                  str(tmp_path / "r")], capsys)
+    info = {k: v for k, v in json.loads((folder / "manifest.json").read_text()).items() if k not in ("files", "format")}
+    embedded.write_manifest(folder, info)
+    assert "scores.json' holds no recipe" in _refused(["--rescore", str(folder), "--out", str(tmp_path / "r")], capsys)
+    assert not (tmp_path / "r").exists()
