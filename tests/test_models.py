@@ -505,6 +505,10 @@ def test_shipped_weights_without_their_manifest_are_an_error_not_the_untrained_m
     with pytest.raises(embedded.WeightsError, match=r"has lost its manifest.json, so its files cannot be checked: "
                                                     r"reinstall sora_nb"):
         embedded.load_default()
+    folder.rename(tmp_path / "shapes.old")  # --ship killed between its two renames: not the placeholder either
+    with pytest.raises(embedded.WeightsError, match=r"mid-swap \(shapes.old beside .*run the same `sora-nb train "
+                                                    r"--ship` command again"):
+        embedded.load_default()
     monkeypatch.setattr(embedded, "WEIGHTS_DIR", tmp_path / "none")  # no weights at all: the placeholder
     assert embedded.load_default().describe()["name"] == "shapes-untrained"
 

@@ -658,4 +658,9 @@ def load_default() -> EmbeddedBackend:
     if any(WEIGHTS_DIR.rglob("*.safetensors")):  # the weights without their manifest: broken, not absent
         raise WeightsError(f"the shipped weights folder {str(WEIGHTS_DIR)!r} has lost its {MANIFEST}, so its files "
                            "cannot be checked: reinstall sora_nb")
+    swap = [p for p in (WEIGHTS_DIR.with_name(WEIGHTS_DIR.name + ".partial"),
+                        WEIGHTS_DIR.with_name(WEIGHTS_DIR.name + ".old")) if p.is_dir()]
+    if swap:  # `sora-nb train --ship` was killed between its two renames
+        raise WeightsError(f"the shipped weights are mid-swap ({', '.join(p.name for p in swap)} beside "
+                           f"{str(WEIGHTS_DIR)!r}): run the same `sora-nb train --ship` command again, or reinstall sora_nb")
     return untrained()
