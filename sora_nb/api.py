@@ -335,8 +335,8 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
     if not model.strip():
         raise ValueError(f"model must be a model name ({', '.join(known_models())}), a folder path or a diffusers "
                          "repo id, got an empty string")
-    embedded_name = model in ("shapes", "shapes-untrained") or (
-        Path(model).expanduser().is_dir() and embedded.is_weights_folder(Path(model).expanduser()))
+    path = Path(model).expanduser()
+    embedded_name = model in ("shapes", "shapes-untrained") or (path.is_dir() and embedded.is_weights_folder(path))
     if embedded_name and any(v not in (None, False) for v in pipeline_options.values()):
         given = ", ".join(k for k, v in pipeline_options.items() if v not in (None, False))
         raise TypeError(f"the embedded model takes no loading options (got {given}); they are for diffusers "
@@ -344,14 +344,14 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
     if embedded_name and model not in ("shapes", "shapes-untrained"):
         # a folder is cached under its path and its manifest (every file's sha256): weights trained again into
         # the same folder load anew instead of returning the model loaded before
-        folder = Path(model).expanduser().resolve()
+        folder = path.resolve()
         key = ("folder", str(folder), embedded.manifest_digest(folder))
     elif embedded_name:
         key = ("name", model)
     else:
         key = ("pipeline", model, repr(sorted((k, repr(v)) for k, v in pipeline_options.items())))
-        if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():  # saved again: load anew
-            folder = Path(model).expanduser().resolve()
+        if path.is_dir():  # a pipeline folder saved again loads anew
+            folder = path.resolve()
             key = ("pipeline folder", str(folder), diffusers_video.folder_fingerprint(folder), key[2])
     with _load_lock:
         if key in _loaded:
@@ -360,12 +360,11 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
             gen = Generator(embedded.load_default())
         elif model == "shapes-untrained":
             gen = Generator(embedded.untrained())
-        elif Path(model).expanduser().is_dir():
-            folder = Path(model).expanduser()
-            if embedded.is_weights_folder(folder):
-                gen = Generator(embedded.load_folder(folder))
-            elif diffusers_video.is_pipeline_folder(folder):
-                gen = Generator(diffusers_video.from_pretrained(str(folder), **pipeline_options))
+        elif path.is_dir():
+            if embedded.is_weights_folder(path):
+                gen = Generator(embedded.load_folder(path))
+            elif diffusers_video.is_pipeline_folder(path):
+                gen = Generator(diffusers_video.from_pretrained(str(path), **pipeline_options))
             else:
                 raise ValueError(f"model folder {model!r} is not a sora_nb weights folder (no {embedded.MANIFEST} "
                                  f"with format {embedded.FORMAT!r}) nor a diffusers pipeline folder (no "
@@ -420,16 +419,16 @@ _as_method(generate, Generator.generate)
 _as_method(best_of, Generator.best_of)
 
 
-# what a clip's params record besides its request's fields: which model made it, and how
-RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of", "runtime"})
-
-
 def runtime() -> dict[str, Any]:
     """What besides the model and the params shapes a clip's pixels: torch's build and its CPU thread count (a
     float32 sum in another order can move a pixel by a level)."""
     import torch
 
     return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+# what a clip's params record besides its request's fields: which model made it, and how
+RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of", "runtime"})
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
 SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "scheduler_config", "x0", "dtype",
@@ -481,6 +480,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     info = params.get("model_info") or {}
     if not isinstance(info, dict):
         raise TypeError(f"clip's params['model_info'] must be a dict, got {type(info).__name__}")
+    # a diffusers clip's load options that shape its frames
+    recorded = {k: v for k, v in (("fps", params.get("fps")), ("call_kwargs", info.get("call_kwargs")))
+                if v is not None and (k != "call_kwargs" or isinstance(v, dict))}
     if model is None:
         if info.get("source") == "object":
             raise ValueError(f"clip was made by a diffusers pipeline object ({params['model']!r}), which cannot be "
@@ -494,9 +496,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
                                  "any more: pass model= the folder (or a Generator) with those weights")
             gen = load(info["folder"])
         elif "pipeline" in info and info.get("dtype"):  # a diffusers pipeline, with the options that shape a clip
-            options = {"dtype": info["dtype"], **({"fps": params["fps"]} if "fps" in params else {})}
-            if isinstance(info.get("call_kwargs"), dict):
-                options["call_kwargs"] = info["call_kwargs"]
+            options = {"dtype": info["dtype"], **recorded}
             folder = info.get("folder")
             if isinstance(folder, str) and folder and Path(folder).is_dir():  # a saved pipeline folder: its
                 options["name"] = params["model"]  # absolute path, whatever the working folder is now
@@ -507,9 +507,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
             gen = load(params["model"])
     elif "pipeline" in info and not isinstance(model, (str, os.PathLike, Generator)):
         # a pipeline object: with the options the clip records (the object's own name when it was given one)
-        options = {k: v for k, v in (("call_kwargs", info.get("call_kwargs")), ("fps", params.get("fps")))
-                   if v is not None}
-        gen = load(model, name=params["model"], **options)
+        gen = load(model, name=params["model"], **recorded)
     else:
         gen = load(model)
     loaded = gen.backend.describe()

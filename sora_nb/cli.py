@@ -170,14 +170,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for warning in said:
         print(f"sora-nb: note: {warning.message}", file=sys.stderr)
     elapsed = time.perf_counter() - start
-    same = ""
-    if out.suffix.lower() == clip.suffix.lower():  # one codec: equal frames encode equally
-        before = sora_nb.read_video(clip)
-        path = video.save(out)
-        same = (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), before)
-                else ", frames DIFFER from the clip's (another machine or torch build?)")
-    else:
-        path = video.save(out)
+    one_codec = out.suffix.lower() == clip.suffix.lower()  # equal frames encode equally
+    before = sora_nb.read_video(clip) if one_codec else None  # read before the save (a link may name the clip)
+    path = video.save(out)
+    same = "" if before is None else (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), before)
+                                      else ", frames DIFFER from the clip's (another machine or torch build?)")
     t, h, w, _ = video.frames.shape
     print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "
           f"made again in {elapsed:.2f} s, the model's load included{same})")

@@ -111,9 +111,10 @@ def params_json(params: dict[str, Any]) -> str:
         text = json.dumps(params, sort_keys=True, default=_json_value)
     except TypeError as err:
         raise TypeError(f"params: {err}") from None
-    if len(text.encode()) > MAX_PARAMS_BYTES:
+    size = len(text.encode())
+    if size > MAX_PARAMS_BYTES:
         raise ValueError(f"params must be at most {MAX_PARAMS_BYTES // 1024} KiB as JSON to go in a video file's "
-                         f"metadata; got {len(text.encode()) / 1024:.0f} KiB")
+                         f"metadata; got {size / 1024:.0f} KiB")
     return text
 
 

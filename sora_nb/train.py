@@ -2080,7 +2080,7 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         if not (weights / "scores.json").is_file():
             raise ValueError(f"rescore needs a weights folder written by sora_nb.train's export (with scores.json "
                              f"holding its recipe); {str(weights)!r} has none")
-        embedded.verify_folder(weights)  # the files first (scores.json is one of them), then what they say
+        be = embedded.load_folder(weights)  # sha256-checked, as the package loads it (scores.json is one of them)
         try:
             prior = json.loads((weights / "scores.json").read_text())
         except ValueError as err:
@@ -2096,7 +2096,6 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         check_device(recipe.device)  # an absent accelerator fails now, not after the caches' minutes
         if dit and recipe.ft_steps < 1:
             raise ValueError(f"the DiT fine-tune needs ft_steps >= 1 (e.g. --set ft_steps=4000), got {recipe.ft_steps}")
-        be = embedded.load_folder(weights)  # sha256-checked, as the package loads it
         if decoder and recipe.dec_blocks < be.vae.config.decoder_blocks:
             raise ValueError(f"dec_blocks must be >= the folder's decoder's {be.vae.config.decoder_blocks} blocks (a "
                              f"decoder is deepened, never cut), got {recipe.dec_blocks}")
@@ -2150,7 +2149,6 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
                         "tune_dit": bool(dit)})
     cache = {"buckets": {}, "channel_stats": (list(be.vae.config.latent_mean), list(be.vae.config.latent_std))}
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
-    out.mkdir(parents=True, exist_ok=True)
     vae = be.vae
     if decoder:
         t = time.perf_counter()
@@ -2376,10 +2374,11 @@ def claim_rescore(out: Path, spec: dict[str, Any]) -> None:
     if record.is_file():
         try:
             before = json.loads(record.read_text())
-        except ValueError:
-            before = None
-        if before is not None and before != spec:
-            differ = [k for k in sorted(set(spec) | set(before or {})) if (before or {}).get(k) != spec.get(k)]
+        except ValueError:  # cut short by a kill: written again below
+            before = spec
+        if before != spec:
+            before = before if isinstance(before, dict) else {}
+            differ = [k for k in sorted(set(spec) | set(before)) if before.get(k) != spec.get(k)]
             raise RefusedInput(f"--out {str(out)!r} holds another rescore ({', '.join(differ)} differ): resume it with "
                                "the same command, or choose a new --out")
     write_text_atomic(record, json.dumps(spec, indent=1, sort_keys=True))

@@ -215,6 +215,9 @@ class PipelineLock:
 
     @contextlib.contextmanager
     def held(self, caller: int) -> Iterator[None]:
+        """Hold the pipeline for the thread ``caller`` (`check`ed first: refused, not waited for, when its own
+        run holds it)."""
+        self.check(caller)
         with self._lock:
             self.caller = caller
             try:
@@ -273,8 +276,7 @@ class _PipelineRun:
         self.cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
 
     def events(self) -> Iterator[StepEvent]:
-        self.caller = threading.get_ident()
-        self.backend._call_lock.check(self.caller)
+        self.caller = threading.get_ident()  # the worker holds the pipeline for it (refused when its own run does)
         worker = threading.Thread(target=self._work, name="sora_nb.diffusers", daemon=True)
         worker.start()
         try:
@@ -489,9 +491,7 @@ class DiffusersVideoBackend:
     def decode(self, latents: torch.Tensor, num_frames: int) -> np.ndarray:
         pipe = self.pipe
         z = self.to_vae(torch.as_tensor(latents), num_frames).to(pipe._execution_device, torch.float32)
-        caller = threading.get_ident()
-        self._call_lock.check(caller)
-        with self._call_lock.held(caller):  # the VAE keeps per-call state: one decode (or run) at a time
+        with self._call_lock.held(threading.get_ident()):  # the VAE keeps per-call state: one decode (or run) at a time
             try:
                 video = self.vae_decode(z)  # (1, 3, T, H, W)
             finally:

@@ -486,8 +486,7 @@ def save_vae(vae: VideoAutoencoder, folder: str | Path) -> Path:
 
 def load_vae(folder: str | Path) -> VideoAutoencoder:
     """An autoencoder folder (``save_vae``'s, or a training stage's float32 one), every parameter float32."""
-    return VideoAutoencoder.from_pretrained(folder, use_safetensors=True, local_files_only=True,
-                                            low_cpu_mem_usage=False).float()
+    return _load_model(VideoAutoencoder, Path(folder)).float()
 
 
 def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
@@ -580,11 +579,12 @@ def verify_folder(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _complete(module: Any, folder: Path) -> Any:
-    """``module`` (a diffusers model just loaded from ``folder``), after checking that its safetensors file held
-    every parameter and buffer it has: diffusers leaves a missing one at its random start and only logs it."""
+def _load_model(cls: Any, folder: Path) -> Any:
+    """``cls.from_pretrained(folder)`` (safetensors, no network), after checking that the file held every parameter
+    and buffer the model has: diffusers leaves a missing one at its random start and only logs it."""
     from safetensors import safe_open
 
+    module = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
     path = folder / "diffusion_pytorch_model.safetensors"
     with safe_open(str(path), "pt") as f:
         stored = set(f.keys())
@@ -623,19 +623,14 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
     # modules are built with random weights before the file's replace them: the user's global RNG is left as it was
     with torch.random.fork_rng(devices=[]):
         try:
-            vae = _complete(load_vae(folder / "vae"), folder / "vae")
-            dit = _complete(ShapesDiT.from_pretrained(folder / "dit", use_safetensors=True, local_files_only=True,
-                                                      low_cpu_mem_usage=False), folder / "dit")
+            vae = load_vae(folder / "vae")
+            dit = _load_model(ShapesDiT, folder / "dit")
             text = TextEncoder.from_pretrained(folder)
             low = None
             if (folder / LOW).is_dir():
-                low = (_complete(ShapesDiT.from_pretrained(folder / LOW / "dit", use_safetensors=True,
-                                                           local_files_only=True, low_cpu_mem_usage=False),
-                                 folder / LOW / "dit"),
+                low = (_load_model(ShapesDiT, folder / LOW / "dit"),
                        TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
-            verifier = (_complete(ClipVerifier.from_pretrained(folder / VERIFIER, use_safetensors=True,
-                                                               local_files_only=True, low_cpu_mem_usage=False),
-                                  folder / VERIFIER).float()  # stored in float16
+            verifier = (_load_model(ClipVerifier, folder / VERIFIER).float()  # stored in float16
                         if (folder / VERIFIER).is_dir() else None)
             scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
             latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
