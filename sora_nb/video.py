@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import html
 import os
@@ -23,7 +24,9 @@ class Video:
       frames: uint8 array ``(T, H, W, 3)``.
       fps: frames per second.
       params: every parameter needed to reproduce the clip (prompt, seed, duration, guidance, steps,
-        width, height, model, sora_nb version, ...).
+        width, height, model, sora_nb version, ...): a copy of the dict given, so a clip's record cannot be
+        changed through another's. ``params["fps"]`` is the model's frame rate, which ``reproduce`` checks;
+        ``fps`` is the rate the clip plays and saves at (``dataclasses.replace(video, fps=4)`` slows it down).
       trace: ``xarray.Dataset`` of the denoising steps, or None when generated with ``trace=False``.
       latents: the final latent ``(frame, channel, y, x)`` before decoding, kept so a clip can be
         decoded again (e.g. after a decode failure) without re-running the steps.
@@ -40,6 +43,7 @@ class Video:
         self.fps = media.check_fps(self.fps)
         if not isinstance(self.params, dict):
             raise TypeError(f"params must be a dict (prompt, seed, ...), got {type(self.params).__name__}")
+        self.params = copy.deepcopy(self.params)
 
     @property
     def num_frames(self) -> int:

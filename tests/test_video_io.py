@@ -90,6 +90,20 @@ def test_video_rejects_bad_frames():
         sora_nb.Video(frames=np.zeros((8, 8, 3), np.uint8), fps=8.0, params={})
 
 
+def test_a_clip_keeps_its_own_copy_of_its_params():
+    import dataclasses
+
+    params = {"prompt": "a red ball", "seed": 3, "runtime": {"threads": 2}}
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    clip = sora_nb.Video(frames=frames, fps=8.0, params=params)
+    params["seed"] = 4
+    params["runtime"]["threads"] = 1
+    assert clip.params == {"prompt": "a red ball", "seed": 3, "runtime": {"threads": 2}}
+    slower = dataclasses.replace(clip, fps=4.0)  # a retimed clip: its record is its own
+    slower.params["seed"] = 5
+    assert clip.params["seed"] == 3 and slower.params["seed"] == 5 and slower.fps == 4.0
+
+
 def test_show_displays_html(video, monkeypatch):
     shown = []
     import IPython.display
