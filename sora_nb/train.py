@@ -1689,7 +1689,8 @@ REFIT_EVERY = 250  # a budgeted DiT stage checks its pace again every this many 
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline: float | None = None,
               init: tuple[ShapesDiT, TextEncoder, float] | None = None, reserve: float = 0.0,
               name: str = "dit") -> tuple[ShapesDiT, TextEncoder]:
-    """Flow-matching training of the DiT and the text encoder; returns the EMA weights. ``deadline`` (a
+    """Flow-matching training of the DiT and the text encoder; returns the EMA weights (a finished stage's, saved
+    with the steps it ran, are loaded again, and those steps go back into ``recipe.dit_steps``). ``deadline`` (a
     ``time.perf_counter()`` value): the steps' wall budget (``dit_seconds``) is what is left of it when
     they start, after the text pre-training, less ``reserve`` steps at this stage's pace (kept for a stage
     after it). ``init`` (a DiT, a text encoder and a guidance): start from copies of these networks instead of
@@ -1698,6 +1699,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     folders (``<name>_final``, ``<name>_ckpt``)."""
     final = out / f"{name}_final"
     if finished_stage(out, name):
+        steps = final / "steps.json"  # the steps it ran, whatever this call's recipe asks (as `finished_part`)
+        if steps.is_file():
+            recipe.dit_steps = json.loads(steps.read_text())["steps"]
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         if recipe.init_from:
             init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
@@ -1900,6 +1904,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     with atomic_folder(final) as folder:
         ema_dit.save_pretrained(folder / "dit", safe_serialization=True)
         text_ema.save_pretrained(folder)
+        (folder / "steps.json").write_text(json.dumps({"steps": recipe.dit_steps}))
     shutil.rmtree(ckpt, ignore_errors=True)
     return ema_dit.eval(), text_ema.eval()
 
@@ -2163,8 +2168,13 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     low = be.low
     if dit:
         t = time.perf_counter()
-        resumed = logged_seconds(out, "dit") if finished_stage(out) else 0.0  # an earlier call trained it
-        dit_net, text = tune_dit(recipe, out, world, weights, vae)
+        # an earlier call trained it (its log spans them), or began it and was stopped
+        resumed = logged_seconds(out, "dit") if finished_stage(out) else unfinished_seconds(out, "dit_tune")
+        try:
+            dit_net, text = tune_dit(recipe, out, world, weights, vae)
+        except BaseException:
+            stopped_in(out, "dit_tune", time.perf_counter() - t)
+            raise
         seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
         if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
@@ -2190,13 +2200,41 @@ def logged_seconds(out: Path, stage: str) -> float:
     return max(ends) - start
 
 
+def _timing(out: Path) -> dict[str, Any]:
+    """``out/timing.json``'s record (`stage_seconds`), or an empty one."""
+    path = out / "timing.json"
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        record = {}
+    return record if isinstance(record, dict) else {}
+
+
+def stopped_in(out: Path, stage: str, spent: float) -> None:
+    """Record in ``out/timing.json`` the ``spent`` wall seconds of a call that was stopped (Ctrl-C, an error)
+    during ``stage``: the call that finishes the stage counts them (`unfinished_seconds`), so a stage resumed from
+    its checkpoint is carded with the minutes every call spent on it, not only the last call's."""
+    record = _timing(out)
+    unfinished = record.setdefault("unfinished", {})
+    unfinished[stage] = unfinished.get(stage, 0.0) + spent
+    write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+
+
+def unfinished_seconds(out: Path, stage: str) -> float:
+    """Wall seconds earlier calls spent on ``stage`` before they were stopped (`stopped_in`)."""
+    return float(_timing(out).get("unfinished", {}).get(stage, 0.0))
+
+
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
     """Wall seconds per stage, kept in ``out/timing.json`` across runs: a stage an earlier run finished
     (``done_before``) keeps that run's figure; those are listed under ``"resumed"``. A full run writes it after
     every stage (`main`), so a run interrupted before its export still leaves its finished stages' figures; the
-    earlier run's figures of stages this call has not reached yet are kept too."""
+    earlier run's figures of stages this call has not reached yet are kept too, and so are the seconds of stages
+    a stopped call had begun (``"unfinished"``; ``seconds`` of a stage finished here already count them)."""
     path = out / "timing.json"
-    prior = json.loads(path.read_text()).get("seconds", {}) if path.is_file() else {}
+    record = _timing(out)
+    prior = record.get("seconds", {})
+    unfinished = {k: v for k, v in record.get("unfinished", {}).items() if k not in seconds}
     merged, resumed = {}, []
     for stage, value in seconds.items():
         if stage in done_before and stage in prior:
@@ -2205,7 +2243,8 @@ def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[st
         else:
             merged[stage] = value
     merged.update({stage: prior[stage] for stage in done_before if stage in prior and stage not in merged})
-    write_text_atomic(path, json.dumps({"seconds": merged, "resumed": resumed}, indent=1))
+    write_text_atomic(path, json.dumps({"seconds": merged, "resumed": resumed,
+                                        **({"unfinished": unfinished} if unfinished else {})}, indent=1))
     return {**merged, "resumed": resumed}
 
 
@@ -2519,10 +2558,15 @@ def _main(argv: list[str] | None, prog: str) -> int:
     start = time.perf_counter()
 
     def timed(stage: str, run: Callable[[], Any]) -> Any:
-        """Run one stage; its wall seconds go into ``seconds`` and, at once, into ``out/timing.json``."""
+        """Run one stage; its wall seconds (with those of earlier calls stopped during it) go into ``seconds``
+        and, at once, into ``out/timing.json``; a call stopped during it records its seconds there."""
         t = time.perf_counter()
-        result = run()
-        seconds[stage] = time.perf_counter() - t
+        try:
+            result = run()
+        except BaseException:
+            stopped_in(out, stage, time.perf_counter() - t)
+            raise
+        seconds[stage] = time.perf_counter() - t + unfinished_seconds(out, stage)
         stage_seconds(out, seconds, done_before)
         return result
 
@@ -2540,7 +2584,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     reserve = CHAIN_STEP_COST * recipe.ft_steps if chain else 0.0
     stage = dataclasses.replace(recipe, ft_chain=0) if chain else recipe  # the chain's teacher is this stage's result
     dit, text = timed("dit", lambda: train_dit(stage, out, world, cache, deadline, reserve=reserve))
-    recipe.dit_steps = stage.dit_steps  # the steps it ran
+    recipe.dit_steps = stage.dit_steps  # the steps it ran (a finished stage's, reloaded, too)
+    write_recipe(out, recipe)
     if chain:
         dit, text = timed("chain", lambda: chain_stage(recipe, out, world, buckets, cache, dit, text, deadline))
         write_recipe(out, recipe)  # with its steps run

@@ -122,17 +122,35 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path, tiny_run):
     finally:
         t._ema_update = original
     assert json.loads((out / "dit_ckpt" / "state.json").read_text())["step"] == 3
-    first = json.loads((out / "timing.json").read_text())["seconds"]  # written after each finished stage
+    timing = json.loads((out / "timing.json").read_text())
+    first = timing["seconds"]  # written after each finished stage
     assert set(first) == {"vae", "cache"} and all(v > 0 for v in first.values())
+    stopped = timing["unfinished"]["dit"]  # the stopped call's seconds in the DiT stage, which the card counts
+    assert set(timing["unfinished"]) == {"dit"} and stopped > 0
     assert train.main(args) == 0
     seconds = json.loads((out / "weights" / "scores.json").read_text())["seconds"]
     assert seconds["resumed"] == ["vae", "cache"] and {k: seconds[k] for k in first} == first  # not the reload's
-    assert seconds["dit"] > 0 and "dit" not in seconds["resumed"]
+    assert seconds["dit"] > stopped and "dit" not in seconds["resumed"]
+    assert "unfinished" not in json.loads((out / "timing.json").read_text())
     a = json.loads((tiny_run / "weights" / "manifest.json").read_text())["files"]
     b = json.loads((out / "weights" / "manifest.json").read_text())["files"]
     for name in ("dit/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                  "text_encoder/model.safetensors"):
         assert a[name] == b[name], name
+
+
+def test_a_finished_run_called_again_with_more_dit_steps_records_the_steps_it_ran(tmp_path, tiny_run):
+    """dit_steps is the run's own to change (a budget refits it), so a finished run called again with more is
+    not refused; it loads its finished DiT, and its recipe and card must say 6 steps, not the 9 asked for."""
+    import shutil
+
+    out = tmp_path / "a"
+    shutil.copytree(tiny_run, out)
+    before = (out / "weights" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert run(tmp_path, "a", dit_steps=9) == out
+    assert json.loads((out / "recipe.json").read_text())["dit_steps"] == 6
+    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["dit_steps"] == 6
+    assert (out / "weights" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
