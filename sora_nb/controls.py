@@ -163,6 +163,12 @@ class ClipPreview(anywidget.AnyWidget):
             self.scale = max(1, min(8, PREVIEW_WIDTH // max(1, f * w)))
             self.run, self.step, self.label = int(run), int(step), label
 
+    def clear(self, *, run: int, label: str) -> None:
+        """Show no frames (as before the first run), with ``label``."""
+        with self.hold_sync():
+            self.frames, self.shape = b"", [0, 0, 0]
+            self.run, self.step, self.label = int(run), 0, label
+
     def image(self) -> np.ndarray:
         """The frames shown, ``(F, H, W, 3)`` (what the browser draws)."""
         f, h, w = self.shape
@@ -577,6 +583,8 @@ class Controls:
                 self._generation += 1          # whatever still runs is for older values
                 self._cancel_locked("superseded")
                 self.stats["invalid"] += 1
+                # no step count, ETA or half-denoised preview of a run the change dropped
+                self._show_shown_clip("not run: a value is not valid")
                 self._show_error(str(err))
             return
         with self._cond:
@@ -722,13 +730,29 @@ class Controls:
                               + html.escape(f"{p['prompt']} · seed {p['seed']} · guidance {p['guidance']:g} · "
                                             f"{p['steps']} steps · {p['duration']:g} s · {p['width']}×{p['height']}")
                               + "</span>")
-        retry = p.get("retry") or {}
-        drawn = retry["steps"][retry["picked"]] if "steps" in retry else p["steps"]  # a kept redraw's own steps
-        self.preview.show(entry.preview, run=self._generation, step=drawn, label=f"x0 at step {drawn}/{drawn}")
+        self._preview_entry(entry)
         self.history_strip.set_items(
             [e.thumb for e in self._entries],
             [f"s{e.video.params['seed']} g{e.video.params['guidance']:g}" for e in self._entries],
             [self._title(e.video.params) for e in self._entries], index)
+
+    def _preview_entry(self, entry: _Entry) -> None:
+        """The preview of a finished clip: its x0 at its last step."""
+        retry = entry.video.params.get("retry") or {}
+        drawn = retry["steps"][retry["picked"]] if "steps" in retry else entry.video.params["steps"]  # a kept redraw's own steps
+        self.preview.show(entry.preview, run=self._generation, step=drawn, label=f"x0 at step {drawn}/{drawn}")
+
+    def _show_shown_clip(self, label: str) -> None:
+        """Progress and preview back to the clip the player shows (none before the first clip), the progress
+        label saying ``label``: what a run dropped before its end leaves."""
+        with self.progress.hold_sync():
+            self.progress.value = 0
+            self.progress.bar_style = ""
+        self.progress_label.value = label
+        if 0 <= self.history_strip.selected < len(self._entries):
+            self._preview_entry(self._entries[self.history_strip.selected])
+        else:
+            self.preview.clear(run=self._generation, label="")
 
     @staticmethod
     def _title(p: dict[str, Any]) -> str:

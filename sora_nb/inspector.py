@@ -37,6 +37,7 @@ to rounding when the preview is linear (the embedded model, and every family in
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from typing import Any
 
@@ -124,10 +125,18 @@ def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
 
 
 def _apply_map(latent: np.ndarray, rgb_map: np.ndarray) -> np.ndarray:
-    """(..., channel, y, x) latent through a (channel + 1, 3) map to uint8 (..., y, x, 3)."""
+    """(..., channel, y, x) latent through a (channel + 1, 3) map to uint8 (..., y, x, 3); a non-finite value
+    (a diverged run's) is mid grey."""
     z = np.moveaxis(latent.astype(np.float32), -3, -1)  # (..., y, x, C)
-    rgb = z @ rgb_map[:-1] + rgb_map[-1]
+    rgb = np.nan_to_num(z @ rgb_map[:-1] + rgb_map[-1], nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _finite_percentile(values: np.ndarray, q: float) -> float:
+    """The ``q``th percentile of ``values``' finite entries (0.0 when there are none): a scale that one NaN or
+    inf (a diverged step) does not turn into NaN for every step and frame."""
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, q)) if values.size else 0.0
 
 
 def to_rgb(trace: xr.Dataset, var: str = "latent", rgb_map: np.ndarray | None = None) -> xr.DataArray:
@@ -156,13 +165,15 @@ def _lut(name: str) -> np.ndarray:
 def _colorize(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
     """Float array -> uint8 RGB (..., 3) through ``cmap`` with ``lo..hi`` mapped to its ends."""
     span = hi - lo if hi > lo else 1.0
-    idx = np.clip(np.rint((values - lo) / span * 255), 0, 255).astype(np.uint8)
+    scaled = np.nan_to_num((values - lo) / span * 255, nan=0.0, posinf=255.0, neginf=0.0)  # NaN: the low end
+    idx = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return _lut(cmap)[idx]
 
 
 def channel_vmax(trace: xr.Dataset, channel: int, var: str = "x0") -> float:
-    """The heatmap scale of a channel: the 99.5th percentile of |values| over all steps and frames."""
-    return float(np.percentile(np.abs(trace[var].isel(channel=channel).values.astype(np.float32)), 99.5)) or 1.0
+    """The heatmap scale of a channel: the 99.5th percentile of |values| over all steps and frames (finite
+    values; 1.0 when that is 0)."""
+    return _finite_percentile(np.abs(trace[var].isel(channel=channel).values.astype(np.float32)), 99.5) or 1.0
 
 
 def channel_heatmap(trace: xr.Dataset, channel: int, var: str = "x0", *, vmax: float | None = None) -> np.ndarray:
@@ -184,9 +195,10 @@ def _x0_change(trace: xr.Dataset) -> np.ndarray:
 
 
 def delta_vmax(trace: xr.Dataset) -> float:
-    """The change heatmap's scale: the 99.5th percentile of the change of x0 between recorded steps."""
+    """The change heatmap's scale: the 99.5th percentile of the change of x0 between recorded steps (finite
+    values; 1.0 when that is 0)."""
     change = _x0_change(trace)
-    return (float(np.percentile(change[1:], 99.5)) if len(change) > 1 else 0.0) or 1.0
+    return (_finite_percentile(change[1:], 99.5) if len(change) > 1 else 0.0) or 1.0
 
 
 def delta_heatmap(trace: xr.Dataset, *, vmax: float | None = None) -> np.ndarray:
@@ -271,8 +283,11 @@ class _Panel:
     def meta(self, label: str) -> dict[str, Any]:
         """Small JSON facts the front end needs."""
         time = [float(t) for t in self.trace.time.values] if "time" in self.trace.coords else None
+        # NaN is not JSON (the kernel's message would carry the text "nan"): a value not there is null ("–")
+        stats = {k: [v if v is None or isinstance(v, int) or math.isfinite(v) else None for v in values]
+                 for k, values in self.stats.items()}
         return {"shape": self.shape, "channels": int(self.trace.sizes["channel"]), "label": label,
-                "stats": self.stats, "views": list(STACKED_VIEWS), "time": time}
+                "stats": stats, "views": list(STACKED_VIEWS), "time": time}
 
 
 # -- the widget --------------------------------------------------------------------------------------

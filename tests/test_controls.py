@@ -423,6 +423,31 @@ def test_bad_value_shows_the_api_message_and_the_panel_keeps_working():
     assert video.params["seed"] == 6 and len(ui.history) == 2
 
 
+def test_a_bad_value_during_a_run_leaves_no_progress_or_preview_of_it():
+    """The run in flight is dropped for a value that is not valid: its step count, ETA and half-denoised
+    preview go, and the preview is the shown clip's again (none before the first clip)."""
+    g, backend = fake(step_delay=0.03)
+    ui = panel(g, steps=20, seed=1)
+    wait_for(lambda: backend.steps_run >= 4)
+    ui.seed.value = -1                                  # the first run, not finished yet
+    ui.wait(30)
+    assert "seed" in ui.error and ui.video is None and ui.stats["cancelled"] == 1
+    assert ui.progress.value == 0 and ui.progress_label.value == "not run: a value is not valid"
+    assert ui.preview.shape == [0, 0, 0] and ui.preview.step == 0 and ui.preview.frames == b""
+
+    ui.seed.value = 2
+    first = ui.wait(30)
+    finished = ui.preview.image().copy()
+    assert ui.preview.label == "x0 at step 20/20"
+    ui.seed.value = 3
+    wait_for(lambda: backend.steps_run >= 20 + 20 + 4)  # the second run is on its way
+    assert ui.preview.label != "x0 at step 20/20"
+    ui.prompt.value = ""
+    ui.wait(30)
+    assert ui.video is first and ui.progress.value == 0 and "ETA" not in ui.progress_label.value
+    assert ui.preview.label == "x0 at step 20/20" and np.array_equal(ui.preview.image(), finished)
+
+
 def test_failing_backend_shows_the_error_and_the_panel_keeps_working():
     g, backend = fake(fail=lambda r: r.guidance == 13.0)
     ui = panel(g, guidance=2.0)

@@ -202,6 +202,30 @@ def test_an_infinite_value_in_x0_leaves_the_rgb_map_as_it_was(toy5):
         fit_rgb_map(broken)
 
 
+def test_a_nan_patch_at_one_step_leaves_the_other_steps_views_as_they_were(toy5):
+    """One NaN made every scale NaN: the channel view of every step and frame one flat colour, the change view
+    on a scale of 1, and the stats the widget sends not JSON."""
+    import json
+    import warnings
+
+    clean = toy5.trace
+    broken = clean.copy(deep=True)
+    for var in ("x0", "latent"):
+        broken[var].values[-1, 0, :, :4, :4] = np.nan  # a 4x4 patch at the last step of frame 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        vmax = channel_vmax(broken, 0)
+        assert np.isfinite(vmax) and vmax == pytest.approx(channel_vmax(clean, 0), rel=0.05)
+        heat = channel_heatmap(broken, 0, vmax=channel_vmax(clean, 0))
+        np.testing.assert_array_equal(heat[:-1], channel_heatmap(clean, 0)[:-1])  # every step before it
+        assert len(np.unique(heat[0].reshape(-1, 3), axis=0)) > 10
+        np.testing.assert_array_equal(_apply_map(broken.latent.values[:-1], fit_rgb_map(clean)),
+                                      _apply_map(clean.latent.values[:-1], fit_rgb_map(clean)))
+        w = sora_nb.inspect(broken)
+    json.dumps(w.meta, allow_nan=False)  # what the kernel sends: null for a missing number, not "nan"
+    assert w.meta["a"]["stats"]["update"][-1] is None and w.meta["a"]["stats"]["update"][1] is not None
+
+
 def test_front_end_module():
     src = read_module("inspector.js")
     assert "export default" in src and "function render" in src and "putImageData" in src

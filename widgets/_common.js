@@ -32,3 +32,49 @@ function pixelCanvas(h, w, scale, className) {
   c.height = h;
   return c;
 }
+
+// Notebook front ends bind plain keys (JupyterLab's command mode takes the arrow keys, and "d d" deletes
+// the cell): keys typed into our own controls stay with them, so arrows scrub the sliders.
+function guardKeys(root) {
+  root.addEventListener("keydown", (event) => {
+    const ours = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+    if (ours && !event.ctrlKey && !event.metaKey && !event.altKey && !(event.shiftKey && event.key === "Enter")) {
+      event.stopPropagation();
+    }
+  });
+}
+
+// A play button's loop: `advance(value)` every 1/fps seconds (fps read again when the model's changes),
+// `read()` the value shown, `button` showing ▶ or ⏸. The same widget shown in two views plays at fps, not
+// fps times the views playing: a tick that finds a value its own view did not set (another view's tick,
+// or the user's scrub) takes that value and waits for the next tick. Returns {toggle, stop}.
+function player(model, button, read, advance) {
+  let timer = null;
+  let last = null;
+  function tick() {
+    const now = read();
+    if (last !== null && now !== last) { last = now; return; }
+    last = advance(now);
+  }
+  function start() {
+    timer = setInterval(tick, 1000 / Math.max(0.1, model.get("fps")));
+  }
+  function stop() {
+    if (timer) clearInterval(timer);
+    timer = null;
+    button.textContent = "▶";
+  }
+  function onFps() {
+    if (timer) { clearInterval(timer); start(); }
+  }
+  model.on("change:fps", onFps);
+  return {
+    toggle() {
+      if (timer) return stop();
+      last = null;
+      button.textContent = "⏸";
+      start();
+    },
+    stop() { stop(); model.off("change:fps", onFps); },
+  };
+}

@@ -61,6 +61,7 @@ function renderStrip({ model, el }) {
     const bytes = bytesOf(model.get("thumbs"));
     const scale = model.get("scale");
     const selected = model.get("selected");
+    const scrolled = row.scrollLeft;
     row.replaceChildren();
     let offset = 0;
     items.forEach((item, index) => {
@@ -80,7 +81,15 @@ function renderStrip({ model, el }) {
       cell.addEventListener("click", () => model.send({ event: "select", index }));
       row.append(cell);
     });
-    row.scrollLeft = row.scrollWidth;
+    // keep the user's scroll, and bring the selected thumbnail into view (a new clip's, at the end)
+    row.scrollLeft = scrolled;
+    const chosen = row.children[selected];
+    if (chosen) {
+      const box = row.getBoundingClientRect();
+      const cell = chosen.getBoundingClientRect();
+      if (cell.left < box.left) row.scrollLeft -= box.left - cell.left;
+      else if (cell.right > box.right) row.scrollLeft += cell.right - box.right;
+    }
   }
   model.on("change:items", draw);
   model.on("change:thumbs", draw);

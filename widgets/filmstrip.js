@@ -1,7 +1,7 @@
 // Filmstrip: play and scrub a clip entirely in the browser.
 // State (from sora_nb.frontend.Filmstrip): frames (bytes, T*H*W*3 uint8 RGB), shape [T, H, W],
 // fps, index (the frame shown, synced back to Python), scale (CSS pixels per video pixel).
-// rgbImageData comes from _common.js (see sora_nb.frontend.read_module).
+// rgbImageData, guardKeys and player come from _common.js (see sora_nb.frontend.read_module).
 
 function render({ model, el }) {
   const canvas = document.createElement("canvas");
@@ -21,7 +21,6 @@ function render({ model, el }) {
   el.append(canvas, bar);
   const ctx = canvas.getContext("2d");
   let images = [];
-  let timer = null;
 
   function load() {
     const [t, h, w] = model.get("shape");
@@ -48,20 +47,20 @@ function render({ model, el }) {
     model.save_changes();
     draw();
   });
-  play.addEventListener("click", () => {
-    if (timer) { clearInterval(timer); timer = null; play.textContent = "▶"; return; }
-    play.textContent = "⏸";
-    timer = setInterval(() => {
-      model.set("index", (model.get("index") + 1) % Math.max(1, images.length));
-      model.save_changes();
-      draw();
-    }, 1000 / model.get("fps"));
+  const playing = player(model, play, () => model.get("index"), (value) => {
+    model.set("index", (value + 1) % Math.max(1, images.length));
+    model.save_changes();
+    draw();
+    return model.get("index");
   });
+  play.addEventListener("click", () => playing.toggle());
+  guardKeys(el);
   model.on("change:frames", load);
   model.on("change:shape", load);
+  model.on("change:scale", load);
   model.on("change:index", draw);
   load();
-  return () => { if (timer) clearInterval(timer); };
+  return () => playing.stop();
 }
 
 export default { render };

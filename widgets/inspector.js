@@ -118,7 +118,6 @@ function render({ model, el }) {
   let clipThumbs = {};
   let stepThumbs = {};
   let stepIndex = [];
-  const timers = { step: null, frame: null };
 
   function put(canvas, img) {
     if (img) canvas.getContext("2d").putImageData(img, 0, 0);
@@ -294,34 +293,22 @@ function render({ model, el }) {
     drawPlot(s);
   }
 
-  function togglePlay(axis, button) {
-    if (timers[axis]) {
-      clearInterval(timers[axis]);
-      timers[axis] = null;
-      button.textContent = "▶";
-      return;
-    }
-    button.textContent = "⏸";
-    timers[axis] = setInterval(() => {
+  // play the steps or the frames (`player`, _common.js); a tick sets the next value and returns it
+  const players = {};
+  for (const [axis, row] of [["step", stepRow], ["frame", frameRow]]) {
+    players[axis] = player(model, row.play, () => model.get(axis), (value) => {
       const a = panels.a;
-      if (!a) return;
-      const n = axis === "step" ? a.S : a.F;
-      setState(axis, (model.get(axis) + 1) % n);
-    }, 1000 / Math.max(0.1, model.get("fps")));
+      if (!a) return value;
+      const next = (value + 1) % (axis === "step" ? a.S : a.F);
+      setState(axis, next);
+      return model.get(axis);
+    });
   }
-
-  // Notebook front ends bind plain keys (JupyterLab's command mode takes the arrow keys): keep the
-  // keys typed into our own controls for them, so arrows scrub the sliders.
-  root.addEventListener("keydown", (event) => {
-    const ours = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
-    if (ours && !event.ctrlKey && !event.metaKey && !event.altKey && !(event.shiftKey && event.key === "Enter")) {
-      event.stopPropagation();
-    }
-  });
+  guardKeys(root);
   stepRow.slider.addEventListener("input", () => setState("step", Number(stepRow.slider.value)));
   frameRow.slider.addEventListener("input", () => setState("frame", Number(frameRow.slider.value)));
-  stepRow.play.addEventListener("click", () => togglePlay("step", stepRow.play));
-  frameRow.play.addEventListener("click", () => togglePlay("frame", frameRow.play));
+  stepRow.play.addEventListener("click", () => players.step.toggle());
+  frameRow.play.addEventListener("click", () => players.frame.toggle());
   viewSelect.addEventListener("change", () => setState("view", viewSelect.value));
   channelInput.addEventListener("change", () => {
     const max = Number(channelInput.max);
@@ -340,7 +327,7 @@ function render({ model, el }) {
   for (const name of ["step", "frame", "view", "channel", "heat_channel"]) model.on(`change:${name}`, draw);
   build();
   return () => {
-    for (const t of Object.values(timers)) if (t) clearInterval(t);
+    for (const p of Object.values(players)) p.stop();
   };
 }
 
