@@ -376,6 +376,22 @@ def test_parse_examples_from_the_issue():
     assert world.parse("a tiny box").objects[0] == world.ObjectLabel("square", None, None, "small")
 
 
+@pytest.mark.parametrize("text, want", [
+    ("a red circle moving right and a blue square", [("circle", "right"), ("square", None)]),
+    ("a small red ball moving left and a large green star", [("circle", "left"), ("star", None)]),
+    ("a red circle moving right and a blue square passing behind a grey bar", [("circle", "right"), ("square", None)]),
+    ("a red circle moving right, a blue square and a green star moving up",
+     [("circle", "right"), ("square", None), ("star", "up")]),
+    ("a square that is red and moving right and a blue circle", [("square", "right"), ("circle", None)]),
+    ("a red circle and moving left, a blue square", [("circle", None), ("square", "left")]),  # the motion first
+    ("a red circle and a blue square moving left", [("circle", None), ("square", "left")]),
+])
+def test_a_motion_stays_with_the_object_it_follows(text, want):
+    """A caption that leaves one object's motion open: the motion given went to the next object (both word
+    orders are the language's); the punctuation between them decides."""
+    assert [(o.shape, o.motion) for o in world.parse(text).objects] == want
+
+
 @pytest.mark.parametrize("text, match", [
     ("a red elephant moving right", "elephant"), ("a red moving right", "no shape"),
     ("a red blue circle", "two colours"), ("a circle, a square, a star and a cross", "at most 3"),

@@ -279,28 +279,43 @@ def _template_orders() -> set:
 _ORDERS = _template_orders()
 
 
-def _scan(tokens: list, caption_text: str) -> list:
-    """Content items [(kind, value)] of a caption, by longest phrase match; fillers are skipped."""
-    items, i = [], 0
+# Fillers that join object phrases (`JOINERS`): "and", "while" and ";" end an object's phrase more surely than
+# a comma, which also separates an apposition's colour ("a square, red, moving right")
+_JOIN_STRENGTH = {"and": 2, "while": 2, ";": 2, ",": 1}
+
+
+def _scan(tokens: list, caption_text: str) -> tuple[list, list]:
+    """Content items [(kind, value)] of a caption, by longest phrase match, and for each the joiners
+    (`_JOIN_STRENGTH`'s words) just before it, a set; fillers are skipped."""
+    items, joins, i, join = [], [], 0, set()
     while i < len(tokens):
         for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
             hit = _LEXICON.get(tuple(tokens[i:i + n]))
             if hit is not None:
                 items.append(hit)
+                joins.append(join)
+                join = set()
                 i += n
                 break
         else:
+            if tokens[i] in _JOIN_STRENGTH:
+                join.add(tokens[i])
             if tokens[i] not in FILLERS:
                 raise ValueError(
                     f"unknown word {tokens[i]!r} in caption {caption_text!r}; the world's words are listed "
                     "by sora_nb.world.vocabulary()"
                 )
             i += 1
-    return items
+    return items, joins
 
 
-def _group_objects(items: list, caption_text: str) -> list:
-    """Split content items into one group per shape, preferring groups in template order."""
+def _group_objects(items: list, caption_text: str, joins: list | None = None) -> list:
+    """Split content items into one group per shape, preferring groups in template order, then (``joins``, the
+    joiners before each item, `_scan`) groups that open with a motion only where a comma follows it, as in the
+    template that puts the motion first ("moving right, a red circle"), then cuts at a joiner. In "a red circle
+    moving right and a blue square" both "a red circle | moving right and a blue square" and "a red circle
+    moving right | a blue square" are template orders; the punctuation says which is meant."""
+    joins = joins or [set()] * len(items)
     shapes = [i for i, (kind, _) in enumerate(items) if kind == "shape"]
     if not shapes:
         raise ValueError(f"caption {caption_text!r} names no shape; shapes are {', '.join(spec.SHAPES)}")
@@ -315,7 +330,10 @@ def _group_objects(items: list, caption_text: str) -> list:
         kinds = [[k for k, _ in g] for g in groups]
         if any(len(set(k)) != len(k) for k in kinds):
             continue  # an attribute twice in one object
-        key = sum(tuple(k) in _ORDERS for k in kinds)
+        bounds_in = [b for b in bounds[:-1] if b + 1 < len(items)]
+        unpunctuated = sum(items[b][0] == "motion" and "," not in joins[b + 1] for b in bounds_in)
+        strength = sum(max((_JOIN_STRENGTH[w] for w in joins[c]), default=0) for c in cuts)
+        key = (sum(tuple(k) in _ORDERS for k in kinds), -unpunctuated, strength)
         if best_key is None or key > best_key:
             best, best_key = groups, key
     if best is None:
@@ -330,12 +348,13 @@ def parse(caption_text: str) -> Labels:
     """
     if not isinstance(caption_text, str):
         raise TypeError(f"caption must be a str, got {type(caption_text).__name__}")
-    items = _scan(tokenize(caption_text), caption_text)
+    items, joins = _scan(tokenize(caption_text), caption_text)
     backgrounds = [v for k, v in items if k == "background"]
     if len(backgrounds) > 1:
         raise ValueError(f"caption {caption_text!r} names more than one background")
     objects = []
-    for group in _group_objects([it for it in items if it[0] != "background"], caption_text):
+    kept = [j for j, (kind, _) in enumerate(items) if kind != "background"]
+    for group in _group_objects([items[j] for j in kept], caption_text, [joins[j] for j in kept]):
         attrs = dict(group)
         objects.append(ObjectLabel(
             shape=attrs["shape"], colour=attrs.get("colour"), motion=attrs.get("motion"),
