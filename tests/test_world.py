@@ -1,6 +1,7 @@
 """sora_nb.world: the renderer, the sampler and the caption language."""
 
 import dataclasses
+import io
 import time
 
 import numpy as np
@@ -97,6 +98,18 @@ def test_labels_summaries_and_helpers_check_their_inputs():
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         world.strip(frames, n=0)
     assert world.strip(frames, n=3).shape == (64, 3 * 66 - 2, 3)
+    # the float frames score takes ([0, 1]) look as the uint8 ones do: they were cast to uint8, all black
+    np.testing.assert_array_equal(world.strip(frames / 255.0, n=3), world.strip(frames, n=3))
+    from PIL import Image
+
+    from sora_nb.world.show import gif_bytes
+
+    gif = Image.open(io.BytesIO(gif_bytes(frames / 255.0, scale=1)))
+    np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), np.asarray(
+        Image.open(io.BytesIO(gif_bytes(frames, scale=1))).convert("RGB")))
+    assert np.asarray(gif.convert("RGB")).max() > 200
+    with pytest.raises(ValueError, match="frames must be finite"):
+        world.strip(np.full((2, 8, 8, 3), np.nan))
 
 
 def test_render_rejects_bad_types_and_impossible_scenes():

@@ -239,6 +239,17 @@ def test_score_keys_nan_when_not_asked_and_other_phrasings():
         world.score(clip.frames, "a red dragon")
 
 
+def test_a_caption_that_leaves_the_motion_open_passes_the_worlds_own_clip():
+    """With no motion asked, smoothness judged the clip as if it asked none: a bounce (whose velocity flips at
+    the floor) failed every time, against a caption its own render drew from."""
+    bounces = 0
+    for seed in range(24):
+        clip = world.render("a red star", seed=seed)
+        bounces += clip.labels.objects[0].motion == "bounce"
+        assert world.score(clip.frames, "a red star")["overall"] == 1, (seed, clip.labels.objects[0].motion)
+    assert bounces >= 2
+
+
 @pytest.mark.parametrize("size, fps", [((40, 40), 8), ((96, 40), 8), ((64, 64), 6), ((40, 64), 6)])
 def test_true_clips_pass_at_the_edges_of_the_worlds_ranges(size, fps):
     """The judge must pass the world's own clips wherever render accepts: at a 32 px side a small object fell

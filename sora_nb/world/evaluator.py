@@ -68,7 +68,8 @@ def per_object(scene: Scene, want: spec.Labels) -> list[dict]:
              "size": (tr is not None and tr.size == o.size) if o.size else None,
              "motion": (tr is not None and _motion_ok(o, tr)) if o.motion else None,
              "consistent": tr is not None and consistent(tr, scene),
-             "smooth": tr is not None and smooth(tr, scene, o.motion),
+             # a motion the caption leaves open is judged as seen (a bounce's floor is no jump)
+             "smooth": tr is not None and smooth(tr, scene, o.motion or tr.motion),
              "permanent": (tr is not None and permanent(tr, scene, o.motion)) if o.occluded else None}
             for o, tr in zip(want.objects, match)]
 

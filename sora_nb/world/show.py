@@ -8,12 +8,15 @@ import io
 
 import numpy as np
 
+from .vision import as_frames
+
 
 def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 3) -> bytes:
-    """An endlessly looping animated GIF of uint8 (T, H, W, 3) frames, enlarged scale times."""
+    """An endlessly looping animated GIF of (T, H, W, 3) frames (uint8, or floats in [0, 1] as
+    `sora_nb.world.score` takes them), enlarged scale times."""
     from PIL import Image
 
-    big = np.repeat(np.repeat(np.asarray(frames, np.uint8), scale, axis=1), scale, axis=2)
+    big = np.repeat(np.repeat(as_frames(frames, 1), scale, axis=1), scale, axis=2)
     images = [Image.fromarray(f) for f in big]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
@@ -24,7 +27,7 @@ def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 3) -> bytes:
 def gif_html(frames: np.ndarray, fps: int = 8, title: str = "", scale: int = 3) -> str:
     """An <img> of the clip as a GIF, with its title underneath."""
     data = base64.b64encode(gif_bytes(frames, fps, scale)).decode("ascii")
-    w = frames.shape[2] * scale
+    w = np.shape(getattr(frames, "frames", frames))[2] * scale
     cap = f'<div style="width:{w}px;font-size:11px;line-height:1.2">{html.escape(title)}</div>' if title else ""
     style = "display:inline-block;margin:4px;vertical-align:top"
     return f'<div style="{style}"><img src="data:image/gif;base64,{data}">{cap}</div>'
@@ -49,10 +52,9 @@ def show(clips, fps: int = 8, scale: int = 2):
 
 
 def strip(frames: np.ndarray, n: int = 4, gap: int = 2) -> np.ndarray:
-    """n evenly spaced frames side by side as one (H, n * (W + gap) - gap, 3) image."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}")
+    """n evenly spaced frames side by side as one uint8 (H, n * (W + gap) - gap, 3) image (frames: uint8, or
+    floats in [0, 1] as `sora_nb.world.score` takes them)."""
+    frames = as_frames(frames, 1)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an int >= 1 (frames shown), got {n!r}")
     if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:

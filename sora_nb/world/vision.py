@@ -556,15 +556,16 @@ def analyse(frames) -> Scene:
     return Scene(t_len, (w, h), background, rows, bg_fraction, bar, detections, main)
 
 
-def as_frames(frames) -> np.ndarray:
+def as_frames(frames, min_frames: int = 2) -> np.ndarray:
     """uint8 (T, H, W, 3) from an array (uint8 or integers in [0, 255]; floats in [0, 1], clipped, or, when any
-    exceeds 1.5, in [0, 255]; NaN and infinite values are refused) or anything with .frames."""
+    exceeds 1.5, in [0, 255]; NaN and infinite values are refused) or anything with .frames; T >= ``min_frames``
+    (a judged clip moves: 2; a picture of it: 1)."""
     frames = getattr(frames, "frames", frames)
     if hasattr(frames, "detach"):  # a torch tensor
         frames = frames.detach().cpu().numpy()
     arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 2:
-        raise ValueError(f"frames must be (T, H, W, 3) with T >= 2, got shape {arr.shape}")
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < min_frames:
+        raise ValueError(f"frames must be (T, H, W, 3) with T >= {min_frames}, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise TypeError(f"frames must be uint8 in [0, 255] or floats in [0, 1], got dtype {arr.dtype}")
