@@ -112,6 +112,33 @@ def test_labels_summaries_and_helpers_check_their_inputs():
         world.strip(np.full((2, 8, 8, 3), np.nan))
 
 
+def test_labels_render_as_given_or_are_refused_by_name():
+    """A start given in Labels is where the object starts (it was redrawn unless every field was set); labels
+    set whole are drawn only if they keep objects inside the frame and apart; a bar half given, or asked with
+    no object behind it, is refused (a TypeError from the renderer; no bar drawn)."""
+    L = world.Labels
+    O = world.ObjectLabel
+    clip = world.render(L([O("circle", "red", "right", "small", start=(0.2, 0.5))]), seed=0)
+    assert clip.labels.objects[0].start == (0.2, 0.5)
+    assert clip.tracks[0, 0, 0] == pytest.approx(0.2 * 64, abs=0.5)
+    assert world.score(clip.frames, clip.caption)["overall"] == 1
+    with pytest.raises(ValueError, match=r"cannot fit 1 object.*objects \[0\] start where their start says"):
+        world.render(L([O("circle", "red", "left", "large", start=(0.1, 0.5))]), seed=0)
+    with pytest.raises(ValueError, match="object 0 .* leaves the 64x64 frame at frame 0"):
+        world.render(L([O("circle", "red", "left", "large", start=(0.1, 0.5))], "dark"), seed=0)
+    with pytest.raises(ValueError, match="objects 0 and 1 overlap at frame 0"):
+        world.render(L([O("circle", "red", "still", "large", start=(0.4, 0.5)),
+                        O("square", "blue", "still", "large", start=(0.45, 0.5))], "dark"), seed=0)
+    with pytest.raises(ValueError, match="occluder_x and occluder_width go together"):
+        world.render(L([O("circle", "red", "right", "small", (0.1, 0.5), occluded=True)], "dark", True, 0.5), seed=0)
+    with pytest.raises(ValueError, match=r"occluder_width must be a fraction of the frame's width in \(0, 1\)"):
+        world.render(L([O("circle", "red", "right", "small", occluded=True)], "dark", True, 0.5, 2.0), seed=0)
+    with pytest.raises(ValueError, match="occluder=True needs the object that passes behind the bar"):
+        world.render(L([O("circle", "red", "right")], "dark", occluder=True), seed=0)
+    again = world.render(clip.labels, seed=5)  # labels set whole draw the same clip, whatever the seed
+    np.testing.assert_array_equal(again.frames, clip.frames)
+
+
 def test_render_rejects_bad_types_and_impossible_scenes():
     with pytest.raises(TypeError, match="size"):
         world.render("a red circle moving right", size=64)

@@ -277,9 +277,12 @@ def complete(labels: Labels, size: tuple, n_frames: int, fps: int, rng: np.rando
         placed = _place(objs, background, size, n_frames, fps, rng)
         if placed is not None:
             return placed
+    given = [i for i, o in enumerate(labels.objects) if o.start is not None and not o.occluded]
     raise ValueError(
         f"cannot fit {len(objects)} object(s) with these sizes and motions into a {size[0]}x{size[1]} frame "
         "without overlaps; use fewer or smaller objects or a wider size"
+        + (f" (objects {given} start where their start says, inside the frame's margins and clear of the rest "
+           "for the whole clip, or not at all)" if given else "")
     )
 
 
@@ -297,7 +300,8 @@ def _complete_object(obj: ObjectLabel, rng: np.random.Generator) -> ObjectLabel:
 
 def _place(objects, background, size, n_frames, fps, rng) -> Optional[Labels]:
     """Random non-overlapping start positions (and bar), or None if none were found."""
-    order = sorted(range(len(objects)), key=lambda i: not objects[i].occluded)
+    # the bar's object first (the bar goes where it can pass), then objects with a start given, then the rest
+    order = sorted(range(len(objects)), key=lambda i: (not objects[i].occluded, objects[i].start is None))
     rel = {i: _relative_path(objects[i], size, n_frames, fps) for i in order if not objects[i].occluded}
     for _ in range(LAYOUT_RESTARTS):
         bar = None
@@ -310,7 +314,7 @@ def _place(objects, background, size, n_frames, fps, rng) -> Optional[Labels]:
                 tmp = Labels([], None, True, *bar)
                 placed[i] = start, object_path(dataclasses.replace(objects[i], start=start), tmp, size, n_frames, fps)
                 continue
-            start = _place_one(rel[i], size, rng, [p for _, p in placed.values()], bar)
+            start = _place_one(rel[i], size, rng, [p for _, p in placed.values()], bar, objects[i].start)
             if start is None:
                 break
             offset = np.array([start[0] * size[0], start[1] * size[1]])
@@ -367,15 +371,22 @@ def _place_occluded(obj, size, n_frames, fps, rng) -> tuple:
     return (bar_cx / w, bar_w / w), (x0 / w, y0 / h)
 
 
-def _place_one(rel: Path, size, rng, other_paths, bar) -> Optional[tuple]:
-    """A start for a path (given from a zero start) clear of the frame edges, the bar and other paths."""
+def _place_one(rel: Path, size, rng, other_paths, bar, given: Optional[tuple] = None) -> Optional[tuple]:
+    """A start for a path (given from a zero start) clear of the frame edges, the bar and other paths: drawn
+    from rng, or ``given`` (fractions of the frame) if it is one."""
     w, h = size
     x_lo, x_hi, y_lo, y_hi = _free_box(rel, size)
     if x_hi < x_lo or y_hi < y_lo:
         return None
-    starts = np.stack([rng.uniform(x_lo, x_hi, LAYOUT_TRIES), rng.uniform(y_lo, y_hi, LAYOUT_TRIES)], axis=1)
+    if given is not None:
+        x, y = given[0] * w, given[1] * h
+        if not (x_lo <= x <= x_hi and y_lo <= y <= y_hi):
+            return None
+        starts = np.array([[x, y]], float)
+    else:
+        starts = np.stack([rng.uniform(x_lo, x_hi, LAYOUT_TRIES), rng.uniform(y_lo, y_hi, LAYOUT_TRIES)], axis=1)
     centre = rel.centre[None, :, :] + starts[:, None, :]  # (K, T, 2)
-    ok = np.ones(LAYOUT_TRIES, bool)
+    ok = np.ones(len(starts), bool)
     if bar is not None:
         ext = rel.extents()
         bx0, bx1 = (bar[0] - bar[1] / 2) * w, (bar[0] + bar[1] / 2) * w
@@ -388,14 +399,41 @@ def _place_one(rel: Path, size, rng, other_paths, bar) -> Optional[tuple]:
         ok &= np.all(dist >= reach + p.reach() + spec.OBJECT_GAP, axis=1)
     if not ok.any():
         return None
+    if given is not None:
+        return tuple(given)
     x, y = starts[np.argmax(ok)]
     return (float(x) / w, float(y) / h)
+
+
+def check_layout(labels: Labels, size: tuple, n_frames: int, fps: int) -> None:
+    """ValueError, naming the object, unless fully specified labels keep every object inside the frame and
+    clear of the others in every frame (what `complete`'s layout ensures; labels given whole skip it)."""
+    w, h = size
+    paths = object_paths(labels, size, n_frames, fps)
+    for i, (o, p) in enumerate(zip(labels.objects, paths)):
+        ext, c = p.extents(), p.centre
+        inside = ((c[:, 0] - ext[:, 0] >= 0) & (c[:, 0] + ext[:, 1] <= w - 1)
+                  & (c[:, 1] - ext[:, 2] >= 0) & (c[:, 1] + ext[:, 3] <= h - 1))
+        if not inside.all():
+            raise ValueError(f"object {i} (a {o.size} {o.shape} moving {o.motion} from start {tuple(o.start)}) leaves "
+                             f"the {w}x{h} frame at frame {int(np.argmin(inside))}: give another start, or leave "
+                             "start None for the world to place it")
+        for j in range(i):
+            q = paths[j]
+            dist = np.hypot(c[:, 0] - q.centre[:, 0], c[:, 1] - q.centre[:, 1])
+            if np.any(dist < p.reach() + q.reach()):
+                raise ValueError(f"objects {j} and {i} overlap at frame {int(np.argmax(dist < p.reach() + q.reach()))}: "
+                                 "give other starts, or leave start None for the world to place them")
 
 
 def render_labels(labels: Labels, caption: str, seed: int, n_frames: int, size: tuple, fps: int) -> Clip:
     """Complete labels from seed and draw them."""
     rng = np.random.default_rng(seed)
-    full = complete(labels, size, n_frames, fps, rng) if not _is_complete(labels) else labels
+    if _is_complete(labels):
+        check_layout(labels, size, n_frames, fps)
+        full = labels
+    else:
+        full = complete(labels, size, n_frames, fps, rng)
     return Clip(draw(full, size, n_frames, fps), caption, full, fps, seed)
 
 

@@ -208,6 +208,16 @@ def check_labels(labels: Labels) -> None:
     _check_choice("background", labels.background, BACKGROUNDS, optional=True)
     if sum(o.occluded for o in objs) > 1:
         raise ValueError("at most one object can pass behind the occluder bar")
+    if labels.occluder and not any(o.occluded for o in objs):
+        raise ValueError("occluder=True needs the object that passes behind the bar: an ObjectLabel with occluded=True")
+    bar = (labels.occluder_x, labels.occluder_width)
+    if (bar[0] is None) != (bar[1] is None):
+        raise ValueError(f"occluder_x and occluder_width go together (the bar's centre and width as fractions of the "
+                         f"frame's width), got occluder_x={bar[0]!r}, occluder_width={bar[1]!r}")
+    for name, value in zip(("occluder_x", "occluder_width"), bar):
+        if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                      and 0.0 < value < 1.0):
+            raise ValueError(f"{name} must be a fraction of the frame's width in (0, 1), got {value!r}")
 
 
 def _check_choice(name, value, allowed, optional=False):
