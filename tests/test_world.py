@@ -432,6 +432,19 @@ def test_a_motion_stays_with_the_object_it_follows(text, want):
     assert [(o.shape, o.motion) for o in world.parse(text).objects] == want
 
 
+def test_the_motion_names_parse_and_a_misplaced_world_word_is_not_called_unknown():
+    for name in ("up-left", "up-right", "down-left", "down-right"):  # world.MOTIONS' own names
+        for text in (f"a red circle moving {name}", f"a red circle moving {name.replace('-', ' ')}"):
+            assert world.parse(text).objects[0].motion == name, text
+    assert world.parse("a red circle moving to the top right").objects[0].motion == "up-right"
+    assert world.parse("a red circle moving rïght").objects[0].motion == "right"  # accents dropped
+    assert "-" in world.vocabulary()
+    with pytest.raises(ValueError, match="the word 'navy' is the world's only inside a phrase .*'navy background'"):
+        world.parse("a navy circle")
+    with pytest.raises(ValueError, match="unknown word 'elephant'"):
+        world.parse("a red elephant")
+
+
 @pytest.mark.parametrize("text, match", [
     ("a red elephant moving right", "elephant"), ("a red moving right", "no shape"),
     ("a red blue circle", "two colours"), ("a circle, a square, a star and a cross", "at most 3"),

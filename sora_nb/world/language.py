@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from typing import Optional, Union
 
 import numpy as np
@@ -86,8 +87,9 @@ FILLERS |= {w for pair in TRAVEL_VERBS + OCCLUDER_VERBS for w in pair}
 
 
 def tokenize(text: str) -> list:
-    """Lower-case words and punctuation marks, the units of `vocabulary`."""
-    return re.findall(r"[a-z]+|[^\sa-z]", text.lower())
+    """Lower-case words and punctuation marks, the units of `vocabulary` (accents dropped: "rïght" is "right")."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch))
+    return re.findall(r"[a-z]+|[^\sa-z]", plain)
 
 
 def _words(table: dict, heldout: dict, key: str, phrasing: str) -> list:
@@ -244,6 +246,11 @@ def _lexicon() -> dict:
     for m, forms in MOTION_PHRASES.items():
         for w in forms[0] + forms[1]:
             add(w, "motion", m)
+    for m in DIRECTION_WORDS:  # read, never written (captions keep their words): the motion's own name, and
+        if "-" in m:           # plain words for it, so that what world.MOTIONS lists parses
+            v, h = m.split("-")
+            for w in (m, f"{v} {h}", f"to the {'top' if v == 'up' else 'bottom'} {h}"):
+                add(w, "motion", m)
     for b, words in BACKGROUND_WORDS.items():
         for w, noun in itertools.product(words, BACKGROUND_NOUNS):
             add(f"{w} {noun}", "background", b)
@@ -301,12 +308,20 @@ def _scan(tokens: list, caption_text: str) -> tuple[list, list]:
             if tokens[i] in _JOIN_STRENGTH:
                 join.add(tokens[i])
             if tokens[i] not in FILLERS:
-                raise ValueError(
-                    f"unknown word {tokens[i]!r} in caption {caption_text!r}; the world's words are listed "
-                    "by sora_nb.world.vocabulary()"
-                )
+                raise ValueError(f"{_unknown(tokens[i])} in caption {caption_text!r}; the world's words are listed "
+                                 "by sora_nb.world.vocabulary()")
             i += 1
     return items, joins
+
+
+def _unknown(token: str) -> str:
+    """What the parser says of a token no phrase takes where it stands: unknown, or a world word that is
+    one only inside a longer phrase (e.g. "navy" in "navy blue")."""
+    phrases = sorted((p for p in _LEXICON if token in p and len(p) > 1), key=len)
+    if not phrases:
+        return f"unknown word {token!r}"
+    shown = ", ".join(repr(" ".join(p)) for p in phrases[:3])
+    return f"the word {token!r} is the world's only inside a phrase (e.g. {shown}), not where it stands"
 
 
 def _group_objects(items: list, caption_text: str, joins: list | None = None) -> list:
