@@ -20,6 +20,7 @@ PRESENCE_PASS = 0.85  # share of frames an object must be seen in (frames behind
 AGREEMENT_PASS = 0.8  # share of its frames whose colour and shape agree with the object's
 SHAPE_DRIFT = 0.4  # shape-feature change (scaled L1) still counted as the same shape
 SMOOTH_PASS = 0.8  # share of frame triples without a jump
+JUMP = 0.2  # a step longer than this share of the frame's short side (and 4 times the path's pace) is a jump
 MAX_TRACKS = 8
 
 
@@ -191,6 +192,8 @@ def smooth(tr: Track, scene: Scene, motion: Optional[str]) -> bool:
         extent = np.linalg.norm(xy.max(axis=0) - xy.min(axis=0))
         ref = max(extent / max(len(present) - 1, 1), 0.02 * s)
         steps = np.array([math.hypot(b.x - a.x, b.y - a.y) for a, b in pairs])
+        if np.any(steps > max(JUMP * s, 4 * ref)):  # one teleport is a jump, whatever the share of good steps
+            return False
         bad += int((steps > 2.5 * ref + 0.05 * s).sum())
         checks += steps.size
     return checks == 0 or bad / checks <= 1 - SMOOTH_PASS
@@ -235,11 +238,22 @@ def permanent(tr: Track, scene: Scene, motion: Optional[str]) -> bool:
         return False  # came out where it went in
     if max(d.t for d in last) <= min(d.t for d in first):
         return False
-    return _same_shape([d for d in first if not d.partial], [d for d in last if not d.partial])
+    return _same_shape(_side_views(first, scene.bar), _side_views(last, scene.bar))
+
+
+def _side_views(dets: list, bar: tuple) -> list:
+    """The views of one side of the bar to judge its shape by: the whole ones, else the half farthest from the
+    bar (the least cut). An object that stays near the bar on one side is never "whole" there: with no views
+    that side was judged the same shape as anything, a square that came out a star included."""
+    whole = [d for d in dets if not d.partial]
+    if whole or not dets:
+        return whole
+    far = sorted(dets, key=lambda d: -max(bar[0] - d.x, d.x - bar[1]))
+    return far[:(len(far) + 1) // 2]
 
 
 def _same_shape(a: list, b: list) -> bool:
-    """Whether two sets of whole detections show the same shape (True if either is empty)."""
+    """Whether two sets of detections show the same shape (True if either is empty)."""
     if not a or not b:
         return True
     fa = np.median([d.features for d in a], axis=0) * FEATURE_SCALE
