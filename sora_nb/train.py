@@ -120,7 +120,8 @@ stage alone (`finished_stage`: no cache is built again).
 Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` seeded from
 ``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
 Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout; a resumed stage first logs
-``{"stage": "resume", "of": <stage>, "step": <its checkpoint's step>}``.
+``{"stage": "resume", "of": <stage>, "step": <its checkpoint's step>}``; a stage an earlier call finished is
+loaded, not trained again, and logs ``{"stage": "reused", "folder": <its folder>, "steps": <the steps it ran>}``.
 
 Checkpoints hold tensors in safetensors and everything else in JSON: no pickle anywhere. Each checkpoint and
 finished stage is written whole (`atomic_folder`), so a run killed at any moment resumes from the last whole one.
@@ -767,16 +768,23 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 # -- stage 1: the autoencoder ---------------------------------------------------------------------
-def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
-    """Train (or resume) the video autoencoder; returns it in eval mode."""
-    final = out / "vae_final"
-    if (final / "config.json").is_file():
-        return finished_part(final, recipe, "vae_steps")
+def initial_vae(recipe: Recipe, world) -> VideoAutoencoder:
+    """The autoencoder `train_vae` starts from: the recipe's architecture, its seed's weights, its first layers
+    the PCA of 64 training clips' pixel blocks (already a blurry reconstruction)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         vae = VideoAutoencoder(latent_channels=recipe.vae_channels, hidden=recipe.vae_hidden,
                                spatial_factor=recipe.vae_spatial, temporal_factor=recipe.vae_temporal)
     vae.init_from_pca(clips_to_tensor(list(world.sample(64, seed=step_seed(recipe.seed, "vae", 10**6), split="train"))))
+    return vae
+
+
+def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
+    """Train (or resume) the video autoencoder; returns it in eval mode."""
+    final = out / "vae_final"
+    if (final / "config.json").is_file():
+        return finished_part(final, recipe, "vae_steps")
+    vae = initial_vae(recipe, world)
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     ckpt = out / "vae_ckpt"
     start = resume(ckpt, vae, opt, recipe, "vae_steps")
@@ -956,6 +964,7 @@ def finished_part(final: Path, recipe: Recipe, field: str) -> VideoAutoencoder:
     steps = final / "steps.json"
     if steps.is_file():
         setattr(recipe, field, json.loads(steps.read_text())["steps"])
+    log(final.parent, stage="reused", folder=final.name, steps=getattr(recipe, field))  # (a new out trains anew)
     return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
@@ -1702,6 +1711,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
         steps = final / "steps.json"  # the steps it ran, whatever this call's recipe asks (as `finished_part`)
         if steps.is_file():
             recipe.dit_steps = json.loads(steps.read_text())["steps"]
+        log(out, stage="reused", folder=final.name, steps=recipe.dit_steps)  # (a new out trains anew)
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         if recipe.init_from:
             init_stats(recipe, cache)  # the latent statistics it was fine-tuned in

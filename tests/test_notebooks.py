@@ -1,5 +1,6 @@
 """Every notebook in notebooks/ runs top to bottom on the CPU (no network)."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,7 +11,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # Notebooks executed (with their own assertions) by another test module.
 OWN_TESTS = {"02_shapes_world.ipynb"}
 # Notebooks with their own assertions below.
-CHECKED_HERE = {"01_quickstart.ipynb", "04_explore_prompts.ipynb", "08_real_models_on_colab.ipynb"}
+CHECKED_HERE = {"01_quickstart.ipynb", "03_inside_the_denoiser.ipynb", "04_explore_prompts.ipynb",
+                "07_train_your_own.ipynb", "08_real_models_on_colab.ipynb"}
 
 
 def execute(path: Path, tmp_path: Path, parameters: str | None = None) -> nbformat.NotebookNode:
@@ -90,6 +92,28 @@ def test_real_models_notebook_with_a_tiny_pipeline(tmp_path):
     assert "Controls(model='wan (WanPipeline)'" in text
     assert "live clip: (9, 32, 32, 3) | error: None" in text
     assert "model in the file: wan (WanPipeline)" in text and (tmp_path / "wan_clip.mp4").is_file()
+
+
+def test_inside_the_denoiser_and_with_the_untrained_model_it_suggests(tmp_path):
+    nb = execute(NOTEBOOKS / "03_inside_the_denoiser.ipynb", tmp_path)
+    assert "params['retry'] =" in outputs_text(nb)
+    # the swap its introduction suggests: the curves flat at 0, the redraw section skipped (a KeyError before)
+    nb = nbformat.read(NOTEBOOKS / "03_inside_the_denoiser.ipynb", as_version=4)
+    assert sum('sora_nb.load("shapes")' in c.source for c in nb.cells) == 1
+    for cell in nb.cells:
+        cell.source = cell.source.replace('sora_nb.load("shapes")', 'sora_nb.load("shapes-untrained")')
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert "skipped: section 6 needs a model with the layout check, and 'shapes-untrained' has none" in outputs_text(nb)
+
+
+def test_train_your_own_shows_the_start_and_the_checks_before_and_after(tmp_path):
+    text = outputs_text(execute(NOTEBOOKS / "07_train_your_own.ipynb", tmp_path))
+    psnr = re.search(r"reconstruction PSNR: PCA start ([\d.]+) dB, after \d+ steps ([\d.]+) dB", text)
+    assert psnr and 20 < float(psnr[1]) < 45 and 20 < float(psnr[2]) < 45, text[-2000:]
+    rows = dict(re.findall(r"^(untrained|trained here) +(colour .*)$", text, re.M))
+    assert set(rows) == {"untrained", "trained here"}, text[-2000:]
+    assert rows["untrained"].startswith("colour 0.00 shape 0.00"), rows  # its starting noise
+    assert "dit loss: first" in text
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in OWN_TESTS

@@ -151,6 +151,8 @@ def test_a_finished_run_called_again_with_more_dit_steps_records_the_steps_it_ra
     assert json.loads((out / "recipe.json").read_text())["dit_steps"] == 6
     assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["dit_steps"] == 6
     assert (out / "weights" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    reused = [r for r in train.read_log(out / "log.jsonl") if r.get("stage") == "reused"]
+    assert [(r["folder"], r["steps"]) for r in reused] == [("vae_final", 6), ("dit_final", 6)]  # said in the log
 
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
