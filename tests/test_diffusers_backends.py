@@ -208,6 +208,13 @@ def test_constraint_messages(gens):
                          "width/height multiples of 16, default 32x32)")
     assert (ltx.limits.frame_rule, mochi.limits.frame_rule) == ("8k+1", "6k+1")
     assert gens("hunyuan").limits.frame_rule == "4k+1" and gens("cogvideox").limits.frame_rule == "4k+1"
+    # a tiny VAE compresses less, but the pipelines check 32 (LTX-Video) and 16 (HunyuanVideo) themselves: sizes
+    # between passed sora_nb's check and failed in diffusers' own words
+    assert (ltx.limits.size_multiple, gens("hunyuan").limits.size_multiple) == (32, 16)
+    with pytest.raises(ValueError, match=r"width must be a multiple of 32 for LTX-Video .*got 48: .* 32 or 64"):
+        ltx.generate(PROMPT, width=48, height=32)
+    with pytest.raises(ValueError, match=r"height must be a multiple of 16 for HunyuanVideo .*got 24"):
+        gens("hunyuan").generate(PROMPT, width=16, height=24)
     real_ltx = sora_nb.Limits(name="ltx", fps=25, max_duration=257 / 25, sizes=((704, 480),), default_size=(704, 480),
                               family="LTX-Video", frame_step=8, size_multiple=32)
     with pytest.raises(ValueError, match=r"width must be a multiple of 32 for LTX-Video .*got 700: .* 672 or 704"):

@@ -150,6 +150,7 @@ class Family:
     sizes: tuple[tuple[int, int], ...]      # suggested (width, height), first = default
     pipelines: tuple[str, ...]              # text-to-video pipeline class names
     i2v_pipelines: tuple[str, ...] = ()     # image-to-video pipeline class names
+    size_check: int = 8                     # the multiple the pipeline's own check_inputs asks of width and height
 
 
 # -- schedule and x0 ---------------------------------------------------------------------------------
@@ -513,7 +514,7 @@ class DiffusersVideoBackend:
     def _limits(self, name: str, fps: float | None, max_frames: int | None, default_size: Any,
                 sizes: Any) -> Limits:
         t, s, _pt, p = self.factors()
-        multiple = s * p
+        multiple = math.lcm(s * p, self.family.size_check)  # the latent's patches, and the pipeline's own check
         fam_fps, fam_max, fam_sizes = self.family_values()
         fps = float(fam_fps if fps is None else fps)
         max_frames = int(fam_max if max_frames is None else max_frames)
@@ -555,7 +556,7 @@ class WanBackend(DiffusersVideoBackend):
     """Wan 2.1 / 2.2: ``(B, C, F, h, w)`` latents normalised by the VAE's ``latents_mean``/``latents_std``."""
 
     family = Family("wan", "Wan", "wan2.1", 16.0, 81, ((832, 480), (480, 832), (1280, 720), (720, 1280)),
-                    ("WanPipeline",), ("WanImageToVideoPipeline",))
+                    ("WanPipeline",), ("WanImageToVideoPipeline",), size_check=16)
 
     def factors(self) -> tuple[int, int, int, int]:
         pt, ph, _pw = _transformer(self.pipe).config.patch_size
@@ -588,7 +589,7 @@ class LTXBackend(DiffusersVideoBackend):
     """LTX-Video: packed ``(B, tokens, C)`` latents; ``frame_rate`` is passed to the pipeline (RoPE)."""
 
     family = Family("ltx", "LTX-Video", "ltx-video", 25.0, 257, ((704, 480), (480, 704), (768, 512), (512, 768)),
-                    ("LTXPipeline",), ("LTXImageToVideoPipeline",))
+                    ("LTXPipeline",), ("LTXImageToVideoPipeline",), size_check=32)
 
     def factors(self) -> tuple[int, int, int, int]:
         pipe = self.pipe
@@ -662,7 +663,7 @@ class HunyuanVideoBackend(DiffusersVideoBackend):
 
     family = Family("hunyuan", "HunyuanVideo", "hunyuanvideo", 24.0, 129,
                     ((1280, 720), (720, 1280), (960, 544), (544, 960), (848, 480), (480, 848)),
-                    ("HunyuanVideoPipeline",))
+                    ("HunyuanVideoPipeline",), size_check=16)
 
     def factors(self) -> tuple[int, int, int, int]:
         cfg = self.pipe.transformer.config

@@ -1,0 +1,70 @@
+"""The model card's scores, drawn again and judged by this checkout's evaluator.
+
+    .venv/bin/python bench/bench_card_scores.py [--weights FOLDER] [--clips 200] [--threads N] [--save FILE.npz]
+                                               [--frames FILE.npz]
+
+A weights folder's card (``scores.json``) records what the world's evaluator said of its clips when the folder was
+exported. This draws the same clips (the card's splits, prompts and seeds, default settings) and scores them
+now, printing each split's figures beside the card's: equal where neither the model nor the evaluator changed,
+and the size of the change where the evaluator did (the fifty-seventh session's corrections, bench/RESULTS.md).
+``--save`` keeps the drawn frames; ``--frames`` scores frames saved so, without drawing them again (e.g. to score
+one set of clips with two checkouts' evaluators). A diagnostic, not a speed figure: 600 clips take about 6
+minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import sora_nb
+from _common import count, parse, parser, print_table
+from sora_nb import world
+from sora_nb.backends import embedded
+from sora_nb.train import step_seed
+
+SPLITS = (("train", "train"), ("heldout", "train"), ("train", "heldout"))
+SHOWN = ("colour", "shape", "motion", "count", "consistency", "smoothness", "permanence", "overall")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--weights", default=str(embedded.WEIGHTS_DIR), help="weights folder (default: the shipped one)")
+    p.add_argument("--clips", type=count, default=None, help="clips a split (default: the card's, 200)")
+    p.add_argument("--save", type=Path, default=None, help="write the drawn frames to this .npz")
+    p.add_argument("--frames", type=Path, default=None, help="score the frames of this .npz (from --save)")
+    args = parse(p)
+    card = json.loads((Path(args.weights) / "scores.json").read_text())
+    recipe = card["recipe"]
+    n = args.clips or int(recipe["eval_clips"])
+    seed = step_seed(int(recipe["seed"]), "eval", 0)
+    saved = dict(np.load(args.frames)) if args.frames else None
+    gen = None if saved else sora_nb.load(args.weights)
+    kept, rows = {}, []
+    for split, phrasing in SPLITS:
+        scores = []
+        for i, clip in enumerate(world.sample(n, seed=seed, split=split, phrasing=phrasing)):
+            key = f"{split}/{phrasing}/{i}"
+            if saved is not None:
+                frames = saved[key]
+            else:
+                frames = gen.generate(clip.caption, seed=clip.seed, trace=False).frames
+            kept[key] = frames
+            scores.append(world.score(frames, clip.caption))
+        now = pd.DataFrame(scores).mean(skipna=True)
+        then = card["scores"][f"{split}/{phrasing}"]
+        for k in SHOWN:
+            was = then.get(k, math.nan)
+            rows.append((f"{split}/{phrasing}", k, f"{was:.3f}", f"{now[k]:.3f}", f"{round(now[k] - was, 3) + 0.0:+.3f}"))
+    if args.save:
+        np.savez_compressed(args.save, **kept)
+    print(f"{args.weights}: {n} clips a split, default settings")
+    print_table(rows, ("split / phrasing", "check", "card", "now", "change"))
+
+
+if __name__ == "__main__":
+    main()
