@@ -70,10 +70,11 @@ class Generator:
     def __repr__(self) -> str:
         lim = self.limits
         sizes = ", ".join(f"{w}x{h}" for w, h in lim.sizes)
-        if lim.size_multiple:  # diffusers models: any multiple; the sizes are suggestions
+        if lim.family:  # diffusers models: any multiple (the sizes are suggestions), or only the sizes listed
+            took = (f"width/height multiples of {lim.size_multiple}, default {lim.default_size[0]}x{lim.default_size[1]}"
+                    if lim.size_multiple else f"sizes [{sizes}]")
             return (f"Generator(model={self.name!r}, family={lim.family!r}, fps={lim.fps:g}, frames={lim.frame_rule} "
-                    f"up to {lim.max_frames}, width/height multiples of {lim.size_multiple}, default "
-                    f"{lim.default_size[0]}x{lim.default_size[1]})")
+                    f"up to {lim.max_frames}, {took})")
         return f"Generator(model={self.name!r}, fps={lim.fps:g}, max_duration={lim.max_duration:g}s, sizes=[{sizes}])"
 
     def request(self, prompt: Any, **kwargs: Any) -> Request:

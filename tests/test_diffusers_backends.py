@@ -15,7 +15,7 @@ import torch
 import sora_nb
 from sora_nb import sampler
 from sora_nb.backends import diffusers_video as dv
-from sora_nb.testing import load_tiny, tiny_pipeline
+from sora_nb.testing import load_tiny, tiny_options, tiny_pipeline
 
 FAMILIES = ["wan", "ltx", "cogvideox", "cogvideox-dpm", "hunyuan", "mochi"]
 # A valid frame count per tiny pipeline (4k+1; LTX's tiny VAE is 8x in time like the real one; Mochi 6k+1).
@@ -478,6 +478,14 @@ def test_cogvideox_image_to_video(gens):
     b = gen.generate(PROMPT, image=np.full((16, 16, 3), 255, np.uint8), **kw)
     assert a.frames.shape == (9, 16, 16, 3) and a.trace.latent.shape[1:] == (3, 4, 2, 2)
     assert not torch.equal(a.latents, b.latents)  # the image conditions the run
+    # learned positional embeddings (as CogVideoX-5b-I2V): its trained size only; 32x32 passed "multiples of 16"
+    # and failed inside diffusers
+    assert (gen.limits.sizes, gen.limits.size_multiple) == (((16, 16),), 0)
+    assert "sizes [16x16]" in repr(gen)
+    with pytest.raises(ValueError, match=r"width x height must be one of 16x16 for model .*; got 32x32"):
+        gen.generate(PROMPT, image=np.zeros((32, 32, 3), np.uint8), width=32, height=32, **kw)
+    with pytest.raises(ValueError, match="has learned positional embeddings .* draws only 16x16; got 32x32"):
+        sora_nb.load(gen.backend.pipe, **{**tiny_options("cogvideox-i2v"), "default_size": (32, 32)})
 
 
 def test_wan_image_to_video_loads():

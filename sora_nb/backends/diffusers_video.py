@@ -637,6 +637,23 @@ class CogVideoXBackend(DiffusersVideoBackend):
             return 16.0, 81, ((1360, 768), (768, 1360))
         return super().family_values()
 
+    def _limits(self, name: str, fps: float | None, max_frames: int | None, default_size: Any,
+                sizes: Any) -> Limits:
+        """As every family's, but a transformer with learned positional embeddings (CogVideoX-5b-I2V) draws only
+        the size it was trained at (diffusers refuses any other): that size alone."""
+        lim = super()._limits(name, fps, max_frames, default_size, sizes)
+        cfg = self.pipe.transformer.config
+        if not cfg.get("use_learned_positional_embeddings", False):
+            return lim
+        s = self.factors()[1]
+        only = (int(cfg.sample_width) * s, int(cfg.sample_height) * s)
+        asked = ([lim.default_size] if default_size is not None else []) + ([*lim.sizes] if sizes is not None else [])
+        other = [f"{w}x{h}" for w, h in asked if (w, h) != only]
+        if other:
+            raise ValueError(f"this {self.family.label} pipeline has learned positional embeddings (as CogVideoX-5b-I2V) "
+                             f"and draws only {only[0]}x{only[1]}; got {', '.join(other)}")
+        return dataclasses.replace(lim, sizes=(only,), default_size=only, size_multiple=0)
+
     def latent_dims(self, request: Request) -> tuple[int, int, int]:
         f, h, w = super().latent_dims(request)
         pt = self.pipe.transformer.config.patch_size_t
