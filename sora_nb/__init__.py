@@ -26,14 +26,43 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import Generator, best_of, generate, known_models, load, reproduce
-from .backend import Limits, StepEvent
-from .controls import controls
-from .inspector import inspect, open_trace
-from .media import FFmpegNotFoundError, read_params, read_video
-from .request import Request
-from .sampler import Cancelled, DecodeError
-from .video import Video
+import importlib
+from typing import Any
+
+from . import _accessor  # noqa: F401  (Dataset.sora)
+
+# The public names, imported when first used (PEP 562): `import sora_nb` stays light, so the console's
+# `sora-nb --help` and a refused argument answer at once instead of after torch, diffusers and ipywidgets load.
+_PUBLIC = {
+    "api": ("Generator", "best_of", "generate", "known_models", "load", "reproduce"),
+    "backend": ("Limits", "StepEvent"),
+    "controls": ("controls",),
+    "inspector": ("inspect", "open_trace"),
+    "media": ("FFmpegNotFoundError", "read_params", "read_video"),
+    "request": ("Request",),
+    "sampler": ("Cancelled", "DecodeError"),
+    "video": ("Video",),
+}
+_WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    try:  # a submodule used as an attribute (sora_nb.media, sora_nb.world) after a bare `import sora_nb`
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "Cancelled", "DecodeError", "FFmpegNotFoundError", "Generator", "Limits", "Request", "StepEvent", "Video",

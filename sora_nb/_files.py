@@ -1,5 +1,7 @@
 """Files written whole: a temporary file beside the target, renamed over it only when complete, so a failed or
-killed write leaves no half-written file and an older file of that name as it was."""
+killed write leaves no half-written file and an older file of that name as it was. A write killed outright
+(``kill -9``, a dead kernel) cannot remove its temporary file: a hidden ``.<name>.<random><suffix>`` beside the
+target, which is safe to delete."""
 
 from __future__ import annotations
 

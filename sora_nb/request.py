@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_SEED = 2**63 - 1
 MAX_RECORD_EVERY = 1000
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192  # an image-to-video model's first frame, before its pipeline resizes it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +179,14 @@ def _check_image(limits: "Limits", image: Any) -> Any:
     except ImportError as err:  # pragma: no cover - pillow comes with the dependencies
         raise TypeError("image needs Pillow installed") from err
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        return Image.fromarray(image)
-    raise TypeError(f"image must be a PIL image or a uint8 (height, width, 3) array, got "
-                    f"{type(image).__name__}{getattr(image, 'shape', '')}")
+        picture = image.convert("RGB")
+    elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        picture = Image.fromarray(image)
+    else:
+        raise TypeError(f"image must be a PIL image or a uint8 (height, width, 3) array, got "
+                        f"{type(image).__name__}{getattr(image, 'shape', '')}")
+    w, h = picture.size
+    if not (MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE):
+        raise ValueError(f"image must be {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels on each side (the pipeline "
+                         f"resizes it to the clip's width x height), got {w}x{h}")
+    return picture

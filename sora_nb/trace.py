@@ -37,7 +37,10 @@ Set these process-wide with :func:`set_trace_options` or for a block (in its thr
         video = gen.generate("a red circle moving right", steps=50)
 
 or pass your own ``TraceRecorder(backend.preview, max_mb=...)`` in ``observers=`` (with
-``trace=False``) and read ``recorder.dataset``. Backends that expose ``latent_shape(request)``
+``trace=False``) and read ``recorder.dataset``. An observer sees every draw of a call: with ``retries`` (the
+embedded model redraws a broken layout) or ``best_of``, your recorder holds the last draw, which need not be the
+clip returned, and its attrs are that draw's (its noise seed as ``seed``). Pass ``retries=0``, or use the
+built-in trace, which is always the returned clip's. Backends that expose ``latent_shape(request)``
 (``(channel, frame, y, x)``, as the embedded model does) get the plan before the first model call;
 others at the first step. The effective choice is recorded in the attrs (``record_every``,
 ``requested_record_every``, ``trace_downsample``).
@@ -77,7 +80,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ._checks import check_path
+from ._checks import check_int, check_path
 from ._files import atomic_file
 from .backend import StepEvent
 from .sampler import RunInfo
@@ -239,6 +242,7 @@ def plan_trace(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tup
     """
     opts = options or get_trace_options()
     d = opts.downsample if opts.downsample is not None else auto_downsample(latent_shape, opts.max_side)
+    d = max(1, min(d, *latent_shape[-2:]))  # a factor past the latent's side pools it to one cell, not to none
     limit = opts.max_mb * MB
     size = lambda k: estimate_trace_bytes(num_steps, latent_shape, preview_shape, k, downsample=d)  # noqa: E731
     requested = size(record_every)
@@ -320,8 +324,10 @@ class TraceRecorder:
     """
 
     def __init__(self, preview: Callable[[torch.Tensor], np.ndarray], record_every: int = 1, **options: Any):
+        from .request import MAX_RECORD_EVERY
+
         self.preview = preview
-        self.record_every = record_every
+        self.record_every = check_int("record_every", record_every, 1, MAX_RECORD_EVERY)
         self.options = dataclasses.replace(get_trace_options(), **options)
         self._backend = getattr(preview, "__self__", None)  # set when ``preview`` is a backend's bound method
         self.dataset: xr.Dataset | None = None
@@ -502,24 +508,62 @@ def encode_text_for_zarr(ds: xr.Dataset) -> xr.Dataset:
     return _stored_as(ds, lambda dtype: dtype.kind == "U", object)
 
 
+@contextlib.contextmanager
+def _atomic_store(target: Path) -> Iterator[Path]:
+    """A temporary store path beside ``target`` for the block to write; swapped in for ``target`` (an older store
+    there is removed only after) when the block ends without error, removed on an error or Ctrl-C."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:180]}.", dir=target.parent))
+    tmp.rmdir()  # zarr makes the store itself
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name[:180]}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _is_zarr(path: Path) -> bool:
     """Zarr stores are folders (or ``*.zarr``); anything else is read as netCDF."""
     return path.is_dir() or path.suffix == ".zarr"
 
 
+TRACE_VARIABLES = ("latent", "x0", "preview")  # what every trace holds, over its step and frame dimensions
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar as the Python number it was saved from (``json.dumps`` takes it); anything else as is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def open_trace(path: str | os.PathLike) -> xr.Dataset:
-    """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded."""
+    """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded; attrs are
+    Python numbers and text again. A file or store that is not a whole trace (another dataset, or a store a killed
+    write left without ``latent``, ``x0`` or ``preview``) is refused with ValueError."""
     path = check_path("path", path)
     if not path.exists():
         raise FileNotFoundError(f"no trace at {str(path)!r}")
     opener = xr.open_zarr if _is_zarr(path) else xr.open_dataset
+    not_trace = f"path {str(path)!r} is not a trace written by trace.sora.to_netcdf or to_zarr"
     try:
         with opener(path) as ds:
-            loaded = ds.load()
+            trace = decode_trace(ds.load())
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"path {str(path)!r} is not a trace written by trace.sora.to_netcdf or to_zarr: "
-                         f"{str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from err
-    return decode_trace(loaded)
+        raise ValueError(f"{not_trace}: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from err
+    missing = [v for v in TRACE_VARIABLES if v not in trace.data_vars or not {"step", "frame"} <= set(trace[v].dims)]
+    if missing:
+        raise ValueError(f"{not_trace}: it has no {', '.join(missing)} over steps and frames (variables: "
+                         f"{', '.join(map(str, trace.data_vars)) or 'none'})")
+    trace.attrs = {k: _python_scalar(v) for k, v in trace.attrs.items()}
+    return trace
 
 
 def _trace_target(path: Any, *, store: bool = False) -> Path:
@@ -533,9 +577,9 @@ def _trace_target(path: Any, *, store: bool = False) -> Path:
     return target
 
 
-@xr.register_dataset_accessor("sora")
 class TraceAccessor:
-    """``trace.sora``: saving that keeps a trace identical (see the module docstring)."""
+    """``trace.sora``: saving that keeps a trace identical (see the module docstring); registered with xarray by
+    ``sora_nb._accessor`` when sora_nb is imported."""
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
@@ -559,7 +603,15 @@ class TraceAccessor:
         Fixed-width text (the ``rgb`` coordinate's ``<U1``) has no stable zarr v3 encoding: zarr warns that a
         store holding it may be unreadable by a later zarr. It is written as variable-length strings, marked
         with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it."""
-        return encode_text_for_zarr(self._ds).to_zarr(_trace_target(path, store=True), **kwargs)
+        target = _trace_target(path, store=True)
+        ds = encode_text_for_zarr(self._ds)
+        if kwargs.get("mode", "w-") not in ("w", "w-") or kwargs.get("append_dim") or kwargs.get("region") or (
+                kwargs.get("mode", "w-") == "w-" and target.exists()):
+            return ds.to_zarr(target, **kwargs)  # appending or updating in place (or zarr's refusal to overwrite)
+        # a new store: written whole beside the target and swapped in, so a killed write leaves the old store (or
+        # none), never a half store that open_trace would read with NaN where the write stopped
+        with _atomic_store(target) as tmp:
+            return ds.to_zarr(tmp, **{**kwargs, "mode": "w-"})
 
     @property
     def megabytes(self) -> float:

@@ -468,6 +468,9 @@ def test_image_to_video(gens):
         gens("ltx").generate(PROMPT, image=image)
     with pytest.raises(TypeError, match="image must be a PIL image or a uint8"):
         gen.generate(PROMPT, image=np.zeros((32, 32), np.float32))
+    for shape in ((0, 0, 3), (32, 0, 3), (1, 1, 3)):  # these made clips from nothing
+        with pytest.raises(ValueError, match=r"image must be 8 to 8192 pixels on each side .*got \d+x\d+"):
+            gen.generate(PROMPT, image=np.zeros(shape, np.uint8), num_frames=9)
 
 
 def test_cogvideox_image_to_video(gens):

@@ -192,6 +192,51 @@ def test_netcdf_writes_are_atomic_and_checked(video, tmp_path, monkeypatch):
     xr.testing.assert_identical(video.trace, open_trace(path))
 
 
+def test_zarr_writes_are_atomic_and_open_trace_refuses_what_is_not_a_whole_trace(gen, video, tmp_path, monkeypatch):
+    """A zarr store replaced by a write that fails (or is killed) stays the old one: it was half written, and
+    open_trace read it with NaN where the write stopped; a dataset without the trace's variables is refused."""
+    import json
+
+    path = tmp_path / "t.zarr"
+    video.trace.sora.to_zarr(path)
+    other = gen.generate("a blue square moving up", seed=1, steps=3).trace
+    original = xr.Dataset.to_zarr
+
+    def crash(self, store, **kwargs):
+        original(self[["latent"]], store, **kwargs)  # part of it, then the write stops
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", crash)
+    with pytest.raises(KeyboardInterrupt):
+        other.sora.to_zarr(path, mode="w")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["t.zarr"]
+    xr.testing.assert_identical(video.trace, open_trace(path))
+    other.sora.to_zarr(path, mode="w")  # a whole write replaces it
+    xr.testing.assert_identical(other, open_trace(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.zarr"]
+    with pytest.raises(Exception, match="already exists|contains"):  # zarr's own refusal without mode="w"
+        other.sora.to_zarr(path)
+
+    video.trace[["latent"]].to_zarr(tmp_path / "half.zarr")
+    with pytest.raises(ValueError, match=r"is not a trace .*: it has no x0, preview over steps and frames"):
+        open_trace(tmp_path / "half.zarr")
+    xr.Dataset({"temperature": ("t", np.zeros(3))}).to_netcdf(tmp_path / "weather.nc")
+    with pytest.raises(ValueError, match=r"weather.nc' is not a trace .*no latent, x0, preview .*temperature"):
+        open_trace(tmp_path / "weather.nc")
+    back = open_trace(path)
+    json.dumps(back.attrs)  # Python numbers again (numpy int64 after a netCDF or zarr round trip)
+    assert type(back.attrs["seed"]) is int
+
+
+def test_a_downsample_past_the_latent_pools_it_to_one_cell(gen):
+    with trace_mod.trace_options(downsample=32):  # the latent is 16x16: a run failed inside torch
+        v = gen.generate("a red circle moving right", seed=0, steps=3)
+    assert (v.trace.sizes["y"], v.trace.sizes["x"]) == (1, 1) and v.trace.attrs["trace_downsample"] == 16
+    with pytest.raises(ValueError, match=r"record_every must be an integer in \[1, 1000\], got 0"):
+        TraceRecorder(gen.backend.preview, record_every=0)
+
+
 # -- memory bounds ------------------------------------------------------------------------------------
 def data_bytes(ds):
     """Bytes of the data variables (what estimate_trace_bytes counts)."""
