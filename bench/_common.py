@@ -20,6 +20,11 @@ def count(text: str) -> int:
     return value
 
 
+def count_or_zero(text: str) -> int:
+    """argparse type of a count that 0 turns off: an integer >= 0, else a usage error."""
+    return 0 if text.strip() == "0" else count(text)
+
+
 def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:
     """An argument parser with ``--threads`` and, for a script that times repeated calls, ``--repeats`` (the
     script adds its own options)."""

@@ -38,6 +38,12 @@ def main() -> None:
     p.add_argument("--save", type=Path, default=None, help="write the drawn frames to this .npz")
     p.add_argument("--frames", type=Path, default=None, help="score the frames of this .npz (from --save)")
     args = parse(p)
+    if not (Path(args.weights) / "scores.json").is_file():
+        p.error(f"--weights {args.weights!r} has no scores.json (a weights folder sora-nb train exported)")
+    if args.save is not None and not args.save.parent.is_dir():  # checked before minutes of drawing
+        p.error(f"--save: folder {str(args.save.parent)!r} does not exist")
+    if args.frames is not None and not args.frames.is_file():
+        p.error(f"--frames: no file {str(args.frames)!r}")
     card = json.loads((Path(args.weights) / "scores.json").read_text())
     recipe = card["recipe"]
     n = args.clips or int(recipe["eval_clips"])
@@ -60,10 +66,10 @@ def main() -> None:
         for k in SHOWN:
             was = then.get(k, math.nan)
             rows.append((f"{split}/{phrasing}", k, f"{was:.3f}", f"{now[k]:.3f}", f"{round(now[k] - was, 3) + 0.0:+.3f}"))
-    if args.save:
-        np.savez_compressed(args.save, **kept)
     print(f"{args.weights}: {n} clips a split, default settings")
     print_table(rows, ("split / phrasing", "check", "card", "now", "change"))
+    if args.save:
+        np.savez_compressed(args.save, **kept)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,10 @@ def main() -> None:
             s = df.mean(numeric_only=True)
             rows.append([f"{split}/{phrasing}", name, *(f"{s[d]:.3f}" for d in DIMS)])
         small = np.array([any(o.size == "small" for o in c.labels.objects) for c in clips])
-        count = np.array([len(c.labels.objects) for c in clips])
+        objects = np.array([len(c.labels.objects) for c in clips])
         ok = trip["overall"].to_numpy()
         for label, mask in (("no small object", ~small), ("a small object", small),
-                            *((f"{k} object{'s' if k > 1 else ''}", count == k) for k in sorted(set(count)))):
+                            *((f"{k} object{'s' if k > 1 else ''}", objects == k) for k in sorted(set(objects)))):
             share = float(ok[mask].mean()) if mask.any() else math.nan
             by_kind.append([f"{split}/{phrasing}", label, str(int(mask.sum())), f"{share:.3f}"])
     print(f"autoencoder: {args.vae or args.weights or 'shipped'}; {args.clips} clips per split, seed {args.seed}"

@@ -42,6 +42,8 @@ def main() -> None:
     cli = parser(__doc__, repeats=10)
     cli.add_argument("--steps", type=count, default=20)
     args = parse(cli)
+    if args.steps < 4:  # the change "during a run" comes at its step 3
+        cli.error(f"--steps must be >= 4 (the timed change comes at step 3 of a run), got {args.steps}")
 
     gen = sora_nb.load("shapes")
     ui = Controls(gen, prompt=PROMPT, seed=0, steps=args.steps, guidance=5.0)

@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sora_nb
-from _common import count, parse, parser, print_table, timed
+from _common import count, count_or_zero, parse, parser, print_table, timed
 
 PROMPT = "a red circle moving right"
 
@@ -45,12 +45,15 @@ def main() -> None:
     p = parser(__doc__, repeats=5)
     p.add_argument("--weights", default="shapes", help="the model to time: a name or a weights folder")
     p.add_argument("--steps", type=count, default=20, help="denoising steps per clip (default 20, the bar's)")
-    p.add_argument("--retry-prompts", type=count, default=40,
+    p.add_argument("--retry-prompts", type=count_or_zero, default=40,
                    help="world captions timed with the default retries and with none (default 40; 0: skip)")
     args = parse(p)
 
     start = time.perf_counter()
-    gen = sora_nb.load(args.weights)
+    try:
+        gen = sora_nb.load(args.weights)
+    except (ValueError, TypeError) as err:
+        p.error(f"--weights: {err}")
     load_s = time.perf_counter() - start
     kw = dict(seed=0, duration=2.0, guidance=5.0, steps=args.steps)
 

@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--eta", type=float, nargs="*", default=None,
                         help="sampler noise per step, one sweep each (default: the model's own)")
     args = parser.parse_args()
+    if args.eta and not all(0.0 <= e <= 1.0 for e in args.eta):  # (NaN fails too) before the model loads
+        parser.error(f"--eta values must be numbers in [0, 1], got {args.eta}")
     gen = sora_nb.load(args.model)
     etas = args.eta if args.eta else [gen.limits.default_eta]
     print(f"model {gen.name}, {args.clips} prompts (train split) per guidance value, {args.steps} steps")

@@ -46,6 +46,8 @@ def main() -> None:
     args = parse(p)
     if args.clips < 1:
         p.error(f"--clips must be >= 1; got {args.clips}")
+    if not 0.0 <= args.guidance <= 50.0:  # (NaN fails too) before the model loads, as generate would refuse it
+        p.error(f"--guidance must be a number in [0, 50], got {args.guidance}")
     try:
         plan = [(s, *sample(s)) for s in args.samples]
     except ValueError as e:

@@ -73,13 +73,13 @@ def main() -> None:
         t = probe.targets(caps)
         with torch.no_grad():
             logits = probe(s, m)
-        count = t["count"]  # (N,)
-        present = count[:, None] > torch.arange(probe.slots)[None]  # (N, slots): the slots the caption fills
+        objects = t["count"]  # (N,)
+        present = objects[:, None] > torch.arange(probe.slots)[None]  # (N, slots): the slots the caption fills
         whole = torch.ones_like(present)
         for name, _ in PROBE_FIELDS:
             whole &= logits[name].argmax(-1) == t[name]
-        cells = [f"{whole[count == k][:, :k].float().mean():.3f} ({int((count == k).sum())})" for k in (1, 2, 3)]
-        rows.append([f"{split}/{phrasing}", *cells, f"{(logits['count'].argmax(-1) == count).float().mean():.3f}"])
+        cells = [f"{whole[objects == k][:, :k].float().mean():.3f} ({int((objects == k).sum())})" for k in (1, 2, 3)]
+        rows.append([f"{split}/{phrasing}", *cells, f"{(logits['count'].argmax(-1) == objects).float().mean():.3f}"])
         if phrasing == "heldout":
             fields = [[name, f"{(logits[name].argmax(-1) == t[name])[present].float().mean():.3f}"] for name, _ in PROBE_FIELDS]
             said = torch.tensor([bool(HELDOUT_WORDS.search(c)) for c in caps])[:, None] & present

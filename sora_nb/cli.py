@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError) as err:  # e.g. ffmpeg missing, a disk full or a folder refused at write time
         print(f"sora-nb: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line (the clip is written whole or not at all)
+        print("sora-nb: stopped; nothing was written", file=sys.stderr)
+        return 130
     return 2
 
 

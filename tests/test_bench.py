@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import count, parser  # noqa: E402
+from _common import count, count_or_zero, parser  # noqa: E402
 
 
 def make_bench_scripts() -> list[str]:
@@ -41,3 +41,18 @@ def test_counts_are_usage_errors_not_tracebacks(capsys):
         p.parse_args(["--threads", "-1"])
     assert "argument --threads: expected an integer >= 1, got -1" in capsys.readouterr().err
     assert not any(a.dest == "repeats" for a in parser("doc")._actions)  # only scripts that repeat take it
+    assert count_or_zero("0") == 0 and count_or_zero("3") == 3  # --retry-prompts 0 skips (it was refused)
+    with pytest.raises(argparse.ArgumentTypeError, match="got -1"):
+        count_or_zero("-1")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_")))
+def test_every_bench_script_answers_help(script, monkeypatch, capsys):
+    """Each script's --help, run as `python bench/<script> --help` runs it: two scripts named a local variable
+    `count`, which hid _common.count from their own argument parser (UnboundLocalError on every run)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "bench" / script), run_name="__main__")
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out

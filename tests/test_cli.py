@@ -273,3 +273,15 @@ def test_reproduce_notes_a_clip_made_with_another_torch_or_thread_count(tmp_path
     captured = capsys.readouterr()
     assert captured.err.startswith("sora-nb: note: this clip was made with torch 2.0.0 on 99 CPU threads")
     assert captured.err.count("\n") == 1 and "the same frames as the clip's" in captured.out
+
+
+def test_ctrl_c_stops_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from sora_nb import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C during the steps
+
+    monkeypatch.setattr(sora_nb.api.Generator, "run", interrupted)
+    assert cli.main(["generate", "a red circle moving right", "-o", str(tmp_path / "x.mp4")]) == 130
+    assert capsys.readouterr().err == "sora-nb: stopped; nothing was written\n"  # (a 40-line traceback before)
+    assert list(tmp_path.iterdir()) == []
