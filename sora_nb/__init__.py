@@ -27,6 +27,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from . import _accessor  # noqa: F401  (Dataset.sora)
@@ -36,7 +38,7 @@ from . import _accessor  # noqa: F401  (Dataset.sora)
 _PUBLIC = {
     "api": ("Generator", "best_of", "generate", "known_models", "load", "reproduce"),
     "backend": ("Limits", "StepEvent"),
-    "controls": ("controls",),
+    "controls": (),  # `controls`, the function, is `_Package.controls` (the submodule has its name)
     "inspector": ("inspect", "open_trace"),
     "media": ("FFmpegNotFoundError", "read_params", "read_video"),
     "request": ("Request",),
@@ -61,7 +63,29 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(_WHERE) | {"controls"})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: its ``controls`` is the function, whichever was imported first. (Importing
+    the submodule ``sora_nb.controls`` sets the package's attribute of that name to the submodule; an eager
+    import of the function after it used to win, a lazy one never runs, so ``sora_nb.controls()`` called a
+    module.)"""
+
+    @property
+    def controls(self) -> Any:
+        chosen = self.__dict__.get("_controls_set")
+        if chosen is None:
+            from .controls import controls as chosen
+        return chosen
+
+    @controls.setter
+    def controls(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):  # the import machinery's submodule is not the function
+            self.__dict__["_controls_set"] = value  # (a test's monkeypatch is)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -112,3 +112,27 @@ def test_the_wheel_ships_the_model_and_setuptools_ignores_nothing(tmp_path):
     assert run.stdout.split()[-1] == weights_digest(json.loads((PACKAGE / "weights" / "shapes" / "manifest.json").read_text()))
     (entry_points,) = site.glob("sora_nb-*.dist-info/entry_points.txt")
     assert "sora-nb = sora_nb.cli:main" in entry_points.read_text()
+
+
+def test_import_is_light_and_every_public_name_resolves():
+    """`import sora_nb` loads no torch (the console answers --help and --version at once); every public name
+    resolves on use, `controls` as the function even after its submodule was imported (it was a module then:
+    'module' object is not callable), and every dataset has `.sora` after `import sora_nb` alone."""
+    code = """
+import sys
+import sora_nb
+assert "torch" not in sys.modules and "ipywidgets" not in sys.modules, sorted(m for m in sys.modules if "torch" in m)[:3]
+import xarray as xr, numpy as np
+assert xr.Dataset({"a": ("x", np.zeros(2))}).sora.megabytes > 0
+from sora_nb.controls import Controls
+assert callable(sora_nb.controls) and sora_nb.controls.__module__ == "sora_nb.controls"
+assert all(hasattr(sora_nb, name) for name in sora_nb.__all__) and set(sora_nb.__all__) <= set(dir(sora_nb))
+assert sora_nb.media.__name__ == "sora_nb.media" and sora_nb.world.parse
+try:
+    sora_nb.no_such_name
+except AttributeError as err:
+    assert "no attribute 'no_such_name'" in str(err)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
