@@ -37,8 +37,7 @@ from . import _accessor  # noqa: F401  (Dataset.sora)
 # `sora-nb --help` and a refused argument answer at once instead of after torch, diffusers and ipywidgets load.
 _PUBLIC = {
     "api": ("Generator", "best_of", "generate", "known_models", "load", "reproduce"),
-    "backend": ("Limits", "StepEvent"),
-    "controls": (),  # `controls`, the function, is `_Package.controls` (the submodule has its name)
+    "backend": ("Limits", "StepEvent"),  # (`controls`, the function, is `_Package.controls`: its submodule's name)
     "inspector": ("inspect", "open_trace"),
     "media": ("FFmpegNotFoundError", "read_params", "read_video"),
     "request": ("Request",),

@@ -1,12 +1,14 @@
 """Files written whole: a temporary file beside the target, renamed over it only when complete, so a failed or
 killed write leaves no half-written file and an older file of that name as it was. A write killed outright
 (``kill -9``, a dead kernel) cannot remove its temporary file: a hidden ``.<name>.<random><suffix>`` beside the
-target, which is safe to delete."""
+target, which is safe to delete. Folders (`atomic_folder`) are filled beside their target and swapped in the same
+way."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -51,3 +53,50 @@ def atomic_file(target: Path, *, suffix: str | None = None, name: Path | None = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+COMPLETE = ".complete"  # written last into a folder `atomic_folder` fills, before it is renamed into place
+
+
+def _siblings(target: Path) -> tuple[Path, Path]:
+    return target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Write a folder (a training run's checkpoint or finished stage, a zarr trace) whole or not at all.
+
+    The block fills a fresh ``<target>.partial``; when it ends without error the folder replaces ``target``
+    (an older ``target`` is kept as ``<target>.old`` until the new one is in place). A run killed at any moment
+    leaves ``target`` as it was, or the new one, never a mix: `recover_folder` (run first by the next write, and
+    by `sora_nb.train.recover_folders` for a whole run) finishes a swap a kill cut short."""
+    recover_folder(target)
+    partial, old = _siblings(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:  # an error or Ctrl-C in the block: the old folder stays, the new one goes
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / COMPLETE).write_text("")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(partial, target)
+    (target / COMPLETE).unlink()
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(target: Path) -> None:
+    """Finish or undo an `atomic_folder` swap a kill cut short: a complete ``.partial`` becomes ``target`` if it is
+    missing, else the ``.old`` one comes back; incomplete leftovers go."""
+    partial, old = _siblings(target)
+    if not target.exists():
+        if (partial / COMPLETE).is_file():
+            os.replace(partial, target)
+        elif old.is_dir():
+            os.replace(old, target)
+    (target / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)

@@ -81,8 +81,9 @@ import torch
 import xarray as xr
 
 from ._checks import check_int, check_path
-from ._files import atomic_file
+from ._files import atomic_file, atomic_folder
 from .backend import StepEvent
+from .request import MAX_RECORD_EVERY
 from .sampler import RunInfo
 
 logger = logging.getLogger(__name__)
@@ -324,8 +325,6 @@ class TraceRecorder:
     """
 
     def __init__(self, preview: Callable[[torch.Tensor], np.ndarray], record_every: int = 1, **options: Any):
-        from .request import MAX_RECORD_EVERY
-
         self.preview = preview
         self.record_every = check_int("record_every", record_every, 1, MAX_RECORD_EVERY)
         self.options = dataclasses.replace(get_trace_options(), **options)
@@ -508,29 +507,6 @@ def encode_text_for_zarr(ds: xr.Dataset) -> xr.Dataset:
     return _stored_as(ds, lambda dtype: dtype.kind == "U", object)
 
 
-@contextlib.contextmanager
-def _atomic_store(target: Path) -> Iterator[Path]:
-    """A temporary store path beside ``target`` for the block to write; swapped in for ``target`` (an older store
-    there is removed only after) when the block ends without error, removed on an error or Ctrl-C."""
-    import shutil
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:180]}.", dir=target.parent))
-    tmp.rmdir()  # zarr makes the store itself
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name[:180]}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _is_zarr(path: Path) -> bool:
     """Zarr stores are folders (or ``*.zarr``); anything else is read as netCDF."""
     return path.is_dir() or path.suffix == ".zarr"
@@ -605,13 +581,13 @@ class TraceAccessor:
         with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it."""
         target = _trace_target(path, store=True)
         ds = encode_text_for_zarr(self._ds)
-        if kwargs.get("mode", "w-") not in ("w", "w-") or kwargs.get("append_dim") or kwargs.get("region") or (
-                kwargs.get("mode", "w-") == "w-" and target.exists()):
+        mode = kwargs.get("mode", "w-")
+        if mode not in ("w", "w-") or (mode == "w-" and target.exists()) or kwargs.get("append_dim") or kwargs.get("region"):
             return ds.to_zarr(target, **kwargs)  # appending or updating in place (or zarr's refusal to overwrite)
-        # a new store: written whole beside the target and swapped in, so a killed write leaves the old store (or
-        # none), never a half store that open_trace would read with NaN where the write stopped
-        with _atomic_store(target) as tmp:
-            return ds.to_zarr(tmp, **{**kwargs, "mode": "w-"})
+        # a new store: written whole beside the target and swapped in (`atomic_folder`), so a killed write leaves
+        # the old store (or none), never a half store that open_trace would read with NaN where the write stopped
+        with atomic_folder(target) as folder:
+            return ds.to_zarr(folder, **{**kwargs, "mode": "w"})
 
     @property
     def megabytes(self) -> float:

@@ -149,7 +149,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 
 from ._checks import check_bool, check_choice, check_float, check_int
-from ._files import atomic_file
+from ._files import COMPLETE, atomic_file, atomic_folder, recover_folder  # noqa: F401  (COMPLETE: tests)
 from .backends import embedded
 from .models import AdaptedEncoder, ShapesDiT, TextEncoder, VideoAutoencoder, build_adapted
 from .models.text import PRETRAINED
@@ -636,53 +636,6 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
-COMPLETE = ".complete"  # written last into a folder `atomic_folder` fills, before it is renamed into place
-
-
-def _siblings(target: Path) -> tuple[Path, Path]:
-    return target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
-
-
-@contextlib.contextmanager
-def atomic_folder(target: Path) -> Iterator[Path]:
-    """Write a run's folder (a checkpoint, a finished stage) whole or not at all.
-
-    The block fills a fresh ``<target>.partial``; when it ends without error the folder replaces ``target``
-    (an older ``target`` is kept as ``<target>.old`` until the new one is in place). A run killed at any moment
-    leaves ``target`` as it was, or the new one, never a mix: `recover_folders` finishes a swap a kill cut
-    short when the run starts again."""
-    recover_folder(target)
-    partial, old = _siblings(target)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:  # an error or Ctrl-C in the block: the old folder stays, the new one goes
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    (partial / COMPLETE).write_text("")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(partial, target)
-    (target / COMPLETE).unlink()
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_folder(target: Path) -> None:
-    """Finish or undo an `atomic_folder` swap a kill cut short: a complete ``.partial`` becomes ``target`` if it is
-    missing, else the ``.old`` one comes back; incomplete leftovers go."""
-    partial, old = _siblings(target)
-    if not target.exists():
-        if (partial / COMPLETE).is_file():
-            os.replace(partial, target)
-        elif old.is_dir():
-            os.replace(old, target)
-    (target / COMPLETE).unlink(missing_ok=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def recover_folders(out: Path) -> None:
     """`recover_folder` for every folder of a run that a kill left mid-swap."""
     if out.is_dir():
@@ -958,13 +911,19 @@ def finish_part(vae: VideoAutoencoder, final: Path, ckpt: Path, steps: int) -> V
     return vae.eval()
 
 
-def finished_part(final: Path, recipe: Recipe, field: str) -> VideoAutoencoder:
-    """A finished autoencoder stage's result, reloaded by a resumed run; the steps it ran (a `PartBudget` may
-    have cut them) go back into ``recipe.<field>``, so the run's ``recipe.json`` records them."""
+def reuse_steps(final: Path, recipe: Recipe, field: str) -> None:
+    """A finished stage loaded instead of trained: the steps it ran (its ``steps.json``; a budget may have cut
+    them) go back into ``recipe.<field>``, whatever this call asked, so the run's ``recipe.json`` records them;
+    the log says so (``reused``: a new ``--out`` trains the stage anew)."""
     steps = final / "steps.json"
     if steps.is_file():
         setattr(recipe, field, json.loads(steps.read_text())["steps"])
-    log(final.parent, stage="reused", folder=final.name, steps=getattr(recipe, field))  # (a new out trains anew)
+    log(final.parent, stage="reused", folder=final.name, steps=getattr(recipe, field))
+
+
+def finished_part(final: Path, recipe: Recipe, field: str) -> VideoAutoencoder:
+    """A finished autoencoder stage's result, reloaded by a resumed run, with its steps (`reuse_steps`)."""
+    reuse_steps(final, recipe, field)
     return VideoAutoencoder.from_pretrained(final, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
@@ -1708,10 +1667,7 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     folders (``<name>_final``, ``<name>_ckpt``)."""
     final = out / f"{name}_final"
     if finished_stage(out, name):
-        steps = final / "steps.json"  # the steps it ran, whatever this call's recipe asks (as `finished_part`)
-        if steps.is_file():
-            recipe.dit_steps = json.loads(steps.read_text())["steps"]
-        log(out, stage="reused", folder=final.name, steps=recipe.dit_steps)  # (a new out trains anew)
+        reuse_steps(final, recipe, "dit_steps")
         dit = ShapesDiT.from_pretrained(final / "dit", use_safetensors=True, low_cpu_mem_usage=False)
         if recipe.init_from:
             init_stats(recipe, cache)  # the latent statistics it was fine-tuned in
@@ -2180,11 +2136,8 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         t = time.perf_counter()
         # an earlier call trained it (its log spans them), or began it and was stopped
         resumed = logged_seconds(out, "dit") if finished_stage(out) else unfinished_seconds(out, "dit_tune")
-        try:
+        with counted_if_stopped(out, "dit_tune"):
             dit_net, text = tune_dit(recipe, out, world, weights, vae)
-        except BaseException:
-            stopped_in(out, "dit_tune", time.perf_counter() - t)
-            raise
         seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
         if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
@@ -2220,18 +2173,24 @@ def _timing(out: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def stopped_in(out: Path, stage: str, spent: float) -> None:
-    """Record in ``out/timing.json`` the ``spent`` wall seconds of a call that was stopped (Ctrl-C, an error)
-    during ``stage``: the call that finishes the stage counts them (`unfinished_seconds`), so a stage resumed from
-    its checkpoint is carded with the minutes every call spent on it, not only the last call's."""
-    record = _timing(out)
-    unfinished = record.setdefault("unfinished", {})
-    unfinished[stage] = unfinished.get(stage, 0.0) + spent
-    write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+@contextlib.contextmanager
+def counted_if_stopped(out: Path, stage: str) -> Iterator[None]:
+    """Run the block (``stage``); if it is stopped (Ctrl-C, an error), record its wall seconds in
+    ``out/timing.json``: the call that finishes the stage counts them (`unfinished_seconds`), so a stage resumed
+    from its checkpoint is carded with the minutes every call spent on it, not only the last call's."""
+    t = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        record = _timing(out)
+        unfinished = record.setdefault("unfinished", {})
+        unfinished[stage] = unfinished.get(stage, 0.0) + time.perf_counter() - t
+        write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+        raise
 
 
 def unfinished_seconds(out: Path, stage: str) -> float:
-    """Wall seconds earlier calls spent on ``stage`` before they were stopped (`stopped_in`)."""
+    """Wall seconds earlier calls spent on ``stage`` before they were stopped (`counted_if_stopped`)."""
     return float(_timing(out).get("unfinished", {}).get(stage, 0.0))
 
 
@@ -2571,11 +2530,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
         """Run one stage; its wall seconds (with those of earlier calls stopped during it) go into ``seconds``
         and, at once, into ``out/timing.json``; a call stopped during it records its seconds there."""
         t = time.perf_counter()
-        try:
+        with counted_if_stopped(out, stage):
             result = run()
-        except BaseException:
-            stopped_in(out, stage, time.perf_counter() - t)
-            raise
         seconds[stage] = time.perf_counter() - t + unfinished_seconds(out, stage)
         stage_seconds(out, seconds, done_before)
         return result

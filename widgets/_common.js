@@ -44,17 +44,17 @@ function guardKeys(root) {
   });
 }
 
-// A play button's loop: `advance(value)` every 1/fps seconds (fps read again when the model's changes),
-// `read()` the value shown, `button` showing ▶ or ⏸. The same widget shown in two views plays at fps, not
-// fps times the views playing: a tick that finds a value its own view did not set (another view's tick,
-// or the user's scrub) takes that value and waits for the next tick. Returns {toggle, stop}.
+// A play button's loop: a click on `button` (showing ▶ or ⏸) starts or stops `advance(value)` every 1/fps
+// seconds (fps read again when the model's changes), `read()` being the value shown. The same widget shown in
+// two views plays at fps, not fps times the views playing: a tick that finds a value its own view did not set
+// (another view's tick, or the user's scrub) takes that value and waits for the next tick. Returns {stop}.
 function player(model, button, read, advance) {
   let timer = null;
   let last = null;
   function tick() {
     const now = read();
-    if (last !== null && now !== last) { last = now; return; }
-    last = advance(now);
+    if (last === null || now === last) advance(now);
+    last = read();
   }
   function start() {
     timer = setInterval(tick, 1000 / Math.max(0.1, model.get("fps")));
@@ -68,13 +68,11 @@ function player(model, button, read, advance) {
     if (timer) { clearInterval(timer); start(); }
   }
   model.on("change:fps", onFps);
-  return {
-    toggle() {
-      if (timer) return stop();
-      last = null;
-      button.textContent = "⏸";
-      start();
-    },
-    stop() { stop(); model.off("change:fps", onFps); },
-  };
+  button.addEventListener("click", () => {
+    if (timer) return stop();
+    last = null;
+    button.textContent = "⏸";
+    start();
+  });
+  return { stop() { stop(); model.off("change:fps", onFps); } };
 }

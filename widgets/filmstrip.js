@@ -51,9 +51,7 @@ function render({ model, el }) {
     model.set("index", (value + 1) % Math.max(1, images.length));
     model.save_changes();
     draw();
-    return model.get("index");
   });
-  play.addEventListener("click", () => playing.toggle());
   guardKeys(el);
   model.on("change:frames", load);
   model.on("change:shape", load);

@@ -293,22 +293,15 @@ function render({ model, el }) {
     drawPlot(s);
   }
 
-  // play the steps or the frames (`player`, _common.js); a tick sets the next value and returns it
-  const players = {};
-  for (const [axis, row] of [["step", stepRow], ["frame", frameRow]]) {
-    players[axis] = player(model, row.play, () => model.get(axis), (value) => {
+  // play the steps or the frames (`player`, _common.js: its button starts and stops it)
+  const players = [["step", stepRow], ["frame", frameRow]].map(([axis, row]) =>
+    player(model, row.play, () => model.get(axis), (value) => {
       const a = panels.a;
-      if (!a) return value;
-      const next = (value + 1) % (axis === "step" ? a.S : a.F);
-      setState(axis, next);
-      return model.get(axis);
-    });
-  }
+      if (a) setState(axis, (value + 1) % (axis === "step" ? a.S : a.F));
+    }));
   guardKeys(root);
   stepRow.slider.addEventListener("input", () => setState("step", Number(stepRow.slider.value)));
   frameRow.slider.addEventListener("input", () => setState("frame", Number(frameRow.slider.value)));
-  stepRow.play.addEventListener("click", () => players.step.toggle());
-  frameRow.play.addEventListener("click", () => players.frame.toggle());
   viewSelect.addEventListener("change", () => setState("view", viewSelect.value));
   channelInput.addEventListener("change", () => {
     const max = Number(channelInput.max);
@@ -327,7 +320,7 @@ function render({ model, el }) {
   for (const name of ["step", "frame", "view", "channel", "heat_channel"]) model.on(`change:${name}`, draw);
   build();
   return () => {
-    for (const p of Object.values(players)) p.stop();
+    for (const p of players) p.stop();
   };
 }
 

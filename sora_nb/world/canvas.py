@@ -420,10 +420,10 @@ def check_layout(labels: Labels, size: tuple, n_frames: int, fps: int) -> None:
                              "start None for the world to place it")
         for j in range(i):
             q = paths[j]
-            dist = np.hypot(c[:, 0] - q.centre[:, 0], c[:, 1] - q.centre[:, 1])
-            if np.any(dist < p.reach() + q.reach()):
-                raise ValueError(f"objects {j} and {i} overlap at frame {int(np.argmax(dist < p.reach() + q.reach()))}: "
-                                 "give other starts, or leave start None for the world to place them")
+            near = np.hypot(c[:, 0] - q.centre[:, 0], c[:, 1] - q.centre[:, 1]) < p.reach() + q.reach()
+            if near.any():
+                raise ValueError(f"objects {j} and {i} overlap at frame {int(np.argmax(near))}: give other starts, or "
+                                 "leave start None for the world to place them")
 
 
 def render_labels(labels: Labels, caption: str, seed: int, n_frames: int, size: tuple, fps: int) -> Clip:

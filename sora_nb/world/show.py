@@ -26,8 +26,9 @@ def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 3) -> bytes:
 
 def gif_html(frames: np.ndarray, fps: int = 8, title: str = "", scale: int = 3) -> str:
     """An <img> of the clip as a GIF, with its title underneath."""
+    frames = as_frames(frames, 1)
     data = base64.b64encode(gif_bytes(frames, fps, scale)).decode("ascii")
-    w = np.shape(getattr(frames, "frames", frames))[2] * scale
+    w = frames.shape[2] * scale
     cap = f'<div style="width:{w}px;font-size:11px;line-height:1.2">{html.escape(title)}</div>' if title else ""
     style = "display:inline-block;margin:4px;vertical-align:top"
     return f'<div style="{style}"><img src="data:image/gif;base64,{data}">{cap}</div>'
