@@ -115,7 +115,9 @@ class Generator:
             count is ``round(duration * fps)`` moved to the nearest count the model accepts.
           num_frames: the frame count instead of ``duration`` (it must follow the model's rule, e.g.
             4k+1 for Wan; ``generator.limits.frame_rule``). Both together must agree.
-          guidance: classifier-free guidance scale, 0 (unconditional) to 50; 1 disables guidance;
+          guidance: classifier-free guidance scale, 0 to 50: 0 draws the unconditional branch alone (the
+            negative prompt's, when one is given), 1 the prompt alone (no guidance: a negative prompt then
+            has no effect);
             default: the model's own (``generator.limits.default_guidance``; 5 unless its weights say).
             (diffusers pipelines turn guidance off at <= 1; HunyuanVideo's is distilled guidance.)
             An embedded model may vary it by noise level (its manifest's ``guidance_profile``: the
@@ -137,7 +139,8 @@ class Generator:
             steps (shapes: 12 of 20 for the first, 8 for later ones), and the draw with the fewest breaks, then the
             highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the
             same clip.
-          negative_prompt: what to steer away from (the unconditional branch of guidance).
+          negative_prompt: what to steer away from (the unconditional branch of guidance; used only where
+            the guidance is not 1).
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).
           observers: extra observers of the sampling loop (``on_start``/``on_step``/``on_end``).
@@ -219,6 +222,7 @@ class Generator:
         (``on_start`` ... ``on_end``, with that draw's request); only the kept draw is decoded, after the last.
         """
         observers, cancel = check_run_options(observers, cancel)
+        request = self._checked(request)
         judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
         seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):
@@ -248,6 +252,17 @@ class Generator:
             best.trace.attrs.update(seed=request.seed, steps=request.steps, noise_seed=seeds[picked],
                                     noise_steps=steps[picked], retry=json.dumps(best.params["retry"]))
         return best
+
+    def _checked(self, request: Any) -> Request:
+        """``request`` validated against this model (as `request` validates keywords): a Request built by hand,
+        or for another model, is refused by the field at fault instead of drawing a clip from it."""
+        if not isinstance(request, Request):
+            raise TypeError(f"request must be a sora_nb.Request (make one with generator.request(prompt, ...)), "
+                            f"got {type(request).__name__}")
+        fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(Request) if f.name != "prompt"}
+        if request.num_frames is None:  # duration decides, as in generate
+            fields.pop("num_frames")
+        return self.request(request.prompt, **fields)
 
     def _run_once(self, request: Request, asked: Request, observers: Iterable[Any],
                   cancel: threading.Event | None, decode: bool = True) -> _Draw:
@@ -289,8 +304,21 @@ class Generator:
 
     def decode(self, latents: Any, num_frames: int) -> Any:
         """Decode ``(frame, channel, y, x)`` latents (``video.latents``, ``generator.last_latents`` or a
-        :class:`sora_nb.sampler.DecodeError`'s) into uint8 frames ``(T, H, W, 3)``."""
-        return self.backend.decode(latents, num_frames)
+        :class:`sora_nb.sampler.DecodeError`'s) into uint8 frames ``(T, H, W, 3)``. ``num_frames``: 1 to the frames
+        the latents hold (their latent frames times ``limits.temporal_factor``)."""
+        import torch
+
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+            raise TypeError(f"latents must be a (frame, channel, y, x) torch tensor (video.latents, "
+                            f"generator.last_latents or a DecodeError's .latents), got {type(latents).__name__}"
+                            f"{tuple(getattr(latents, 'shape', ()))}")
+        most = latents.shape[0] * max(1, self.limits.temporal_factor)
+        num_frames = check_int("num_frames", num_frames, 1, most)
+        frames = self.backend.decode(latents, num_frames)
+        if frames.shape[0] != num_frames:  # a causal VAE's latents hold (frames - 1) * factor + 1
+            raise ValueError(f"num_frames must be 1 to {frames.shape[0]} for these {latents.shape[0]} latent frames, "
+                             f"got {num_frames}")
+        return frames
 
 
 # `generate`'s keywords whose None means "the model's default" (the others refuse None, as `Request` does); best_of

@@ -32,7 +32,7 @@ class Request:
     negative_prompt: str = ""
     seed: int = 0
     duration: float = 2.0       # seconds of video
-    guidance: float = 5.0       # classifier-free guidance scale: 0 = unconditional, 1 = no guidance
+    guidance: float = 5.0       # classifier-free guidance scale: 0 = the unconditional (negative prompt's) branch alone, 1 = no guidance
                                 # (build() defaults it to the model's limits.default_guidance)
     steps: int = 20             # denoising steps
     eta: float = 0.0            # fresh noise per sampler step: 0 = deterministic (the flow ODE), 1 = the

@@ -34,7 +34,7 @@ class DecodeError(RuntimeError):
 
     Nothing is lost: ``latents`` holds the final ``(frame, channel, y, x)`` latents (on the CPU) and
     ``num_frames`` the frame count, so ``generator.decode(err.latents, err.num_frames)`` can try again
-    after freeing memory or turning on tiled decoding; ``trace`` is the run's trace (set by
+    after freeing memory (or, for a diffusers pipeline, turning on tiled decoding); ``trace`` is the run's trace (set by
     :meth:`sora_nb.Generator.run`) or None.
     """
 
@@ -65,11 +65,28 @@ class Observer(Protocol):
 
 
 def _notify(observers: Iterable[Any], method: str, *args: Any) -> None:
-    """Call ``method`` on every observer that has it."""
+    """Call ``method`` on every observer that has it (the first error is raised: the run stops)."""
     for obs in observers:
         fn = getattr(obs, method, None)
         if fn is not None:
             fn(*args)
+
+
+def _notify_end(observers: Iterable[Any], latents: torch.Tensor | None, cancelled: bool) -> None:
+    """``on_end`` for every observer, each on its own: one observer's error does not keep the others from
+    closing, and it does not replace the run's result or its own error (the clip, a DecodeError's latents,
+    Cancelled); it is a RuntimeWarning that names the observer."""
+    import warnings
+
+    for obs in observers:
+        fn = getattr(obs, "on_end", None)
+        if fn is None:
+            continue
+        try:
+            fn(latents, cancelled)
+        except Exception as err:  # noqa: BLE001 - reported, not raised: see the docstring
+            warnings.warn(f"observer {type(obs).__name__}.on_end raised {type(err).__name__}: {err} (the run's "
+                          "result is kept)", RuntimeWarning, stacklevel=3)
 
 
 def flow_matching_steps(
@@ -127,32 +144,45 @@ def run(
 
     With ``decode=False`` the frames are None and the caller decodes later with :func:`decode_latents`
     (`Generator.run` decodes only the draw it keeps). Raises :class:`Cancelled` (without decoding) when
-    ``cancel`` is set between two steps.
+    ``cancel`` is set before the first step or between two steps; once the last step has run the clip is
+    decoded and returned.
+
+    Observers: an error in ``on_start`` or ``on_step`` stops the run and is raised, after every observer
+    whose ``on_start`` ran got ``on_end(latents so far or None, cancelled=True)``; an error in ``on_end`` is a
+    warning (see `_notify_end`), so a finished clip is never lost to it.
     """
     observers = list(observers)
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
     num_frames = backend.num_frames(request)
     info = RunInfo(request=request, num_frames=num_frames, fps=backend.limits.fps, model=backend.describe(),
                    limits=backend.limits)
-    _notify(observers, "on_start", info)
+    started: list[Any] = []
     latents = None
-    steps = backend.denoise(request, generator)
     try:
-        for event in steps:
-            _notify(observers, "on_step", event)
-            latents = event.x_next
-            if cancel is not None and cancel.is_set():
-                _notify(observers, "on_end", latents, True)
-                raise Cancelled(f"cancelled after step {event.step + 1} of {event.num_steps}")
-    finally:
-        close = getattr(steps, "close", None)
-        if close is not None:
-            close()
+        for obs in observers:
+            started.append(obs)
+            _notify([obs], "on_start", info)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before the first step")
+        steps = backend.denoise(request, generator)
+        try:
+            for event in steps:
+                _notify(observers, "on_step", event)
+                latents = event.x_next
+                if cancel is not None and cancel.is_set() and event.step + 1 < event.num_steps:
+                    raise Cancelled(f"cancelled after step {event.step + 1} of {event.num_steps}")
+        finally:
+            close = getattr(steps, "close", None)
+            if close is not None:
+                close()
+    except BaseException:
+        _notify_end(started, latents, True)
+        raise
     assert latents is not None, "backend.denoise yielded no step"
     try:
         frames = decode_latents(backend, latents, num_frames) if decode else None
     finally:
-        _notify(observers, "on_end", latents, False)
+        _notify_end(observers, latents, False)
     return latents, frames
 
 
@@ -162,7 +192,9 @@ def decode_latents(backend: Backend, latents: torch.Tensor, num_frames: int) -> 
     try:
         return backend.decode(latents, num_frames)
     except Exception as err:  # keep the latents: the steps are the expensive part
+        tiling = (" or with tiled decoding (sora_nb.load(..., vae_tiling=True))"  # only pipelines that have it
+                  if getattr(backend, "vae_tiling", True) is False else "")
         raise DecodeError(f"decoding the latents failed ({type(err).__name__}: {err}); the latents are kept in "
                           "this error's .latents (and generator.last_latents): decode them again with "
-                          "generator.decode(err.latents, err.num_frames) after freeing memory or with tiled "
-                          "decoding (sora_nb.load(..., vae_tiling=True))", latents.detach().cpu(), num_frames) from err
+                          f"generator.decode(err.latents, err.num_frames) after freeing memory{tiling}",
+                          latents.detach().cpu(), num_frames) from err

@@ -340,6 +340,7 @@ class TraceRecorder:
 
     # -- observer protocol ---------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> None:
+        self.dataset = None  # a run that fails before its first step leaves no trace, not the last run's
         self._info = info
         self._rows = []
         self._arrays = {}

@@ -206,6 +206,105 @@ def test_cancel_raises_and_skips_decode(gen, monkeypatch):
     assert decoded == []
 
 
+class _Failing:
+    """An observer that logs its calls and raises in one of them."""
+
+    def __init__(self, where=None):
+        self.where, self.log = where, []
+
+    def on_start(self, info):
+        self.log.append("start")
+        if self.where == "start":
+            raise KeyError("boom-start")
+
+    def on_step(self, ev):
+        self.log.append(f"step{ev.step}")
+        if self.where == "step" and ev.step == 1:
+            raise KeyError("boom-step")
+
+    def on_end(self, latents, cancelled):
+        self.log.append(f"end {cancelled}")
+        if self.where == "end":
+            raise KeyError("boom-end")
+
+
+def test_an_observers_on_end_error_keeps_the_clip_and_the_others_still_close(gen):
+    """An on_end error was raised from the run's finally: a finished, decoded clip was lost (and a DecodeError's
+    latents with it); an on_start/on_step error skipped every other observer's on_end."""
+    good, bad = _Failing(), _Failing("end")
+    with pytest.warns(RuntimeWarning, match=r"observer _Failing.on_end raised KeyError: 'boom-end' \(the run's result is kept\)"):
+        v = gen.generate("a red circle moving right", steps=4, retries=0, trace=False, observers=[good, bad])
+    ref = gen.generate("a red circle moving right", steps=4, retries=0, trace=False)
+    assert np.array_equal(v.frames, ref.frames) and good.log[-1] == "end False"
+    assert torch.equal(gen.last_latents, ref.latents)
+    for where, steps in (("start", []), ("step", ["step0", "step1"])):
+        good, bad = _Failing(), _Failing(where)
+        with pytest.raises(KeyError, match=f"boom-{where}"):
+            gen.generate("a red circle moving right", steps=4, retries=0, observers=[good, bad])
+        assert good.log == ["start", *steps, "end True"] and bad.log[-1] == "end True"
+
+
+def test_a_reused_trace_recorder_drops_the_last_runs_trace_at_a_new_start(gen):
+    from sora_nb.trace import TraceRecorder
+
+    rec = TraceRecorder(gen.backend.preview)
+    gen.generate("a red circle moving right", steps=3, retries=0, trace=False, observers=[rec])
+    assert rec.dataset is not None and rec.dataset.sizes["step"] == 3
+    with pytest.raises(KeyError):
+        gen.generate("a red circle moving right", steps=5, retries=0, trace=False, observers=[rec, _Failing("start")])
+    assert rec.dataset is None  # it held the first run's trace
+
+
+def test_cancel_before_the_first_step_runs_none_and_after_the_last_keeps_the_clip(gen, monkeypatch):
+    calls = []
+    denoise = gen.backend.denoise
+    monkeypatch.setattr(gen.backend, "denoise", lambda *a: (calls.append(1), denoise(*a))[1])
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(sora_nb.Cancelled, match="cancelled before the first step"):
+        gen.generate("a red circle", steps=4, retries=0, cancel=cancel)
+    assert calls == []  # a step was run (and thrown away) before the flag was read
+
+    class AtLast:
+        def on_step(self, ev):
+            if ev.step + 1 == ev.num_steps:
+                cancel.set()
+
+    cancel.clear()
+    v = gen.generate("a red circle", steps=4, retries=0, trace=False, cancel=cancel, observers=[AtLast()])
+    ref = gen.generate("a red circle", steps=4, retries=0, trace=False)
+    assert np.array_equal(v.frames, ref.frames)  # every step had run: the clip is decoded, not thrown away
+
+
+@pytest.mark.parametrize("field, value, error, message", [
+    ("guidance", float("nan"), ValueError, r"guidance must be a finite number >= 0 and <= 50, got nan"),
+    ("width", 128, ValueError, r"width x height must be one of 64x64, 96x64 for model 'shapes'; got 128x64"),
+    ("steps", 0, ValueError, r"steps must be an integer in \[1, 1000\], got 0"),
+    ("prompt", "   ", ValueError, r"prompt"),
+])
+def test_run_validates_a_request_built_by_hand(gen, field, value, error, message):
+    """``Request`` is public and ``run`` took it as given: NaN guidance drew an all-black clip recorded as
+    guidance nan, 128x128 ran at a size the model does not support, steps=0 was an IndexError."""
+    import dataclasses
+
+    with pytest.raises(error, match=message):
+        gen.run(dataclasses.replace(sora_nb.Request(prompt="a red circle"), **{field: value}))
+    with pytest.raises(TypeError, match="request must be a sora_nb.Request"):
+        gen.run({"prompt": "a red circle"})
+    req = gen.request("a red circle moving right", steps=3, seed=2, retries=0)
+    assert np.array_equal(gen.run(req).frames, gen.generate("a red circle moving right", steps=3, seed=2, retries=0).frames)
+
+
+def test_decode_checks_its_frame_count(gen, video):
+    for bad, error in ((100, ValueError), (0, ValueError), (-1, ValueError), (True, TypeError), (3.7, TypeError)):
+        with pytest.raises(error, match=r"num_frames must be an integer in \[1, 16\]"):
+            gen.decode(video.latents, bad)
+    with pytest.raises(TypeError, match=r"latents must be a \(frame, channel, y, x\) torch tensor"):
+        gen.decode(video.latents.numpy(), 16)
+    assert np.array_equal(gen.decode(video.latents, 16), video.frames)
+    assert gen.decode(video.latents, 5).shape == (5, 64, 64, 3)
+
+
 def test_observers_see_every_step_in_order(gen):
     seen = []
 
