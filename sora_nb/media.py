@@ -149,13 +149,33 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
     with atomic_file(target, suffix=suffix, name=given) as tmp:
         try:
             mediapy.write_video(_ffmpeg_path(tmp), frames, **kwargs)
-        except RuntimeError as err:
-            raise RuntimeError(f"cannot write {str(given)!r}: ffmpeg said {ffmpeg_reason(str(err))}") from None
+        except (RuntimeError, OSError) as err:  # OSError: a broken pipe, ffmpeg gone before the last frame
+            broken_ffmpeg()
+            if isinstance(err, RuntimeError):
+                reason = ffmpeg_reason(str(err).replace(_ffmpeg_path(tmp), str(given)))
+            else:
+                reason = (f"nothing: it stopped reading the frames ({type(err).__name__}); check that it has the "
+                          f"{VIDEO_FORMATS[suffix]} encoder ({ffmpeg_exe()} -hide_banner -encoders)")
+            raise RuntimeError(f"cannot write {str(given)!r}: ffmpeg said {reason}") from None
     return given
+
+
+def broken_ffmpeg() -> None:
+    """Raise FFmpegNotFoundError if the configured ffmpeg does not run (``ffmpeg -version``): called after a
+    failure, so that a broken binary is not blamed on the file being read or written."""
+    exe = ffmpeg_exe()
+    try:
+        ok = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout.startswith("ffmpeg")
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        raise FFmpegNotFoundError(f"ffmpeg at {exe!r} does not run ('{exe} -version' fails); set SORA_NB_FFMPEG to "
+                                  "a working ffmpeg binary or reinstall imageio-ffmpeg==0.7.0") from None
 
 
 def ffmpeg_reason(text: str) -> str:
     """ffmpeg's last "what: why" line from its output, without its banner or ``[demuxer @ 0x...]`` tags."""
+    text = re.sub(r"Error (writing|reading) '[^']*':\s*", "", text)  # mediapy's prefix, naming a temporary file
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line.strip()) for line in text.splitlines() if line.strip()]
     said = [line for line in lines if ": " in line and not line.startswith("ffmpeg version")]
     return (said or lines or ["ffmpeg gave no reason"])[-1][:200]
@@ -170,6 +190,7 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     try:
         return np.asarray(mediapy.read_video(_ffmpeg_path(path)))
     except RuntimeError as err:
+        broken_ffmpeg()
         raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(str(err))}") from err
 
 
@@ -180,6 +201,7 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
     out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", _ffmpeg_path(path), "-f", "ffmetadata", "-"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
+        broken_ffmpeg()
         raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(out.stderr)}")
     lines = out.stdout.replace("\\\n", "\n").splitlines()
     for i, line in enumerate(lines):
@@ -213,11 +235,20 @@ def video_html(frames: np.ndarray, fps: float, *, height: int = 256, title: str 
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     t, h, w, _ = frames.shape
+    shown_w = max(1, int(height * w / h + 0.5))  # the display width mediapy gives this height
+    if height < h or shown_w < w:  # mediapy would shrink the frames to the display size, odd sides and all
+        h, w = max(2, height - height % 2), max(2, shown_w - shown_w % 2)
+        frames = np.asarray(mediapy.resize_video(frames, (h, w)))
     if h % 2 or w % 2:  # H.264 4:2:0, the only kind browsers play, needs even sides
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     ffmpeg_exe()
-    page = mediapy.show_video(frames, fps=fps, height=height, title=None if title is None else html.escape(title),
-                              return_html=True)
+    # the element's size is at least the frames' (a smaller one would make mediapy shrink them to odd sides again)
+    try:
+        page = mediapy.show_video(frames, fps=fps, height=max(height, frames.shape[1]), width=max(shown_w, frames.shape[2]),
+                                  title=None if title is None else html.escape(title), return_html=True)
+    except (RuntimeError, OSError) as err:
+        broken_ffmpeg()
+        raise RuntimeError(f"ffmpeg could not encode the clip for display: {ffmpeg_reason(str(err))}") from None
     if len(page) > MAX_HTML_MB * 1e6:
         raise ValueError(f"the clip is {len(page) / 1e6:.1f} MB as inline HTML, over the {MAX_HTML_MB:g} MB a "
                          "notebook output should hold: play it with video.filmstrip() or save() it")

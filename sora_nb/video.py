@@ -71,7 +71,7 @@ class Video:
     def _repr_html_(self) -> str:
         try:
             return self.to_html()
-        except (media.FFmpegNotFoundError, ValueError) as err:  # a note in the output, not a traceback
+        except (RuntimeError, OSError, ValueError) as err:  # a note in the output, not a traceback (ffmpeg's too)
             return f"<pre>{html.escape(repr(self))}\n(not shown: {html.escape(str(err))})</pre>"
 
     def show(self, *, height: int = 256) -> None:

@@ -299,7 +299,63 @@ def test_html_checks_its_height_escapes_its_title_and_caps_its_size(monkeypatch)
     assert note.startswith("<pre>Video(16 frames 64x64") and "not shown: the clip is" in note
 
 
+@pytest.mark.parametrize("width, height, shown", [(704, 480, 256), (1280, 720, 256), (512, 512, 255), (33, 256, 256)])
+def test_html_plays_in_a_browser_at_sizes_it_shrinks(tmp_path, width, height, shown):
+    """mediapy shrank an LTX (704x480) or Wan (1280x720) clip to 375x256 or 455x256 and, for an odd side, encoded
+    it as 4:4:4 H.264, which browsers do not play: the notebook showed a dead player."""
+    import base64
+    import re
+    import subprocess
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    page = media.video_html(frames, 8.0, height=shown)
+    (tmp_path / "shown.mp4").write_bytes(base64.b64decode(re.search(r"base64,([^\"']+)", page).group(1)))
+    said = subprocess.run([media.ffmpeg_exe(), "-i", str(tmp_path / "shown.mp4")], capture_output=True, text=True).stderr
+    pixels, size = re.search(r"Video: h264 .*?, (yuv\w+)[^,]*, (\d+)x(\d+)", said).group(1), \
+        re.search(r"Video: h264 .*?, yuv\w+[^,]*, (\d+)x(\d+)", said).groups()
+    assert pixels == "yuv420p" and int(size[0]) % 2 == int(size[1]) % 2 == 0
+    assert int(size[1]) <= max(shown, 2 * ((height + 1) // 2))  # shrunk (or padded by one pixel), not grown
+
+
 def test_a_missing_ffmpeg_shows_a_note_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("SORA_NB_FFMPEG", str(tmp_path / "no-ffmpeg"))
     note = smooth_clip()._repr_html_()
     assert note.startswith("<pre>Video(") and "not shown: ffmpeg not found at" in note
+
+
+def _fake_ffmpeg(tmp_path, body):
+    """An executable shell script standing in for ffmpeg."""
+    exe = tmp_path / "ffmpeg"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_a_broken_ffmpeg_is_named_not_the_file(tmp_path, monkeypatch):
+    """An ffmpeg that does not run made a good clip "not a readable video", a save quoted the hidden temporary
+    file with no reason, and the notebook's display raised instead of showing its note."""
+    good = smooth_clip().save(tmp_path / "good.mp4")
+    before = good.read_bytes()
+    monkeypatch.setenv("SORA_NB_FFMPEG", _fake_ffmpeg(tmp_path, "exit 1"))
+    for call in (lambda: sora_nb.read_video(good), lambda: sora_nb.read_params(good),
+                 lambda: smooth_clip().save(good)):
+        with pytest.raises(sora_nb.FFmpegNotFoundError, match=r"ffmpeg at '.*ffmpeg' does not run \('.*ffmpeg -version' fails\)"):
+            call()
+    assert good.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "good.mp4"]
+    note = smooth_clip()._repr_html_()
+    assert note.startswith("<pre>Video(") and "does not run" in note
+
+
+def test_an_ffmpeg_without_the_encoder_gives_its_reason_not_a_broken_pipe(tmp_path, monkeypatch):
+    """An ffmpeg that runs but exits at once (no libx264) raised a bare BrokenPipeError in about one save of four
+    (whenever it was gone before mediapy wrote the frames), and its own message was lost."""
+    real = media.ffmpeg_exe()
+    monkeypatch.setenv("SORA_NB_FFMPEG", _fake_ffmpeg(
+        tmp_path, f'[ "$1" = "-version" ] && exec "{real}" -version\necho "Unknown encoder \'libx264\'" >&2\nexit 1'))
+    clip = sora_nb.Video(frames=np.zeros((64, 256, 256, 3), np.uint8), fps=8.0, params={"prompt": "p"})
+    for i in range(6):
+        with pytest.raises(RuntimeError, match=r"cannot write '.*out.mp4': ffmpeg said (Unknown encoder 'libx264'|nothing: "
+                                               r"it stopped reading the frames \(BrokenPipeError\); check that it has "
+                                               r"the h264 encoder)"):
+            clip.save(tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg"]
