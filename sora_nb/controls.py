@@ -42,7 +42,9 @@ when it finished its decode in the meantime.
 The buttons: the dice (a shuffle icon) draws a new seed and puts it in the seed box *before* the run
 (the seed shown is the seed used); Stop cancels; Run generates again; Inspect opens :func:`sora_nb.inspect` on the clip;
 Save writes ``<save_dir>/<prompt-slug>_seed<seed>.mp4`` (``_2``, ``_3``, ... rather than replace an earlier save). A bad value, or a backend that raises,
-shows a message and leaves the panel working: the next change runs again.
+shows a message and leaves the panel working: the next change runs again. A failed decode keeps its latents in
+``ui.decode_error`` (a :class:`sora_nb.sampler.DecodeError`); a clip the player cannot show (ffmpeg failed) still
+joins the history and ``ui.video``.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ import traitlets
 from ._checks import check_bool, check_float, check_int, check_path
 from .api import Generator, load
 from .frontend import read_module
-from .request import Request
-from .sampler import Cancelled
+from .request import Request, _check_image
+from .sampler import Cancelled, DecodeError
 from .video import Video
 
 logger = logging.getLogger(__name__)
@@ -188,18 +190,28 @@ class HistoryStrip(anywidget.AnyWidget):
     def __init__(self, on_select: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self._on_select = on_select
+        self._ids: list[int] = []
         self.on_msg(self._on_custom_msg)
 
     def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "select" and self._on_select is not None:
+        if not (isinstance(content, dict) and content.get("event") == "select" and self._on_select is not None):
+            return
+        # the click names its clip's id: a clip that finished meanwhile shifted every index (a full history
+        # drops its oldest), and an id no longer in the strip is a clip that left it
+        if "id" not in content:  # a message without one (an older front end): its index as sent
             self._on_select(int(content["index"]))
+        elif content["id"] in self._ids:
+            self._on_select(self._ids.index(content["id"]))
 
-    def set_items(self, thumbs: list[np.ndarray], labels: list[str], titles: list[str], selected: int) -> None:
-        """Send every thumbnail (uint8 ``(h, w, 3)`` each) at once."""
+    def set_items(self, thumbs: list[np.ndarray], labels: list[str], titles: list[str], selected: int,
+                  ids: list[int] | None = None) -> None:
+        """Send every thumbnail (uint8 ``(h, w, 3)`` each) at once; ``ids`` name the clips (default: their
+        positions) for the clicks to come back with."""
+        self._ids = list(range(len(thumbs))) if ids is None else [int(i) for i in ids]
         with self.hold_sync():
             self.thumbs = b"".join(np.ascontiguousarray(t, dtype=np.uint8).tobytes() for t in thumbs)
-            self.items = [{"h": int(t.shape[0]), "w": int(t.shape[1]), "label": lab, "title": tit}
-                          for t, lab, tit in zip(thumbs, labels, titles)]
+            self.items = [{"h": int(t.shape[0]), "w": int(t.shape[1]), "label": lab, "title": tit, "id": i}
+                          for t, lab, tit, i in zip(thumbs, labels, titles, self._ids)]
             self.selected = selected
 
 
@@ -228,6 +240,7 @@ class _Entry:
     mp4: bytes
     preview: np.ndarray             # (F, h, w, 3) x0 preview at the last step
     thumb: np.ndarray               # (h, w, 3)
+    id: int = 0                     # the panel's count of finished clips when it joined: its name in the strip
 
 
 class _RunObserver:
@@ -272,23 +285,28 @@ class Controls:
     """
 
     def __init__(self, generator: Any = None, *, debounce: float = 0.3, preview_interval: float = 0.05,
-                 save_dir: str | Path = ".", history_size: int = 32, autostart: bool = True,
-                 trace: bool = True, **initial: Any):
+                 save_dir: str | Path = ".", history_size: int = 32, history_mb: float = 2048.0,
+                 autostart: bool = True, trace: bool = True, image: Any = None, **initial: Any):
         self.debounce = check_float("debounce", debounce, 0.0, 60.0, unit="seconds")
         self.preview_interval = check_float("preview_interval", preview_interval, 0.0, 60.0, unit="seconds")
         self.history_size = check_int("history_size", history_size, 1, MAX_HISTORY)
+        self.history_mb = check_float("history_mb", history_mb, 0.0, 1e7, lo_open=True, unit="MB")
         if not isinstance(save_dir, (str, os.PathLike)):
             raise TypeError(f"save_dir must be a folder path (str or os.PathLike), got {type(save_dir).__name__}")
         self.save_dir = Path(save_dir).expanduser()
         self.trace = check_bool("trace", trace)
         check_bool("autostart", autostart)
         self.generator: Generator = load() if generator is None else load(generator)
+        # an image-to-video model's first frame: fixed for the panel's runs (checked with the first values)
+        self.image: Any = None if image is None else _check_image(self.generator.limits, image)
 
         self.video: Video | None = None          # the latest finished clip shown
         self._entries: list[_Entry] = []
         self.timings: list[dict[str, float]] = []  # per finished run: seconds from the change, its steps and draws
-        self.stats = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0, "stale": 0, "invalid": 0}
+        self.stats = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0, "stale": 0, "invalid": 0,
+                      "traces_dropped": 0}
         self.error: str | None = None            # the message shown for the last failure, else None
+        self.decode_error: DecodeError | None = None  # the last run whose decode failed: its latents, num_frames
         self.inspector: Any = None
         self._decode_estimate = 0.0
 
@@ -454,11 +472,12 @@ class Controls:
         v = {n: getattr(self, n).value for n in CONTROL_NAMES}
         return {"prompt": v["prompt"], **self._request_kwargs(v)}
 
-    @staticmethod
-    def _request_kwargs(v: dict[str, Any]) -> dict[str, Any]:
+    def _request_kwargs(self, v: dict[str, Any]) -> dict[str, Any]:
         width, height = v["size"]
+        image = {} if self.image is None else {"image": self.image}
         return {"negative_prompt": v["negative_prompt"], "seed": v["seed"], "duration": v["duration"],
-                "guidance": v["guidance"], "eta": v["eta"], "steps": v["steps"], "width": width, "height": height}
+                "guidance": v["guidance"], "eta": v["eta"], "steps": v["steps"], "width": width, "height": height,
+                **image}
 
     @property
     def history(self) -> list[Video]:
@@ -632,7 +651,6 @@ class Controls:
                 self.progress_label.value = f"step 0/{job.request.steps}"
         try:
             video = self.generator.run(job.request, observers=[_RunObserver(self, job)], cancel=job.cancel)
-            mp4 = self._encode(video)
         except Cancelled:
             self.stats["cancelled"] += 1
             if job.reason == "stop":
@@ -649,10 +667,22 @@ class Controls:
                 if job.generation == self._generation:
                     self.progress.bar_style = "danger"
                     self.progress_label.value = "failed"
-                    self._show_error(f"generation failed: {type(err).__name__}: {err}")
+                    if isinstance(err, DecodeError):  # the steps are the expensive part: keep them for the user
+                        self.decode_error = err
+                        cause = err.__cause__ if err.__cause__ is not None else err
+                        self._show_error(f"decoding failed ({type(cause).__name__}: {cause}); every step ran and the "
+                                         "latents are kept in the panel's decode_error (.latents, .num_frames: "
+                                         "generator.decode decodes them again)")
+                    else:
+                        self._show_error(f"generation failed: {type(err).__name__}: {err}")
             return
+        try:  # the clip is made; a player that cannot show it must not lose it
+            mp4, unshown = self._encode(video), None
+        except Exception as err:  # noqa: BLE001 - an ffmpeg failure: the clip stays, without a player
+            mp4, unshown = b"", f"{type(err).__name__}: {err}"
+            logger.warning("controls: the clip could not be encoded for the player: %s", unshown)
         decode = time.perf_counter() - (job.t_last_step or job.t_submit)   # decode + mp4, for the next ETA
-        entry = _Entry(video, mp4, self._final_preview(video), self._thumb(video.frames))
+        entry = _Entry(video, mp4, self._final_preview(video), self._thumb(video.frames), id=self.stats["finished"])
         with self._apply:
             with self._cond:
                 if not self._is_latest(job):
@@ -667,6 +697,7 @@ class Controls:
                 self.video = video
                 self._entries.append(entry)
                 del self._entries[:-self.history_size]
+                self._fit_history()
                 self.stats["finished"] += 1
                 draws = len((video.params.get("retry") or {}).get("seeds", [0]))   # 1 + the model's redraws
                 self.timings.append({
@@ -682,6 +713,8 @@ class Controls:
                 f" · {draws} draws (the model's check redrew it; kept draw {video.params['retry']['picked'] + 1})" if draws > 1 else "")
             self.error = None
             self.message.value = ""
+            if unshown is not None:
+                self._show_error(f"the clip is made (history, Inspect, video) but the player cannot show it: {unshown}")
 
     def _show_step(self, job: _Job, rgb: np.ndarray, k: int, n: int, elapsed: float, eta: float, draw: int = 0) -> None:
         """Push a preview and the progress of ``job`` (if it is still the newest)."""
@@ -702,6 +735,30 @@ class Controls:
         with tempfile.TemporaryDirectory(prefix="sora-nb-controls-") as folder:
             path = video.save(Path(folder) / "clip.mp4")
             return path.read_bytes()
+
+    @staticmethod
+    def _entry_bytes(entry: _Entry) -> int:
+        v = entry.video
+        held = [v.frames.nbytes, len(entry.mp4), entry.preview.nbytes, entry.thumb.nbytes]
+        held += [v.latents.element_size() * v.latents.nelement() if v.latents is not None else 0,
+                 int(v.trace.nbytes) if v.trace is not None else 0]
+        return sum(held)
+
+    def _fit_history(self) -> None:
+        """Keep the history within ``history_mb``: the oldest clips' traces go first (their frames, mp4 and
+        thumbnail stay: Inspect says there is no trace), then the oldest clips; the newest clip always stays.
+        A pipeline's trace can be tens of MB, and 32 of them filled the kernel's memory without a word."""
+        budget = self.history_mb * 1e6
+        total = sum(map(self._entry_bytes, self._entries))
+        for entry in self._entries[:-1]:
+            if total <= budget:
+                return
+            if entry.video.trace is not None:
+                total -= int(entry.video.trace.nbytes)
+                entry.video = dataclasses.replace(entry.video, trace=None)
+                self.stats["traces_dropped"] += 1
+        while total > budget and len(self._entries) > 1:
+            total -= self._entry_bytes(self._entries.pop(0))
 
     def _final_preview(self, video: Video) -> np.ndarray:
         if video.trace is not None:
@@ -725,7 +782,7 @@ class Controls:
         with self.player.hold_sync():
             self.player.value = entry.mp4
             self.player.width = str(PLAYER_WIDTH)
-            self.player.layout.display = None
+            self.player.layout.display = None if entry.mp4 else "none"  # no mp4: ffmpeg failed (see _run)
         self.caption.value = ('<span class="sora-nb-controls-caption-text">'
                               + html.escape(f"{p['prompt']} · seed {p['seed']} · guidance {p['guidance']:g} · "
                                             f"{p['steps']} steps · {p['duration']:g} s · {p['width']}×{p['height']}")
@@ -734,7 +791,7 @@ class Controls:
         self.history_strip.set_items(
             [e.thumb for e in self._entries],
             [f"s{e.video.params['seed']} g{e.video.params['guidance']:g}" for e in self._entries],
-            [self._title(e.video.params) for e in self._entries], index)
+            [self._title(e.video.params) for e in self._entries], index, [e.id for e in self._entries])
 
     def _preview_entry(self, entry: _Entry) -> None:
         """The preview of a finished clip: its x0 at its last step."""
@@ -911,6 +968,8 @@ def controls(generator: Any = None, **initial: Any) -> Controls:
     """The live panel for ``generator`` (a :func:`sora_nb.load` result or model name; default the embedded
     model). ``initial`` sets the first values (``prompt``, ``negative_prompt``, ``seed``, ``duration``,
     ``guidance``, ``eta``, ``steps``, ``size`` as ``(width, height)`` or ``width``/``height``) and options (``debounce=0.3`` seconds after the last
-    keystroke, ``preview_interval=0.05``, ``save_dir="."``, ``history_size=32``, ``autostart=True``).
+    keystroke, ``preview_interval=0.05``, ``save_dir="."``, ``history_size=32``, ``history_mb=2048`` (past it
+    the oldest clips' traces are dropped, then the oldest clips), ``autostart=True``; for an
+    image-to-video model, ``image=`` its first frame, a PIL image or uint8 ``(H, W, 3)`` array, kept for every run).
     The first clip starts at once; ``ui.wait()`` blocks until it is done."""
     return Controls(generator, **initial)

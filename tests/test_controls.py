@@ -373,7 +373,9 @@ def test_history_restores_exactly_without_generating(tmp_path):
     path.write_bytes(ui.player.value)
     assert sora_nb.read_params(path)["seed"] == 2
 
-    click = {"content": {"data": {"method": "custom", "content": {"event": "select", "index": 2}}}, "buffers": []}
+    assert [item["id"] for item in ui.history_strip.items] == [0, 1, 2]
+    click = {"content": {"data": {"method": "custom", "content": {"event": "select", "index": 2, "id": 2}}},
+             "buffers": []}
     ui.history_strip._handle_msg(click)                  # what a click on the third thumbnail sends
     controls_match(ui, ui.history[2].params)
     assert ui.size.value == (48, 32) and ui.player.value == mp4s[2] and "Restored clip 3 of 3" in ui.message.value
@@ -382,6 +384,30 @@ def test_history_restores_exactly_without_generating(tmp_path):
     video = ui.wait(30)
     assert (video.params["seed"], video.params["width"], video.params["guidance"]) == (3, 48, 9.0)
     assert len(ui.history) == 4
+
+
+def test_a_click_that_crosses_a_finishing_run_restores_the_clip_clicked():
+    """The click sent only its thumbnail's position: with a full history each new clip shifts every position, so
+    a click sent while a run finished restored the clip beside the one clicked."""
+    g, _ = fake()
+    ui = panel(g, seed=1, history_size=2)
+    ui.wait(30)
+    ui.seed.value = 2
+    ui.wait(30)
+    clicked = dict(ui.history_strip.items[0])           # the user clicks "s1" ...
+    assert clicked["label"].startswith("s1 ")
+    ui.seed.value = 3                                   # ... as seed 3 finishes: seed 1 leaves the full history
+    ui.wait(30)
+
+    def click(item):
+        ui.history_strip._handle_msg({"content": {"data": {"method": "custom", "content": {
+            "event": "select", "index": ui.history_strip.items.index(item) if item in ui.history_strip.items else 0,
+            "id": item["id"]}}}, "buffers": []})
+
+    click(clicked)                                      # gone: nothing is restored (it was seed 2 before)
+    assert ui.seed.value == 3 and [v.params["seed"] for v in ui.history] == [2, 3]
+    click(ui.history_strip.items[0])
+    assert ui.seed.value == 2 and ui.video is ui.history[0]
 
 
 def test_restore_while_running_wins_over_the_run():
@@ -460,6 +486,78 @@ def test_failing_backend_shows_the_error_and_the_panel_keeps_working():
     ui.guidance.value = 4.0
     video = ui.wait(30)
     assert video.params["guidance"] == 4.0 and ui.error is None
+
+
+def test_a_failed_decode_keeps_its_latents_in_the_panel(monkeypatch):
+    """The panel kept only the DecodeError's text, which pointed at generator.last_latents: that is per thread and
+    was set in the panel's worker thread, so the steps (minutes on a pipeline) were lost."""
+    g, backend = fake()
+    ui = panel(g, guidance=2.0)
+    first = ui.wait(30)
+    decode = backend.decode
+    monkeypatch.setattr(backend, "decode", lambda *a: (_ for _ in ()).throw(MemoryError("VAE out of memory")))
+    ui.guidance.value = 3.0
+    ui.wait(30)
+    assert ui.error.startswith("decoding failed (MemoryError: VAE out of memory); every step ran and the latents are "
+                               "kept in the panel's decode_error")
+    err = ui.decode_error
+    assert isinstance(err, sora_nb.sampler.DecodeError) and err.num_frames == 16 and ui.video is first
+    monkeypatch.setattr(backend, "decode", decode)
+    again = g.decode(err.latents, err.num_frames)
+    direct = g.generate("a red circle moving right", guidance=3.0, steps=5, seed=ui.seed.value, trace=False)
+    assert np.array_equal(again, direct.frames)
+
+
+def test_a_clip_the_player_cannot_show_still_joins_the_history(monkeypatch):
+    """The mp4 encode for the player sat in the run's try: an ffmpeg failure there threw the decoded clip away,
+    kept the old one on screen under the new controls, and blamed the generation."""
+    g, backend = fake()
+    ui = panel(g, guidance=2.0)
+    ui.wait(30)
+
+    def broken(video):
+        raise RuntimeError("cannot write 'clip.mp4': ffmpeg said Unknown encoder 'libx264'")
+
+    monkeypatch.setattr(ui, "_encode", broken)
+    ui.guidance.value = 7.0
+    video = ui.wait(30)
+    assert video.params["guidance"] == 7.0 and ui.video is video and len(ui.history) == 2
+    assert ui.history[-1] is video and ui.player.layout.display == "none" and ui.stats["failed"] == 0
+    assert ui.error == ("the clip is made (history, Inspect, video) but the player cannot show it: RuntimeError: "
+                        "cannot write 'clip.mp4': ffmpeg said Unknown encoder 'libx264'")
+    monkeypatch.undo()
+    ui.restore(0)
+    assert ui.player.layout.display is None and ui.player.value[4:8] == b"ftyp"
+
+
+def test_the_history_keeps_within_its_memory_budget():
+    """Each history entry held its full trace (up to 1 GB for a pipeline) and 32 were kept: a panel could fill
+    the kernel's memory after some thirty changes without a word. Past ``history_mb`` the oldest traces go."""
+    g, _ = fake()
+    ui = panel(g, seed=0)
+    ui.wait(30)
+    one = ui._entry_bytes(ui._entries[0])
+    trace = int(ui.video.trace.nbytes)
+    assert 0 < 1.5 * trace < one  # clips differ by some bytes (mp4): half a trace of margin each way
+    ui.close()
+    ui = panel(g, seed=0, history_mb=(4 * one - 1.5 * trace) / 1e6)  # 4 clips less 2 traces fit, less 1 not
+    ui.wait(30)
+    for seed in (1, 2, 3):
+        ui.seed.value = seed
+        ui.wait(30)
+    kept = [v.trace is not None for v in ui.history]
+    assert [v.params["seed"] for v in ui.history] == [0, 1, 2, 3] and kept == [False, False, True, True]
+    assert ui.stats["traces_dropped"] == 2 and ui.history[-1] is ui.video
+    ui.restore(0)
+    assert ui.inspect() is None and "cannot inspect this clip" in ui.error
+    ui.close()
+    ui = panel(g, seed=0, history_mb=1e-6)             # not even one clip fits: the newest still stays, whole
+    ui.wait(30)
+    ui.seed.value = 1
+    ui.wait(30)
+    assert [v.params["seed"] for v in ui.history] == [1] and ui.video.trace is not None
+    with pytest.raises(ValueError, match=r"history_mb must be > 0 and <= 1e\+07 MB, got 0"):
+        panel(g, history_mb=0)
 
 
 def test_stop_cancels_without_decoding():

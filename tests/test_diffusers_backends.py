@@ -565,6 +565,28 @@ def test_controls_drive_a_diffusers_generator(gens):
         ui.close()
 
 
+def test_controls_take_an_image_for_an_image_to_video_model(gens):
+    """controls(i2v) refused to start ("image is required") and controls(i2v, image=...) called image an unknown
+    control: an image-to-video model could not have a panel."""
+    gen = gens("ltx-i2v")
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (255, 0, 0)
+    with pytest.raises(ValueError, match="image is required"):
+        sora_nb.controls(gen, steps=2)
+    ui = sora_nb.controls(gen, image=image, duration=0.36, steps=2, guidance=1.0, seed=3)
+    try:
+        video = ui.wait(120)
+        assert ui.error is None and video.frames.shape == (9, 32, 32, 3)
+        assert video.params["image"].startswith("image 32x32 sha256:")
+        direct = gen.generate(ui.prompt.value, image=image, num_frames=9, steps=2, guidance=1.0,
+                              seed=3, trace=False)
+        np.testing.assert_array_equal(video.frames, direct.frames)
+    finally:
+        ui.close()
+    with pytest.raises(ValueError, match="image is only accepted by image-to-video models"):
+        sora_nb.controls(gens("ltx"), image=image)
+
+
 def test_embedded_model_takes_num_frames(gen):
     v = gen.generate(PROMPT, num_frames=8, steps=2, trace=False)
     assert v.frames.shape[0] == 8 and v.params["duration"] == 1.0 and v.params["num_frames"] == 8

@@ -78,7 +78,7 @@ function renderStrip({ model, el }) {
       const caption = make("span", "sora-nb-controls-history-label", { fontSize: "10px", color: "#555" });
       caption.textContent = item.label;
       cell.append(c, caption);
-      cell.addEventListener("click", () => model.send({ event: "select", index }));
+      cell.addEventListener("click", () => model.send({ event: "select", index, id: item.id }));
       row.append(cell);
     });
     // keep the user's scroll, and bring the selected thumbnail into view (a new clip's, at the end)
