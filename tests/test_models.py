@@ -199,6 +199,65 @@ def test_a_grown_dit_computes_the_same_and_its_new_blocks_can_learn(rope):
             dit.grown(bad)
 
 
+def test_a_dit_grown_to_more_than_twice_its_depth_computes_the_same():
+    """Past twice the depth the placement put a new block after block -1, which never came: grown(13) of a 6-block
+    DiT (the shipped depth; ``ft_depth`` allows up to 48) died in load_state_dict."""
+    dit = _random_dit(depth=3).eval()
+    x, t = torch.randn(1, 16, 2, 16, 16), torch.tensor([500.0])
+    text, mask = torch.randn(1, 5, 128), torch.ones(1, 5, dtype=torch.long)
+    for depth in (7, 10, 13):
+        big = dit.grown(depth).eval()
+        assert len(big.blocks) == depth
+        with torch.no_grad():
+            torch.testing.assert_close(big.network(x, t, text, mask), dit.network(x, t, text, mask), rtol=0, atol=1e-6)
+    # each old block is followed by its share of the 7 new ones (3, 2, 2): blocks 0, 4, 7 are the old ones
+    big = dit.grown(10)
+    for new, old in ((0, 0), (4, 1), (7, 2)):
+        assert all(torch.equal(v, dit.blocks[old].state_dict()[k]) for k, v in big.blocks[new].state_dict().items())
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(num_heads=3), r"hidden_size must be even and a multiple of num_heads \(3\)"),
+    (dict(hidden_size=129, num_heads=3), r"hidden_size must be even"),
+    (dict(hidden_size=130, num_heads=2, rope=True), r"hidden_size / num_heads must be even with rope .* = 65"),
+    (dict(patch_size=(0, 2, 2)), r"patch_size must be an integer >= 1, got 0"),
+    (dict(patch_size=(2, 2)), r"patch_size must be 3 integers"),
+    (dict(depth=-1), r"depth must be an integer >= 1, got -1"),
+    (dict(depth=0), r"depth must be an integer >= 1, got 0"),
+])
+def test_a_dit_config_that_cannot_work_is_refused_when_built(config, message):
+    """A bad config built (and loaded from a folder) and failed at the first forward pass deep in einops, or ran
+    with no blocks at all (depth -1), or read its weights with another head split (num_heads 8 for 4)."""
+    with pytest.raises(ValueError, match=message):
+        ShapesDiT(**config)
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(latent_std=0.0), r"latent_std must be > 0"),
+    (dict(latent_std=[1.0] * 15 + [-1.0]), r"latent_std must be > 0"),
+    (dict(latent_mean=[0.0] * 3), r"latent_mean must be a finite number or 16 of them"),
+    (dict(latent_mean=float("nan")), r"latent_mean must be a finite number"),
+    (dict(decoder_blocks=0), r"decoder_blocks must be an integer >= 1, got 0"),
+    (dict(spatial_factor=0), r"spatial_factor must be an integer >= 1, got 0"),
+    (dict(decode_blur=-1.0), r"decode_blur must be a finite number >= 0"),
+])
+def test_an_autoencoder_config_that_cannot_work_is_refused_when_built(config, message):
+    """latent_std 0 divided the latent by zero (inf) with no error; decoder_blocks 0 built one block anyway."""
+    with pytest.raises(ValueError, match=message):
+        VideoAutoencoder(**config)
+
+
+@pytest.mark.parametrize("prompt", ["\u0301\u0301\u0301", "\u0610\u0610"])
+def test_a_prompt_the_tokenizer_reads_as_empty_is_refused(gen, prompt):
+    """Combining marks alone count as visible characters for the request's check, but the tokenizer drops them: the
+    clip was drawn from the empty prompt (the unconditional branch) without a word."""
+    with pytest.raises(ValueError, match=r"prompt says nothing to model 'shapes': its tokenizer drops every character"):
+        gen.request(prompt)
+    with pytest.raises(ValueError, match=r"negative_prompt says nothing to model 'shapes'"):
+        gen.request("a red circle", negative_prompt=prompt)
+    assert gen.request("a red \u00e9toile").prompt == "a red \u00e9toile"  # an accent on a letter is read
+
+
 def test_rope_scores_depend_on_relative_offsets_only():
     """A query/key dot product after rotary embedding is unchanged when both tokens shift by the same
     offset in time, rows and columns, and changes when only one of them moves."""
@@ -495,6 +554,59 @@ def test_a_weights_file_missing_tensors_is_refused_even_with_its_hash(weights_fo
     with pytest.raises(embedded.WeightsError, match=r"dit/diffusion_pytorch_model.safetensors' does not fit its "
                                                     r"config: missing \["):
         embedded.load_folder(weights_folder)
+
+
+def test_a_word_level_text_encoder_missing_or_with_extra_tensors_is_refused(tmp_path):
+    """transformers only logs the keys a T5 file lacks or has too many: a word-level text encoder (the kind a recipe
+    trains by default) that lost a tensor loaded with it at its random start, and drew from a partly random encoder."""
+    from safetensors.torch import load_file, save_file
+
+    vae, dit, text = embedded.build()
+    folder = tmp_path / "word"
+    with torch.no_grad():
+        rgb = embedded.fit_latent_rgb(vae, torch.randn(1, 16, 2, 16, 16), vae.decode(torch.randn(1, 16, 2, 16, 16)))
+    embedded.save_folder(folder, vae, dit, text, embedded.default_scheduler_config(), rgb, {"name": "word"})
+    assert embedded.load_folder(folder).describe()["name"] == "word"
+    target = folder / "text_encoder" / "model.safetensors"
+    state = load_file(str(target))
+    for change in ("drop", "extra"):
+        edited = dict(state)
+        if change == "drop":
+            edited.pop("encoder.block.0.layer.0.SelfAttention.q.weight")
+        else:
+            edited["junk"] = torch.zeros(2)
+        save_file(edited, str(target), metadata={"format": "pt"})
+        _rehash(folder)
+        missing = r"\['encoder.block.0.layer.0.SelfAttention.q.weight'\]" if change == "drop" else r"\[\]"
+        with pytest.raises(embedded.WeightsError, match=r"text_encoder/model.safetensors' does not fit its config: "
+                                                        rf"missing {missing}"):
+            embedded.load_folder(folder)
+
+
+@pytest.mark.parametrize("rel, content, match", [
+    ("tokenizer/tokenizer.json", b'{"version": "1.0", "truncation"', r"tokenizer/tokenizer.json' is not a valid tokenizer.json"),
+    ("scheduler/scheduler_config.json", b'{"shift": 1.0,', r"scheduler/scheduler_config.json' could not be read as JSON"),
+    ("latent_rgb.json", b"[[1, 2", r"latent_rgb.json' could not be read as JSON"),
+    ("latent_rgb.json", b"[[1, 2]]", r"latent_rgb.json' must hold \(16 \+ 1\) x 3 numbers for a 16-channel latent, "
+                                     r"got shape \(1, 2\)"),
+    ("text_encoder/pretrained.json", b'{"name": "gt', r"text_encoder/pretrained.json' could not be read as JSON"),
+    ("text_encoder/config.json", b'{"d_model": ', r"text_encoder/config.json' could not be read as JSON"),
+])
+def test_a_broken_file_past_the_hash_check_is_named(weights_folder, rel, content, match):
+    """A malformed tokenizer.json escaped as the tokenizers library's bare Exception (not a WeightsError), and the
+    JSON files' errors did not say which of the folder's files was broken."""
+    (weights_folder / rel).write_bytes(content)
+    _rehash(weights_folder)
+    with pytest.raises(embedded.WeightsError, match=r"weights (folder|file) .*" + match):
+        embedded.load_folder(weights_folder)
+
+
+def test_a_malformed_manifest_is_named_by_load_not_called_missing(weights_folder):
+    (weights_folder / "manifest.json").write_text('{"format": "sora_nb/shapes", "files": ')
+    with pytest.raises(embedded.WeightsError, match=r"unreadable manifest.json \(Expecting value"):
+        sora_nb.load(str(weights_folder))  # it said "not a sora_nb weights folder (no manifest.json ...)"
+    (weights_folder / "model_index.json").write_text("{}")  # beside a pipeline's index it is the pipeline's folder
+    assert not embedded.is_weights_folder(weights_folder)
 
 
 def test_shipped_weights_without_their_manifest_are_an_error_not_the_untrained_model(tmp_path, monkeypatch):

@@ -323,9 +323,15 @@ class EmbeddedBackend:
         return {**self.info, **({"folder": self.folder} if self.folder else {})}
 
     def check(self, request: Request) -> None:
-        """Model-specific checks beyond :class:`Request` (prompt length in tokens)."""
+        """Model-specific checks beyond :class:`Request` (prompt length in tokens; a prompt the tokenizer reads
+        as empty, such as combining marks alone, which `check_str` counts as visible)."""
+        empty = self.text.count_tokens("")
         for name in ("prompt", "negative_prompt"):
-            n = self.text.count_tokens(getattr(request, name))
+            text = getattr(request, name)
+            n = self.text.count_tokens(text)
+            if text and n <= empty:
+                raise ValueError(f"{name} says nothing to model {self.limits.name!r}: its tokenizer drops every "
+                                 f"character of {text!r}, so it would read as the empty prompt; use words")
             if n > MAX_TOKENS:
                 words = MAX_TOKENS - self.text.count_tokens("")  # less the encoder's own tokens ([CLS], [SEP])
                 raise ValueError(f"{name} is too long for model {self.limits.name!r}: {n} tokens, "
@@ -538,8 +544,8 @@ def is_weights_folder(folder: str | Path) -> bool:
         return False
     try:
         manifest = json.loads(path.read_text())
-    except (ValueError, OSError):
-        return False
+    except (ValueError, OSError):  # a broken manifest is still ours (unless a pipeline's): load_folder says what broke
+        return not (Path(folder) / "model_index.json").is_file()
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
@@ -577,6 +583,14 @@ def verify_folder(folder: Path) -> dict[str, Any]:
         raise WeightsError(f"weights folder {str(folder)!r} holds files not in {MANIFEST}: {', '.join(unlisted[:5])}"
                            f"{', ...' if len(unlisted) > 5 else ''} (remove them, or export the folder again)")
     return manifest
+
+
+def read_json(path: Path) -> Any:
+    """A weights folder's JSON file; WeightsError naming the file if it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"weights file {str(path)!r} could not be read as JSON ({err})") from err
 
 
 def _load_model(cls: Any, folder: Path) -> Any:
@@ -632,8 +646,12 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
                        TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
             verifier = (_load_model(ClipVerifier, folder / VERIFIER).float()  # stored in float16
                         if (folder / VERIFIER).is_dir() else None)
-            scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-            latent_rgb = np.asarray(json.loads((folder / "latent_rgb.json").read_text()), dtype=np.float32)
+            scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
+            latent_rgb = np.asarray(read_json(folder / "latent_rgb.json"), dtype=np.float32)
+            channels = vae.config.latent_channels
+            if latent_rgb.shape != (channels + 1, 3):
+                raise WeightsError(f"weights file {str(folder / 'latent_rgb.json')!r} must hold ({channels} + 1) x 3 "
+                                   f"numbers for a {channels}-channel latent, got shape {latent_rgb.shape}")
         except WeightsError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError) as err:

@@ -74,8 +74,8 @@ def rope_3d(frames: int, height: int, width: int, head_dim: int, base: float = 1
     """Rotary angles for a (frames, height, width) token grid: (F*h*w, head_dim/2).
 
     Each query/key head is split into pairs of channels; a quarter of the pairs rotate with the
-    token's frame index, the rest with its row and column (3/8 each), at frequencies from 1 down to
-    1/base radians per step. A dot product of two rotated vectors then depends on the tokens'
+    token's frame index, the rest with its row and column (3/8 each); an axis with k pairs turns them at
+    base^(-i/k) radians per step, i = 0 .. k-1 (from 1 down to nearly 1/base). A dot product of two rotated vectors then depends on the tokens'
     relative offset in time and space (RoPE, as in Wan and HunyuanVideo), which tells each token
     directly which tokens are its neighbours.
     """
@@ -115,6 +115,11 @@ def grid_positions(frames: int, height: int, width: int, dim: int, head_dim: int
             return pos, None
         angles = rope_3d(frames, height, width, head_dim)  # (N, d/2)
         return pos, torch.complex(angles.cos(), angles.sin())  # (N, d/2) complex
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class TimestepEmbedder(nn.Module):
@@ -213,6 +218,21 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         super().__init__()
         if prediction not in ("sample", "velocity"):
             raise ValueError(f"prediction must be 'sample' or 'velocity', got {prediction!r}")
+        for name, value in (("latent_channels", latent_channels), ("hidden_size", hidden_size), ("depth", depth),
+                            ("num_heads", num_heads), ("text_dim", text_dim)):
+            _positive_int(name, value)
+        if len(patch_size) != 3:
+            raise ValueError(f"patch_size must be 3 integers >= 1 (frames, y, x), got {patch_size!r}")
+        for value in patch_size:
+            _positive_int("patch_size", value)
+        if hidden_size % 2 or hidden_size % num_heads:
+            raise ValueError(f"hidden_size must be even and a multiple of num_heads ({num_heads}) (the sin-cos "
+                             f"positions fill it in pairs, the heads split it), got {hidden_size}")
+        if rope and (hidden_size // num_heads) % 2:
+            raise ValueError(f"hidden_size / num_heads must be even with rope (channel pairs rotate), got "
+                             f"{hidden_size} / {num_heads} = {hidden_size // num_heads}")
+        if not (isinstance(mlp_ratio, (int, float)) and mlp_ratio > 0):
+            raise ValueError(f"mlp_ratio must be a number > 0, got {mlp_ratio!r}")
         pt, ph, pw = patch_size
         self.patch_values = latent_channels * pt * ph * pw
         self.x_embed = nn.Linear(self.patch_values * (2 if self_condition else 1), hidden_size)
@@ -251,7 +271,8 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         if not isinstance(depth, int) or depth < old:
             raise ValueError(f"depth must be an integer >= the network's depth {old}, got {depth!r}")
         extra = depth - old
-        after = [(j + 1) * old // extra - 1 for j in range(extra)]  # the old block each new one follows
+        # the old block each new one follows: spread evenly, several after one block when more than doubling
+        after = [min(old - 1, (j + 1) * old // extra - 1) if extra <= old else j * old // extra for j in range(extra)]
         net = type(self).from_config({**self.config, "depth": depth})
         blocks = []
         for i, block in enumerate(self.blocks):
@@ -293,6 +314,9 @@ class ShapesDiT(ModelMixin, ConfigMixin):
         """The transformer itself: its raw output (x0 or v, by ``config.prediction``), shaped like x."""
         pt, ph, pw = self.config.patch_size
         B, C, Fr, h, w = x.shape
+        if Fr % pt or h % ph or w % pw:
+            raise ValueError(f"the latent's (frames, height, width) {(Fr, h, w)} must be multiples of the patch "
+                             f"size {(pt, ph, pw)}")
         gf, gh, gw = Fr // pt, h // ph, w // pw
         if self.config.self_condition:  # the previous estimate rides along as extra input channels
             x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], dim=1)  # (B, 2C, F, h, w)

@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from transformers.utils import logging as hf_logging
@@ -116,10 +117,23 @@ def frozen_encoder(name: str, device: torch.device | str = "cpu") -> BertModel:
     return _FROZEN[key]
 
 
+def _tokenizer(path: str | Path, **special: str) -> PreTrainedTokenizerFast:
+    """``PreTrainedTokenizerFast(tokenizer_file=path, ...)``: a file the tokenizers library cannot parse raises its
+    bare ``Exception``; here a ValueError naming the file."""
+    try:
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), model_max_length=MAX_TOKENS, **special)
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a plain Exception for a malformed file
+        raise ValueError(f"{str(path)!r} is not a valid tokenizer.json ({err})") from err
+
+
+def _file_error(path: Path, what: str, err: Exception) -> ValueError:
+    return ValueError(f"{str(path)!r} could not be read as {what} ({type(err).__name__}: {err})")
+
+
 def wordpiece_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A BERT (WordPiece) ``tokenizer.json`` with its special tokens, at most MAX_TOKENS tokens."""
-    return PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_TOKENS)
+    return _tokenizer(path, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                      mask_token="[MASK]")
 
 
 def pretrained_tokenizer(name: str) -> PreTrainedTokenizerFast:
@@ -257,26 +271,49 @@ class TextEncoder(torch.nn.Module):
         vocab = Path(tokenizer_folder if tokenizer_folder is not None else folder) / "tokenizer" / "tokenizer.json"
         if (folder / "text_encoder" / "pretrained.json").is_file():
             return cls._adapted(folder, vocab)
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(vocab),
-                                            pad_token=PAD, eos_token=EOS, unk_token=UNK,
-                                            model_max_length=MAX_TOKENS)
-        with quiet_progress():
-            encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
-                                                     local_files_only=True)
+        tokenizer = _tokenizer(vocab, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+        try:
+            with quiet_progress():
+                encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
+                                                         local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{str(folder / 'text_encoder')!r} could not be loaded ({type(err).__name__}: {err})") from err
+        # transformers only logs a tensor the file lacks (left at its random start) or one the model has no place for
+        path = folder / "text_encoder" / "model.safetensors"
+        with safe_open(str(path), "pt") as f:
+            stored = set(f.keys())
+        tied = {"shared.weight", "encoder.embed_tokens.weight"}  # one tensor under two names: either may be stored
+        want = set(encoder.state_dict())
+        missing = sorted(want - stored - (tied if stored & tied else set()))
+        unexpected = sorted(stored - want)
+        if missing or unexpected:
+            raise ValueError(f"{str(path)!r} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return cls(tokenizer, encoder)
 
     @classmethod
     def _adapted(cls, folder: Path, vocab: Path) -> "TextEncoder":
         """An adapted encoder's folder: its stack and projection, over the named frozen encoder."""
-        meta = json.loads((folder / "text_encoder" / "pretrained.json").read_text())
+        try:
+            meta = json.loads((folder / "text_encoder" / "pretrained.json").read_text())
+        except (OSError, ValueError) as err:
+            raise _file_error(folder / "text_encoder" / "pretrained.json", "JSON", err) from err
+        try:
+            config = T5Config.from_json_file(folder / "text_encoder" / "config.json")
+        except (OSError, ValueError) as err:
+            raise _file_error(folder / "text_encoder" / "config.json", "JSON", err) from err
+        if not isinstance(meta, dict):
+            raise ValueError(f"{str(folder / 'text_encoder' / 'pretrained.json')!r} must hold a JSON object")
         name = meta.get("name")
         if name not in PRETRAINED or meta.get("sha256") != PRETRAINED[name]["sha256"]:
             raise ValueError(f"{folder / 'text_encoder' / 'pretrained.json'} names a pretrained encoder this "
                              f"sora_nb does not know: {name!r} (known: {', '.join(PRETRAINED)})")
-        adapter = T5EncoderModel(T5Config.from_json_file(folder / "text_encoder" / "config.json"))
+        adapter = T5EncoderModel(config)
         encoder = AdaptedEncoder(name, adapter)
-        missing, unexpected = encoder.load_state_dict(load_file(str(folder / "text_encoder" / "model.safetensors")),
-                                                      strict=False)
+        try:
+            state = load_file(str(folder / "text_encoder" / "model.safetensors"))
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type; named with its file here
+            raise _file_error(folder / "text_encoder" / "model.safetensors", "safetensors", err) from err
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
         missing = [k for k in missing if AdaptedEncoder.saved(k)]
         if missing or unexpected:
             raise ValueError(f"{folder / 'text_encoder' / 'model.safetensors'} does not fit its config: "

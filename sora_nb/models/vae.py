@@ -16,6 +16,8 @@ from the unit-variance latent the diffusion model works on (statistics measured 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -86,6 +88,21 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         encoder_blocks: int = 1,     # residual blocks of the encoder at latent resolution
     ):
         super().__init__()
+        for name, value in (("latent_channels", latent_channels), ("hidden", hidden), ("refine", refine),
+                            ("temporal_factor", temporal_factor), ("spatial_factor", spatial_factor),
+                            ("decoder_blocks", decoder_blocks), ("encoder_blocks", encoder_blocks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("latent_mean", latent_mean), ("latent_std", latent_std)):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if (len(values) not in (1, latent_channels)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+                raise ValueError(f"{name} must be a finite number or {latent_channels} of them (one per latent "
+                                 f"channel), got {value!r}")
+        if any(v <= 0 for v in (latent_std if isinstance(latent_std, (list, tuple)) else [latent_std])):
+            raise ValueError(f"latent_std must be > 0 (the latent is divided by it), got {latent_std!r}")
+        if not (isinstance(decode_blur, (int, float)) and math.isfinite(decode_blur) and decode_blur >= 0):
+            raise ValueError(f"decode_blur must be a finite number >= 0 (sigma in latent cells; 0: off), got {decode_blur!r}")
         cell = 3 * temporal_factor * spatial_factor * spatial_factor
         self.enc_linear = nn.Conv3d(cell, latent_channels, 1)
         self.dec_linear = OneDNNConv3d(latent_channels, cell, 1)
