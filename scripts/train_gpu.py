@@ -13,7 +13,9 @@ latent statistics the GPU run measured, since its cache stays on the GPU machine
         --variant a '{}' --variant b '{"dit_hidden": 192, "dit_heads": 6}' --variant c '{"dit_depth": 10}'
     python scripts/train_gpu.py --base runs/base --export runs/gpu/b      # back on the CPU: export, score
 
-``--base`` holds ``vae_final`` and ``text_final`` (the shipped autoencoder and text encoder). The
+``--base`` is a run folder holding ``vae_final`` and ``text_final`` (an autoencoder and text encoder its recipe
+trained; the variants use its recipe's defaults, the plain latent and word-level text encoder, not the layout
+latent and adapted MiniLM of today's shipped model: this is how the previous shipped DiT was made). The
 script imports ``sora_nb``'s training modules without the package's notebook front end (ipywidgets,
 mediapy), which a bare GPU image may lack.
 """
@@ -129,7 +131,7 @@ def main() -> int:
         parser.error(f"--seconds must be > 0 (the wall budget), got {args.seconds:g}")
     for path in (args.base / "vae_final", args.base / "text_final"):
         if not path.is_dir():
-            parser.error(f"--base {args.base}: {path} is missing (the shipped autoencoder and text encoder)")
+            parser.error(f"--base {args.base}: {path} is missing (a run folder's trained autoencoder and text encoder)")
 
     def parsed(option: str, text: str) -> dict:
         """A JSON object of Recipe fields, checked now, before the cache's minutes."""

@@ -14,6 +14,20 @@ Nothing here reads the evaluator: the labels are the world's own, and at generat
 the latents and the prompt's text states. OUT (a diffusers folder: config.json + safetensors) is written in
 a temporary folder beside it and renamed into place when done; OUT must not exist. The same seed and
 arguments give the same weights.
+
+OUT is the verifier alone: nothing here writes it into a weights folder. To make a folder that uses it (its
+`verifier/`, stored in float16, and the manifest's `redraw_below`, the score under which `generate` redraws),
+write the folder's networks again with it:
+
+    import sora_nb
+    from sora_nb.backends import embedded
+    from sora_nb.models.verifier import ClipVerifier
+    b = sora_nb.load("FOLDER").backend
+    info = {k: v for k, v in b.info.items() if k != "weights_sha256"}   # add or change "redraw_below" here
+    embedded.save_folder("NEW", b.vae, b.dit, b.text, b.scheduler_config, b.latent_rgb.numpy(), info, b.low,
+                         ClipVerifier.from_pretrained("OUT"))
+
+`sora_nb.load("NEW")` then loads it (its card and scores are not copied: NEW has none until evaluated).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ Since the thirty-third session the shipped folder has a low-noise expert (``low/
 main DiT on the levels at or below the switch as the shipped one was, and the export keeps the main DiT;
 a variant with ``"ft_expert": "high"`` (and levels above the switch) is a candidate main DiT instead.
 
-The frozen text encoder (all-MiniLM-L6-v2, 88 MB in its PyPI package) is larger than what a call can
+The frozen text encoder (all-MiniLM-L6-v2, 90.9 MB in its PyPI package) is larger than what a call can
 carry, so ``--pack`` writes a travelling copy: every tensor in float16 but the token table, of which
-only the rows of the tokens the world's words use are kept (21 MB). ``--run`` rebuilds a float32
+only the rows of the tokens the world's words use are kept (21.8 MiB). ``--run`` rebuilds a float32
 package from it and uses it in place of the installed one, after checking that every cached caption's
 tokens are among the kept rows; its token states differ from the original's by about float16's
 rounding (``--pack`` measures it), below the bfloat16 autocast the DiT trains under. The exported
