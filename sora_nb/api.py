@@ -139,8 +139,9 @@ class Generator:
             steps (shapes: 12 of 20 for the first, 8 for later ones), and the draw with the fewest breaks, then the
             highest score, is kept; ``params["retry"]`` says which (see :meth:`run`). The same seed still gives the
             same clip.
-          negative_prompt: what to steer away from (the unconditional branch of guidance; used only where
-            the guidance is not 1).
+          negative_prompt: what to steer away from (the unconditional branch of guidance): the embedded model
+            uses it where the guidance is not 1, diffusers pipelines where it is above 1 (HunyuanVideo only with
+            ``call_kwargs={"true_cfg_scale": ...}`` above 1); a diffusers run that would not use it warns.
           trace: record every step into ``video.trace`` (an xarray Dataset).
           record_every: keep every k-th step in the trace (the last is always kept).
           observers: extra observers of the sampling loop (``on_start``/``on_step``/``on_end``).
@@ -461,7 +462,7 @@ RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "ret
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
 SAME_MODEL_FIELDS = ("weights_sha256", "family", "pipeline", "scheduler", "scheduler_config", "x0", "dtype",
-                     "call_kwargs")
+                     "call_kwargs", "vae_tiling")
 
 
 def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | None = None,
@@ -472,9 +473,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     The model is ``model`` when given (anything :func:`load` takes, or a :class:`Generator`); else the one the clip
     names: its weights folder (``params["model_info"]["folder"]``, for weights loaded from a folder other than
     the shipped ones), else ``params["model"]`` (``"shapes"``, a diffusers repo id or folder, loaded with the
-    recorded ``dtype``, ``fps`` and ``call_kwargs``). Before anything is drawn, the model's ``model_info`` is
-    compared with the clip's (the weights' sha256 for embedded models; the pipeline, scheduler, x0 rule, dtype and
-    call_kwargs for diffusers ones), its fps and its name with ``params["model"]``: a model that would draw
+    recorded ``dtype``, ``fps``, ``call_kwargs``, ``vae_tiling`` and ``max_frames``). Before anything is drawn, the model's ``model_info`` is
+    compared with the clip's (the weights' sha256 for embedded models; the pipeline, scheduler, x0 rule, dtype,
+    call_kwargs and VAE tiling for diffusers ones), its fps and its name with ``params["model"]``: a model that would draw
     another clip under the same name is refused, naming what differs, instead of
     drawing another clip. A clip made from an image (image-to-video) needs that ``image`` again; its sha256 is
     checked. ``trace`` (default: as recorded) and ``observers``/``cancel`` are :meth:`Generator.generate`'s.
@@ -510,7 +511,9 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     if not isinstance(info, dict):
         raise TypeError(f"clip's params['model_info'] must be a dict, got {type(info).__name__}")
     # a diffusers clip's load options that shape its frames
-    recorded = {k: v for k, v in (("fps", params.get("fps")), ("call_kwargs", info.get("call_kwargs")))
+    recorded = {k: v for k, v in (("fps", params.get("fps")), ("call_kwargs", info.get("call_kwargs")),
+                                  ("vae_tiling", info.get("vae_tiling") is True or None),
+                                  ("max_frames", info.get("max_frames") if isinstance(info.get("max_frames"), int) else None))
                 if v is not None and (k != "call_kwargs" or isinstance(v, dict))}
     if model is None:
         if info.get("source") == "object":

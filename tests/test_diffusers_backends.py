@@ -350,7 +350,10 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path, monkeyp
     read = []
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: read.append(a)))
     for options, match in ((dict(device="cuda"), r"device 'cuda' is not available: this torch sees no CUDA GPU"),
-                           (dict(offload="model"), r"device 'cuda' is not available"),
+                           (dict(offload="model"), r"offload='model' keeps the weights on the CPU and streams them "
+                                                   r"to a CUDA GPU, and this torch sees none: on the CPU, load without "
+                                                   r"offload"),
+                           (dict(offload="sequential", device="cpu"), r"offload='sequential' .*this torch sees none"),
                            (dict(offload="bogus"), r"offload must be None, 'model' or 'sequential', got 'bogus'")):
         with pytest.raises(ValueError, match=match):
             sora_nb.load(tmp_path / "ltx", default_size=(32, 32), **options)
@@ -364,6 +367,11 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path, monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "accelerate" else find_spec(name, *a))
     with pytest.raises(ImportError, match=r"offload='model' needs the accelerate package: pip install accelerate"):
         sora_nb.load(tmp_path / "ltx", default_size=(32, 32), offload="model")
+    # with a GPU, offload to the CPU was taken and broke the pipeline object for good (its own calls too)
+    pipe = tiny_pipeline("ltx")
+    with pytest.raises(ValueError, match=r"offload='sequential' .* and device is 'cpu': on the CPU, load without offload"):
+        sora_nb.load(pipe, device="cpu", offload="sequential", **tiny_options("ltx"))
+    assert not hasattr(pipe.transformer, "_hf_hook")  # untouched
     assert read == []
 
 
@@ -585,6 +593,136 @@ def test_controls_take_an_image_for_an_image_to_video_model(gens):
         ui.close()
     with pytest.raises(ValueError, match="image is only accepted by image-to-video models"):
         sora_nb.controls(gens("ltx"), image=image)
+
+
+@pytest.mark.parametrize("name", ["cogvideox", "wan", "hunyuan"])
+def test_decoding_the_first_frames_gives_the_clips_first_frames(gens, name):
+    """CogVideoX dropped leading latent frames as if they were 1.5's padding whenever fewer frames were asked:
+    decode(latents, 1) was the clip's last latent frame decoded, not its first frame."""
+    gen = gens(name)
+    v = gen.generate(PROMPT, num_frames=9, steps=2, trace=False)
+    for n in (1, 5, 9):
+        np.testing.assert_array_equal(gen.decode(v.latents, n), v.frames[:n])
+
+
+def test_cogvideox_15_padding_stays_out_of_the_trace_and_latents():
+    """CogVideoX 1.5 pads the latent frames in front to a multiple of its temporal patch and drops them before it
+    decodes; the trace and video.latents kept the pad as frame 0, so every time label was one latent frame late
+    (the last past the clip's end)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    pipe = tiny_pipeline("cogvideox")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        pipe.transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2,
+            text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2,
+            patch_size_t=2, temporal_compression_ratio=4, max_text_seq_length=16,
+            use_rotary_positional_embeddings=True).eval()
+    gen = sora_nb.load(pipe, **tiny_options("cogvideox"))
+    v = gen.generate(PROMPT, num_frames=9, steps=2, guidance=1.0)
+    assert v.latents.shape[0] == 3 and v.trace.sizes["frame"] == 3  # 9 frames: 3 latent frames (padded to 4)
+    assert v.trace.time.values.max() <= (v.frames.shape[0] - 1) / v.fps
+    np.testing.assert_array_equal(gen.decode(v.latents, 9), v.frames)
+    np.testing.assert_allclose(v.trace.x0.isel(step=-1).values, v.latents.numpy(), atol=2e-3)  # stored in float16
+
+
+def test_reproduce_draws_a_tiled_clip_tiled_again(tmp_path):
+    """reproduce loaded a folder's pipeline without the clip's vae_tiling: other pixels (tiles blend at their
+    seams) under the same params. A pipeline the user tiled was also recorded as untiled."""
+    folder = tmp_path / "wan"
+    tiny_pipeline("wan").save_pretrained(folder, safe_serialization=True)
+    gen = sora_nb.load(str(folder), vae_tiling=True, call_kwargs={"max_sequence_length": 16})
+    v = gen.generate(PROMPT, num_frames=5, steps=2, width=512, height=512, trace=False)
+    assert v.params["model_info"]["vae_tiling"] is True
+    vae = gen.backend.pipe.vae
+    vae.disable_tiling()
+    try:
+        assert not np.array_equal(gen.decode(v.latents, 5), v.frames)  # tiling moves pixels here
+    finally:
+        vae.enable_tiling()
+    np.testing.assert_array_equal(sora_nb.reproduce(v).frames, v.frames)
+    pipe = tiny_pipeline("wan")
+    pipe.vae.enable_tiling()  # tiled by the user, loaded without the option
+    assert sora_nb.load(pipe, **tiny_options("wan")).backend.describe()["vae_tiling"] is True
+
+
+def test_reproduce_of_a_clip_longer_than_the_familys_maximum_uses_its_max_frames():
+    pipe = tiny_pipeline("wan")
+    gen = sora_nb.load(pipe, max_frames=101, **tiny_options("wan"))
+    v = gen.generate(PROMPT, num_frames=85, steps=2, trace=False)
+    assert v.params["model_info"]["max_frames"] == 101
+    np.testing.assert_array_equal(sora_nb.reproduce(v, model=pipe).frames, v.frames)  # "num_frames ... [1, 81]"
+
+
+def test_pipelines_sharing_components_run_one_at_a_time():
+    """The lock was the pipeline object's, but a run's state lives in its components: an image-to-video pipeline
+    made with from_pipe over the same scheduler, transformer and VAE (two panels, one per pipeline) ran at the same
+    time as the text-to-video one and both runs died (IndexError from the shared scheduler's step index)."""
+    from diffusers import LTXImageToVideoPipeline
+
+    t2v = tiny_pipeline("ltx")
+    i2v = LTXImageToVideoPipeline.from_pipe(t2v)
+    i2v.set_progress_bar_config(disable=True)
+    assert i2v.scheduler is t2v.scheduler and i2v.transformer is t2v.transformer
+    a, b = sora_nb.load(t2v, **tiny_options("ltx")), sora_nb.load(i2v, **tiny_options("ltx-i2v"))
+    assert a.backend._call_lock is b.backend._call_lock
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    calls = {"a": (a, dict(num_frames=9, steps=8, seed=1)), "b": (b, dict(num_frames=9, steps=5, seed=2, image=image))}
+    alone = {key: gen.generate(PROMPT, trace=False, **kw).frames for key, (gen, kw) in calls.items()}
+    out = {}
+
+    def run(key):
+        gen, kw = calls[key]
+        try:
+            out[key] = gen.generate(PROMPT, trace=False, **kw).frames
+        except Exception as err:  # noqa: BLE001 - what the test reports
+            out[key] = err
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key in calls:
+        assert isinstance(out[key], np.ndarray), out[key]
+        np.testing.assert_array_equal(out[key], alone[key])
+
+
+@pytest.mark.parametrize("name, part", [("ltx", "vae"), ("ltx", "transformer"), ("wan", "text_encoder"),
+                                        ("wan", "tokenizer"), ("wan", "vae"), ("hunyuan", "text_encoder_2")])
+def test_a_pipeline_missing_a_component_is_refused_at_load(name, part):
+    """A pipeline without its VAE loaded and ran every step before the decode failed (suggesting vae_tiling);
+    without a text encoder or transformer it failed inside the pipeline with an AttributeError."""
+    pipe = tiny_pipeline(name)
+    setattr(pipe, part, None)
+    with pytest.raises(ValueError, match=rf"this {type(pipe).__name__} has no {part} \(None\): sora_nb runs the whole"):
+        sora_nb.load(pipe, **tiny_options(name))
+
+
+def test_a_negative_prompt_the_pipeline_would_not_use_is_a_warning(gens):
+    """HunyuanVideo's guidance is distilled: its negative prompt needs true_cfg_scale, and without it the clip was
+    the same with or without one while params recorded it; other pipelines use it only above guidance 1."""
+    import warnings
+
+    hunyuan = gens("hunyuan")
+    with pytest.warns(UserWarning, match=r"negative_prompt has no effect on this HunyuanVideo run: its guidance is "
+                                         r"distilled .*true_cfg_scale"):
+        hunyuan.request(PROMPT, negative_prompt="a dog", guidance=6.0)
+    with pytest.warns(UserWarning, match=r"negative_prompt has no effect on this Wan run: guidance is 1 \(it is "
+                                         r"used only above 1\)"):
+        gens("wan").request(PROMPT, negative_prompt="a dog", guidance=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gens("wan").request(PROMPT, negative_prompt="a dog", guidance=5.0)  # used: no warning
+        hunyuan.request(PROMPT, guidance=6.0)
+
+
+def test_loading_keeps_the_users_progress_bar_settings():
+    pipe = tiny_pipeline("ltx")
+    pipe.set_progress_bar_config(leave=False, desc="mine")
+    sora_nb.load(pipe, **tiny_options("ltx"))
+    assert pipe._progress_bar_config == {"leave": False, "desc": "mine", "disable": True}
 
 
 def test_embedded_model_takes_num_frames(gen):

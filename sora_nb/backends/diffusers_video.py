@@ -112,6 +112,7 @@ import os
 import queue
 import re
 import threading
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Iterator
@@ -231,14 +232,20 @@ _LOCKS: "weakref.WeakKeyDictionary[Any, PipelineLock]" = weakref.WeakKeyDictiona
 _LOCKS_GUARD = threading.Lock()
 
 
+LOCKED_PARTS = ("scheduler", "transformer", "transformer_2", "vae")  # components a call keeps state in
+
+
 def pipeline_lock(pipe: Any) -> PipelineLock:
-    """The lock of one pipeline object, shared by every backend over it: a run patches the pipeline (its
-    ``prepare_latents``, its scheduler's state) for the length of a call, and the VAE keeps per-call state while
-    it decodes (and offload hooks move modules), so two calls or decodes at once would clash."""
+    """The lock of one pipeline object, shared by every backend over it and by every pipeline that shares one of
+    its stateful components (diffusers' ``from_pipe`` makes an image-to-video pipeline over the same scheduler,
+    transformer and VAE): a run patches the pipeline (its ``prepare_latents``, its scheduler's state) for the
+    length of a call, and the VAE keeps per-call state while it decodes (and offload hooks move modules), so two
+    calls or decodes at once would clash."""
     with _LOCKS_GUARD:
-        lock = _LOCKS.get(pipe)
-        if lock is None:
-            lock = _LOCKS[pipe] = PipelineLock()
+        parts = [pipe] + [part for name in LOCKED_PARTS if (part := getattr(pipe, name, None)) is not None]
+        lock = next((_LOCKS[part] for part in parts if part in _LOCKS), None) or PipelineLock()
+        for part in parts:
+            _LOCKS.setdefault(part, lock)
         return lock
 
 
@@ -388,11 +395,12 @@ class DiffusersVideoBackend:
                  sizes: Any = None, call_kwargs: dict[str, Any] | None = None, offload: str | None = None,
                  vae_tiling: bool = False, memory_check: bool = True):
         self.pipe = pipe
+        check_components(pipe)
         self.image_input = type(pipe).__name__ in self.family.i2v_pipelines
         x0_method(pipe.scheduler)  # refuse schedulers we cannot read x0 from, now rather than at the first run
         check_seeded(pipe)
         self.call_kwargs = _check_call_kwargs(pipe, call_kwargs)
-        self.offload, self.vae_tiling, self.memory_check = offload, bool(vae_tiling), bool(memory_check)
+        self.offload, self.memory_check = offload, bool(memory_check)
         self.source = source
         self.folder = ""  # the absolute path of a local pipeline folder it was loaded from
         self._call_lock = pipeline_lock(pipe)  # one call at a time per pipeline, whichever Generator asks
@@ -435,6 +443,12 @@ class DiffusersVideoBackend:
         """Normalised latents ``(1, C, F, h, w)`` to pixels ``(1, 3, T, H, W)`` in [-1, 1]."""
         raise NotImplementedError
 
+    @property
+    def vae_tiling(self) -> bool:
+        """Whether the VAE decodes in tiles: the VAE's own state (``load(..., vae_tiling=True)`` turns it on; a
+        pipeline the user tiled, or an earlier load tiled, is tiled too), which moves decoded pixels."""
+        return bool(getattr(self.pipe.vae, "use_tiling", False))
+
     # -- protocol ----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         pipe = self.pipe
@@ -443,14 +457,25 @@ class DiffusersVideoBackend:
                 "scheduler": type(pipe.scheduler).__name__, "x0": self.method,
                 "dtype": str(transformer.dtype).replace("torch.", ""), "device": str(pipe._execution_device),
                 "offload": self.offload or "", "vae_tiling": self.vae_tiling, "source": self.source,
+                "max_frames": self.limits.max_frames,  # a load's max_frames option: reproduce needs it again
                 # the scheduler's settings shape the clip as much as its class (Wan's docs change its shift)
                 "scheduler_config": _recordable({k: v for k, v in pipe.scheduler.config.items()
                                                  if not k.startswith("_")}),
                 **({"folder": self.folder} if self.folder else {}),
                 **({"call_kwargs": _recordable(self.call_kwargs)} if self.call_kwargs else {})}
 
+    def negative_unused(self, request: Request) -> str:
+        """Why ``request``'s negative prompt would not reach the model ("" when it would): diffusers pipelines
+        run the unconditional branch only at guidance > 1."""
+        return "" if request.guidance > 1 else f"guidance is {request.guidance:g} (it is used only above 1)"
+
     def check(self, request: Request) -> None:
-        """Before a run: the memory estimate against free CUDA memory (see :func:`check_memory`)."""
+        """Before a run: a negative prompt the pipeline would not use is a warning (the clip records it all the
+        same); the memory estimate against free CUDA memory (see :func:`check_memory`)."""
+        why = self.negative_unused(request) if request.negative_prompt else ""
+        if why:
+            warnings.warn(f"negative_prompt has no effect on this {self.family.label} run: {why}", UserWarning,
+                          stacklevel=3)
         if not self.memory_check:
             return
         device = torch.device(self.pipe._execution_device)
@@ -654,21 +679,14 @@ class CogVideoXBackend(DiffusersVideoBackend):
                              f"and draws only {only[0]}x{only[1]}; got {', '.join(other)}")
         return dataclasses.replace(lim, sizes=(only,), default_size=only, size_multiple=0)
 
-    def latent_dims(self, request: Request) -> tuple[int, int, int]:
-        f, h, w = super().latent_dims(request)
-        pt = self.pipe.transformer.config.patch_size_t
-        if pt:  # the pipeline pads the latent frames to a multiple of the temporal patch
-            f += (-f) % pt
-        return f, h, w
-
     def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
-        return latents[0]  # (B, F, C, h, w) -> (F, C, h, w)
+        """(B, F, C, h, w) -> (F, C, h, w), without the frames CogVideoX 1.5 pads in front (to a multiple of its
+        temporal patch; the pipeline drops them before it decodes): the trace, ``video.latents`` and a decode
+        see the clip's own latent frames only."""
+        return latents[0, latents.shape[1] - dims[0]:]
 
     def to_vae(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
-        t = self.factors()[0]
-        real = (num_frames - 1) // t + 1
-        latents = latents[latents.shape[0] - real:] if latents.shape[0] > real else latents  # drop the padding
-        return latents.transpose(0, 1)[None]
+        return latents.transpose(0, 1)[None]  # every frame given (decode keeps the first num_frames)
 
     def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
@@ -677,6 +695,15 @@ class CogVideoXBackend(DiffusersVideoBackend):
 
 class HunyuanVideoBackend(DiffusersVideoBackend):
     """HunyuanVideo: ``(B, C, F, h, w)`` latents, VAE ``scaling_factor``; guidance is distilled guidance."""
+
+    def negative_unused(self, request: Request) -> str:
+        """Its guidance is distilled (one pass): a negative prompt takes a true-CFG pass, only with
+        ``call_kwargs={"true_cfg_scale": > 1}``."""
+        true_cfg = self.call_kwargs.get("true_cfg_scale", 1.0)
+        if isinstance(true_cfg, (int, float)) and true_cfg > 1:
+            return ""
+        return ("its guidance is distilled into the model (one pass a step); a negative prompt needs a true "
+                "classifier-free pass: load with call_kwargs={'true_cfg_scale': 3.0} or so")
 
     family = Family("hunyuan", "HunyuanVideo", "hunyuanvideo", 24.0, 129,
                     ((1280, 720), (720, 1280), (960, 544), (544, 960), (848, 480), (480, 848)),
@@ -927,6 +954,10 @@ def check_load_options(device: Any, dtype: Any, offload: Any, vae_tiling: Any,
         raise TypeError(f"call_kwargs must be a dict of extra pipeline arguments, got {type(out['call_kwargs']).__name__}")
     device = None if device is None else _torch_device(device)
     if offload is not None:  # offloading streams weights to an accelerator, through accelerate's hooks
+        if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
+            raise ValueError(f"offload={offload!r} keeps the weights on the CPU and streams them to a CUDA GPU, "
+                             f"and {'this torch sees none' if not torch.cuda.is_available() else f'device is {str(device)!r}'}"
+                             ": on the CPU, load without offload (the pipeline runs there whole)")
         _torch_device(device if device is not None else "cuda")
         if importlib.util.find_spec("accelerate") is None:  # diffusers says so only after every weight is read
             raise ImportError(f"offload={offload!r} needs the accelerate package: pip install accelerate (or "
@@ -953,6 +984,20 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text))
 
 
+def check_components(pipe: Any) -> None:
+    """ValueError naming a component a run needs that the pipeline lacks (None): its VAE, scheduler, text
+    encoder(s) and tokenizer(s), and a transformer; else the run would spend every step and fail at the decode, or
+    fail inside the pipeline with an AttributeError."""
+    parts = pipe.components
+    need = ["vae", "scheduler", "text_encoder", "tokenizer"] + [k for k in ("text_encoder_2", "tokenizer_2") if k in parts]
+    missing = [k for k in need if parts.get(k) is None]
+    if parts.get("transformer") is None and parts.get("transformer_2") is None:
+        missing.append("transformer")
+    if missing:
+        raise ValueError(f"this {type(pipe).__name__} has no {', '.join(missing)} (None): sora_nb runs the whole "
+                         "pipeline, so every component it calls must be there")
+
+
 def from_pipeline(pipe: Any, *, device: Any = None, dtype: Any = None, offload: str | None = None,
                   vae_tiling: bool = False, source: str = "object", **options: Any) -> DiffusersVideoBackend:
     """Wrap a pipeline object (moved to ``device`` / cast to ``dtype`` / offloaded only when asked).
@@ -972,7 +1017,8 @@ def from_pipeline(pipe: Any, *, device: Any = None, dtype: Any = None, offload: 
         pipe.to(device)
     if vae_tiling:
         pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)  # sora_nb shows its own progress
+    # sora_nb shows its own progress; the user's other settings of the bar stay
+    pipe.set_progress_bar_config(**{**(getattr(pipe, "_progress_bar_config", None) or {}), "disable": True})
     return backend
 
 
