@@ -309,6 +309,8 @@ def test_a_pipeline_folder_with_pickle_weights_is_refused(tmp_path):
     (dict(fps=-1), ValueError, r"fps must be >= 0.1 and <= 240, got -1"),
     (dict(fps="abc"), TypeError, r"fps must be a number >= 0.1 and <= 240"),
     (dict(max_frames=0), ValueError, r"max_frames must be an integer in \[1, 10000\], got 0"),
+    (dict(max_frames=100), ValueError, r"max_frames must be 4k\+1 for this Wan pipeline .*got 100: the nearest are 97 "
+                                       r"or 101"),  # it was 97 without a word
     (dict(default_size=(32,)), TypeError, r"default_size must be a \(width, height\) pair of integers"),
     (dict(default_size="32x32"), TypeError, r"default_size must be a \(width, height\) pair of integers"),
     (dict(default_size=(8192, 32)), ValueError, r"default_size width must be an integer in \[1, 4096\], got 8192"),

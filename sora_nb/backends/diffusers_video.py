@@ -542,6 +542,11 @@ class DiffusersVideoBackend:
         multiple = math.lcm(s * p, self.family.size_check)  # the latent's patches, and the pipeline's own check
         fam_fps, fam_max, fam_sizes = self.family_values()
         fps = float(fam_fps if fps is None else fps)
+        if max_frames is not None and (max_frames - 1) % t:  # it was snapped down without a word
+            lo = 1 + (max_frames - 1) // t * t
+            raise ValueError(f"max_frames must be {t}k+1 for this {self.family.label} pipeline (its VAE keeps {t} "
+                             f"frames a latent frame, the first alone), got {max_frames}: the nearest are {lo} or "
+                             f"{lo + t}")
         max_frames = int(fam_max if max_frames is None else max_frames)
         max_frames = 1 + (max_frames - 1) // t * t
         if sizes is None:
