@@ -362,12 +362,15 @@ class Recipe:
         cache = self.cache
         if isinstance(cache, (str, bytes)) or not isinstance(cache, (list, tuple)) or not cache:
             raise ValueError(f"cache must be a non-empty list of [duration s, width, height, clips], got {cache!r}")
+        from .world.spec import DURATION_RANGE
+
         entries = []
         for i, entry in enumerate(cache):
             if isinstance(entry, (str, bytes)) or not isinstance(entry, (list, tuple)) or len(entry) != 4:
                 raise ValueError(f"cache[{i}] must be [duration s, width, height, clips], got {entry!r}")
-            duration = check_float(f"cache[{i}] duration", entry[0], 0.0, embedded.MAX_DURATION, lo_open=True,
-                                   unit="seconds")
+            # the world draws 1 to 4 s clips: a shorter entry failed after the autoencoder stages, and the folder
+            # then refused the corrected recipe
+            duration = check_float(f"cache[{i}] duration", entry[0], *DURATION_RANGE, unit="seconds")
             size = (check_int(f"cache[{i}] width", entry[1], 1, 4096), check_int(f"cache[{i}] height", entry[2], 1, 4096))
             if size not in embedded.SIZES:
                 raise ValueError(f"cache[{i}] width x height must be one of "
@@ -474,6 +477,13 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 ({what}), got {value!r}")
+        # the fine-tune's fields become the DiT stage's (`ft_stage`): their ranges, said now under their own names
+        # (a chain stage's bad field failed after the whole DiT stage; a rescore's after claiming its --out)
+        for name, into, top in (("ft_steps", "dit_steps", 10_000_000), ("ft_warmup", "dit_warmup", 10_000_000),
+                                ("ft_seed", "seed", 2**63 - 1)):
+            if getattr(self, name) > top:
+                raise ValueError(f"{name} must be an integer in [0, {top}] (it becomes the fine-tune's {into}), got "
+                                 f"{getattr(self, name)!r}")
         for name in ("ft_distil", "ft_chain"):
             value = getattr(self, name)
             if value > 1000:  # the scheduler's own timestep count
@@ -526,13 +536,14 @@ class Recipe:
         if self.ft_depth > 48:  # a network that size would not fit a laptop's memory
             raise ValueError(f"ft_depth must be 0 (keep the folder's depth) or at most 48 blocks, got {self.ft_depth}")
         lr = self.ft_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"ft_lr must be a finite number > 0, got {lr!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 10:
+            raise ValueError(f"ft_lr must be > 0 and <= 10 (it becomes the fine-tune's dit_lr), got {lr!r}")
         seeds = self.ft_cache_seeds
         if (not isinstance(seeds, (list, tuple)) or not seeds
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 2**63 - 1 for x in seeds)
                 or len(set(seeds)) != len(seeds)):  # a repeated seed would count its clips twice
-            raise ValueError(f"ft_cache_seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+            raise ValueError(f"ft_cache_seeds must be a non-empty list of distinct integers in [0, 2**63 - 1], got "
+                             f"{seeds!r}")
         self.ft_cache_seeds = tuple(seeds)
         if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
             raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "
@@ -556,6 +567,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # --tiny on top of a preset: the stages it adds, at seconds-long sizes (a budget would cut a tiny run's DiT)
 TINY_PRESET = {"course": dict(dec_steps=4, pix_steps=4, adapt_pool=64, train_minutes=0.0), "plain": {}}
+TINY_RESCORE = ("guidance_candidates", "guidance_clips", "eval_clips", "cache", "log_every", "ckpt_every")
 TINY = dict(guidance_candidates=(5.0,), guidance_clips=4, vae_steps=30, vae_batch=4, cache=((2.0, 64, 64, 64),), text_steps=20, text_batch=16, dit_steps=40, dit_batch=8, dit_warmup=5,
             eval_clips=8, log_every=10, ckpt_every=20, dit_depth=2)
 
@@ -637,10 +649,13 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
 
 
 def recover_folders(out: Path) -> None:
-    """`recover_folder` for every folder of a run that a kill left mid-swap."""
+    """`recover_folder` for every folder of a run that a kill left mid-swap (the names a run makes: `STAGE_FOLDERS`;
+    any other ``*.old`` or ``*.partial`` is not the run's)."""
     if out.is_dir():
         for leftover in sorted(out.glob("*.partial")) + sorted(out.glob("*.old")):
-            recover_folder(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
+            name = leftover.name.rsplit(".", 1)[0]
+            if STAGE_FOLDERS.fullmatch(name):
+                recover_folder(leftover.with_name(name))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -857,10 +872,12 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     decoder = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(decoder, lr=recipe.dec_lr, weight_decay=0.0)
     ckpt = out / "dec_ckpt"
+    # from the steps asked, before any cut (at step 25, inside it) and before `resume` loads a cut count: a resumed
+    # stage follows the same schedule
+    warmup = min(50, recipe.dec_steps // 10)
     start = resume(ckpt, vae, opt, recipe, "dec_steps")
     seed = recipe.seed if recipe.dec_seed is None else recipe.dec_seed
     t0 = time.perf_counter()
-    warmup = min(50, recipe.dec_steps // 10)  # fixed before any cut (at step 25, inside it): one schedule
     budget = PartBudget(recipe, out, "decoder", "dec_steps", recipe.dec_share, start)
     step = start - 1
     while (step := step + 1) < recipe.dec_steps:
@@ -947,13 +964,13 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
     encoder = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(encoder, lr=recipe.pix_lr, weight_decay=0.0)
     ckpt = out / "pix_ckpt"
+    warmup = min(50, recipe.pix_steps // 10)  # from the steps asked, before a cut or `resume` (see tune_decoder)
     start = resume(ckpt, vae, opt, recipe, "pix_steps")
     with torch.no_grad():  # one fixed weight per channel: a batch without some shape has no variance in its channel
         probe = list(world.sample(16, seed=step_seed(recipe.seed, "pix", 10 ** 6), split="train"))
         var = channel_scales(training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle),
                              recipe.shape_angle)
     t0 = time.perf_counter()
-    warmup = min(50, recipe.pix_steps // 10)  # fixed before any cut (at step 25, inside it): one schedule
     budget = PartBudget(recipe, out, "pixels", "pix_steps", recipe.pix_share, start)
     step = start - 1
     while (step := step + 1) < recipe.pix_steps:
@@ -2134,11 +2151,20 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     low = be.low
     if dit:
         t = time.perf_counter()
-        # an earlier call trained it (its log spans them), or began it and was stopped
-        resumed = logged_seconds(out, "dit") if finished_stage(out) else unfinished_seconds(out, "dit_tune")
+        # an earlier call of this folder trained it (and recorded its seconds), a GPU machine did (its log spans its
+        # calls there: nothing idle between), or one began it and was stopped
+        before = _timing(out).get("finished", {}).get("dit_tune")
+        done = finished_stage(out)
+        resumed = unfinished_seconds(out, "dit_tune") if not done else before if before is not None else logged_seconds(out, "dit")
         with counted_if_stopped(out, "dit_tune"):
             dit_net, text = tune_dit(recipe, out, world, weights, vae)
-        seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + resumed + time.perf_counter() - t
+        took = resumed + (0.0 if done else time.perf_counter() - t)
+        if not done:  # recorded now: a call stopped in the export, then called again, cards this, not the log's span
+            record = _timing(out)  # (which would count the time between the calls)
+            record.setdefault("finished", {})["dit_tune"] = took
+            record.get("unfinished", {}).pop("dit_tune", None)
+            write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+        seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + took
         if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
     # the folder's verifier reads its main text encoder's states: kept (with its redraw floor) while that encoder is
@@ -2213,7 +2239,9 @@ def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[st
             merged[stage] = value
     merged.update({stage: prior[stage] for stage in done_before if stage in prior and stage not in merged})
     write_text_atomic(path, json.dumps({"seconds": merged, "resumed": resumed,
-                                        **({"unfinished": unfinished} if unfinished else {})}, indent=1))
+                                        **({"unfinished": unfinished} if unfinished else {}),
+                                        **({"finished": record["finished"]} if record.get("finished") else {})},
+                                       indent=1))
     return {**merged, "resumed": resumed}
 
 
@@ -2344,11 +2372,36 @@ def check_out_folder(out: Path) -> None:
 RUN_MARKS = ("recipe.json", "rescore.json", "log.jsonl")  # files only a run writes into its --out
 
 
+STAGE_FOLDERS = re.compile(r"\w+_(final|ckpt)|cache|ft_cache_\d+|weights")  # the folders a run makes in its --out
+
+
+def _written_by_a_run(path: Path) -> bool:
+    """Whether ``path`` is one of `RUN_MARKS` as a run writes it (a JSON object; the log's first line, one with
+    its ``time``), not a user's file of the same name."""
+    try:
+        if path.name == "log.jsonl":
+            with open(path, encoding="utf-8") as f:
+                record = json.loads(f.readline())
+            return isinstance(record, dict) and "time" in record
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def is_run_folder(out: Path) -> bool:
-    """Whether ``out`` holds a ``sora-nb train`` run: a full run's recipe, a rescore's record, a log, or a stage's
-    folder (``dit_final`` as a GPU machine sends it back, a ``*_ckpt``, a ``cache``)."""
-    return (any((out / name).is_file() for name in RUN_MARKS)
-            or any(p.is_dir() and re.fullmatch(r"\w+_(final|ckpt)|cache|ft_cache_\d+", p.name) for p in out.iterdir()))
+    """Whether ``out`` holds a ``sora-nb train`` run: a full run's recipe, a rescore's record or a run's log (as a
+    run writes them), or a stage's folder with what a stage writes in it (``dit_final`` as a GPU machine sends it
+    back, a ``*_ckpt``: safetensors or JSON; a ``cache``: its index or latents). Generic names alone are not
+    enough: a user's project with a ``cache/`` or ``log.jsonl`` of its own is not a run, and its ``*.old`` and
+    ``*.partial`` folders are not a run's to recover."""
+    if any(_written_by_a_run(out / name) for name in RUN_MARKS if (out / name).is_file()):
+        return True
+    for p in out.iterdir():
+        if not p.is_dir() or p.name == "weights" or not STAGE_FOLDERS.fullmatch(p.name):
+            continue
+        if any(f.suffix in (".safetensors", ".json") for f in p.glob("*")) or any(p.glob("*/*.safetensors")):
+            return True
+    return False
 
 
 _HELD: dict[str, int] = {}  # the run folders this process holds locked (their lock files' descriptors)
@@ -2379,6 +2432,11 @@ def claim_rescore(out: Path, spec: dict[str, Any]) -> None:
     first's finished stages and record options that never ran). Writes ``out/rescore.json``. (A folder that a GPU
     machine's fine-tune came back in, ``dit_final`` with its ``recipe.json``, takes its first rescore.)"""
     record = out / "rescore.json"
+    if not record.is_file() and any((out / stage).is_dir() for stage in ("vae_final", "vae_ckpt")):
+        # a full run's folder: its finished DiT (trained in its own latent) would be taken as the fine-tune's, with
+        # the rescored folder's autoencoder, and its weights/ and recipe replaced
+        raise RefusedInput(f"--out {str(out)!r} holds a training run (its autoencoder stage): a rescore there would "
+                           "mix its networks with the rescored folder's; choose a new --out")
     if record.is_file():
         try:
             before = json.loads(record.read_text())
@@ -2435,7 +2493,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run of the preset (tests, notebooks)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a full run's recipe before --set: course (the "
                         "default: the shipped architecture in an hour's training) or plain (the dataclass defaults)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override recipe fields (several --set add up)")
     parser.add_argument("--ship", action="store_true", help="copy the weights into the package when done")
     parser.add_argument("--rescore", metavar="WEIGHTS", help="no training: score a weights folder again under its "
                         "recorded recipe and the --set overrides (e.g. sample_eta=0) into --out/weights")
@@ -2445,12 +2504,14 @@ def _main(argv: list[str] | None, prog: str) -> int:
                         "encoder for the recipe's ft_steps (e.g. --set ft_steps=4000) on a fresh latent cache; with ft_distil=N, "
                         "distil its 2N-step sampler into N steps instead; with ft_chain=N, train on its N-step sampler's inputs")
     args = parser.parse_args(argv)
+    if args.rescore is not None and not args.rescore.strip():  # an unset shell variable: not a full hour's run
+        parser.error("--rescore must name a weights folder, got an empty string")
     if args.rescore and args.preset:
         parser.error("--preset is for a full run; --rescore reads the folder's recorded recipe (change it with --set)")
     preset = args.preset or "course"
     overrides: dict[str, Any] = {} if args.rescore else dict(PRESETS[preset])
-    if args.tiny:
-        overrides.update(TINY, **({} if args.rescore else TINY_PRESET[preset]))
+    if args.tiny:  # a rescore keeps its folder's architecture and training record: only the evaluation shrinks
+        overrides.update({k: TINY[k] for k in TINY_RESCORE} if args.rescore else {**TINY, **TINY_PRESET[preset]})
     known = {f.name for f in dataclasses.fields(Recipe)}
     for item in args.set:
         key, eq, value = item.partition("=")
@@ -2508,6 +2569,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
     except ValueError as err:
         parser.error(str(err))  # a usage error like every other refused input (exit status 2)
     try:
+        if (out / "rescore.json").is_file():  # its weights/ would be replaced by a training run's, under its record
+            raise RefusedInput(f"--out {str(out)!r} holds a rescore (rescore.json), not a training run: resume it with "
+                               "its --rescore command, or choose a new --out for this run")
         check_same_recipe(out, recipe)
         lock_run(out)  # (and a swap a kill cut short is finished before anything reads the folder)
     except RefusedInput as err:

@@ -458,7 +458,7 @@ def test_dit_fine_tune_trains_the_dit_on_a_fresh_cache_and_keeps_the_autoencoder
     with pytest.raises(SystemExit):  # --tune-dit without --rescore is a usage error
         train.main(["--out", str(tmp_path / "bad"), "--tune-dit"])
     assert not (tmp_path / "bad").exists() and not (tmp_path / "zero").exists()
-    for bad, match in (("ft_steps=-1", "ft_steps must be an integer >= 0"), ("ft_lr=0", "ft_lr must be a finite number > 0"),
+    for bad, match in (("ft_steps=-1", "ft_steps must be an integer >= 0"), ("ft_lr=0", "ft_lr must be > 0 and <= 10"),
                        ("ft_cache_seeds=[]", "ft_cache_seeds must be a non-empty list"),
                        ("ft_cache_seeds=[0,0]", "ft_cache_seeds must be a non-empty list of distinct integers"),
                        ('ft_seed="a"', "ft_seed must be an integer >= 0")):
@@ -2057,7 +2057,9 @@ def test_a_folder_of_the_users_own_files_is_never_a_run_folder(tmp_path, capsys)
     """Any command, even one refused for its --set, ran recover_folders on --out first: a user's photos.old and
     thesis.partial were deleted and drafts.old renamed. A run into such a folder then replaced its weights/."""
     user = tmp_path / "project"
-    for rel in ("photos.old/b.jpg", "thesis.partial/ch1.tex", "drafts.old/d.txt", "weights/best.ckpt"):
+    # a cache/ folder, a log.jsonl or a results_final/ of the user's own made it a run folder: the same loss
+    for rel in ("photos.old/b.jpg", "thesis.partial/ch1.tex", "drafts.old/d.txt", "weights/best.ckpt", "cache/pip.txt",
+                "log.jsonl", "results_final/table.csv"):
         (user / rel).parent.mkdir(parents=True, exist_ok=True)
         (user / rel).write_text(rel)
     before = sorted(str(p.relative_to(user)) for p in user.rglob("*"))
@@ -2147,3 +2149,65 @@ def test_a_rescore_folders_scores_are_checked_before_they_are_read(tiny_run, tmp
     embedded.write_manifest(folder, info)
     assert "scores.json' holds no recipe" in _refused(["--rescore", str(folder), "--out", str(tmp_path / "r")], capsys)
     assert not (tmp_path / "r").exists()
+
+
+def test_several_sets_add_up(tmp_path, capsys):
+    """A second --set replaced the first (argparse's store): --set vae_steps=6 --set dit_steps=7 trained 600 VAE
+    steps, and the folder then refused the recipe typed."""
+    line = _refused(["--out", str(tmp_path / "r"), "--set", "nosuchfield=1", "--set", "vae_steps=6", "--tune-dit"], capsys)
+    assert "unknown field 'nosuchfield'" in line  # (the first --set was dropped: the --tune-dit error came instead)
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_rescore_is_refused_not_an_hours_run(tmp_path, capsys):
+    """--rescore "" (an unset shell variable) was no rescore at all: the course recipe's hour started."""
+    line = _refused(["--rescore", "", "--out", str(tmp_path / "r")], capsys)
+    assert "--rescore must name a weights folder, got an empty string" in line and not (tmp_path / "r").exists()
+
+
+def test_a_rescore_and_a_training_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
+    """A rescore --tune-dit into a full run's folder took that run's finished DiT (trained in its own latent) as
+    the fine-tune, exported it with the rescored folder's autoencoder, and replaced the run's weights and recipe
+    (exit 0); a full run into a rescore's folder replaced the rescore's weights under its rescore.json."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "vae_final", run / "vae_final")
+    (run / "recipe.json").write_text((tiny_run / "recipe.json").read_text())
+    line = _refused(["--rescore", str(tiny_run / "weights"), "--tune-dit", "--out", str(run), "--set", "ft_steps=2"], capsys)
+    assert "holds a training run (its autoencoder stage): a rescore there would mix its networks" in line
+    assert not (run / "rescore.json").exists()
+    rescored = tmp_path / "rescored"
+    rescored.mkdir()
+    (rescored / "rescore.json").write_text("{}")
+    line = _refused(["--out", str(rescored), "--tiny"], capsys)
+    assert "holds a rescore (rescore.json), not a training run" in line
+    assert sorted(p.name for p in rescored.iterdir()) == ["rescore.json"]
+
+
+def test_recipe_fields_that_would_fail_later_are_refused_at_once():
+    """A cache entry under 1 s passed the recipe and failed after the autoencoder stages (the world draws 1-4 s);
+    ft_* fields beyond the DiT fields they become failed at the fine-tune, under another field's name."""
+    for fields, match in ((dict(cache=((0.5, 64, 64, 16),)), r"cache\[0\] duration must be >= 1 and <= 4 seconds, got 0.5"),
+                          (dict(ft_lr=20.0), r"ft_lr must be > 0 and <= 10 \(it becomes the fine-tune's dit_lr\), got 20"),
+                          (dict(ft_steps=20_000_000), r"ft_steps must be an integer in \[0, 10000000\] \(it becomes "
+                                                      r"the fine-tune's dit_steps\)"),
+                          (dict(ft_warmup=20_000_000), r"ft_warmup must be an integer in \[0, 10000000\]"),
+                          (dict(ft_seed=2**63), r"ft_seed must be an integer in \[0, 9223372036854775807\] \(it "
+                                                r"becomes the fine-tune's seed\)"),
+                          (dict(ft_cache_seeds=(2**63,)), r"ft_cache_seeds must be a non-empty list of distinct "
+                                                          r"integers in \[0, 2\*\*63 - 1\]")):
+        with pytest.raises(ValueError, match=match):
+            train.Recipe(**fields)
+
+
+def test_a_tiny_rescore_keeps_the_folders_recorded_recipe(tiny_run, tmp_path):
+    """--rescore W --tiny applied the tiny full-run recipe: the card and scores of a depth-3 DiT said depth 2 and
+    the tiny run's stage steps. Only the evaluation shrinks now."""
+    out = tmp_path / "re"
+    assert train.main(["--rescore", str(tiny_run / "weights"), "--tiny", "--out", str(out), "--set", "eval_clips=2"]) == 0
+    before = json.loads((tiny_run / "weights" / "scores.json").read_text())["recipe"]
+    after = json.loads((out / "weights" / "scores.json").read_text())["recipe"]
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed <= set(train.TINY_RESCORE) | {"eval_clips"} and after["dit_depth"] == before["dit_depth"]
+    assert after["vae_steps"] == before["vae_steps"] == 6 and after["dit_steps"] == before["dit_steps"] == 6
