@@ -415,6 +415,10 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("dec_lr", "pix_lr"):  # a stage at learning rate 0 trains nothing for its minutes
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be > 0 (the stage's peak learning rate; its steps field 0 skips the "
+                                 f"stage), got 0")
         if not isinstance(self.shape_channels, bool):
             raise ValueError(f"shape_channels must be true or false, got {self.shape_channels!r}")
         if not isinstance(self.shape_layout, bool):
@@ -545,6 +549,8 @@ class Recipe:
             raise ValueError(f"ft_cache_seeds must be a non-empty list of distinct integers in [0, 2**63 - 1], got "
                              f"{seeds!r}")
         self.ft_cache_seeds = tuple(seeds)
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a weights folder's path as a string (\"\": none), got {self.init_from!r}")
         if self.init_from and not (Path(self.init_from) / "dit" / "config.json").is_file():
             raise ValueError(f"init_from must be a weights folder with dit/config.json (e.g. sora_nb/weights/shapes), "
                              f"got {self.init_from!r}")
