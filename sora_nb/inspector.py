@@ -116,7 +116,7 @@ def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
         raise ValueError(f"trace's x0 has {int(ok.sum())} finite pixels, fewer than the {c + 1} the latent -> RGB map "
                          "needs: the run diverged")
     idx = np.flatnonzero(ok)
-    idx = idx[:: max(1, len(idx) // MAX_FIT_PIXELS)]
+    idx = idx[:: -(-len(idx) // MAX_FIT_PIXELS)]  # a ceiling stride: at most MAX_FIT_PIXELS samples
     a = np.concatenate([x[idx], np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
     target = y[idx].astype(np.float64) / 127.5 - 1.0
     gram = a.T @ a
@@ -170,9 +170,22 @@ def _colorize(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray
     return _lut(cmap)[idx]
 
 
+def _channel_args(trace: Any, channel: Any, var: str) -> tuple[xr.Dataset, int]:
+    """``trace`` (a Video's or a Dataset, `as_trace`) and ``channel`` checked against its channels."""
+    trace = as_trace(trace, "trace")
+    if var not in ("x0", "latent"):
+        raise ValueError(f"var must be 'x0' or 'latent', got {var!r}")
+    return trace, _index("channel", channel, trace.sizes["channel"])
+
+
+def _check_vmax(vmax: Any) -> float | None:
+    return None if vmax is None else check_float("vmax", vmax, 0.0, math.inf, lo_open=True)
+
+
 def channel_vmax(trace: xr.Dataset, channel: int, var: str = "x0") -> float:
     """The heatmap scale of a channel: the 99.5th percentile of |values| over all steps and frames (finite
     values; 1.0 when that is 0)."""
+    trace, channel = _channel_args(trace, channel, var)
     return _finite_percentile(np.abs(trace[var].isel(channel=channel).values.astype(np.float32)), 99.5) or 1.0
 
 
@@ -180,6 +193,8 @@ def channel_heatmap(trace: xr.Dataset, channel: int, var: str = "x0", *, vmax: f
     """Channel ``channel`` of ``trace[var]`` as uint8 RGB (step, frame, y, x, 3): diverging colours
     (``RdBu_r``: blue < 0 < red) on the symmetric scale ``[-vmax, vmax]`` (default :func:`channel_vmax`),
     the same for every step and frame."""
+    trace, channel = _channel_args(trace, channel, var)
+    vmax = _check_vmax(vmax)
     values = trace[var].isel(channel=channel).values.astype(np.float32)  # (S, F, y, x)
     vmax = channel_vmax(trace, channel, var) if vmax is None else vmax
     return _colorize(values, -vmax, vmax, "RdBu_r")
@@ -197,13 +212,14 @@ def _x0_change(trace: xr.Dataset) -> np.ndarray:
 def delta_vmax(trace: xr.Dataset) -> float:
     """The change heatmap's scale: the 99.5th percentile of the change of x0 between recorded steps (finite
     values; 1.0 when that is 0)."""
-    change = _x0_change(trace)
+    change = _x0_change(as_trace(trace, "trace"))
     return (_finite_percentile(change[1:], 99.5) if len(change) > 1 else 0.0) or 1.0
 
 
 def delta_heatmap(trace: xr.Dataset, *, vmax: float | None = None) -> np.ndarray:
     """How much x0 changed since the previous recorded step, as uint8 RGB (step, frame, y, x, 3)
     (``magma`` on ``[0, vmax]``, default :func:`delta_vmax`, the same for every step)."""
+    trace, vmax = as_trace(trace, "trace"), _check_vmax(vmax)
     vmax = delta_vmax(trace) if vmax is None else vmax
     return _colorize(_x0_change(trace), 0.0, vmax, "magma")
 
@@ -212,6 +228,7 @@ def step_stats(trace: xr.Dataset) -> dict[str, list]:
     """Per recorded step: ``step``, ``sigma``, ``timestep``, ``guidance`` (the guidance the step used; None
     in traces recorded before sora_nb kept it), ``latent_std`` (std of x_t), ``x0_std`` and ``update`` (RMS
     change of x0 since the previous recorded step; None at the first)."""
+    trace = as_trace(trace, "trace")
     latent = trace.latent.values.astype(np.float32)
     x0 = trace.x0.values.astype(np.float32)
     axes = tuple(range(1, latent.ndim))
@@ -355,7 +372,7 @@ class Inspector(Player, anywidget.AnyWidget):
         """Refuse (ValueError) to send more than ``max_mb`` to the browser."""
         total = sum(4 * t.sizes["step"] * t.sizes["frame"] * t.sizes["py"] * t.sizes["px"] * 3 for t in traces)
         if total > max_mb * MB:
-            raise ValueError(f"the inspector would send {total / MB:.0f} MB to the browser (limit max_payload_mb="
+            raise ValueError(f"the inspector would send {total / MB:.3g} MB to the browser (limit max_payload_mb="
                              f"{max_mb:g}): pass fewer steps, e.g. trace.isel(step=slice(None, None, 4)), or raise "
                              "max_payload_mb")
 
@@ -406,6 +423,15 @@ class Inspector(Player, anywidget.AnyWidget):
         after construction)."""
         return as_trait(lambda v: _index(name, v, n), value)
 
+    @traitlets.validate("heat_channel")
+    def _check_heat_channel(self, proposal: dict) -> int:
+        """Set only with the heat stacks it names (`_send_heat`): set from outside, the label said one channel while
+        the stacks showed another, and a later ``channel`` change to it sent nothing."""
+        if proposal["value"] != getattr(self, "_sent_heat", proposal["value"]):
+            raise traitlets.TraitError(f"heat_channel is the channel of the heat stacks sent "
+                                       f"({self._sent_heat}); set channel= to show another")
+        return proposal["value"]
+
     @traitlets.observe("channel")
     def _on_channel(self, change: dict) -> None:
         if hasattr(self, "_panels") and change["new"] != self.heat_channel:
@@ -417,6 +443,7 @@ class Inspector(Player, anywidget.AnyWidget):
         with self.hold_sync():
             self.a_heat = self._panels["a"].heat(channel, vmax)
             self.b_heat = self._panels["b"].heat(channel, vmax) if "b" in self._panels else b""
+            self._sent_heat = channel
             self.heat_channel = channel
 
     # -- what is shown -------------------------------------------------------------------------------

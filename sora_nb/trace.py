@@ -249,17 +249,18 @@ def plan_trace(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tup
     requested = size(record_every)
     chosen = record_every
     if requested > limit:
-        advice = ("raise the limit (sora_nb.trace.set_trace_options(max_mb=...) or SORA_NB_TRACE_LIMIT_MB), "
-                  "record fewer steps (record_every=...), downsample (set_trace_options(downsample=...)) "
-                  "or generate with trace=False")
+        def advice(fewer: bool = True) -> str:
+            return ("raise the limit (sora_nb.trace.set_trace_options(max_mb=...), or SORA_NB_TRACE_LIMIT_MB set "
+                    "before sora_nb is imported), " + ("record fewer steps (record_every=...), " if fewer else "")
+                    + "downsample (set_trace_options(downsample=...)) or generate with trace=False")
         if opts.on_limit == "raise":
             raise TraceTooLarge(f"the trace would take {requested / MB:.1f} MB for {num_steps} steps of a "
-                                f"{tuple(latent_shape)} latent, over the limit of {opts.max_mb:g} MB: {advice}")
+                                f"{tuple(latent_shape)} latent, over the limit of {opts.max_mb:g} MB: {advice()}")
         chosen = next((k for k in range(record_every, max(num_steps, record_every + 1)) if size(k) <= limit), None)
         if chosen is None:
             raise TraceTooLarge(f"even the first and last steps of a {tuple(latent_shape)} latent take "
                                 f"{size(max(num_steps, 1)) / MB:.1f} MB, over the limit of {opts.max_mb:g} MB: "
-                                f"{advice}")
+                                f"{advice(fewer=False)}")  # (those two are always kept: fewer steps cannot help)
     return TracePlan(num_steps=num_steps, steps=tuple(recorded_steps(num_steps, chosen)), record_every=chosen,
                      requested_record_every=record_every, downsample=d, latent_shape=tuple(latent_shape),
                      preview_shape=tuple(preview_shape), nbytes=size(chosen), requested_nbytes=requested,

@@ -727,6 +727,34 @@ def test_loading_keeps_the_users_progress_bar_settings():
     assert pipe._progress_bar_config == {"leave": False, "desc": "mine", "disable": True}
 
 
+def test_the_trace_records_the_guidance_each_step_used():
+    """trace.guidance was the request's at every step: Wan 2.2's low-noise expert's guidance_scale_2 (below its
+    boundary), CogVideoX's dynamic CFG and a guidance <= 1 (no unconditional pass) were recorded as the request's."""
+    import copy
+    import math
+
+    from diffusers import WanPipeline
+
+    base = tiny_pipeline("wan")
+    pipe = WanPipeline(transformer=base.transformer, transformer_2=copy.deepcopy(base.transformer), vae=base.vae,
+                       scheduler=base.scheduler, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                       boundary_ratio=0.9)
+    pipe.set_progress_bar_config(disable=True)
+    options = tiny_options("wan")
+    options["call_kwargs"]["guidance_scale_2"] = 1.0
+    v = sora_nb.load(pipe, **options).generate(PROMPT, steps=4, num_frames=5, seed=0, guidance=5.0)
+    expected = [5.0 if t >= 900 else 1.0 for t in v.trace.timestep.values]
+    assert v.trace.guidance.values.tolist() == expected and 1.0 in expected and 5.0 in expected
+    cog = load_tiny("cogvideox", call_kwargs={"max_sequence_length": 16, "use_dynamic_cfg": True})
+    v = cog.generate(PROMPT, steps=4, num_frames=9, seed=0, guidance=6.0)
+    n = 4
+    ts = cog.backend.pipe.scheduler.timesteps.tolist()  # the pipeline's own formula, at its own timesteps
+    dynamic = [1 + 6.0 * (1 - math.cos(math.pi * ((n - t) / n) ** 5.0)) / 2 for t in ts]
+    np.testing.assert_allclose(v.trace.guidance.values, dynamic, rtol=1e-5)
+    off = load_tiny("wan").generate(PROMPT, steps=2, num_frames=5, guidance=0.5)
+    assert off.trace.guidance.values.tolist() == [1.0, 1.0]  # diffusers runs no unconditional pass at <= 1
+
+
 def test_embedded_model_takes_num_frames(gen):
     v = gen.generate(PROMPT, num_frames=8, steps=2, trace=False)
     assert v.frames.shape[0] == 8 and v.params["duration"] == 1.0 and v.params["num_frames"] == 8

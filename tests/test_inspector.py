@@ -226,6 +226,50 @@ def test_a_nan_patch_at_one_step_leaves_the_other_steps_views_as_they_were(toy5)
     assert w.meta["a"]["stats"]["update"][-1] is None and w.meta["a"]["stats"]["update"][1] is not None
 
 
+def test_heat_channel_follows_the_stacks_sent(toy5):
+    """heat_channel took any value: set to 99, or to 5 while channel 0's stacks were shown, the label named one
+    channel and the stacks showed another, and a later channel change to it sent nothing."""
+    w = sora_nb.inspect(toy5, view="channel", channel=0)
+    for bad in (99, 2):
+        with pytest.raises(traitlets.TraitError, match=r"heat_channel is the channel of the heat stacks sent \(0\)"):
+            w.heat_channel = bad
+    w.channel = 2
+    assert w.heat_channel == 2
+    np.testing.assert_array_equal(w.image(step=7, frame=2), channel_heatmap(toy5.trace, 2)[7, 2])
+
+
+def test_the_view_helpers_check_their_arguments(toy5):
+    """channel_heatmap(ch=16) raised numpy's IndexError, ch=-1 drew the last channel, vmax=-1 or NaN one flat colour;
+    a Video was 'not subscriptable'. They take a Video or a trace, as to_rgb does, and name the range."""
+    ds = toy5.trace
+    n = ds.sizes["channel"]
+    for bad in (n, -1):
+        with pytest.raises(ValueError, match=rf"channel must be an index in \[0, {n - 1}\], got {bad}"):
+            channel_heatmap(ds, bad)
+    for vmax in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match=r"vmax must be"):
+            channel_heatmap(ds, 0, vmax=vmax)
+        with pytest.raises(ValueError, match=r"vmax must be"):
+            delta_heatmap(ds, vmax=vmax)
+    np.testing.assert_array_equal(channel_heatmap(toy5, 1), channel_heatmap(ds, 1))  # a Video: its trace
+    assert channel_vmax(toy5, 1) == channel_vmax(ds, 1) and step_stats(toy5) == step_stats(ds)
+    with pytest.raises(ValueError, match=r"var must be 'x0' or 'latent'"):
+        channel_vmax(ds, 0, var="preview")
+
+
+def test_the_payload_limit_names_a_small_size_and_the_fit_keeps_its_sample_cap(toy5, monkeypatch):
+    from sora_nb import inspector
+
+    with pytest.raises(ValueError, match=r"would send 0\.\d+ MB to the browser \(limit max_payload_mb=0.0001\)"):
+        sora_nb.inspect(toy5, max_payload_mb=0.0001)  # it said "0 MB"
+    seen = []
+    solve = np.linalg.solve
+    monkeypatch.setattr(inspector, "MAX_FIT_PIXELS", 100)
+    monkeypatch.setattr(np.linalg, "solve", lambda a, b: (seen.append(a[-1, -1]), solve(a, b))[1])
+    fit_rgb_map(toy5.trace)
+    assert 50 < seen[0] < 100.5  # (with its small ridge) the Gram matrix's last entry counts the samples: up to twice the cap before
+
+
 def test_front_end_module():
     src = read_module("inspector.js")
     assert "export default" in src and "function render" in src and "putImageData" in src

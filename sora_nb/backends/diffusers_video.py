@@ -374,7 +374,8 @@ class _PipelineRun:
         dims, seen = self.dims, self.backend.as_seen
         layout = self.backend.to_fcyx
         return StepEvent(step=i, num_steps=len(timesteps), timestep=timesteps[i], sigma=sigmas[i],
-                         sigma_next=sigmas[i + 1], latent=layout(seen(x, self.prepared), dims),
+                         sigma_next=sigmas[i + 1], guidance=self.backend.step_guidance(self.request, timesteps[i]),
+                         latent=layout(seen(x, self.prepared), dims),
                          x0=layout(seen(x0, self.prepared), dims), x_next=layout(seen(x_next, self.prepared), dims))
 
 
@@ -463,6 +464,14 @@ class DiffusersVideoBackend:
                                                  if not k.startswith("_")}),
                 **({"folder": self.folder} if self.folder else {}),
                 **({"call_kwargs": _recordable(self.call_kwargs)} if self.call_kwargs else {})}
+
+    def step_guidance(self, request: Request, timestep: float) -> float:
+        """The classifier-free guidance the pipeline applies at ``timestep`` (asked during its call): its own
+        ``_guidance_scale`` as it stands at this step (CogVideoX's ``use_dynamic_cfg`` changes it every step), and
+        1 where it runs no unconditional pass (guidance <= 1)."""
+        g = getattr(self.pipe, "_guidance_scale", None)
+        g = float(request.guidance if g is None else g)
+        return g if getattr(self.pipe, "do_classifier_free_guidance", g > 1) else 1.0
 
     def negative_unused(self, request: Request) -> str:
         """Why ``request``'s negative prompt would not reach the model ("" when it would): diffusers pipelines
@@ -588,6 +597,16 @@ class WanBackend(DiffusersVideoBackend):
     family = Family("wan", "Wan", "wan2.1", 16.0, 81, ((832, 480), (480, 832), (1280, 720), (720, 1280)),
                     ("WanPipeline",), ("WanImageToVideoPipeline",), size_check=16)
 
+    def step_guidance(self, request: Request, timestep: float) -> float:
+        """Wan 2.2 with two experts (``boundary_ratio``): the low-noise expert's steps, below the boundary, use
+        ``guidance_scale_2`` (the pipeline's ``_guidance_scale_2``)."""
+        g = super().step_guidance(request, timestep)
+        ratio = getattr(self.pipe.config, "boundary_ratio", None) if hasattr(self.pipe, "config") else None
+        second = getattr(self.pipe, "_guidance_scale_2", None)
+        if ratio is None or second is None or g == 1.0 and not getattr(self.pipe, "do_classifier_free_guidance", False):
+            return g
+        return float(second) if timestep < ratio * self.pipe.scheduler.config.num_train_timesteps else g
+
     def factors(self) -> tuple[int, int, int, int]:
         pt, ph, _pw = _transformer(self.pipe).config.patch_size
         return int(self.pipe.vae_scale_factor_temporal), int(self.pipe.vae_scale_factor_spatial), int(pt), int(ph)
@@ -700,6 +719,10 @@ class CogVideoXBackend(DiffusersVideoBackend):
 
 class HunyuanVideoBackend(DiffusersVideoBackend):
     """HunyuanVideo: ``(B, C, F, h, w)`` latents, VAE ``scaling_factor``; guidance is distilled guidance."""
+
+    def step_guidance(self, request: Request, timestep: float) -> float:
+        """The distilled guidance the model reads at every step (its embedding), whatever its value."""
+        return float(request.guidance)
 
     def negative_unused(self, request: Request) -> str:
         """Its guidance is distilled (one pass): a negative prompt takes a true-CFG pass, only with
