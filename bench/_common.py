@@ -22,7 +22,13 @@ def count(text: str) -> int:
 
 def count_or_zero(text: str) -> int:
     """argparse type of a count that 0 turns off: an integer >= 0, else a usage error."""
-    return 0 if text.strip() == "0" else count(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {value}")
+    return value
 
 
 def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:

@@ -42,6 +42,8 @@ def main() -> None:
         p.error(f"--weights {args.weights!r} has no scores.json (a weights folder sora-nb train exported)")
     if args.save is not None and not args.save.parent.is_dir():  # checked before minutes of drawing
         p.error(f"--save: folder {str(args.save.parent)!r} does not exist")
+    if args.save is not None and (args.save.is_dir() or args.save.suffix != ".npz"):  # numpy would write NAME.npz
+        p.error(f"--save must be a file name ending in .npz, got {str(args.save)!r}")
     if args.frames is not None and not args.frames.is_file():
         p.error(f"--frames: no file {str(args.frames)!r}")
     card = json.loads((Path(args.weights) / "scores.json").read_text())
@@ -49,6 +51,12 @@ def main() -> None:
     n = args.clips or int(recipe["eval_clips"])
     seed = step_seed(int(recipe["seed"]), "eval", 0)
     saved = dict(np.load(args.frames)) if args.frames else None
+    if saved is not None:  # every clip this run scores, before a KeyError half-way
+        wanted = [f"{split}/{phrasing}/{i}" for split, phrasing in SPLITS for i in range(n)]
+        absent = [k for k in wanted if k not in saved]
+        if absent:
+            p.error(f"--frames {str(args.frames)!r} lacks {len(absent)} of the {len(wanted)} clips asked (e.g. "
+                    f"{absent[0]!r}): save them with --save at the same --clips")
     gen = None if saved else sora_nb.load(args.weights)
     kept, rows = {}, []
     for split, phrasing in SPLITS:

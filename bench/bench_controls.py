@@ -44,6 +44,8 @@ def main() -> None:
     args = parse(cli)
     if args.steps < 4:  # the change "during a run" comes at its step 3
         cli.error(f"--steps must be >= 4 (the timed change comes at step 3 of a run), got {args.steps}")
+    if args.repeats > 48:  # the changes step guidance by 0.5 from 1: past 48 repeats they pass the slider's 50
+        cli.error(f"--repeats must be at most 48 (each change moves guidance by 0.5 from 1, up to 50), got {args.repeats}")
 
     gen = sora_nb.load("shapes")
     ui = Controls(gen, prompt=PROMPT, seed=0, steps=args.steps, guidance=5.0)

@@ -42,8 +42,24 @@ def test_counts_are_usage_errors_not_tracebacks(capsys):
     assert "argument --threads: expected an integer >= 1, got -1" in capsys.readouterr().err
     assert not any(a.dest == "repeats" for a in parser("doc")._actions)  # only scripts that repeat take it
     assert count_or_zero("0") == 0 and count_or_zero("3") == 3  # --retry-prompts 0 skips (it was refused)
-    with pytest.raises(argparse.ArgumentTypeError, match="got -1"):
-        count_or_zero("-1")
+    assert count_or_zero("00") == 0 and count_or_zero(" 0 ") == 0  # ("00" was "expected an integer >= 1")
+    for bad in ("-1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer >= 0 \(0: off\), got"):
+            count_or_zero(bad)
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_controls.py", ["--repeats", "49"], "--repeats must be at most 48"),  # guidance went past the slider's 50
+    ("bench_card_scores.py", ["--save", "/tmp"], "--save must be a file name ending in .npz"),  # numpy wrote /tmp.npz
+    ("bench_guidance.py", ["--guidance", "60"], r"--guidance values must be numbers in \[0, 50\]"),
+])
+def test_bench_options_that_would_fail_late_are_usage_errors(script, args, message, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "bench" / script), run_name="__main__")
+    assert done.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_")))
