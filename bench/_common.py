@@ -9,26 +9,25 @@ from typing import Callable, Sequence
 import torch
 
 
-def count(text: str) -> int:
-    """argparse type of a count (clips, steps, repeats, threads, ...): an integer >= 1, else a usage error."""
+def _integer(text: str, low: int, what: str) -> int:
+    """``text`` as an integer >= ``low``, else argparse's usage error naming ``what`` is expected."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def count(text: str) -> int:
+    """argparse type of a count (clips, steps, repeats, threads, ...): an integer >= 1, else a usage error."""
+    return _integer(text, 1, "an integer >= 1")
 
 
 def count_or_zero(text: str) -> int:
     """argparse type of a count that 0 turns off: an integer >= 0, else a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {value}")
-    return value
+    return _integer(text, 0, "an integer >= 0 (0: off)")
 
 
 def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:
