@@ -155,7 +155,7 @@ class Generator:
                             ("retries", retries)):
             if value is not None:
                 kwargs[name] = value
-        return self.run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
+        return self._run(self.request(prompt, **kwargs), observers=observers, cancel=cancel)
 
     def best_of(self, prompt: str, *, candidates: int = 2, accept: float | None = None, seed: int | None = 0,
                 observers: Iterable[Any] = (), cancel: threading.Event | None = None, **kwargs: Any) -> Video:
@@ -195,7 +195,7 @@ class Generator:
         seeds = [(first.seed + CANDIDATE_STRIDE * j) % (MAX_SEED + 1) for j in range(candidates)]
         best, scores = None, []
         for j, s in enumerate(seeds):
-            video = self.run(dataclasses.replace(first, seed=s), observers=observers, cancel=cancel)
+            video = self._run(dataclasses.replace(first, seed=s), observers=observers, cancel=cancel)
             scores.append(float(score(video.latents, first.prompt)[0]))
             taken = accept is not None and scores[-1] >= accept
             if best is None or taken or scores[-1] > max(scores[:-1]):
@@ -222,8 +222,13 @@ class Generator:
         steps, its breaks (and score), and the one kept. Observers see every draw as a run of its own
         (``on_start`` ... ``on_end``, with that draw's request); only the kept draw is decoded, after the last.
         """
+        return self._run(self._checked(request), observers=observers, cancel=cancel)
+
+    def _run(self, request: Request, *, observers: Iterable[Any] = (),
+             cancel: threading.Event | None = None) -> Video:
+        """`run` of a request this generator has just validated (`request`): generate, best_of and reproduce
+        build theirs that way, so it is not checked twice (nor warned about twice)."""
         observers, cancel = check_run_options(observers, cancel)
-        request = self._checked(request)
         judge = getattr(self.backend, "judge_draw", None) if self.limits.max_retries > 0 else None
         seeds, steps, flaws, scores, best = [], [], [], [], None
         for a in range(1 + (request.retries if judge is not None else 0)):
@@ -571,4 +576,4 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
         warnings.warn(f"this clip was made with torch {made.get('torch')} on {made.get('threads')} CPU threads and "
                       f"this process has torch {now['torch']} on {now['threads']}: its pixels may differ by a level "
                       "or so (torch.set_num_threads to match)", RuntimeWarning, stacklevel=2)
-    return gen.run(request, observers=observers, cancel=cancel)
+    return gen._run(request, observers=observers, cancel=cancel)

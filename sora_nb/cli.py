@@ -130,7 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.best_of > 1:
         video = gen.best_of(args.prompt, candidates=args.best_of, accept=args.accept, **kwargs)
     else:
-        video = gen.run(gen.request(args.prompt, **kwargs))
+        video = gen._run(gen.request(args.prompt, **kwargs))  # (validated just now)
     elapsed = time.perf_counter() - start
     path = video.save(out)
     t, h, w, _ = video.frames.shape

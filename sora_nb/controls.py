@@ -650,7 +650,7 @@ class Controls:
                 self.progress.bar_style = ""
                 self.progress_label.value = f"step 0/{job.request.steps}"
         try:
-            video = self.generator.run(job.request, observers=[_RunObserver(self, job)], cancel=job.cancel)
+            video = self.generator._run(job.request, observers=[_RunObserver(self, job)], cancel=job.cancel)
         except Cancelled:
             self.stats["cancelled"] += 1
             if job.reason == "stop":

@@ -281,7 +281,7 @@ def test_ctrl_c_stops_in_one_line_and_writes_nothing(tmp_path, monkeypatch, caps
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # as Ctrl-C during the steps
 
-    monkeypatch.setattr(sora_nb.api.Generator, "run", interrupted)
+    monkeypatch.setattr(sora_nb.api.Generator, "_run", interrupted)  # what generate, reproduce and the CLI call
     assert cli.main(["generate", "a red circle moving right", "-o", str(tmp_path / "x.mp4")]) == 130
     assert capsys.readouterr().err == "sora-nb: stopped; nothing was written\n"  # (a 40-line traceback before)
     assert list(tmp_path.iterdir()) == []
