@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def file_mode(target: Path) -> int:
@@ -100,3 +100,20 @@ def recover_folder(target: Path) -> None:
     (target / COMPLETE).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_stored_tensors(path: Path, module: Any, *, tied: frozenset[str] = frozenset(),
+                         error: type[Exception] = ValueError) -> None:
+    """That the safetensors file ``path`` holds every parameter and buffer ``module`` has and nothing else (raises
+    ``error`` naming them): diffusers and transformers leave a missing one at its random start and only log it.
+    ``tied``: names of one tensor that the file may hold under any of them."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        stored = set(f.keys())
+    want = set(module.state_dict())
+    missing = sorted(want - stored - (tied if stored & tied else set()))
+    unexpected = sorted(stored - want)
+    if missing or unexpected:
+        raise error(f"weights file {str(path)!r} does not fit its config: missing {missing[:3]}"
+                    f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -76,8 +77,6 @@ def _notify_end(observers: Iterable[Any], latents: torch.Tensor | None, cancelle
     """``on_end`` for every observer, each on its own: one observer's error does not keep the others from
     closing, and it does not replace the run's result or its own error (the clip, a DecodeError's latents,
     Cancelled); it is a RuntimeWarning that names the observer."""
-    import warnings
-
     for obs in observers:
         fn = getattr(obs, "on_end", None)
         if fn is None:

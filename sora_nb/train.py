@@ -2159,9 +2159,13 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
         t = time.perf_counter()
         # an earlier call of this folder trained it (and recorded its seconds), a GPU machine did (its log spans its
         # calls there: nothing idle between), or one began it and was stopped
-        before = _timing(out).get("finished", {}).get("dit_tune")
         done = finished_stage(out)
-        resumed = unfinished_seconds(out, "dit_tune") if not done else before if before is not None else logged_seconds(out, "dit")
+        if not done:
+            resumed = unfinished_seconds(out, "dit_tune")
+        else:
+            resumed = _timing(out).get("finished", {}).get("dit_tune")
+            if resumed is None:  # finished on a GPU machine, or before this record existed
+                resumed = logged_seconds(out, "dit")
         with counted_if_stopped(out, "dit_tune"):
             dit_net, text = tune_dit(recipe, out, world, weights, vae)
         took = resumed + (0.0 if done else time.perf_counter() - t)

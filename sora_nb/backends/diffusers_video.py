@@ -603,8 +603,8 @@ class WanBackend(DiffusersVideoBackend):
         g = super().step_guidance(request, timestep)
         ratio = getattr(self.pipe.config, "boundary_ratio", None) if hasattr(self.pipe, "config") else None
         second = getattr(self.pipe, "_guidance_scale_2", None)
-        if ratio is None or second is None or g == 1.0 and not getattr(self.pipe, "do_classifier_free_guidance", False):
-            return g
+        if ratio is None or second is None or not getattr(self.pipe, "do_classifier_free_guidance", True):
+            return g  # (no unconditional pass: 1 at every step)
         return float(second) if timestep < ratio * self.pipe.scheduler.config.num_train_timesteps else g
 
     def factors(self) -> tuple[int, int, int, int]:

@@ -26,6 +26,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors import SafetensorError
 
 from .._checks import check_float
+from .._files import check_stored_tensors
 from ..backend import Limits, StepEvent
 from ..models import ShapesDiT, TextEncoder, VideoAutoencoder, build_encoder, build_tokenizer
 from ..models.text import MAX_TOKENS
@@ -595,18 +596,9 @@ def read_json(path: Path) -> Any:
 
 def _load_model(cls: Any, folder: Path) -> Any:
     """``cls.from_pretrained(folder)`` (safetensors, no network), after checking that the file held every parameter
-    and buffer the model has: diffusers leaves a missing one at its random start and only logs it."""
-    from safetensors import safe_open
-
+    and buffer the model has (`check_stored_tensors`)."""
     module = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
-    path = folder / "diffusion_pytorch_model.safetensors"
-    with safe_open(str(path), "pt") as f:
-        stored = set(f.keys())
-    want = set(module.state_dict())
-    missing, unexpected = sorted(want - stored), sorted(stored - want)
-    if missing or unexpected:
-        raise WeightsError(f"weights file {str(path)!r} does not fit its config: missing {missing[:3]}"
-                           f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
+    check_stored_tensors(folder / "diffusion_pytorch_model.safetensors", module, error=WeightsError)
     return module
 
 

@@ -26,10 +26,11 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from transformers.utils import logging as hf_logging
+
+from .._files import check_stored_tensors
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MAX_TOKENS = 48
@@ -278,16 +279,8 @@ class TextEncoder(torch.nn.Module):
                                                          local_files_only=True)
         except (OSError, ValueError) as err:
             raise ValueError(f"{str(folder / 'text_encoder')!r} could not be loaded ({type(err).__name__}: {err})") from err
-        # transformers only logs a tensor the file lacks (left at its random start) or one the model has no place for
-        path = folder / "text_encoder" / "model.safetensors"
-        with safe_open(str(path), "pt") as f:
-            stored = set(f.keys())
-        tied = {"shared.weight", "encoder.embed_tokens.weight"}  # one tensor under two names: either may be stored
-        want = set(encoder.state_dict())
-        missing = sorted(want - stored - (tied if stored & tied else set()))
-        unexpected = sorted(stored - want)
-        if missing or unexpected:
-            raise ValueError(f"{str(path)!r} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        check_stored_tensors(folder / "text_encoder" / "model.safetensors", encoder,
+                             tied=frozenset({"shared.weight", "encoder.embed_tokens.weight"}))  # one tensor, two names
         return cls(tokenizer, encoder)
 
     @classmethod
