@@ -2493,6 +2493,36 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
             os.close(_HELD.pop(key))
 
 
+FT_STAGE_FIELDS = ("ft_steps", "ft_lr", "ft_warmup", "ft_seconds", "ft_seed", "ft_cache_seeds")  # a fine-tune's schedule
+
+
+def unused_fields(keys: Sequence[str], recipe: "Recipe | None", rescore: bool = False, tune_dit: bool = False
+                  ) -> dict[str, str]:
+    """The fields among ``keys`` (those ``--set`` names) that this call would record but never use, each with
+    where it does apply: a full run (``rescore`` False) has no fine-tune of a folder's DiT (``ft_depth``,
+    ``ft_expert``), reads ``ft_from`` and ``adapt_*`` only with ``init_from``, and a fine-tune's schedule only in its
+    chain stage (``ft_chain`` without ``init_from``); a rescore without ``--tune-dit`` trains no DiT."""
+    where: dict[str, str] = {}
+    for key in keys:
+        if rescore:
+            if key.startswith("ft_") and not tune_dit:
+                where[key] = "a DiT fine-tune: add --tune-dit"
+            continue
+        if key in ("ft_depth", "ft_expert"):
+            where[key] = "the fine-tune of a finished folder's DiT: --rescore WEIGHTS --tune-dit"
+        elif key in ("ft_from", "adapt_steps", "adapt_lr", "adapt_batch") and not recipe.init_from:
+            where[key] = "a DiT stage started from a folder: init_from, or --rescore WEIGHTS --tune-dit"
+        elif key in FT_STAGE_FIELDS and not (recipe.ft_chain and not recipe.init_from):
+            where[key] = ("a full run's chain stage (ft_chain N without init_from), or --rescore WEIGHTS --tune-dit"
+                          + ("; with init_from the DiT stage's schedule is dit_*" if recipe.init_from else ""))
+    return where
+
+
+def _refuse_unused(parser: argparse.ArgumentParser, where: dict[str, str], run: str) -> None:
+    if where:
+        parser.error(f"{run} would record but not use " + "; ".join(f"{k} (it applies to {v})" for k, v in where.items()))
+
+
 def _main(argv: list[str] | None, prog: str) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0] + " With no options it trains "
                                      "the course recipe into runs/shapes: about an hour on 2 CPU cores (Ctrl-C "
@@ -2523,6 +2553,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if args.tiny:  # a rescore keeps its folder's architecture and training record: only the evaluation shrinks
         overrides.update({k: TINY[k] for k in TINY_RESCORE} if args.rescore else {**TINY, **TINY_PRESET[preset]})
     known = {f.name for f in dataclasses.fields(Recipe)}
+    set_keys: list[str] = []
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
@@ -2536,6 +2567,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
             overrides[key] = json.loads(value)
         except ValueError:
             parser.error(f"--set {key}=VALUE: VALUE must be JSON (e.g. 0.5, true, [1, 2, 2], '\"text\"'), got {value!r}")
+        set_keys.append(key)
     if not args.out.strip():  # (Path("") is the working folder)
         parser.error("--out must name a folder, got an empty string")
     out = Path(args.out).expanduser()
@@ -2550,6 +2582,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
 
         if args.seed is not None:
             parser.error("--seed goes with a full run; a rescore keeps its folder's recorded seed")
+        _refuse_unused(parser, unused_fields(set_keys, None, rescore=True, tune_dit=args.tune_dit), "this rescore")
         try:  # rescore checks its inputs (`rescore_inputs`) before any work
             folder = rescore(args.rescore, out, world, overrides, decoder=args.tune_decoder, dit=args.tune_dit)
         except RefusedInput as err:
@@ -2564,6 +2597,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
         recipe = Recipe(seed=0 if args.seed is None else args.seed, **overrides)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
+    _refuse_unused(parser, unused_fields(set_keys, recipe), "a full run")
     if recipe.expert_switch:
         parser.error("expert_switch makes a fine-tune the low-noise expert: use --rescore WEIGHTS --tune-dit "
                      "--set expert_switch=S")

@@ -1992,6 +1992,16 @@ def test_a_run_folder_resumes_only_its_own_recipe(tmp_path, tiny_run, capsys):
     (["--set", "dit_hidden=130"], "dit_hidden must be a multiple of dit_heads (4), got 130"),
     (["--seed", str(10**23)], "seed must be an integer in [0, 9223372036854775807]"),
     (["--rescore", "nowhere"], "rescore needs a weights folder written by sora_nb.train's export"),
+    # fields this call would record as if applied but never read (a full run grew no DiT for ft_depth 9)
+    (["--set", "ft_depth=9"], "a full run would record but not use ft_depth (it applies to the fine-tune of a finished "
+                              "folder's DiT: --rescore WEIGHTS --tune-dit)"),
+    (["--set", 'ft_expert="high"', "adapt_steps=5"], "a full run would record but not use ft_expert (it applies to the "
+                                                     "fine-tune of a finished folder's DiT: --rescore WEIGHTS --tune-dit); "
+                                                     "adapt_steps (it applies to a DiT stage started from a folder"),
+    (["--set", "ft_steps=3", "ft_lr=0.001"], "a full run would record but not use ft_steps (it applies to a full run's "
+                                             "chain stage (ft_chain N without init_from)"),
+    (["--rescore", str(embedded.WEIGHTS_DIR), "--set", "ft_steps=3"],
+     "this rescore would record but not use ft_steps (it applies to a DiT fine-tune: add --tune-dit)"),
 ])
 def test_bad_training_input_is_refused_before_any_work(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
