@@ -94,6 +94,23 @@ def test_deterministic_and_equal_to_a_bare_pipeline_call(gens, name):
     assert torch.equal(backend.to_fcyx(bare, backend.latent_dims(request)), a.latents)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["wan", "ltx", "cogvideox", "hunyuan", "mochi"])
+def test_frames_equal_a_bare_pipeline_calls_frames(name, dtype):
+    """The decoded frames are the pipeline's own ``output_type="np"`` frames, also in bfloat16 (``from_pretrained``'s
+    default on CUDA): Wan's decode took its latent statistics in float32 where the pipeline casts first, and in
+    bfloat16 its frames were up to 16 levels off the pipeline's (the others are within rounding)."""
+    gen = sora_nb.load(tiny_pipeline(name), dtype=dtype, **tiny_options(name))
+    kw = dict(num_frames=FRAMES[name], steps=2, guidance=3.0)
+    v = gen.generate(PROMPT, seed=3, trace=False, **kw)
+    backend = gen.backend
+    bare = backend.pipe(**backend.call_arguments(gen.request(PROMPT, seed=3, **kw)),
+                        generator=torch.Generator().manual_seed(3), output_type="np", return_dict=False)[0][0]
+    assert v.frames.shape == bare.shape
+    diff = np.abs(v.frames.astype(int) - np.round(bare * 255).astype(int))
+    assert diff.max() <= (0 if dtype == "float32" else 2), (name, dtype, diff.max())
+
+
 class _Events:
     """Observer keeping float32 copies of every step event (the trace holds float16)."""
 
