@@ -14,11 +14,12 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._checks import check_int
+from ._checks import check_float, check_int
 from .media import check_fps as clip_fps
 
 COMMON = "_common.js"  # helpers shared by every module (anywidget takes one module string)
 MAX_SCALE = 64         # CSS pixels per image pixel a player may use
+MB = 2 ** 20           # (as the inspector's payload limit)
 
 
 def check_scale(value: object) -> int:
@@ -69,7 +70,11 @@ class Player:
 
 
 class Filmstrip(Player, anywidget.AnyWidget):
-    """A clip played and scrubbed in the browser. ``index`` is the frame shown (synced both ways)."""
+    """A clip played and scrubbed in the browser. ``index`` is the frame shown (synced both ways).
+
+    ``scale`` (CSS pixels per pixel) defaults to what shows the frame about 256 pixels across (4 for the embedded
+    model's 64x64). The frames are sent raw: more than ``max_payload_mb`` (a pipeline's 480p clip is ~100 MB) is
+    refused, so a notebook is not sent what a browser tab struggles to hold; pass fewer or smaller frames."""
 
     _esm = read_module("filmstrip.js")
     frames = traitlets.Bytes(b"").tag(sync=True)
@@ -78,16 +83,32 @@ class Filmstrip(Player, anywidget.AnyWidget):
     index = traitlets.Int(0).tag(sync=True)
     scale = traitlets.Int(4).tag(sync=True)
 
-    def __init__(self, frames: np.ndarray, fps: float = 8.0, *, scale: int = 4, **kwargs):
-        super().__init__(fps=check_fps(fps), scale=check_scale(scale), **kwargs)
+    def __init__(self, frames: np.ndarray, fps: float = 8.0, *, scale: int | None = None,
+                 max_payload_mb: float = 64.0, index: int = 0, **kwargs):
+        fps = check_fps(fps)
+        scale = None if scale is None else check_scale(scale)
+        self._max_payload_mb = check_float("max_payload_mb", max_payload_mb, 0.0, 1e6, lo_open=True, unit="MB")
+        frames = self._checked(frames)  # before the widget exists
+        if scale is None:
+            scale = min(MAX_SCALE, max(1, round(256 / max(frames.shape[1:3]))))
+        super().__init__(fps=fps, scale=scale, **kwargs)
         self.set_frames(frames)
+        self.index = index  # (checked against the frames just sent)
 
-    def set_frames(self, frames: np.ndarray) -> None:
-        """Send new frames (uint8 ``(T, H, W, 3)``) to the browser in one binary message."""
+    def _checked(self, frames: np.ndarray) -> np.ndarray:
         frames = np.ascontiguousarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
             raise ValueError(f"frames must be uint8 of shape (T, H, W, 3) with T, H and W at least 1 (the browser "
                              f"draws each frame as an image); got {frames.dtype} {frames.shape}")
+        if frames.nbytes > self._max_payload_mb * MB:
+            raise ValueError(f"the filmstrip would send {frames.nbytes / MB:.3g} MB of frames to the browser (limit "
+                             f"max_payload_mb={self._max_payload_mb:g}): pass fewer or smaller frames, e.g. "
+                             "Filmstrip(video.frames[:, ::2, ::2], video.fps), or raise max_payload_mb")
+        return frames
+
+    def set_frames(self, frames: np.ndarray) -> None:
+        """Send new frames (uint8 ``(T, H, W, 3)``, at most ``max_payload_mb``) to the browser in one binary message."""
+        frames = self._checked(frames)
         with self.hold_sync():
             self.frames = frames.tobytes()
             self.shape = list(frames.shape[:3])

@@ -251,5 +251,5 @@ def video_html(frames: np.ndarray, fps: float, *, height: int = 256, title: str 
         raise RuntimeError(f"ffmpeg could not encode the clip for display: {ffmpeg_reason(str(err))}") from None
     if len(page) > MAX_HTML_MB * 1e6:
         raise ValueError(f"the clip is {len(page) / 1e6:.1f} MB as inline HTML, over the {MAX_HTML_MB:g} MB a "
-                         "notebook output should hold: play it with video.filmstrip() or save() it")
+                         "notebook output should hold: save() it and open the file, or show part of it (fewer or smaller frames)")
     return page

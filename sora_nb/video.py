@@ -80,11 +80,12 @@ class Video:
 
         display(HTML(self.to_html(height=height)))
 
-    def filmstrip(self, *, scale: int = 4):
-        """A widget that plays and scrubs the frames in the browser (no kernel round trip)."""
+    def filmstrip(self, *, scale: int | None = None, max_payload_mb: float = 64.0):
+        """A widget that plays and scrubs the frames in the browser (no kernel round trip); `frontend.Filmstrip`:
+        ``scale`` None shows a frame about 256 pixels across; more than ``max_payload_mb`` of frames is refused."""
         from .frontend import Filmstrip
 
-        return Filmstrip(self.frames, self.fps, scale=scale)
+        return Filmstrip(self.frames, self.fps, scale=scale, max_payload_mb=max_payload_mb)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write an mp4 / webm / gif (by extension) atomically; mp4 and webm carry ``params``.

@@ -43,3 +43,27 @@ def test_filmstrip_refuses_a_bad_scale_or_speed(video):
     with pytest.raises(traitlets.TraitError, match=r"fps must be >= 0.1 and <= 240 per second, got 0"):
         fs.fps = 0
     assert fs.scale == 3 and type(fs.scale) is int and fs.fps == 8.0
+
+
+def test_filmstrip_scales_to_the_frame_and_refuses_a_payload_a_tab_cannot_hold(video):
+    """``scale`` None shows a frame about 256 pixels across (it was 4 for every size: a 480x832 clip drew 3328 CSS
+    pixels wide); frames over ``max_payload_mb`` are refused by name (a Wan 480p clip sent ~100 MB raw); ``index``
+    as an argument is the frame shown (it was checked before the frames existed, so any index > 0 was refused)."""
+    assert video.filmstrip().scale == 4  # the embedded model's 64x64
+    wide = np.zeros((2, 480, 832, 3), np.uint8)
+    assert Filmstrip(wide).scale == 1 and Filmstrip(np.zeros((1, 16, 8, 3), np.uint8)).scale == 16
+    big = np.zeros((81, 480, 832, 3), np.uint8)  # Wan's default clip: 92.5 MiB
+    with pytest.raises(ValueError, match=r"the filmstrip would send 92.5 MB of frames to the browser \(limit "
+                                         r"max_payload_mb=64\): pass fewer or smaller frames"):
+        Filmstrip(big)
+    fs = Filmstrip(big[:, ::2, ::2], 16.0, index=40)
+    assert fs.shape == [81, 240, 416] and fs.index == 40 and fs.scale == 1
+    with pytest.raises(ValueError, match=r"would send 92.5 MB .* max_payload_mb=64"):
+        fs.set_frames(big)
+    assert fs.shape == [81, 240, 416] and len(fs.frames) == 81 * 240 * 416 * 3  # the old frames kept
+    assert Filmstrip(big, max_payload_mb=100).shape == [81, 480, 832]
+    with pytest.raises(ValueError, match=r"max_payload_mb must be > 0 and <= 1e\+06 MB, got -1"):
+        video.filmstrip(max_payload_mb=-1)
+    with pytest.raises(traitlets.TraitError, match=r"index must be an integer in \[0, 15\], got 16"):
+        Filmstrip(video.frames, index=16)
+    np.testing.assert_array_equal(Filmstrip(video.frames, index=5).frame(), video.frames[5])

@@ -293,7 +293,7 @@ def test_html_checks_its_height_escapes_its_title_and_caps_its_size(monkeypatch)
     clip.params["prompt"] = "a <b>bold</b> square"
     assert "a &lt;b&gt;bold&lt;/b&gt; square" in clip.to_html() and "<b>" not in clip.to_html()
     monkeypatch.setattr(media, "MAX_HTML_MB", 0.001)
-    with pytest.raises(ValueError, match=r"MB as inline HTML, over the 0.001 MB .*filmstrip\(\) or save\(\)"):
+    with pytest.raises(ValueError, match=r"MB as inline HTML, over the 0.001 MB .*save\(\) it and open the file"):
         clip.to_html()
     note = clip._repr_html_()  # what a notebook shows: a note, not a traceback
     assert note.startswith("<pre>Video(16 frames 64x64") and "not shown: the clip is" in note
