@@ -34,14 +34,28 @@ function pixelCanvas(h, w, scale, className) {
 }
 
 // Notebook front ends bind plain keys (JupyterLab's command mode takes the arrow keys, and "d d" deletes
-// the cell): keys typed into our own controls stay with them, so arrows scrub the sliders.
+// the cell): keys typed while one of our own controls has the focus (a slider, a select, a play button or a
+// history thumbnail, which a click focuses) stay with it, so arrows scrub the sliders and "d d" after a click on
+// play does not delete the cell. Keys with a modifier, Shift+Enter (run the cell) and Escape still reach the page.
 function guardKeys(root) {
   root.addEventListener("keydown", (event) => {
-    const ours = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
-    if (ours && !event.ctrlKey && !event.metaKey && !event.altKey && !(event.shiftKey && event.key === "Enter")) {
-      event.stopPropagation();
-    }
+    const target = event.target;
+    const ours = target instanceof HTMLInputElement || target instanceof HTMLSelectElement ||
+      target instanceof HTMLButtonElement || (target instanceof HTMLElement && target !== root && target.tabIndex >= 0);
+    const passed = event.ctrlKey || event.metaKey || event.altKey || event.key === "Escape" ||
+      (event.shiftKey && event.key === "Enter");
+    if (ours && !passed) event.stopPropagation();
   });
+}
+
+// `load` once for changes that arrive together (a new clip sets frames and shape in one message: two events).
+function coalesced(load) {
+  let pending = false;
+  return () => {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => { pending = false; load(); });
+  };
 }
 
 // A play button's loop: a click on `button` (showing ▶ or ⏸) starts or stops `advance(value)` every 1/fps

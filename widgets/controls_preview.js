@@ -9,7 +9,7 @@
 //   scale, selected (highlighted index). A click sends {event: "select", index} to Python, which
 //   restores that generation's parameters and video.
 // Frames travel as binary buffers (never base64) and are drawn with putImageData.
-// make, bytesOf, rgbImageData and pixelCanvas come from _common.js (see read_module).
+// make, bytesOf, rgbImageData, pixelCanvas, guardKeys and coalesced come from _common.js (see read_module).
 
 function renderGrid({ model, el }) {
   el.classList.add("sora-nb-controls-preview");
@@ -91,9 +91,11 @@ function renderStrip({ model, el }) {
       else if (cell.right > box.right) row.scrollLeft += cell.right - box.right;
     }
   }
-  model.on("change:items", draw);
-  model.on("change:thumbs", draw);
-  model.on("change:selected", draw);
+  guardKeys(el);  // a clicked thumbnail has the focus: "d d" must not delete the cell
+  const redraw = coalesced(draw);  // a new clip changes items, thumbs and selected in one message
+  model.on("change:items", redraw);
+  model.on("change:thumbs", redraw);
+  model.on("change:selected", redraw);
   draw();
 }
 

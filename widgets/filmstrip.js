@@ -1,7 +1,7 @@
 // Filmstrip: play and scrub a clip entirely in the browser.
 // State (from sora_nb.frontend.Filmstrip): frames (bytes, T*H*W*3 uint8 RGB), shape [T, H, W],
 // fps, index (the frame shown, synced back to Python), scale (CSS pixels per video pixel).
-// rgbImageData, guardKeys and player come from _common.js (see sora_nb.frontend.read_module).
+// rgbImageData, guardKeys, coalesced and player come from _common.js (see sora_nb.frontend.read_module).
 
 function render({ model, el }) {
   const canvas = document.createElement("canvas");
@@ -53,9 +53,10 @@ function render({ model, el }) {
     draw();
   });
   guardKeys(el);
-  model.on("change:frames", load);
-  model.on("change:shape", load);
-  model.on("change:scale", load);
+  const reload = coalesced(load);
+  model.on("change:frames", reload);
+  model.on("change:shape", reload);
+  model.on("change:scale", reload);
   model.on("change:index", draw);
   load();
   return () => playing.stop();

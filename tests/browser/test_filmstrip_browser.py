@@ -1,8 +1,8 @@
 """The filmstrip (``Video.filmstrip()``) in a real JupyterLab, in headless Chromium.
 
 The same filmstrip is shown in two cells. The test scrubs it with the arrow keys, types notebook shortcuts
-into its slider (``d d`` deleted the filmstrip's own cell once: the keys went on to JupyterLab's command
-mode), then plays it from both views and counts the frames shown in about two seconds: the widget plays at
+into its slider and, after a click, its play button (``d d`` deleted the filmstrip's own cell: the keys went on
+to JupyterLab's command mode), then plays it from both views and counts the frames shown in about two seconds: the widget plays at
 its fps, not at the fps times the views playing. A scale set from Python resizes both views.
 """
 
@@ -79,6 +79,12 @@ def test_filmstrip_keys_stay_with_it_and_two_views_play_at_its_fps(lab, page):
     advanced = sum((b - a) % FRAMES for a, b in zip(seen, seen[1:]))
     # 2 s at 8 fps: 16 frames (a timer's first tick, a busy page: 10 to 20); two drivers made it about 32
     assert 10 <= advanced <= 20, seen
+    # a click focuses the play button: "d d" then went on to command mode and deleted the filmstrip's cell
+    assert page.evaluate("() => document.activeElement.className") == "sora-nb-filmstrip-play"
+    for key in ("d", "d", "x"):
+        page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert cells.count() == 4 and plays.count() == 2
 
     canvases = page.locator("canvas.sora-nb-filmstrip-canvas")
     assert canvases.nth(0).evaluate("(c) => c.style.width") == "32px"  # 8 pixels at scale 4
