@@ -1,7 +1,7 @@
 # sora_nb: the README's commands. Both are idempotent and need only Python 3.11 (or 3.10+) and make.
 #   make demo   create .venv, install, generate a clip with the embedded model, print where it is
 #   make test   the test suite, offline (HF_HUB_OFFLINE=1)
-#   make lab    JupyterLab on notebooks/
+#   make lab    JupyterLab on notebooks/ (online: notebook 08 may load pipelines from the Hub)
 #   make bench  the speed benchmarks in bench/ (generate, trace, controls), tables printed
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -10,8 +10,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPEC := $(VENV)/.torch-spec
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
+# the tests, the demo and the benches never reach the Hub; `make lab` may (notebook 08 loads real pipelines)
+test demo bench: export HF_HUB_OFFLINE := 1
+test demo bench: export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test lab bench browser-deps clean FORCE
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml $(SPEC)
 	  || { echo "warning: no CPU build of $(TORCH_SPEC) found locally or at $(TORCH_INDEX); taking PyPI's"; \
 	       $(PY) -m pip install -q --no-deps "$(TORCH_SPEC)"; }
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,lab]" -c $(SPEC)  # the torch chosen stays (a dependency needing a newer one fails here)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sora_nb)" >/dev/null
 	touch $(STAMP)
 
