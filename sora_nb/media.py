@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ def ffmpeg_exe() -> str:
     import mediapy
 
     path = os.environ.get("SORA_NB_FFMPEG")
+    source = "SORA_NB_FFMPEG"
     if not path:
+        source = "IMAGEIO_FFMPEG_EXE" if os.environ.get("IMAGEIO_FFMPEG_EXE") else "imageio-ffmpeg"
         try:
             import imageio_ffmpeg
 
@@ -47,9 +50,11 @@ def ffmpeg_exe() -> str:
             raise FFmpegNotFoundError(
                 "ffmpeg not found: install imageio-ffmpeg==0.7.0 (pip install 'imageio-ffmpeg==0.7.0') "
                 "or set SORA_NB_FFMPEG to an ffmpeg binary") from err
+    if os.sep not in path and shutil.which(path):  # a command name ("ffmpeg"): the one on PATH
+        path = shutil.which(path)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        raise FFmpegNotFoundError(f"ffmpeg not found at {path!r} (from SORA_NB_FFMPEG or imageio-ffmpeg); "
-                                  "set SORA_NB_FFMPEG to an executable ffmpeg binary")
+        raise FFmpegNotFoundError(f"ffmpeg not found at {path!r} (from {source}); set SORA_NB_FFMPEG to an "
+                                  "executable ffmpeg binary or to a command on PATH")
     mediapy.set_ffmpeg(path)
     return path
 
@@ -175,9 +180,11 @@ def broken_ffmpeg() -> None:
 
 def ffmpeg_reason(text: str) -> str:
     """ffmpeg's last "what: why" line from its output, without its banner or ``[demuxer @ 0x...]`` tags."""
+    if text.startswith("Unable to parse video header") and not re.search(r"Stream #\S+: Video", text):
+        return "it has no video stream"  # (mediapy's message for a file ffmpeg reads, audio alone)
     text = re.sub(r"Error (writing|reading) '[^']*':\s*", "", text)  # mediapy's prefix, naming a temporary file
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line.strip()) for line in text.splitlines() if line.strip()]
-    said = [line for line in lines if ": " in line and not line.startswith("ffmpeg version")]
+    said = [line for line in lines if ": " in line and not line.startswith(("ffmpeg version", "video:"))]
     return (said or lines or ["ffmpeg gave no reason"])[-1][:200]
 
 

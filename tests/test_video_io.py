@@ -80,7 +80,32 @@ def test_missing_ffmpeg_is_a_clear_error(video, tmp_path, monkeypatch):
         video.save(tmp_path / "clip.mp4")
     assert list(tmp_path.iterdir()) == []
     monkeypatch.delenv("SORA_NB_FFMPEG")
-    assert os.path.basename(media.ffmpeg_exe()).startswith("ffmpeg")
+    exe = media.ffmpeg_exe()
+    assert os.path.basename(exe).startswith("ffmpeg")
+    # a command name is looked up on PATH (it was refused: "ffmpeg not found at 'ffmpeg'"), as imageio-ffmpeg's
+    # own IMAGEIO_FFMPEG_EXE=ffmpeg does; a missing one is named with the variable that gave it
+    (tmp_path / "bin").mkdir()
+    os.symlink(exe, tmp_path / "bin" / "ffmpeg")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    for variable in ("SORA_NB_FFMPEG", "IMAGEIO_FFMPEG_EXE"):
+        monkeypatch.setenv(variable, "ffmpeg")
+        assert media.ffmpeg_exe() == str(tmp_path / "bin" / "ffmpeg")
+        monkeypatch.setenv(variable, "no-such-ffmpeg")
+        with pytest.raises(sora_nb.FFmpegNotFoundError, match=f"ffmpeg not found at 'no-such-ffmpeg' \\(from {variable}\\)"):
+            media.ffmpeg_exe()
+        monkeypatch.delenv(variable)
+    assert media.ffmpeg_exe() == exe
+
+
+def test_a_file_without_a_video_stream_says_so(tmp_path):
+    """An audio-only mp4 gave ffmpeg's statistics line as the reason ("video:0KiB audio:5KiB ...")."""
+    import subprocess
+
+    audio = tmp_path / "audio.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-c:a", "aac",
+                    str(audio)], check=True)
+    with pytest.raises(ValueError, match=r"path '.*audio.mp4' is not a readable video: it has no video stream$"):
+        media.read_video(audio)
 
 
 def test_video_rejects_bad_frames():
