@@ -11,12 +11,15 @@ pipeline tests (``tests/pipelines/<family>/test_<family>.py``), and a byte-level
     video = gen.generate("a red circle", num_frames=5, steps=2)
 
 They draw noise, not pictures: they test plumbing (shapes, traces, determinism, cancel), never quality.
-Building one takes well under a second; every builder seeds torch's global RNG inside a
-``fork_rng`` block, so the caller's random state is left alone and the weights are always the same.
+Building one takes well under a second. Use :func:`tiny_pipeline` (or :func:`load_tiny`): it calls a builder
+inside a ``fork_rng`` block (the caller's random state is left alone, the weights are always the same) and leaves
+the pipeline as ``from_pretrained`` would (eval mode, progress bar off). The ``tiny_<family>`` builders are its raw
+constructors: they seed torch's global RNG themselves and return modules in training mode.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
@@ -218,9 +221,9 @@ def tiny_pipeline(name: str) -> Any:
 
 def tiny_options(name: str) -> dict[str, Any]:
     """The :func:`sora_nb.load` options that suit ``tiny_pipeline(name)`` (a copy)."""
-    base = name.replace("-dpm", "")
-    opts = TINY_OPTIONS[base]
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in opts.items()}
+    if name not in BUILDERS:
+        raise ValueError(f"unknown tiny pipeline {name!r}: use one of {', '.join(BUILDERS)}")
+    return copy.deepcopy(TINY_OPTIONS[name.replace("-dpm", "")])  # (a nested dict edited would change them all)
 
 
 def load_tiny(name: str = "wan", **options: Any) -> Any:

@@ -850,3 +850,16 @@ def test_a_saved_wan_pipeline_loads(tmp_path):
     kw = dict(num_frames=5, steps=2, seed=1, trace=False)
     np.testing.assert_array_equal(gen.generate(PROMPT, **kw).frames,
                                   sora_nb.load(pipe, **tiny_options("wan")).generate(PROMPT, **kw).frames)
+
+
+def test_tiny_options_are_a_deep_copy_and_a_bad_name_is_named():
+    """Editing a nested option changed every later tiny_options() (a shallow copy); an unknown name was a bare KeyError."""
+    from sora_nb import testing
+
+    opts = tiny_options("hunyuan")
+    opts["call_kwargs"]["prompt_template"]["crop_start"] = 99
+    assert tiny_options("hunyuan")["call_kwargs"]["prompt_template"] == {"template": "{}", "crop_start": 0}
+    assert testing.TINY_OPTIONS["hunyuan"]["call_kwargs"]["prompt_template"]["crop_start"] == 0
+    assert tiny_options("cogvideox-dpm") == tiny_options("cogvideox")
+    with pytest.raises(ValueError, match=r"unknown tiny pipeline 'foo': use one of wan, "):
+        tiny_options("foo")
