@@ -863,3 +863,51 @@ def test_tiny_options_are_a_deep_copy_and_a_bad_name_is_named():
     assert tiny_options("cogvideox-dpm") == tiny_options("cogvideox")
     with pytest.raises(ValueError, match=r"unknown tiny pipeline 'foo': use one of wan, "):
         tiny_options("foo")
+
+
+def _ltx_timestep_conditioned():
+    """A tiny LTX pipeline whose VAE is timestep-conditioned (LTX-Video 0.9.1 and later)."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    from sora_nb.testing import _t5, tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                                 num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
+                                                 num_layers=1, caption_channels=32)
+        vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8, 8, 8, 8),
+                                    decoder_block_out_channels=(8, 8, 8, 8),
+                                    spatio_temporal_scaling=(True, True, True, False),
+                                    decoder_spatio_temporal_scaling=(True, True, True, False),
+                                    decoder_inject_noise=(False,) * 5, layers_per_block=(1,) * 5,
+                                    decoder_layers_per_block=(1,) * 5, patch_size=1, patch_size_t=1,
+                                    encoder_causal=True, decoder_causal=False, timestep_conditioning=True)
+        vae.use_framewise_encoding = vae.use_framewise_decoding = False
+        pipe = LTXPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+                           text_encoder=_t5(), tokenizer=tokenizer())
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_ltx_decode_timestep_as_the_pipeline_takes_it():
+    """LTX's ``decode_timestep`` / ``decode_noise_scale`` are a number or a list (one per prompt): a list was taken at
+    load and failed after every step had run, as a DecodeError advising tiling. A list of one draws what the number
+    draws (the decode noise is sora_nb's, seeded with 0, so not the bare pipeline's); other values are refused at
+    load, by name."""
+    pipe = _ltx_timestep_conditioned()
+    options = tiny_options("ltx")
+    frames = []
+    for extra in ({"decode_timestep": [0.05], "decode_noise_scale": [0.025]},
+                  {"decode_timestep": 0.05, "decode_noise_scale": 0.025}, {}):
+        gen = sora_nb.load(pipe, **{**options, "call_kwargs": {**options["call_kwargs"], **extra}})
+        frames.append(gen.generate(PROMPT, num_frames=9, steps=2, seed=0, trace=False).frames)
+    assert np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
+    for bad, message in (({"decode_timestep": [0.05, 0.1]}, r"call_kwargs\['decode_timestep'\] must be a number"),
+                         ({"decode_timestep": 2.0}, r"call_kwargs\['decode_timestep'\] must be >= 0 and <= 1, got 2"),
+                         ({"decode_noise_scale": "x"}, r"call_kwargs\['decode_noise_scale'\] must be a number")):
+        with pytest.raises((TypeError, ValueError), match=message):
+            sora_nb.load(pipe, **{**options, "call_kwargs": {**options["call_kwargs"], **bad}})

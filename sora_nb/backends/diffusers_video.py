@@ -120,7 +120,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .._checks import check_bool, check_int, check_str
+from .._checks import check_bool, check_float, check_int, check_str
 from ..backend import Limits, StepEvent
 from ..latent_formats import FORMATS, latent_to_rgb
 from ..media import check_fps
@@ -659,14 +659,28 @@ class LTXBackend(DiffusersVideoBackend):
         f, h, w = dims
         return self.pipe._unpack_latents(latents, f, h, w, p, pt)[0].transpose(0, 1)
 
+    def __init__(self, pipe: Any, **options: Any):
+        super().__init__(pipe, **options)
+        for key in ("decode_timestep", "decode_noise_scale"):  # checked now, not after every step has run
+            self._decode_value(key)
+
+    def _decode_value(self, key: str) -> float | None:
+        """``call_kwargs[key]``: a number, or (as the pipeline takes one per prompt) a list of one for our one clip."""
+        value = self.call_kwargs.get(key)
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]
+        if value is None and key == "decode_noise_scale":
+            return None  # the pipeline's default: the decode timestep
+        return check_float(f"call_kwargs[{key!r}]", 0.0 if value is None else value, 0.0, 1.0)
+
     def vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         pipe, vae = self.pipe, self.pipe.vae
         z = pipe._denormalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
         timestep = None
         if vae.config.timestep_conditioning:  # as LTXPipeline: blend in noise at the decode timestep
-            t = float(self.call_kwargs.get("decode_timestep", 0.0))
-            scale = self.call_kwargs.get("decode_noise_scale")
-            scale = t if scale is None else float(scale)
+            t = self._decode_value("decode_timestep")
+            scale = self._decode_value("decode_noise_scale")
+            scale = t if scale is None else scale
             noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype).to(z.device)
             z = (1 - scale) * z + scale * noise
             timestep = torch.tensor([t], device=z.device, dtype=vae.dtype)
