@@ -311,14 +311,20 @@ class Generator:
     def decode(self, latents: Any, num_frames: int) -> Any:
         """Decode ``(frame, channel, y, x)`` latents (``video.latents``, ``generator.last_latents`` or a
         :class:`sora_nb.sampler.DecodeError`'s) into uint8 frames ``(T, H, W, 3)``. ``num_frames``: 1 to the frames
-        the latents hold (their latent frames times ``limits.temporal_factor``)."""
+        the latents hold: F latent frames hold ``F * t`` frames (``t`` = ``limits.temporal_factor``), or with a causal
+        VAE (a frame rule ``4k+1``: every diffusers family) ``(F - 1) * t + 1``."""
         import torch
 
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise TypeError(f"latents must be a (frame, channel, y, x) torch tensor (video.latents, "
                             f"generator.last_latents or a DecodeError's .latents), got {type(latents).__name__}"
                             f"{tuple(getattr(latents, 'shape', ()))}")
-        most = latents.shape[0] * max(1, self.limits.temporal_factor)
+        channels = self.backend.latent_channels() if hasattr(self.backend, "latent_channels") else latents.shape[1]
+        if latents.shape[1] != channels:  # (the VAE's own (channel, frame, y, x) layout, or another model's latents)
+            raise ValueError(f"latents must be (frame, channel, y, x) with this model's {channels} channels, got shape "
+                             f"{tuple(latents.shape)}")
+        f, t = latents.shape[0], max(1, self.limits.temporal_factor)
+        most = (f - 1) * t + 1 if self.limits.frame_step > 1 else f * t
         num_frames = check_int("num_frames", num_frames, 1, most)
         frames = self.backend.decode(latents, num_frames)
         if frames.shape[0] != num_frames:  # a causal VAE's latents hold (frames - 1) * factor + 1

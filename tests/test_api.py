@@ -303,6 +303,12 @@ def test_decode_checks_its_frame_count(gen, video):
         gen.decode(video.latents.numpy(), 16)
     assert np.array_equal(gen.decode(video.latents, 16), video.frames)
     assert gen.decode(video.latents, 5).shape == (5, 64, 64, 3)
+    # another layout (the VAE's own channel-first) or another model's channels: named (it was torch's size error)
+    with pytest.raises(ValueError, match=r"latents must be \(frame, channel, y, x\) with this model's 16 channels, "
+                                         r"got shape \(16, 4, 16, 16\)"):
+        gen.decode(video.latents.transpose(0, 1).contiguous(), 16)
+    with pytest.raises(ValueError, match=r"this model's 16 channels, got shape \(4, 8, 16, 16\)"):
+        gen.decode(video.latents[:, :8], 16)
 
 
 def test_observers_see_every_step_in_order(gen):

@@ -622,6 +622,16 @@ def test_decoding_the_first_frames_gives_the_clips_first_frames(gens, name):
     v = gen.generate(PROMPT, num_frames=9, steps=2, trace=False)
     for n in (1, 5, 9):
         np.testing.assert_array_equal(gen.decode(v.latents, n), v.frames[:n])
+    # 3 latent frames of a causal VAE hold 9 frames, not 12: refused before a decode (it ran one, then refused)
+    calls = []
+    real = gen.backend.decode
+    gen.backend.decode = lambda *a: calls.append(a) or real(*a)
+    try:
+        with pytest.raises(ValueError, match=r"num_frames must be an integer in \[1, 9\], got 12"):
+            gen.decode(v.latents, 12)
+    finally:
+        del gen.backend.decode
+    assert calls == []
 
 
 def test_cogvideox_15_padding_stays_out_of_the_trace_and_latents():

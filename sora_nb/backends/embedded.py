@@ -342,6 +342,9 @@ class EmbeddedBackend:
         # Request.build already resolved duration / num_frames against the limits
         return request.num_frames if request.num_frames is not None else self.limits.frames_for(request.duration)
 
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
     def latent_shape(self, request: Request) -> tuple[int, int, int, int]:
         """(C, F, h, w) of the latent for ``request``: F rounded up to a whole number of the DiT's tokens
         in time (its patch's frames; the decoder's extra frames are trimmed)."""
