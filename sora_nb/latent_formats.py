@@ -36,14 +36,27 @@ from typing import Any
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # (compared and hashed by identity: its arrays are not hashable)
 class LatentFormat:
-    """A model family's latent -> RGB map: ``rgb = latent @ factors + bias`` per latent pixel."""
+    """A model family's latent -> RGB map: ``rgb = latent @ factors + bias`` per latent pixel. ``factors`` and
+    ``bias`` may be given as nested lists; they are kept as float32 arrays, checked to be (C, 3) and (3,)."""
 
     name: str
     factors: np.ndarray       # (channels, 3): R, G, B weight of each latent channel
     bias: np.ndarray          # (3,)
     source: str               # where the numbers come from
+
+    def __post_init__(self) -> None:
+        for field, shape in (("factors", "(channels, 3)"), ("bias", "(3,)")):
+            try:
+                value = np.array(getattr(self, field), dtype=np.float32)
+            except (TypeError, ValueError):
+                raise TypeError(f"{field} must be numbers of shape {shape}, got {type(getattr(self, field)).__name__}")
+            ok = value.shape == (3,) if field == "bias" else (value.ndim == 2 and value.shape[1] == 3 and len(value))
+            if not ok or not np.isfinite(value).all():
+                raise ValueError(f"{field} must be finite numbers of shape {shape}, got shape {value.shape}")
+            value.setflags(write=False)
+            object.__setattr__(self, field, value)
 
     @property
     def channels(self) -> int:
@@ -270,10 +283,7 @@ _KIJAI = "kijai/ComfyUI-CogVideoXWrapper latent_preview.py @ 666f7832f95871bc009
 
 def _format(name: str, factors: list, bias: list, source: str) -> LatentFormat:
     """A read-only :class:`LatentFormat` from nested lists."""
-    f, b = np.asarray(factors, dtype=np.float32), np.asarray(bias, dtype=np.float32)
-    f.setflags(write=False)
-    b.setflags(write=False)
-    return LatentFormat(name=name, factors=f, bias=b, source=source)
+    return LatentFormat(name=name, factors=factors, bias=bias, source=source)
 
 
 FORMATS: dict[str, LatentFormat] = {
@@ -284,13 +294,17 @@ FORMATS: dict[str, LatentFormat] = {
     "cogvideox": _format("cogvideox", COGVIDEOX_FACTORS, COGVIDEOX_BIAS, _KIJAI),
 }
 
-# Other spellings people use (diffusers class names, repo ids, short names) -> the canonical key.
+# Other spellings people use (diffusers pipeline class names, short names) -> the canonical key. (Wan 2.2's TI2V 5B
+# has a 48-channel VAE of its own, with no published map: its previews are grey.)
 ALIASES = {
     "wan": "wan2.1", "wan21": "wan2.1", "wan-2.1": "wan2.1", "wan_2_1": "wan2.1", "wanpipeline": "wan2.1",
     "ltx": "ltx-video", "ltxv": "ltx-video", "ltxvideo": "ltx-video", "ltxpipeline": "ltx-video",
     "hunyuan": "hunyuanvideo", "hunyuan-video": "hunyuanvideo", "hunyuanvideopipeline": "hunyuanvideo",
     "mochi-1": "mochi", "mochipipeline": "mochi",
     "cogvideo": "cogvideox", "cogvideoxpipeline": "cogvideox",
+    # the image-to-video pipelines share their family's latent; Wan 2.2's A14B models use the Wan 2.1 VAE
+    "wanimagetovideopipeline": "wan2.1", "wan2.2": "wan2.1", "wan22": "wan2.1",
+    "ltximagetovideopipeline": "ltx-video", "cogvideoximagetovideopipeline": "cogvideox",
 }
 
 
@@ -317,6 +331,7 @@ def linear_rgb(latent: Any, factors: np.ndarray, bias: np.ndarray) -> np.ndarray
     if z.shape[1] != factors.shape[0]:
         raise ValueError(f"latent has {z.shape[1]} channels (shape (frame, channel, y, x) = {z.shape}); "
                          f"this map expects {factors.shape[0]}")
+    z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)  # (a float16 overflow's NaN shows as the bias, not a warning)
     rgb = np.einsum("fcyx,cr->fyxr", z, factors, optimize=True) + bias  # (F, y, x, 3)
     return np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
 

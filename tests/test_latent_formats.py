@@ -62,3 +62,36 @@ def test_errors_name_what_is_allowed():
         latent_to_rgb(np.zeros((1, 8, 2, 2)), "wan2.1")
     with pytest.raises(ValueError, match=r"\(frame, channel, y, x\)"):
         latent_to_rgb(np.zeros((16, 2, 2)), "wan2.1")
+
+
+def test_image_to_video_pipelines_and_wan_22_have_their_familys_map():
+    for name, family in (("WanImageToVideoPipeline", "wan2.1"), ("wan2.2", "wan2.1"),
+                         ("LTXImageToVideoPipeline", "ltx-video"), ("CogVideoXImageToVideoPipeline", "cogvideox")):
+        assert get_format(name) is FORMATS[family], name
+
+
+def test_a_latent_format_of_ones_own_is_checked_and_usable():
+    """A LatentFormat built by hand with lists failed at its first use (AttributeError), a (C, 4) map with a numpy
+    broadcast error, and hash() raised (a frozen dataclass of arrays)."""
+    import warnings
+
+    from sora_nb.latent_formats import LatentFormat
+
+    fmt = LatentFormat("mine", [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]], [0.0, 0.0, -0.5], "by hand")
+    assert fmt.channels == 2 and fmt.factors.dtype == np.float32 and not fmt.bias.flags.writeable
+    assert hash(fmt) == hash(fmt) and fmt == fmt and fmt != LatentFormat("mine", fmt.factors, fmt.bias, "by hand")
+    rgb = latent_to_rgb(np.ones((1, 2, 1, 1), np.float32), fmt)
+    np.testing.assert_array_equal(rgb[0, 0, 0], [191, 191, 64])
+    for factors, bias, match in (([[1, 2, 3, 4]], [0, 0, 0], r"factors must be finite numbers of shape \(channels, 3\), "
+                                                             r"got shape \(1, 4\)"),
+                                 ([[1, 2, 3]], [0, 0], r"bias must be finite numbers of shape \(3,\), got shape \(2,\)"),
+                                 ([[1, 2, float("nan")]], [0, 0, 0], r"factors must be finite numbers")):
+        with pytest.raises(ValueError, match=match):
+            LatentFormat("bad", factors, bias, "")
+    # a NaN latent (a float16 overflow) previews as the bias, with no numpy warning at every step
+    latent = np.zeros((1, 16, 2, 2), np.float32)
+    latent[0, :, 0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = latent_to_rgb(latent, "wan2.1")
+    np.testing.assert_array_equal(rgb[0, 0, 0], rgb[0, 1, 1])
