@@ -112,6 +112,38 @@ def test_labels_summaries_and_helpers_check_their_inputs():
         world.strip(np.full((2, 8, 8, 3), np.nan))
 
 
+def test_grid_html_takes_a_clip_and_refuses_a_bad_fps_or_scale_by_name():
+    """grid_html(fps=0) raised ZeroDivisionError, scale 0 or -1 PIL's "cannot write empty image" or numpy's
+    "negative dimensions", and a single Clip "'Clip' object is not iterable"."""
+    import base64
+
+    from PIL import Image
+
+    from sora_nb.world.show import gif_bytes, gif_html
+
+    clip = world.render("a red circle moving right", seed=0)
+    one = world.grid_html(clip)
+    assert one == world.grid_html([clip]) and one.count("<img") == 1 and "a red circle moving right" in one
+    gif = Image.open(io.BytesIO(base64.b64decode(one.split("base64,")[1].split('"')[0])))
+    assert gif.size == (128, 128) and gif.n_frames == 16 and abs(gif.info["duration"] - 125) <= 10  # scale 2, 8 fps
+    assert world.grid_html([(clip.frames, "x"), clip], fps=2.5).count("<img") == 2
+    for kwargs, match in ((dict(fps=0), r"fps must be a finite number > 0 \(frames per second\), got 0"),
+                          (dict(fps=-8), "fps must be a finite number > 0"),
+                          (dict(fps=float("inf")), "fps must be a finite number > 0.*got inf"),
+                          (dict(fps="8"), "fps must be a finite number > 0.*got '8'"),
+                          (dict(scale=0), r"scale must be an int >= 1 \(each pixel drawn scale x scale\), got 0"),
+                          (dict(scale=-1), "scale must be an int >= 1.*got -1"),
+                          (dict(scale=1.5), "scale must be an int >= 1.*got 1.5")):
+        with pytest.raises(ValueError, match=match):
+            world.grid_html([(clip.frames, "x")], **kwargs)
+        with pytest.raises(ValueError, match=match):
+            gif_bytes(clip.frames, **kwargs)
+        with pytest.raises(ValueError, match=match):
+            gif_html(clip.frames, **kwargs)
+    with pytest.raises(TypeError, match=r"clips\[1\] must be a Clip or a \(frames, title\) pair"):
+        world.grid_html([clip, clip.frames])
+
+
 def test_labels_render_as_given_or_are_refused_by_name():
     """A start given in Labels is where the object starts (it was redrawn unless every field was set); labels
     set whole are drawn only if they keep objects inside the frame and apart; a bar half given, or asked with
@@ -137,6 +169,44 @@ def test_labels_render_as_given_or_are_refused_by_name():
         world.render(L([O("circle", "red", "right")], "dark", occluder=True), seed=0)
     again = world.render(clip.labels, seed=5)  # labels set whole draw the same clip, whatever the seed
     np.testing.assert_array_equal(again.frames, clip.frames)
+
+
+def test_the_object_behind_the_bar_and_the_bar_are_given_together_or_refused_by_name():
+    """occluded=True with occluder=False drew no bar under a caption that said "behind a grey pillar" (permanence
+    0 on the world's own clip); a start given to the object behind the bar, or a bar given without it, was
+    silently redrawn (start (0.2, 0.5) -> (0.15, 0.33); bar (0.3, 0.2) -> (0.5, 0.34))."""
+    L, O = world.Labels, world.ObjectLabel
+    for labels, match in (
+            (L([O("circle", "red", "right", "small", (0.2, 0.5), occluded=True)], "dark", occluder=False),
+             r"objects\[0\] has occluded=True but the labels have occluder=False: no bar would be drawn"),
+            (L([O("circle", "red", "right", "small", (0.2, 0.5))], "dark", False, 0.5, 0.2),
+             "occluder_x and occluder_width place the bar, which occluder=False leaves out"),
+            (L([O("circle", "red", "right", "small", (0.2, 0.5), occluded=True)], "dark", occluder=True),
+             r"the start of the object behind the bar \(objects\[0\].start=\(0.2, 0.5\)\) and the bar \(occluder_x="
+             r"None, occluder_width=None\) go together: give both, or neither"),
+            (L([O("square", "blue"), O("circle", "red", "right", "small", occluded=True)], "dark", True, 0.3, 0.2),
+             r"objects\[1\].start=None\) and the bar \(occluder_x=0.3, occluder_width=0.2\) go together"),
+            (L([O("circle", "red", "left", "small", (0.2, 0.5), occluded=True)], "dark", True, 0.5, 0.2),
+             "objects\\[0\\] starts at x=0.2 moving left and never passes behind the bar at occluder_x=0.5"),
+            (L([O("circle", "red", None, None, (0.5, 0.5), occluded=True)], None, True, 0.5, 0.2),
+             "starts at x=0.5 moving left or right and never passes behind the bar")):
+        with pytest.raises(ValueError, match=match):
+            world.render(labels, seed=0)
+    # both given: drawn as given, also when other fields are left open (it was redrawn unless every field was set)
+    for motion, background in (("right", "dark"), (None, None)):
+        labels = L([O("circle", "red", motion, None, (0.25, 0.3), occluded=True),
+                    O("square", "blue", "still", "small")], background, True, 0.5, 0.2)
+        clip = world.render(labels, seed=3, size=(96, 64))
+        got = clip.labels
+        assert (got.objects[0].start, got.objects[0].motion, got.occluder_x, got.occluder_width) == (
+            (0.25, 0.3), "right", 0.5, 0.2)
+        assert clip.tracks[0, 0].tolist() == pytest.approx([0.25 * 96, 0.3 * 64])
+        assert world.analyse(clip.frames).bar == (38, 58)  # 96 * (0.5 -+ 0.1)
+        s = world.score(clip.frames, clip.caption)
+        assert s["permanence"] == 1 and s["overall"] == 1, clip.caption
+    with pytest.raises(ValueError, match=r"object 0 \(a small circle moving right from start \(0.02, 0.3\)\) leaves "
+                                         "the 64x64 frame at frame 0"):
+        world.render(L([O("circle", "red", None, None, (0.02, 0.3), occluded=True)], None, True, 0.5, 0.2), seed=3)
 
 
 def test_render_rejects_bad_types_and_impossible_scenes():
@@ -425,11 +495,55 @@ def test_parse_examples_from_the_issue():
     ("a square that is red and moving right and a blue circle", [("square", "right"), ("circle", None)]),
     ("a red circle and moving left, a blue square", [("circle", None), ("square", "left")]),  # the motion first
     ("a red circle and a blue square moving left", [("circle", None), ("square", "left")]),
+    # a motion ending a phrase before a comma: it went to the next object, whose own motion is left open
+    ("a box that is blue and hopping, and a red circle", [("square", "bounce"), ("circle", None)]),
+    ("a box, blue, hopping, a red circle and a green star", [("square", "bounce"), ("circle", None), ("star", None)]),
+    ("a square that is blue and moving right, a red circle and a green star",
+     [("square", "right"), ("circle", None), ("star", None)]),
+    ("a red circle and hopping, a blue square", [("circle", None), ("square", "bounce")]),  # the motion first
 ])
 def test_a_motion_stays_with_the_object_it_follows(text, want):
     """A caption that leaves one object's motion open: the motion given went to the next object (both word
     orders are the language's); the punctuation between them decides."""
     assert [(o.shape, o.motion) for o in world.parse(text).objects] == want
+
+
+def test_captions_that_leave_some_motions_open_round_trip():
+    """Captions of every template, with some objects' motion left out, parse back to what was written: the
+    motion given went to a neighbour (e.g. "a box that is blue and hopping, and a red circle": the circle
+    hopped). Left out: a motion-less object before a "motion_first" one ("a red box, hopping, a blue circle"
+    reads either way; the parser gives the motion to the object before it)."""
+    from sora_nb.world import language
+    from sora_nb.world.sampler import draw_labels
+
+    no_motion = {"adjective": "{a} {size}{colour} {shape}{og}", "bare": "{size}{colour} {shape}{og}",
+                 "apposition": "{a} {size}{shape}, {colour}{og}", "relative": "{a} {size}{colour} {shape}{og}",
+                 "in_colour": "{a} {size}{shape} in {colour}{og}", "motion_first": "{a} {size}{colour} {shape}{og}",
+                 "that_is": "{a} {size}{shape} that is {colour}{og}"}
+    assert set(no_motion) == set(world.TEMPLATES)
+    checked, wrong = 0, []
+    for i in range(1500):
+        rng = np.random.default_rng([11, i])
+        labels = draw_labels(rng, ["train", "heldout"][i % 2])
+        drop = [bool(rng.random() < 0.5) for _ in labels.objects]
+        drop[int(rng.integers(len(drop)))] = True
+        names = [str(rng.choice(list(world.TEMPLATES))) for _ in labels.objects]
+        if any(d and b == "motion_first" for d, b in zip(drop, names[1:])):
+            continue  # ambiguous
+        phrases = []
+        for o, d, name in zip(labels.objects, drop, names):
+            templates = dict(language.TEMPLATES, **({name: no_motion[name]} if d else {}))
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(language, "TEMPLATES", templates)
+                phrases.append(language.object_phrase(o, name, rng, "any", bool(rng.random() < 0.4)))
+        n = len(phrases)
+        text = phrases[0] if n == 1 else str(rng.choice(language.JOINERS[n])).format(*phrases)
+        want = [(o.shape, o.colour, None if d else o.motion, o.occluded) for o, d in zip(labels.objects, drop)]
+        got = [(o.shape, o.colour, o.motion, o.occluded) for o in world.parse(text).objects]
+        checked += 1
+        if got != want:
+            wrong.append(text)
+    assert checked > 1000 and wrong == [], (len(wrong), wrong[:5])
 
 
 def test_the_motion_names_parse_and_a_misplaced_world_word_is_not_called_unknown():
@@ -463,6 +577,39 @@ def test_vocabulary_covers_every_caption(train_clips, heldout_clips):
         words |= set(world.tokenize(clip.caption))
     assert words <= set(vocab)
     assert world.tokenize("A circle, red.") == ["a", "circle", ",", "red", "."]
+
+
+@pytest.mark.parametrize("labels, match", [
+    (world.Labels([world.ObjectLabel("hexagon", "red", "right")]),
+     r"labels.objects\[0\].shape must be one of circle, square, triangle, star, cross; got 'hexagon'"),
+    (world.Labels([world.ObjectLabel("circle", "red", "right"), world.ObjectLabel("circle", "magenta", "right")]),
+     r"labels.objects\[1\].colour must be one of red, orange, .*, white; got 'magenta'"),
+    (world.Labels([world.ObjectLabel("circle", "red", "sideways")]),
+     r"labels.objects\[0\].motion must be one of left, right, .*, still; got 'sideways'"),
+    (world.Labels([world.ObjectLabel("circle", "red", "right", "medium")]),
+     r"labels.objects\[0\].size must be one of small, large or None; got 'medium'"),
+    (world.Labels([world.ObjectLabel("circle", "red", "right")], "sunset"),
+     r"labels.background must be one of dark, light, navy, gradient or None; got 'sunset'"),
+    (world.Labels([]), "labels.objects must hold 1 to 3 objects, got 0"),
+    (world.Labels([world.ObjectLabel("circle", "red", "right")] * 5), "labels.objects must hold 1 to 3 objects, got 5"),
+    (world.Labels([world.ObjectLabel("circle", None, "right")]),
+     r"caption\(\) needs the shape, colour and motion of every object: labels.objects\[0\].colour is None"),
+])
+def test_caption_refuses_labels_outside_the_world_by_name(labels, match):
+    """caption() raised numpy's "high <= 0" for an unknown shape or colour, and a bare KeyError ('sideways', 5)
+    for an unknown motion, size, background or too many objects."""
+    with pytest.raises(ValueError, match=match):
+        world.caption(labels, 0, mention_size=True, mention_background=True)
+
+
+def test_caption_writes_labels_the_world_cannot_draw():
+    """caption() checks names, not whether render can draw the scene: a wrong caption (a verifier's negative) is
+    still a caption."""
+    text = world.caption(world.Labels([world.ObjectLabel("circle", "white", "spin")], "light"), 0,
+                         mention_background=True)
+    got = world.parse(text)
+    assert [(o.shape, o.colour, o.motion) for o in got.objects] == [("circle", "white", "spin")]
+    assert got.background == "light"
 
 
 def test_caption_is_deterministic_per_seed_and_varied():

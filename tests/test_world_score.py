@@ -268,6 +268,35 @@ def test_score_keys_nan_when_not_asked_and_other_phrasings():
         world.score(clip.frames, "a red dragon")
 
 
+def test_frames_of_every_dtype_are_read_on_their_scale_or_refused_by_name():
+    """A float clip in [0, 1] with one pixel at 1.6 was read as 0..255 (near black, overall 0); 16-bit frames were
+    clipped to 255 (all white, overall 0); a bfloat16 tensor raised numpy's "Got unsupported ScalarType"."""
+    import torch
+
+    clip = world.render("a red circle moving right on a dark background", seed=0)
+    unit = clip.frames / 255.0
+    for value, count in ((1.6, 1), (3.0, 40)):  # 40 values: 0.02% of the clip's
+        over = unit.copy()
+        over.reshape(-1)[np.random.default_rng(0).choice(over.size, count, replace=False)] = value
+        got = vision.as_frames(over)
+        assert (got == clip.frames).mean() > 0.999 and world.score(over, clip.caption)["overall"] == 1
+    np.testing.assert_array_equal(vision.as_frames(clip.frames.astype(np.float64)), clip.frames)  # 0..255
+    np.testing.assert_array_equal(vision.as_frames(unit.astype(np.float16)), clip.frames)
+    np.testing.assert_array_equal(vision.as_frames(clip.frames.astype(np.uint16)), clip.frames)
+    negative = clip.frames.astype(np.int64)
+    negative[0, 0, 0, 0] = -1
+    for ints in (clip.frames.astype(np.uint16) * 257, negative):
+        with pytest.raises(ValueError, match=r"integer frames must hold values in \[0, 255\] \(8-bit\), got "
+                                             rf"{ints.dtype} values from {ints.min()} to {ints.max()}"):
+            world.score(ints, clip.caption)
+    bf16 = torch.from_numpy(unit).to(torch.bfloat16)
+    assert np.abs(vision.as_frames(bf16).astype(int) - clip.frames).max() <= 1
+    assert world.score(bf16, clip.caption)["overall"] == 1
+    np.testing.assert_array_equal(vision.as_frames(torch.from_numpy(clip.frames)), clip.frames)
+    with pytest.raises(TypeError, match="frames must be uint8 in \\[0, 255\\].*got dtype bool"):
+        world.score(clip.frames > 0, clip.caption)
+
+
 def test_a_caption_that_leaves_the_motion_open_passes_the_worlds_own_clip():
     """With no motion asked, smoothness judged the clip as if it asked none: a bounce (whose velocity flips at
     the floor) failed every time, against a caption its own render drew from."""
@@ -306,6 +335,27 @@ def test_score_is_fast(ground_truth):
         world.score(c.frames, c.caption)
     per_clip = (time.process_time() - t) / len(clips)
     assert per_clip < 0.06  # about 15 ms on one core; see bench/bench_world.py
+
+
+def test_a_large_object_is_one_component_however_many_sweeps_it_takes():
+    """label_components stopped after 64 sweeps: the world's large growing star, drawn 8 times larger (512 x 768,
+    as another model may draw it), came out in two pieces in some frames (two tracks, count 0)."""
+    c = world.render("a large red star growing", seed=1, size=(96, 64))
+    mask = np.abs(c.frames.astype(int) - c.frames[:, :1, :1].astype(int)).sum(-1) > 60
+    big = mask[[9, 12, 13, 14]].repeat(8, 1).repeat(8, 2)
+    lab = vision.label_components(big)
+    assert [len(np.unique(f[f > 0])) for f in lab] == [1, 1, 1, 1]
+    np.testing.assert_array_equal(lab > 0, big)
+    # a one-pixel wide zigzag 3 x 400 px long, and two pieces that stay apart
+    snake = np.zeros((1, 60, 60), bool)
+    snake[0, ::4, 1:-1] = True
+    snake[0, 1::8, -2] = snake[0, 2::8, -2] = snake[0, 3::8, -2] = True
+    snake[0, 5::8, 1] = snake[0, 6::8, 1] = snake[0, 7::8, 1] = True
+    snake[0, 57:, :] = False
+    snake[0, 58, 10:20] = True
+    lab = vision.label_components(snake)
+    assert len(np.unique(lab[lab > 0])) == 2 and (lab[snake] > 0).all() and (lab[~snake] == 0).all()
+    assert len(np.unique(lab[0, :57][snake[0, :57]])) == 1
 
 
 def test_evaluate_and_summarize():
@@ -350,6 +400,40 @@ def test_evaluate_takes_a_model_and_its_generate_keywords():
         with pytest.raises(TypeError, match=hint):
             world.evaluate(Model(), n=1, **kw)
     assert len(calls) == 4  # refused before any clip
+
+
+def test_evaluate_refuses_an_fps_a_model_cannot_draw_at():
+    """evaluate(model, fps=16) sampled prompts at 16 fps and called generate without it: the model drew at its
+    own rate and the fps asked was silently ignored. A model's rate is its limits.fps."""
+    import types
+
+    calls = []
+
+    class Model:
+        limits = types.SimpleNamespace(fps=8.0)
+
+        def generate(self, caption, **kw):
+            calls.append(kw)
+            return world.render(caption, seed=kw["seed"], duration=kw["duration"], size=(kw["width"], kw["height"]))
+
+    class Bare:  # no limits: its rate cannot be checked
+        generate = Model.generate
+
+    with pytest.raises(ValueError, match=r"evaluate: fps=16, but a model draws its clips at its own frame rate \(its "
+                                         r"generate takes no fps\), model.limits.fps = 8: pass fps=8 or leave fps out"):
+        world.evaluate(Model(), n=1, fps=16)
+    with pytest.raises(ValueError, match="evaluate: fps=8, but .* this model has no limits.fps to check fps against"):
+        world.evaluate(Bare(), n=1, fps=8)
+    assert calls == []  # refused before any clip
+    want = world.evaluate(world.oracle(), n=2, seed=4)
+    for model, kw in ((Model(), {}), (Model(), dict(fps=8)), (Bare(), {})):
+        df = world.evaluate(model, n=2, seed=4, **kw)  # the same prompts as at the world's 8 fps
+        assert list(df["caption"]) == list(want["caption"]) and (df["overall"] == 1).all()
+    fast = Model()
+    fast.limits = types.SimpleNamespace(fps=12)
+    twelve = [c.caption for c in world.sample(3, seed=4, fps=12)]
+    assert list(world.evaluate(fast, n=3, seed=4)["caption"]) == twelve == list(
+        world.evaluate(fast, n=3, seed=4, fps=12)["caption"])
 
 
 def test_per_object_results_add_up_to_judges_shares():

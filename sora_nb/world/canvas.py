@@ -268,16 +268,19 @@ def complete(labels: Labels, size: tuple, n_frames: int, fps: int, rng: np.rando
         white = any(o.colour == "white" for o in labels.objects)
         allowed = [b for b in spec.BACKGROUNDS if not (b == "light" and white)]
         background = allowed[rng.integers(len(allowed))]
-    objects = [_complete_object(o, rng) for o in labels.objects]
+    objects = [_complete_object(o, rng, labels.occluder_x) for o in labels.objects]
+    bar = (labels.occluder_x, labels.occluder_width) if labels.occluder_x is not None else None
     candidates = [objects]
     shrunk = [o if given.size else dataclasses.replace(o, size="small") for o, given in zip(objects, labels.objects)]
     if shrunk != objects:
         candidates.append(shrunk)  # objects whose size the caption left open may shrink to fit
     for objs in candidates:
-        placed = _place(objs, background, size, n_frames, fps, rng)
+        placed = _place(objs, background, size, n_frames, fps, rng, bar)
         if placed is not None:
+            if bar is not None:  # the object behind a given bar starts where its start says: it may leave the frame
+                check_layout(placed, size, n_frames, fps)
             return placed
-    given = [i for i, o in enumerate(labels.objects) if o.start is not None and not o.occluded]
+    given = [i for i, o in enumerate(labels.objects) if o.start is not None]
     raise ValueError(
         f"cannot fit {len(objects)} object(s) with these sizes and motions into a {size[0]}x{size[1]} frame "
         "without overlaps; use fewer or smaller objects or a wider size"
@@ -286,11 +289,13 @@ def complete(labels: Labels, size: tuple, n_frames: int, fps: int, rng: np.rando
     )
 
 
-def _complete_object(obj: ObjectLabel, rng: np.random.Generator) -> ObjectLabel:
-    """Draw the open attributes of one object."""
+def _complete_object(obj: ObjectLabel, rng: np.random.Generator, bar_x: Optional[float] = None) -> ObjectLabel:
+    """Draw the open attributes of one object (the object behind a bar given with its start moves towards it)."""
     size = obj.size or ("small" if obj.occluded else spec.SIZES[rng.integers(2)])
     colour = obj.colour or spec.COLOURS[rng.integers(len(spec.COLOURS) - 1)]  # not white: may be on light
     motion = obj.motion
+    if motion is None and obj.occluded and obj.start is not None and bar_x is not None:
+        motion = "right" if bar_x > obj.start[0] else "left"
     if motion is None:
         allowed = [m for m in spec.MOTIONS if not (m == "spin" and obj.shape == "circle")]
         allowed = ("left", "right") if obj.occluded else allowed
@@ -298,8 +303,9 @@ def _complete_object(obj: ObjectLabel, rng: np.random.Generator) -> ObjectLabel:
     return dataclasses.replace(obj, size=size, colour=colour, motion=motion)
 
 
-def _place(objects, background, size, n_frames, fps, rng) -> Optional[Labels]:
-    """Random non-overlapping start positions (and bar), or None if none were found."""
+def _place(objects, background, size, n_frames, fps, rng, given_bar: Optional[tuple] = None) -> Optional[Labels]:
+    """Random non-overlapping start positions (and bar), or None if none were found. The object behind the bar
+    keeps its start if it has one, with ``given_bar`` (centre, width) (`spec.check_labels` pairs them)."""
     # the bar's object first (the bar goes where it can pass), then objects with a start given, then the rest
     order = sorted(range(len(objects)), key=lambda i: (not objects[i].occluded, objects[i].start is None))
     rel = {i: _relative_path(objects[i], size, n_frames, fps) for i in order if not objects[i].occluded}
@@ -308,7 +314,10 @@ def _place(objects, background, size, n_frames, fps, rng) -> Optional[Labels]:
         placed = {}  # index -> (start as fractions, absolute Path)
         for i in order:
             if objects[i].occluded:
-                bar, start = _place_occluded(objects[i], size, n_frames, fps, rng)
+                if objects[i].start is not None and given_bar is not None:
+                    bar, start = tuple(given_bar), tuple(objects[i].start)
+                else:
+                    bar, start = _place_occluded(objects[i], size, n_frames, fps, rng)
                 if bar is None:
                     return None
                 tmp = Labels([], None, True, *bar)

@@ -278,7 +278,7 @@ def oracle(duration: float = 2.0, size: tuple = (64, 64), fps: int = 8) -> Calla
 
 
 def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train", phrasing: str = "train",
-             duration: float = 2.0, size: tuple = (64, 64), fps: int = 8, max_objects: int = 3,
+             duration: float = 2.0, size: tuple = (64, 64), fps: Optional[int] = None, max_objects: int = 3,
              **generate_kwargs: Any):
     """Score a model on n sampled prompts: a pandas DataFrame.
 
@@ -289,6 +289,13 @@ def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train"
     model at guidance 2 (``generate_kwargs`` go only to a model, not to a function). Either may return
     frames (uint8 (T, H, W, 3), or float in [0, 1]) or any object with a ``.frames`` attribute.
 
+    ``fps`` is the frame rate the prompts are sampled (laid out) at, as `sample`'s; the judge reads whatever
+    frames come back. A function draws at the rate it likes (default 8, the world's). A model draws at its own
+    rate, ``model.limits.fps`` (its ``generate`` takes none), so for a model ``fps`` is that rate: leave it out
+    (None) or pass the same; any other is refused (it was ignored), as is any fps for a model that has no
+    ``limits.fps``. Left out for a model, it is ``limits.fps`` where that is a whole number the world
+    renders at (6 to 30; 8 for the shipped shapes model), else 8.
+
     One row per clip: caption, seed, n_objects, occluder, heldout, templates and every
     dimension of `score`.
     """
@@ -296,6 +303,15 @@ def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train"
 
     model = getattr(generate_fn, "generate", None)
     if callable(model):
+        own = getattr(getattr(generate_fn, "limits", None), "fps", None)
+        if fps is not None and (own is None or isinstance(fps, bool) or fps != own):
+            has = (f", model.limits.fps = {own:g}: pass fps={own:g} or leave fps out" if own is not None
+                   else ", and this model has no limits.fps to check fps against: leave fps out")
+            raise ValueError(f"evaluate: fps={fps!r}, but a model draws its clips at its own frame rate (its generate "
+                             f"takes no fps){has}")
+        if fps is None:
+            whole = isinstance(own, numbers.Real) and not isinstance(own, bool) and float(own).is_integer()
+            fps = int(own) if whole and spec.FPS_RANGE[0] <= own <= spec.FPS_RANGE[1] else 8
         taken = {"width": "size=(width, height)", "height": "size=(width, height)",
                  "trace": "nothing: evaluate keeps no trace"}
         clash = sorted(set(generate_kwargs) & set(taken))
@@ -309,6 +325,8 @@ def evaluate(generate_fn: Any, n: int = 200, seed: int = 0, split: str = "train"
     elif generate_kwargs:
         raise TypeError(f"evaluate: {', '.join(sorted(generate_kwargs))} go to a model's generate; generate_fn is "
                         f"a function (caption, seed) -> frames, so pass them inside it instead")
+    if fps is None:
+        fps = 8
     rows = []
     for clip in sample(n, seed=seed, split=split, phrasing=phrasing, duration=duration, size=size, fps=fps,
                        max_objects=max_objects):

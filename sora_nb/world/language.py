@@ -171,11 +171,41 @@ def _check_phrasing(phrasing: str) -> None:
         raise ValueError(f"phrasing must be one of {', '.join(PHRASINGS)}; got {phrasing!r}")
 
 
+def _check_caption_labels(labels: Labels) -> None:
+    """Raise, naming the field and its allowed values, for labels a caption cannot be written of: 1 to
+    `spec.MAX_OBJECTS` objects, each with a known shape, colour and motion (all three required) and a known size
+    or none; a known background or none. Unlike `spec.check_labels` a scene that cannot be rendered (a spinning
+    circle, a white object on a light background) can be written: a caption can be wrong about a clip."""
+    if not isinstance(labels, Labels):
+        raise TypeError(f"labels must be a sora_nb.world.Labels, got {type(labels).__name__}")
+    objs = labels.objects
+    if not isinstance(objs, (list, tuple)) or not 1 <= len(objs) <= spec.MAX_OBJECTS:
+        got = len(objs) if isinstance(objs, (list, tuple)) else type(objs).__name__
+        raise ValueError(f"labels.objects must hold 1 to {spec.MAX_OBJECTS} objects, got {got}")
+    fields = (("shape", spec.SHAPES, False), ("colour", spec.COLOURS, False), ("motion", spec.MOTIONS, False),
+              ("size", spec.SIZES, True))
+    for i, obj in enumerate(objs):
+        if not isinstance(obj, ObjectLabel):
+            raise TypeError(f"labels.objects[{i}] must be a sora_nb.world.ObjectLabel, got {type(obj).__name__}")
+        for name, allowed, optional in fields:
+            value = getattr(obj, name)
+            if value is None and not optional:
+                raise ValueError(f"caption() needs the shape, colour and motion of every object: labels.objects[{i}]."
+                                 f"{name} is None; it must be one of {', '.join(allowed)}")
+            if value is not None and value not in allowed:
+                raise ValueError(f"labels.objects[{i}].{name} must be one of {', '.join(allowed)}"
+                                 f"{' or None' if optional else ''}; got {value!r}")
+    if labels.background is not None and labels.background not in spec.BACKGROUNDS:
+        raise ValueError(f"labels.background must be one of {', '.join(spec.BACKGROUNDS)} or None; "
+                         f"got {labels.background!r}")
+
+
 def caption_with_templates(labels: Labels, rng: Union[np.random.Generator, int, None] = 0, phrasing: str = "train",
                            template: Optional[str] = None, mention_size: Optional[bool] = None,
                            mention_background: Optional[bool] = None) -> tuple:
     """Like `caption`, and also return the template name used for each object."""
     _check_phrasing(phrasing)
+    _check_caption_labels(labels)
     if not isinstance(rng, np.random.Generator):
         if rng is not None and (isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0):
             raise ValueError(f"rng must be a numpy Generator, a seed (an int >= 0) or None, got {rng!r}")
@@ -189,8 +219,6 @@ def caption_with_templates(labels: Labels, rng: Union[np.random.Generator, int, 
         mention_background = bool(rng.random() < 0.7)
     names, phrases = [], []
     for obj in labels.objects:
-        if obj.colour is None or obj.motion is None:
-            raise ValueError("caption() needs the colour and motion of every object")
         name = template or _pick(rng, pool)
         names.append(name)
         phrases.append(object_phrase(obj, name, rng, phrasing, mention_size))
@@ -213,6 +241,9 @@ def caption(labels: Labels, rng: Union[np.random.Generator, int, None] = 0, phra
     phrasing: "train" (training templates and words), "heldout" (only held-out templates, and
     held-out synonyms may appear) or "any". template forces one object template for all objects.
     Size and background are mentioned at random unless mention_size / mention_background say.
+    Labels need 1 to 3 objects, each with a shape, colour and motion of the world's (`spec.SHAPES`, `spec.COLOURS`,
+    `spec.MOTIONS`) and a size of `spec.SIZES` or None, and a background of `spec.BACKGROUNDS` or None; anything
+    else is refused by name (ValueError). A scene the world cannot draw (a spinning circle) can be captioned.
     """
     return caption_with_templates(labels, rng, phrasing, template, mention_size, mention_background)[0]
 
@@ -293,19 +324,23 @@ _JOIN_STRENGTH = {"and": 2, "while": 2, ";": 2, ",": 1}
 
 def _scan(tokens: list, caption_text: str) -> tuple[list, list]:
     """Content items [(kind, value)] of a caption, by longest phrase match, and for each the joiners
-    (`_JOIN_STRENGTH`'s words) just before it, a set; fillers are skipped."""
+    (`_JOIN_STRENGTH`'s words) just before it, a set; fillers are skipped. The "and" right after "that is
+    <colour>" is the "that_is" template's own ("a box that is blue and hopping"), not a joiner."""
     items, joins, i, join = [], [], 0, set()
+    own_and = -1  # the token index of the "and" that would be the "that_is" template's own
     while i < len(tokens):
         for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
             hit = _LEXICON.get(tuple(tokens[i:i + n]))
             if hit is not None:
+                if hit[0] == "colour" and tokens[max(i - 2, 0):i] == ["that", "is"]:
+                    own_and = i + n
                 items.append(hit)
                 joins.append(join)
                 join = set()
                 i += n
                 break
         else:
-            if tokens[i] in _JOIN_STRENGTH:
+            if tokens[i] in _JOIN_STRENGTH and not (tokens[i] == "and" and i == own_and):
                 join.add(tokens[i])
             if tokens[i] not in FILLERS:
                 raise ValueError(f"{_unknown(tokens[i])} in caption {caption_text!r}; the world's words are listed "
@@ -349,7 +384,9 @@ def _group_objects(items: list, caption_text: str, joins: list | None = None) ->
         unpunctuated = sum(items[b][0] == "motion" and "," not in joins[b + 1] for b in bounds_in)
         strength = sum(max((_JOIN_STRENGTH[w] for w in joins[c]), default=0) for c in cuts)
         key = (sum(tuple(k) in _ORDERS for k in kinds), -unpunctuated, strength)
-        if best_key is None or key > best_key:
+        # on a tie the later cut wins: attributes between two shapes stay with the earlier object ("a box,
+        # blue, hopping, a red circle": the box hops; the circle's motion is left open)
+        if best_key is None or key >= best_key:
             best, best_key = groups, key
     if best is None:
         raise ValueError(f"caption {caption_text!r} gives some object two colours, motions or sizes")

@@ -8,14 +8,28 @@ import io
 
 import numpy as np
 
+import math
+import numbers
+
 from .vision import as_frames
+
+
+def _check_fps_scale(fps, scale) -> None:
+    """Raise ValueError naming fps (a finite number > 0, frames per second) or scale (an int >= 1)."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a finite number > 0 (frames per second), got {fps!r}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1 (each pixel drawn scale x scale), got {scale!r}")
 
 
 def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 3) -> bytes:
     """An endlessly looping animated GIF of (T, H, W, 3) frames (uint8, or floats in [0, 1] as
-    `sora_nb.world.score` takes them), enlarged scale times."""
+    `sora_nb.world.score` takes them), enlarged scale times (an int >= 1); fps a finite number > 0 (a GIF holds
+    frame times in hundredths of a second, at least 20 ms)."""
     from PIL import Image
 
+    _check_fps_scale(fps, scale)
+    scale = int(scale)
     big = np.repeat(np.repeat(as_frames(frames, 1), scale, axis=1), scale, axis=2)
     images = [Image.fromarray(f) for f in big]
     buf = io.BytesIO()
@@ -35,10 +49,20 @@ def gif_html(frames: np.ndarray, fps: int = 8, title: str = "", scale: int = 3) 
 
 
 def grid_html(clips, fps: int = 8, scale: int = 2) -> str:
-    """Clips (Clip objects, or (frames, title) pairs) side by side, wrapping like text."""
+    """Clips (a Clip, or a list of Clip objects and (frames, title) pairs) side by side, wrapping like text. A
+    Clip plays at its own fps, a pair at ``fps`` (a finite number > 0); ``scale`` (an int >= 1) enlarges each."""
+    _check_fps_scale(fps, scale)
+    if hasattr(clips, "frames"):
+        clips = [clips]
     cells = []
-    for c in clips:
-        frames, title, rate = (c.frames, c.caption, c.fps) if hasattr(c, "frames") else (c[0], c[1], fps)
+    for i, c in enumerate(clips):
+        if hasattr(c, "frames"):
+            frames, title, rate = c.frames, c.caption, c.fps
+        elif isinstance(c, (tuple, list)) and len(c) == 2 and (c[1] is None or isinstance(c[1], str)):
+            frames, title, rate = c[0], c[1] or "", fps
+        else:
+            raise TypeError(f"clips[{i}] must be a Clip or a (frames, title) pair with title a str, got "
+                            f"{type(c).__name__} {c!r:.60}")
         cells.append(gif_html(frames, rate, title, scale))
     return "<div>" + "".join(cells) + "</div>"
 

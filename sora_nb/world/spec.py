@@ -183,7 +183,12 @@ def check_render_args(duration, size, fps, seed) -> tuple:
 
 
 def check_labels(labels: Labels) -> None:
-    """Raise ValueError if labels ask for something the world cannot render."""
+    """Raise ValueError if labels ask for something the world cannot render.
+
+    Among them: an object with occluded=True needs occluder=True (a bar drawn), and a bar given (occluder_x,
+    occluder_width) needs occluder=True; the object behind the bar and the bar are laid out together, so its start
+    and the bar are given both (then drawn as given, the object moving towards the bar) or neither (the world
+    places both): one without the other is refused, not silently replaced."""
     objs = labels.objects
     if not 1 <= len(objs) <= MAX_OBJECTS:
         raise ValueError(f"a clip has 1 to {MAX_OBJECTS} objects, got {len(objs)}")
@@ -210,6 +215,14 @@ def check_labels(labels: Labels) -> None:
         raise ValueError("at most one object can pass behind the occluder bar")
     if labels.occluder and not any(o.occluded for o in objs):
         raise ValueError("occluder=True needs the object that passes behind the bar: an ObjectLabel with occluded=True")
+    for i, o in enumerate(objs):
+        if o.occluded and not labels.occluder:
+            raise ValueError(f"objects[{i}] has occluded=True but the labels have occluder=False: no bar would be "
+                             "drawn for it to pass behind; set occluder=True (the bar) or occluded=False")
+    if not labels.occluder and (labels.occluder_x is not None or labels.occluder_width is not None):
+        raise ValueError(f"occluder_x and occluder_width place the bar, which occluder=False leaves out: set "
+                         f"occluder=True or leave them None, got occluder_x={labels.occluder_x!r}, "
+                         f"occluder_width={labels.occluder_width!r}")
     bar = (labels.occluder_x, labels.occluder_width)
     if (bar[0] is None) != (bar[1] is None):
         raise ValueError(f"occluder_x and occluder_width go together (the bar's centre and width as fractions of the "
@@ -218,6 +231,19 @@ def check_labels(labels: Labels) -> None:
         if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
                                       and 0.0 < value < 1.0):
             raise ValueError(f"{name} must be a fraction of the frame's width in (0, 1), got {value!r}")
+    hidden = [i for i, o in enumerate(objs) if o.occluded]
+    if hidden:  # the object behind the bar and the bar are placed together: both given, or both left to the world
+        i, o = hidden[0], objs[hidden[0]]
+        if (o.start is None) != (labels.occluder_x is None):
+            raise ValueError(f"the start of the object behind the bar (objects[{i}].start={o.start!r}) and the bar "
+                             f"(occluder_x={labels.occluder_x!r}, occluder_width={labels.occluder_width!r}) go "
+                             "together: give both, or neither for the world to place them")
+        if o.start is not None:
+            ahead = labels.occluder_x - o.start[0]  # > 0: the bar is to the right of the start
+            if ahead == 0 or (o.motion == "left" and ahead > 0) or (o.motion == "right" and ahead < 0):
+                raise ValueError(f"objects[{i}] starts at x={o.start[0]:g} moving {o.motion or 'left or right'} and "
+                                 f"never passes behind the bar at occluder_x={labels.occluder_x:g}: start it to one "
+                                 "side of the bar, moving towards it")
 
 
 def _check_choice(name, value, allowed, optional=False):

@@ -183,13 +183,17 @@ def find_bar(fg: np.ndarray, scale: float) -> Optional[tuple]:
     return best
 
 
-def label_components(mask: np.ndarray, max_iter: int = 64) -> np.ndarray:
-    """8-connected components of each frame of a (T, H, W) bool mask: int32 labels, 0 = none."""
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """8-connected components of each frame of a (T, H, W) bool mask: int32 labels, 0 = none.
+
+    Each pixel takes the smallest label among its neighbours, with pointer jumping, until no label changes (a
+    fixed point: every component is one label, whatever its size; at most 64 sweeps left a large object of a
+    384 px frame split in two). Each sweep that changes something lowers a label, so the loop ends."""
     t, h, w = mask.shape
     big = np.int32(t * h * w + 1)
     lab = np.where(mask, np.arange(1, t * h * w + 1, dtype=np.int32).reshape(t, h, w), big)
     pad = np.full((t, h + 2, w + 2), big, np.int32)
-    for _ in range(max_iter):
+    while True:
         pad[:, 1:-1, 1:-1] = lab
         new = lab.copy()
         for dy in (0, 1, 2):
@@ -200,8 +204,11 @@ def label_components(mask: np.ndarray, max_iter: int = 64) -> np.ndarray:
         flat = new.ravel()
         sel = np.flatnonzero(flat < big)
         v = flat[sel]
-        for _ in range(3):  # pointer jumping: a label is the index (+1) of a pixel of the component
-            v = np.minimum(v, flat[v - 1])
+        while True:  # pointer jumping: a label is the index (+1) of a pixel of the component
+            jumped = np.minimum(v, flat[v - 1])
+            if np.array_equal(jumped, v):
+                break
+            v = jumped
             flat[sel] = v
         if np.array_equal(new, lab):
             break
@@ -557,26 +564,42 @@ def analyse(frames) -> Scene:
 
 
 def as_frames(frames, min_frames: int = 2) -> np.ndarray:
-    """uint8 (T, H, W, 3) from an array (uint8 or integers in [0, 255]; floats in [0, 1], clipped, or, when any
-    exceeds 1.5, in [0, 255]; NaN and infinite values are refused) or anything with .frames; T >= ``min_frames``
-    (a judged clip moves: 2; a picture of it: 1)."""
+    """uint8 (T, H, W, 3) from an array or tensor, or anything with .frames; T >= ``min_frames`` (a judged clip
+    moves: 2; a picture of it: 1).
+
+    - uint8: as is.
+    - other integers (uint16, int64, ...): values in [0, 255], as uint8; any value outside is refused (16-bit
+      frames, 0..65535, are not read as 8-bit ones: scale them to 0..255 first).
+    - floats (float16/32/64, and torch's bfloat16): in [0, 1] when at most 0.1% of the values exceed 1.5 (the
+      99.9th percentile is at most 1.5), else in [0, 255]; then scaled, rounded and clipped to 0..255. A few
+      pixels a decoder overshoots (1.6, or 3.0) do not move a [0, 1] clip to the 0..255 scale, where it would
+      read as near black (only a 0..255 clip that is black, <= 1.5, in all but 0.1% of its values would read
+      as [0, 1]: pass such a clip as uint8). NaN and infinite values are refused.
+    """
     frames = getattr(frames, "frames", frames)
     if hasattr(frames, "detach"):  # a torch tensor
-        frames = frames.detach().cpu().numpy()
+        frames = frames.detach().cpu()
+        if frames.is_floating_point():  # bfloat16 has no numpy dtype
+            frames = frames.float()
+        frames = frames.numpy()
     arr = np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < min_frames:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= {min_frames}, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(f"frames must be uint8 in [0, 255] or floats in [0, 1], got dtype {arr.dtype}")
+            raise TypeError(f"frames must be uint8 in [0, 255], other integers in [0, 255] or floats in [0, 1] "
+                            f"(or [0, 255]), got dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.integer):  # integers are 0..255, as uint8
-            return np.clip(arr, 0, 255).astype(np.uint8)
+            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+            if lo < 0 or hi > 255:
+                raise ValueError(f"integer frames must hold values in [0, 255] (8-bit), got {arr.dtype} values from "
+                                 f"{lo} to {hi}; scale 16-bit frames to 0..255 (e.g. frames // 257) or pass uint8")
+            return arr.astype(np.uint8)
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
             raise ValueError(f"frames must be finite: {bad} value{' is' if bad == 1 else 's are'} NaN or infinite")
-        # floats in [0, 1], a slight overshoot (a decoder's) clipped, or else in [0, 255]: one pixel at 1.001 used
-        # to move the whole clip to the 0..255 scale, where it reads as black
-        scale = 255.0 if arr.max() <= 1.5 else 1.0
-        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        # [0, 1] unless more than 0.1% of the values exceed 1.5 (a 0..255 clip has most of its values there)
+        unit = np.count_nonzero(arr > 1.5) <= 0.001 * arr.size
+        arr = np.clip(np.rint(arr * (255.0 if unit else 1.0)), 0, 255).astype(np.uint8)
     return arr
