@@ -155,6 +155,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
         try:
             mediapy.write_video(_ffmpeg_path(tmp), frames, **kwargs)
         except (RuntimeError, OSError) as err:  # OSError: a broken pipe, ffmpeg gone before the last frame
+            if _interrupted(err):  # Ctrl-C in a terminal stops ffmpeg too, whose exit then replaced the interrupt
+                raise KeyboardInterrupt from None
             broken_ffmpeg()
             if isinstance(err, RuntimeError):
                 reason = ffmpeg_reason(str(err).replace(_ffmpeg_path(tmp), str(given)))
@@ -163,6 +165,17 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *,
                           f"{VIDEO_FORMATS[suffix]} encoder ({ffmpeg_exe()} -hide_banner -encoders)")
             raise RuntimeError(f"cannot write {str(given)!r}: ffmpeg said {reason}") from None
     return given
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a KeyboardInterrupt was being handled (mediapy's writer, closing)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__
+    return False
 
 
 def broken_ffmpeg() -> None:

@@ -384,3 +384,22 @@ def test_an_ffmpeg_without_the_encoder_gives_its_reason_not_a_broken_pipe(tmp_pa
                                                r"the h264 encoder)"):
             clip.save(tmp_path / "out.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg"]
+
+
+def test_ctrl_c_during_an_encode_is_an_interrupt_not_a_write_error(video, tmp_path, monkeypatch):
+    """In a terminal Ctrl-C stops ffmpeg too: mediapy's writer, closing, raised "ffmpeg exited", which replaced the
+    KeyboardInterrupt (the CLI said "cannot write", exit 1, not "stopped", 130). The old file stays."""
+    import mediapy
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("ffmpeg exited with code 255")
+
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"previous clip")
+    monkeypatch.setattr(mediapy, "write_video", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        video.save(target)
+    assert target.read_bytes() == b"previous clip" and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
