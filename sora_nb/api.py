@@ -391,7 +391,8 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         key = ("name", model)
     else:
         key = ("pipeline", model, repr(sorted((k, repr(v)) for k, v in pipeline_options.items())))
-        if path.is_dir():  # a pipeline folder saved again loads anew
+        if path.is_dir() and diffusers_video.is_pipeline_folder(path):  # a pipeline folder saved again loads anew
+            # (only a pipeline folder is walked: `load("~")` stat-ed every file under it before saying it is no model)
             folder = path.resolve()
             key = ("pipeline folder", str(folder), diffusers_video.folder_fingerprint(folder), key[2])
     with _load_lock:
@@ -469,6 +470,7 @@ def runtime() -> dict[str, Any]:
 
 
 # what a clip's params record besides its request's fields: which model made it, and how
+DECIDING_FIELDS = ("negative_prompt", "seed", "steps", "guidance", "eta", "width", "height", "retries")
 RECORDED_ONLY = frozenset({"model", "model_info", "fps", "sora_nb_version", "retry", "best_of", "runtime"})
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 # model_info fields that must agree between the clip and the model that draws it again (those the model records)
@@ -511,9 +513,19 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     else:
         raise TypeError(f"clip must be a Video, its params dict or the path of a saved mp4/webm clip, got "
                         f"{type(clip).__name__}")
-    if not isinstance(params.get("prompt"), str) or not isinstance(params.get("model"), str):
+    if "prompt" not in params or "model" not in params:
         raise ValueError("clip's params must hold at least 'prompt' and 'model' (a Video's params, as "
                          f"sora_nb.generate records them); got keys {', '.join(sorted(map(str, params))) or 'none'}")
+    for key in ("prompt", "model"):
+        if not isinstance(params[key], str):
+            raise TypeError(f"clip's params[{key!r}] must be a str, got {type(params[key]).__name__}")
+    # every key that decides the pixels (a missing one was the model's default: another clip, drawn silently)
+    missing = [k for k in DECIDING_FIELDS if k not in params]
+    if "num_frames" not in params and "duration" not in params:
+        missing.append("num_frames (or duration)")
+    if missing:
+        raise ValueError(f"clip's params lack {', '.join(missing)}, which decide its frames: reproduce needs a "
+                         "Video's params as sora_nb.generate records them")
     unknown = sorted(set(params) - REQUEST_FIELDS - RECORDED_ONLY)
     if unknown:
         raise ValueError(f"clip's params hold keys this sora_nb ({__version__}) does not know: {', '.join(unknown)} "

@@ -193,7 +193,8 @@ def broken_ffmpeg() -> None:
 
 def ffmpeg_reason(text: str) -> str:
     """ffmpeg's last "what: why" line from its output, without its banner or ``[demuxer @ 0x...]`` tags."""
-    if text.startswith("Unable to parse video header") and not re.search(r"Stream #\S+: Video", text):
+    if (text.startswith("Unable to parse video header") and "Input #" in text
+            and not re.search(r"Stream #\S+: Video", text)):
         return "it has no video stream"  # (mediapy's message for a file ffmpeg reads, audio alone)
     text = re.sub(r"Error (writing|reading) '[^']*':\s*", "", text)  # mediapy's prefix, naming a temporary file
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line.strip()) for line in text.splitlines() if line.strip()]

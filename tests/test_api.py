@@ -1,6 +1,7 @@
 """The thin API: shapes, params, determinism, reproduction from params."""
 
 import math
+import os
 import threading
 import warnings
 
@@ -88,6 +89,14 @@ def test_reproduce_a_video_its_params_and_a_saved_clip(gen, tmp_path):
         sora_nb.reproduce({"seed": 1})
     with pytest.raises(ValueError, match="does not know: colour"):
         sora_nb.reproduce({**v.params, "colour": "red"})
+    # a key that decides the frames, missing, was the model's default: another clip, drawn silently
+    for gone in ("seed", "steps", "guidance", "retries"):
+        with pytest.raises(ValueError, match=f"clip's params lack {gone}, which decide its frames"):
+            sora_nb.reproduce({k: val for k, val in v.params.items() if k != gone})
+    with pytest.raises(ValueError, match=r"lack num_frames \(or duration\)"):
+        sora_nb.reproduce({k: val for k, val in v.params.items() if k not in ("num_frames", "duration")})
+    with pytest.raises(TypeError, match=r"clip's params\['model'\] must be a str, got int"):
+        sora_nb.reproduce({**v.params, "model": 5})
     with pytest.raises(ValueError, match="not the model that made this clip .*name 'shapes-untrained', the clip's 'shapes'"):
         sora_nb.reproduce(v, model="shapes-untrained")
     # the clip records what else shapes its pixels, and reproduce says when this process differs
@@ -349,6 +358,11 @@ def test_load_accepts_generator_and_rejects_unknown(gen, tmp_path):
     for empty in ("", "  "):  # not the working folder
         with pytest.raises(ValueError, match="model must be a model name .*got an empty string"):
             sora_nb.load(empty)
+    with pytest.raises(ValueError, match="not a sora_nb weights folder"):
+        sora_nb.load(str(tmp_path))
+    # a folder that is no model is not walked first (load("~") stat-ed every file; a dangling link raised errno)
+    (tmp_path / "sub").mkdir()
+    os.symlink(tmp_path / "gone", tmp_path / "sub" / "broken")
     with pytest.raises(ValueError, match="not a sora_nb weights folder"):
         sora_nb.load(str(tmp_path))
 

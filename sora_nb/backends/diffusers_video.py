@@ -1134,6 +1134,9 @@ def folder_fingerprint(folder: str | Path) -> str:
     for root, _dirs, files in os.walk(folder):
         for name in sorted(files):
             path = os.path.join(root, name)
-            st = os.stat(path)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link: its own entry
+                st = os.lstat(path)
             parts.append(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
