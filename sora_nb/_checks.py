@@ -61,7 +61,10 @@ def check_float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = 
     span = f"{'>' if lo_open else '>='} {shown(lo)} and <= {shown(hi)}{unit_s}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number {span}, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int (or Fraction) too large for a float: not finite either
+        raise ValueError(f"{name} must be a finite number {span}, got a number too large for a float") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number {span}, got {value}")
     if value < lo or value > hi or (lo_open and value == lo):

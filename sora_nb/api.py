@@ -186,8 +186,13 @@ class Generator:
             if isinstance(accept, bool) or not isinstance(accept, numbers.Real):
                 raise TypeError(f"accept must be a finite number (a verifier score) or None, "
                                 f"got {type(accept).__name__} {accept!r}")
-            if not math.isfinite(accept):
-                raise ValueError(f"accept must be a finite number (a verifier score) or None, got {accept!r}")
+            try:
+                finite = math.isfinite(accept)
+            except OverflowError:  # an int too large for a float
+                finite = False
+            if not finite:
+                raise ValueError(f"accept must be a finite number (a verifier score) or None, got "
+                                 f"{accept if isinstance(accept, float) else 'a number too large for a float'}")
         observers, cancel = check_run_options(observers, cancel)
         # None means "the model's default" for the keywords whose `generate` default is None, as there
         first = self.request(prompt, seed=seed, **{k: v for k, v in kwargs.items()

@@ -56,6 +56,9 @@ BAD = [
     (dict(eta=1.5), ValueError, r"eta must be >= 0 and <= 1, got 1.5"),
     (dict(eta=float("nan")), ValueError, r"eta must be a finite number >= 0 and <= 1"),
     (dict(eta="1"), TypeError, r"eta must be a number >= 0 and <= 1"),
+    # an int too large for a float was OverflowError, naming nothing
+    (dict(guidance=10**400), ValueError, r"guidance must be a finite number >= 0 and <= 50, got a number too large"),
+    (dict(duration=10**400), ValueError, r"duration must be a finite number > 0 and <= 4 seconds, got a number too"),
 ]
 
 
@@ -136,3 +139,9 @@ def test_a_video_is_checked_when_made(gen):
         sora_nb.Video(frames, fps=8, params=None)
     v = sora_nb.Video(frames, fps=np.float32(8), params={})
     assert v.fps == 8.0 and type(v.fps) is float and v.duration == 0.5
+
+
+def test_best_of_accept_too_large_for_a_float_is_named(gen):
+    with pytest.raises(ValueError, match=r"accept must be a finite number \(a verifier score\) or None, got a number "
+                                         r"too large for a float"):
+        gen.best_of("a red circle", candidates=2, accept=10**400, steps=2)
