@@ -173,7 +173,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     one_codec = out.suffix.lower() == clip.suffix.lower()  # equal frames encode equally
     before = sora_nb.read_video(clip) if one_codec else None  # read before the save (a link may name the clip)
     path = video.save(out)
-    same = "" if before is None else (", the same frames as the clip's" if np.array_equal(sora_nb.read_video(path), before)
+    try:
+        again = None if before is None else sora_nb.read_video(path)
+    except KeyboardInterrupt:  # stopped while comparing: the clip is written (main would say nothing was)
+        print(f"sora-nb: stopped after writing {path}, before comparing its frames with the clip's", file=sys.stderr)
+        return 130
+    same = "" if before is None else (", the same frames as the clip's" if np.array_equal(again, before)
                                       else ", frames DIFFER from the clip's (another machine or torch build?)")
     t, h, w, _ = video.frames.shape
     print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "

@@ -64,6 +64,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     p = check_path("path", path)
     if p.suffix.lower() not in VIDEO_FORMATS:
         raise ValueError(f"path must end in one of {', '.join(VIDEO_FORMATS)}; got {str(p)!r}")
+    try:
+        p.exists()
+    except OSError as err:  # e.g. a name longer than the file system allows: now, not after the model has run
+        raise ValueError(f"path {str(p)[:80]!r}{'...' if len(str(p)) > 80 else ''} cannot be a file here "
+                         f"({err.strerror})") from None
+    if p.is_symlink() and not Path(os.path.realpath(p)).parent.is_dir():  # the file is written where it points
+        raise ValueError(f"path {str(p)!r} is a link to {os.readlink(p)!r}, whose folder does not exist: write to "
+                         "another name or remove the link")
     if not p.parent.is_dir():
         raise ValueError(f"path: folder {str(p.parent)!r} does not exist (create it first)")
     if p.is_dir():

@@ -403,3 +403,18 @@ def test_ctrl_c_during_an_encode_is_an_interrupt_not_a_write_error(video, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         video.save(target)
     assert target.read_bytes() == b"previous clip" and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_an_output_name_the_file_system_cannot_take_is_refused_before_any_work(tmp_path):
+    """A name too long for the file system, or a link into a folder that does not exist, failed as a raw OSError
+    at write time (after the model had run)."""
+    with pytest.raises(ValueError, match=r"path '.*nnnn'\.\.\. cannot be a file here \(File name too long\)"):
+        media.check_output_path(tmp_path / ("n" * 300 + ".mp4"))
+    link = tmp_path / "clip.mp4"
+    os.symlink(tmp_path / "nowhere" / "x.mp4", link)
+    with pytest.raises(ValueError, match=r"path '.*clip.mp4' is a link to '.*nowhere/x.mp4', whose folder does not "
+                                         r"exist"):
+        media.check_output_path(link)
+    link.unlink()
+    os.symlink(tmp_path / "x.mp4", link)  # a dangling link into a folder that exists: written there
+    assert media.check_output_path(link) == link
