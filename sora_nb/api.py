@@ -503,6 +503,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     ``best_of`` is drawn again from its own seed (``params["seed"]``), so its params have no ``best_of`` entry;
     one that was redrawn (``retries``) redraws the same way."""
     from . import __version__
+    from .backends import diffusers_video
     from .media import read_params
     from .request import describe_image
 
@@ -568,6 +569,11 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     elif "pipeline" in info and not isinstance(model, (str, os.PathLike, Generator)):
         # a pipeline object: with the options the clip records (the object's own name when it was given one)
         gen = load(model, name=params["model"], **recorded)
+    elif ("pipeline" in info and info.get("dtype") and isinstance(model, (str, os.PathLike))
+          and diffusers_video.is_pipeline_folder(model)):
+        # a pipeline folder (the one that made it, or a copy moved elsewhere): loaded as the clip records, under
+        # its recorded name (the folder's path, absolute or not, is not the model)
+        gen = load(os.fspath(model), name=params["model"], dtype=info["dtype"], **recorded)
     else:
         gen = load(model)
     loaded = gen.backend.describe()

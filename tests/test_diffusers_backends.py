@@ -832,6 +832,13 @@ def test_a_pipeline_folders_clip_records_enough_to_be_made_again(tmp_path, monke
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     np.testing.assert_array_equal(sora_nb.reproduce(v).frames, v.frames)
+    # model= the folder itself, by its absolute path or a copy moved elsewhere: loaded with the recorded options
+    # (refused before: "name '/tmp/.../ltx', the clip's 'ltx'", and call_kwargs None)
+    import shutil
+
+    shutil.copytree(tmp_path / "ltx", tmp_path / "moved")
+    for folder in (tmp_path / "ltx", str(tmp_path / "moved")):
+        np.testing.assert_array_equal(sora_nb.reproduce(v, model=folder).frames, v.frames)
     changed = copy.deepcopy(v.params)
     changed["model_info"]["scheduler_config"]["shift"] = 9.0
     with pytest.raises(ValueError, match=r"not the model that made this clip \(scheduler_config "):
