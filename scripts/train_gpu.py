@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +47,7 @@ if "sora_nb" not in sys.modules and importlib.util.find_spec("ipywidgets") is No
 GPU_CACHE = ([[2.0, 64, 64, 6000], [1.0, 64, 64, 1000], [2.0, 96, 64, 1000], [4.0, 64, 64, 500]]
              + [[2.0, 64, 64, 5000]] * 8 + [[1.0, 64, 64, 2500]] * 2 + [[2.0, 96, 64, 2500]] * 2
              + [[4.0, 64, 64, 1000]] * 2)
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 COMMON = dict(device="cuda", dit_batch=128, ema_decay=0.999, dit_steps=1_000_000, log_every=500,
               ckpt_every=1_000_000_000, cache=GPU_CACHE, cache_workers=16)
 
@@ -127,8 +130,8 @@ def main() -> int:
         train_variant(Path(args.worker[0]), json.loads(args.worker[1]))
         return 0
     t0 = time.perf_counter()
-    if args.seconds <= 0:
-        parser.error(f"--seconds must be > 0 (the wall budget), got {args.seconds:g}")
+    if not math.isfinite(args.seconds) or args.seconds <= 0:
+        parser.error(f"--seconds must be a finite number > 0 (the wall budget), got {args.seconds:g}")
     for path in (args.base / "vae_final", args.base / "text_final"):
         if not path.is_dir():
             parser.error(f"--base {args.base}: {path} is missing (a run folder's trained autoencoder and text encoder)")
@@ -144,7 +147,17 @@ def main() -> int:
         return value
 
     common = parsed("--set", args.set)
-    variants = [(name, parsed(f"--variant {name}", text)) for name, text in (args.variant or [("a", "{}")])]
+    given = args.variant or [("a", "{}")]
+    seen = set()
+    for name, _ in given:  # each names a folder beside shared/ in --out (and the one --export reads)
+        if not VARIANT_NAME.fullmatch(name):
+            parser.error(f"--variant {name!r}: a name is letters, digits, '_' and '-' only ([A-Za-z0-9_-]+)")
+        if name == "shared":
+            parser.error(f"--variant {name!r}: shared is the run's folder every variant reads; choose another name")
+        if name in seen:
+            parser.error(f"--variant {name!r} is given twice; each variant needs its own name")
+        seen.add(name)
+    variants = [(name, parsed(f"--variant {name}", text)) for name, text in given]
     for name, overrides in variants:
         try:
             recipe_for({**common, **overrides})

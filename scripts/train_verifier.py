@@ -3,8 +3,10 @@
     .venv/bin/python scripts/train_verifier.py OUT [--weights FOLDER] [--clips 6000] [--steps 2000] [--seed 0]
 
 The world's true clips (train split, train phrasings, 2 s at 64x64, the default generation) are encoded as
-the folder's DiT was trained to draw them (the pixel encoder's latent with the label channels from the
-labels, normalised), and each caption is written again from its parsed labels with three negatives: the
+the folder's DiT was trained to draw them (the latent its recipe names, as sora_nb.train builds its caches:
+after the pixel-encoder stage, the pixel encoder's latent with the label channels from the labels; normalised),
+so FOLDER (or a name `sora_nb.load` accepts, such as "shapes") must record its recipe (scores.json, as
+`sora_nb.train` exports it). Each caption is written again from its parsed labels with three negatives: the
 same labels with one thing changed (`negative_labels`). Every caption's token states come from the
 folder's own main text encoder. Each step shows the verifier one random latent frame per clip and asks it
 to pick the true caption among the four (cross-entropy). 300 clips are kept out and the pick accuracy on
@@ -12,7 +14,8 @@ them (a fifth of the clips when fewer than 1500; frame 1) is printed every 100 s
 
 Nothing here reads the evaluator: the labels are the world's own, and at generation the verifier sees only
 the latents and the prompt's text states. OUT (a diffusers folder: config.json + safetensors) is written in
-a temporary folder beside it and renamed into place when done; OUT must not exist. The same seed and
+a temporary folder beside it and renamed into place when done; OUT must not exist, nor be inside a weights
+folder (a folder with manifest.json: a file there that it does not list stops it loading). The same seed and
 arguments give the same weights.
 
 OUT is the verifier alone: nothing here writes it into a weights folder. To make a folder that uses it (its
@@ -52,9 +55,10 @@ if str(ROOT) not in sys.path:  # run as a file from a checkout
 
 import sora_nb  # noqa: E402
 from sora_nb import world  # noqa: E402
+from sora_nb.backends import embedded  # noqa: E402
 from sora_nb.backends.embedded import WeightsError  # noqa: E402
 from sora_nb.models.verifier import ClipVerifier  # noqa: E402
-from sora_nb.train import clips_to_tensor, pixel_label_latent  # noqa: E402
+from sora_nb.train import Recipe, clips_to_tensor, pixel_label_latent, recipe_latent  # noqa: E402
 from sora_nb.world import spec  # noqa: E402
 
 KINDS = ("colour", "shape", "motion", "drop", "add", "swap")
@@ -110,19 +114,64 @@ def captions_for(caption: str, rng: np.random.Generator) -> list[str]:
     return out
 
 
+def folder_recipe(weights: str | None) -> tuple[embedded.EmbeddedBackend, Path, Recipe]:
+    """The embedded model ``weights`` names (a weights folder or a name `sora_nb.load` accepts; None: this
+    checkout's shipped folder), loaded as `sora_nb.load` loads it; the folder it was read from; and that folder's
+    recorded recipe (its scores.json), which says what latent its DiT was trained to draw. Raises ValueError
+    naming a model that is not an embedded weights folder or whose folder records no recipe."""
+    try:
+        be = sora_nb.load(str(SHIPPED) if weights is None else weights).backend
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"weights {weights!r}: {err}") from None
+    if not isinstance(be, embedded.EmbeddedBackend):
+        raise ValueError(f"weights {weights!r} is not an embedded-model weights folder (a verifier reads the "
+                         f"embedded model's latents), got a {type(be).__name__}")
+    # the folder the model was read from: a folder's own path, or the package's weights for the name "shapes"
+    folder = Path(be.folder) if be.folder else (embedded.WEIGHTS_DIR if "weights_sha256" in be.info else None)
+    if folder is None:
+        raise ValueError(f"weights {weights!r} loads {be.info.get('name', '?')!r}, random weights with no weights "
+                         "folder and no recipe; give a folder sora_nb.train exported")
+    path = folder / "scores.json"
+    why = "it has none"
+    if path.is_file():
+        try:
+            prior = json.loads(path.read_text())
+            why = "" if isinstance(prior, dict) and isinstance(prior.get("recipe"), dict) else "it holds no 'recipe'"
+        except (OSError, ValueError) as err:
+            why = f"it cannot be read as JSON ({err})"
+    if why:
+        raise ValueError(f"weights folder {str(folder)!r} records no recipe ({path.name}: {why}): the verifier "
+                         "trains on the latent the folder's DiT draws (its recipe's shape_layout, shape_channels, "
+                         "shape_angle and pix_steps), so it needs a folder sora_nb.train exported or rescored")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    try:
+        recipe = Recipe(**{k: v for k, v in prior["recipe"].items() if k in fields})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"weights folder {str(folder)!r}: the recipe in {path.name} is not one sora_nb.train "
+                         f"reads ({err})") from None
+    return be, folder, recipe
+
+
+def folder_latent(recipe: Recipe, vae, clips: list) -> torch.Tensor:
+    """The clips' latent as ``recipe``'s DiT was trained on it (not yet normalised), as sora_nb.train builds its
+    caches: `pixel_label_latent` for an autoencoder after the pixel-encoder stage (``recipe.pixel_latent``), else
+    `recipe_latent` (the plain latent, with shape channels, or the disc layout, as the recipe says)."""
+    video = clips_to_tensor(clips)
+    if recipe.pixel_latent:
+        return pixel_label_latent(vae, clips, video, recipe.shape_angle)
+    return recipe_latent(recipe, vae, clips, video)
+
+
 @torch.no_grad()
 def training_data(weights: str | None, clips: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """(latents (n, C, F, h, w) float16 normalised, states (n, 4, L, D) float16, masks (n, 4, L), text width)."""
-    folder = Path(weights) if weights else SHIPPED
-    be = sora_nb.load(str(folder)).backend
-    scores = folder / "scores.json"  # the recipe the folder was trained with: are angle channels in its latent?
-    angle = bool(json.loads(scores.read_text())["recipe"].get("shape_angle", False)) if scores.is_file() else False
+    be, _, recipe = folder_recipe(weights)
     lats, caps, batch = [], [], []
     for clip in world.sample(clips, seed=_seed(seed, 0), split="train", phrasing="train",
                              duration=2.0, size=(64, 64)):
         batch.append(clip)
         if len(batch) == 32 or len(caps) + len(batch) == clips:
-            z = pixel_label_latent(be.vae, batch, clips_to_tensor(batch), angle)
+            z = folder_latent(recipe, be.vae, batch)
             lats.append(be.vae.normalize(z).half())
             caps += [c.caption for c in batch]
             batch = []
@@ -139,12 +188,25 @@ def training_data(weights: str | None, clips: int, seed: int) -> tuple[torch.Ten
     return torch.cat(lats), states.reshape(n, 1 + NEGATIVES, length, -1), masks.reshape(n, 1 + NEGATIVES, length), be.text.width
 
 
+def weights_folder_above(path: str | Path) -> Path | None:
+    """The weights folder (a folder with a manifest.json) that ``path`` would be inside, or None."""
+    for parent in Path(path).resolve().parents:
+        if (parent / embedded.MANIFEST).is_file():
+            return parent
+    return None
+
+
 def train(out: str | Path, weights: str | None = None, clips: int = 6000, steps: int = 2000, seed: int = 0,
           batch: int = 32, lr: float = 1e-3, log=print) -> Path:
     """Train and write the verifier to ``out``; returns its path."""
     out = Path(out)
     if out.exists():
         raise ValueError(f"out {str(out)!r} exists; the verifier is written to a new folder only")
+    inside = weights_folder_above(out)
+    if inside is not None:
+        raise ValueError(f"out {str(out)!r} is inside the weights folder {str(inside)!r}: a file there that its "
+                         f"{embedded.MANIFEST} does not list stops the folder loading; write the verifier outside it "
+                         "(and into a folder with save_folder, as this script's help shows)")
     if not (isinstance(clips, int) and not isinstance(clips, bool) and 64 <= clips <= 100_000):
         raise ValueError(f"clips must be an integer in [64, 100000], got {clips!r}")
     if not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= 1_000_000):
@@ -203,7 +265,8 @@ def pick_accuracy(ver: ClipVerifier, z: torch.Tensor, states: torch.Tensor, mask
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out")
-    p.add_argument("--weights", default=None, help="an embedded weights folder (default: the shipped model)")
+    p.add_argument("--weights", default=None, help="an embedded weights folder that records its recipe (scores.json), "
+                   "or a model name sora_nb.load accepts, such as shapes (default: the shipped model)")
     p.add_argument("--clips", type=int, default=6000)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)

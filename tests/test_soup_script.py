@@ -2,6 +2,7 @@
 a refused soup leaves no folder behind."""
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def test_a_low_soup_is_the_mean_of_the_experts_and_keeps_the_rest(folders):
         assert (out / rel).read_bytes() == (SHIPPED / rel).read_bytes(), rel  # not the part: BASE's, copied
     be = embedded.load_folder(out)  # sha256-manifested: loads as the package loads it
     assert be.low is not None and embedded.verify_folder(out)["expert_switch"] == 0.8
+    # the expert is not what the verifier reads: a low soup keeps base's verifier and its redraw floor
+    assert be.verifier is not None and be.redraw_below == -8.0
+    assert (out / "verifier/diffusion_pytorch_model.safetensors").read_bytes() == \
+        (SHIPPED / "verifier/diffusion_pytorch_model.safetensors").read_bytes()
     assert "soup" in embedded.verify_folder(out)["description"]
     assert sorted(p.name for p in root.iterdir()) == ["minus", "out", "plus"]  # no temporary folder left
 
@@ -67,6 +72,15 @@ def test_a_main_soup_leaves_the_expert_alone(folders, tmp_path):
     got, base = load_file(str(out / MAIN_DIT)), load_file(str(SHIPPED / MAIN_DIT))
     torch.testing.assert_close(got["blocks.0.ada.1.weight"], base["blocks.0.ada.1.weight"] + 1.0, rtol=0, atol=1e-6)
     assert (out / LOW_DIT).read_bytes() == (plus / LOW_DIT).read_bytes()  # the base's expert, not averaged
+    # the verifier read the base's main text encoder (now averaged) and was trained with its DiT: a main soup drops
+    # it and its redraw floor, as a rescore that changes them does; the manifest lists what is there, and it loads
+    assert embedded.verify_folder(plus)["redraw_below"] == -8.0 and (plus / "verifier").is_dir()
+    manifest = embedded.verify_folder(out)
+    assert "redraw_below" not in manifest and not (out / "verifier").exists()
+    assert not [f for f in manifest["files"] if f.startswith("verifier/")]
+    be = embedded.load_folder(out)
+    assert be.verifier is None and be.redraw_below is None and be.low is not None
+    assert manifest["layout_check"] == embedded.verify_folder(plus)["layout_check"]  # the rest of the manifest: base's
 
 
 def test_bad_soups_are_refused_and_leave_nothing(folders, tmp_path):
@@ -93,3 +107,62 @@ def test_bad_soups_are_refused_and_leave_nothing(folders, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "soup.py"), str(SHIPPED), str(out), str(plus)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "at least 2 weights folders" in done.stderr and not out.exists()
+
+
+def with_config(src: Path, dest: Path, rels: tuple[str, ...], **changes) -> Path:
+    """A copy of ``src`` with the JSON files ``rels`` changed (its tensors as they were), re-manifested; it loads."""
+    shutil.copytree(src, dest)
+    for rel in rels:
+        config = json.loads((dest / rel).read_text())
+        config.update(changes)
+        (dest / rel).write_text(json.dumps(config))
+    embedded.write_manifest(dest, {k: v for k, v in embedded.verify_folder(src).items() if k not in ("files", "format")})
+    embedded.load_folder(dest)
+    return dest
+
+
+DITS = ("dit/config.json", "low/dit/config.json")  # the expert must have the main DiT's config to load
+
+
+def test_sources_of_another_config_or_latent_are_refused_by_name(folders, tmp_path):
+    """Sources whose networks had another config (heads, prediction) or were trained in other latent statistics,
+    with the same tensor names and shapes, were averaged silently (and the soup kept base's config)."""
+    root, plus, _ = folders
+    out = tmp_path / "out"
+    for rels, changes, part, named in (
+            (DITS, {"num_heads": 8}, "main", "dit/config.json: num_heads"),
+            (DITS, {"prediction": "velocity"}, "main", "dit/config.json: prediction"),
+            (DITS, {"num_heads": 8}, "low", "low/dit/config.json: num_heads"),
+            (("low/text_encoder/config.json",), {"layer_norm_epsilon": 1e-5}, "low",
+             "low/text_encoder/config.json: layer_norm_epsilon"),
+            (("vae/config.json",), {"latent_mean": [0.5] * 16, "latent_std": [3.0] * 16}, "low",
+             "vae/config.json: latent_mean, vae/config.json: latent_std")):
+        src = with_config(SHIPPED, tmp_path / "src", rels, **changes)
+        with pytest.raises(ValueError, match=f"source {str(src)!r} differs from base's \\(part {part!r}\\) in {named}: "):
+            soup_script.soup(SHIPPED, out, [SHIPPED, src], part=part)
+        shutil.rmtree(src)
+    assert not out.exists()
+    # the other part's config is not averaged: it does not matter; nor does _name_or_path (where a folder was saved)
+    src = with_config(SHIPPED, tmp_path / "src", ("text_encoder/config.json",), layer_norm_epsilon=1e-5)
+    src2 = with_config(plus, tmp_path / "src2", DITS, _name_or_path="elsewhere/dit")
+    done = soup_script.soup(SHIPPED, out, [src, src2], part="low")
+    assert json.loads((done / "text_encoder/config.json").read_text()) == \
+        json.loads((SHIPPED / "text_encoder/config.json").read_text())
+    assert load_file(str(done / LOW_DIT)).keys() == load_file(str(SHIPPED / LOW_DIT)).keys()
+
+
+def test_an_out_inside_a_weights_folder_is_refused_before_any_work(tmp_path):
+    """An OUT inside a source (or any weights folder) left files its manifest does not list, so it stopped loading;
+    an OUT inside BASE copied BASE into itself, level after level."""
+    base, src, other = (shutil.copytree(SHIPPED, tmp_path / n) for n in ("base", "src", "other"))
+    for out, named in ((src / "soup", f"is inside the source {str(src)!r}"),
+                       (other / "a" / "soup", f"is inside the weights folder {str(other)!r}"),
+                       (base / "soup", f"is inside the base {str(base)!r}")):
+        with pytest.raises(ValueError, match=named):
+            soup_script.soup(base, out, [base, src], part="low")
+    for folder in (base, src, other):
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in SHIPPED.iterdir())
+        embedded.load_folder(folder)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "soup.py"), str(base), str(src / "x"), str(base),
+                           str(src)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "is inside the source" in done.stderr and not (src / "x").exists()

@@ -69,8 +69,10 @@ def test_gpu_script_trains_a_variant_and_exports_it_on_the_cpu(tmp_path):
 
 
 def test_bad_arguments_are_usage_errors_before_any_work(tmp_path):
-    """Bad JSON, a variant's bad field, a missing --base or --export folder and a budget <= 0 are one usage line
-    (exit 2) before the cache is built; they were tracebacks, some only after the cache's minutes."""
+    """Bad JSON, a variant's bad field, a missing --base or --export folder, a budget <= 0 or not finite, and
+    variant names that are given twice, are not plain names or are the shared folder's are one usage line (exit 2)
+    before the cache is built; they were tracebacks, some only after the cache's minutes, or (inf, two variants of
+    one name, "shared") accepted."""
     base = tmp_path / "base"
     (base / "vae_final").mkdir(parents=True)
     (base / "text_final").mkdir()
@@ -78,7 +80,13 @@ def test_bad_arguments_are_usage_errors_before_any_work(tmp_path):
     for args, message in ((["--set", "{bad"], "--set: expected a JSON object of recipe fields"),
                           (["--variant", "a", '{"dit_lr": -1}'], "--variant a: dit_lr must be"),
                           (["--variant", "a", "[1]"], "--variant a: expected a JSON object"),
-                          (["--seconds", "-5"], "--seconds must be > 0"),
+                          (["--seconds", "-5"], "--seconds must be a finite number > 0 (the wall budget), got -5"),
+                          (["--seconds", "inf"], "--seconds must be a finite number > 0 (the wall budget), got inf"),
+                          (["--seconds", "nan"], "--seconds must be a finite number > 0 (the wall budget), got nan"),
+                          (["--variant", "a", "{}", "--variant", "a", "{}"], "--variant 'a' is given twice"),
+                          (["--variant", "shared", "{}"], "--variant 'shared': shared is the run's folder"),
+                          (["--variant", "a/b", "{}"], "--variant 'a/b': a name is letters, digits, '_' and '-' only"),
+                          (["--variant", "..", "{}"], "--variant '..': a name is letters, digits"),
                           (["--base", tmp_path / "none"], "vae_final is missing"),
                           (["--export", tmp_path / "none"], "is missing (a variant folder of a finished GPU run")):
         full = ["--base", base, "--out", out, *args] if "--base" not in args else ["--out", out, *args]

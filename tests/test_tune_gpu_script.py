@@ -67,8 +67,7 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
     from sora_nb.backends import embedded
 
     dest, _ = packed
-    back = tmp_path / "back"
-    back.mkdir()
+    back = tmp_path / "back"  # --dest need not exist: it is made (its parent was checked before the cache)
     stdout = script("--run", tmp_path / "run", "--minilm", dest, "--device", "cpu", "--workers", 2,
                     "--cache", "[[2.0, 64, 64, 16], [1.0, 64, 64, 8]]", "--seconds", 4, "--dest", back,
                     "--variant", "v", '{"dit_batch": 4, "log_every": 1}')
@@ -79,7 +78,10 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
     ran = json.loads((back / "v" / "recipe.json").read_text())["ft_steps"]
     assert 0 < ran < 1_000_000  # the wall budget cut the steps
     command = shlex.split(re.search(r"back here: .*?python -m sora_nb\.train (.*)", stdout).group(1))
-    assert command[command.index("--set") + 1:].count(f"ft_steps={ran}") == 1
+    sets = command[command.index("--set") + 1:]
+    assert sets.count(f"ft_steps={ran}") == 1
+    # the GPU machine's own settings stay there: device "cuda" is refused on a CPU before the stage is read
+    assert not [s for s in sets if s.split("=")[0] in ("device", "cache_workers", "ft_seconds")], sets
     args = [a.replace("runs/gpuft_v", str(back / "v")) for a in command] + ["eval_clips=2", "guidance_clips=2"]
     assert train.main(args) == 0
     assert not (back / "v" / "ft_cache_0").exists()  # the cache stayed on the machine that trained
@@ -106,9 +108,96 @@ def test_bad_arguments_are_usage_errors_before_the_cache(tmp_path):
                           (["--minilm", minilm, "--variant", "x", "{bad"], "--variant x:"),
                           (["--minilm", minilm, "--variant", "x", '{"ft_lr": -1}'], "--variant x: ft_lr must be"),
                           (["--minilm", minilm, "--workers", "0"], "--workers must be an integer >= 1, got 0"),
-                          (["--minilm", minilm, "--seconds", "-5"], "--seconds must be > 0")):
+                          (["--minilm", minilm, "--seconds", "-5"], "--seconds must be a finite number > 0"),
+                          (["--minilm", minilm, "--seconds", "inf"], "--seconds must be a finite number > 0"),
+                          (["--minilm", minilm, "--total", "nan"], "--total a finite number >= 0, got 330 and nan")):
         done = subprocess.run([sys.executable, str(SCRIPT), "--run", str(root), *map(str, args)], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
         assert message in done.stderr, (args, done.stderr[-500:])
     assert not root.exists()
+
+
+def tune_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import tune_gpu
+
+    return tune_gpu
+
+
+def test_the_back_here_command_of_a_cuda_run_passes_the_cpu_checks(monkeypatch):
+    """The command printed after a GPU run (device "cuda") carried device="cuda" (and the cache processes and the
+    wall budget): on the CPU, `rescore_inputs` refused it (check_device) before it read the finished stage."""
+    from sora_nb import train
+
+    tune_gpu = tune_module(monkeypatch)
+    overrides = tune_gpu.recipe_overrides(330.0, 16, {"dit_batch": 128, "ft_lr": 2e-4}, "cuda", tune_gpu.CACHE)
+    command = shlex.split(tune_gpu.back_here("b128", overrides, 7))
+    assert command[:3] == ["mkdir", "-p", "runs/gpuft_b128"]
+    sets = command[command.index("--set") + 1:]
+    fields = {k: json.loads(v) for k, _, v in (s.partition("=") for s in sets)}
+    assert "device" not in fields and "cache_workers" not in fields and "ft_seconds" not in fields
+    assert (fields["ft_steps"], fields["dit_batch"], fields["ft_lr"], fields["ft_chain"]) == (7, 128, 2e-4, 20)
+    assert fields["cache"] == tune_gpu.CACHE  # the fine-tune's data, recorded in the exported recipe
+    if not torch.cuda.is_available():  # what a CPU machine checks before any work: passes, on the CPU
+        _, recipe, _ = train.rescore_inputs(ROOT / "sora_nb" / "weights" / "shapes", fields, False, True)
+        assert (recipe.device, recipe.ft_steps, recipe.dit_batch) == ("cpu", 7, 128)
+
+
+class Done:
+    """A variant's finished process (`collect` waits on it)."""
+
+    def __init__(self, rc: int):
+        self.rc = rc
+
+    def wait(self) -> int:
+        return self.rc
+
+
+def test_each_variant_is_packed_on_its_own_and_failures_are_reported(monkeypatch, tmp_path, capsys):
+    """One variant that cannot be packed (here: its recipe.json is missing) stopped the loop with a traceback and
+    lost every later variant's tar file; now each is packed in its own try, through a .part file."""
+    tune_gpu = tune_module(monkeypatch)
+    root, dest = tmp_path / "run", tmp_path / "dest"
+    dest.mkdir()
+    for name in ("a", "b", "c"):
+        (root / name / "dit_final" / "dit").mkdir(parents=True)
+        (root / name / "dit_final" / "dit" / "config.json").write_text("{}")
+        (root / name / "log.jsonl").write_text("{}\n")
+        (root / name / "recipe.json").write_text(json.dumps({"ft_steps": 5}))
+        (root / f"{name}.out").write_text(f"{name} done\n")
+    (root / "a" / "recipe.json").unlink()
+    overrides = tune_gpu.recipe_overrides(30.0, 2, {}, "cuda", [[2.0, 64, 64, 8]])
+    failed = tune_gpu.collect(root, {"a": (Done(0), overrides), "b": (Done(0), overrides), "c": (Done(3), overrides)},
+                              dest)
+    assert [f.split(" ")[0] for f in failed] == ["a", "c"] and "not packed" in failed[0] and "exit 3" in failed[1]
+    assert sorted(p.name for p in dest.iterdir()) == ["b.tar"]  # no a.tar, no a.tar.part
+    with tarfile.open(dest / "b.tar") as tar:
+        assert sorted(tar.getnames()) == ["dit_final", "dit_final/dit", "dit_final/dit/config.json", "log.jsonl",
+                                          "recipe.json"]
+    out = capsys.readouterr().out
+    assert "back here: mkdir -p runs/gpuft_b " in out and "'ft_steps=5'" in out and "device" not in out
+    assert "failed: a (not packed" in out
+
+
+def test_bad_names_and_dest_are_usage_errors_before_the_cache(tmp_path):
+    """A --dest that cannot hold the tar files failed only at the first tarfile.open, after all the training; two
+    variants of one name shared a folder, and a name like "shared" or "../x" wrote over the run's own folders."""
+    minilm = tmp_path / "minilm"
+    minilm.mkdir()
+    root = tmp_path / "run"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args, message in ((["--dest", afile], f"--dest {afile} is not a folder"),
+                          (["--dest", afile / "sub"], f"--dest {afile / 'sub'} cannot be made: {afile} is not a folder"),
+                          (["--variant", "a", "{}", "--variant", "a", "{}"], "--variant 'a' is given twice"),
+                          (["--variant", "shared", "{}"], "--variant 'shared': shared and minilm are the run's"),
+                          (["--variant", "minilm", "{}"], "--variant 'minilm'"),
+                          (["--variant", "../x", "{}"], "--variant '../x': a name is letters, digits"),
+                          (["--variant", "", "{}"], "--variant '': a name is letters, digits")):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--run", str(root), "--minilm", str(minilm),
+                               "--dest", str(tmp_path / "tars"), *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
+        assert message in done.stderr, (args, done.stderr[-500:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "minilm"]  # no run folder, no --dest made

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,11 @@ import pytest
 import torch
 
 from sora_nb import world
+from sora_nb.backends import embedded
 from sora_nb.models.verifier import ClipVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "sora_nb" / "weights" / "shapes"
 
 
 def _script():
@@ -120,3 +124,62 @@ def test_train_writes_a_loadable_verifier_the_same_per_seed_and_refuses_bad_argu
         tv.main([str(tmp_path / "c"), "--threads", "0"])
     assert exit_.value.code == 2 and "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def copy_of_shipped(dest: Path, recipe: dict | None = None, scores: bool = True) -> Path:
+    """A copy of the shipped folder, re-manifested: without scores.json (and its card), or with its recipe changed."""
+    shutil.copytree(SHIPPED, dest)
+    if not scores:
+        (dest / "scores.json").unlink()
+        (dest / "MODEL_CARD.md").unlink()
+    elif recipe:
+        prior = json.loads((dest / "scores.json").read_text())
+        prior["recipe"].update(recipe)
+        (dest / "scores.json").write_text(json.dumps(prior))
+    embedded.write_manifest(dest, {k: v for k, v in embedded.verify_folder(SHIPPED).items() if k not in ("files", "format")})
+    embedded.load_folder(dest)  # a valid folder on its own
+    return dest
+
+
+def test_the_latents_are_the_ones_the_folders_recipe_names(tmp_path):
+    """The script read shape_angle from Path(weights)/scores.json alone and always built the pixel encoder's latent:
+    --weights shapes (the shipped model by name) found no scores.json and dropped the angle channels, and a plain-
+    latent folder (shape_layout false) had its last channels overwritten with disc coverage its DiT never draws."""
+    from sora_nb.train import clips_to_tensor
+
+    tv = _script()
+    by_path, _, _, _ = tv.training_data(None, 64, 0)
+    by_name, _, _, _ = tv.training_data("shapes", 64, 0)
+    assert by_path.shape == (64, 16, 4, 16, 16) and torch.equal(by_name, by_path)
+
+    plain = copy_of_shipped(tmp_path / "plain", {"shape_layout": False, "shape_channels": False, "shape_angle": False,
+                                                   "pix_steps": 0})
+    z, _, _, _ = tv.training_data(str(plain), 64, 0)
+    be = embedded.load_folder(plain)
+    clips = list(world.sample(64, seed=tv._seed(0, 0), split="train", phrasing="train", duration=2.0, size=(64, 64)))
+    with torch.no_grad():  # the plain latent: the autoencoder's encoding of the frames, every channel of it
+        want = torch.cat([be.vae.normalize(be.vae.encode(clips_to_tensor(clips[i:i + 32]))).half() for i in (0, 32)])
+    torch.testing.assert_close(z.float(), want.float(), rtol=0, atol=2e-3)
+    assert (by_path.float() - z.float()).abs().amax(dim=(0, 2, 3, 4))[-7:].min() > 0.5  # the label channels differ
+    be, folder, recipe = tv.folder_recipe("shapes")  # the name reads the package's folder, and its recipe
+    assert folder == embedded.WEIGHTS_DIR and recipe.shape_angle and recipe.pixel_latent
+
+
+def test_a_model_without_a_recipe_or_an_out_inside_a_weights_folder_is_refused(tmp_path, capsys):
+    """A folder without scores.json trained on a guessed latent (no angle channels); an OUT inside a weights
+    folder (beside its verifier/, say) wrote files its manifest does not list, and the folder stopped loading."""
+    tv = _script()
+    nocard = copy_of_shipped(tmp_path / "nocard", scores=False)
+    with pytest.raises(ValueError, match=r"records no recipe \(scores.json: it has none\)"):
+        tv.training_data(str(nocard), 64, 0)
+    with pytest.raises(ValueError, match="random weights with no weights folder and no recipe"):
+        tv.training_data("shapes-untrained", 64, 0)
+    assert tv.main([str(tmp_path / "v"), "--weights", str(nocard), "--clips", "64", "--steps", "1"]) == 2
+    assert f"weights folder {str(nocard)!r} records no recipe" in capsys.readouterr().err
+    for out in (nocard / "verifier_v2", nocard / "sub" / "deeper" / "v"):
+        with pytest.raises(ValueError, match=f"is inside the weights folder {str(nocard)!r}"):
+            tv.train(out, weights=str(nocard), clips=64, steps=1, log=lambda s: None)
+    assert tv.main([str(nocard / "verifier_v2"), "--clips", "64", "--steps", "1"]) == 2
+    assert "is inside the weights folder" in capsys.readouterr().err
+    embedded.load_folder(nocard)  # still loads: nothing was written in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocard"]
