@@ -55,8 +55,28 @@ def ffmpeg_exe() -> str:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise FFmpegNotFoundError(f"ffmpeg not found at {path!r} (from {source}); set SORA_NB_FFMPEG to an "
                                   "executable ffmpeg binary or to a command on PATH")
+    _check_runs(path)
     mediapy.set_ffmpeg(path)
     return path
+
+
+_RUNS: dict[tuple, bool] = {}  # (path, size, mtime) -> whether `path -version` says it is ffmpeg
+
+
+def _check_runs(path: str) -> None:
+    """FFmpegNotFoundError unless ``path -version`` prints ffmpeg's banner (asked once per binary and process):
+    another executable (``SORA_NB_FFMPEG=/bin/true``) failed only after the model had run, or blamed the file."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _RUNS:
+        try:
+            out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30).stdout
+            _RUNS[key] = out.startswith("ffmpeg")
+        except (OSError, subprocess.SubprocessError):
+            _RUNS[key] = False
+    if not _RUNS[key]:
+        raise FFmpegNotFoundError(f"ffmpeg at {path!r} does not run ('{path} -version' fails); set SORA_NB_FFMPEG to "
+                                  "a working ffmpeg binary or reinstall imageio-ffmpeg==0.7.0")
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -190,13 +210,8 @@ def broken_ffmpeg() -> None:
     """Raise FFmpegNotFoundError if the configured ffmpeg does not run (``ffmpeg -version``): called after a
     failure, so that a broken binary is not blamed on the file being read or written."""
     exe = ffmpeg_exe()
-    try:
-        ok = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout.startswith("ffmpeg")
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    if not ok:
-        raise FFmpegNotFoundError(f"ffmpeg at {exe!r} does not run ('{exe} -version' fails); set SORA_NB_FFMPEG to "
-                                  "a working ffmpeg binary or reinstall imageio-ffmpeg==0.7.0") from None
+    _RUNS.pop(next((k for k in _RUNS if k[0] == exe), None), None)  # ask again: it may have broken since
+    _check_runs(exe)
 
 
 def ffmpeg_reason(text: str) -> str:

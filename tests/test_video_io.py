@@ -418,3 +418,13 @@ def test_an_output_name_the_file_system_cannot_take_is_refused_before_any_work(t
     link.unlink()
     os.symlink(tmp_path / "x.mp4", link)  # a dangling link into a folder that exists: written there
     assert media.check_output_path(link) == link
+
+
+def test_an_executable_that_is_not_ffmpeg_is_refused_up_front(tmp_path, monkeypatch):
+    """SORA_NB_FFMPEG=/bin/true passed the up-front check: a generate failed after the model ran, and reproduce
+    said the clip "carries no sora_nb params"."""
+    good = smooth_clip().save(tmp_path / "good.mp4")
+    monkeypatch.setenv("SORA_NB_FFMPEG", _fake_ffmpeg(tmp_path, "exit 0"))
+    for call in (media.ffmpeg_exe, lambda: sora_nb.read_params(good)):
+        with pytest.raises(sora_nb.FFmpegNotFoundError, match=r"ffmpeg at '.*ffmpeg' does not run"):
+            call()
