@@ -107,7 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sora_nb.api import MAX_CANDIDATES
     from sora_nb.media import check_output_path, ffmpeg_exe
 
-    out = check_output_path(args.output)
+    out = check_output_path(args.output, "--output")
     ffmpeg_exe()  # before the model runs, not after
     if not 1 <= args.best_of <= MAX_CANDIDATES:
         raise ValueError(f"--best-of must be an integer in [1, {MAX_CANDIDATES}], got {args.best_of}")
@@ -157,8 +157,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     import sora_nb
     from sora_nb.media import check_input_path, check_output_path, ffmpeg_exe
 
-    clip = check_input_path(args.clip)
-    out = check_output_path(args.output)
+    clip = check_input_path(args.clip, "clip")
+    out = check_output_path(args.output, "--output")
     if out.exists() and os.path.samefile(out, clip):
         raise ValueError(f"--output {str(out)!r} is the clip itself: write the new clip to another name, so the "
                          "two can be compared")

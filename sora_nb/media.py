@@ -79,28 +79,29 @@ def _check_runs(path: str) -> None:
                                   "a working ffmpeg binary or reinstall imageio-ffmpeg==0.7.0")
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """A writable video path: known extension, existing folder. Raises ValueError/TypeError."""
-    p = check_path("path", path)
+def check_output_path(path: str | os.PathLike, name: str = "path") -> Path:
+    """A writable video path: known extension, existing folder. Raises ValueError/TypeError naming ``name`` (the
+    CLI's ``--output``)."""
+    p = check_path(name, path)
     if p.suffix.lower() not in VIDEO_FORMATS:
-        raise ValueError(f"path must end in one of {', '.join(VIDEO_FORMATS)}; got {str(p)!r}")
+        raise ValueError(f"{name} must end in one of {', '.join(VIDEO_FORMATS)}; got {str(p)!r}")
     try:
         p.exists()
     except OSError as err:  # e.g. a name longer than the file system allows: now, not after the model has run
-        raise ValueError(f"path {str(p)[:80]!r}{'...' if len(str(p)) > 80 else ''} cannot be a file here "
+        raise ValueError(f"{name} {str(p)[:80]!r}{'...' if len(str(p)) > 80 else ''} cannot be a file here "
                          f"({err.strerror})") from None
     if p.is_symlink() and not Path(os.path.realpath(p)).parent.is_dir():  # the file is written where it points
-        raise ValueError(f"path {str(p)!r} is a link to {os.readlink(p)!r}, whose folder does not exist: write to "
+        raise ValueError(f"{name} {str(p)!r} is a link to {os.readlink(p)!r}, whose folder does not exist: write to "
                          "another name or remove the link")
     if not p.parent.is_dir():
-        raise ValueError(f"path: folder {str(p.parent)!r} does not exist (create it first)")
+        raise ValueError(f"{name}: folder {str(p.parent)!r} does not exist (create it first)")
     if p.is_dir():
-        raise ValueError(f"path {str(p)!r} is a folder, not a file name")
+        raise ValueError(f"{name} {str(p)!r} is a folder, not a file name")
     if p.is_symlink() and Path(os.path.realpath(p)).suffix.lower() != p.suffix.lower():
-        raise ValueError(f"path {str(p)!r} is a link to {os.path.realpath(p)!r}, which does not end in "
+        raise ValueError(f"{name} {str(p)!r} is a link to {os.path.realpath(p)!r}, which does not end in "
                          f"{p.suffix}: write to the file itself or to another name")
     if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"path: folder {str(p.parent)!r} is not writable (choose another folder)")
+        raise ValueError(f"{name}: folder {str(p.parent)!r} is not writable (choose another folder)")
     return p
 
 
@@ -109,11 +110,11 @@ def check_fps(fps: Any, unit: str = "") -> float:
     return check_float("fps", fps, MIN_FPS, MAX_FPS, unit=unit)
 
 
-def check_input_path(path: Any) -> Path:
-    """A video file to read: an existing file. Raises TypeError/ValueError."""
-    p = check_path("path", path)
+def check_input_path(path: Any, name: str = "path") -> Path:
+    """A video file to read: an existing file. Raises TypeError/ValueError naming ``name``."""
+    p = check_path(name, path)
     if not p.is_file():
-        raise ValueError(f"path {str(p)!r} is not a readable video: " + ("it is a folder" if p.is_dir() else "no such file"))
+        raise ValueError(f"{name} {str(p)!r} is not a readable video: " + ("it is a folder" if p.is_dir() else "no such file"))
     return p
 
 

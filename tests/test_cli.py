@@ -46,7 +46,7 @@ def test_generate_writes_the_clip(tmp_path):
     (["--seed", "abc"], "argument --seed: expected an integer, got 'abc'"),
     (["--width", "100"], "width x height must be one of 64x64, 96x64"),
     (["-o", "/nonexistent-folder/clip.mp4"], "folder '/nonexistent-folder' does not exist"),
-    (["-o", "clip.avi"], "path must end in one of .mp4, .webm, .gif"),
+    (["-o", "clip.avi"], "--output must end in one of .mp4, .webm, .gif"),  # the option's name, not "path"
     (["--model", "nope"], "unknown model 'nope'"),
     (["--best-of", "0"], "--best-of must be an integer in [1, 16], got 0"),
     (["--best-of", "17"], "--best-of must be an integer in [1, 16], got 17"),
@@ -96,8 +96,8 @@ def test_reproduce_writes_the_same_clip_again(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(sora_nb.read_video(tmp_path / "again.mp4"), sora_nb.read_video(clip))
     assert sora_nb.read_params(tmp_path / "again.mp4") == sora_nb.read_params(clip)
     (tmp_path / "again.mp4").unlink()
-    for args, message in ((["missing.mp4", "-o", "x.mp4"], "missing.mp4"),
-                          ([str(clip), "-o", "x.avi"], "path must end in one of .mp4, .webm, .gif"),
+    for args, message in ((["missing.mp4", "-o", "x.mp4"], "clip 'missing.mp4' is not a readable video: no such file"),
+                          ([str(clip), "-o", "x.avi"], "--output must end in one of .mp4, .webm, .gif"),
                           ([str(clip), "-o", "x.mp4", "--model", "shapes-untrained"],
                            "model 'shapes-untrained' is not the model that made this clip")):
         code = cli.main(["reproduce", *args])
