@@ -60,7 +60,15 @@ class Track:
 
     @property
     def visible(self) -> list:
-        """Detections not cut by the bar or the frame edge (all of them if fewer than two are whole)."""
+        """Detections not cut by the bar or the frame edge (all of them if none is whole): what its shape and
+        size are read from, as a cut view shows neither (a cross cut by the bar reads as a triangle, and small)."""
+        whole = [d for d in self.detections if not d.partial]
+        return whole or self.detections
+
+    @property
+    def seen(self) -> list:
+        """What its colour and motion are read from, which take several views and which a cut view still shows:
+        the whole detections if at least two are whole, else all of them."""
         whole = [d for d in self.detections if not d.partial]
         return whole if len(whole) >= 2 else self.detections
 
@@ -77,6 +85,7 @@ class Scene:
     bar: Optional[tuple]  # occluder columns [x0, x1) or None
     detections: list  # per frame, a list of Detection
     tracks: list  # main tracks (objects), longest first
+    front: list = dataclasses.field(default_factory=list)  # per frame, blobs seen in front of the bar (`in_front`)
 
     @property
     def scale(self) -> float:
@@ -541,11 +550,11 @@ def size_name(dets: list, shape: Optional[str], scale: float) -> Optional[str]:
 def summarise(dets: list, scale: float) -> Track:
     """A Track with colour, shape, size and motion read from its detections."""
     tr = Track(sorted(dets, key=lambda d: d.t))
-    vis = tr.visible
-    tr.colour = majority([d.colour for d in vis], [d.area for d in vis])
-    tr.shape = majority([d.shape for d in vis])
+    vis, seen = tr.visible, tr.seen
+    tr.colour = majority([d.colour for d in seen], [d.area for d in seen])
+    tr.shape = majority([d.shape for d in vis]) or majority([d.shape for d in tr.detections])
     tr.size = size_name(vis, tr.shape, scale)
-    tr.motion, tr.displacement, tr.scale_ratio, tr.rotation_deg = classify_motion(vis, tr.shape, scale)
+    tr.motion, tr.displacement, tr.scale_ratio, tr.rotation_deg = classify_motion(seen, tr.shape, scale)
     return tr
 
 
@@ -560,7 +569,41 @@ def analyse(frames) -> Scene:
     main = [summarise(tr, scale) for tr in tracks if len(tr) >= min_len]
     main.sort(key=lambda tr: -len(tr.detections))
     background = classify_background(rows) if bg_fraction >= 0.4 else "unknown"
-    return Scene(t_len, (w, h), background, rows, bg_fraction, bar, detections, main)
+    front = in_front(frames, bar)
+    return Scene(t_len, (w, h), background, rows, bg_fraction, bar, detections, main, front)
+
+
+def in_front(frames: np.ndarray, bar: Optional[tuple]) -> list:
+    """Per frame, the blobs painted over the bar (columns [x0, x1)): what covers it in some frames and not in most.
+
+    `measure` cuts the bar's columns out of every frame, so an object that passes in front of the bar looks there
+    like one that passes behind it; this reads what it cut. The bar stands still, so each of its pixels is compared
+    with its own median over the clip (its one or two columns at either edge, which blur into the background, are
+    left out). Pixels farther from it than `MIN_THRESHOLD` (or 3 times the typical distance, for a noisy bar) are
+    grouped into connected components; those the size of a shape (as in `measure`) are Detections (partial, with
+    no shape): frame, centre in the frame, area (px), colour.
+    """
+    out = [[] for _ in range(len(frames))]
+    if bar is None or bar[1] - bar[0] < 5:
+        return out
+    x0, x1 = bar[0] + 2, bar[1] - 2
+    f = frames[:, :, x0:x1].astype(np.float32)
+    dist = np.linalg.norm(f - np.median(f, axis=0)[None], axis=-1)
+    mask = dist > max(MIN_THRESHOLD, 3.0 * float(np.median(dist)))
+    if not mask.any():
+        return out
+    scale = float(min(frames.shape[1:3]))
+    lab = label_components(mask)
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    for i, area in zip(ids, counts):
+        if area < 0.003 * scale ** 2:
+            continue
+        tt, yy, xx = np.nonzero(lab == i)
+        lab_colour = srgb_to_lab(f[tt, yy, xx].mean(axis=0))
+        out[int(tt[0])].append(Detection(int(tt[0]), float(xx.mean() + x0), float(yy.mean()), float(area), lab_colour,
+                                         classify_colour(lab_colour), np.zeros(1 + len(HARMONICS)),
+                                         np.zeros(len(HARMONICS), complex), True))
+    return out
 
 
 def as_frames(frames, min_frames: int = 2) -> np.ndarray:
