@@ -139,8 +139,29 @@ def _json_value(value: Any) -> Any:
                     "str, number, bool, None, list, dict)")
 
 
+def _non_text_key(value: Any) -> Any:
+    """The first dict key in ``value`` (nested in dicts and lists) that is not a str, else None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return key
+            found = _non_text_key(item)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found = _non_text_key(item)
+            if found is not None:
+                return found
+    return None
+
+
 def params_json(params: dict[str, Any]) -> str:
     """The JSON a video file carries for ``params``; ValueError/TypeError naming what cannot be written."""
+    bad = _non_text_key(params)
+    if bad is not None:  # (json.dumps writes 5 as "5", so the clip would carry other params; mixed keys did not sort)
+        raise TypeError(f"params: every key must be a str (a JSON object's keys are text), got {type(bad).__name__} "
+                        f"{bad!r}")
     try:
         text = json.dumps(params, sort_keys=True, default=_json_value)
     except TypeError as err:

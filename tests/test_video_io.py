@@ -282,6 +282,9 @@ def test_params_a_file_cannot_carry_are_refused_and_numpy_numbers_are_numbers(tm
     clip.params["tensor"] = object()
     with pytest.raises(TypeError, match="params hold a object, which a video file's metadata cannot carry"):
         clip.save(tmp_path / "obj.mp4")
+    clip.params["tensor"] = {"layers": [{1: "a", "b": 2}]}  # mixed keys failed to sort ("'<' not supported")
+    with pytest.raises(TypeError, match=r"params: every key must be a str \(a JSON object's keys are text\), got int 1"):
+        clip.save(tmp_path / "keys.mp4")
     clip.params["tensor"] = "x" * 70_000
     with pytest.raises(ValueError, match=r"params must be at most 64 KiB as JSON .*got 68 KiB"):
         clip.save(tmp_path / "big.mp4")
