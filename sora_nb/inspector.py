@@ -22,11 +22,12 @@ the update) with the current step marked.
 
 How it stays instant: every view of every step and frame is computed here, in Python, once, and sent
 to the browser as raw bytes (binary widget buffers, no base64) together with small lists of per-step
-numbers. The front end (``widgets/inspector.js``, an anywidget ES module) cuts frames out of those
-bytes and draws them with ``putImageData``; moving a slider never waits for the kernel. Only a change
-of ``channel`` asks Python for a new heatmap stack. The widget's state (``step``, ``frame``,
-``view``, ``channel``) is synced both ways, and :meth:`Inspector.image` returns the pixels currently
-shown, cut from the same bytes the browser draws.
+numbers. They are computed a recorded step at a time, so a build needs little memory beyond the bytes
+it sends (no float32 copy of the trace). The front end (``widgets/inspector.js``, an anywidget ES
+module) cuts frames out of those bytes and draws them with ``putImageData``; moving a slider never
+waits for the kernel. Only a change of ``channel`` asks Python for a new heatmap stack. The widget's
+state (``step``, ``frame``, ``view``, ``channel``) is synced both ways, and :meth:`Inspector.image`
+returns the pixels currently shown, cut from the same bytes the browser draws.
 
 The x_t view needs the latent -> RGB map that made the preview. A trace does not store it, so
 :func:`fit_rgb_map` recovers it by least squares from the trace's own (x0, preview) pairs: exact up
@@ -37,9 +38,11 @@ to rounding when the preview is linear (the embedded model, and every family in
 from __future__ import annotations
 
 import functools
+import io
+import itertools
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import anywidget
 import numpy as np
@@ -88,13 +91,19 @@ def as_trace(obj: Any, name: str = "video_or_trace") -> xr.Dataset:
 
 
 # -- views, computed the way the browser shows them --------------------------------------------------
-def _sample_preview_at_latent(trace: xr.Dataset) -> np.ndarray:
-    """The preview at latent resolution (nearest sample): float (step, frame, y, x, 3) in [0, 255]."""
-    prev = trace.preview.values
+# A trace's float16 arrays can be hundreds of MB (Wan 480p: 30 steps of 21 frames are 126 MB each), so nothing
+# here makes a float32 copy of a whole one: the views, scales and stats are computed a recorded step at a time
+# (a float32 copy of one step's (frame, channel, y, x)). Per step they are the very numpy operations the
+# whole-trace formulas were (elementwise, or reduced within a step), so every byte and number is the same.
+def _preview_index(trace: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The preview's rows and columns nearest to the latent's (the preview sampled at latent resolution)."""
     h, w = trace.sizes["y"], trace.sizes["x"]
-    iy = (np.arange(h) * prev.shape[2]) // h
-    ix = (np.arange(w) * prev.shape[3]) // w
-    return prev[:, :, iy][:, :, :, ix].astype(np.float32)
+    return (np.arange(h) * trace.sizes["py"]) // h, (np.arange(w) * trace.sizes["px"]) // w
+
+
+def _finite_in_float32(values: np.ndarray) -> np.ndarray:
+    """``np.isfinite(values.astype(np.float32))``, without the copy when ``values`` are float16 or float32 already."""
+    return np.isfinite(values if values.dtype in (np.float16, np.float32) else values.astype(np.float32))
 
 
 def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
@@ -102,23 +111,33 @@ def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
 
     Least squares (with a tiny ridge, so channels that are nearly collinear in x0 do not get huge
     opposite weights that would blow up on the noise of x_t) on unsaturated preview pixels (every
-    channel strictly inside 0..255), at most 20,000 of them, picked evenly; the map reproduces
-    ``preview`` from ``x0`` up to rounding when the preview is linear.
+    channel strictly inside 0..255) at latent resolution (the nearest preview pixel), at most 20,000
+    of them, picked evenly; the map reproduces ``preview`` from ``x0`` up to rounding when the preview
+    is linear.
     """
     trace = as_trace(trace, "trace")
     c = trace.sizes["channel"]
-    x = trace.x0.values.astype(np.float32).transpose(0, 1, 3, 4, 2).reshape(-1, c)  # (N, C)
-    y = _sample_preview_at_latent(trace).reshape(-1, 3)                              # (N, 3)
-    ok = np.all((y > 0) & (y < 255), axis=1) & np.all(np.isfinite(x), axis=1)  # an inf in x0 would void the fit
+    x0, preview = trace.x0.values, trace.preview.values
+    iy, ix = _preview_index(trace)
+    grid = (x0.shape[0], x0.shape[1], x0.shape[3], x0.shape[4])  # a sample per (step, frame, y, x)
+    unsaturated, finite = np.empty(grid, bool), np.empty(grid, bool)
+    for s in range(grid[0]):  # a step at a time: masks of the samples, not float copies of them
+        rgb = preview[s][:, iy][:, :, ix]
+        unsaturated[s] = np.all((rgb > 0) & (rgb < 255), axis=-1)
+        finite[s] = np.all(_finite_in_float32(x0[s]), axis=1)  # an inf in x0 would void the fit
+    ok = (unsaturated & finite).ravel()
     if ok.sum() < c + 1:  # almost everything saturated: use what there is (finite)
-        ok = np.all(np.isfinite(x), axis=1)
+        ok = finite.ravel()
     if ok.sum() < c + 1:
         raise ValueError(f"trace's x0 has {int(ok.sum())} finite pixels, fewer than the {c + 1} the latent -> RGB map "
                          "needs: the run diverged")
     idx = np.flatnonzero(ok)
     idx = idx[:: -(-len(idx) // MAX_FIT_PIXELS)]  # a ceiling stride: at most MAX_FIT_PIXELS samples
-    a = np.concatenate([x[idx], np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
-    target = y[idx].astype(np.float64) / 127.5 - 1.0
+    s, f, y, x = np.unravel_index(idx, grid)
+    samples = x0[s, f, :, y, x].astype(np.float32)                   # (N, C)
+    target = preview[s, f, iy[y], ix[x]].astype(np.float32)          # (N, 3)
+    a = np.concatenate([samples, np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
+    target = target.astype(np.float64) / 127.5 - 1.0
     gram = a.T @ a
     ridge = RIDGE * np.trace(gram) / len(gram) * np.eye(len(gram))  # keeps collinear channels' weights small
     return np.linalg.solve(gram + ridge, a.T @ target).astype(np.float32)
@@ -126,7 +145,13 @@ def fit_rgb_map(trace: xr.Dataset) -> np.ndarray:
 
 def _apply_map(latent: np.ndarray, rgb_map: np.ndarray) -> np.ndarray:
     """(..., channel, y, x) latent through a (channel + 1, 3) map to uint8 (..., y, x, 3); a non-finite value
-    (a diverged run's) is mid grey."""
+    (a diverged run's) is mid grey. A stack (of steps, frames) is mapped a (channel, y, x) at a time: the same
+    products, without float32 copies of the whole."""
+    if latent.ndim > 3:
+        out = np.empty(latent.shape[:-3] + latent.shape[-2:] + (3,), np.uint8)
+        for i, step in enumerate(latent):
+            out[i] = _apply_map(step, rgb_map)
+        return out
     z = np.moveaxis(latent.astype(np.float32), -3, -1)  # (..., y, x, C)
     rgb = np.nan_to_num(z @ rgb_map[:-1] + rgb_map[-1], nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -135,8 +160,42 @@ def _apply_map(latent: np.ndarray, rgb_map: np.ndarray) -> np.ndarray:
 def _finite_percentile(values: np.ndarray, q: float) -> float:
     """The ``q``th percentile of ``values``' finite entries (0.0 when there are none): a scale that one NaN or
     inf (a diverged step) does not turn into NaN for every step and frame."""
-    values = values[np.isfinite(values)]
-    return float(np.percentile(values, q)) if values.size else 0.0
+    values = values[np.isfinite(values)]  # a copy: np.percentile may sort it in place rather than copy it again
+    return float(np.percentile(values, q, overwrite_input=True)) if values.size else 0.0
+
+
+def _percentile_from_ranks(n: int, q: float, ranked: Callable[[list[int]], np.ndarray]) -> float:
+    """``float(np.percentile(values, q))`` (numpy's default, "linear" method) of ``n`` float32 values known through
+    ``ranked(ranks)``: the values at those 0-based positions of the values sorted.
+
+    np.percentile interpolates between the sorted values of ranks ``floor(v)`` and ``floor(v) + 1``, where
+    ``v = (n - 1) * (q / 100)``, at the fraction ``v - floor(v)``; the pair is interpolated here by numpy itself
+    (np.quantile of the two values at that fraction: its own virtual index is the fraction, exactly), so the
+    result is np.percentile's to the bit.
+    """
+    v = (n - 1) * np.true_divide(q, 100)
+    lo = int(np.floor(v))
+    if lo >= n - 1:  # one value (q < 100 otherwise keeps v below n - 1)
+        return float(ranked([n - 1])[0])
+    return float(np.quantile(ranked([lo, lo + 1]), float(v - lo)))
+
+
+def _abs_percentile(values: np.ndarray, channel: int, q: float) -> float:
+    """``_finite_percentile(np.abs(values[:, :, channel].astype(np.float32)), q)``, ``values`` (step, frame, channel,
+    y, x); float16 values (a trace's) are not copied: the finite float16 magnitudes are 31,744 bit patterns
+    (0x0000 to 0x7BFF, in the order of their values; 0x7C00 is inf, above it NaN), so a count of each, made a
+    step at a time, is the values sorted."""
+    if values.dtype != np.float16:
+        return _finite_percentile(np.abs(values[:, :, channel].astype(np.float32)), q)
+    counts = np.zeros(0x8000, np.int64)
+    for step in values:
+        counts += np.bincount((step[:, channel].view(np.uint16) & 0x7FFF).ravel(), minlength=0x8000)
+    below = np.cumsum(counts[:0x7C00])  # below[i]: how many finite magnitudes are <= the one of bit pattern i
+    if below[-1] == 0:
+        return 0.0
+    ranked = lambda ranks: (np.searchsorted(below, ranks, side="right")  # noqa: E731
+                            .astype(np.uint16).view(np.float16).astype(np.float32))
+    return _percentile_from_ranks(int(below[-1]), q, ranked)
 
 
 def to_rgb(trace: xr.Dataset, var: str = "latent", rgb_map: np.ndarray | None = None) -> xr.DataArray:
@@ -170,6 +229,17 @@ def _colorize(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray
     return _lut(cmap)[idx]
 
 
+def _stack(steps: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """The arrays ``steps`` yields (``n`` of them, alike) stacked into one, filled as they come."""
+    out = None
+    for i, step in enumerate(steps):
+        if out is None:
+            out = np.empty((n, *step.shape), step.dtype)
+        out[i] = step
+    assert out is not None
+    return out
+
+
 def _channel_args(trace: Any, channel: Any, var: str) -> tuple[xr.Dataset, int]:
     """``trace`` (a Video's or a Dataset, `as_trace`) and ``channel`` checked against its channels."""
     trace = as_trace(trace, "trace")
@@ -186,7 +256,13 @@ def channel_vmax(trace: xr.Dataset, channel: int, var: str = "x0") -> float:
     """The heatmap scale of a channel: the 99.5th percentile of |values| over all steps and frames (finite
     values; 1.0 when that is 0)."""
     trace, channel = _channel_args(trace, channel, var)
-    return _finite_percentile(np.abs(trace[var].isel(channel=channel).values.astype(np.float32)), 99.5) or 1.0
+    return _abs_percentile(trace[var].values, channel, 99.5) or 1.0
+
+
+def _channel_heat_steps(values: np.ndarray, channel: int, vmax: float) -> Iterator[np.ndarray]:
+    """:func:`channel_heatmap` of ``values`` (step, frame, channel, y, x) a step at a time: uint8 (frame, y, x, 3)."""
+    for step in values:
+        yield _colorize(step[:, channel].astype(np.float32), -vmax, vmax, "RdBu_r")
 
 
 def channel_heatmap(trace: xr.Dataset, channel: int, var: str = "x0", *, vmax: float | None = None) -> np.ndarray:
@@ -195,33 +271,57 @@ def channel_heatmap(trace: xr.Dataset, channel: int, var: str = "x0", *, vmax: f
     the same for every step and frame."""
     trace, channel = _channel_args(trace, channel, var)
     vmax = _check_vmax(vmax)
-    values = trace[var].isel(channel=channel).values.astype(np.float32)  # (S, F, y, x)
     vmax = channel_vmax(trace, channel, var) if vmax is None else vmax
-    return _colorize(values, -vmax, vmax, "RdBu_r")
+    return _stack(_channel_heat_steps(trace[var].values, channel, vmax), trace.sizes["step"])
 
 
-def _x0_change(trace: xr.Dataset) -> np.ndarray:
-    """RMS over channels of x0[s] - x0[s - 1]: float (step, frame, y, x), zero at the first step."""
-    x0 = trace.x0.values.astype(np.float32)
+def _square_changes(x0: np.ndarray) -> Iterator[np.ndarray]:
+    """Per recorded step after the first: float32 ``(x0[s] - x0[s - 1]) ** 2`` (frame, channel, y, x), one step
+    at a time (the array is reused: use it before asking for the next)."""
+    if len(x0) < 2:
+        return
+    previous = x0[0].astype(np.float32)
+    for s in range(1, len(x0)):
+        current = x0[s].astype(np.float32)
+        yield np.square(np.subtract(current, previous, out=previous), out=previous)
+        previous = current
+
+
+def _x0_change(x0: np.ndarray, update: list | None = None) -> np.ndarray:
+    """RMS over channels of x0[s] - x0[s - 1]: float (step, frame, y, x), zero at the first step. ``update``, when
+    given, gets each step's RMS change over everything appended (step_stats' ``update``, from the same pass)."""
     change = np.zeros((x0.shape[0], x0.shape[1], x0.shape[3], x0.shape[4]), np.float32)
-    if len(x0) > 1:
-        change[1:] = np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=2))
+    for s, square in enumerate(_square_changes(x0), start=1):
+        change[s] = np.sqrt(np.mean(square, axis=1))
+        if update is not None:
+            update.append(float(np.sqrt(np.mean(square))))
     return change
+
+
+def _change_vmax(change: np.ndarray) -> float:
+    """:func:`delta_vmax` of a trace whose :func:`_x0_change` is ``change``."""
+    return (_finite_percentile(change[1:], 99.5) if len(change) > 1 else 0.0) or 1.0
 
 
 def delta_vmax(trace: xr.Dataset) -> float:
     """The change heatmap's scale: the 99.5th percentile of the change of x0 between recorded steps (finite
     values; 1.0 when that is 0)."""
-    change = _x0_change(as_trace(trace, "trace"))
-    return (_finite_percentile(change[1:], 99.5) if len(change) > 1 else 0.0) or 1.0
+    return _change_vmax(_x0_change(as_trace(trace, "trace").x0.values))
+
+
+def _delta_heat_steps(change: np.ndarray, vmax: float) -> Iterator[np.ndarray]:
+    """:func:`delta_heatmap` of the change ``change`` a step at a time: uint8 (frame, y, x, 3)."""
+    for step in change:
+        yield _colorize(step, 0.0, vmax, "magma")
 
 
 def delta_heatmap(trace: xr.Dataset, *, vmax: float | None = None) -> np.ndarray:
     """How much x0 changed since the previous recorded step, as uint8 RGB (step, frame, y, x, 3)
     (``magma`` on ``[0, vmax]``, default :func:`delta_vmax`, the same for every step)."""
     trace, vmax = as_trace(trace, "trace"), _check_vmax(vmax)
-    vmax = delta_vmax(trace) if vmax is None else vmax
-    return _colorize(_x0_change(trace), 0.0, vmax, "magma")
+    change = _x0_change(trace.x0.values)
+    vmax = _change_vmax(change) if vmax is None else vmax
+    return _stack(_delta_heat_steps(change, vmax), len(change))
 
 
 def step_stats(trace: xr.Dataset) -> dict[str, list]:
@@ -229,32 +329,48 @@ def step_stats(trace: xr.Dataset) -> dict[str, list]:
     in traces recorded before sora_nb kept it), ``latent_std`` (std of x_t), ``x0_std`` and ``update`` (RMS
     change of x0 since the previous recorded step; None at the first)."""
     trace = as_trace(trace, "trace")
-    latent = trace.latent.values.astype(np.float32)
-    x0 = trace.x0.values.astype(np.float32)
-    axes = tuple(range(1, latent.ndim))
-    update: list[float | None] = [None]
-    if len(x0) > 1:
-        update += [float(v) for v in np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=axes))]
+    update = [None] + [float(np.sqrt(np.mean(square))) for square in _square_changes(trace.x0.values)]
+    return _step_stats(trace, update)
+
+
+def _step_stats(trace: xr.Dataset, update: list[float | None]) -> dict[str, list]:
+    """:func:`step_stats` of ``trace`` with its ``update`` given."""
     coord = lambda k, default: [float(v) for v in (trace[k].values if k in trace.coords else default)]  # noqa: E731
+    std = lambda values: [float(step.astype(np.float32).std()) for step in values]  # noqa: E731
     n = trace.sizes["step"]
     return {
         "step": [int(v) for v in (trace.step.values if "step" in trace.coords else range(n))],
         "sigma": coord("sigma", [np.nan] * n),
         "timestep": coord("timestep", [np.nan] * n),
         "guidance": [float(v) for v in trace.guidance.values] if "guidance" in trace.coords else [None] * n,
-        "latent_std": [float(v) for v in latent.std(axis=axes)],
-        "x0_std": [float(v) for v in x0.std(axis=axes)],
+        "latent_std": std(trace.latent.values),
+        "x0_std": std(trace.x0.values),
         "update": update,
     }
 
 
 def _resize_nearest(stack: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(S, F, y, x, 3) -> (S, F, h, w, 3) by nearest neighbour (identity when already that size)."""
-    if stack.shape[2:4] == (h, w):
+    """(..., y, x, 3) -> (..., h, w, 3) by nearest neighbour (identity when already that size)."""
+    if stack.shape[-3:-1] == (h, w):
         return stack
-    iy = (np.arange(h) * stack.shape[2]) // h
-    ix = (np.arange(w) * stack.shape[3]) // w
-    return np.ascontiguousarray(stack[:, :, iy][:, :, :, ix])
+    iy = (np.arange(h) * stack.shape[-3]) // h
+    ix = (np.arange(w) * stack.shape[-2]) // w
+    return np.ascontiguousarray(stack[..., iy, :, :][..., ix, :])
+
+
+def _join(chunks: Iterable[np.ndarray], nbytes: int) -> bytes:
+    """The bytes of ``chunks`` (arrays, each in C order), back to back: ``nbytes`` of them, written into one buffer
+    as the chunks come, so that no stack is held twice (as a stack and its ``tobytes``, or the pieces and their
+    join); CPython's BytesIO hands its buffer over without a copy."""
+    out = io.BytesIO()
+    if nbytes > 1:
+        out.seek(nbytes - 1)
+        out.write(b"\0")  # the buffer's full size at once, rather than grown as the chunks come
+        out.seek(0)
+    for chunk in chunks:
+        out.write(np.ascontiguousarray(chunk))
+    assert out.tell() == nbytes, (out.tell(), nbytes)
+    return out.getvalue()
 
 
 def _label(trace: xr.Dataset, keys: tuple[str, ...]) -> str:
@@ -272,21 +388,40 @@ def _label(trace: xr.Dataset, keys: tuple[str, ...]) -> str:
 
 
 class _Panel:
-    """One trace's precomputed views, at the preview's resolution (``delta`` on the scale ``delta_vmax``)."""
+    """One trace's precomputed views, at the preview's resolution, made in two stages because the panels share
+    the change view's scale: the panel (its latent -> RGB map, stats, and the change of x0, a float32
+    (step, frame, y, x) kept until the views are made), then :meth:`make_views` on the scale of every panel."""
 
-    def __init__(self, trace: xr.Dataset, delta_vmax: float):
+    def __init__(self, trace: xr.Dataset):
         self.trace = trace
         s, f = trace.sizes["step"], trace.sizes["frame"]
         self.h, self.w = trace.sizes["py"], trace.sizes["px"]
         self.shape = [s, f, self.h, self.w]
         self.rgb_map = fit_rgb_map(trace)
+        update: list[float | None] = [None]
+        self.change: np.ndarray | None = _x0_change(trace.x0.values, update)  # and step_stats' update, in one pass
+        self.stats = _step_stats(trace, update)
+        self.views = b""
+
+    @property
+    def delta_vmax(self) -> float:
+        """:func:`delta_vmax` of the trace (before :meth:`make_views`)."""
+        assert self.change is not None
+        return _change_vmax(self.change)
+
+    def make_views(self, delta_vmax: float) -> None:
+        """``views``: the x0, xt and delta stacks (``delta`` on the scale ``delta_vmax``), back to back, made a step
+        at a time."""
+        change, latent, h, w = self.change, self.trace.latent.values, self.h, self.w
+        assert change is not None
         stacks = {
-            "x0": np.ascontiguousarray(trace.preview.values),
-            "xt": _resize_nearest(_apply_map(trace.latent.values, self.rgb_map), self.h, self.w),
-            "delta": _resize_nearest(delta_heatmap(trace, vmax=delta_vmax), self.h, self.w),
+            "x0": lambda: iter(self.trace.preview.values),
+            "xt": lambda: (_resize_nearest(_apply_map(step, self.rgb_map), h, w) for step in latent),
+            "delta": lambda: (_resize_nearest(heat, h, w) for heat in _delta_heat_steps(change, float(delta_vmax))),
         }
-        self.views = b"".join(stacks[v].tobytes() for v in STACKED_VIEWS)
-        self.stats = step_stats(trace)
+        self.views = _join(itertools.chain.from_iterable(stacks[v]() for v in STACKED_VIEWS),
+                           len(STACKED_VIEWS) * self.shape[0] * self.shape[1] * self.frame_bytes)
+        self.change = None
 
     @property
     def frame_bytes(self) -> int:
@@ -294,8 +429,10 @@ class _Panel:
         return self.h * self.w * 3
 
     def heat(self, channel: int, vmax: float) -> bytes:
-        """The channel heatmap stack on the scale ``vmax``, as bytes."""
-        return _resize_nearest(channel_heatmap(self.trace, channel, vmax=vmax), self.h, self.w).tobytes()
+        """The channel heatmap stack on the scale ``vmax``, as bytes (made a step at a time)."""
+        steps = _channel_heat_steps(self.trace.x0.values, channel, float(vmax))
+        return _join((_resize_nearest(heat, self.h, self.w) for heat in steps),
+                     self.shape[0] * self.shape[1] * self.frame_bytes)
 
     def meta(self, label: str) -> dict[str, Any]:
         """Small JSON facts the front end needs."""
@@ -352,8 +489,10 @@ class Inspector(Player, anywidget.AnyWidget):
         traces = [a] if b is None else [a, b]
         channel = _index("channel", channel, min(t.sizes["channel"] for t in traces))  # ValueError/TypeError here
         self._check_payload(traces, max_payload_mb)
-        scale_of_change = max(delta_vmax(t) for t in traces)  # one colour scale, so panels compare
-        self._panels = {key: _Panel(t, scale_of_change) for key, t in zip("ab", traces)}
+        self._panels = {key: _Panel(t) for key, t in zip("ab", traces)}
+        scale_of_change = max(p.delta_vmax for p in self._panels.values())  # one colour scale, so panels compare
+        for panel in self._panels.values():
+            panel.make_views(scale_of_change)
         if scale is None:
             scale = min(MAX_SCALE, max(1, round(256 / max(a.sizes["py"], a.sizes["px"]))))
         super().__init__(view=view, scale=scale, fps=fps, **kwargs)

@@ -11,8 +11,8 @@ import traitlets
 import sora_nb
 from browser.toy import RGB_MAP, toy_generator
 from sora_nb.frontend import read_module
-from sora_nb.inspector import (Inspector, _apply_map, channel_heatmap, channel_vmax, delta_heatmap, fit_rgb_map,
-                               step_stats, to_rgb)
+from sora_nb.inspector import (Inspector, _apply_map, channel_heatmap, channel_vmax, delta_heatmap, delta_vmax,
+                               fit_rgb_map, step_stats, to_rgb)
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +283,181 @@ def test_front_end_module():
 def test_public_api():
     assert sora_nb.inspect is sora_nb.inspector.inspect and "inspect" in sora_nb.__all__
     assert sora_nb.open_trace is sora_nb.trace.open_trace and "open_trace" in sora_nb.__all__
+
+
+# -- built a step at a time, byte for byte what the whole-trace formulas give -------------------------
+def synthetic_trace(seed, steps=6, frames=3, channels=16, h=24, w=40, ph=37, pw=50):
+    """A trace with sora_nb's layout: smooth float16 x0, x_t = x0 plus shrinking noise, and a uint8 preview of x0
+    through a linear map (some pixels saturated) at another resolution than the latent's. A step holds 46,080
+    values, more than numpy sums in one block, so a sum over a step is not a sum over a block by luck."""
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    freq, phase = rng.uniform(1, 4, (channels, 1, 1)), rng.uniform(0, 6, (channels, 1, 1))
+    sigma = np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)
+    t = np.arange(frames)[:, None, None, None] * 0.1
+    clean = 1.5 * np.sin(freq * (xx + t) + phase) * np.cos(freq * yy - phase)              # (F, C, h, w)
+    x0 = (clean + sigma[:, None, None, None, None] * rng.normal(0, 0.5, (steps, *clean.shape))).astype(np.float16)
+    latent = ((1 - sigma[:, None, None, None, None]) * x0
+              + sigma[:, None, None, None, None] * rng.standard_normal(x0.shape)).astype(np.float16)
+    rgb_map = rng.normal(0, 0.3, (channels + 1, 3)).astype(np.float32)
+    rgb = np.clip(np.rint((np.moveaxis(x0.astype(np.float32), 2, -1) @ rgb_map[:-1] + rgb_map[-1] + 1) * 127.5), 0, 255)
+    preview = rgb.astype(np.uint8)[:, :, (np.arange(ph) * h) // ph][:, :, :, (np.arange(pw) * w) // pw]
+    dims = ("step", "frame", "channel", "y", "x")
+    return xr.Dataset(
+        {"latent": (dims, latent), "x0": (dims, x0), "preview": (("step", "frame", "py", "px", "rgb"), preview)},
+        coords={"step": ("step", np.arange(steps) * 2), "sigma": ("step", sigma), "timestep": ("step", sigma * 1000),
+                "guidance": ("step", np.full(steps, 5.0, np.float32)), "frame": ("frame", np.arange(frames)),
+                "time": ("frame", np.arange(frames, dtype=np.float32) / 4), "rgb": ("rgb", ["r", "g", "b"])},
+        attrs={"prompt": "synthetic", "seed": seed, "guidance": 5.0})
+
+
+def diverged(ds):
+    """``ds`` with a NaN patch at the last step, infinities and a negative zero."""
+    ds = ds.copy(deep=True)
+    ds.x0.values[-1, 0, :, :4, :4] = np.nan
+    ds.latent.values[-1, 0, :, :3, :3] = np.inf
+    ds.x0.values[0, -1, 1, 2, 2] = -np.inf
+    ds.x0.values[2, 1, 0, 1, 1] = -0.0
+    return ds
+
+
+def reference_views(ds, delta_vmax=None, channel=0, channel_vmax_=None):
+    """What the inspector computed before it worked a step at a time, from whole-trace float32 copies: the x0, xt
+    and delta stacks (bytes), a channel's heat stack (bytes), the scales, the rgb map and the stats."""
+    import matplotlib
+
+    def colorize(values, lo, hi, cmap):
+        lut = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+        span = hi - lo if hi > lo else 1.0
+        scaled = np.nan_to_num((values - lo) / span * 255, nan=0.0, posinf=255.0, neginf=0.0)
+        return lut[np.clip(np.rint(scaled), 0, 255).astype(np.uint8)]
+
+    def percentile(values):
+        values = values[np.isfinite(values)]
+        return float(np.percentile(values, 99.5)) if values.size else 0.0
+
+    def resize(stack, h, w):
+        iy, ix = (np.arange(h) * stack.shape[2]) // h, (np.arange(w) * stack.shape[3]) // w
+        return np.ascontiguousarray(stack[:, :, iy][:, :, :, ix])
+
+    c, (h, w), (ph, pw) = ds.sizes["channel"], (ds.sizes["y"], ds.sizes["x"]), (ds.sizes["py"], ds.sizes["px"])
+    x0, latent = ds.x0.values.astype(np.float32), ds.latent.values.astype(np.float32)
+    # the rgb map
+    x = x0.transpose(0, 1, 3, 4, 2).reshape(-1, c)
+    y = resize(ds.preview.values, h, w).astype(np.float32).reshape(-1, 3)
+    ok = np.all((y > 0) & (y < 255), axis=1) & np.all(np.isfinite(x), axis=1)
+    idx = np.flatnonzero(ok)
+    idx = idx[:: -(-len(idx) // 20_000)]
+    a = np.concatenate([x[idx], np.ones((len(idx), 1), np.float32)], axis=1).astype(np.float64)
+    gram = a.T @ a
+    ridge = 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram))
+    rgb_map = np.linalg.solve(gram + ridge, a.T @ (y[idx].astype(np.float64) / 127.5 - 1.0)).astype(np.float32)
+    # x_t through it
+    z = np.moveaxis(latent, -3, -1)
+    rgb = np.nan_to_num(z @ rgb_map[:-1] + rgb_map[-1], nan=0.0, posinf=1.0, neginf=-1.0)
+    xt = np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    # the change of x0, its scale; the channel's scale
+    change = np.zeros((x0.shape[0], x0.shape[1], h, w), np.float32)
+    change[1:] = np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=2))
+    own_delta_vmax = percentile(change[1:]) or 1.0
+    own_channel_vmax = {var: percentile(np.abs(ds[var].values[:, :, channel].astype(np.float32))) or 1.0
+                        for var in ("x0", "latent")}
+    delta_vmax = own_delta_vmax if delta_vmax is None else delta_vmax
+    channel_vmax_ = own_channel_vmax["x0"] if channel_vmax_ is None else channel_vmax_
+    views = (np.ascontiguousarray(ds.preview.values).tobytes() + resize(xt, ph, pw).tobytes()
+             + resize(colorize(change, 0.0, delta_vmax, "magma"), ph, pw).tobytes())
+    heat = resize(colorize(x0[:, :, channel], -channel_vmax_, channel_vmax_, "RdBu_r"), ph, pw).tobytes()
+    axes = (1, 2, 3, 4)
+    stats = {"step": [int(v) for v in ds.step.values], "sigma": [float(v) for v in ds.sigma.values],
+             "timestep": [float(v) for v in ds.timestep.values], "guidance": [float(v) for v in ds.guidance.values],
+             "latent_std": [float(v) for v in latent.std(axis=axes)], "x0_std": [float(v) for v in x0.std(axis=axes)],
+             "update": [None] + [float(v) for v in np.sqrt(np.mean(np.square(np.diff(x0, axis=0)), axis=axes))]}
+    return dict(views=views, heat=heat, xt=xt, delta=colorize(change, 0.0, own_delta_vmax, "magma"),
+                channel=colorize(x0[:, :, channel], -own_channel_vmax["x0"], own_channel_vmax["x0"], "RdBu_r"),
+                delta_vmax=own_delta_vmax, channel_vmax=own_channel_vmax,
+                rgb_map=rgb_map, stats=stats)
+
+
+def as_sent(stats):
+    """Stats with NaN as None, as the widget sends them (so that == compares them)."""
+    return {k: [None if isinstance(v, float) and not np.isfinite(v) else v for v in vs] for k, vs in stats.items()}
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["clean", "diverged"])
+def test_every_byte_sent_is_what_the_whole_trace_formulas_give(broken):
+    """The views, heat stacks, scales, stats and rgb map are computed a step at a time (a Wan 480p trace took 4x
+    its size in float32 copies to inspect); they are, to the byte, what the whole-trace formulas gave."""
+    import warnings
+
+    a, b = synthetic_trace(1), synthetic_trace(2, ph=24, pw=40)  # b: a preview at latent resolution
+    if broken:
+        a = diverged(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf, as before
+        ref_a, ref_b = reference_views(a), reference_views(b)
+        scale = max(ref_a["delta_vmax"], ref_b["delta_vmax"])
+        for ds, ref in ((a, ref_a), (b, ref_b)):
+            np.testing.assert_array_equal(fit_rgb_map(ds), ref["rgb_map"])
+            assert delta_vmax(ds) == ref["delta_vmax"]
+            assert channel_vmax(ds, 0) == ref["channel_vmax"]["x0"]
+            assert channel_vmax(ds, 0, "latent") == ref["channel_vmax"]["latent"]
+            assert as_sent(step_stats(ds)) == as_sent(ref["stats"])
+            np.testing.assert_array_equal(to_rgb(ds).values, ref["xt"])
+            np.testing.assert_array_equal(delta_heatmap(ds), ref["delta"])
+            np.testing.assert_array_equal(channel_heatmap(ds, 0), ref["channel"])
+        alone = sora_nb.inspect(a)
+        assert alone.a_views == ref_a["views"] and alone.a_heat == ref_a["heat"]
+        assert alone.meta["a"]["stats"] == as_sent(ref_a["stats"])
+        w = sora_nb.inspect(a, compare=b)
+        for channel in (0, 5, 15):
+            if channel:
+                w.channel = channel
+            heat_vmax = max(reference_views(ds, channel=channel)["channel_vmax"]["x0"] for ds in (a, b))
+            for ds, views, heat in ((a, w.a_views, w.a_heat), (b, w.b_views, w.b_heat)):
+                ref = reference_views(ds, delta_vmax=scale, channel=channel, channel_vmax_=heat_vmax)
+                assert views == ref["views"] and heat == ref["heat"], channel
+        assert w.meta["b"]["stats"] == as_sent(ref_b["stats"])
+
+
+def test_channel_scales_from_counts_are_numpys_percentile():
+    """channel_vmax counts float16 magnitudes instead of sorting a float32 copy: the same number, to the bit, for
+    any count of values, ties, zeros of both signs, subnormals, infinities and NaN, at any step."""
+    from sora_nb.inspector import _abs_percentile
+
+    rng = np.random.default_rng(0)
+    cases = [np.zeros(1), np.full(6, -0.0), np.array([np.nan, np.inf, -np.inf, np.nan])]
+    for n in (1, 2, 3, 7, 200, 201, 999, 4096, 20_001):
+        cases.append(rng.standard_normal(n) * rng.choice([1e-6, 1e-3, 1.0, 300.0]))
+        cases.append(rng.integers(-3, 4, n).astype(np.float64))  # many ties
+    cases.append(np.concatenate([rng.standard_normal(500), [np.nan] * 7, [np.inf, -np.inf], np.full(9, 6e-8)]))
+    for values in cases:
+        values = np.concatenate([values, [np.nan] * (len(values) % 2)]).astype(np.float16)  # NaN: not counted
+        trace = rng.standard_normal((2, 1, 3, 1, len(values) // 2)).astype(np.float16)  # (step, frame, channel, y, x)
+        trace[:, :, 1] = values.reshape(2, 1, 1, -1)
+        magnitudes = np.abs(trace[:, :, 1].astype(np.float32))
+        magnitudes = magnitudes[np.isfinite(magnitudes)]
+        expected = float(np.percentile(magnitudes, 99.5)) if magnitudes.size else 0.0
+        got = _abs_percentile(trace, 1, 99.5)
+        assert np.float64(got).tobytes() == np.float64(expected).tobytes(), (values.size, got, expected)
+
+
+def test_building_the_inspector_makes_no_float32_copy_of_the_trace():
+    """Temporary memory of a build (peak less what the widget keeps) was about 4x the trace; now it is a few of
+    its steps."""
+    import gc
+    import tracemalloc
+
+    ds = synthetic_trace(3, steps=24, frames=4, channels=16, h=32, w=48, ph=32, pw=48)
+    sora_nb.inspect(synthetic_trace(4, steps=2, frames=1, h=4, w=4, ph=4, pw=4))  # imports and colour tables
+    gc.collect()
+    tracemalloc.start()
+    try:
+        w = sora_nb.inspect(ds)
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    trace_bytes = ds.latent.nbytes + ds.x0.nbytes + ds.preview.nbytes
+    assert len(w.a_views) + len(w.a_heat) <= kept
+    assert peak - kept < 0.5 * trace_bytes, ((peak - kept) / trace_bytes)  # the whole-trace formulas: about 3.8
