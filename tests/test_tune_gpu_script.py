@@ -4,7 +4,10 @@ run (shared cache, a variant in its own process, its finished stage packed), and
 A lent GPU session has 15 minutes of device time, so the script must work the first time there.
 """
 
+import dataclasses
+import fcntl
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -25,6 +28,14 @@ def script(*args) -> str:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
+
+
+def refused(*args) -> str:
+    """Run scripts/tune_gpu.py; its stderr, after a usage error (exit 2, no traceback)."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stdout[-1500:], done.stderr[-1500:])
+    return done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +79,9 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
 
     dest, _ = packed
     back = tmp_path / "back"  # --dest need not exist: it is made (its parent was checked before the cache)
-    stdout = script("--run", tmp_path / "run", "--minilm", dest, "--device", "cpu", "--workers", 2,
-                    "--cache", "[[2.0, 64, 64, 16], [1.0, 64, 64, 8]]", "--seconds", 4, "--dest", back,
-                    "--variant", "v", '{"dit_batch": 4, "log_every": 1}')
+    run_args = ["--run", tmp_path / "run", "--minilm", dest, "--device", "cpu", "--workers", 2,
+               "--cache", "[[2.0, 64, 64, 16], [1.0, 64, 64, 8]]", "--seconds", 4]
+    stdout = script(*run_args, "--dest", back, "--variant", "v", '{"dit_batch": 4, "log_every": 1}')
     assert "cache: 24 clips" in stdout and "== v: exit 0" in stdout
     with tarfile.open(back / "v.tar") as tar:
         assert {"dit_final/dit/config.json", "log.jsonl", "recipe.json"} <= set(tar.getnames())
@@ -96,6 +107,28 @@ def test_a_variant_trains_in_its_budget_and_its_stage_exports_back_here(packed, 
     assert all(torch.equal(v, tuned.vae.state_dict()[k]) for k, v in shipped.vae.state_dict().items())
     recipe = json.loads((back / "v" / "weights" / "scores.json").read_text())["recipe"]
     assert (recipe["ft_steps"], recipe["ft_chain"], recipe["dit_batch"]) == (ran, 20, 4)
+
+    # the same command again (here with another wall budget) resumes: it finds the finished stage and packs it again
+    variant = tmp_path / "run" / "v"
+    stage_bytes = (variant / "dit_final" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes()
+    again = tmp_path / "again"
+    stdout = script(*run_args[:-1], 5, "--dest", again, "--variant", "v", '{"dit_batch": 4, "log_every": 1}')
+    assert "== v: exit 0" in stdout and f"'ft_steps={ran}'" in stdout
+    assert json.loads((variant / "recipe.json").read_text())["ft_steps"] == ran
+    assert (variant / "dit_final" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes() == stage_bytes
+    with tarfile.open(again / "v.tar") as tar:
+        assert json.loads(tar.extractfile("recipe.json").read())["ft_steps"] == ran
+    # another recipe into the folder is refused before any work, naming what differs: it reused the finished stage
+    # and recorded the new recipe over it
+    recorded = (variant / "recipe.json").read_text()
+    err = refused(*run_args, "--dest", again, "--variant", "v", '{"dit_batch": 8, "log_every": 1}')
+    assert f"--variant v: --run {str(variant)!r} holds a run of another recipe (dit_batch 4 there, 8 now)" in err
+    assert (variant / "recipe.json").read_text() == recorded
+    # and a new variant beside it with another --cache: shared/ft_cache_0 (the first --cache's) was reused
+    err = refused(*run_args[:-3], "[[2.0, 64, 64, 4]]", "--seconds", 4, "--dest", again, "--variant", "w", "{}")
+    assert (f"--run {tmp_path / 'run'}: its shared cache was built with another recipe (cache [[2.0, 64, 64, 16], "
+            "[1.0, 64, 64, 8]] there, [[2.0, 64, 64, 4]] now)") in err
+    assert not (tmp_path / "run" / "w").exists()
 
 
 def test_bad_arguments_are_usage_errors_before_the_cache(tmp_path):
@@ -201,3 +234,44 @@ def test_bad_names_and_dest_are_usage_errors_before_the_cache(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
         assert message in done.stderr, (args, done.stderr[-500:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "minilm"]  # no run folder, no --dest made
+
+
+def test_a_variant_folder_of_another_recipe_in_use_or_changing_the_cache_is_refused_before_any_work(tmp_path,
+                                                                                                    monkeypatch):
+    """A variant folder holding a fine-tune of another recipe had its finished stage reused (and packed) under the new
+    recipe; two calls into one --run trained into one folder at once; a variant's own ``cache`` was recorded while it
+    trained on the shared cache (hard-linked into its folder); a shared cache of another --cache was reused. Each is
+    a usage error now, before the cache, naming the fields or the folder."""
+    tune_gpu = tune_module(monkeypatch)
+    minilm = tmp_path / "minilm"
+    minilm.mkdir()
+    root = tmp_path / "run"
+    cache = [[2.0, 64, 64, 16]]
+    folder = root / "v"
+    (folder / "dit_final" / "dit").mkdir(parents=True)  # that recipe's finished stage
+    before = tune_gpu.shipped_recipe(tune_gpu.recipe_overrides(40.0, 2, {"dit_batch": 4}, "cpu", cache))
+    (folder / "recipe.json").write_text(json.dumps(dataclasses.asdict(before)))
+    command = ["--run", root, "--minilm", minilm, "--device", "cpu", "--workers", 2, "--cache", json.dumps(cache),
+               "--dest", tmp_path / "tars"]
+    err = refused(*command, "--variant", "v", '{"dit_batch": 8}')
+    assert f"--variant v: --run {str(folder)!r} holds a run of another recipe (dit_batch 4 there, 8 now)" in err
+    err = refused(*command, "--variant", "v", '{"dit_batch": 4, "cache": [[1.0, 64, 64, 4]]}')
+    assert ("--variant v: cache would change the shared cache every variant trains on (shared/ft_cache_0): its clips "
+            "are --cache") in err
+    assert sorted(p.name for p in root.iterdir()) == ["v"] and sorted(p.name for p in folder.iterdir()) == [
+        "dit_final", "recipe.json"]  # nothing made: no shared/, no lock file, no minilm/
+    assert json.loads((folder / "recipe.json").read_text())["dit_batch"] == 4
+    # the same recipe passes (another --seconds and --workers: the call's own); held by another process, it is refused
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        err = refused(*command[:7], 3, *command[8:], "--seconds", 20, "--variant", "v", '{"dit_batch": 4}')
+    finally:
+        os.close(fd)
+    assert f"--variant v: --run {str(folder)!r} is in use by another sora-nb train" in err
+    assert not (root / "minilm").exists() and not (root / "shared" / "ft_cache_0").exists()
+    # a shared cache with no record of its --cache (an older script's) is not taken as this one's
+    (root / "shared" / "ft_cache_0").mkdir(parents=True)
+    (root / "shared" / "ft_cache_0" / "index.json").write_text("{}")
+    err = refused(*command, "--variant", "v", '{"dit_batch": 4}')
+    assert f"--run {root}: its shared cache has no record (cache_recipe.json) of the recipe it was built with" in err
