@@ -125,13 +125,12 @@ def _check_size(limits: "Limits", kwargs: dict[str, Any]) -> tuple[int, int]:
     """Width and height: one of ``limits.sizes``, or (``size_multiple`` > 0) any multiple of it."""
     default_w, default_h = limits.default_size
     m = limits.size_multiple
-    # the range named is the model's own (a fixed-size model said "[1, 8192]" for a width it never takes)
-    hi = limits.max_side if m > 0 else max(max(size) for size in limits.sizes)
-    lo = m if m > 0 else min(min(size) for size in limits.sizes)
-    sizes = "" if m > 0 else f" (this model draws {', '.join(f'{w}x{h}' for w, h in limits.sizes)})"
+    # a value no model takes also names what this one does (it said only "[1, 8192]" to a 64x64 model)
+    sizes = (f" (model {limits.name!r} takes multiples of {m} up to {limits.max_side})" if m > 0 else
+             f" (model {limits.name!r} draws {', '.join(f'{w}x{h}' for w, h in limits.sizes)})")
     try:
-        width = check_int("width", kwargs.get("width", default_w), lo, hi)
-        height = check_int("height", kwargs.get("height", default_h), lo, hi)
+        width = check_int("width", kwargs.get("width", default_w), 1, 8192)
+        height = check_int("height", kwargs.get("height", default_h), 1, 8192)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{err}{sizes}") from None
     if m <= 0:

@@ -44,8 +44,8 @@ def test_generate_writes_the_clip(tmp_path):
     (["--guidance", "-2"], "guidance must be >= 0 and <= 50, got -2"),
     (["--steps", "0"], r"steps must be an integer in [1, 1000], got 0"),
     (["--seed", "abc"], "argument --seed: expected an integer, got 'abc'"),
-    (["--width", "100"], "width must be an integer in [64, 96], got 100 (this model draws 64x64, 96x64)"),
-    (["--width", "80"], "width x height must be one of 64x64, 96x64"),
+    (["--width", "100"], "width x height must be one of 64x64, 96x64"),
+    (["--width", "0"], "width must be an integer in [1, 8192], got 0 (model 'shapes' draws 64x64, 96x64)"),
     (["-o", "/nonexistent-folder/clip.mp4"], "folder '/nonexistent-folder' does not exist"),
     (["-o", "clip.avi"], "--output must end in one of .mp4, .webm, .gif"),  # the option's name, not "path"
     (["--model", "nope"], "unknown model 'nope'"),

@@ -47,10 +47,10 @@ BAD = [
     (dict(seed=-1), ValueError, r"seed must be an integer in \[0, "),
     (dict(seed=2**64), ValueError, r"seed must be an integer in \[0, "),
     (dict(width=65), ValueError, r"width x height must be one of 64x64, 96x64 .*got 65x64"),
-    (dict(width=10**6, height=10**6), ValueError, r"width must be an integer in \[64, 96\], got 1000000 \(this model "
-                                                  r"draws 64x64, 96x64\)"),  # its own range, not [1, 8192]
-    (dict(width=0), ValueError, r"width must be an integer in \[64, 96\], got 0 \(this model draws 64x64, 96x64\)"),
-    (dict(height=32), ValueError, r"height must be an integer in \[64, 96\], got 32"),
+    (dict(width=10**6, height=10**6), ValueError, r"width must be an integer in \[1, 8192\], got 1000000 \(model "
+                                                  r"'shapes' draws 64x64, 96x64\)"),  # and what the model takes
+    (dict(width=0), ValueError, r"width must be an integer in \[1, 8192\], got 0 \(model 'shapes' draws 64x64, 96x64\)"),
+    (dict(height=32), ValueError, r"width x height must be one of"),
     (dict(width="64"), TypeError, r"width must be an integer"),
     (dict(trace="yes"), TypeError, r"trace must be True or False"),
     (dict(record_every=0), ValueError, r"record_every must be an integer in \[1, 1000\]"),
