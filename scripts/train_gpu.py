@@ -116,23 +116,28 @@ def check_variant_folder(folder: Path, recipe) -> None:
     check_same_recipe(folder, recipe)
 
 
-def check_shared(shared: Path, recipe) -> str | None:
-    """Why ``shared``'s cache is not the one ``recipe`` builds (its `CACHE_FIELDS` differ from the record), or None."""
+def shared_cache_problem(shared: Path, recipe, fields: tuple[str, ...], unrecorded: bool) -> str | None:
+    """Why ``shared``'s cache is not the one ``recipe`` builds: its ``fields`` differ from the record
+    (`SHARED_RECORD`), or (``unrecorded``: a cache is there) it has no record; None when it is. (tune_gpu's too.)"""
     record = shared / SHARED_RECORD
     if record.is_file():
         try:
             before = json.loads(record.read_text())
         except ValueError:
             before = None
-        now = as_json(recipe)
         if isinstance(before, dict):
-            differ = [k for k in CACHE_FIELDS if k in before and before[k] != now[k]]
+            now = as_json(recipe)
+            differ = [k for k in fields if k in before and before[k] != now[k]]
             return ("its shared cache was built with another recipe (" + ", ".join(
                 f"{k} {before[k]!r} there, {now[k]!r} now" for k in differ[:4]) + (", ..." if len(differ) > 4 else "")
                 + ")") if differ else None
-    if (shared / "cache" / "index.json").is_file() or (shared / "latent_stats.json").is_file():
-        return f"its shared cache has no record ({SHARED_RECORD}) of the recipe it was built with"
-    return None
+    return f"its shared cache has no record ({SHARED_RECORD}) of the recipe it was built with" if unrecorded else None
+
+
+def check_shared(shared: Path, recipe) -> str | None:
+    """Why ``shared``'s cache is not the one ``recipe`` builds (its `CACHE_FIELDS` differ from the record), or None."""
+    return shared_cache_problem(shared, recipe, CACHE_FIELDS, (shared / "cache" / "index.json").is_file()
+                                or (shared / "latent_stats.json").is_file())
 
 
 def build_shared(base: Path, shared: Path, overrides: dict) -> None:

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_gpu  # noqa: E402,F401  (on a bare GPU image: the training modules without sora_nb's front end)
+import train_gpu  # noqa: E402  (on a bare GPU image: the training modules without sora_nb's front end)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "sora_nb" / "weights" / "shapes"
@@ -66,7 +66,7 @@ TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special
 # what the shared cache (shared/ft_cache_0, hard-linked into every variant's folder) holds: its clips (``cache``)
 # and its latent (`ft_buckets`: the label channels, and the pixel latent after a pixel-encoder stage)
 CACHE_FIELDS = ("cache", "shape_channels", "shape_layout", "shape_angle", "pix_steps")
-SHARED_RECORD = "cache_recipe.json"  # in ROOT/shared: the CACHE_FIELDS its cache was built with
+SHARED_RECORD = train_gpu.SHARED_RECORD  # in ROOT/shared: the CACHE_FIELDS its cache was built with
 
 
 def kept_ids(tokenizer, words) -> list[int]:
@@ -200,29 +200,12 @@ def shipped_recipe(overrides: dict):
     return Recipe(**{**json.loads((WEIGHTS / "scores.json").read_text())["recipe"], **overrides})
 
 
-def as_json(recipe) -> dict:
-    """A recipe's fields as its recipe.json records them (lists, not tuples)."""
-    import dataclasses
-
-    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+as_json = train_gpu.as_json  # a recipe's fields as its recipe.json records them
 
 
 def check_shared(shared: Path, recipe) -> str | None:
     """Why ``shared``'s cache is not the one ``recipe`` builds (its `CACHE_FIELDS` differ from the record), or None."""
-    record = shared / SHARED_RECORD
-    if record.is_file():
-        try:
-            before = json.loads(record.read_text())
-        except ValueError:
-            before = None
-        if isinstance(before, dict):
-            now = as_json(recipe)
-            differ = [k for k in CACHE_FIELDS if k in before and before[k] != now[k]]
-            return ("its shared cache was built with another recipe (" + ", ".join(
-                f"{k} {before[k]!r} there, {now[k]!r} now" for k in differ) + ")") if differ else None
-    if any(shared.glob("ft_cache_*/index.json")):
-        return f"its shared cache has no record ({SHARED_RECORD}) of the recipe it was built with"
-    return None
+    return train_gpu.shared_cache_problem(shared, recipe, CACHE_FIELDS, any(shared.glob("ft_cache_*/index.json")))
 
 
 def check_variant_folder(out: Path, recipe) -> None:
