@@ -14,6 +14,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
+MB = 2**20  # a mebibyte: the payload and trace limits (trace, inspector, frontend)
+
 
 def shown(value: float) -> str:
     """``value`` as short as ``:g`` writes it, unless that rounds it: ``50.0000001`` must not read as ``50``."""

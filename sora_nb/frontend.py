@@ -14,12 +14,11 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._checks import check_float, check_int
+from ._checks import MB, check_float, check_int
 from .media import check_fps as clip_fps
 
 COMMON = "_common.js"  # helpers shared by every module (anywidget takes one module string)
 MAX_SCALE = 64         # CSS pixels per image pixel a player may use
-MB = 2 ** 20           # (as the inspector's payload limit)
 
 
 def check_scale(value: object) -> int:

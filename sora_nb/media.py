@@ -232,7 +232,7 @@ def broken_ffmpeg() -> None:
     """Raise FFmpegNotFoundError if the configured ffmpeg does not run (``ffmpeg -version``): called after a
     failure, so that a broken binary is not blamed on the file being read or written."""
     exe = ffmpeg_exe()
-    _RUNS.pop(next((k for k in _RUNS if k[0] == exe), None), None)  # ask again: it may have broken since
+    _RUNS.clear()  # ask again: it may have broken since
     _check_runs(exe)
 
 

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ._checks import check_int, check_path
+from ._checks import MB, check_int, check_path
 from ._files import atomic_file, atomic_folder
 from .backend import StepEvent
 from .request import MAX_RECORD_EVERY
@@ -88,7 +88,6 @@ from .sampler import RunInfo
 
 logger = logging.getLogger(__name__)
 
-MB = 2**20
 DTYPE_ATTR = "sora_nb_dtype"       # marks a variable stored as another dtype (float16 as float32, <U1 as str)
 ON_LIMIT = ("thin", "raise")
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-
-import numpy as np
-
 import math
 import numbers
+
+import numpy as np
 
 from .vision import as_frames
 
