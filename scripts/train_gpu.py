@@ -140,14 +140,26 @@ def check_shared(shared: Path, recipe) -> str | None:
                                 or (shared / "latent_stats.json").is_file())
 
 
+def copy_stage(src: Path, dst: Path) -> None:
+    """Copy a finished stage folder from --base, whole or not at all: a copy cut short (Ctrl-C, a full disk, a
+    kill) leaves no ``dst`` (or a ``.partial`` the next run clears), never a half copy a later run would take as
+    the stage and train on."""
+    from sora_nb._files import atomic_folder, recover_folder
+
+    recover_folder(dst)
+    if dst.exists():
+        return
+    with atomic_folder(dst) as partial:
+        shutil.copytree(src, partial, dirs_exist_ok=True)
+
+
 def build_shared(base: Path, shared: Path, overrides: dict) -> None:
     """The autoencoder (copied from ``base``) and the latent cache every variant reads."""
     from sora_nb import world
     from sora_nb.train import build_cache, latent_stats, train_vae
 
     shared.mkdir(parents=True, exist_ok=True)
-    if not (shared / "vae_final").exists():
-        shutil.copytree(base / "vae_final", shared / "vae_final")
+    copy_stage(base / "vae_final", shared / "vae_final")
     recipe = recipe_for(overrides)
     t0 = time.perf_counter()
     cache = build_cache(recipe, shared, world, train_vae(recipe, shared, world))
@@ -319,8 +331,7 @@ def main() -> int:
         for sub in ("vae_final", "cache"):
             if not (folder / sub).exists():
                 os.symlink((shared / sub).resolve(), folder / sub)
-        if not (folder / "text_final").exists():
-            shutil.copytree(args.base / "text_final", folder / "text_final")
+        copy_stage(args.base / "text_final", folder / "text_final")
         budget = max(60.0, args.seconds - (time.perf_counter() - t0) - 45)  # 45 s: start-up and saving
         fields = {**common, **overrides, "dit_seconds": budget}
         lock = train._HELD.get(str(folder.resolve()))  # the child holds the folder's lock too, should this process end

@@ -221,3 +221,41 @@ def test_export_refuses_a_recipe_that_does_not_describe_the_networks(tmp_path):
     assert (f"--export {folder}: its recipe.json does not describe the networks it would export (vae_spatial 4 "
             "(--base: 2), dit_hidden 48 (its DiT: 96))") in err
     assert not (folder / "weights").exists()
+
+
+def test_a_stage_copy_cut_short_leaves_no_half_stage(tmp_path, monkeypatch):
+    """Ctrl-C (or a full disk) while the script copies --base's vae_final or text_final left a half folder that the
+    next run took as the stage (it only asked whether the folder existed) and trained on."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("train_gpu_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    src = tmp_path / "base" / "vae_final"
+    src.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (src / name).write_text(name)
+    dst = tmp_path / "shared" / "vae_final"
+    dst.parent.mkdir()
+    real = shutil.copytree
+
+    def cut_short(a, b, **kw):
+        Path(b).mkdir(exist_ok=True)
+        shutil.copy2(Path(a) / "config.json", Path(b) / "config.json")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.shutil, "copytree", cut_short)
+    try:
+        module.copy_stage(src, dst)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt was swallowed")
+    assert not dst.exists() and sorted(p.name for p in dst.parent.iterdir()) == []
+    monkeypatch.setattr(module.shutil, "copytree", real)
+    module.copy_stage(src, dst)  # the next run copies it whole
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
+    (dst / "model.safetensors").write_text("kept")
+    module.copy_stage(src, dst)  # a finished copy is kept as it is
+    assert (dst / "model.safetensors").read_text() == "kept"
