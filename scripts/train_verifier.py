@@ -244,9 +244,17 @@ def train(out: str | Path, weights: str | None = None, clips: int = 6000, steps:
     try:
         ver.eval().save_pretrained(tmp, safe_serialization=True)
         ClipVerifier.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)  # it loads before it is put in place
-        tmp.rename(out)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists() or out.is_symlink():  # made while this trained (a rename would replace an empty folder, or fail)
+        raise FileExistsError(f"out {str(out)!r} appeared while the verifier trained; it is kept in {str(tmp)!r}: "
+                              "move that folder where you want it")
+    try:
+        tmp.rename(out)
+    except OSError as err:
+        raise OSError(f"the verifier could not be renamed to {str(out)!r} ({err.strerror}); it is kept in "
+                      f"{str(tmp)!r}") from err
     return out
 
 

@@ -126,6 +126,25 @@ def test_train_writes_a_loadable_verifier_the_same_per_seed_and_refuses_bad_argu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
+def test_an_out_made_while_training_keeps_the_trained_verifier(tmp_path):
+    """OUT made by someone else during the training (it is checked only at the start): the rename failed and the
+    finished verifier was deleted with its temporary folder, the whole run lost."""
+    tv = _script()
+    out = tmp_path / "v"
+
+    def meanwhile(line):
+        out.mkdir(exist_ok=True)
+        (out / "theirs.txt").write_text("theirs")
+
+    with pytest.raises(FileExistsError, match="appeared while the verifier trained; it is kept in") as err:
+        tv.train(out, clips=64, steps=1, seed=0, log=meanwhile)
+    kept = [p for p in tmp_path.iterdir() if p.name != "v"]
+    assert len(kept) == 1 and str(kept[0]) in str(err.value)
+    assert (kept[0] / "diffusion_pytorch_model.safetensors").is_file()
+    assert ClipVerifier.from_pretrained(kept[0], use_safetensors=True, low_cpu_mem_usage=False).config.text_dim == 128
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]  # theirs untouched
+
+
 def copy_of_shipped(dest: Path, recipe: dict | None = None, scores: bool = True) -> Path:
     """A copy of the shipped folder, re-manifested: without scores.json (and its card), or with its recipe changed."""
     shutil.copytree(SHIPPED, dest)
