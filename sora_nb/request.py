@@ -19,7 +19,8 @@ from ._checks import check_bool, check_float, check_int, check_str
 if TYPE_CHECKING:
     from .backend import Limits
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**32 - 1  # torch's CPU generator, which draws every run's noise, reads a seed's low 32 bits only:
+                      # seed 1 and seed 2**32 + 1 drew the same clip (a sweep over large seeds repeated clips)
 MAX_RECORD_EVERY = 1000
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192  # an image-to-video model's first frame, before its pipeline resizes it
 
@@ -65,7 +66,7 @@ class Request:
             prompt=check_str("prompt", prompt, max_len=limits.max_prompt_chars),
             negative_prompt=check_str("negative_prompt", negative, allow_empty=True,
                                       max_len=limits.max_prompt_chars),
-            seed=check_int("seed", seed, 0, MAX_SEED),
+            seed=_check_seed(seed),
             duration=duration,
             guidance=check_float("guidance", kwargs.get("guidance", limits.default_guidance), 0.0, limits.max_guidance),
             steps=check_int("steps", kwargs.get("steps", 20), limits.min_steps, limits.max_steps),
@@ -119,6 +120,17 @@ def _check_retries(limits: "Limits", retries: Any) -> int:
                              f"redraw (the embedded shapes model has one); got {value}")
         return value
     return check_int("retries", retries, 0, limits.max_retries)
+
+
+def _check_seed(seed: Any) -> int:
+    """A seed in [0, MAX_SEED]; a larger one is refused rather than drawing the noise of seed mod 2**32."""
+    try:
+        return check_int("seed", seed, 0, MAX_SEED)
+    except ValueError as err:
+        if seed > MAX_SEED:
+            raise ValueError(f"{err} (the noise generator reads 32 bits: a larger seed would draw the same clip "
+                             f"as seed {int(seed) % 2**32})") from None
+        raise
 
 
 def _check_size(limits: "Limits", kwargs: dict[str, Any]) -> tuple[int, int]:

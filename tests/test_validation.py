@@ -46,6 +46,9 @@ BAD = [
     (dict(seed="0"), TypeError, r"seed must be an integer"),
     (dict(seed=-1), ValueError, r"seed must be an integer in \[0, "),
     (dict(seed=2**64), ValueError, r"seed must be an integer in \[0, "),
+    # torch's CPU generator reads 32 bits: 2**32 + 1 drew seed 1's clip (it was accepted, up to 2**63 - 1)
+    (dict(seed=2**32 + 1), ValueError, r"seed must be an integer in \[0, 4294967295\], got 4294967297 \(the noise "
+                                       r"generator reads 32 bits: a larger seed would draw the same clip as seed 1\)"),
     (dict(width=65), ValueError, r"width x height must be one of 64x64, 96x64 .*got 65x64"),
     (dict(width=10**6, height=10**6), ValueError, r"width must be an integer in \[1, 8192\], got 1000000 \(model "
                                                   r"'shapes' draws 64x64, 96x64\)"),  # and what the model takes
