@@ -1,5 +1,6 @@
 """Every notebook in notebooks/ runs top to bottom on the CPU (no network)."""
 
+import os
 import re
 from pathlib import Path
 
@@ -24,7 +25,17 @@ def execute(path: Path, tmp_path: Path, parameters: str | None = None) -> nbform
     if parameters:
         tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
         nb.cells.insert(tagged[0] + 1 if tagged else 0, nbformat.v4.new_code_cell(parameters))
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    temp = tmp_path / "tmp"  # the kernel's temporary folder (07's run folder was left in /tmp at every test run)
+    temp.mkdir(exist_ok=True)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(temp)  # the kernel inherits it
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        if before is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = before
     return nb
 
 
@@ -114,6 +125,8 @@ def test_train_your_own_shows_the_start_and_the_checks_before_and_after(tmp_path
     assert set(rows) == {"untrained", "trained here"}, text[-2000:]
     assert rows["untrained"].startswith("colour 0.00 shape 0.00"), rows  # its starting noise
     assert "dit loss: first" in text
+    assert re.search(r"^deleted \S+sora_nb_train_\S+ exists: False$", text, re.M), text[-500:]  # its last cell
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("sora_nb_train_")] == []
 
 
 def test_other_notebooks_run(tmp_path):
