@@ -9,8 +9,10 @@ weights, :func:`untrained` builds the same architecture with fixed random weight
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -107,7 +109,8 @@ def check_expert(info: dict[str, Any], dit: ShapesDiT, text: TextEncoder,
         raise WeightsError(f"model {name!r}: expert_switch must be a noise level in (0, 1) (the low-noise DiT "
                            f"takes the steps at or below it), got {switch!r}")
     low_dit, low_text = low
-    arch = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731 (not _name_or_path)
+    # (not _name_or_path); through JSON, as a saved config is: a fresh DiT's patch_size is a tuple, a loaded one's a list
+    arch = lambda cfg: json.loads(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))  # noqa: E731
     if type(low_dit) is not type(dit) or arch(low_dit.config) != arch(dit.config) or type(low_text) is not type(text):
         raise WeightsError(f"model {name!r}: the low-noise DiT and text encoder must have the main ones' "
                            f"architecture and config")
@@ -124,6 +127,83 @@ def check_verifier(info: dict[str, Any], vae: VideoAutoencoder, text: TextEncode
                            f"channels and {verifier.config.text_dim}-wide text states; the model has "
                            f"{vae.config.latent_channels} and {text.width}")
     return verifier.eval()
+
+
+def check_name(info: dict[str, Any]) -> str:
+    """``info["name"]``, the model's name in every clip's params: a non-empty str (WeightsError otherwise)."""
+    name = info.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise WeightsError(f"the model's name ({MANIFEST}'s \"name\") must be a non-empty string, got {name!r}")
+    return name
+
+
+def check_parts(info: dict[str, Any], vae: VideoAutoencoder, dit: ShapesDiT, text: TextEncoder,
+                low: tuple[ShapesDiT, TextEncoder] | None, verifier: ClipVerifier | None) -> None:
+    """Refuse (WeightsError) networks that do not fit one another or the sizes (``SIZES``) the model draws: what
+    would otherwise be accepted at load and fail at the first generate."""
+    name = info.get("name", "?")
+    c_vae, c_dit = vae.config.latent_channels, dit.config.latent_channels
+    if c_dit != c_vae:
+        raise WeightsError(f"model {name!r}: the DiT (dit/config.json) denoises {c_dit}-channel latents but the "
+                           f"autoencoder (vae/config.json) makes {c_vae}-channel ones")
+    texts = [("text_encoder", text)] + ([(f"{LOW}/text_encoder", low[1])] if low is not None else [])
+    dits = [("dit", dit)] + ([(f"{LOW}/dit", low[0])] if low is not None else [])
+    for (dit_name, net), (text_name, encoder) in zip(dits, texts):
+        if net.config.text_dim != encoder.width:
+            raise WeightsError(f"model {name!r}: the DiT ({dit_name}/config.json) reads {net.config.text_dim}-wide text "
+                               f"states but its text encoder ({text_name}/config.json) makes {encoder.width}-wide ones")
+    sf, (_, ph, pw) = vae.config.spatial_factor, dit.config.patch_size
+    for width, height in SIZES:
+        if width % sf or height % sf:
+            raise WeightsError(f"model {name!r}: the autoencoder's spatial factor {sf} (vae/config.json) does not "
+                               f"divide the size {width}x{height}")
+        h, w = height // sf, width // sf
+        if h % ph or w % pw:
+            raise WeightsError(f"model {name!r}: the DiT's patch_size {tuple(dit.config.patch_size)} (dit/config.json) "
+                               f"does not tile the {h}x{w} latent grid of the size {width}x{height}")
+        if verifier is not None:
+            p, cells = verifier.config.patch_size, verifier.config.max_cells
+            if h % p or w % p or max(h, w) > cells:
+                raise WeightsError(f"model {name!r}: the verifier (verifier/config.json) reads latent frames of at "
+                                   f"most {cells} cells per side, in multiples of its patch_size {p}; the size "
+                                   f"{width}x{height} has a {h}x{w} latent grid")
+
+
+SCHEDULER_FILE = "scheduler/scheduler_config.json"
+TRAIN_TIMESTEPS = 1000  # the DiT's timestep is sigma * 1000 (`EmbeddedBackend.denoise`)
+
+
+def check_scheduler(info: dict[str, Any], config: Any) -> FlowMatchEulerDiscreteScheduler:
+    """The scheduler ``config`` (``scheduler/scheduler_config.json``) builds, checked as the sampler uses it: 1000
+    training timesteps, and a 2-step schedule whose noise levels are finite and fall from 1 to 0. WeightsError
+    naming the file and the setting otherwise."""
+    where = f"model {info.get('name', '?')!r}: {SCHEDULER_FILE}"
+    if not isinstance(config, dict):
+        raise WeightsError(f"{where} must hold a JSON object, got {type(config).__name__}")
+    steps = config.get("num_train_timesteps", TRAIN_TIMESTEPS)
+    if isinstance(steps, bool) or steps != TRAIN_TIMESTEPS:
+        raise WeightsError(f"{where}: num_train_timesteps must be {TRAIN_TIMESTEPS} (the DiT reads sigma * "
+                           f"{TRAIN_TIMESTEPS} as its timestep), got {steps!r}")
+    shift = config.get("shift", 1.0)
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift) or shift <= 0:
+        raise WeightsError(f"{where}: shift must be a finite number > 0, got {shift!r}")
+    defaults = FlowMatchEulerDiscreteScheduler().config
+    changed = ", ".join(f"{k}={v!r}" for k, v in config.items()
+                        if not k.startswith("_") and (k not in defaults or defaults[k] != v))
+    try:
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+        scheduler.set_timesteps(2)
+        sigmas, timesteps = scheduler.sigmas.tolist(), scheduler.timesteps.tolist()
+    except Exception as err:  # noqa: BLE001 - diffusers raises what it meets (TypeError, ValueError, ...)
+        raise WeightsError(f"{where}: its settings ({changed or 'the defaults'}) do not make a scheduler: "
+                           f"{type(err).__name__}: {err}") from err
+    if (len(sigmas) != 3 or not all(math.isfinite(v) for v in sigmas) or abs(sigmas[0] - 1.0) > 1e-6
+            or sigmas[-1] != 0.0 or not sigmas[0] > sigmas[1] > sigmas[2]
+            or any(abs(t / TRAIN_TIMESTEPS - v) > 1e-5 for t, v in zip(timesteps, sigmas))):
+        raise WeightsError(f"{where}: its settings ({changed or 'the defaults'}) give the noise levels {sigmas} (at "
+                           f"timesteps {timesteps}) for 2 steps; they must be finite and fall from 1 to 0, with each "
+                           f"timestep sigma * {TRAIN_TIMESTEPS}")
+    return scheduler
 
 
 def check_layout(info: dict[str, Any], vae: VideoAutoencoder) -> tuple[tuple[int, int], float] | None:
@@ -243,15 +323,18 @@ class EmbeddedBackend:
         ``verifier``: a latent-frame verifier (`sora_nb.models.verifier`) reading ``text``'s states, which
         `score_clip` (and so ``Generator.best_of``) uses."""
         self.vae, self.dit, self.text = vae.eval(), dit.eval(), text.eval()
+        self.info = dict(info)
+        check_name(self.info)
+        check_scheduler(self.info, scheduler_config)
         self.scheduler_config = dict(scheduler_config)
         self.latent_rgb = torch.as_tensor(np.asarray(latent_rgb, dtype=np.float32))  # (C+1, 3)
-        self.info = dict(info)
         try:
             self.guidance_profile = check_guidance_profile(self.info.get("guidance_profile"))
         except ValueError as err:
             raise WeightsError(f"model {self.info.get('name', '?')!r}: {err}") from err
         self.low, self.expert_switch = check_expert(self.info, dit, text, low)
         self.verifier = check_verifier(self.info, vae, text, verifier)
+        check_parts(self.info, vae, dit, text, low, verifier)
         self.layout = check_layout(self.info, vae)
         self.redraw_below = check_redraw_below(self.info, self.layout, self.verifier)
         redraw_share = check_redraw_share(self.info, self.layout)
@@ -443,14 +526,27 @@ class EmbeddedBackend:
 
 
 # -- building, saving and loading ------------------------------------------------------------------
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """Build networks in float32 whatever ``torch.set_default_dtype`` the user chose (a float64 default would
+    make float64 layers that the float32 latents cannot go through); the user's default is restored after."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def build(words: list[str] | None = None, *, vae_kwargs: dict | None = None, dit_kwargs: dict | None = None,
           text_kwargs: dict | None = None) -> tuple[VideoAutoencoder, ShapesDiT, TextEncoder]:
-    """Fresh networks (random weights from the current torch RNG state)."""
-    tokenizer = build_tokenizer(words or BASIC_WORDS)
-    text = TextEncoder(tokenizer, build_encoder(len(tokenizer), **(text_kwargs or {})))
-    vae = VideoAutoencoder(**(vae_kwargs or {}))
-    dit = ShapesDiT(latent_channels=vae.config.latent_channels, text_dim=text.width, **(dit_kwargs or {}))
-    return vae, dit, text
+    """Fresh networks (random weights from the current torch RNG state), float32 whatever the default dtype."""
+    with float32_default():
+        tokenizer = build_tokenizer(words or BASIC_WORDS)
+        text = TextEncoder(tokenizer, build_encoder(len(tokenizer), **(text_kwargs or {})))
+        vae = VideoAutoencoder(**(vae_kwargs or {}))
+        dit = ShapesDiT(latent_channels=vae.config.latent_channels, text_dim=text.width, **(dit_kwargs or {}))
+    return vae.float(), dit.float(), text.float()
 
 
 def default_scheduler_config(shift: float = 1.0) -> dict[str, Any]:
@@ -469,8 +565,8 @@ def untrained(seed: int = 0) -> EmbeddedBackend:
         # velocity parametrisation: its zero-initialised output is a zero velocity, so the clip stays
         # the seed's noise (an x0-predicting placeholder would collapse every seed to one flat clip)
         vae, dit, text = build(dit_kwargs={"prediction": "velocity"})
-        probe = torch.randn(2, vae.config.latent_channels, 4, 16, 16)
-        with torch.no_grad():
+        probe = torch.randn(2, vae.config.latent_channels, 4, 16, 16, dtype=torch.float32)
+        with torch.no_grad(), float32_default():
             rgb = fit_latent_rgb(vae, probe, vae.decode(vae.denormalize(probe)))
     info = {"name": "shapes-untrained", "trained": False,
             "description": "untrained placeholder: random weights, draws noise, not shapes"}
@@ -505,8 +601,12 @@ def save_folder(folder: str | Path, vae: VideoAutoencoder, dit: ShapesDiT, text:
     """Write a loadable weights folder (safetensors + configs) and its sha256 manifest; ``low`` (with
     ``info["expert_switch"]``): the low-noise expert, in ``low/dit`` and ``low/text_encoder`` (it shares the
     tokenizer)."""
-    check_expert(info, dit, text, low)  # refused before anything is written
+    if "name" in info:  # (load_folder names a folder without one "shapes")
+        check_name(info)
+    check_scheduler(info, scheduler_config)  # refused before anything is written
+    check_expert(info, dit, text, low)
     check_verifier(info, vae, text, verifier)
+    check_parts(info, vae, dit, text, low, verifier)
     layout = check_layout(info, vae)
     check_redraw_below(info, layout, verifier)
     check_redraw_share(info, layout)
@@ -598,11 +698,33 @@ def read_json(path: Path) -> Any:
 
 
 def _load_model(cls: Any, folder: Path) -> Any:
-    """``cls.from_pretrained(folder)`` (safetensors, no network), after checking that the file held every parameter
-    and buffer the model has (`check_stored_tensors`)."""
-    module = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
-    check_stored_tensors(folder / "diffusion_pytorch_model.safetensors", module, error=WeightsError)
-    return module
+    """``cls.from_pretrained(folder)`` (safetensors, no network), after checking that ``config.json`` holds only
+    settings ``cls`` takes (diffusers would drop a misspelt one with a log line, and build the default), and that
+    the file held every parameter and buffer the model has (`check_stored_tensors`); float32 whatever the default dtype."""
+    config_path, weights_path = folder / "config.json", folder / "diffusion_pytorch_model.safetensors"
+    if config_path.is_file():  # (a missing one: from_pretrained's own error names it)
+        config = read_json(config_path)
+        if not isinstance(config, dict):
+            raise WeightsError(f"weights file {str(config_path)!r} must hold a JSON object")
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(k for k in config if not k.startswith("_") and (k not in params or k == "self"))
+            if unknown:
+                raise WeightsError(f"weights file {str(config_path)!r} has settings {cls.__name__} does not take: "
+                                   f"{', '.join(unknown)} (misspelt? it takes {', '.join(k for k in params if k != 'self')})")
+    try:
+        with float32_default():
+            module = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False)
+    except (RuntimeError, ValueError) as err:  # torch's load_state_dict: RuntimeError("... size mismatch for ...")
+        if "size mismatch" not in str(err):
+            raise
+        lines = [line.strip() for line in str(err).splitlines()
+                 if line.strip() and "ignore_mismatched_sizes" not in line and not line.startswith("Error(s) in")]
+        raise WeightsError(f"weights file {str(weights_path)!r} does not fit the {cls.__name__} that "
+                           f"{str(config_path)!r} describes: {' '.join(lines[:4])}"
+                           f"{f' (and {len(lines) - 4} more)' if len(lines) > 4 else ''}") from None
+    check_stored_tensors(weights_path, module, error=WeightsError)
+    return module.float()
 
 
 DOCUMENTS = ("MODEL_CARD.md", "scores.json")  # a folder's own account of itself: hashed, but not what draws
@@ -634,11 +756,13 @@ def load_folder(folder: str | Path, *, shipped: bool = False) -> EmbeddedBackend
         try:
             vae = load_vae(folder / "vae")
             dit = _load_model(ShapesDiT, folder / "dit")
-            text = TextEncoder.from_pretrained(folder)
+            with float32_default():
+                text = TextEncoder.from_pretrained(folder).float()
             low = None
             if (folder / LOW).is_dir():
-                low = (_load_model(ShapesDiT, folder / LOW / "dit"),
-                       TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder))
+                low_dit = _load_model(ShapesDiT, folder / LOW / "dit")
+                with float32_default():
+                    low = (low_dit, TextEncoder.from_pretrained(folder / LOW, tokenizer_folder=folder).float())
             verifier = (_load_model(ClipVerifier, folder / VERIFIER).float()  # stored in float16
                         if (folder / VERIFIER).is_dir() else None)
             scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
