@@ -253,16 +253,16 @@ class Generator:
                 best, picked, best_key = draw, a, key
             if ok:
                 break
-        best = self._decoded(best)
         best.params["retry"] = {"seeds": seeds, "steps": steps, "flaws": flaws, "picked": picked}
         if any(v is not None for v in scores):
             best.params["retry"]["scores"] = scores
         # the trace is a redraw's: its attrs are the call's, as params are (the same call draws it again), and
-        # noise_seed / noise_steps say which draw it holds
+        # noise_seed / noise_steps say which draw it holds; set before decoding, so that a DecodeError's trace has
+        # them too
         if best.trace is not None and len(seeds) > 1:
             best.trace.attrs.update(seed=request.seed, steps=request.steps, noise_seed=seeds[picked],
                                     noise_steps=steps[picked], retry=json.dumps(best.params["retry"]))
-        return best
+        return self._decoded(best)
 
     def _checked(self, request: Any) -> Request:
         """``request`` validated against this model (as `request` validates keywords): a Request built by hand,

@@ -8,7 +8,8 @@ is always kept), as float16 on the CPU, and builds::
     Coordinates: step; timestep(step); sigma(step); guidance(step); frame; time(frame) [s]
     latent  (step, frame, channel, y, x) float16   x_t fed to the model at that step
     x0      (step, frame, channel, y, x) float16   the model's prediction of the clean latent
-    preview (step, frame, py, px, rgb)   uint8     RGB view of x0
+    preview (step, frame, py, px, rgb)   uint8     the backend's RGB preview of x0 (of the stored, downsampled x0
+                                                   when the trace is downsampled)
     attrs: prompt, seed, guidance, steps, model, fps, sora_nb_version, ...  (netCDF-safe); weights_sha256
            and model_folder where the model records them; after a redraw noise_seed, noise_steps, retry
 
@@ -22,16 +23,19 @@ recorded step (:func:`estimate_trace_bytes`). Before recording anything the reco
 :class:`TracePlan` and logs it (logger ``sora_nb.trace``):
 
 1. *Spatial downsampling*: latents wider or taller than ``max_side`` (128 latent pixels) are
-   averaged over ``d x d`` blocks (``d`` the smallest factor that brings them under it), previews
-   too. ``downsample=1`` turns it off, any other integer forces it. The embedded model (16 x 16
-   latents) is never downsampled.
+   averaged over ``d x d`` blocks (``d`` the smallest factor that brings them under it), and the
+   preview is the backend's preview of that averaged x0, as stored in the trace (on the CPU and
+   on a GPU alike, so ``preview == backend.preview(trace.x0)`` step by step). ``downsample=1``
+   turns it off, any other integer forces it. The embedded model (16 x 16 latents) is never
+   downsampled.
 2. *The limit*: if the estimate is above ``max_mb`` (default 1024 MB, or the environment variable
    ``SORA_NB_TRACE_LIMIT_MB``), then with ``on_limit="thin"`` (default) the recorder keeps every
    k-th step with the smallest ``k >= record_every`` that fits, and says so with a
    :class:`TraceThinned` warning; with ``on_limit="raise"``, or when even the first and last steps
    alone do not fit, it refuses with :class:`TraceTooLarge` before the first step is recorded.
 
-Set these process-wide with :func:`set_trace_options` or for a block (in its thread) with :func:`trace_options`::
+Set these process-wide with :func:`set_trace_options` or for a block (in its thread) with :func:`trace_options`
+(a name other than ``max_mb``, ``on_limit``, ``downsample`` and ``max_side`` is refused with TypeError)::
 
     with sora_nb.trace.trace_options(max_mb=50, on_limit="raise"):
         video = gen.generate("a red circle moving right", steps=50)
@@ -59,9 +63,16 @@ value is exactly representable, so nothing is lost) with the attribute
 ``sora_nb_dtype = "float16"``; :func:`open_trace` restores float16 and drops the attribute, so
 ``xr.testing.assert_identical(trace, open_trace(path))`` holds. Zarr stores float16 natively, so
 ``trace.to_zarr(path)`` and ``xr.open_zarr`` round trip identically too; but zarr v3 has no stable encoding of
-the ``rgb`` coordinate's fixed-width text and warns that such a store may not be readable by a later zarr.
-``trace.sora.to_zarr(path)`` writes that text as variable-length strings, marked the same way, and
-:func:`open_trace` gives back the identical trace.
+the ``rgb`` coordinate's fixed-width text and warns that such a store may not be readable by a later zarr, and
+xarray's consolidated metadata (its default) is not part of the zarr v3 specification, which zarr also warns about.
+``trace.sora.to_zarr(path)`` writes that text as variable-length strings, marked the same way, and writes no
+consolidated metadata (``consolidated=False`` unless you pass ``consolidated``), so it warns about neither;
+:func:`open_trace` (or ``xr.open_zarr(path, consolidated=False)``, then :func:`decode_trace`) gives back the
+identical trace. An existing store is replaced only with ``mode="w"``.
+
+netCDF3 (``engine="scipy"``, ``format="NETCDF3_CLASSIC"`` and the other NETCDF3 formats) and
+``format="NETCDF4_CLASSIC"`` have no unsigned 8-bit type for the uint8 ``preview``: ``trace.sora.to_netcdf``
+refuses them; it needs ``format="NETCDF4"`` (the default) with the netcdf4 or h5netcdf engine.
 """
 
 from __future__ import annotations
@@ -69,6 +80,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -90,6 +102,7 @@ logger = logging.getLogger(__name__)
 
 DTYPE_ATTR = "sora_nb_dtype"       # marks a variable stored as another dtype (float16 as float32, <U1 as str)
 ON_LIMIT = ("thin", "raise")
+MAX_NUM_STEPS = 10**6               # a bound for num_steps in planning (far past any model's max_steps)
 
 
 class TraceTooLarge(ValueError):
@@ -111,8 +124,13 @@ class TraceOptions:
     max_side: int = 128             # auto downsampling keeps latent y and x at most this
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.max_mb, (int, float)) and not isinstance(self.max_mb, bool)
-                and math.isfinite(self.max_mb) and self.max_mb > 0):
+        if not isinstance(self.max_mb, (int, float)) or isinstance(self.max_mb, bool):
+            raise ValueError(f"max_mb must be a finite number > 0 (MB), got {self.max_mb!r}")
+        try:
+            finite = math.isfinite(self.max_mb)
+        except OverflowError:  # an int too large for a float: not finite either (as _checks.check_float says)
+            raise ValueError("max_mb must be a finite number > 0 (MB), got a number too large for a float") from None
+        if not (finite and self.max_mb > 0):
             raise ValueError(f"max_mb must be a finite number > 0 (MB), got {self.max_mb!r}")
         if self.on_limit not in ON_LIMIT:
             raise ValueError(f"on_limit must be one of {', '.join(map(repr, ON_LIMIT))}; got {self.on_limit!r}")
@@ -121,6 +139,22 @@ class TraceOptions:
             raise ValueError(f"downsample must be None (auto) or an integer >= 1, got {self.downsample!r}")
         if isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or self.max_side < 1:
             raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TraceOptions))
+
+
+def _with_changes(options: TraceOptions, changes: dict[str, Any], where: str) -> TraceOptions:
+    """``options`` with ``changes``; a name that is not an option is refused with TypeError naming the valid ones
+    (the dataclass's own message names neither)."""
+    unknown = [name for name in changes if name not in OPTION_NAMES]
+    if unknown:
+        folded = {o.replace("_", ""): o for o in OPTION_NAMES}  # max_MB, maxmb: max_mb
+        hints = [f"{name!r}" + (f" (did you mean {folded[key]!r}?)" if (key := str(name).lower().replace("_", ""))
+                                in folded else "") for name in unknown]
+        raise TypeError(f"{where} got unknown trace option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                        f"the options are {', '.join(OPTION_NAMES)}")
+    return dataclasses.replace(options, **changes)
 
 
 def _default_options() -> TraceOptions:
@@ -154,7 +188,7 @@ def set_trace_options(**changes: Any) -> TraceOptions:
     """Change the process-wide options (``max_mb``, ``on_limit``, ``downsample``, ``max_side``); returns the old ones."""
     global _options
     old = _options
-    _options = dataclasses.replace(old, **changes)
+    _options = _with_changes(old, changes, "set_trace_options()")
     return old
 
 
@@ -162,7 +196,7 @@ def set_trace_options(**changes: Any) -> TraceOptions:
 def trace_options(**changes: Any) -> Iterator[TraceOptions]:
     """``with trace_options(max_mb=50): ...``: options for the block, in this thread only (other threads, a live
     panel's worker among them, keep theirs); restored after."""
-    options = dataclasses.replace(get_trace_options(), **changes)
+    options = _with_changes(get_trace_options(), changes, "trace_options()")
     token = _block_options.set(options)
     try:
         yield options
@@ -172,7 +206,9 @@ def trace_options(**changes: Any) -> Iterator[TraceOptions]:
 
 # -- planning ----------------------------------------------------------------------------------------
 def recorded_steps(num_steps: int, record_every: int) -> list[int]:
-    """Indices of the steps kept: every ``record_every``-th, and always the last."""
+    """Indices of the steps kept: every ``record_every``-th, and always the last (``num_steps`` >= 1)."""
+    check_int("num_steps", num_steps, 1, MAX_NUM_STEPS)
+    check_int("record_every", record_every, 1, MAX_NUM_STEPS)  # (thinning tries any up to num_steps)
     kept = list(range(0, num_steps, record_every))
     if kept[-1] != num_steps - 1:
         kept.append(num_steps - 1)
@@ -240,6 +276,7 @@ def plan_trace(num_steps: int, latent_shape: tuple[int, ...], preview_shape: tup
     ``on_limit="thin"``) the smallest larger ``record_every`` that fits (the first and last steps are
     always kept); refuse when even those two do not fit, or when ``on_limit="raise"``.
     """
+    num_steps = check_int("num_steps", num_steps, 1, MAX_NUM_STEPS)
     opts = options or get_trace_options()
     d = opts.downsample if opts.downsample is not None else auto_downsample(latent_shape, opts.max_side)
     d = max(1, min(d, *latent_shape[-2:]))  # a factor past the latent's side pools it to one cell, not to none
@@ -305,18 +342,6 @@ def _pool_latent(x: torch.Tensor, d: int) -> torch.Tensor:
     return x if d == 1 else torch.nn.functional.avg_pool2d(x, d)
 
 
-def _pool_preview(rgb: np.ndarray, d: int) -> np.ndarray:
-    """Average a uint8 ``(frame, py, px, 3)`` preview over ``d x d`` blocks (identity for d = 1)."""
-    if d == 1:
-        return rgb
-    f, h, w, c = rgb.shape
-    h2, w2 = max(1, h // d), max(1, w // d)
-    if h < d or w < d:
-        return np.ascontiguousarray(rgb[:, ::d, ::d][:, :h2, :w2])
-    blocks = rgb[:, : h2 * d, : w2 * d].reshape(f, h2, d, w2, d, c).astype(np.float32)
-    return blocks.mean(axis=(2, 4)).round().astype(np.uint8)
-
-
 class TraceRecorder:
     """Observer that records the run into an ``xarray.Dataset`` (``.dataset`` after the run).
 
@@ -327,7 +352,7 @@ class TraceRecorder:
     def __init__(self, preview: Callable[[torch.Tensor], np.ndarray], record_every: int = 1, **options: Any):
         self.preview = preview
         self.record_every = check_int("record_every", record_every, 1, MAX_RECORD_EVERY)
-        self.options = dataclasses.replace(get_trace_options(), **options)
+        self.options = _with_changes(get_trace_options(), options, "TraceRecorder()")
         self._backend = getattr(preview, "__self__", None)  # set when ``preview`` is a backend's bound method
         self.dataset: xr.Dataset | None = None
         self.plan: TracePlan | None = None
@@ -362,10 +387,13 @@ class TraceRecorder:
         if event.latent.is_cuda:
             self._copy_cuda(event, len(self._rows))
         else:
+            x0 = _pool_latent(event.x0.detach(), d).to("cpu", torch.float16)
             self._store(len(self._rows), {
                 "latent": _pool_latent(event.latent.detach(), d).to("cpu", torch.float16).numpy(),
-                "x0": _pool_latent(event.x0.detach(), d).to("cpu", torch.float16).numpy(),
-                "preview": self._preview_of(event.x0)})
+                "x0": x0.numpy(),
+                # downsampled: the preview of the stored x0, as the CUDA path makes it (averaging the backend's
+                # clamped uint8 preview gave other colours); at full size the preview of x0 itself, as before
+                "preview": np.asarray(self.preview(x0.float() if d > 1 else event.x0))})
         self._rows.append(row)
 
     def on_end(self, latents: torch.Tensor, cancelled: bool) -> None:
@@ -402,10 +430,6 @@ class TraceRecorder:
                                f"{self.plan.latent_shape if self.plan else None}")
         preview = self.preview(event.x0.detach().float().cpu())
         self._set_plan(tuple(event.latent.shape), tuple(np.shape(preview)))
-
-    def _preview_of(self, x0: torch.Tensor) -> np.ndarray:
-        """The backend's preview of ``x0``, downsampled like the latents."""
-        return _pool_preview(np.asarray(self.preview(x0)), self.plan.downsample)
 
     def _copy_cuda(self, event: StepEvent, slot: int) -> None:
         """Cast on the device and copy without blocking into pinned host buffers (one per run)."""
@@ -524,11 +548,13 @@ def _python_scalar(value: Any) -> Any:
 def open_trace(path: str | os.PathLike) -> xr.Dataset:
     """Read a trace saved with ``trace.sora.to_netcdf`` (float16 restored) or ``to_zarr``, fully loaded; attrs are
     Python numbers and text again. A file or store that is not a whole trace (another dataset, or a store a killed
-    write left without ``latent``, ``x0`` or ``preview``) is refused with ValueError."""
+    write left without ``latent``, ``x0`` or ``preview``) is refused with ValueError. A zarr store is read without
+    consolidated metadata (``trace.sora.to_zarr`` writes none; a store written with it, as sora_nb once did, reads
+    the same), so it warns about neither its absence nor zarr v3's view of it."""
     path = check_path("path", path)
     if not path.exists():
         raise FileNotFoundError(f"no trace at {str(path)!r}")
-    opener = xr.open_zarr if _is_zarr(path) else xr.open_dataset
+    opener = functools.partial(xr.open_zarr, consolidated=False) if _is_zarr(path) else xr.open_dataset
     not_trace = f"path {str(path)!r} is not a trace written by trace.sora.to_netcdf or to_zarr"
     try:
         with opener(path) as ds:
@@ -543,6 +569,24 @@ def open_trace(path: str | os.PathLike) -> xr.Dataset:
     return trace
 
 
+NETCDF_NO_UINT8 = ("NETCDF3_CLASSIC", "NETCDF3_64BIT", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA", "NETCDF4_CLASSIC")
+
+
+def _check_netcdf_format(kwargs: dict[str, Any]) -> None:
+    """Refuse the netCDF formats (and the scipy engine, netCDF3 only) that have no unsigned 8-bit type: the uint8
+    preview fails in them with xarray's message about casting to int8, which names neither the cause nor the fix."""
+    engine, fmt = kwargs.get("engine"), kwargs.get("format")
+    bad = []
+    if isinstance(fmt, str) and fmt.upper() in NETCDF_NO_UINT8:
+        bad.append(f"format={fmt!r}")
+    if engine == "scipy":
+        bad.append("engine='scipy' (netCDF3 only)")
+    if bad:
+        raise ValueError(f"trace.sora.to_netcdf cannot write {' with '.join(bad)}: it has no unsigned 8-bit type for "
+                         "the trace's uint8 preview. Use format='NETCDF4' (the default) with engine='netcdf4' or "
+                         "'h5netcdf' (or omit format and engine), or trace.sora.to_zarr")
+
+
 def _trace_target(path: Any, *, store: bool = False) -> Path:
     """Where a trace is written: a path in an existing folder (a folder itself only for a zarr ``store``).
     Raises TypeError/ValueError."""
@@ -551,6 +595,9 @@ def _trace_target(path: Any, *, store: bool = False) -> Path:
         raise ValueError(f"path: folder {str(target.parent)!r} does not exist (create it first)")
     if target.is_dir() and not store:
         raise ValueError(f"path {str(target)!r} is a folder, not a file name")
+    if store and target.exists() and not target.is_dir():
+        raise ValueError(f"path {str(target)!r} is a file, not a zarr store (a zarr store is a folder): remove it "
+                         "or choose another path")
     return target
 
 
@@ -565,8 +612,11 @@ class TraceAccessor:
         """Write netCDF, float16 stored as marked float32; read back with :func:`open_trace`.
 
         Atomic (as ``Video.save``): written beside ``path`` and renamed over it when complete, so a failed write
-        leaves no half-written file and an older file at ``path`` intact; ``mode="a"`` appends in place."""
+        leaves no half-written file and an older file at ``path`` intact; ``mode="a"`` appends in place. Needs
+        ``format="NETCDF4"`` (the default): netCDF3 (``engine="scipy"``) and NETCDF4_CLASSIC have no type for the
+        uint8 preview, and are refused with ValueError."""
         target = _trace_target(path)
+        _check_netcdf_format(kwargs)
         ds = encode_for_netcdf(self._ds)
         if kwargs.get("mode", "w") != "w":
             ds.to_netcdf(target, **kwargs)
@@ -579,12 +629,25 @@ class TraceAccessor:
 
         Fixed-width text (the ``rgb`` coordinate's ``<U1``) has no stable zarr v3 encoding: zarr warns that a
         store holding it may be unreadable by a later zarr. It is written as variable-length strings, marked
-        with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it."""
+        with its dtype as :func:`encode_for_netcdf` marks float16, and :func:`open_trace` restores it. No
+        consolidated metadata is written (``consolidated=False`` unless given; zarr v3 warns that it is not part of
+        its specification): read the store with :func:`open_trace`, or ``xr.open_zarr(path, consolidated=False)``.
+
+        An existing ``path`` is replaced only with ``mode="w"`` (the default ``mode="w-"`` refuses it with
+        FileExistsError); ``mode="a"`` or ``append_dim="step"`` add to a store in place. A ``path`` that is a file
+        is refused with ValueError."""
         target = _trace_target(path, store=True)
-        ds = encode_text_for_zarr(self._ds)
+        kwargs.setdefault("consolidated", False)
         mode = kwargs.get("mode", "w-")
-        if mode not in ("w", "w-") or (mode == "w-" and target.exists()) or kwargs.get("append_dim") or kwargs.get("region"):
-            return ds.to_zarr(target, **kwargs)  # appending or updating in place (or zarr's refusal to overwrite)
+        if mode == "w-" and target.is_dir() and any(target.iterdir()) and not kwargs.get("append_dim") \
+                and not kwargs.get("region"):  # (an empty folder is written into, as zarr does)
+            what = "a zarr store" if (target / "zarr.json").exists() or (target / ".zgroup").exists() else "a folder"
+            raise FileExistsError(f"path {str(target)!r} already exists ({what}): pass mode=\"w\" to replace it "
+                                  "(what it holds is lost), or mode=\"a\" / append_dim=\"step\" to add to a trace "
+                                  "store")
+        ds = encode_text_for_zarr(self._ds)
+        if mode not in ("w", "w-") or kwargs.get("append_dim") or kwargs.get("region"):
+            return ds.to_zarr(target, **kwargs)  # appending or updating in place
         # a new store: written whole beside the target and swapped in (`atomic_folder`), so a killed write leaves
         # the old store (or none), never a half store that open_trace would read with NaN where the write stopped
         with atomic_folder(target) as folder:

@@ -144,6 +144,30 @@ def test_a_failed_decode_after_redraws_keeps_the_kept_draws_latents_and_trace(ge
     np.testing.assert_array_equal(gen.decode(err.latents, err.num_frames), plain.frames)
 
 
+def test_a_failed_decode_after_redraws_gives_the_trace_the_calls_attrs(gen):
+    """The DecodeError's trace has the attrs a decoded redraw's trace has (the call's seed and steps, the kept
+    draw's noise_seed and noise_steps, retry): they were set only after a decode that succeeded, so the trace
+    said the redraw's seed and steps were the call's."""
+    import xarray as xr
+
+    g, s = _scripted(gen, [2, 0, 1])
+    ok = g.generate(PROMPT, seed=5, steps=5, retries=2)
+
+    def fail(latents, num_frames):
+        raise MemoryError("no room to decode")
+
+    s.decode = fail
+    s.drawn.clear()
+    with pytest.raises(sora_nb.DecodeError) as info:
+        g.generate(PROMPT, seed=5, steps=5, retries=2)
+    attrs = info.value.trace.attrs
+    assert attrs["seed"] == 5 and attrs["steps"] == 5
+    assert attrs["noise_seed"] == 5 + RETRY_STRIDE and attrs["noise_steps"] == 3
+    assert json.loads(attrs["retry"]) == {"seeds": [5, 5 + RETRY_STRIDE], "steps": [5, 3], "flaws": [2, 0],
+                                          "picked": 1} == ok.params["retry"]
+    xr.testing.assert_identical(info.value.trace, ok.trace)  # the same trace as the call that decoded
+
+
 def test_the_shipped_model_redraws_by_default_and_the_same_seed_gives_the_same_clip(gen):
     assert gen.limits.default_retries == 3 and gen.limits.max_retries == embedded.MAX_RETRIES
     # a first redraw in 12 of 20 steps, later ones in 8: a clip redrawn three times costs 2.4 clips

@@ -143,15 +143,85 @@ def test_zarr_round_trip(video, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         video.trace.sora.to_zarr(tmp_path / "t2.zarr")
-    # fixed-width text has no stable zarr v3 encoding (zarr's UnstableSpecificationWarning): none is written
+        back = open_trace(tmp_path / "t2.zarr")
+    # fixed-width text has no stable zarr v3 encoding (zarr's UnstableSpecificationWarning): none is written;
+    # nor is consolidated metadata (ZarrUserWarning: not part of the zarr v3 specification): no warning at all
     assert not [w for w in caught if "Specification" in w.category.__name__], \
         [str(w.message)[:120] for w in caught]
-    stored = xr.open_zarr(tmp_path / "t2.zarr")
+    assert not caught, [f"{w.category.__name__}: {str(w.message)[:120]}" for w in caught]
+    stored = xr.open_zarr(tmp_path / "t2.zarr", consolidated=False)
     assert stored.rgb.dtype.kind != "U" and stored.rgb.attrs["sora_nb_dtype"] == "<U1"
     assert list(stored.rgb.values) == ["r", "g", "b"]
-    back = open_trace(tmp_path / "t2.zarr")
     xr.testing.assert_identical(video.trace, back)
     assert back.latent.dtype == np.float16 and back.rgb.dtype == np.dtype("<U1") and "sora_nb_dtype" not in back.rgb.attrs
+
+
+def test_zarr_appends_and_stores_written_consolidated_warn_nothing(video, tmp_path):
+    """An append writes no consolidated metadata either, and open_trace reads a store written with it (as sora_nb
+    once wrote them) without a warning: both give back the identical trace."""
+    from sora_nb.trace import encode_text_for_zarr
+
+    first, rest = video.trace.isel(step=slice(0, 2)), video.trace.isel(step=slice(2, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encode_text_for_zarr(video.trace).to_zarr(tmp_path / "old.zarr", consolidated=True)  # the old writer's store
+        encode_text_for_zarr(first).to_zarr(tmp_path / "old_appended.zarr", consolidated=True)
+    assert (tmp_path / "old.zarr" / "zarr.json").read_text().count("consolidated_metadata") >= 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first.sora.to_zarr(tmp_path / "a.zarr")
+        rest.sora.to_zarr(tmp_path / "a.zarr", append_dim="step")
+        rest.sora.to_zarr(tmp_path / "old_appended.zarr", append_dim="step")
+        appended, old, old_appended = (open_trace(tmp_path / name) for name in ("a.zarr", "old.zarr",
+                                                                                  "old_appended.zarr"))
+    assert not caught, [f"{w.category.__name__}: {str(w.message)[:120]}" for w in caught]
+    for back in (appended, old, old_appended):
+        xr.testing.assert_identical(video.trace, back)
+
+
+def test_zarr_refusals_name_the_path_and_the_way_out(video, tmp_path):
+    """The default mode="w-" over an existing store (or a folder holding anything) is FileExistsError naming the
+    path and mode="w" (zarr's own named neither: "Cannot create '' ..."); a path that is a file is refused whatever
+    the mode, and left as it was (mode="w" failed inside the atomic swap with NotADirectoryError)."""
+    store = tmp_path / "t.zarr"
+    video.trace.sora.to_zarr(store)
+    with pytest.raises(FileExistsError, match=r"path '.*t\.zarr' already exists \(a zarr store\): pass mode=\"w\" "
+                                              r"to replace it"):
+        video.trace.sora.to_zarr(store)
+    notes = tmp_path / "results"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"path '.*results' already exists \(a folder\): pass mode=\"w\""):
+        video.trace.sora.to_zarr(notes)
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
+    (tmp_path / "empty.zarr").mkdir()  # an empty folder is written into, as zarr does
+    video.trace.sora.to_zarr(tmp_path / "empty.zarr")
+    xr.testing.assert_identical(video.trace, open_trace(tmp_path / "empty.zarr"))
+
+    video.trace.sora.to_netcdf(tmp_path / "t.nc")
+    before = (tmp_path / "t.nc").read_bytes()
+    for kwargs in ({}, {"mode": "w"}, {"mode": "a"}):
+        with pytest.raises(ValueError, match=r"path '.*t\.nc' is a file, not a zarr store"):
+            video.trace.sora.to_zarr(tmp_path / "t.nc", **kwargs)
+    assert (tmp_path / "t.nc").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr", "results", "t.nc", "t.zarr"]
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"engine": "scipy"}, r"engine='scipy' \(netCDF3 only\)"),
+    ({"format": "NETCDF3_CLASSIC"}, r"format='NETCDF3_CLASSIC'"),
+    ({"format": "NETCDF3_64BIT"}, r"format='NETCDF3_64BIT'"),
+    ({"engine": "netcdf4", "format": "NETCDF4_CLASSIC"}, r"format='NETCDF4_CLASSIC'"),
+])
+def test_netcdf_formats_without_uint8_are_refused_by_name(video, tmp_path, kwargs, named):
+    """netCDF3 and NETCDF4_CLASSIC have no unsigned byte for the preview: xarray's error spoke of casting
+    datetimes; the refusal names the format (or engine) and says NETCDF4 is needed, and writes nothing."""
+    with pytest.raises(ValueError, match=rf"cannot write {named}.*no unsigned 8-bit type .*uint8 preview\. "
+                                         r"Use format='NETCDF4' \(the default\)"):
+        video.trace.sora.to_netcdf(tmp_path / "t.nc", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    video.trace.sora.to_netcdf(tmp_path / "t.nc", format="NETCDF4")  # the default, named
+    xr.testing.assert_identical(video.trace, open_trace(tmp_path / "t.nc"))
 
 
 def test_open_trace_missing_file(tmp_path):
@@ -338,6 +408,93 @@ def test_plan_rules():
         TraceOptions(max_mb=0)
     with pytest.raises(ValueError, match="downsample"):
         TraceOptions(downsample=0)
+
+
+@pytest.mark.parametrize("call, where", [
+    (lambda: trace_options(max_MB=5).__enter__(), r"trace_options\(\) got unknown trace option 'max_MB' "
+                                                   r"\(did you mean 'max_mb'\?\)"),
+    (lambda: trace_mod.set_trace_options(limit=5), r"set_trace_options\(\) got unknown trace option 'limit'; "),
+    (lambda: TraceRecorder(lambda x0: x0, maxmb=5), r"TraceRecorder\(\) got unknown trace option 'maxmb' "
+                                                    r"\(did you mean 'max_mb'\?\)"),
+])
+def test_a_misspelled_trace_option_is_refused_with_the_valid_names(call, where):
+    default = trace_mod.get_trace_options()
+    with pytest.raises(TypeError, match=where + r".*the options are max_mb, on_limit, downsample, max_side$"):
+        call()
+    assert trace_mod.get_trace_options() == default
+
+
+def test_bad_limits_and_step_counts_are_clear_errors():
+    """A max_mb too large for a float was a bare OverflowError; zero steps an IndexError from the planner."""
+    for value in (10**400, -(10**400)):
+        with pytest.raises(ValueError, match=r"^max_mb must be a finite number > 0 \(MB\), got a number too large "
+                                             r"for a float$"):
+            trace_options(max_mb=value).__enter__()
+    assert TraceOptions(max_mb=10**300).max_mb == 10**300  # large, but a float holds it
+    latent, preview = (4, 16, 16, 16), (4, 16, 16, 3)
+    for call in (lambda: plan_trace(0, latent, preview), lambda: recorded_steps(0, 1),
+                 lambda: plan_trace(-3, latent, preview)):
+        with pytest.raises(ValueError, match=r"^num_steps must be an integer in \[1, \d+\], got -?\d+$"):
+            call()
+    with pytest.raises(ValueError, match=r"^record_every must be an integer in \[1, \d+\], got 0$"):
+        recorded_steps(5, 0)
+    with pytest.raises(TypeError, match=r"^num_steps must be an integer"):
+        recorded_steps(2.5, 1)
+    assert recorded_steps(1, 1) == [0] and plan_trace(1, latent, preview).steps == (0,)
+
+
+def test_downsampled_previews_are_the_preview_of_the_stored_x0_on_either_path(gen, monkeypatch):
+    """Downsampled, the preview is the backend's preview of the pooled x0 the trace stores, on the CPU path as on
+    the CUDA one (which the CPU path averaged the clamped uint8 preview instead of, 35 levels apart): here the CUDA
+    path runs on the CPU, with tensors that say is_cuda and pinned buffers and events faked."""
+    from sora_nb import sampler
+
+    be = gen.backend
+    request = gen.request("a red circle moving right", seed=1, steps=5, retries=0, trace=False, record_every=2)
+
+    class FakeCuda(torch.Tensor):
+        @property
+        def is_cuda(self):
+            return True
+
+    class Event:
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+    class OnCuda:
+        limits = be.limits
+
+        def __getattr__(self, name):
+            return getattr(be, name)
+
+        def denoise(self, req, generator):
+            for e in be.denoise(req, generator):
+                e.latent, e.x0, e.x_next = (t.as_subclass(FakeCuda) for t in (e.latent, e.x0, e.x_next))
+                yield e
+
+        def decode(self, latents, num_frames):
+            return be.decode(latents.as_subclass(torch.Tensor), num_frames)
+
+        def preview(self, x0):
+            return be.preview(x0.as_subclass(torch.Tensor))
+
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **k: empty(*a, **k))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    with trace_options(downsample=2):
+        cpu, cuda = TraceRecorder(be.preview, record_every=2), TraceRecorder(OnCuda().preview, record_every=2)
+    sampler.run(be, request, observers=[cpu])
+    sampler.run(OnCuda(), request, observers=[cuda])
+    a, b = cpu.dataset, cuda.dataset
+    assert a.attrs["trace_downsample"] == 2 and list(a.step.values) == [0, 2, 4] and a.preview.shape[2:4] == (8, 8)
+    np.testing.assert_array_equal(a.x0.values, b.x0.values)
+    np.testing.assert_array_equal(a.preview.values, b.preview.values)
+    for i in range(a.sizes["step"]):
+        x0 = torch.from_numpy(a.x0.values[i]).float()
+        np.testing.assert_array_equal(a.preview.values[i], be.preview(x0))
 
 
 def test_spatial_downsampling_averages_blocks(gen):
