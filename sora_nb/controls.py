@@ -24,7 +24,9 @@ the browser. A change
 3. validates the values with ``generator.request(...)``, the same check as the API, so the panel
    rejects exactly what ``generate`` rejects, with the same message (shown in ``ui.message``; a slider or
    the size menu set from code refuses such a value at once, as ``traitlets.TraitError`` with that message,
-   and a valid value outside a slider's range widens the range instead of being clamped);
+   the value checked as given, never cast (``ui.steps.value = 7.9`` is refused, not made 7), and a valid
+   value outside a slider's range widens the range instead of being clamped; the seed box refuses at once
+   a value that is not an integer, and shows an integer out of range with the run's message);
 4. hands the request to one background worker thread, so the kernel stays free: other cells run
    while the clip is made.
 
@@ -54,6 +56,7 @@ import contextlib
 import dataclasses
 import html
 import logging
+import numbers
 import os
 import re
 import secrets
@@ -69,6 +72,7 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
+from . import request as _request
 from ._checks import check_bool, check_float, check_int, check_path
 from .api import Generator, load
 from .frontend import read_module
@@ -90,11 +94,22 @@ PLAYER_WIDTH = 256                         # CSS px of the player
 
 
 # -- checked control widgets ----------------------------------------------------------------------------
+class _Unconverted(traitlets.Any):
+    """A control's ``value`` as given (no ``CInt``/``CFloat`` cast, None refused): the widget's validator checks it."""
+
+    allow_none = False   # traitlets.Any lets None past every validator
+
+
 class _Checked:
     """A slider whose value set from code is checked as ``generate`` checks that keyword (``check``), and widens
     the slider's range when it is valid but outside it; ipywidgets' own sliders clamp silently, so
     ``ui.steps.value = 200`` made a 50-step clip and ``ui.guidance.value = 500`` a guidance-50 one. A value
-    ``generate`` refuses raises ``traitlets.TraitError`` with its message and leaves the slider as it was."""
+    ``generate`` refuses raises ``traitlets.TraitError`` with its message and leaves the slider as it was.
+
+    The subclasses declare ``value`` as :class:`_Unconverted` (a ``traitlets.Any``): ipywidgets' ``CInt`` and
+    ``CFloat`` cast before any validator runs, so ``7.9`` reached the check as ``7``, ``"12"`` as ``12`` and
+    ``True`` as ``1.0``, all of them values ``generate`` refuses. The check sees the value as given and stores the
+    number it returns."""
 
     def __init__(self, *, check: Any, **kwargs: Any):
         self._check = check
@@ -114,11 +129,54 @@ class _Checked:
 
 
 class CheckedFloatSlider(_Checked, W.FloatSlider):
-    """A FloatSlider that checks a value set from code instead of clamping it (see :class:`_Checked`)."""
+    """A FloatSlider that checks a value set from code instead of clamping it (see :class:`_Checked`). Its readout
+    shows ``decimals`` places, more when the value needs them (see :func:`readout_format`)."""
+
+    value = _Unconverted(0.0, help="Float value (checked, not cast)").tag(sync=True)
+
+    def __init__(self, *, decimals: int, **kwargs: Any):
+        self._decimals = decimals
+        super().__init__(**kwargs)
+        self._fit_readout()
+        self.observe(self._fit_readout, names="value")
+
+    def _fit_readout(self, _change: Any = None) -> None:
+        self.readout_format = readout_format(self.value, self._decimals)
+
+
+def readout_format(value: float, decimals: int) -> str:
+    """The d3-format of a float slider's readout for ``value``: ``decimals`` places (the step's), more when the value
+    needs them to read as it is (a fixed ".1f" showed eta 0.05 as 0.1 and guidance 7.25 as 7.3), up to 6; a value
+    that needs more shows 6 significant digits (``.6``: d3's "g" with trailing zeros trimmed, as Python's ``:g``)."""
+    for places in range(decimals, 7):
+        if float(f"{value:.{places}f}") == value:
+            return f".{places}f"
+    return ".6"
 
 
 class CheckedIntSlider(_Checked, W.IntSlider):
     """An IntSlider that checks a value set from code instead of clamping it (see :class:`_Checked`)."""
+
+    value = _Unconverted(0, help="Int value (checked, not cast)").tag(sync=True)
+
+
+class SeedBox(W.IntText):
+    """The seed box: an integer, as ``generate`` takes it. ``IntText``'s ``CInt`` cast ``2.9`` to ``2`` and ``"42"``
+    to ``42``, so the clip's seed was not the value set; a value that is not an integer (a bool, a float, a string)
+    is refused at once with ``generate``'s message. An integer outside the seeds ``generate`` takes is kept and
+    shown, and the run says why it does not start (as for a seed typed in the browser)."""
+
+    value = _Unconverted(0, help="Int value (checked, not cast)").tag(sync=True)
+
+    @traitlets.validate("value")
+    def _validate_value(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        try:
+            return check_int("seed", value, 0, _request.MAX_SEED)
+        except TypeError as err:
+            raise traitlets.TraitError(str(err)) from None
+        except ValueError:  # an integer out of range: the run path shows generate's message
+            return int(value)
 
 
 class SizeMenu(W.Dropdown):
@@ -128,14 +186,22 @@ class SizeMenu(W.Dropdown):
 
     @traitlets.validate("value")
     def _validate_value(self, proposal: Any) -> Any:
+        """The menu's own entry for ``value``: a pair equal to it but of other types (``(32.0, 32.0)``) was kept
+        as given, and every later run failed with "width must be an integer"."""
         value = proposal["value"]
-        if isinstance(value, list):
-            value = tuple(value)
-        if value is not None and value not in self._options_values:
-            listed = ", ".join(f"{w}x{h}" for w, h in self._options_values)
-            raise traitlets.TraitError(f"size {value!r} is not in the menu ({listed}); ui.set(width=..., "
-                                       "height=...) adds any size the model accepts")
-        return value
+        if value is None:
+            return None
+        listed = ", ".join(f"{w}x{h}" for w, h in self._options_values)
+        if not (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
+            raise traitlets.TraitError(f"size must be a (width, height) pair of integers, one of the menu's "
+                                       f"({listed}); got {type(value).__name__} {value!r}")
+        pair = (int(value[0]), int(value[1]))
+        for entry in self._options_values:
+            if entry == pair:
+                return entry
+        raise traitlets.TraitError(f"size {pair!r} is not in the menu ({listed}); ui.set(width=..., "
+                                   "height=...) adds any size the model accepts")
 
 
 def size_label(size: tuple[int, int]) -> str:
@@ -376,7 +442,7 @@ class Controls:
                                  continuous_update=True)
         self.negative_prompt = W.Text(value=v["negative_prompt"], description="negative prompt", layout=wide,
                                       style=style, continuous_update=True)
-        self.seed = W.IntText(value=v["seed"], description="seed", style=style, layout=W.Layout(width="260px"))
+        self.seed = SeedBox(value=v["seed"], description="seed", style=style, layout=W.Layout(width="260px"))
         self.dice = W.Button(description="", icon="random", tooltip="draw a new seed (shown before the run)",
                              layout=W.Layout(width="44px"))
         fps = float(lim.fps)
@@ -385,15 +451,15 @@ class Controls:
                                                                   unit="seconds"),
                                       value=v["duration"], min=min(dur_step, v["duration"]), max=lim.max_duration,
                                       step=dur_step, description="duration (s)", continuous_update=False,
-                                      style=style, readout_format=".2f", layout=slider)
+                                      style=style, decimals=2, layout=slider)
         self.guidance = CheckedFloatSlider(check=lambda x: check_float("guidance", x, 0.0, lim.max_guidance),
                                       value=v["guidance"], min=0.0, max=lim.max_guidance, step=0.5,
                                       description="guidance", continuous_update=False, style=style,
-                                      readout_format=".1f", layout=slider)
+                                      decimals=1, layout=slider)
         self.eta = CheckedFloatSlider(check=lambda x: check_float("eta", x, 0.0, lim.max_eta),  # v["eta"]: checked
                                  value=v["eta"], min=0.0, max=lim.max_eta, step=0.1,
                                  description="eta (noise)", continuous_update=False, style=style,
-                                 readout_format=".1f", layout=slider, disabled=lim.max_eta <= 0.0,
+                                 decimals=1, layout=slider, disabled=lim.max_eta <= 0.0,
                                  tooltip="fresh noise per sampler step: 0 deterministic, 1 re-noise every step")
         self.steps = CheckedIntSlider(check=lambda x: check_int("steps", x, lim.min_steps, lim.max_steps),
                                  value=v["steps"], min=lim.min_steps, max=max(min(lim.max_steps, MAX_SLIDER_STEPS), v["steps"]),
@@ -557,7 +623,8 @@ class Controls:
                 self._timer.start()
                 return
             self._submitting += 1
-        self._submit_counted(now)
+            epoch = self._epoch
+        self._submit_counted(now, epoch)
 
     def _fire(self, token: int) -> None:
         with self._cond:
@@ -566,13 +633,13 @@ class Controls:
             self._timer = None
             self._submitting += 1
             t_change = self._t_change
-        self._submit_counted(t_change)
+        self._submit_counted(t_change, token)
 
-    def _submit_counted(self, t_change: float) -> None:
-        """:meth:`_submit`, for a caller that counted itself in ``_submitting`` (so ``wait`` waits for it)."""
+    def _submit_counted(self, t_change: float, epoch: int) -> None:
+        """:meth:`_submit`, for a caller that counted itself in ``_submitting`` (so ``wait`` waits for it).
+        ``epoch``: the change count the caller read under the same lock as it counted itself; read here, after
+        that lock was let go, it was a Stop's or a restore's that came in between, and the change won over them."""
         try:
-            with self._cond:
-                epoch = self._epoch
             self._submit(t_change, epoch)
         finally:
             with self._cond:
@@ -665,8 +732,12 @@ class Controls:
             logger.warning("controls: generation failed: %s: %s", type(err).__name__, err)
             with self._apply:
                 if job.generation == self._generation:
-                    self.progress.bar_style = "danger"
-                    self.progress_label.value = "failed"
+                    # the player and caption keep the clip shown: so does the preview (not the failed run's
+                    # half-denoised x0); the red bar stays at the step reached
+                    n, k = job.request.steps, job.steps_done
+                    label = (f"decode failed after step {k}/{n}" if isinstance(err, DecodeError)
+                             else f"failed at step {min(k + 1, n)}/{n}")
+                    self._show_shown_clip(label, failed_at=k)
                     if isinstance(err, DecodeError):  # the steps are the expensive part: keep them for the user
                         self.decode_error = err
                         cause = err.__cause__ if err.__cause__ is not None else err
@@ -799,12 +870,13 @@ class Controls:
         drawn = retry["steps"][retry["picked"]] if "steps" in retry else entry.video.params["steps"]  # a kept redraw's own steps
         self.preview.show(entry.preview, run=self._generation, step=drawn, label=f"x0 at step {drawn}/{drawn}")
 
-    def _show_shown_clip(self, label: str) -> None:
+    def _show_shown_clip(self, label: str, *, failed_at: int | None = None) -> None:
         """Progress and preview back to the clip the player shows (none before the first clip), the progress
-        label saying ``label``: what a run dropped before its end leaves."""
+        label saying ``label``: what a run dropped before its end leaves. ``failed_at``: the steps a failed run
+        made, kept in a red (``danger``) bar."""
         with self.progress.hold_sync():
-            self.progress.value = 0
-            self.progress.bar_style = ""
+            self.progress.value = 0 if failed_at is None else failed_at
+            self.progress.bar_style = "" if failed_at is None else "danger"
         self.progress_label.value = label
         if 0 <= self.history_strip.selected < len(self._entries):
             self._preview_entry(self._entries[self.history_strip.selected])
@@ -870,7 +942,9 @@ class Controls:
                     self._assign(getattr(self, name), (p["width"], p["height"]) if name == "size" else p[name])
             self.video = entry.video
             self._show_entry(index)
-            self.progress.value = self.progress.max
+            with self.progress.hold_sync():
+                self.progress.value = self.progress.max
+                self.progress.bar_style = ""   # not a failed run's red
             self.progress_label.value = f"restored clip {index + 1} of {n}"
             self._show_message(f"Restored clip {index + 1} of {n}: seed {p['seed']}, guidance {p['guidance']:g}.")
         return entry.video
@@ -890,8 +964,10 @@ class Controls:
         except (ValueError, TypeError, traitlets.TraitError) as err:
             self._show_error(f"cannot inspect this clip: {err}")
             return None
-        self.inspector = widget
+        old, self.inspector = self.inspector, widget
         self.inspector_box.children = (widget,)
+        if old is not None and old is not widget:  # ipywidgets keeps every widget not closed (and its trace)
+            _close_tree(old)
         self._show_message(f"Inspecting: {self.video.params['prompt']} · seed {self.video.params['seed']}")
         return widget
 
@@ -901,10 +977,11 @@ class Controls:
         replace an earlier save, since two clips of one prompt and seed differ in guidance, steps, ..."""
         if path is not None:
             path = check_path("path", path)
-        if self.video is None:
+        video = self.video  # once: a run finishing meanwhile must not name the file after one clip, write another
+        if video is None:
             self._show_error("nothing to save yet: no clip has finished")
             return None
-        p = self.video.params
+        p = video.params
         if path is not None:
             target = path
         else:
@@ -914,7 +991,7 @@ class Controls:
                 n += 1
                 target = self.save_dir / f"{stem}_{n}.mp4"
         try:
-            written = self.video.save(target)
+            written = video.save(target)
         except (ValueError, TypeError, OSError, RuntimeError) as err:
             self._show_error(f"could not save: {err}")
             return None
@@ -936,9 +1013,13 @@ class Controls:
         return self.video
 
     def close(self) -> None:
-        """Stop the worker and close the widgets."""
+        """Stop the worker and close every widget of the panel (its layouts and styles, the inspector too).
+        ipywidgets keeps each widget until it is closed, and the controls' observers hold the panel: closing
+        only the root left the panel, its history and its threads' state in the kernel for good."""
         self._stop_worker()
-        self.root.close()
+        _close_tree(self.root)
+        if self.inspector is not None:
+            _close_tree(self.inspector)
 
     def _stop_worker(self) -> None:
         """Refuse new runs, cancel the one in flight and wait (up to 10 s) for the worker to end."""
@@ -951,6 +1032,23 @@ class Controls:
             worker = self._worker
         if worker is not None:
             worker.join(timeout=10)
+
+
+def _close_tree(widget: W.Widget) -> None:
+    """Close ``widget`` and every widget it holds in a synced trait (children, layout, style, ...)."""
+    seen: set[int] = set()
+    todo = [widget]
+    while todo:
+        w = todo.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        for name in w.trait_names(sync=True):
+            held = getattr(w, name, None)
+            for item in held if isinstance(held, (list, tuple)) else (held,):
+                if isinstance(item, W.Widget):
+                    todo.append(item)
+        w.close()
 
 
 # Panels whose worker may be running. At exit each is stopped first: a daemon worker still inside torch while

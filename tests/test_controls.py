@@ -7,9 +7,12 @@ loop) whose speed, failures and decode can be controlled; a few use the embedded
 from __future__ import annotations
 
 import dataclasses
+import gc
 import html
 import math
+import re
 import threading
+import weakref
 import time
 from typing import Any, Iterator
 
@@ -819,3 +822,255 @@ def test_an_idle_panel_holds_no_thread_and_closing_its_root_stops_it():
     ui.seed.value = 4
     time.sleep(0.3)
     assert len(backend.requests) == 2 and ui.video.params["seed"] == 3
+
+
+# -- closing, casts, the size menu, failures, readouts, races ----------------------------------------------
+def _widget_tree(root: Any) -> list[Any]:
+    """``root`` and every widget under it: children, layouts, styles."""
+    import ipywidgets
+
+    found, todo = [], [root]
+    while todo:
+        w = todo.pop()
+        if not isinstance(w, ipywidgets.Widget) or any(w is f for f in found):
+            continue
+        found.append(w)
+        todo.extend([getattr(w, "layout", None), getattr(w, "style", None), *getattr(w, "children", ())])
+    return found
+
+
+def test_close_closes_every_widget_and_frees_the_panel():
+    """close() closed only ui.root: ipywidgets keeps every widget not closed, the controls' observers hold the panel,
+    so each re-run of ``ui = controls(...)`` left a panel, its history and widgets in the kernel, closed or not."""
+    from ipywidgets.widgets.widget import _instances
+
+    g, _ = fake()
+    ui = Controls(g, steps=5, seed=1, debounce=0.05)
+    try:
+        ui.wait(30)
+        ui.seed.value = 2
+        ui.wait(30)
+        inspector = ui.inspect()
+        widgets = _widget_tree(ui.root) + _widget_tree(inspector)
+        assert inspector in widgets and ui.seed in widgets and ui.seed.layout in widgets
+        ids = {w.model_id for w in widgets}
+        assert ids <= set(_instances)
+    finally:
+        ui.close()
+    assert [type(w).__name__ for w in widgets if w.comm is not None] == []
+    assert not ids & set(_instances)
+    ref = weakref.ref(ui)
+    del ui, inspector, widgets
+    wait_for(lambda: gc.collect() >= 0 and ref() is None, timeout=5)
+
+
+def test_inspect_closes_the_inspector_it_replaces():
+    """Each Inspect replaced the inspector below the panel without closing it: ipywidgets kept every one (and the
+    trace it shows) for good."""
+    from ipywidgets.widgets.widget import _instances
+
+    g, _ = fake()
+    ui = panel(g, seed=1)
+    ui.wait(30)
+    first = ui.inspect()
+    first_id = first.model_id
+    ui.seed.value = 2
+    ui.wait(30)
+    second = ui.inspect()
+    assert second is not first and ui.inspector is second and ui.inspector_box.children == (second,)
+    assert first.comm is None and first_id not in _instances
+    assert second.comm is not None and second.traces["a"].attrs["seed"] == 2
+
+
+@pytest.mark.parametrize("name, bad", [("steps", 7.9), ("steps", "12"), ("steps", True), ("steps", float("nan")),
+                                       ("steps", None), ("guidance", "7"), ("guidance", True), ("guidance", None),
+                                       ("duration", "1.5"), ("duration", False), ("eta", True),
+                                       ("seed", 2.9), ("seed", "42"), ("seed", True), ("seed", float("nan")),
+                                       ("seed", float("inf"))])
+def test_a_value_set_from_code_is_checked_as_given_not_cast(name, bad):
+    """ipywidgets' CInt/CFloat cast a value before the check saw it: ui.steps.value = 7.9 made a 7-step clip,
+    "12" a 12-step one, guidance True a guidance-1 one, and the seed box took 2.9 as seed 2 and "42" as 42, all
+    values generate refuses; steps = nan raised a TraitError that named no parameter. Each is refused at once, with
+    generate's own message, and changes nothing."""
+    g, backend = fake()
+    ui = panel(g, seed=1)
+    ui.wait(30)
+    with pytest.raises((TypeError, ValueError)) as api:
+        g.request("a red circle moving right", **{name: bad})
+    widget = getattr(ui, name)
+    before = widget.value
+    with pytest.raises(traitlets.TraitError) as ours:
+        widget.value = bad
+    if name == "eta":  # the panel checks the model's range (this one takes no eta), as for eta = 0.5 above
+        assert str(ours.value) == "eta must be a number >= 0 and <= 0, got bool True"
+    else:
+        assert str(ours.value) == str(api.value) and str(ours.value).startswith(f"{name} must be")
+    assert widget.value == before and not ui.busy and len(backend.requests) == 1 and ui.error is None
+
+
+def test_values_generate_takes_are_stored_as_the_number_it_uses():
+    """An integer guidance or a numpy integer is a value generate takes: the control keeps the number as the
+    clip's params have it (a float guidance, a Python int seed and steps). An integer seed out of range is not
+    refused at once: the panel shows why it does not run (as for a seed typed in the browser)."""
+    g, _ = fake()
+    ui = panel(g, seed=1)
+    ui.wait(30)
+    ui.guidance.value = 7
+    assert ui.guidance.value == 7.0 and type(ui.guidance.value) is float
+    ui.wait(30)
+    ui.set(steps=np.int64(6), seed=np.int64(9))
+    assert (ui.steps.value, ui.seed.value) == (6, 9) and type(ui.steps.value) is int and type(ui.seed.value) is int
+    video = ui.wait(30)
+    assert (video.params["steps"], video.params["seed"], video.params["guidance"]) == (6, 9, 7.0)
+    with pytest.raises(traitlets.TraitError, match=r"^seed must be an integer in \[0, \d+\], got NoneType None$"):
+        ui.seed.value = None   # (ui.set(seed=None) draws a fresh seed, as generate(seed=None))
+    ui.seed.value = sora_nb.request.MAX_SEED + 1
+    ui.wait(30)
+    assert ui.seed.value == sora_nb.request.MAX_SEED + 1 and ui.error.startswith("seed must be an integer in [0, ")
+    assert ui.video is video
+
+
+def test_the_size_menu_keeps_its_own_entry_and_refuses_pairs_of_non_integers():
+    """``ui.size.value = (32.0, 32.0)`` equals the menu's (32, 32), and was kept as given: every later run failed
+    with "width must be an integer"."""
+    g, backend = fake()
+    ui = panel(g, seed=1)
+    ui.wait(30)
+    for bad in [(32.0, 32.0), (True, 32), (32, "32"), (32,), 32]:
+        with pytest.raises(traitlets.TraitError) as err:
+            ui.size.value = bad
+        assert str(err.value) == (f"size must be a (width, height) pair of integers, one of the menu's (32x32, "
+                                  f"48x32); got {type(bad).__name__} {bad!r}")
+        assert ui.size.value == (32, 32) and not ui.busy
+    ui.size.value = [np.int64(48), np.int64(32)]
+    assert ui.size.value is ui.size._options_values[1] and ui.size.value == (48, 32)
+    assert [type(v) for v in ui.size.value] == [int, int]
+    video = ui.wait(30)
+    assert ui.error is None and (video.params["width"], video.params["height"]) == (48, 32)
+    ui.seed.value = 2
+    assert ui.wait(30).params["seed"] == 2 and ui.error is None and len(backend.requests) == 3
+
+
+class MidFailBackend(FakeBackend):
+    """Fails at step 7 of a guidance-13 run (after 6 steps, their previews shown)."""
+
+    def denoise(self, request: Request, generator: torch.Generator) -> Iterator[StepEvent]:
+        for i, ev in enumerate(super().denoise(request, generator)):
+            if request.guidance == 13.0 and i == 6:
+                raise RuntimeError("CUDA out of memory at step 7")
+            yield ev
+
+
+def test_a_run_that_fails_midway_leaves_the_shown_clips_preview_and_restore_clears_the_red():
+    """After a failed run the player and caption showed the previous clip but the preview the failed run's
+    half-denoised frames ("x0 at step 6/20"); a later restore left the progress bar red at 100%."""
+    g = Generator(MidFailBackend(step_delay=0.01))
+    ui = panel(g, steps=20, seed=1, preview_interval=0.0)
+    first = ui.wait(30)
+    shown = ui.preview.image().copy()
+    assert ui.preview.label == "x0 at step 20/20"
+    ui.guidance.value = 13.0
+    ui.wait(30)
+    assert ui.error == "generation failed: RuntimeError: CUDA out of memory at step 7" and ui.video is first
+    assert ui.preview.label == "x0 at step 20/20" and ui.preview.step == 20
+    assert np.array_equal(ui.preview.image(), shown)
+    assert ui.progress.bar_style == "danger" and (ui.progress.value, ui.progress.max) == (6, 20)
+    assert ui.progress_label.value == "failed at step 7/20"
+    ui.restore(0)
+    assert ui.progress.bar_style == "" and ui.progress.value == ui.progress.max == 20
+    assert ui.progress_label.value == "restored clip 1 of 1" and ui.error is None
+
+
+def _d3_format(spec: str, x: float) -> str:
+    """What d3-format (the browser's slider readout) writes for ``x``, for the specs ``.<p>f``, ``.<p>g`` and
+    ``.<p>`` (no type: like g, trailing zeros trimmed)."""
+    m = re.fullmatch(r"\.(\d+)([fg]?)", spec)
+    assert m is not None, f"a readout format this test does not know: {spec!r}"
+    p, kind = int(m[1]), m[2]
+    return f"{x:.{p}f}" if kind == "f" else f"{x:#.{p}g}" if kind == "g" else f"{x:.{p}g}"
+
+
+class EtaBackend(FakeBackend):
+    """A model that takes sampler noise (eta up to 1)."""
+
+    limits = dataclasses.replace(FakeBackend.limits, max_eta=1.0)
+
+
+def test_float_readouts_show_the_value_set_from_code():
+    """The readouts were ".2f" (duration) and ".1f" (guidance, eta): eta 0.05 read 0.1, guidance 7.25 read 7.3 and
+    duration 0.125 read 0.13, not the value the clip used. A value on the slider's grid reads as before."""
+    g = Generator(EtaBackend())
+    ui = panel(g, seed=1, autostart=False)
+
+    def readout(name: str) -> str:
+        return _d3_format(getattr(ui, name).readout_format, getattr(ui, name).value)
+
+    for name, value, text in (("eta", 0.05, "0.05"), ("guidance", 7.25, "7.25"), ("duration", 0.125, "0.125"),
+                              ("eta", 0.5, "0.5"), ("guidance", 5.0, "5.0"), ("duration", 2.0, "2.00"),
+                              ("guidance", 1 / 3, "0.333333"), ("duration", 1e-300, "1e-300"),
+                              ("guidance", 12.0625, "12.0625"), ("duration", 0.25, "0.25")):
+        getattr(ui, name).value = value
+        assert readout(name) == text, (name, value, getattr(ui, name).readout_format)
+    ui.set(eta=0.05, guidance=7.25)   # a value set by set() (or restore) too
+    assert (readout("eta"), readout("guidance")) == ("0.05", "7.25")
+
+
+@pytest.mark.parametrize("control", ["prompt", "seed"])
+@pytest.mark.parametrize("action", ["stop", "restore"])
+def test_a_stop_or_restore_right_after_a_change_was_counted_still_wins(control, action):
+    """A change counted in _submitting (its debounce timer fired, or a slider/seed change) read the change count only
+    after it let the lock go: a Stop or restore that came in between got its count read, and the change ran anyway."""
+    g, backend = fake()
+    ui = panel(g, seed=1)
+    first = ui.wait(30)
+    entered, release = threading.Event(), threading.Event()
+    submit_counted = Controls._submit_counted
+
+    def gap(self, *args):  # the gap between counting the change and submitting it, held open
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+        return submit_counted(self, *args)
+
+    Controls._submit_counted = gap
+    try:
+        new = "a blue square" if control == "prompt" else 2
+        changer = threading.Thread(target=lambda: setattr(getattr(ui, control), "value", new))
+        changer.start()
+        assert entered.wait(10)
+        if action == "stop":
+            ui.stop()
+        else:
+            ui.restore(0)
+        release.set()
+        changer.join(10)
+        ui.wait(30)
+    finally:
+        Controls._submit_counted = submit_counted
+    assert len(backend.requests) == 1 and ui.video is first and len(ui.history) == 1
+    assert getattr(ui, control).value == (new if action == "stop" else first.params[control])
+
+
+def test_save_names_and_writes_the_same_clip(tmp_path, monkeypatch):
+    """save() read ui.video twice: a run that finished between naming the file and writing it gave a file named
+    after one clip (``_seed1``) that held another (seed 2)."""
+    import sys
+
+    module = sys.modules["sora_nb.controls"]   # (sora_nb.controls is the function)
+    g, _ = fake()
+    ui = panel(g, seed=1, save_dir=tmp_path)
+    ui.wait(30)
+    name = module.slug
+    ran = []
+
+    def slug_while_a_run_finishes(text: str, max_len: int = 40) -> str:
+        if not ran:
+            ran.append(True)
+            ui.seed.value = 2
+            assert ui.wait(30).params["seed"] == 2
+        return name(text, max_len)
+
+    monkeypatch.setattr(module, "slug", slug_while_a_run_finishes)
+    path = ui.save()
+    assert ran and ui.video.params["seed"] == 2
+    assert path == tmp_path / "a-red-circle-moving-right_seed1.mp4" and sora_nb.read_params(path)["seed"] == 1
