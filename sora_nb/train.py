@@ -687,13 +687,28 @@ def resume(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, recip
     return state["step"]
 
 
-def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, steps: int | None = None) -> None:
+def checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, steps: int | None = None,
+               seconds: float | None = None) -> None:
     """Save a stage's model and optimizer, to resume at ``step`` (safetensors and JSON, no pickle); ``steps``:
-    the stage's step count, recorded for `resume`. Whole or not at all (`atomic_folder`)."""
+    the stage's step count, recorded for `resume`; ``seconds``: the stage's wall seconds up to ``step``
+    (`PartBudget.elapsed`, read back by `checkpoint_seconds`). Whole or not at all (`atomic_folder`)."""
+    state = {"step": step, **({} if steps is None else {"steps": steps}),
+             **({} if seconds is None else {"seconds": float(seconds)})}
     with atomic_folder(ckpt) as folder:
         save_file(model.state_dict(), str(folder / "model.safetensors"))
         save_optimizer(opt, folder / "optim")
-        (folder / "state.json").write_text(json.dumps({"step": step} if steps is None else {"step": step, "steps": steps}))
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+def checkpoint_seconds(ckpt: Path) -> float:
+    """The wall seconds a stage's checkpoint recorded it had trained for (`checkpoint`; 0 without a checkpoint or
+    that record): a `PartBudget` resumed from it counts them."""
+    try:
+        value = json.loads((ckpt / "state.json").read_text()).get("seconds", 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and value > 0 else 0.0
 
 
 class PartBudget:
@@ -703,18 +718,27 @@ class PartBudget:
     which its cosine schedule reads) to fit, and logs it. Before that every step's learning rate is the
     warm-up's, which does not depend on the count, so the whole stage follows one schedule. The pace is
     the machine's, so the count is too, as the DiT's is under a budget: ``recipe.json`` records the counts
-    run, and setting them with ``train_minutes=0`` reruns the same steps anywhere. A resumed stage keeps
-    the count its checkpoint recorded (`resume`) and is not cut again."""
+    run, and setting them with ``train_minutes=0`` reruns the same steps anywhere. A stage resumed from a
+    checkpoint at or after step 25 keeps the count its checkpoint recorded (`resume`) and is not cut again; one
+    resumed from an earlier checkpoint (``ckpt_every`` < 25: its count not fixed yet) is budgeted as a fresh one,
+    the pace timed over its steps ``start + 5`` to ``start + 25`` (as the DiT's, resumed before its step 100), with
+    ``spent``, the seconds its checkpoint recorded (`elapsed`, `checkpoint_seconds`), counted as already used of
+    its share."""
 
     PACE = (5, 25)
 
     def __init__(self, recipe: Recipe, out: Path, stage: str, field: str, share: float, start: int,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, spent: float = 0.0) -> None:
         self.recipe, self.out, self.stage, self.field, self.clock = recipe, out, stage, field, clock
         self.start = start
-        self.seconds = 60.0 * recipe.train_minutes * share if recipe.train_minutes and share and start == 0 else 0.0
-        self.t0 = clock()
+        fixed = start >= self.PACE[1]  # the count was fixed (or left) at step 25 before the checkpoint was taken
+        self.seconds = 60.0 * recipe.train_minutes * share if recipe.train_minutes and share and not fixed else 0.0
+        self.t0 = clock() - spent
         self.t_pace = 0.0
+
+    def elapsed(self) -> float:
+        """The stage's wall seconds so far: since this budget was made, plus the ``spent`` it was given."""
+        return self.clock() - self.t0
 
     def __call__(self, step: int) -> None:
         if not self.seconds:
@@ -763,7 +787,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
     ckpt = out / "vae_ckpt"
     start = resume(ckpt, vae, opt, recipe, "vae_steps")
     t0 = time.perf_counter()
-    budget = PartBudget(recipe, out, "vae", "vae_steps", recipe.vae_share, start)
+    budget = PartBudget(recipe, out, "vae", "vae_steps", recipe.vae_share, start, spent=checkpoint_seconds(ckpt))
     step = start - 1
     while (step := step + 1) < recipe.vae_steps:
         budget(step)
@@ -789,7 +813,7 @@ def train_vae(recipe: Recipe, out: Path, world) -> VideoAutoencoder:
             psnr = 10 * math.log10(4.0 / max(1e-8, F.mse_loss(recon.detach(), video).item()))
             log(out, stage="vae", step=step, loss=loss.item(), psnr=psnr, s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.vae_steps:
-            checkpoint(ckpt, vae, opt, step + 1, recipe.vae_steps)
+            checkpoint(ckpt, vae, opt, step + 1, recipe.vae_steps, budget.elapsed())
     return finish_part(vae, final, ckpt, recipe.vae_steps)
 
 
@@ -884,7 +908,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
     start = resume(ckpt, vae, opt, recipe, "dec_steps")
     seed = recipe.seed if recipe.dec_seed is None else recipe.dec_seed
     t0 = time.perf_counter()
-    budget = PartBudget(recipe, out, "decoder", "dec_steps", recipe.dec_share, start)
+    budget = PartBudget(recipe, out, "decoder", "dec_steps", recipe.dec_share, start, spent=checkpoint_seconds(ckpt))
     step = start - 1
     while (step := step + 1) < recipe.dec_steps:
         budget(step)
@@ -911,7 +935,7 @@ def tune_decoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels
             log(out, stage="decoder", step=step, loss=loss.item(), psnr=psnr,
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.dec_steps:
-            checkpoint(ckpt, vae, opt, step + 1, recipe.dec_steps)
+            checkpoint(ckpt, vae, opt, step + 1, recipe.dec_steps, budget.elapsed())
     return finish_part(vae, final, ckpt, recipe.dec_steps)
 
 
@@ -977,7 +1001,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
         var = channel_scales(training_latent(teacher, probe, True, True, shape_angle=recipe.shape_angle),
                              recipe.shape_angle)
     t0 = time.perf_counter()
-    budget = PartBudget(recipe, out, "pixels", "pix_steps", recipe.pix_share, start)
+    budget = PartBudget(recipe, out, "pixels", "pix_steps", recipe.pix_share, start, spent=checkpoint_seconds(ckpt))
     step = start - 1
     while (step := step + 1) < recipe.pix_steps:
         budget(step)
@@ -995,7 +1019,7 @@ def train_pixel_encoder(recipe: Recipe, out: Path, world, vae: VideoAutoencoder)
             log(out, stage="pixels", step=step, loss=loss.item(), class_accuracy=class_accuracy(z.detach(), target),
                 s_per_step=(time.perf_counter() - t0) / (step - start + 1))
         if (step + 1) % recipe.ckpt_every == 0 and step + 1 < recipe.pix_steps:
-            checkpoint(ckpt, vae, opt, step + 1, recipe.pix_steps)
+            checkpoint(ckpt, vae, opt, step + 1, recipe.pix_steps, budget.elapsed())
     return finish_part(vae, final, ckpt, recipe.pix_steps)
 
 
@@ -1679,15 +1703,18 @@ REFIT_EVERY = 250  # a budgeted DiT stage checks its pace again every this many 
 
 def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline: float | None = None,
               init: tuple[ShapesDiT, TextEncoder, float] | None = None, reserve: float = 0.0,
-              name: str = "dit") -> tuple[ShapesDiT, TextEncoder]:
+              name: str = "dit", record: Callable[[int], None] | None = None) -> tuple[ShapesDiT, TextEncoder]:
     """Flow-matching training of the DiT and the text encoder; returns the EMA weights (a finished stage's, saved
     with the steps it ran, are loaded again, and those steps go back into ``recipe.dit_steps``). ``deadline`` (a
-    ``time.perf_counter()`` value): the steps' wall budget (``dit_seconds``) is what is left of it when
-    they start, after the text pre-training, less ``reserve`` steps at this stage's pace (kept for a stage
-    after it). ``init`` (a DiT, a text encoder and a guidance): start from copies of these networks instead of
+    ``time.perf_counter()`` value): the steps' wall budget is what is left of it when they start, after the text
+    pre-training (or ``dit_seconds``, if that is less), less ``reserve`` steps at this stage's pace (kept for a
+    stage after it). ``init`` (a DiT, a text encoder and a guidance): start from copies of these networks instead of
     fresh ones or ``init_from``'s folder; the teacher of ``ft_chain`` / ``ft_distil`` is them, sampling at that
     guidance (a full run's chain stage, `chain_stage`). ``name``: the stage's name in the log and of its
-    folders (``<name>_final``, ``<name>_ckpt``)."""
+    folders (``<name>_final``, ``<name>_ckpt``). ``record``: called with the steps run before the finished stage is
+    saved, to write them into the run's own ``recipe.json`` (`main`, `tune_dit`: ``recipe`` may be a stage's copy,
+    whose recipe.json a stop before the caller's own write left for the next call to be refused by); without it a
+    stage named "dit" writes ``recipe`` itself (a direct call, as ``scripts/train_gpu.py``'s)."""
     final = out / f"{name}_final"
     if finished_stage(out, name):
         reuse_steps(final, recipe, "dit_steps")
@@ -1764,8 +1791,11 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
     t0 = time.perf_counter()
     budget = recipe.dit_seconds
     if deadline is not None and start < 100:  # a resumed run past step 100 keeps the step count it fixed
-        budget = max(1.0, deadline - t0)
-        log(out, stage=name, budget_s=budget, train_minutes=recipe.train_minutes)
+        # what the deadline leaves, or the stage's own wall budget (a chain stage's ft_seconds) if that is less
+        budget = min(max(1.0, deadline - t0), recipe.dit_seconds or math.inf)
+        log(out, stage=name, budget_s=budget,
+            **({"train_minutes": recipe.train_minutes} if recipe.train_minutes else {}),
+            **({"dit_seconds": recipe.dit_seconds} if recipe.dit_seconds else {}))
     step, asked = start, recipe.dit_steps  # a budget fits the count to the pace, never above the count asked for
     while step < recipe.dit_steps:
         if budget and step == start + 100 < recipe.dit_steps:
@@ -1887,7 +1917,9 @@ def train_dit(recipe: Recipe, out: Path, world, cache: dict[str, Any], deadline:
                 (folder / "state.json").write_text(json.dumps({"step": step + 1, "dit_steps": recipe.dit_steps}))
         step += 1
     ema_dit.to("cpu"); ema_text.to("cpu")
-    if name == "dit":
+    if record is not None:
+        record(recipe.dit_steps)
+    elif name == "dit":
         write_recipe(out, recipe)  # with the steps run
     text_ema = TextEncoder(tokenizer, ema_text)
     with atomic_folder(final) as folder:
@@ -1921,10 +1953,13 @@ def tune_dit(recipe: Recipe, out: Path, world, weights: Path, vae: VideoAutoenco
     stage = ft_stage(recipe, init_from=str(weights), dit_depth=depth)
     # a finished stage (trained here or elsewhere, e.g. on a GPU machine whose cache stayed there) needs no cache
     buckets = {} if finished_stage(out) else ft_buckets(recipe, out, world, vae)
-    dit, text = train_dit(stage, out, world, {"buckets": buckets})
-    if stage.dit_steps != recipe.ft_steps:  # ft_seconds fixed the step count at step 100: record the steps it ran
-        recipe.ft_steps = stage.dit_steps
-    write_recipe(out, recipe)
+
+    def record(steps: int) -> None:  # ft_seconds may have fixed the step count at step 100: the steps it ran
+        recipe.ft_steps = steps
+        write_recipe(out, recipe)  # the folder's recipe, never the stage's copy
+
+    dit, text = train_dit(stage, out, world, {"buckets": buckets}, record=record)
+    record(stage.dit_steps)  # (a finished stage, reloaded, too)
     return dit, text
 
 
@@ -1942,9 +1977,14 @@ def ft_buckets(recipe: Recipe, out: Path, world, vae: VideoAutoencoder) -> dict[
 
 def ft_stage(recipe: Recipe, **changes: Any) -> Recipe:
     """The DiT stage's recipe for a fine-tune: ``ft_steps`` at peak lr ``ft_lr`` from ``ft_seed``, within the wall
-    budget ``ft_seconds`` if one is set (the DiT stage's own ``dit_seconds`` is not the fine-tune's)."""
+    budget ``ft_seconds`` if one is set (the DiT stage's own ``dit_seconds`` is not the fine-tune's). Its
+    ``train_minutes`` is 0: the run's hour is not a stage's budget (a full run's chain stage is given what the hour
+    leaves as its ``deadline``, `chain_stage`, and keeps the smaller of that and ``ft_seconds``; a folder's
+    recorded hour is not a --tune-dit fine-tune's), and a stage recipe with both budgets was refused by `Recipe`
+    after every stage before it had run."""
     return dataclasses.replace(recipe, seed=recipe.ft_seed, dit_steps=recipe.ft_steps, dit_lr=recipe.ft_lr,
-                               dit_warmup=recipe.ft_warmup, dit_seconds=recipe.ft_seconds, **changes)
+                               dit_warmup=recipe.ft_warmup, dit_seconds=recipe.ft_seconds, train_minutes=0.0,
+                               **changes)
 
 
 # A chain step (the teacher's guided estimate, then a training step) costs this many DiT steps: measured on the
@@ -2106,8 +2146,8 @@ def rescore_inputs(weights: str | Path, overrides: dict[str, Any] | None, decode
         if dit and recipe.ft_from == "low" and be.low is None:
             raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {str(weights)!r} has none: make one "
                              f"first (ft_from 'main')")
-        if dit:
-            tuned_depth(recipe, be.dit.config.depth)  # refused before anything is written
+        if dit:  # refused before anything is written, as is a fine-tune's stage recipe that `Recipe` refuses
+            ft_stage(recipe, init_from=str(weights), dit_depth=tuned_depth(recipe, be.dit.config.depth))
     except (TypeError, ValueError) as err:
         raise RefusedInput(str(err)) from err
     return prior, recipe, be
@@ -2145,35 +2185,23 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     seconds = {k: v for k, v in prior["seconds"].items() if k not in ("eval", "resumed")}
     vae = be.vae
     if decoder:
-        t = time.perf_counter()
         # a full run's hour (train_minutes, dec_share) is not this stage's: it runs the dec_steps asked for
-        vae = tune_decoder(dataclasses.replace(recipe, dec_share=0.0), out, world, vae, pixels=recipe.pixel_latent)
-        seconds["decoder"] = time.perf_counter() - t
+        vae, seconds["decoder"] = rescore_stage(
+            out, "decoder", (out / "dec_final" / "config.json").is_file(), lambda: tune_decoder(
+                dataclasses.replace(recipe, dec_share=0.0), out, world, vae, pixels=recipe.pixel_latent),
+            lambda: logged_span(out, "decoder"))
     dit_net, text = be.dit, be.text
     if recipe.adapt_steps and not dit and not isinstance(text.encoder, AdaptedEncoder):  # (with dit: in train_dit)
-        t = time.perf_counter()
-        text = adapted_text(recipe, out, be.text)
-        seconds["adapt"] = time.perf_counter() - t
+        text, seconds["adapt"] = rescore_stage(out, "adapt", (out / "adapt_final" / "text.safetensors").is_file(),
+                                               lambda: adapted_text(recipe, out, be.text),
+                                               lambda: logged_span(out, "adapt"))
     low = be.low
     if dit:
-        t = time.perf_counter()
         # an earlier call of this folder trained it (and recorded its seconds), a GPU machine did (its log spans its
         # calls there: nothing idle between), or one began it and was stopped
-        done = finished_stage(out)
-        if not done:
-            resumed = unfinished_seconds(out, "dit_tune")
-        else:
-            resumed = _timing(out).get("finished", {}).get("dit_tune")
-            if resumed is None:  # finished on a GPU machine, or before this record existed
-                resumed = logged_seconds(out, "dit")
-        with counted_if_stopped(out, "dit_tune"):
-            dit_net, text = tune_dit(recipe, out, world, weights, vae)
-        took = resumed + (0.0 if done else time.perf_counter() - t)
-        if not done:  # recorded now: a call stopped in the export, then called again, cards this, not the log's span
-            record = _timing(out)  # (which would count the time between the calls)
-            record.setdefault("finished", {})["dit_tune"] = took
-            record.get("unfinished", {}).pop("dit_tune", None)
-            write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+        (dit_net, text), took = rescore_stage(out, "dit_tune", finished_stage(out),
+                                              lambda: tune_dit(recipe, out, world, weights, vae),
+                                              lambda: logged_seconds(out, "dit"))
         seconds["dit_tune"] = seconds.get("dit_tune", 0.0) + took
         if recipe.expert_switch and recipe.ft_expert == "low":
             low, dit_net, text = (dit_net, text), be.dit, be.text
@@ -2182,6 +2210,46 @@ def rescore(weights: str | Path, out: Path, world, overrides: dict[str, Any] | N
     keep = be.verifier is not None and text is be.text
     return export(recipe, out, world, vae, dit_net, text, cache, seconds, low=low,
                   verifier=be.verifier if keep else None, redraw_below=be.redraw_below if keep else None)
+
+
+def rescore_stage(out: Path, key: str, done: bool, run: Callable[[], Any], logged: Callable[[], float]
+                  ) -> tuple[Any, float]:
+    """Run one of `rescore`'s training stages (``key`` in ``out/timing.json``; ``done``: an earlier call finished it,
+    so ``run`` reloads it) and return its result and its wall seconds over every call: those of calls stopped
+    during it (`counted_if_stopped`, `unfinished_seconds`) plus this call's; for a stage an earlier call finished,
+    the figure that call recorded (``"finished"``), else ``logged()`` (a stage finished on a GPU machine, or before
+    that record existed). Recorded when the stage finishes: a call stopped in the export, then called again, cards
+    the seconds the stage trained, not those of reloading it."""
+    t = time.perf_counter()
+    if not done:
+        resumed = unfinished_seconds(out, key)
+    else:
+        finished = _timing(out).get("finished", {})
+        resumed = finished.get(key) if isinstance(finished, dict) else None
+        if not isinstance(resumed, (int, float)) or isinstance(resumed, bool):
+            resumed = logged()
+    with counted_if_stopped(out, key):
+        result = run()
+    took = float(resumed) + (0.0 if done else time.perf_counter() - t)
+    if not done:  # (the log's span would count the time between the calls)
+        record = _timing(out)
+        record.setdefault("finished", {})[key] = took
+        record.get("unfinished", {}).pop(key, None)
+        write_text_atomic(out / "timing.json", json.dumps(record, indent=1))
+    return result, took
+
+
+def logged_span(out: Path, stage: str) -> float:
+    """Wall seconds from the first to the last of ``out``'s log records of ``stage``, plus what the first says came
+    before it (its ``pool_s``, or its ``s_per_step``: one step): a finished decoder or adapter stage's seconds when
+    no call recorded them (0 without a record)."""
+    path = Path(out) / "log.jsonl"
+    records = [r for r in read_log(path) if r.get("stage") == stage] if path.is_file() else []
+    if not records:
+        return 0.0
+    before = records[0].get("pool_s", records[0].get("s_per_step", 0.0))
+    before = before if isinstance(before, (int, float)) and not isinstance(before, bool) else 0.0
+    return records[-1]["time"] - records[0]["time"] + float(before)
 
 
 def logged_seconds(out: Path, stage: str) -> float:
@@ -2228,6 +2296,20 @@ def counted_if_stopped(out: Path, stage: str) -> Iterator[None]:
 def unfinished_seconds(out: Path, stage: str) -> float:
     """Wall seconds earlier calls spent on ``stage`` before they were stopped (`counted_if_stopped`)."""
     return float(_timing(out).get("unfinished", {}).get(stage, 0.0))
+
+
+def spent_seconds(out: Path, done_before: Sequence[str]) -> float:
+    """Wall seconds earlier calls of a full run spent in ``out`` (its ``timing.json``, `stage_seconds`): the figures
+    of the stages they finished (``done_before``) and the seconds of those they were stopped in (``"unfinished"``,
+    `counted_if_stopped`). ``train_minutes``' deadline counts them: a run stopped and resumed gave its DiT a whole
+    new hour from each call's start, so it trained (and ran) longer than the same run uninterrupted."""
+    record = _timing(out)
+    prior, unfinished = record.get("seconds"), record.get("unfinished")
+    prior = prior if isinstance(prior, dict) else {}
+    unfinished = unfinished if isinstance(unfinished, dict) else {}
+    figures = [prior.get(stage) for stage in done_before] + list(unfinished.values())
+    return float(sum(v for v in figures if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and math.isfinite(v) and v > 0))
 
 
 def stage_seconds(out: Path, seconds: dict[str, float], done_before: Sequence[str]) -> dict[str, Any]:
@@ -2494,14 +2576,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m sora_nb.train") -
 
 
 FT_STAGE_FIELDS = ("ft_steps", "ft_lr", "ft_warmup", "ft_seconds", "ft_seed", "ft_cache_seeds")  # a fine-tune's schedule
+# the decoder stage's and the pixel-encoder stage's settings, read only by that stage (`tune_decoder`,
+# `train_pixel_encoder`), which a full run has only with dec_steps > 0 / pix_steps > 0
+DEC_STAGE_FIELDS = ("dec_lr", "dec_noise", "dec_blocks", "dec_object_weight", "dec_blur", "dec_seed", "dec_share")
+PIX_STAGE_FIELDS = ("pix_blocks", "pix_lr", "pix_share")
 
 
 def unused_fields(keys: Sequence[str], recipe: "Recipe | None", rescore: bool = False, tune_dit: bool = False
                   ) -> dict[str, str]:
     """The fields among ``keys`` (those ``--set`` names) that this call would record but never use, each with
     where it does apply: a full run (``rescore`` False) has no fine-tune of a folder's DiT (``ft_depth``,
-    ``ft_expert``), reads ``ft_from`` and ``adapt_*`` only with ``init_from``, and a fine-tune's schedule only in its
-    chain stage (``ft_chain`` without ``init_from``); a rescore without ``--tune-dit`` trains no DiT."""
+    ``ft_expert``), reads ``ft_from`` and ``adapt_*`` only with ``init_from``, a fine-tune's schedule only in its
+    chain stage (``ft_chain`` without ``init_from``), and the decoder's (pixel encoder's) settings only with
+    ``dec_steps`` (``pix_steps``) > 0: the exported autoencoder of a run without that stage has other values than
+    the ones its recipe.json, scores.json and card would record; a rescore without ``--tune-dit`` trains no DiT."""
     where: dict[str, str] = {}
     for key in keys:
         if rescore:
@@ -2515,6 +2603,10 @@ def unused_fields(keys: Sequence[str], recipe: "Recipe | None", rescore: bool = 
         elif key in FT_STAGE_FIELDS and not (recipe.ft_chain and not recipe.init_from):
             where[key] = ("a full run's chain stage (ft_chain N without init_from), or --rescore WEIGHTS --tune-dit"
                           + ("; with init_from the DiT stage's schedule is dit_*" if recipe.init_from else ""))
+        elif key in DEC_STAGE_FIELDS and not recipe.dec_steps:
+            where[key] = "the decoder stage: dec_steps > 0, or --rescore WEIGHTS --tune-decoder"
+        elif key in PIX_STAGE_FIELDS and not recipe.pix_steps:
+            where[key] = "the pixel-encoder stage: pix_steps > 0 (with shape_layout)"
     return where
 
 
@@ -2608,6 +2700,11 @@ def _main(argv: list[str] | None, prog: str) -> int:
         parser.error(f"a full run's chain stage (ft_chain {recipe.ft_chain}) needs ft_steps >= 1 and one guidance "
                      f"candidate, the guidance its teacher samples at; got ft_steps {recipe.ft_steps}, "
                      f"guidance_candidates {list(recipe.guidance_candidates)}")
+    if chain:
+        try:  # the chain stage's own recipe, refused now rather than after every stage before it
+            ft_stage(recipe)
+        except (TypeError, ValueError) as err:
+            parser.error(f"the chain stage's recipe (ft_stage): {err}")
     try:  # an absent accelerator fails now, not after the autoencoder's minutes
         check_device(recipe.device)
     except ValueError as err:
@@ -2632,6 +2729,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
                                                 ("chain", "chain_final/dit/config.json"),
                                                 ("decoder", "dec_final/config.json"),
                                                 ("pixels", "pix_final/config.json")) if (out / marker).is_file()]
+    spent = spent_seconds(out, done_before)  # by earlier calls of this run: train_minutes' hour counts them
     start = time.perf_counter()
 
     def timed(stage: str, run: Callable[[], Any]) -> Any:
@@ -2654,12 +2752,16 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if chain:  # the chain stage's clips, encoded now so that the DiT's budget already counts them
         buckets = timed("ft_cache", lambda: ft_buckets(recipe, out, world, finished))
     # with train_minutes the DiT gets what the stages before it left of the budget (less the chain stage's share)
-    deadline = start + 60 * recipe.train_minutes if recipe.train_minutes else None
+    deadline = start - spent + 60 * recipe.train_minutes if recipe.train_minutes else None
     reserve = CHAIN_STEP_COST * recipe.ft_steps if chain else 0.0
     stage = dataclasses.replace(recipe, ft_chain=0) if chain else recipe  # the chain's teacher is this stage's result
-    dit, text = timed("dit", lambda: train_dit(stage, out, world, cache, deadline, reserve=reserve))
-    recipe.dit_steps = stage.dit_steps  # the steps it ran (a finished stage's, reloaded, too)
-    write_recipe(out, recipe)
+
+    def record(steps: int) -> None:  # the run's recipe with the steps the DiT ran, never the stage's copy (whose
+        recipe.dit_steps = steps     # ft_chain 0 a stop before the stage returns left for the same command to refuse)
+        write_recipe(out, recipe)
+
+    dit, text = timed("dit", lambda: train_dit(stage, out, world, cache, deadline, reserve=reserve, record=record))
+    record(stage.dit_steps)  # the steps it ran (a finished stage's, reloaded, too)
     if chain:
         dit, text = timed("chain", lambda: chain_stage(recipe, out, world, buckets, cache, dit, text, deadline))
         write_recipe(out, recipe)  # with its steps run

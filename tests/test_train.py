@@ -2231,3 +2231,209 @@ def test_a_tiny_rescore_keeps_the_folders_recorded_recipe(tiny_run, tmp_path):
     changed = {k for k in before if before[k] != after[k]}
     assert changed <= set(train.TINY_RESCORE) | {"eval_clips"} and after["dit_depth"] == before["dit_depth"]
     assert after["vae_steps"] == before["vae_steps"] == 6 and after["dit_steps"] == before["dit_steps"] == 6
+
+
+# -- a run stopped and resumed, and the stage recipes of a chain or a fine-tune -------------------------------------
+CHAIN = dict(ft_chain=4, ft_steps=3, ft_cache_seeds=[3], ft_lr=0.001, ft_warmup=1, guidance_candidates=[2.0])
+
+
+def _log(out):
+    return train.read_log(out / "log.jsonl")
+
+
+def test_a_chain_stage_under_the_hour_keeps_ft_seconds_and_a_rescore_fine_tune_takes_it(tmp_path, tiny_run):
+    """``train_minutes`` with ``ft_chain`` and ``ft_seconds``: the chain stage's recipe (`ft_stage`) was refused by
+    `Recipe` (two budgets) after every stage before it had run, and the folder could not be finished; the same on
+    ``--rescore --tune-dit --set ft_seconds=S`` of a folder trained with train_minutes, after claiming its --out.
+    The stage's recipe drops the hour; the chain keeps the smaller of ft_seconds and what the hour leaves."""
+    from sora_nb import world
+
+    stage = train.ft_stage(train.Recipe(train_minutes=60.0, ft_steps=5, ft_seconds=30.0))
+    assert (stage.train_minutes, stage.dit_seconds, stage.dit_steps) == (0.0, 30.0, 5)
+    out = run(tmp_path, "c", **CHAIN, train_minutes=10.0, ft_seconds=100.0)
+    budgets = {r["stage"]: r for r in _log(out) if "budget_s" in r and "step" not in r}
+    assert budgets["chain"]["budget_s"] == 100.0 and budgets["chain"]["dit_seconds"] == 100.0  # less than the hour's
+    assert budgets["dit"]["train_minutes"] == 10.0 and 500 < budgets["dit"]["budget_s"] < 600
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert [recipe[k] for k in ("train_minutes", "ft_seconds", "ft_chain", "ft_steps")] == [10.0, 100.0, 4, 3]
+    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"] == recipe
+    tuned = tmp_path / "tuned"
+    assert train.main(["--rescore", str(out / "weights"), "--tune-dit", "--out", str(tuned), "--set", "ft_steps=2",
+                       "ft_seconds=50", "ft_cache_seeds=[3]", "eval_clips=2"]) == 0
+    done = json.loads((tuned / "weights" / "scores.json").read_text())["recipe"]
+    assert (done["train_minutes"], done["ft_seconds"], done["ft_steps"]) == (10.0, 50.0, 2)
+    # and where the hour leaves less than ft_seconds, the stage gets what is left
+    late, recipe, cache = dit_stage_folder(tmp_path / "late", tiny_run, dit_steps=2, dit_seconds=100.0)
+    train.train_dit(recipe, late, world, cache, deadline=__import__("time").perf_counter() + 5.0, name="chain")
+    assert [r["budget_s"] <= 5.0 for r in _log(late) if "budget_s" in r] == [True]
+
+
+def _stop_in(monkeypatch, owner, name):
+    """Make ``owner.name`` raise KeyboardInterrupt (Ctrl-C) when called; returns the undo."""
+    real = getattr(owner, name)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(owner, name, stopped)
+    return lambda: monkeypatch.setattr(owner, name, real)
+
+
+def test_a_run_stopped_while_its_dit_stage_saves_resumes_with_the_same_command(tmp_path, tiny_run, monkeypatch):
+    """A chain run stopped (Ctrl-C) while the DiT stage writes ``dit_final``: train_dit had written recipe.json with
+    the stage's copy (ft_chain 0), so the same command was refused; an interrupted ``--rescore --tune-dit`` left the
+    fine-tune's stage recipe (seed=ft_seed, dit_lr=ft_lr, init_from) there. Both record the run's own recipe now."""
+    out = tmp_path / "chain"
+    args = ["--out", str(out), "--seed", "3", "--preset", "plain", "--set"] + [
+        f"{k}={json.dumps(v)}" for k, v in {**FAST, **CHAIN}.items()]
+    undo = _stop_in(monkeypatch, train.TextEncoder, "save_pretrained")
+    assert train.main(args) == 130 and not train.finished_stage(out)
+    undo()
+    recorded = json.loads((out / "recipe.json").read_text())
+    assert (recorded["ft_chain"], recorded["dit_steps"], recorded["seed"]) == (4, FAST["dit_steps"], 3)
+    assert train.main(args) == 0
+    assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["ft_chain"] == 4
+    # the fine-tune of a folder
+    folder, tune = tiny_run / "weights", tmp_path / "tune"
+    cmd = ["--rescore", str(folder), "--tune-dit", "--out", str(tune), "--set", "ft_steps=2", "ft_cache_seeds=[3]",
+           "eval_clips=2"]
+    undo = _stop_in(monkeypatch, train.TextEncoder, "save_pretrained")
+    assert train.main(cmd) == 130 and not train.finished_stage(tune)
+    undo()
+    prior = json.loads((folder / "scores.json").read_text())["recipe"]
+    recorded = json.loads((tune / "recipe.json").read_text())
+    assert {k: recorded[k] for k in ("seed", "dit_lr", "dit_steps", "init_from", "ft_steps")} == {
+        "seed": prior["seed"], "dit_lr": prior["dit_lr"], "dit_steps": prior["dit_steps"], "init_from": "",
+        "ft_steps": 2}
+    train.check_same_recipe(tune, train.Recipe(**{**prior, "ft_steps": 2, "ft_cache_seeds": [3], "eval_clips": 2}))
+    assert train.main(cmd) == 0
+
+
+def test_a_stopped_and_resumed_run_gives_the_dit_what_is_left_of_the_hour(tmp_path, monkeypatch):
+    """``train_minutes``: the deadline counted from each call's start, so a run stopped at its DiT's first step and
+    resumed gave the DiT a whole new hour; the seconds earlier calls spent (timing.json: the stages they finished
+    and the ones they were stopped in) now count."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--seed", "3", "--preset", "plain", "--set"] + [
+        f"{k}={json.dumps(v)}" for k, v in {**FAST, "train_minutes": 0.5, "vae_steps": 12, "log_every": 100}.items()]
+    real, calls = train._ema_update, []
+
+    def stop_at_step_2(*args):  # the DiT's and the text encoder's EMA: two calls a step
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(train, "_ema_update", stop_at_step_2)
+    assert train.main(args) == 130
+    monkeypatch.setattr(train, "_ema_update", real)
+    timing = json.loads((out / "timing.json").read_text())
+    assert set(timing["seconds"]) == {"vae", "cache"} and set(timing["unfinished"]) == {"dit"}
+    spent = sum(timing["seconds"].values()) + timing["unfinished"]["dit"]
+    counted = train.spent_seconds(out, ["vae", "cache"])
+    assert train.main(args) == 0
+    first, second = [r["budget_s"] for r in _log(out) if r.get("stage") == "dit" and "budget_s" in r]
+    assert second <= 30.0 - spent < first
+    assert counted == pytest.approx(spent)
+
+
+def test_a_stage_resumed_before_its_step_25_is_still_held_to_its_share(tmp_path, monkeypatch):
+    """A stage whose checkpoint (``ckpt_every`` < 25) was taken before its step 25, where a share of the hour fixes
+    its count, ran every step asked when resumed. It is budgeted from the checkpoint's step now, counting the
+    seconds the checkpoint recorded, and cuts as the run uninterrupted would at the same pace."""
+    from sora_nb import world
+
+    out = tmp_path / "vae"
+    out.mkdir()
+    fields = {**FAST, "vae_steps": 60, "log_every": 100, "train_minutes": 0.001, "vae_share": 0.5, "ckpt_every": 10}
+    real = train.PartBudget.__call__
+
+    def stop_at_12(self, step):
+        if step == 12:
+            raise KeyboardInterrupt
+        real(self, step)
+
+    monkeypatch.setattr(train.PartBudget, "__call__", stop_at_12)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_vae(train.Recipe(**fields), out, world)
+    monkeypatch.setattr(train.PartBudget, "__call__", real)
+    state = json.loads((out / "vae_ckpt" / "state.json").read_text())
+    again = train.Recipe(**fields)
+    train.train_vae(again, out, world)
+    assert again.vae_steps == 36 and json.loads((out / "vae_final" / "steps.json").read_text()) == {"steps": 36}
+    assert [r.get("cut_from") for r in _log(out) if r["stage"] == "vae" and "cut_from" in r] == [60]
+    assert state["step"] == 10 and state["steps"] == 60 and state["seconds"] > 0
+    # at a steady pace the count is the uninterrupted stage's: 10 steps (10 s) already run of 360 s
+    recipe = train.Recipe(vae_steps=600, train_minutes=60.0, vae_share=0.1)
+    clock = _Clock()
+    budget = train.PartBudget(recipe, tmp_path, "vae", "vae_steps", 0.1, 10, clock=clock, spent=10.0)
+    assert _drive(budget, clock, "vae_steps", recipe, 1.0, first=10) == recipe.vae_steps == 360
+    assert [(r["step"], r["cut_from"]) for r in _log(tmp_path)] == [(35, 600)]
+
+
+def test_a_rescore_stage_stopped_and_resumed_cards_the_seconds_it_trained(tiny_run, tmp_path, monkeypatch):
+    """--rescore --tune-decoder (and the adapter stage, adapt_steps): a call stopped in the export, then called
+    again, carded the seconds of reloading the finished stage (0.0 min), and one stopped during the stage only the
+    last call's; each counts what every call spent on it now, as the DiT fine-tune does."""
+    folder = tiny_run / "weights"
+
+    def cmd(out):
+        return ["--rescore", str(folder), "--tune-decoder", "--out", str(out), "--set", "dec_steps=8", "eval_clips=2",
+                "log_every=1", "adapt_steps=2", "adapt_pool=16"]
+
+    out = tmp_path / "export"
+    undo = _stop_in(monkeypatch, train, "export")
+    assert train.main(cmd(out)) == 130
+    undo()
+    dec = [r["time"] for r in _log(out) if r.get("stage") == "decoder"]
+    adapt = [r["time"] for r in _log(out) if r.get("stage") == "adapt"]
+    assert train.main(cmd(out)) == 0
+    seconds = json.loads((out / "weights" / "scores.json").read_text())["seconds"]
+    assert seconds["decoder"] >= dec[-1] - dec[0] > 0 and seconds["adapt"] >= adapt[-1] - adapt[0] > 0
+    finished = json.loads((out / "timing.json").read_text())["finished"]
+    assert (seconds["decoder"], seconds["adapt"]) == (finished["decoder"], finished["adapt"])
+    # stopped at the decoder's step 5 (its checkpoint: step 3), then resumed
+    out = tmp_path / "mid"
+    real, calls = train.optimise, []
+
+    def stop_at_5(*args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(train, "optimise", stop_at_5)
+    assert train.main(cmd(out)) == 130
+    monkeypatch.setattr(train, "optimise", real)
+    first = [r["time"] for r in _log(out) if r.get("stage") == "decoder"]
+    assert train.main(cmd(out)) == 0
+    carded = json.loads((out / "weights" / "scores.json").read_text())["seconds"]["decoder"]
+    resumed = [r["time"] for r in _log(out) if r.get("stage") == "decoder"][len(first):]
+    assert carded > (first[-1] - first[0]) + (resumed[-1] - resumed[0])  # both calls' steps
+    timing = json.loads((out / "timing.json").read_text())
+    assert carded == timing["finished"]["decoder"] and "decoder" not in timing.get("unfinished", {})
+
+
+def test_a_full_run_refuses_decoder_and_pixel_settings_without_their_stage(tmp_path, capsys):
+    """dec_* with dec_steps 0 (pix_* with pix_steps 0) were recorded in recipe.json, scores.json and the card though
+    no such stage ran and the exported autoencoder has other values; refused now, before any work, naming where each
+    applies. The course preset, its tiny run and the shipped recipe, whose stages ran, keep them."""
+    dec = ["dec_lr", "dec_noise", "dec_blocks", "dec_object_weight", "dec_blur", "dec_seed", "dec_share"]
+    pix = ["pix_blocks", "pix_lr", "pix_share"]
+    keys = dec + pix + ["dec_steps", "pix_steps", "vae_share"]
+    assert set(train.unused_fields(keys, train.Recipe(**FAST))) == set(dec + pix)
+    assert set(train.unused_fields(keys, train.Recipe(**FAST, dec_steps=2))) == set(pix)
+    layout = dict(shape_channels=True, shape_layout=True)
+    assert train.unused_fields(keys, train.Recipe(**FAST, **layout, dec_steps=2, pix_steps=2)) == {}
+    shipped = json.loads((embedded.WEIGHTS_DIR / "scores.json").read_text())["recipe"]
+    fields = {f.name for f in dataclasses.fields(train.Recipe)}
+    for recipe in (train.Recipe(**train.PRESETS["course"]), train.Recipe(**{**train.PRESETS["course"], **train.TINY,
+                                                                             **train.TINY_PRESET["course"]}),
+                   train.Recipe(**{k: v for k, v in shipped.items() if k in fields})):
+        assert train.unused_fields(keys, recipe) == {}
+    line = _refused(["--out", str(tmp_path / "run"), "--preset", "plain", "--set", "dec_blocks=3", "dec_blur=1.0",
+                     "pix_blocks=5"], capsys)
+    assert ("a full run would record but not use dec_blocks (it applies to the decoder stage: dec_steps > 0, or "
+            "--rescore WEIGHTS --tune-decoder); dec_blur (") in line
+    assert "pix_blocks (it applies to the pixel-encoder stage: pix_steps > 0 (with shape_layout))" in line
+    assert not (tmp_path / "run").exists()
