@@ -11,10 +11,23 @@ The widget shows one frame at one step of the trace (:mod:`sora_nb.trace`), in o
 - ``"x0"``: the RGB preview of the model's clean prediction x0 (the trace's ``preview``);
 - ``"xt"``: x_t, the noisy latent fed to the model, through the same latent -> RGB map;
 - ``"channel"``: one latent channel of x0 as a heatmap (blue negative, red positive);
-- ``"delta"``: how much x0 changed since the previous recorded step (RMS over channels).
+- ``"delta"``: how much x0 changed since the previous recorded step (RMS over channels). With ``record_every``
+  > 1 (or a thinned trace) the recorded steps are several denoising steps apart: the view is still the change
+  since the previous *recorded* step (its title says so), while the per-step plot and readout show the update
+  *per step*: each RMS change divided by the number of steps it spans (``step[s] - step[s - 1]``), so that a
+  last interval of 1 step after intervals of 4 does not look like a drop. For a trace of every step both are
+  the plain change since the previous step.
 
 Heatmaps use one colour scale for all steps, frames and both compared traces, so a difference in
 colour is a difference in value.
+
+Captions name what tells the traces apart (default: seed and guidance); a trace of a redrawn clip (attrs
+``noise_seed`` / ``noise_steps``: its noise is not the one its ``seed`` draws) says so. Two traces are shown
+side by side by position (recorded step ``k`` of each, frame ``k`` of each): where their step numbers, noise
+levels or frame coordinates differ the step and frame rows show both values, and a note in the widget (and a
+:class:`UserWarning`) says so; so does one where the two start from different noise while their captions
+suggest the same seed. Each panel has its own scale, so that two previews of different sizes come out about
+the same size on screen.
 
 Around it: step and frame sliders with play buttons, the whole clip at the current step (a
 filmstrip), the current frame across the steps, and a per-step plot (sigma, std of x_t, size of
@@ -42,6 +55,7 @@ import io
 import itertools
 import math
 import numbers
+import warnings
 from typing import Any, Callable, Iterable, Iterator
 
 import anywidget
@@ -58,7 +72,8 @@ __all__ = ["Inspector", "inspect", "open_trace", "fit_rgb_map", "to_rgb", "chann
 
 VIEWS = ("x0", "xt", "channel", "delta")
 STACKED_VIEWS = ("x0", "xt", "delta")   # sent once; the channel heatmap is sent per channel
-LABEL_KEYS = ("prompt", "seed", "guidance", "steps", "negative_prompt", "model")
+NOISE_KEYS = ("noise_seed", "noise_steps")  # attrs of a redrawn clip's trace: the draw its noise came from
+LABEL_KEYS = ("prompt", "seed", "guidance", "steps", "negative_prompt", "model") + NOISE_KEYS
 MAX_FIT_PIXELS = 20_000
 RIDGE = 1e-6          # relative ridge of the latent -> RGB fit (x0 channels can be nearly collinear)
 
@@ -85,8 +100,9 @@ def as_trace(obj: Any, name: str = "video_or_trace") -> xr.Dataset:
             raise ValueError(f"{name}.{var} must have dims {dims}, got {obj[var].dims}")
     if obj.preview.dtype != np.uint8 or obj.sizes["rgb"] != 3:
         raise ValueError(f"{name}.preview must be uint8 RGB, got {obj.preview.dtype} with {obj.sizes['rgb']} channels")
-    if obj.sizes["step"] == 0 or obj.sizes["frame"] == 0:
-        raise ValueError(f"{name} is empty: {dict(obj.sizes)}")
+    for dim in ("step", "frame", "channel", "y", "x", "py", "px"):  # an empty one failed later, obscurely
+        if obj.sizes[dim] == 0:
+            raise ValueError(f"{name} is empty: its {dim!r} dimension has size 0 ({dict(obj.sizes)})")
     return obj
 
 
@@ -374,17 +390,89 @@ def _join(chunks: Iterable[np.ndarray], nbytes: int) -> bytes:
 
 
 def _label(trace: xr.Dataset, keys: tuple[str, ...]) -> str:
-    """A short caption from the trace's attrs, e.g. ``"seed 0 · guidance 5"``."""
+    """A short caption from the trace's attrs, e.g. ``"seed 0 · guidance 5"``; with ``noise_seed`` / ``noise_steps``
+    among ``keys``, where the trace's noise came from: ``"redrawn: noise seed 1000, 12 steps"`` (a redrawn clip's
+    trace) or ``"not redrawn: noise seed 0"`` (its seed's own noise)."""
     parts = []
     for k in keys:
         v = trace.attrs.get(k, "")
-        if k == "prompt":
+        if k in NOISE_KEYS:
+            if k == NOISE_KEYS[0]:  # one part for both
+                parts.append(_noise_label(trace))
+        elif k == "prompt":
             parts.append(repr(str(v)))
         elif isinstance(v, (float, np.floating)):
             parts.append(f"{k} {float(v):g}")
         else:
             parts.append(f"{k} {v}")
     return " · ".join(parts)
+
+
+def _noise_label(trace: xr.Dataset) -> str:
+    """Where the trace's starting noise came from (see :func:`_label`)."""
+    attrs = trace.attrs
+    if not any(k in attrs for k in NOISE_KEYS):
+        return f"not redrawn: noise seed {attrs.get('seed', '?')}"
+    steps = attrs.get("noise_steps")
+    return f"redrawn: noise seed {attrs.get('noise_seed', '?')}" + ("" if steps is None else f", {steps} steps")
+
+
+def _noise_seed(trace: xr.Dataset) -> Any:
+    """The seed the trace's starting noise was drawn from: ``noise_seed`` after a redraw, else ``seed``."""
+    return trace.attrs.get("noise_seed", trace.attrs.get("seed"))
+
+
+def _listed(values: list) -> str:
+    """``values`` for a message: all of them, or the first few and the last two."""
+    shown = [str(v) for v in values]
+    return ", ".join(shown if len(shown) <= 10 else shown[:6] + ["...", *shown[-2:]])
+
+
+def _compare_notes(a: xr.Dataset, b: xr.Dataset, keys: tuple[str, ...]) -> list[str]:
+    """What side by side by position hides about ``a`` and ``b`` (captioned by ``keys``): steps, noise levels or
+    frames that differ at the same position, and a different starting noise under captions that suggest the
+    same seed."""
+    notes = []
+    sa, sb = (_step_stats_coords(t) for t in (a, b))
+    if sa["step"] != sb["step"]:
+        notes.append(f"A and B are matched by recorded step index, but their denoising steps differ (A: "
+                     f"{_listed(sa['step'])}; B: {_listed(sb['step'])}): the step row shows both")
+    elif not np.allclose(sa["sigma"], sb["sigma"], rtol=1e-4, atol=1e-6, equal_nan=True):
+        notes.append("A and B are matched by recorded step index, but their noise levels σ differ at the same "
+                     "step: the step row shows both")
+    fa, fb = (_frame_coords(t) for t in (a, b))
+    if fa != fb:
+        notes.append(f"A and B are matched by frame index, but their frames differ (A: {_listed(fa)}; B: "
+                     f"{_listed(fb)}): the frame row shows both")
+    if "seed" not in keys:  # the captions do not tell the seeds apart: say so if the noise is not the same
+        na, nb = _noise_seed(a), _noise_seed(b)
+        if str(na) != str(nb):
+            why = f"noise seed {na} vs {nb}"
+        elif (a.latent.shape[1:] == b.latent.shape[1:] and sa["step"][0] == sb["step"][0] == 0 and fa == fb
+              and not np.array_equal(a.latent.values[0], b.latent.values[0], equal_nan=True)):
+            why = "their x_t at step 0 differ"
+        else:
+            why = None
+        if why is not None:
+            notes.append(f"A and B start from different noise ({why}) although both have seed "
+                         f"{a.attrs.get('seed', '?')}: they differ by more than "
+                         f"{' and '.join(k for k in keys if k not in NOISE_KEYS) or 'their captions'}")
+    return notes
+
+
+def _step_stats_coords(trace: xr.Dataset) -> dict[str, list]:
+    """The trace's ``step`` and ``sigma`` per recorded step, as :func:`step_stats` has them."""
+    n = trace.sizes["step"]
+    return {"step": [int(v) for v in (trace.step.values if "step" in trace.coords else range(n))],
+            "sigma": [float(v) for v in (trace.sigma.values if "sigma" in trace.coords else [np.nan] * n)]}
+
+
+def _frame_coords(trace: xr.Dataset) -> list:
+    """The trace's ``frame`` coordinate (its latent frames' numbers; 0, 1, ... when it has none)."""
+    n = trace.sizes["frame"]
+    if "frame" not in trace.coords:
+        return list(range(n))
+    return [int(v) if isinstance(v, (numbers.Integral, np.integer)) else str(v) for v in trace.frame.values]
 
 
 class _Panel:
@@ -440,8 +528,14 @@ class _Panel:
         # NaN is not JSON (the kernel's message would carry the text "nan"): a value not there is null ("–")
         stats = {k: [v if v is None or isinstance(v, int) or math.isfinite(v) else None for v in values]
                  for k, values in self.stats.items()}
+        steps, update = stats["step"], stats["update"]
+        # the steps each recorded step's update spans, and the update per step (plotted: a last interval of 1 step
+        # after intervals of 4 looked like a drop); both the plain update when every step is recorded
+        gaps = [None] + [b - a for a, b in zip(steps, steps[1:])]
+        per_step = [None if u is None or g is None else (u / g if g > 1 else u) for u, g in zip(update, gaps)]
         return {"shape": self.shape, "channels": int(self.trace.sizes["channel"]), "label": label,
-                "stats": stats, "views": list(STACKED_VIEWS), "time": time}
+                "stats": stats, "views": list(STACKED_VIEWS), "time": time, "frames": _frame_coords(self.trace),
+                "gaps": gaps, "update_per_step": per_step}
 
 
 # -- the widget --------------------------------------------------------------------------------------
@@ -497,11 +591,15 @@ class Inspector(Player, anywidget.AnyWidget):
             scale = min(MAX_SCALE, max(1, round(256 / max(a.sizes["py"], a.sizes["px"]))))
         super().__init__(view=view, scale=scale, fps=fps, **kwargs)
         keys = self._label_keys(a, b)
+        notes = _compare_notes(a, b, keys) if b is not None else []
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
         with self.hold_sync():
             self.a_views = self._panels["a"].views
             self.b_views = self._panels["b"].views if b is not None else b""
             self.meta = {"a": self._panels["a"].meta(_label(a, keys)),
-                         "b": self._panels["b"].meta(_label(b, keys)) if b is not None else None}
+                         "b": self._panels["b"].meta(_label(b, keys)) if b is not None else None,
+                         "notes": notes}
             self._send_heat(channel)
             self.channel = channel
 
@@ -509,19 +607,36 @@ class Inspector(Player, anywidget.AnyWidget):
     @staticmethod
     def _check_payload(traces: list[xr.Dataset], max_mb: float) -> None:
         """Refuse (ValueError) to send more than ``max_mb`` to the browser."""
-        total = sum(4 * t.sizes["step"] * t.sizes["frame"] * t.sizes["py"] * t.sizes["px"] * 3 for t in traces)
+        per_step = sum(4 * t.sizes["frame"] * t.sizes["py"] * t.sizes["px"] * 3 for t in traces)
+        n = traces[0].sizes["step"]
+        total = per_step * n
         if total > max_mb * MB:
+            # every k-th step and the last (slice(None, None, k) dropped the last, the clean result), k the
+            # smallest that fits (2 when even two steps do not: then the limit must rise)
+            fits = int(max_mb * MB // per_step)
+            if fits >= 2 and n > 2:
+                k = max(2, -(-(n - 1) // (fits - 1)))
+                keep = f"[*range(0, {n - 1}, {k}), {n - 1}]" if k < n - 1 else f"[0, {n - 1}]"
+                advice = (f"pass fewer steps, e.g. trace.isel(step={keep}) (one recorded step in {k} and the last"
+                          f"{', of both traces' if len(traces) > 1 else ''})")
+            else:
+                advice = "pass fewer frames or a smaller preview"
             raise ValueError(f"the inspector would send {total / MB:.3g} MB to the browser (limit max_payload_mb="
-                             f"{max_mb:g}): pass fewer steps, e.g. trace.isel(step=slice(None, None, 4)), or raise "
-                             "max_payload_mb")
+                             f"{max_mb:g}): {advice}, or raise max_payload_mb")
 
     @staticmethod
     def _label_keys(a: xr.Dataset, b: xr.Dataset | None) -> tuple[str, ...]:
-        """The attrs that tell the two traces apart (default: seed and guidance)."""
+        """The attrs that tell the two traces apart (default: seed and guidance), and ``noise_seed`` /
+        ``noise_steps`` when either trace is a redrawn clip's (its noise is not its seed's: the caption says
+        where it came from)."""
+        traces = [a] if b is None else [a, b]
+        redrawn = any(k in t.attrs for t in traces for k in NOISE_KEYS)
         if b is None:
-            return ("seed", "guidance")
-        differ = tuple(k for k in LABEL_KEYS if str(a.attrs.get(k)) != str(b.attrs.get(k)))
-        return differ or ("seed", "guidance")
+            keys: tuple[str, ...] = ("seed", "guidance")
+        else:
+            keys = tuple(k for k in LABEL_KEYS if k not in NOISE_KEYS and str(a.attrs.get(k)) != str(b.attrs.get(k)))
+            keys = keys or ("seed", "guidance")
+        return keys + (NOISE_KEYS if redrawn else ())
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -621,11 +736,14 @@ def inspect(video_or_trace: Any, compare: Any = None, *, view: str = "x0", chann
     Args:
       video_or_trace: a Video or its ``trace`` (also one read back with :func:`sora_nb.open_trace`).
       compare: a second Video or trace with as many recorded steps and frames, shown side by side
-        (e.g. guidance 1 vs 7, or two seeds); the sliders move both.
+        (e.g. guidance 1 vs 7, or two seeds); the sliders move both, matching steps and frames by position
+        (where their step numbers, noise levels, frames or starting noise differ, the widget says so and a
+        UserWarning is issued).
       view: ``"x0"`` (RGB preview of the clean prediction), ``"xt"`` (the noisy latent in RGB),
-        ``"channel"`` (one latent channel as a heatmap) or ``"delta"`` (change since the previous step).
+        ``"channel"`` (one latent channel as a heatmap) or ``"delta"`` (change since the previous recorded step).
       channel: the latent channel of the ``"channel"`` view.
-      scale: CSS pixels per image pixel in the main view (default: about 256 pixels wide).
+      scale: CSS pixels per image pixel in the main view (default: about 256 pixels wide); a compared trace's
+        preview of another size gets its own scale, so it comes out about as large.
       fps: play speed of the play buttons (steps or frames per second).
       max_payload_mb: refuse (ValueError) to send more than this to the browser.
     """

@@ -4,6 +4,8 @@ Most tests use the toy backend (tests/browser/toy.py), whose denoising changes v
 step; the embedded placeholder model predicts a zero velocity, so its steps all look alike.
 """
 
+import re
+
 import numpy as np
 import pytest
 import traitlets
@@ -461,3 +463,103 @@ def test_building_the_inspector_makes_no_float32_copy_of_the_trace():
     trace_bytes = ds.latent.nbytes + ds.x0.nbytes + ds.preview.nbytes
     assert len(w.a_views) + len(w.a_heat) <= kept
     assert peak - kept < 0.5 * trace_bytes, ((peak - kept) / trace_bytes)  # the whole-trace formulas: about 3.8
+
+
+# -- what the captions, rows and notes say ----------------------------------------------------------------
+def redrawn(toy, noise_seed, guidance, noise_steps=8):
+    """A toy trace as a kept redraw leaves it (sora_nb.api): the call's seed and steps, the draw's noise_seed and
+    noise_steps."""
+    trace = toy.generate("a disc", seed=noise_seed, steps=noise_steps, guidance=guidance).trace.copy()
+    trace.attrs.update(seed=0, steps=20, noise_seed=noise_seed, noise_steps=noise_steps)
+    return trace
+
+
+def test_a_redrawn_clip_says_so_and_a_different_starting_noise_is_noted(toy, toy5, toy1):
+    """guidance 1 vs 7 of seed 0, both redrawn from other noise, were captioned "guidance 1" / "guidance 7" as if
+    they started from the same noise (the label keys ignored noise_seed / noise_steps)."""
+    import warnings
+
+    lo, hi = redrawn(toy, 1000, 1.0), redrawn(toy, 2000, 7.0)
+    alone = sora_nb.inspect(lo)
+    assert alone.meta["a"]["label"] == "seed 0 · guidance 1 · redrawn: noise seed 1000, 8 steps"
+    assert alone.meta["notes"] == []
+    note = ("A and B start from different noise (noise seed 1000 vs 2000) although both have seed 0: they differ "
+            "by more than guidance")
+    with pytest.warns(UserWarning, match=re.escape(note)):
+        w = sora_nb.inspect(lo, compare=hi)
+    assert (w.meta["a"]["label"], w.meta["b"]["label"]) == ("guidance 1 · redrawn: noise seed 1000, 8 steps",
+                                                            "guidance 7 · redrawn: noise seed 2000, 8 steps")
+    assert w.meta["notes"] == [note]
+    with pytest.warns(UserWarning, match=r"different noise \(noise seed 1000 vs 0\) although both have seed 0"):
+        w = sora_nb.inspect(lo, compare=toy5)  # a redraw next to a first draw
+    assert w.meta["b"]["label"] == "guidance 5 · steps 8 · not redrawn: noise seed 0"
+    same = redrawn(toy, 1000, 7.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same noise: nothing to note
+        w = sora_nb.inspect(lo, compare=same)
+        assert w.meta["notes"] == [] and w.meta["b"]["label"] == "guidance 7 · redrawn: noise seed 1000, 8 steps"
+        w = sora_nb.inspect(toy5, compare=toy1)  # neither redrawn: as before
+        assert (w.meta["a"]["label"], w.meta["b"]["label"], w.meta["notes"]) == ("guidance 5", "guidance 1", [])
+    other = toy.generate("a disc", seed=1, steps=8, guidance=1.0).trace.copy()
+    other.attrs["seed"] = 0  # attrs that say seed 0 over another seed's noise
+    with pytest.warns(UserWarning, match=r"different noise \(their x_t at step 0 differ\) although both have seed 0"):
+        sora_nb.inspect(toy5, compare=other)
+
+
+def test_compare_by_position_says_where_steps_frames_or_noise_levels_differ(toy, toy5, toy1):
+    """Steps are matched by position: 8 steps next to 14 recorded every 2nd showed A's step 6 beside B's step 12
+    under the label "step 6" (and A's sigma). It is still allowed, but said."""
+    import warnings
+
+    b = toy.generate("a disc", seed=0, steps=14, guidance=5.0, record_every=2)
+    note = ("A and B are matched by recorded step index, but their denoising steps differ (A: 0, 1, 2, 3, 4, 5, 6, 7; "
+            "B: 0, 2, 4, 6, 8, 10, 12, 13): the step row shows both")
+    with pytest.warns(UserWarning, match=re.escape(note)):
+        w = sora_nb.inspect(toy5, compare=b)
+    assert w.meta["notes"] == [note] and w.meta["b"]["stats"]["step"][6] == 12
+    with pytest.warns(UserWarning, match="their noise levels σ differ at the same step"):
+        sora_nb.inspect(toy5, compare=toy5.trace.assign_coords(sigma=toy5.trace.sigma * 0.5))
+    with pytest.warns(UserWarning, match=re.escape("their frames differ (A: 0, 1, 2, 3; B: 4, 5, 6, 7)")) as seen:
+        sora_nb.inspect(toy5.trace.isel(frame=slice(0, 4)), compare=toy5.trace.isel(frame=slice(4, 8)))
+    assert len(seen) == 1  # other frames' noise is not "different starting noise"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sora_nb.inspect(toy5, compare=toy1).meta["notes"] == []
+
+
+def test_recorded_steps_apart_send_the_update_per_step(toy):
+    """record_every=4 of 10 steps records 0, 4, 8, 9: its updates span 4, 4 and 1 steps, and the plotted update
+    dropped at the last (1 step after 4). The front end plots and reads out the update per step it is sent."""
+    thin = sora_nb.inspect(toy.generate("a disc", seed=0, steps=10, record_every=4)).meta["a"]
+    update = thin["stats"]["update"]
+    assert thin["stats"]["step"] == [0, 4, 8, 9] and thin["gaps"] == [None, 4, 4, 1]
+    assert thin["update_per_step"] == [None, update[1] / 4, update[2] / 4, update[3]]
+    full = sora_nb.inspect(toy.generate("a disc", seed=0, steps=10)).meta["a"]
+    assert full["gaps"] == [None] + [1] * 9 and full["update_per_step"] == full["stats"]["update"]  # as before
+
+
+def test_meta_sends_the_frame_coordinate(toy5):
+    """The frame row counted frames from 1 and ignored the trace's frame coordinate (a trace sliced to frames 4..7
+    said "frame 1/4"): the front end is sent the coordinate."""
+    assert sora_nb.inspect(toy5).meta["a"]["frames"] == list(range(8))
+    assert sora_nb.inspect(toy5.trace.isel(frame=slice(4, 8))).meta["a"]["frames"] == [4, 5, 6, 7]
+
+
+def test_the_payload_advice_keeps_the_last_step(toy):
+    """The advice was trace.isel(step=slice(None, None, 4)): of 20 steps it kept 0..16, dropping the last (the
+    clean result). The selection advised keeps it, and fits."""
+    v = toy.generate("a disc", seed=0, steps=20)
+    with pytest.raises(ValueError, match=r"max_payload_mb=0.1\): pass fewer steps") as err:
+        sora_nb.inspect(v, max_payload_mb=0.1)
+    advised = re.search(r"trace\.isel\(step=(\[.*?\])\)", str(err.value)).group(1)
+    kept = v.trace.isel(step=eval(advised))
+    assert int(kept.step[-1]) == int(v.trace.step[-1]) == 19 and int(kept.step[0]) == 0
+    assert sora_nb.inspect(kept, max_payload_mb=0.1).meta["a"]["stats"]["step"][-1] == 19
+
+
+@pytest.mark.parametrize("dim", ["channel", "y", "x", "py", "px"])
+def test_an_empty_dimension_is_refused_by_name(toy5, dim):
+    """An empty channel, y, x, py or px dimension gave a bare IndexError, "the run diverged" or "channel must be an
+    index in [0, -1]"."""
+    with pytest.raises(ValueError, match=rf"video_or_trace is empty: its '{dim}' dimension has size 0"):
+        sora_nb.inspect(toy5.trace.isel({dim: slice(0, 0)}))

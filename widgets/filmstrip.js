@@ -40,7 +40,7 @@ function render({ model, el }) {
     const i = Math.min(model.get("index"), images.length - 1);
     if (i >= 0 && images[i]) ctx.putImageData(images[i], 0, 0);
     slider.value = i;
-    label.textContent = `frame ${i + 1}/${images.length}`;
+    label.textContent = `frame ${i} (${i + 1}/${images.length})`;  // the index (0-based, as in Python), then k/n
   }
   slider.addEventListener("input", () => {
     model.set("index", Number(slider.value));

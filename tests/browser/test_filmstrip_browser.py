@@ -61,8 +61,8 @@ def test_filmstrip_keys_stay_with_it_and_two_views_play_at_its_fps(lab, page):
     for _ in range(2):
         page.keyboard.press("ArrowRight")
     assert sliders.first.input_value() == "2"
-    assert labels.nth(0).inner_text() == f"frame 3/{FRAMES}"
-    assert labels.nth(1).inner_text() == f"frame 3/{FRAMES}"  # the other view follows the shared index
+    assert labels.nth(0).inner_text() == f"frame 2 (3/{FRAMES})"  # the index, as in Python, then k/n
+    assert labels.nth(1).inner_text() == f"frame 2 (3/{FRAMES})"  # the other view follows the shared index
     for key in ("d", "d", "b", "a", "x"):  # JupyterLab's delete, insert-below/above and cut shortcuts
         page.keyboard.press(key)
     page.wait_for_timeout(300)

@@ -117,3 +117,144 @@ def test_inspector_renders_scrubs_and_is_fast(lab, page, inspector_notebook):
     assert sum(a != b for a, b in zip(heat, x0_view)) > 100  # the heatmap replaced the RGB preview
     assert root.locator(".sora-nb-inspector-heat-label").inner_text().startswith("showing channel 0")
     save_screenshot(root, "inspector_channel_view")
+
+
+# -- the front end alone, with a stand-in model (no JupyterLab): what its labels say -----------------------------
+RENDER = """async ({src, state, bytesKeys}) => {
+  const errors = [];
+  window.addEventListener('error', (e) => errors.push(String(e.message)));
+  const listeners = {};
+  const st = {};
+  for (const [k, v] of Object.entries(state)) {
+    if (bytesKeys.includes(k)) {
+      const bin = atob(v);
+      const u = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) u[i] = bin.charCodeAt(i);
+      st[k] = new DataView(u.buffer);
+    } else st[k] = v;
+  }
+  const model = {
+    get: (k) => st[k],
+    set: (k, v) => {
+      const old = st[k];
+      st[k] = v;
+      if (old !== v) (listeners['change:' + k] || []).forEach((f) => f());
+    },
+    save_changes: () => {},
+    on: (ev, f) => { (listeners[ev] = listeners[ev] || []).push(f); },
+    off: () => {},
+  };
+  window.__model = model;
+  try {
+    const mod = await import(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
+    mod.default.render({ model, el: document.getElementById('out') });
+  } catch (e) { errors.push('render: ' + e.message); }
+  return errors;
+}"""
+
+BYTES = ("a_views", "b_views", "a_heat", "b_heat")
+
+
+def render_alone(page, widget):
+    """``widget`` (an Inspector) drawn by its real front-end module in ``page``, its state as Python has it."""
+    import base64
+
+    state = {name: base64.b64encode(getattr(widget, name)).decode() if name in BYTES else getattr(widget, name)
+             for name in (*BYTES, "meta", "step", "frame", "view", "channel", "heat_channel", "scale", "fps")}
+    page.set_content("<!doctype html><html><body><div id=out></div></body></html>")
+    assert page.evaluate(RENDER, {"src": widget._esm, "state": state, "bytesKeys": list(BYTES)}) == []
+    return page.locator(".sora-nb-inspector")
+
+
+def label(root, name):
+    return root.locator(f".sora-nb-inspector-{name}").first.inner_text()
+
+
+def test_compared_steps_that_differ_are_both_shown(page):
+    """Comparing 8 steps with 14 recorded every 2nd, index 6 is A's step 6 and B's step 12: the step row said
+    "step 6 · σ 0.144" (A's alone), and B's guidance was never shown."""
+    import warnings
+
+    import sora_nb
+
+    gen = toy_generator()
+    a = gen.generate("a disc", seed=0, steps=8, guidance=5.0)
+    b = gen.generate("a disc", seed=0, steps=14, guidance=5.0, record_every=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the note on steps that differ (tests/test_inspector.py)
+        w = sora_nb.inspect(a, compare=b)
+    w.step = 6
+    root = render_alone(page, w)
+    assert label(root, "step-label") == "step A: 6, B: 12 (7/8 recorded) · σ A: 0.144, B: 0.078 · guidance 5.00"
+    assert "their denoising steps differ" in label(root, "notes")
+    assert root.locator(".sora-nb-inspector-clip").evaluate("e => e.previousSibling.textContent") == \
+        "the whole clip at step A: 6, B: 12"
+    g1 = gen.generate("a disc", seed=0, steps=8, guidance=1.0)
+    w = sora_nb.inspect(a, compare=g1)
+    w.step = 3
+    root = render_alone(page, w)
+    assert label(root, "step-label") == "step 3 (4/8 recorded) · σ 0.572 · guidance A: 5.00, B: 1.00"
+    assert root.locator(".sora-nb-inspector-notes").evaluate("e => e.style.display") == "none"  # nothing hidden
+
+
+def test_frame_row_names_the_frame_coordinate(page):
+    """The frame row said "frame 4/8" for index 3 (1-based, while the step row shows the step coordinate), and
+    "frame 1/4" for a trace sliced to frames 4..7."""
+    import sora_nb
+
+    v = toy_generator().generate("a disc", seed=0, steps=4, guidance=5.0)
+    w = sora_nb.inspect(v)
+    w.frame = 3
+    root = render_alone(page, w)
+    assert label(root, "frame-label") == "frame 3 (4/8) · t = 0.75 s"
+    assert root.locator(".sora-nb-inspector-steps").evaluate("e => e.previousSibling.textContent") == \
+        "frame 3 across the steps"
+    root = render_alone(page, sora_nb.inspect(v.trace.isel(frame=slice(4, 8))))
+    assert label(root, "frame-label") == "frame 4 (1/4) · t = 1.00 s"
+
+
+def test_recorded_steps_apart_show_the_update_per_step(page):
+    """record_every=4 of 10 steps records 0, 4, 8, 9: the change view said "since previous step", and the update
+    curve dropped at the last interval (1 step after intervals of 4). Every-step traces read as before."""
+    import sora_nb
+
+    gen = toy_generator()
+    thin = gen.generate("a disc", seed=0, steps=10, record_every=4)
+    w = sora_nb.inspect(thin, view="delta")
+    w.step = 1
+    root = render_alone(page, w)
+    option = "s => s.options[s.selectedIndex].text"
+    assert root.locator("select.sora-nb-inspector-view").evaluate(option) == \
+        "change of x0 since the previous recorded step"
+    assert "update: RMS change of x0 per step" in label(root, "legend")
+    per_step = w.meta["a"]["stats"]["update"][1] / 4
+    assert label(root, "readout") == (f"σ {w.meta['a']['stats']['sigma'][1]:.3f} · std(x_t) "
+                                      f"{w.meta['a']['stats']['latent_std'][1]:.3f} · update per step {per_step:.3f} "
+                                      "(over 4 steps)")
+    assert label(root, "heat-label") == "since step 0 (4 steps earlier)"
+    full = sora_nb.inspect(gen.generate("a disc", seed=0, steps=10), view="delta")
+    full.step = 1
+    root = render_alone(page, full)
+    assert root.locator("select.sora-nb-inspector-view").evaluate(option) == "change of x0 since previous step"
+    assert "— update: RMS change of x0\n" in label(root, "legend") + "\n" and "per step" not in label(root, "legend")
+    assert label(root, "readout").endswith(f"· update {full.meta['a']['stats']['update'][1]:.3f}")
+    assert label(root, "heat-label") == ""
+
+
+def test_compared_previews_of_other_sizes_come_out_about_as_large(page):
+    """A 16x16 preview next to a 60x104 one was drawn at the 16x16's scale: 256x256 next to 1664x960 CSS pixels."""
+    import numpy as np
+
+    import sora_nb
+
+    small = toy_generator().generate("a disc", seed=0, steps=8).trace
+    rows, cols = (np.arange(60) * 16) // 60, (np.arange(104) * 16) // 104  # the same preview at 60x104
+    big = small.drop_vars("preview").assign(
+        preview=(("step", "frame", "py", "px", "rgb"), small.preview.values[:, :, rows][:, :, :, cols]))
+    for first, second in ((small, big), (big, small)):
+        w = sora_nb.inspect(first, compare=second)
+        root = render_alone(page, w)
+        boxes = [root.locator("canvas.sora-nb-inspector-main").nth(i).bounding_box() for i in range(2)]
+        sides = [max(box["width"], box["height"]) for box in boxes]
+        assert max(sides) <= 1.3 * min(sides), sides
+        assert w.scale * max(first.sizes["py"], first.sizes["px"]) == sides[0]  # A: at the scale set
