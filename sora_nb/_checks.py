@@ -78,6 +78,8 @@ def check_path(name: str, value: Any) -> Path:
     """A file-system path (``str`` or ``os.PathLike``), ``~`` expanded."""
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
+    if not str(os.fspath(value)).strip():  # Path("") is "." (the message said "got '.'")
+        raise ValueError(f"{name} must be a file name, got an empty string")
     return Path(value).expanduser()
 
 

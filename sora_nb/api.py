@@ -187,12 +187,11 @@ class Generator:
                 raise TypeError(f"accept must be a finite number (a verifier score) or None, "
                                 f"got {type(accept).__name__} {accept!r}")
             try:
-                finite = math.isfinite(accept)
+                shown = float(accept)  # (numpy's float32/float16 NaN or inf is no Python float, but converts)
             except OverflowError:  # an int too large for a float
-                finite = False
-            if not finite:
-                raise ValueError(f"accept must be a finite number (a verifier score) or None, got "
-                                 f"{accept if isinstance(accept, float) else 'a number too large for a float'}")
+                shown = "a number too large for a float"
+            if isinstance(shown, str) or not math.isfinite(shown):
+                raise ValueError(f"accept must be a finite number (a verifier score) or None, got {shown}")
         observers, cancel = check_run_options(observers, cancel)
         # None means "the model's default" for the keywords whose `generate` default is None, as there
         first = self.request(prompt, seed=seed, **{k: v for k, v in kwargs.items()
@@ -392,6 +391,9 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
         # the same folder load anew instead of returning the model loaded before
         folder = path.resolve()
         key = ("folder", str(folder), embedded.manifest_digest(folder))
+    elif model == "shapes":  # the shipped folder, by its manifest too: weights shipped since (`sora-nb train
+        # --ship` in another process) load anew instead of the ones loaded before
+        key = ("name", model, embedded.manifest_digest(embedded.WEIGHTS_DIR))
     elif embedded_name:
         key = ("name", model)
     else:
@@ -416,12 +418,14 @@ def load(model: Any = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, o
                 raise ValueError(f"model folder {model!r} is not a sora_nb weights folder (no {embedded.MANIFEST} "
                                  f"with format {embedded.FORMAT!r}) nor a diffusers pipeline folder (no "
                                  f"{diffusers_video.MODEL_INDEX})")
+        elif path.exists():  # a file (a typo'd repo id would not exist here): not looked up on the Hub
+            raise ValueError(f"model {model!r} is a file, not a weights folder or a diffusers pipeline folder")
         elif diffusers_video.looks_like_repo_id(model):
             gen = Generator(diffusers_video.from_pretrained(model, **pipeline_options))
         else:
             raise ValueError(f"unknown model {model!r}: use one of {', '.join(known_models())}, a path to a "
                              "weights folder or diffusers pipeline folder, or a diffusers repo id (owner/name)")
-        if key[0] in ("folder", "pipeline folder"):  # the folder's model loaded before from weights since
+        if key[0] in ("folder", "pipeline folder") or key[:2] == ("name", "shapes"):  # the model loaded before from weights since
             for old in [k for k in _loaded if k[:2] == key[:2]]:  # replaced is not kept
                 del _loaded[old]
         _loaded[key] = gen
@@ -512,7 +516,7 @@ def reproduce(clip: Any, *, model: Any = None, image: Any = None, trace: bool | 
     elif isinstance(clip, dict):
         params = clip
     elif isinstance(clip, (str, os.PathLike)):
-        params = read_params(clip)
+        params = read_params(clip, "clip")
         if not params:
             raise ValueError(f"clip {os.fspath(clip)!r} carries no sora_nb params: reproduce reads an mp4 or webm "
                              "written by sora_nb (a .gif carries none)")

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output file; .mp4, .webm or .gif; its folder must exist; a file of that name is replaced once "
                           "the new one is complete (default: clip.mp4)")
     gen.add_argument("--seed", type=_number(int), default=0,
-                     help="integer seed in [0, 2^63-1]; same seed and options give the same clip (default: 0)")
+                     help="integer seed in [0, 4294967295] (2^32 - 1); same seed and options give the same clip (default: 0)")
     gen.add_argument("--duration", type=_number(float), default=2.0,
                      help="seconds of video, > 0 and up to the model's maximum (4 for shapes) (default: 2)")
     gen.add_argument("--guidance", type=_number(float), default=None,
@@ -166,7 +166,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", RuntimeWarning)
-        video = sora_nb.reproduce(clip, model=args.model, trace=False)
+        try:
+            video = sora_nb.reproduce(clip, model=args.model, trace=False)
+        except ValueError as err:  # the API's advice in the command's words
+            raise ValueError(_cli_words(str(err))) from None
     for warning in said:
         print(f"sora-nb: note: {warning.message}", file=sys.stderr)
     elapsed = time.perf_counter() - start
@@ -178,12 +181,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # stopped while comparing: the clip is written (main would say nothing was)
         print(f"sora-nb: stopped after writing {path}, before comparing its frames with the clip's", file=sys.stderr)
         return 130
-    same = "" if before is None else (", the same frames as the clip's" if np.array_equal(again, before)
-                                      else ", frames DIFFER from the clip's (another machine or torch build?)")
+    if before is None:  # (the README promises a verdict: say why there is none)
+        same = (f"; frames not compared: a {out.suffix.lower()} is encoded otherwise than the {clip.suffix.lower()} "
+                "clip, write the same format to compare")
+    elif np.array_equal(again, before):
+        same = ", the same frames as the clip's"
+    else:
+        same = ", frames DIFFER from the clip's (another machine or torch build?)"
     t, h, w, _ = video.frames.shape
     print(f"wrote {path} ({t} frames {w}x{h}, model {video.params['model']}, seed {video.params['seed']}, "
           f"made again in {elapsed:.2f} s, the model's load included{same})")
     return 0
+
+
+def _cli_words(message: str) -> str:
+    """`sora_nb.reproduce`'s advice as the command line takes it: ``--model`` for ``model=``, no Generator."""
+    for api, cli in ((" (or a Generator over it)", ""), (" (or a Generator)", ""), ("pass model= ", "pass --model ")):
+        message = message.replace(api, cli)
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,15 +260,16 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(str(err))}") from err
 
 
-def read_params(path: str | os.PathLike) -> dict[str, Any]:
+def read_params(path: str | os.PathLike, name: str = "path") -> dict[str, Any]:
     """The generation parameters stored in a clip written by :func:`write_video`: {} if it has no comment
-    metadata (e.g. a .gif); ValueError if its comment is not a JSON object (another program's, or edited)."""
-    path = check_input_path(path)
+    metadata (e.g. a .gif); ValueError if its comment is not a JSON object (another program's, or edited). Errors
+    name the argument ``name`` (`sora_nb.reproduce`'s ``clip``)."""
+    path = check_input_path(path, name)
     out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", _ffmpeg_path(path), "-f", "ffmetadata", "-"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         broken_ffmpeg()
-        raise ValueError(f"path {str(path)!r} is not a readable video: {ffmpeg_reason(out.stderr)}")
+        raise ValueError(f"{name} {str(path)!r} is not a readable video: {ffmpeg_reason(out.stderr)}")
     lines = out.stdout.replace("\\\n", "\n").splitlines()
     for i, line in enumerate(lines):
         if line.lower().startswith("comment="):
@@ -279,7 +280,7 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
             except (ValueError, RecursionError):
                 params = None
             if not isinstance(params, dict):
-                raise ValueError(f"path {str(path)!r}: its comment metadata is not sora_nb params (a JSON object "
+                raise ValueError(f"{name} {str(path)!r}: its comment metadata is not sora_nb params (a JSON object "
                                  "written by sora_nb)")
             return params
     return {}

@@ -431,3 +431,44 @@ def test_the_module_functions_show_the_generators_keywords():
         assert inspect.getdoc(method) in function.__doc__
     assert inspect.signature(sora_nb.generate).parameters["guidance"].default is None
     assert "guidance: classifier-free guidance scale" in sora_nb.generate.__doc__
+
+
+def test_shapes_loads_anew_after_new_weights_are_shipped(tmp_path, monkeypatch):
+    """`load("shapes")` was cached by name alone: weights shipped since (`sora-nb train --ship` in another process)
+    were never picked up in a running kernel, and `reproduce` of their clips was refused."""
+    import shutil
+
+    from sora_nb import api
+    from sora_nb.backends import embedded
+
+    folder = tmp_path / "shapes"
+    shutil.copytree(embedded.WEIGHTS_DIR, folder)
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(api, "_loaded", {})
+    first = sora_nb.load("shapes")
+    assert sora_nb.load("shapes") is first
+    info = {k: v for k, v in embedded.verify_folder(folder).items() if k not in ("files", "format")}
+    info["default_guidance"] = first.limits.default_guidance + 1.0
+    embedded.write_manifest(folder, info)
+    second = sora_nb.load("shapes")
+    assert second is not first and second.limits.default_guidance == first.limits.default_guidance + 1.0
+    assert sora_nb.generate("a red circle", steps=2, trace=False).params["guidance"] == second.limits.default_guidance
+    assert [k for k in api._loaded if k[:2] == ("name", "shapes")] == [
+        ("name", "shapes", embedded.manifest_digest(folder))]  # the one loaded before is not kept
+
+
+def test_a_file_or_an_empty_name_is_not_looked_up_as_a_repo_id(tmp_path):
+    """`load("sub/clip.mp4")` (a file) was sent to the Hugging Face Hub as a repo id."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "clip.mp4").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"model '.*sub/clip.mp4' is a file, not a weights folder or a diffusers "
+                                         r"pipeline folder"):
+        sora_nb.load(str(tmp_path / "sub" / "clip.mp4"))
+
+
+def test_reproduce_names_its_clip_argument(tmp_path):
+    (tmp_path / "notvideo.mp4").write_text("hi")
+    with pytest.raises(ValueError, match=r"^clip '.*notvideo.mp4' is not a readable video"):
+        sora_nb.reproduce(str(tmp_path / "notvideo.mp4"))
+    with pytest.raises(ValueError, match=r"^clip must be a file name, got an empty string"):
+        sora_nb.reproduce("")

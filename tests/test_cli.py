@@ -205,6 +205,36 @@ def test_help_explains_every_option():
                    "--model", "--output", "--best-of", "--accept", "--retries"):
         assert option in r.stdout
     assert "[0, 50]" in r.stdout and "[1, 1000]" in r.stdout
+    from sora_nb.request import MAX_SEED
+
+    assert f"[0, {MAX_SEED}]" in r.stdout  # it said [0, 2^63-1], seeds it refused
+
+
+def test_reproduce_speaks_the_commands_words(tmp_path, monkeypatch, capsys):
+    """Errors said "pass model= the folder (or a Generator)" and "path '...'", words of the Python API; a .webm
+    made from an .mp4 clip said nothing of the frames (the README promises a verdict); -o "" said "got '.'"."""
+    import shutil
+
+    from sora_nb import cli, train
+    from sora_nb.backends import embedded
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(embedded.WEIGHTS_DIR, tmp_path / "w3")
+    clip = tmp_path / "fw.mp4"
+    sora_nb.load(str(tmp_path / "w3")).generate("a red circle", seed=1, steps=2, trace=False).save(clip)
+    (tmp_path / "w3").rename(tmp_path / "w3moved")
+    assert cli.main(["reproduce", "fw.mp4", "-o", "again.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --model the folder with those weights" in err and "model=" not in err and "Generator" not in err, err
+    (tmp_path / "notvideo.mp4").write_text("hi")
+    assert cli.main(["reproduce", "notvideo.mp4", "-o", "a.mp4"]) == 2
+    assert capsys.readouterr().err.startswith("sora-nb: error: clip 'notvideo.mp4' is not a readable video")
+    assert cli.main(["reproduce", "fw.mp4", "-o", "", "--model", "w3moved"]) == 2
+    assert "--output must be a file name, got an empty string" in capsys.readouterr().err
+    assert cli.main(["reproduce", "fw.mp4", "-o", "cross.webm", "--model", "w3moved"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote cross.webm") and "frames not compared: a .webm is encoded otherwise than the .mp4 " \
+        "clip, write the same format to compare" in out, out
 
 
 def main_in_process(*argv):

@@ -150,3 +150,11 @@ def test_best_of_accept_too_large_for_a_float_is_named(gen):
     with pytest.raises(ValueError, match=r"accept must be a finite number \(a verifier score\) or None, got a number "
                                          r"too large for a float"):
         gen.best_of("a red circle", candidates=2, accept=10**400, steps=2)
+
+
+@pytest.mark.parametrize("bad", [np.float32("nan"), np.float32("inf"), np.float16("-inf")])
+def test_best_of_a_numpy_nan_or_inf_accept_is_named_as_such(gen, bad):
+    """A float32/float16 NaN or inf is no Python float: it was reported as "a number too large for a float"."""
+    with pytest.raises(ValueError, match=rf"accept must be a finite number \(a verifier score\) or None, got "
+                                         rf"{float(bad)}$"):
+        gen.best_of("a red circle", candidates=2, accept=bad, steps=2)
