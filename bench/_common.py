@@ -1,10 +1,11 @@
-"""Shared by the bench scripts: the common command line and the table they print."""
+"""Shared by the bench scripts: the common command line, the table they print, and the DiT sampling uses at a
+noise level (`level_denoiser`)."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -40,6 +41,21 @@ def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:
     return p
 
 
+MAX_GUIDANCE = 50.0  # sora_nb.backend.Limits.max_guidance: what generate accepts (every model here)
+
+
+def check_guidance(p: argparse.ArgumentParser, value: float | Sequence[float] | None) -> None:
+    """``--guidance`` (one number, or a list of them; None: the model's default) must be in [0, 50], as
+    generate would require: a usage error before any model loads (NaN fails too)."""
+    if value is None:
+        return
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(0.0 <= g <= MAX_GUIDANCE for g in values):
+        if isinstance(value, (list, tuple)):
+            p.error(f"--guidance values must be numbers in [0, {MAX_GUIDANCE:g}], got {list(value)}")
+        p.error(f"--guidance must be a number in [0, {MAX_GUIDANCE:g}], got {value}")
+
+
 def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
     """Parse the command line and apply ``--threads``."""
     args = p.parse_args()
@@ -66,4 +82,49 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
+    return out
+
+
+def level_denoiser(backend: Any, prompts: Sequence[str], guidance: float) -> Callable[[float], tuple[Any, torch.Tensor, torch.Tensor]]:
+    """sigma -> (DiT, token states, masks) for a batch of ``prompts``, as sampling picks them: each prompt's
+    ``backend.denoiser(request)`` at ``guidance`` (the default negative prompt), so a low-noise expert takes
+    the levels at or below its ``expert_switch`` with its own text states. The states are every prompt's
+    conditional row, then (guidance other than 0 and 1) every prompt's negative row, zero-padded to one length."""
+    import sora_nb
+
+    gen = sora_nb.Generator(backend)
+    picks = [backend.denoiser(gen.request(prompt, guidance=guidance)) for prompt in prompts]
+    pad = torch.nn.functional.pad
+
+    def at(sigma: float) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        chosen = [pick(sigma) for pick in picks]
+        dit = chosen[0][0]
+        if any(d is not dit for d, _, _ in chosen):
+            raise RuntimeError(f"the prompts' denoisers pick different DiTs at sigma {sigma:g}")
+        rows = [(t[i:i + 1], m[i:i + 1]) for i in range(chosen[0][1].shape[0]) for _, t, m in chosen]
+        n = max(t.shape[1] for t, _ in rows)
+        return (dit, torch.cat([pad(t, (0, 0, 0, n - t.shape[1])) for t, _ in rows]),
+                torch.cat([pad(m, (0, n - m.shape[1])) for _, m in rows]))
+
+    return at
+
+
+def expert_note(backend: Any) -> str:
+    """How the backend splits the noise levels between its DiTs, for a script's header line."""
+    if getattr(backend, "low", None) is None:
+        return "one DiT (no low-noise expert)"
+    return f"the low-noise expert takes the levels at or below {backend.expert_switch:g}, as in sampling"
+
+
+def load_models(p: argparse.ArgumentParser, names: Sequence[str | None], option: str = "--weights") -> list[Any]:
+    """``sora_nb.load`` of every name (None: the shipped model), all before any is used, so that a bad second
+    folder is a usage error at once, not a traceback after the first folder's whole evaluation."""
+    import sora_nb
+
+    out = []
+    for name in names:
+        try:
+            out.append(sora_nb.load(name) if name is not None else sora_nb.load())
+        except Exception as e:  # noqa: BLE001 (any load failure is the argument's: unknown name, bad folder, ...)
+            p.error(f"{option} {name!r}: {e}")
     return out

@@ -7,6 +7,7 @@ A weights folder's card (``scores.json``) records what the world's evaluator sai
 exported. This draws the same clips (the card's splits, prompts and seeds, default settings) and scores them
 now, printing each split's figures beside the card's: equal where neither the model nor the evaluator changed,
 and the size of the change where the evaluator did (the fifty-seventh session's corrections, bench/RESULTS.md).
+With ``--clips`` other than the card's count the clips are another sample, so the change column is left blank.
 ``--save`` keeps the drawn frames; ``--frames`` scores frames saved so, without drawing them again (e.g. to score
 one set of clips with two checkouts' evaluators). A diagnostic, not a speed figure: 600 clips take about 6
 minutes on 2 CPU cores.
@@ -48,7 +49,9 @@ def main() -> None:
         p.error(f"--frames: no file {str(args.frames)!r}")
     card = json.loads((Path(args.weights) / "scores.json").read_text())
     recipe = card["recipe"]
-    n = args.clips or int(recipe["eval_clips"])
+    card_n = int(recipe["eval_clips"])
+    n = args.clips or card_n
+    comparable = n == card_n  # fewer (or more) clips are another sample: their difference is no change
     seed = step_seed(int(recipe["seed"]), "eval", 0)
     saved = dict(np.load(args.frames)) if args.frames else None
     if saved is not None:  # every clip this run scores, before a KeyError half-way
@@ -73,9 +76,13 @@ def main() -> None:
         then = card["scores"][f"{split}/{phrasing}"]
         for k in SHOWN:
             was = then.get(k, math.nan)
-            rows.append((f"{split}/{phrasing}", k, f"{was:.3f}", f"{now[k]:.3f}", f"{round(now[k] - was, 3) + 0.0:+.3f}"))
+            change = f"{round(now[k] - was, 3) + 0.0:+.3f}" if comparable else "-"
+            rows.append((f"{split}/{phrasing}", k, f"{was:.3f}", f"{now[k]:.3f}", change))
     print(f"{args.weights}: {n} clips a split, default settings")
     print_table(rows, ("split / phrasing", "check", "card", "now", "change"))
+    if not comparable:
+        print(f"change left blank (-): {n} clips a split against the card's {card_n}, so \"now\" scores another "
+              f"sample of clips, not the card's clips again; run with --clips {card_n} (the default) for the change")
     if args.save:
         np.savez_compressed(args.save, **kept)
 

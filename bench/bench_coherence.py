@@ -7,7 +7,8 @@
 in bench/RESULTS.md's thirteenth session, and ``--reference`` a latent cache of such a run.)
 
 A diagnostic for the quality bars (issue 4, fourteenth session), not a speed figure. For each 2 s
-clip (the model card's train/train prompts and seeds, the model's default settings) it takes the
+clip (the model card's train/train prompts and seeds: the world sampler at evaluation seed
+``step_seed(0, "eval", 0)``, as the card's ``world.evaluate``; the model's default settings) it takes the
 final clean latent (the trace's last x0, in the DiT's normalised units, 4 latent frames) and, per
 pair of neighbouring latent frames, the correlation of their maps of deviation from the clip's
 background (each channel's median). A clip whose objects stay put or move a little scores high on
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from _common import count, parse, parser, print_table
+from _common import count, load_models, parse, parser, print_table
 
 
 def coherence(x: torch.Tensor) -> np.ndarray:
@@ -67,16 +68,16 @@ def main() -> None:
             p.error(f"--reference must be a latent cache file (cache/*.safetensors): {e}")
         if reference.ndim != 5 or reference.shape[2] != 4:
             p.error(f"--reference must hold 4-frame (2 s) latents, got {tuple(reference.shape)}")
-    import sora_nb
+    from sora_nb.train import step_seed
     from sora_nb.world import sample
 
+    models = load_models(p, args.weights)  # every folder loaded (and checked) before the minutes of generation
     rows = []
-    for i, weights in enumerate(args.weights):
-        gen = sora_nb.load(weights)
+    for i, (weights, gen) in enumerate(zip(args.weights, models)):
         if reference is not None and i == 0:  # real latents in the first model's normalised units
             reference = gen.backend.vae.normalize(reference)
         values = []
-        for clip in sample(args.clips, seed=0, split="train", phrasing="train"):
+        for clip in sample(args.clips, seed=step_seed(0, "eval", 0), split="train", phrasing="train"):  # the card's
             video = gen.generate(clip.caption, seed=clip.seed, duration=2.0)
             x0 = torch.from_numpy(video.trace.x0.values[-1].astype(np.float32))  # (F, C, h, w)
             values.append(coherence(x0))

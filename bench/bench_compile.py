@@ -52,10 +52,20 @@ def time_steps(compiled: bool, mode: str, steps: int) -> tuple[float, float]:
     return warm, (time.perf_counter() - t) / steps
 
 
+def compile_modes() -> tuple[str, ...]:
+    """The ``mode`` names this torch's ``torch.compile`` takes."""
+    try:
+        from torch._inductor import list_mode_options
+
+        return tuple(list_mode_options())
+    except (ImportError, AttributeError):  # an older torch: its documented modes
+        return ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--steps", type=count, default=30)
-    p.add_argument("--mode", default="default", help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    p.add_argument("--mode", default="default", choices=compile_modes(), help="torch.compile mode (default: default)")
     args = parse(p)
     if args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")

@@ -20,7 +20,7 @@ The cost per clip is the same number of DiT passes as either model alone.
 from __future__ import annotations
 
 import sora_nb
-from _common import count, parse, parser, print_table
+from _common import check_guidance, count, load_models, parse, parser, print_table
 from bench_samples import sample, score
 from sora_nb.backends import embedded
 
@@ -48,13 +48,15 @@ def main() -> None:
     p.add_argument("--clips", type=count, default=200)
     p.add_argument("--guidance", type=float, default=2.0)
     args = parse(p)
+    check_guidance(p, args.guidance)  # before the models load, as generate would refuse it after they did
     if any(not 0.0 <= s <= 1.0 for s in args.switch):
         p.error(f"--switch levels must be in [0, 1]; got {args.switch}")
     try:
         plan = [(s, *sample(s)) for s in args.samples]
     except ValueError as e:
         p.error(str(e))
-    high, low = sora_nb.load(args.high).backend, sora_nb.load(args.low).backend
+    (high,), (low,) = load_models(p, [args.high], "--high"), load_models(p, [args.low], "--low")
+    high, low = high.backend, low.backend
     rows: list[list[str]] = []
     for switch in args.switch:
         score(sora_nb.Generator(experts(high, low, switch)), f"{switch:g}", plan, args.clips, args.guidance, rows)

@@ -143,7 +143,7 @@ def main() -> None:
         ("generate, trace on: median s", f"{statistics.median(on):.3f}  (min {min(on):.3f})"),
         ("generate, trace off: median s", f"{med_off:.3f}  (min {min(off):.3f})"),
         ("trace on / off (medians)", f"{statistics.median(on) / med_off:.3f}"),
-        ("trace size (MB)", f"{trace_mb:.2f}"),
+        ("trace size (MiB)", f"{trace_mb:.2f}"),
         *([("text encoder, a new prompt: median ms", f"{1e3 * statistics.median(encode):.1f}  (uncounted in the FLOPs "
             "below: a repeated prompt's states are cached)")] if encode else []),
         ("model FLOPs per clip (G)", f"{flops / 1e9:.1f}"),

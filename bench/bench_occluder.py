@@ -22,8 +22,7 @@ import time
 import numpy as np
 import torch
 
-import sora_nb
-from _common import count, parse, parser, print_table
+from _common import count, load_models, parse, parser, print_table
 from sora_nb import world
 from sora_nb.world import evaluator
 
@@ -70,9 +69,10 @@ def main() -> None:
              if c.labels.occluder][: args.clips]
     if not clips:
         raise SystemExit(f"no prompt with the occluder bar among {args.pool} (--pool)")
+    names = args.weights or [None]
+    models = load_models(p, names)  # every folder loaded (and checked) before the first is scored
     rows = []
-    for w in args.weights or [None]:
-        gen = sora_nb.load(w) if w else sora_nb.load()
+    for w, gen in zip(names, models):
         rows.append([w or "shipped", *score_clips(lambda c: gen.generate(c.caption, seed=c.seed, trace=False).frames, clips)])
         if args.round_trip and len(rows) == 1:
             from bench_ceiling import round_trip

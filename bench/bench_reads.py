@@ -10,7 +10,9 @@ Clips are rendered by the world from "a {colour} {shape} moving {direction} on a
 (training colour/shape pairs only; seeds 300, 301, ...). For each attribute (colour: 9 words,
 shape: 5, direction: 8) every candidate caption differs from the truth in that one word. Each clip
 is encoded, noised at each level s with ``--draws`` fixed noises (shared by all candidates), and
-the candidates' x0 errors (summed over the latent) are compared. The table gives the share of
+the candidates' x0 errors (summed over the latent) are compared; each level's DiT and text states are
+the ones sampling uses there (a low-noise expert, where the weights have one, at or below its switch;
+the prompt alone, guidance 1). The table gives the share of
 clips whose lowest-error candidate is the true word, at each level and with the errors summed over
 levels, and the mean gap between the best wrong word and the true one, relative to the true
 word's error (how much the word matters). Chance is 1/9, 1/5 and 1/8.
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 import sora_nb
-from _common import count, parse, parser, print_table
+from _common import count, expert_note, level_denoiser, parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import clips_to_tensor
 from sora_nb.world import spec
@@ -53,14 +55,15 @@ def truths(n: int) -> list[dict[str, str]]:
 
 def errors(backend, z: torch.Tensor, prompts: list[str], draws: int, seed: int) -> np.ndarray:
     """x0 squared error summed over the latent, (levels, prompts), averaged over the noise draws."""
-    states, mask = backend.text(prompts)
+    at = level_denoiser(backend, prompts, 1.0)  # sampling's DiT and the prompts' own pass at each level
     k = len(prompts)
     out = np.zeros((len(LEVELS), k))
     for d in range(draws):
         noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed * 100 + d))
         for i, s in enumerate(LEVELS):
             xt = ((1 - s) * z + s * noise).expand(k, *z.shape[1:])
-            x0 = backend.dit.predict_x0(xt, torch.full((k,), s * 1000.0), states, mask)
+            dit, states, mask = at(s)
+            x0 = dit.predict_x0(xt, torch.full((k,), s * 1000.0), states, mask)
             out[i] += ((x0 - z) ** 2).flatten(1).sum(1).numpy() / draws
     return out
 
@@ -92,7 +95,7 @@ def main() -> None:
                 gaps[attr].append((wrong.min() - total[true]) / total[true])
     rows = [(attr, f"1/{len(WORDS[attr])}", *(f"{r / args.clips:.2f}" for r in right[attr]),
              f"{np.mean(gaps[attr]):+.2%}") for attr in WORDS]
-    print(f"{args.weights}: {args.clips} clips, {args.draws} noise draws per level")
+    print(f"{args.weights}: {args.clips} clips, {args.draws} noise draws per level; {expert_note(backend)}")
     print_table(rows, header=("word", "chance", *(f"s={s}" for s in LEVELS), "all levels",
                               "gap (best wrong - true) / true"))
 

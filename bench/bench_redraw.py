@@ -8,11 +8,14 @@ train prompts (``k0`` of bench_samples.py: world sampler, evaluation seed ``step
 encodes the world's own rendering of each prompt with the model's encoder (the latent the decoder was
 trained on: `train.pixel_label_latent`), noises it to the level s, and lets the DiT take the rest of the
 model's sampler from there: its 20-step grid from the first level at or below s, guidance 2 with the
-model's guidance profile, a fresh noise at every step (eta 1, the shipped default). Then it decodes and
-scores every clip (colour / shape / motion / count / consistency, and every check at once).
+model's guidance profile, a fresh noise at every step (eta 1, the shipped default). Each step's DiT and text
+states are the ones sampling uses at that level (the backend's ``denoiser(request)``: a low-noise expert,
+where the folder has one, takes the steps at or below its ``expert_switch``). Then it decodes and scores
+every clip (colour / shape / motion / count / consistency, and every check at once).
 
 Level 0 is the autoencoder's round trip (what any DiT could reach with this decoder); level 1 draws from
-pure noise, the model's own generation of the prompt. Between them, the level where every check falls is
+pure noise, the model's own generation of the prompt (one draw: the default generate's redraws of a
+clip its check rejects are not run here). Between them, the level where every check falls is
 where the DiT decides (and loses) the clip's content; the levels above it are where a better DiT must
 differ. Redraws are SDEdit (Meng et al. 2022): the same loop a "remix with strength s" would run.
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import count, parse, parser, print_table
+from _common import count, expert_note, level_denoiser, parse, parser, print_table
 from sora_nb import train, world
 from sora_nb.backends import embedded
 from sora_nb.train import step_seed
@@ -37,22 +40,13 @@ STEPS = 20
 BATCH = 8
 
 
-def text_batch(be: embedded.EmbeddedBackend, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states and masks of ``captions`` and then as many empty prompts, padded to one length."""
-    states = [be.encode_prompt(c) for c in captions] + [be.encode_prompt("")] * len(captions)
-    n = max(s.shape[1] for s, _ in states)
-    pad = torch.nn.functional.pad
-    return (torch.cat([pad(s, (0, 0, 0, n - s.shape[1])) for s, _ in states]),
-            torch.cat([pad(m, (0, n - m.shape[1])) for _, m in states]))
-
-
 @torch.no_grad()
 def redraw(be: embedded.EmbeddedBackend, z: torch.Tensor, captions: list[str], level: float,
            grid: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """The normalised latents ``z`` noised to the first grid level at or below ``level`` and sampled from there."""
     if level <= 0.0:
         return z
-    states, masks = text_batch(be, captions)
+    at = level_denoiser(be, captions, GUIDANCE)  # sampling's DiT and text states at each level
     todo = [k for k in range(len(grid) - 1) if float(grid[k]) <= level + 1e-6]
     s = float(grid[todo[0]])
     x = (1.0 - s) * z + s * torch.randn(z.shape, generator=g)
@@ -60,7 +54,8 @@ def redraw(be: embedded.EmbeddedBackend, z: torch.Tensor, captions: list[str], l
         s, s_next = float(grid[k]), float(grid[k + 1])
         w = embedded.guidance_at(be.guidance_profile, GUIDANCE, s)
         t = torch.full((2 * len(z),), s * 1000.0)
-        c, u = be.dit.predict_x0(torch.cat([x, x]), t, states, masks).float().chunk(2)
+        dit, states, masks = at(s)  # the main DiT, or the low-noise expert at or below its switch
+        c, u = dit.predict_x0(torch.cat([x, x]), t, states, masks).float().chunk(2)
         x0 = u + w * (c - u)
         x = (1.0 - s_next) * x0 + s_next * torch.randn(z.shape, generator=g)  # x0 itself at the last step
     return x
@@ -108,6 +103,8 @@ def main() -> None:
         first = max((float(v) for v in grid[:-1] if float(v) <= level + 1e-6), default=0.0)
         rows.append([f"{level:g}", f"{first:.3f}" if level > 0 else "-",
                      " / ".join(f"{m[d]:.3f}" for d in DIMS[:-1]), f"{m['overall']:.3f}", f"{seconds[level]:.0f}"])
+    print(f"{folder}: {len(clips)} train/train prompts (k0), guidance {GUIDANCE:g}, {expert_note(be)}; "
+          "one draw per clip")
     print_table(rows, ("level", "first step's sigma", "colour / shape / motion / count / consistency",
                        "every check", "s"))
 

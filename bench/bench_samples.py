@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 import sora_nb
-from _common import count, parse, parser, print_table
+from _common import check_guidance, count, load_models, parse, parser, print_table
 from sora_nb import world
 from sora_nb.train import step_seed
 
@@ -46,17 +46,18 @@ def main() -> None:
     args = parse(p)
     if args.clips < 1:
         p.error(f"--clips must be >= 1; got {args.clips}")
-    if not 0.0 <= args.guidance <= 50.0:  # (NaN fails too) before the model loads, as generate would refuse it
-        p.error(f"--guidance must be a number in [0, 50], got {args.guidance}")
+    check_guidance(p, args.guidance)  # before the model loads, as generate would refuse it
     try:
         plan = [(s, *sample(s)) for s in args.samples]
     except ValueError as e:
         p.error(str(e))
+    folders = args.weights or ["shapes"]
+    models = load_models(p, folders)  # every folder loaded (and checked) before the first evaluation
     rows: list[list[str]] = []
     bars: list[list[str]] = []
-    for folder in args.weights or ["shapes"]:
+    for folder, gen in zip(folders, models):
         per_clip = {}
-        score(sora_nb.load(folder), folder, plan, args.clips, args.guidance, rows, per_clip)
+        score(gen, folder, plan, args.clips, args.guidance, rows, per_clip)
         bars += bar_rows(folder, plan, per_clip)
     print_table(rows, ("weights", "sample", "colour / shape / motion / count / consistency", "every check", "s"))
     print()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 
 import sora_nb
-from _common import count, parse, parser, print_table
+from _common import check_guidance, count, parse, parser, print_table
 from sora_nb import world
 from sora_nb.world import evaluator
 from sora_nb.world.language import parse as parse_caption
@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--per-shape", type=count, default=8)
     p.add_argument("--clips", type=count, default=64)
     args = parse(p)
+    check_guidance(p, args.guidance)  # before the model loads
     gen = sora_nb.load(args.weights)
     guidance = gen.limits.default_guidance if args.guidance is None else args.guidance
     counts = confusion(gen, guidance, args.per_shape)

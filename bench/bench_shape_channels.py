@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import sys
 
-from _common import parse, parser
+from _common import check_guidance, parse, parser
 from sora_nb.world import spec
 
 K = len(spec.SHAPES)  # the latent's last K channels are the shape channels
@@ -66,6 +66,7 @@ def main() -> int:
     p.add_argument("--weights", required=True, help="a weights folder trained with shape_channels=true")
     p.add_argument("--guidance", type=float, default=1.5)
     args = parse(p)
+    check_guidance(p, args.guidance)  # before the model loads
     read(args.weights, args.guidance)
     return 0
 

@@ -29,7 +29,7 @@ from sora_nb.trace import TraceThinned, TraceTooLarge, estimate_trace, open_trac
 
 PROMPT = "a red circle moving right"
 DEFAULT = dict(seed=0, duration=2.0, guidance=5.0, steps=20)
-MB = 2**20
+MiB = 2**20  # every size below is in MiB (the library's own messages and max_mb say MB for 2**20 bytes)
 
 
 def data_bytes(ds) -> int:
@@ -83,8 +83,8 @@ def main() -> None:
     plan = estimate_trace(gen, PROMPT, **DEFAULT)
     video = on_run()
     actual = data_bytes(video.trace)
-    rows += [("trace size, default clip (MB)", f"{actual / MB:.3f}  (Dataset.nbytes {video.trace.nbytes / MB:.3f})"),
-             ("estimate before the run (MB)", f"{plan.nbytes / MB:.3f}  ({'exact' if plan.nbytes == actual else 'off'})"),
+    rows += [("trace size, default clip (MiB)", f"{actual / MiB:.3f}  (Dataset.nbytes {video.trace.nbytes / MiB:.3f})"),
+             ("estimate before the run (MiB)", f"{plan.nbytes / MiB:.3f}  ({'exact' if plan.nbytes == actual else 'off'})"),
              ("plan", str(plan))]
 
     # -- memory of a long traced run ----------------------------------------------------------------
@@ -99,19 +99,19 @@ def main() -> None:
 
     traced = gen.generate(PROMPT, observers=[Peak()], **long)
     seen.append(rss_mb())
-    size = data_bytes(traced.trace) / MB
+    size = data_bytes(traced.trace) / MiB
     rows.append(("long traced run (4 s, 96x64, 400 steps): RSS growth / trace size",
                  f"{max(seen) - base:.0f} MiB / {size:.0f} MiB = {(max(seen) - base) / size:.2f}"))
     del traced
 
     # -- limits ----------------------------------------------------------------------------------
-    limit = actual / 4 / MB
+    limit = actual / 4 / MiB  # max_mb counts 2**20 bytes
     with trace_options(max_mb=limit), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         thin = gen.generate(PROMPT, **DEFAULT)
     said = [str(w.message) for w in caught if issubclass(w.category, TraceThinned)]
-    rows += [(f"limit {limit:.3f} MB: steps kept", f"{thin.trace.sizes['step']} of 20, record_every="
-              f"{thin.trace.attrs['record_every']}, {data_bytes(thin.trace) / MB:.3f} MB"),
+    rows += [(f"limit {limit:.3f} MiB (max_mb={limit:.3f}): steps kept", f"{thin.trace.sizes['step']} of 20, "
+              f"record_every={thin.trace.attrs['record_every']}, {data_bytes(thin.trace) / MiB:.3f} MiB"),
              ("  warning", said[0] if said else "NONE (bug)")]
     try:
         with trace_options(max_mb=limit, on_limit="raise"):
@@ -122,7 +122,7 @@ def main() -> None:
     rows.append(('  on_limit="raise"', refusal))
     with trace_options(downsample=2):
         small = gen.generate(PROMPT, **DEFAULT)
-    rows.append(("downsample=2: trace size (MB)", f"{data_bytes(small.trace) / MB:.3f}  latent "
+    rows.append(("downsample=2: trace size (MiB)", f"{data_bytes(small.trace) / MiB:.3f}  latent "
                  f"{tuple(small.trace.latent.shape)}"))
 
     # -- saving ------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def main() -> None:
         size = path.stat().st_size
         read_s = seconds(lambda: open_trace(path))
         same = open_trace(path).identical(video.trace)
-    rows.append(("netCDF: write / read s, file MB", f"{write_s:.3f} / {read_s:.3f}, {size / MB:.2f} MB "
+    rows.append(("netCDF: write / read s, file MiB", f"{write_s:.3f} / {read_s:.3f}, {size / MiB:.2f} MiB "
                  f"(float16 stored as float32), identical: {same}"))
 
     # -- inspector payload ------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def main() -> None:
     payload = len(widget.a_views) + len(widget.a_heat)
     other = gen.generate(PROMPT, **{**DEFAULT, "guidance": 1.0})
     compare = seconds(lambda: Inspector(video, other))
-    rows += [("inspector payload build: median s", f"{statistics.median(build):.3f}  ({payload / MB:.2f} MB of "
+    rows += [("inspector payload build: median s", f"{statistics.median(build):.3f}  ({payload / MiB:.2f} MiB of "
               "frames, sent once)"),
              ("inspector with compare= build s", f"{compare:.3f}")]
 

@@ -76,15 +76,20 @@ def main() -> None:
     if args.steps < 5 or args.warm < 1 or args.batch < 1:
         p.error(f"--steps must be >= 5 (the figure is a difference of two runs), --warm and --batch >= 1; "
                 f"got --steps {args.steps}, --warm {args.warm}, --batch {args.batch}")
-    cache = synthetic_cache(max(args.clips, 1024))
     base = dict(device=args.device, dit_batch=args.batch, text_steps=0, log_every=10 ** 9, ckpt_every=10 ** 9,
                 dit_warmup=1, dit_patch=tuple(args.patch))
-    recipes = {
-        f"DiT {args.hidden} wide x {args.depth} deep": train.Recipe(**base, dit_hidden=args.hidden,
-                                                                  dit_depth=args.depth, dit_heads=args.heads),
-        "tiny DiT (fixed per-step costs)": train.Recipe(**base, dit_hidden=32, dit_depth=1, dit_heads=2, text_width=32,
-                                                   text_layers=1),
-    }
+    try:  # the recipe checks --patch, --device and the DiT's shape: usage errors, before the cache is made
+        recipes = {
+            f"DiT {args.hidden} wide x {args.depth} deep": train.Recipe(**base, dit_hidden=args.hidden,
+                                                                      dit_depth=args.depth, dit_heads=args.heads),
+            "tiny DiT (fixed per-step costs)": train.Recipe(**base, dit_hidden=32, dit_depth=1, dit_heads=2,
+                                                       text_width=32, text_layers=1),
+        }
+    except ValueError as e:
+        p.error(f"{e} (from --patch, --device, --hidden, --depth or --heads)")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device!r}: no CUDA GPU here (torch {torch.__version__})")
+    cache = synthetic_cache(max(args.clips, 1024))
     rows = []
     tokenizer, probe = train.embedded.build_tokenizer(train.caption_words(world)), train.CaptionProbe(128)
     text = train.TextEncoder(tokenizer, train.embedded.build_encoder(len(tokenizer)))

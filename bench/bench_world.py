@@ -1,7 +1,7 @@
 """Benchmark sora_nb.world: how fast the sampler feeds training, and how fast the evaluator judges.
 
     .venv/bin/python bench/bench_world.py            # 200 clips per row
-    .venv/bin/python bench/bench_world.py --n 500
+    .venv/bin/python bench/bench_world.py --n 500 [--threads N]
 
 Prints one row per measurement. Targets (2 CPU cores): sample() at least 200 clips of
 16x64x64 in under 10 s; score() under 20 ms per 16x64x64 clip.
@@ -9,11 +9,10 @@ Prints one row per measurement. Targets (2 CPU cores): sample() at least 200 cli
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
-from _common import count
+from _common import count, parse, parser
 from sora_nb import world
 from sora_nb.world import vision
 
@@ -27,9 +26,9 @@ def timed(fn):
 
 def main() -> None:
     """Run the measurements and print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)  # --threads, as every bench script
     ap.add_argument("--n", type=count, default=200, help="clips per measurement (default 200)")
-    n = ap.parse_args().n
+    n = parse(ap).n
     rows = []  # (measurement, wall figure, CPU figure, note)
 
     def rate(name, wall, cpu, note):

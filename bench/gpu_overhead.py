@@ -39,12 +39,12 @@ import warnings
 import torch
 
 import sora_nb
-from _common import parse, parser, print_table
+from _common import count, parse, parser, print_table
 from sora_nb.sampler import RunInfo
 from sora_nb.trace import TraceRecorder
 
 PROMPT = "a red circle moving right"
-MB = 2**20
+MiB = 2**20
 
 
 def real_wan_pipeline(device: str):
@@ -86,9 +86,10 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def count_syncs(fn) -> int | None:
-    """Synchronising CUDA calls made by ``fn`` (None on the CPU)."""
-    if not torch.cuda.is_available():
+def count_syncs(fn, cuda: bool) -> int | None:
+    """Synchronising CUDA calls made by ``fn`` (None for a CPU run: ``--tiny``, or no GPU here; a CUDA machine's
+    --tiny run fills no GPU figures, so it counts none either)."""
+    if not cuda:
         return None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -100,13 +101,25 @@ def count_syncs(fn) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+def device_rows(cuda: bool, syncs_sora: int | None, syncs_bare: int | None, peak: dict[str, int],
+                steps: int) -> list[tuple[str, str]]:
+    """The host-sync and peak-memory rows: GPU figures only for a CUDA run (``cuda``: a GPU here and not --tiny;
+    a CUDA machine's --tiny run measured neither, so it says n/a instead of reading an empty ``peak``)."""
+    if not cuda or syncs_sora is None or syncs_bare is None:
+        return [("host syncs", "n/a (CPU run)"), ("peak GPU memory", "n/a (CPU run)")]
+    return [("host syncs per run: sora_nb traced / bare",
+             f"{syncs_sora} / {syncs_bare} (extra per step: {(syncs_sora - syncs_bare) / steps:.2f})"),
+            ("peak GPU memory (GiB): bare / traced",
+             f"{peak['bare'] / 2**30:.2f} / {peak['sora_nb traced'] / 2**30:.2f}")]
+
+
 def main() -> None:
     p = parser(__doc__, repeats=3)
     p.add_argument("--tiny", action="store_true", help="tiny Wan pipeline on the CPU (a smoke run)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 20; --tiny: 10)")
+    p.add_argument("--steps", type=count, default=None, help="denoising steps, >= 1 (default 20; --tiny: 10)")
     args = parse(p)
     cuda = torch.cuda.is_available() and not args.tiny
-    steps = args.steps or (10 if args.tiny else 20)
+    steps = args.steps if args.steps is not None else (10 if args.tiny else 20)
     if args.tiny:
         from sora_nb.testing import tiny_pipeline
 
@@ -152,7 +165,7 @@ def main() -> None:
                 peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated())
     med = {k: statistics.median(v) for k, v in times.items()}
     video = gen.generate(PROMPT, trace=True, **kw)
-    syncs_sora, syncs_bare = count_syncs(runs["sora_nb traced"]), count_syncs(runs["bare"])
+    syncs_sora, syncs_bare = count_syncs(runs["sora_nb traced"], cuda), count_syncs(runs["bare"], cuda)
 
     rows = [
         ("pipeline", label),
@@ -168,15 +181,9 @@ def main() -> None:
         ("sora_nb trace off / bare", f"{med['sora_nb trace off'] / med['bare']:.3f}"),
         ("denoise+trace / bare latent", f"{med['sora_nb denoise+trace'] / med['bare latent']:.3f}"),
         ("overhead per step (ms, traced - bare)", f"{(med['sora_nb traced'] - med['bare']) / steps * 1e3:.2f}"),
-        ("trace size (MB)", f"{video.trace.nbytes / MB:.1f}"),
+        ("trace size (MiB)", f"{video.trace.nbytes / MiB:.4g}"),
     ]
-    if syncs_sora is not None:
-        rows.append(("host syncs per run: sora_nb traced / bare",
-                     f"{syncs_sora} / {syncs_bare} (extra per step: {(syncs_sora - syncs_bare) / steps:.2f})"))
-        rows.append(("peak GPU memory (GiB): bare / traced",
-                     f"{peak['bare'] / 2**30:.2f} / {peak['sora_nb traced'] / 2**30:.2f}"))
-    else:
-        rows.append(("host syncs", "n/a (CPU run)"))
+    rows += device_rows(cuda, syncs_sora, syncs_bare, peak, steps)
     print(f"sora_nb {sora_nb.__version__}: overhead over a bare WanPipeline call ({PROMPT!r})")
     print_table(rows)
 
