@@ -121,7 +121,8 @@ Every random draw comes from a ``torch.Generator`` / ``numpy.random.Generator`` 
 ``--seed`` and the step number, so a run (and a resumed run) is deterministic on a given machine.
 Progress (losses, timings, scores) goes to ``--out/log.jsonl`` and stdout; a resumed stage first logs
 ``{"stage": "resume", "of": <stage>, "step": <its checkpoint's step>}``; a stage an earlier call finished is
-loaded, not trained again, and logs ``{"stage": "reused", "folder": <its folder>, "steps": <the steps it ran>}``.
+loaded, not trained again, and logs ``{"stage": "reused", "folder": <its folder>, "steps": <the steps it ran>}``
+(a reloaded latent cache ``"clips": <the clips it holds>`` instead of steps; the text stage, its folder alone).
 
 Checkpoints hold tensors in safetensors and everything else in JSON: no pickle anywhere. Each checkpoint and
 finished stage is written whole (`atomic_folder`), so a run killed at any moment resumes from the last whole one.
@@ -1106,6 +1107,8 @@ def build_cache(recipe: Recipe, out: Path, world, vae: VideoAutoencoder, pixels:
         buckets = {}
         for key, captions in index["buckets"].items():
             buckets[key] = (load_file(str(path / f"{key}.safetensors"))["latents"], captions)
+        # said in the log as a reloaded stage is (`reuse_steps`): the clips it holds, not the recipe's cache asked now
+        log(out, stage="reused", folder=name, clips=sum(len(c) for _, c in buckets.values()))
         return {"buckets": buckets, "mean": index["mean"], "std": index["std"]}
     path.mkdir(parents=True, exist_ok=True)
     buckets: dict[str, tuple[torch.Tensor, list[str]]] = {}
@@ -1446,6 +1449,7 @@ def train_text(recipe: Recipe, out: Path, text: TextEncoder, probe: CaptionProbe
     if (final / "text.safetensors").is_file():
         text.encoder.load_state_dict(load_file(str(final / "text.safetensors")), strict=False)
         probe.load_state_dict(load_file(str(final / "probe.safetensors")))
+        log(out, stage="reused", folder=final.name)  # (as `reuse_steps` says of the stages that record their steps)
         return
     params = [p for p in text.encoder.parameters() if p.requires_grad] + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.text_lr, weight_decay=0.01)

@@ -156,7 +156,20 @@ def test_a_finished_run_called_again_with_more_dit_steps_records_the_steps_it_ra
     assert json.loads((out / "weights" / "scores.json").read_text())["recipe"]["dit_steps"] == 6
     assert (out / "weights" / "dit" / "diffusion_pytorch_model.safetensors").read_bytes() == before
     reused = [r for r in train.read_log(out / "log.jsonl") if r.get("stage") == "reused"]
-    assert [(r["folder"], r["steps"]) for r in reused] == [("vae_final", 6), ("dit_final", 6)]  # said in the log
+    assert [(r["folder"], r["steps"]) for r in reused if "steps" in r] == [("vae_final", 6), ("dit_final", 6)]  # said in the log
+    # the cache and the text stage too (they were reused without a word; notebook 07 promises the log says so)
+    assert [(r["folder"], r.get("clips")) for r in reused if "steps" not in r] == [("cache", 16)]
+
+
+def test_a_reloaded_text_stage_says_so_in_the_log(tmp_path, one_thread):
+    """A finished text stage was reloaded without a word in the log (notebook 07 promises the log says `reused`)."""
+    recipe = train.Recipe(text_steps=2, text_batch=4, log_every=1)
+    text, probe = fresh_text_and_probe(64)
+    train.train_text(recipe, tmp_path, text, probe)
+    assert [r for r in train.read_log(tmp_path / "log.jsonl") if r.get("stage") == "reused"] == []
+    train.train_text(recipe, tmp_path, text, probe)
+    reused = [r for r in train.read_log(tmp_path / "log.jsonl") if r.get("stage") == "reused"]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in reused] == [{"stage": "reused", "folder": "text_final"}]
 
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
