@@ -731,6 +731,21 @@ def test_a_model_that_takes_any_multiple_gets_that_size_in_the_menu():
     assert ui.size.value == (48, 32) and not ui.busy
 
 
+def change_then(ui, control, value, action, entered, release):
+    """Set ``ui.<control>`` to ``value`` in another thread; once it has reached ``entered``, Stop ("stop") or restore
+    clip 0 ("restore"), then let the change go on (``release``) and wait for the panel."""
+    changer = threading.Thread(target=lambda: setattr(getattr(ui, control), "value", value))
+    changer.start()
+    assert entered.wait(10)
+    if action == "stop":
+        ui.stop()
+    else:
+        ui.restore(0)
+    release.set()
+    changer.join(10)
+    ui.wait(30)
+
+
 @pytest.mark.parametrize("action", ["stop", "restore"])
 def test_a_change_still_being_checked_loses_to_stop_and_restore(action):
     """A change is checked (generator.request) before it is queued. Stop or a restore that came while it was
@@ -748,16 +763,7 @@ def test_a_change_still_being_checked_loses_to_stop_and_restore(action):
         return request(prompt, **kwargs)
 
     g.request = slow_request
-    changer = threading.Thread(target=lambda: setattr(ui.seed, "value", 2))
-    changer.start()
-    assert entered.wait(10)
-    if action == "stop":
-        ui.stop()
-    else:
-        ui.restore(0)
-    release.set()
-    changer.join(10)
-    ui.wait(30)
+    change_then(ui, "seed", 2, action, entered, release)
     assert ui.video is first and len(ui.history) == 1 and len(backend.requests) == 1
     assert ui.seed.value == (2 if action == "stop" else 1)
 
@@ -1033,18 +1039,9 @@ def test_a_stop_or_restore_right_after_a_change_was_counted_still_wins(control, 
         return submit_counted(self, *args)
 
     Controls._submit_counted = gap
+    new = "a blue square" if control == "prompt" else 2
     try:
-        new = "a blue square" if control == "prompt" else 2
-        changer = threading.Thread(target=lambda: setattr(getattr(ui, control), "value", new))
-        changer.start()
-        assert entered.wait(10)
-        if action == "stop":
-            ui.stop()
-        else:
-            ui.restore(0)
-        release.set()
-        changer.join(10)
-        ui.wait(30)
+        change_then(ui, control, new, action, entered, release)
     finally:
         Controls._submit_counted = submit_counted
     assert len(backend.requests) == 1 and ui.video is first and len(ui.history) == 1
