@@ -61,8 +61,13 @@ denormalisation: Wan and Mochi ``latents_mean``/``latents_std``, LTX-Video ``_de
 (plus its decode timestep and noise when the VAE is timestep-conditioned; ``decode_timestep`` and
 ``decode_noise_scale`` are read from ``call_kwargs``; the noise comes from a generator seeded with 0,
 not from the run's, so it differs from the pipeline's own decode), HunyuanVideo and CogVideoX the VAE's
-``scaling_factor``. The sampler keeps the latents if decoding fails
-(:class:`~sora_nb.sampler.DecodeError`).
+``scaling_factor``. The decode runs with torch's global RNG seeded with 0 (and put back after): LTX-Video
+0.9.1's VAE (``decoder_inject_noise``) draws noise inside ``vae.decode`` from it, so the same latents give the same
+frames. The sampler keeps the latents if decoding fails (:class:`~sora_nb.sampler.DecodeError`).
+
+Runs and decodes put every component in eval mode for the call (each module goes back to its own mode after): a
+pipeline built from constructors, or one whose transformer was being fine-tuned, would otherwise run its dropout,
+which draws from the global RNG, so the same seed gave another clip each time.
 
 Constraints
 -----------
@@ -264,6 +269,50 @@ def _patched(obj: Any, name: str, replacement: Any) -> Iterator[None]:
             object.__delattr__(obj, name)
 
 
+@contextlib.contextmanager
+def _eval_mode(modules: list[Any]) -> Iterator[None]:
+    """Every module (and submodule) in ``modules`` in eval mode for the block, then each back in the mode it was in.
+
+    A pipeline built from constructors, or one whose transformer was just fine-tuned (a LoRA left in ``train()``),
+    has dropout on: the text encoder's and transformer's dropout draw from torch's global RNG, so the same seed gave
+    another clip on every generate (and inference with dropout is not the model's output)."""
+    modes = [(m, m.training) for module in modules if isinstance(module, torch.nn.Module) for m in module.modules()]
+    for m, training in modes:
+        if training:
+            m.training = False
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(device: torch.device, seed: int = 0) -> Iterator[None]:
+    """torch's global RNG (the CPU's and ``device``'s) seeded with ``seed`` for the block, then as it was.
+
+    For the decode: LTX-Video 0.9.1's VAE (``decoder_inject_noise``) adds noise inside ``vae.decode`` drawn with no
+    generator, from the global RNG, so the same latents gave other frames at every decode (and the caller's random
+    stream moved); seeded, a decode is a function of its latents."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
+        mps_state = None
+        if device.type == "mps":
+            mps_state = torch.mps.get_rng_state()
+            torch.mps.manual_seed(seed)
+        try:
+            yield
+        finally:
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
 class _PipelineRun:
     """One pipeline call in a worker thread, its steps handed over one by one (see the module docstring)."""
 
@@ -327,6 +376,7 @@ class _PipelineRun:
             return out
 
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_eval_mode(list(pipe.components.values())))
             stack.enter_context(_patched(pipe, "prepare_latents", prepare_and_keep))
             if self.method == "returned":
                 step = pipe.scheduler.step
@@ -528,7 +578,8 @@ class DiffusersVideoBackend:
         z = self.to_vae(torch.as_tensor(latents), num_frames).to(pipe._execution_device, torch.float32)
         with self._call_lock.held(threading.get_ident()):  # the VAE keeps per-call state: one decode (or run) at a time
             try:
-                video = self.vae_decode(z)  # (1, 3, T, H, W)
+                with _eval_mode([pipe.vae]), _seeded_global_rng(z.device):
+                    video = self.vae_decode(z)  # (1, 3, T, H, W)
             finally:
                 pipe.maybe_free_model_hooks()  # with offload: put the VAE back on the CPU
         video = video[0, :, :num_frames].float().permute(1, 2, 3, 0)  # (T, H, W, 3)
@@ -652,7 +703,8 @@ class LTXBackend(DiffusersVideoBackend):
         return int(self.pipe.transformer.config.in_channels)
 
     def extra_call_arguments(self, request: Request) -> dict[str, Any]:
-        return {"frame_rate": int(round(self.limits.fps))}
+        # an integer, as the pipeline takes it; at least 1 (it divides by it: fps=0.4 failed with ZeroDivisionError)
+        return {"frame_rate": max(1, int(round(self.limits.fps)))}
 
     def to_fcyx(self, latents: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
         _t, _s, pt, p = self.factors()
