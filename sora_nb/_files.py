@@ -49,7 +49,10 @@ def atomic_file(target: Path, *, suffix: str | None = None, name: Path | None = 
     try:
         yield Path(tmp)
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as err:  # (named as the file asked for, not the temporary one)
+            raise type(err)(err.errno, f"cannot write {str(name or target)!r}: {err.strerror}") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

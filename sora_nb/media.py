@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,17 @@ def check_output_path(path: str | os.PathLike, name: str = "path") -> Path:
     if p.is_symlink() and Path(os.path.realpath(p)).suffix.lower() != p.suffix.lower():
         raise ValueError(f"{name} {str(p)!r} is a link to {os.path.realpath(p)!r}, which does not end in "
                          f"{p.suffix}: write to the file itself or to another name")
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{name}: folder {str(p.parent)!r} is not writable (choose another folder)")
+    folder = Path(os.path.realpath(p)).parent if p.is_symlink() else p.parent  # a link's file is written where it points
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: folder {str(folder)!r} is not writable (choose another folder)")
+    try:
+        held, shared = os.stat(p if not p.is_symlink() else os.path.realpath(p)), os.stat(folder)
+    except OSError:  # nothing there yet
+        return p
+    if shared.st_mode & stat.S_ISVTX and os.geteuid() not in (0, held.st_uid, shared.st_uid):
+        # a sticky folder (/tmp): another user's file there cannot be replaced, found out after the model ran
+        raise ValueError(f"{name} {str(p)!r} is another user's file in a shared folder, which only they can "
+                         "replace: choose another name")
     return p
 
 
@@ -120,7 +130,11 @@ def check_input_path(path: Any, name: str = "path") -> Path:
 
 def check_frames(frames: Any) -> np.ndarray:
     """uint8 frames of shape (T, H, W, 3)."""
-    frames = np.asarray(frames)
+    try:
+        frames = np.asarray(frames)
+    except ValueError:  # a list of frames of other shapes: numpy's message names nothing
+        raise ValueError("frames must be uint8 of shape (T, H, W, 3) with T, H, W >= 1; got frames of different "
+                         "shapes") from None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
         raise ValueError(f"frames must be uint8 of shape (T, H, W, 3) with T, H, W >= 1; "
                          f"got {frames.dtype} {frames.shape}")
@@ -139,18 +153,23 @@ def _json_value(value: Any) -> Any:
                     "str, number, bool, None, list, dict)")
 
 
-def _non_text_key(value: Any) -> Any:
-    """The first dict key in ``value`` (nested in dicts and lists) that is not a str, else None."""
+def _non_text_key(value: Any, _open: frozenset[int] = frozenset()) -> Any:
+    """The first dict key in ``value`` (nested in dicts and lists) that is not a str, else None; ValueError for a
+    dict or list that holds itself (it has no JSON; the walk recursed until Python stopped it)."""
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in _open:
+            raise ValueError("params must not hold themselves (a dict or list inside itself has no JSON)")
+        _open = _open | {id(value)}
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return key
-            found = _non_text_key(item)
+            found = _non_text_key(item, _open)
             if found is not None:
                 return found
     elif isinstance(value, (list, tuple)):
         for item in value:
-            found = _non_text_key(item)
+            found = _non_text_key(item, _open)
             if found is not None:
                 return found
     return None
@@ -243,8 +262,17 @@ def ffmpeg_reason(text: str) -> str:
         return "it has no video stream"  # (mediapy's message for a file ffmpeg reads, audio alone)
     text = re.sub(r"Error (writing|reading) '[^']*':\s*", "", text)  # mediapy's prefix, naming a temporary file
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line.strip()) for line in text.splitlines() if line.strip()]
-    said = [line for line in lines if ": " in line and not line.startswith(("ffmpeg version", "video:"))]
-    return (said or lines or ["ffmpeg gave no reason"])[-1][:200]
+    if not lines:
+        return "ffmpeg stopped without a message (killed? out of memory, or a file-size limit)"
+    said = [line for line in lines if ": " in line and not line.startswith(("ffmpeg version", "video:"))
+            and not GENERIC.match(line)]  # ffmpeg 7's summary lines, after the cause
+    causes = [line for line in lines if line not in said and not GENERIC.match(line)
+              and re.search(r"\b(invalid|error|failed|cannot|could not|not supported)\b", line, re.I)]
+    return (said or causes or lines)[-1][:200]
+
+
+GENERIC = re.compile(r"(Task finished with error code|Terminating thread|Error while opening encoder|Nothing was "
+                     r"written|Conversion failed|Error opening output file)", re.I)
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:

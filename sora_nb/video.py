@@ -39,11 +39,17 @@ class Video:
     latents: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.frames = media.check_frames(self.frames)
+        # its own copy, as params are: a clip made from a buffer the caller fills again (or `dataclasses.replace`'s
+        # copy, edited) shared its frames
+        self.frames = np.array(media.check_frames(self.frames), copy=True)
         self.fps = media.check_fps(self.fps)
         if not isinstance(self.params, dict):
             raise TypeError(f"params must be a dict (prompt, seed, ...), got {type(self.params).__name__}")
-        self.params = copy.deepcopy(self.params)
+        try:
+            self.params = copy.deepcopy(self.params)
+        except (TypeError, RecursionError) as err:  # a lock, a file handle, a dict holding itself
+            raise TypeError(f"params must be plain data (numbers, text, lists, dicts) to be kept and saved with the "
+                            f"clip; copying them failed: {err}") from None
 
     @property
     def num_frames(self) -> int:

@@ -431,3 +431,77 @@ def test_an_executable_that_is_not_ffmpeg_is_refused_up_front(tmp_path, monkeypa
     for call in (media.ffmpeg_exe, lambda: sora_nb.read_params(good)):
         with pytest.raises(sora_nb.FFmpegNotFoundError, match=r"ffmpeg at '.*ffmpeg' does not run"):
             call()
+
+
+def test_a_clip_keeps_its_own_copy_of_its_frames():
+    """Only params were copied: a clip made from a buffer the caller fills again, or a `dataclasses.replace` copy
+    edited, changed the other clip's frames."""
+    import dataclasses
+
+    buffer = np.zeros((2, 8, 8, 3), np.uint8)
+    clip = sora_nb.Video(frames=buffer, fps=8.0, params={})
+    buffer[:] = 255
+    assert clip.frames.max() == 0
+    slower = dataclasses.replace(clip, fps=4.0)
+    slower.frames[0] = 7
+    assert clip.frames.max() == 0 and slower.frames.max() == 7
+
+
+def test_frames_and_params_that_cannot_be_kept_are_named():
+    with pytest.raises(ValueError, match=r"^frames must be uint8 of shape \(T, H, W, 3\) with T, H, W >= 1; got frames "
+                                         r"of different shapes$"):
+        sora_nb.Video(frames=[np.zeros((8, 8, 3), np.uint8), np.zeros((4, 8, 3), np.uint8)], fps=8.0, params={})
+    import threading
+
+    with pytest.raises(TypeError, match=r"^params must be plain data .*copying them failed: cannot pickle"):
+        sora_nb.Video(frames=np.zeros((1, 8, 8, 3), np.uint8), fps=8.0, params={"lock": threading.Lock()})
+    looped = {"prompt": "a red ball"}
+    looped["again"] = [looped]
+    with pytest.raises(ValueError, match=r"^params must not hold themselves"):  # was a RecursionError
+        media.params_json(looped)
+
+
+def test_ffmpegs_cause_is_named_not_its_summary_lines():
+    """ffmpeg 7 ends with "Task finished with error code: ..." after the cause; a killed ffmpeg says nothing."""
+    said = ("[libx264 @ 0x55] invalid width x height (20000x2)\n[vost#0:0/libx264 @ 0x1] Error while opening encoder -"
+            " maybe incorrect parameters such as bit_rate, rate, width or height\nConversion failed!\n"
+            "Task finished with error code: -22 (Invalid argument)\n")
+    assert media.ffmpeg_reason(said) == "invalid width x height (20000x2)"
+    assert media.ffmpeg_reason("") == "ffmpeg stopped without a message (killed? out of memory, or a file-size limit)"
+    assert media.ffmpeg_reason("[in#0 @ 0x1] x.mp4: No such file or directory\n") == "x.mp4: No such file or directory"
+
+
+def test_a_file_the_save_could_not_replace_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Another user's file in a sticky folder (/tmp), or a link into a folder we may not write, passed the check:
+    `sora-nb generate` ran the model, then failed naming the temporary file."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "clip.mp4").write_bytes(b"theirs")
+    assert media.check_output_path(shared / "clip.mp4") == shared / "clip.mp4"  # our own (root's) file
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)  # as another user: the file (root's) is not ours to replace
+    with pytest.raises(ValueError, match=r"is another user's file in a shared folder, which only they can replace"):
+        media.check_output_path(shared / "clip.mp4", "--output")
+    assert media.check_output_path(shared / "new.mp4") == shared / "new.mp4"  # a new name there is fine
+    monkeypatch.undo()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "real.mp4").write_bytes(b"x")
+    (tmp_path / "link.mp4").symlink_to(locked / "real.mp4")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.path.realpath(p) == str(locked) else real_access(p, mode))
+    with pytest.raises(ValueError, match=rf"--output: folder '{locked}' is not writable"):
+        media.check_output_path(tmp_path / "link.mp4", "--output")
+
+
+def test_a_replace_that_fails_names_the_clip_not_the_temporary_file(tmp_path, monkeypatch):
+    from sora_nb import _files
+
+    def refuse(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(_files.os, "replace", refuse)
+    with pytest.raises(PermissionError) as err:
+        smooth_clip().save(tmp_path / "clip.mp4")
+    assert str(err.value) == f"[Errno 1] cannot write '{tmp_path / 'clip.mp4'}': Operation not permitted"
+    assert list(tmp_path.iterdir()) == []
