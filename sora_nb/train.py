@@ -1416,6 +1416,15 @@ def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEnc
     DiT grown to it (`ShapesDiT.grown`, computing the same at first); any other difference in the DiT's
     architecture is refused, by field."""
     backend = embedded.load_folder(recipe.init_from)
+    dit, text, grow = init_networks(recipe, backend)
+    init_stats(recipe, cache)
+    return (dit.grown(recipe.dit_depth) if grow else dit), text, backend
+
+
+def init_networks(recipe: Recipe, backend: embedded.EmbeddedBackend) -> tuple[ShapesDiT, TextEncoder, bool]:
+    """``recipe.init_from``'s DiT and text encoder (``backend``'s; its expert's with ``ft_from`` "low") and whether
+    the recipe grows the DiT; ValueError naming every field of the DiT's architecture that differs from the recipe
+    (`main` asks before any stage, so a wrong folder is not found after the autoencoder's minutes)."""
     if recipe.ft_from == "low" and backend.low is None:
         raise ValueError(f"ft_from 'low' continues a folder's low-noise expert; {recipe.init_from!r} has none")
     dit, text = backend.low if recipe.ft_from == "low" else (backend.dit, backend.text)
@@ -1429,8 +1438,7 @@ def load_init(recipe: Recipe, cache: dict[str, Any]) -> tuple[ShapesDiT, TextEnc
     if differ:
         raise ValueError("init_from's DiT differs from the recipe (recipe, folder): "
                          + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items()))
-    init_stats(recipe, cache)
-    return (dit.grown(recipe.dit_depth) if grow else dit), text, backend
+    return dit, text, grow
 
 
 def caption_words(world) -> list[str]:
@@ -2713,6 +2721,11 @@ def _main(argv: list[str] | None, prog: str) -> int:
         check_device(recipe.device)
     except ValueError as err:
         parser.error(str(err))  # a usage error like every other refused input (exit status 2)
+    if recipe.init_from:  # its folder loads and its DiT fits the recipe: now, not when the DiT stage starts
+        try:
+            init_networks(recipe, embedded.load_folder(recipe.init_from))
+        except (ValueError, OSError) as err:
+            parser.error(f"init_from: {err}")
     try:
         if (out / "rescore.json").is_file():  # its weights/ would be replaced by a training run's, under its record
             raise RefusedInput(f"--out {str(out)!r} holds a rescore (rescore.json), not a training run: resume it with "

@@ -2450,3 +2450,16 @@ def test_a_full_run_refuses_decoder_and_pixel_settings_without_their_stage(tmp_p
             "--rescore WEIGHTS --tune-decoder); dec_blur (") in line
     assert "pix_blocks (it applies to the pixel-encoder stage: pix_steps > 0 (with shape_layout))" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_an_init_from_whose_dit_does_not_fit_is_refused_before_any_stage(tmp_path, capsys):
+    """init_from's DiT was checked against the recipe only when the DiT stage started: the autoencoder and the cache
+    were trained first (minutes), then a traceback (exit 1) left their folders."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--tiny", "--preset", "plain", "--out", str(out), "--set",
+                    f'init_from="{embedded.WEIGHTS_DIR}"'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and ("init_from: init_from's DiT differs from the recipe (recipe, folder): depth 2 vs 6"
+                                      in err[-1]), err
+    assert not out.exists()
