@@ -20,11 +20,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
@@ -49,13 +50,17 @@ def quiet_progress() -> Iterator[None]:
 
 
 def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
-    """A lower-casing word-level tokenizer over ``words``; unknown words map to ``<unk>``."""
+    """A lower-casing word-level tokenizer over ``words`` (split as `sora_nb.world.tokenize` splits text); unknown
+    words map to ``<unk>``."""
     vocab = {PAD: 0, EOS: 1, UNK: 2}
     for word in sorted({w.lower() for w in words}):
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # split as `sora_nb.world.tokenize` splits the captions ``words`` come from: lower case, accents dropped
+    # ("rïght" is "right"), runs of letters a-z and every other character alone ("circle..." is circle . . .)
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.NFKD(), normalizers.StripAccents()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Split(Regex(r"[a-z]+|[^a-z]"), behavior="isolated")])
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                    model_max_length=MAX_TOKENS)
@@ -251,7 +256,7 @@ class TextEncoder(torch.nn.Module):
         folder = Path(folder)
         with quiet_progress():
             if tokenizer:
-                self.tokenizer.save_pretrained(folder / "tokenizer")
+                self._canonical_tokenizer().save_pretrained(folder / "tokenizer")
             if isinstance(self.encoder, AdaptedEncoder):
                 out = folder / "text_encoder"
                 out.mkdir(parents=True, exist_ok=True)
@@ -264,6 +269,21 @@ class TextEncoder(torch.nn.Module):
             else:
                 self.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
 
+    def _canonical_tokenizer(self) -> PreTrainedTokenizerFast:
+        """The tokenizer as `from_pretrained` builds it back, with the truncation and padding every forward
+        sets: the saved files are then the same bytes whatever the tokenizer was last called with (a fresh one,
+        `unknown_words`, a forward) and after any number of save / load round trips, so a model saved again
+        keeps its ``weights_sha256``."""
+        self.tokenize([""])  # the backend's truncation (MAX_TOKENS) and padding (to the longest), as forward leaves them
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tokenizer.json"
+            self.tokenizer.backend_tokenizer.save(str(path))
+            return self._read_tokenizer(path, isinstance(self.encoder, AdaptedEncoder))
+
+    @staticmethod
+    def _read_tokenizer(path: Path, wordpiece: bool) -> PreTrainedTokenizerFast:
+        return wordpiece_tokenizer(path) if wordpiece else _tokenizer(path, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
     @classmethod
     def from_pretrained(cls, folder: str | Path, tokenizer_folder: str | Path | None = None) -> "TextEncoder":
         """Load what ``save_pretrained`` wrote; safetensors only, no network. ``tokenizer_folder``: where its
@@ -272,7 +292,7 @@ class TextEncoder(torch.nn.Module):
         vocab = Path(tokenizer_folder if tokenizer_folder is not None else folder) / "tokenizer" / "tokenizer.json"
         if (folder / "text_encoder" / "pretrained.json").is_file():
             return cls._adapted(folder, vocab)
-        tokenizer = _tokenizer(vocab, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+        tokenizer = cls._read_tokenizer(vocab, wordpiece=False)
         try:
             with quiet_progress():
                 encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", use_safetensors=True,
@@ -311,6 +331,6 @@ class TextEncoder(torch.nn.Module):
         if missing or unexpected:
             raise ValueError(f"{folder / 'text_encoder' / 'model.safetensors'} does not fit its config: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        tokenizer = wordpiece_tokenizer(vocab)
+        tokenizer = cls._read_tokenizer(vocab, wordpiece=True)
         frozen_encoder(name)  # fails now, with the install hint, if the package is missing or altered
         return cls(tokenizer, encoder)
