@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from sora_nb.backend import Limits
+
 
 def _integer(text: str, low: int, what: str) -> int:
     """``text`` as an integer >= ``low``, else argparse's usage error naming ``what`` is expected."""
@@ -41,7 +43,7 @@ def parser(doc: str, *, repeats: int | None = None) -> argparse.ArgumentParser:
     return p
 
 
-MAX_GUIDANCE = 50.0  # sora_nb.backend.Limits.max_guidance: what generate accepts (every model here)
+MAX_GUIDANCE = Limits.max_guidance  # what generate accepts (every model here)
 
 
 def check_guidance(p: argparse.ArgumentParser, value: float | Sequence[float] | None) -> None:

@@ -105,7 +105,7 @@ def check_output_path(path: str | os.PathLike, name: str = "path") -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{name}: folder {str(folder)!r} is not writable (choose another folder)")
     try:
-        held, shared = os.stat(p if not p.is_symlink() else os.path.realpath(p)), os.stat(folder)
+        held, shared = os.stat(p), os.stat(folder)  # (stat follows a link to the file written)
     except OSError:  # nothing there yet
         return p
     if shared.st_mode & stat.S_ISVTX and os.geteuid() not in (0, held.st_uid, shared.st_uid):
